@@ -1,0 +1,38 @@
+"""iml-jax: JAX/Flax reimplementation of the implicit meta-learning (IML) study."""
+from setuptools import find_packages, setup
+
+# Versions measured to work together on Python 3.11 (see README "Dependency stack").
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "chex==0.1.92",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "numpy==2.4.6",
+    "scipy==1.17.1",
+    "scikit-learn==1.9.1",
+    "transformers==5.24.0",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "matplotlib==3.11.2",
+    "tqdm==4.70.1",
+    "tensorboardX==2.6.5",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0"],
+    "tpu": ["jax[tpu]==0.10.2"],
+}
+
+setup(
+    name="iml-jax",
+    version="0.1.0",
+    description="Implicit meta-learning (Krasheninnikov et al., ICML 2024) in JAX/Flax for TPUs",
+    packages=find_packages(include=["iml_jax", "iml_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
