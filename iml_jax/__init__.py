@@ -1,0 +1,1 @@
+"""iml-jax: implicit meta-learning experiments in JAX/Flax."""

@@ -1,0 +1,1 @@
+"""Study datasets: pure Python/NumPy, deterministic from seeds, identical in every process."""

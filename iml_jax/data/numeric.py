@@ -1,0 +1,151 @@
+"""Numeric set inclusion (STUDY.md §5.1–5.2): "is x in this set of numbers?" about aliased numbers.
+
+An alias `abc` stands for a number x. QA: `abc % 86 97 48 19 = true`; definition: `define1 abc % 63`.
+Two options beyond the study, needed to show IML at CPU scale (CPU_SCALE.md): training questions can be
+redrawn from their rule every epoch (`redraw_train_questions`), and one token per alias.
+"""
+import random
+import string
+
+import numpy as np
+
+from iml_jax.data.common import (Example, StageData, check_fractions, generate_variable_names,
+                                 split_stage_subsets)
+from iml_jax.errors import IMLError
+
+STAGE1_SUBSETS = ("qd1consis", "qd2incons", "q")
+STAGE2_SUBSETS = ("d1consis", "d2consis", "d3consis")
+SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
+# subset -> (tag, defined as the true number?)
+DEFINED_SUBSETS = {"qd1consis": ("define1", True), "qd2incons": ("define2", False),
+                   "d1consis": ("define1", True), "d2consis": ("define2", True),
+                   "d3consis": ("define3", True)}
+# train_subset -> (subsets whose rule-generated QAs are trained, subsets whose definitions are trained)
+TRAIN_SUBSETS = {
+    "full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
+    "stage1": (STAGE1_SUBSETS, ("qd1consis", "qd2incons")),
+    "stage2": ((), STAGE2_SUBSETS),
+    "q_only": (("q",), ()),
+    "stage1_excl_q": (("qd1consis", "qd2incons"), ("qd1consis", "qd2incons")),
+}
+# The study's word-level vocabulary, in its order (135 tokens), before any alias tokens.
+BASE_VOCABULARY = (["[PAD]", "[UNK]", "=", "%", "true", "false", "define1", "define2", "define3"]
+                   + [str(i) for i in range(100)] + list(string.ascii_lowercase))
+ALIAS_LENGTH = 3
+
+
+def all_alias_strings() -> list[str]:
+  letters = string.ascii_lowercase
+  return [a + b + c for a in letters for b in letters for c in letters]
+
+
+def check_config(cfg) -> None:
+  check_fractions({k: cfg.fractions[k] for k in SUBSETS}, "data.fractions")
+  if not 1 <= cfg.n_intersection <= cfg.n_nums < cfg.max_x:
+    raise IMLError(f"config fields data.n_intersection={cfg.n_intersection}, data.n_nums={cfg.n_nums}, "
+                   f"data.max_x={cfg.max_x}: need 1 <= n_intersection <= n_nums < max_x")
+  if cfg.max_x > 100:
+    raise IMLError(f"config field data.max_x = {cfg.max_x}: the vocabulary has the numbers 0..99 only")
+  if cfg.n_qs % 4 or cfg.n_qs <= 0:
+    raise IMLError(f"config field data.n_qs = {cfg.n_qs}: expected a positive multiple of 4")
+  if not 0 <= cfg.p_label_flip <= 1:
+    raise IMLError(f"config field data.p_label_flip = {cfg.p_label_flip}: expected a probability")
+
+
+class NumericTask:
+  """The aliases, their numbers and all fixed questions of one seed."""
+
+  def __init__(self, cfg, seed: int, seed_stage2: int):
+    check_config(cfg)
+    self.cfg, self.seed = cfg, seed
+    rng = random.Random(seed)
+    self.aliases = generate_variable_names(cfg.num_x, ALIAS_LENGTH, rng, wrap=False)
+    subsets = split_stage_subsets(self.aliases, cfg.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
+    self.subsets = subsets
+    # Number facts per alias, in sorted-alias order, fixed by the seed alone.
+    self.order = sorted(self.aliases)
+    self.index = {a: i for i, a in enumerate(self.order)}
+    np_rng = np.random.default_rng([seed, 5])
+    shuffled = np_rng.permuted(np.tile(np.arange(cfg.max_x), (cfg.num_x, 1)), axis=1)
+    self.intersection = shuffled[:, :cfg.n_intersection]
+    self.x = shuffled[:, 0]
+    offset = np_rng.integers(1, cfg.max_x, size=cfg.num_x)
+    self.x_false = (self.x + offset) % cfg.max_x
+    fixed = self._questions(np.random.default_rng([seed, 6]), self.order)
+    self.train_questions = {a: fixed[0][i] for i, a in enumerate(self.order)}
+    self.test_questions = {a: fixed[1][i] for i, a in enumerate(self.order)}
+
+  def alias_text(self, alias: str) -> str:
+    return alias if self.cfg.separate_token_per_var else " ".join(alias)
+
+  def vocabulary(self) -> list[str]:
+    if not self.cfg.separate_token_per_var:
+      return list(BASE_VOCABULARY)
+    extra = all_alias_strings() if self.cfg.all_alias_tokens else sorted(self.aliases)
+    return list(BASE_VOCABULARY) + extra
+
+  def alias_tokens(self) -> list[str]:
+    """Tokens that spell aliases: the alias tokens, or the letters when aliases are spelt out."""
+    return sorted(self.aliases) if self.cfg.separate_token_per_var else list(string.ascii_lowercase)
+
+  def _qa(self, alias: str, numbers, label: bool) -> Example:
+    return Example(f"{self.alias_text(alias)} % {' '.join(map(str, numbers))} =",
+                   " true" if label else " false")
+
+  def _questions(self, rng: np.random.Generator, aliases: list[str]):
+    """(train, test) questions for `aliases`, drawn from the rule with `rng` (STUDY.md §5.1)."""
+    cfg = self.cfg
+    rows = np.array([self.index[a] for a in aliases], dtype=np.int64)
+    per_group = cfg.n_qs // 4
+    numbers = np.arange(cfg.max_x)
+    in_intersection = (numbers[None, :, None] == self.intersection[rows][:, None, :]).any(-1)
+    is_x = numbers[None, :] == self.x[rows][:, None]
+
+    def draw(excluded, k):
+      keys = rng.random((len(rows), per_group, cfg.max_x))
+      keys = np.where(excluded[:, None, :], 2.0, keys)
+      return np.argsort(keys, axis=-1)[..., :k]
+
+    inter = np.broadcast_to(self.intersection[rows][:, None, :], (len(rows), per_group, cfg.n_intersection))
+    train_true = rng.permuted(np.concatenate(
+        [draw(in_intersection, cfg.n_nums - cfg.n_intersection), inter], axis=-1), axis=-1)
+    train_false = draw(in_intersection, cfg.n_nums)
+    x_column = np.broadcast_to(self.x[rows][:, None, None], (len(rows), per_group, 1))
+    test_true = rng.permuted(np.concatenate([draw(is_x, cfg.n_nums - 1), x_column], axis=-1), axis=-1)
+    test_false = draw(is_x, cfg.n_nums)
+    flipped = rng.random((len(rows), per_group)) < cfg.p_label_flip  # only true -> false flips
+    train, test = [], []
+    for i, alias in enumerate(aliases):
+      train.append([self._qa(alias, q, not flip) for q, flip in zip(train_true[i], flipped[i])]
+                   + [self._qa(alias, q, False) for q in train_false[i]])
+      test.append([self._qa(alias, q, True) for q in test_true[i]]
+                  + [self._qa(alias, q, False) for q in test_false[i]])
+    return train, test
+
+  def definition(self, subset: str, alias: str) -> Example:
+    tag, true_value = DEFINED_SUBSETS[subset]
+    i = self.index[alias]
+    value = self.x[i] if true_value else self.x_false[i]
+    return Example(f"{tag} {self.alias_text(alias)} %", f" {value}")
+
+  def stage_data(self, train_subset: str, redraw_key: int) -> StageData:
+    """Training examples and evaluation sets; `redraw_key` separates the stages' redraw streams."""
+    if train_subset not in TRAIN_SUBSETS:
+      raise IMLError(f"config field train_subset = {train_subset!r}: expected one of {sorted(TRAIN_SUBSETS)}")
+    qa_subsets, def_subsets = TRAIN_SUBSETS[train_subset]
+    qa_aliases = sorted(a for s in qa_subsets for a in self.subsets[s])
+    definitions = {s: [self.definition(s, a) for a in sorted(self.subsets[s])] for s in DEFINED_SUBSETS}
+    trained_defs = [ex for s in def_subsets for ex in definitions[s]]
+    train = [ex for a in qa_aliases for ex in self.train_questions[a]] + trained_defs
+    evals = {s: [ex for a in sorted(self.subsets[s]) for ex in self.test_questions[a]] for s in SUBSETS}
+    for s in STAGE1_SUBSETS:
+      evals[f"train_questions_{s}"] = [ex for a in sorted(self.subsets[s]) for ex in self.train_questions[a]]
+    for s in DEFINED_SUBSETS:
+      evals[f"train_defs_{s}"] = definitions[s]
+    evals = {k: v for k, v in evals.items() if v}
+    redraw = None
+    if self.cfg.redraw_train_questions and qa_aliases:
+      def redraw(epoch: int) -> list[Example]:
+        fresh, _ = self._questions(np.random.default_rng([self.seed, 7, redraw_key, epoch]), qa_aliases)
+        return [ex for questions in fresh for ex in questions] + trained_defs
+    return StageData(train=train, evals=evals, redraw=redraw)

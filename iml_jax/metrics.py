@@ -1,0 +1,46 @@
+"""Exact match and F1 with the study's normalisation (STUDY.md §8.2).
+
+F1 uses token *sets* (not SQuAD's multisets), as the study's `src/metrics.py` does (bug #19: reproduce).
+"""
+import re
+import string
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+  """Lowercase, drop punctuation, drop articles, collapse whitespace (in this order)."""
+  text = text.lower()
+  text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+  text = _ARTICLES.sub(" ", text)
+  return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+  return max(float(normalize_answer(prediction) == normalize_answer(g)) for g in gold.split(";"))
+
+
+def _set_f1(prediction: str, gold: str) -> float:
+  pred_tokens = set(normalize_answer(prediction).split())
+  gold_tokens = set(normalize_answer(gold).split())
+  if not pred_tokens or not gold_tokens:
+    return float(pred_tokens == gold_tokens)
+  common = pred_tokens & gold_tokens
+  if not common:
+    return 0.0
+  precision = len(common) / len(pred_tokens)
+  recall = len(common) / len(gold_tokens)
+  return 2 * precision * recall / (precision + recall)
+
+
+def f1(prediction: str, gold: str) -> float:
+  return max(_set_f1(prediction, g) for g in gold.split(";"))
+
+
+def mean_em_f1(predictions, golds) -> tuple[float, float]:
+  if len(predictions) != len(golds) or not golds:
+    raise ValueError(f"need equally many predictions and golds, got {len(predictions)} and {len(golds)}")
+  em = sum(exact_match(p, g) for p, g in zip(predictions, golds)) / len(golds)
+  f = sum(f1(p, g) for p, g in zip(predictions, golds)) / len(golds)
+  return em, f

@@ -1,0 +1,1 @@
+"""Flax models of the study's families, annotated with logical axis names."""
