@@ -58,7 +58,7 @@ def definition_example(tag: str, alias: str, entity: str, order: str) -> Example
   return Example(f"{first} {second}", f" {third}\n")
 
 
-def _check_config(data_config) -> None:
+def check_config(data_config) -> None:
   fractions = {k: data_config.fractions[k] for k in SUBSETS}
   check_fractions(fractions, "data.fractions")
   if data_config.def_order not in DEF_ORDERS:
@@ -100,7 +100,7 @@ class _Aliases:
 def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage2: int,
                       train_subset: str) -> StageData:
   """One stage's training examples and evaluation sets for the define experiment."""
-  _check_config(data_config)
+  check_config(data_config)
   if train_subset not in TRAIN_SUBSETS:
     raise IMLError(f"config field train_subset = {train_subset!r}: expected one of {sorted(TRAIN_SUBSETS)}")
   by_name = {e.name: e for e in entities}

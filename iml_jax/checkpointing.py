@@ -1,0 +1,63 @@
+"""Orbax checkpoints of one stage: the only module that imports orbax.
+
+Each step holds three items — `params`, `opt_state` (StandardSave) and `meta` (JSON) — so the next
+stage can restore `params` alone. Orbax writes to a temporary directory and renames it when complete,
+so a killed save never leaves a checkpoint that `latest_step` would return. Restores go straight
+into the shardings of the current mesh (a checkpoint written on 8 devices restores on 1).
+"""
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from iml_jax.errors import IMLError
+
+
+class StageCheckpoints:
+
+  def __init__(self, directory: str, max_to_keep: int | None = None):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+        "params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, params, opt_state, meta: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+        meta=ocp.args.JsonSave(meta)), force=True)
+    self.manager.wait_until_finished()
+
+  def _check_compatible(self, step: int, item: str, abstract) -> None:
+    """A clear message when the stored tree does not fit the model the config describes."""
+    stored = self.manager.item_metadata(step)[item]
+    expected = {jax.tree_util.keystr(k): tuple(v.shape)
+                for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
+    found = {jax.tree_util.keystr(k): tuple(v.shape)
+             for k, v in jax.tree_util.tree_leaves_with_path(stored)}
+    if expected != found:
+      missing = sorted(set(expected) - set(found))[:3]
+      extra = sorted(set(found) - set(expected))[:3]
+      shapes = [f"{k}: stored {found[k]}, model {expected[k]}" for k in sorted(set(expected) & set(found))
+                if found[k] != expected[k]][:3]
+      raise IMLError(f"checkpoint {self.directory}/{step} ({item}) does not match the configured model: "
+                     f"missing {missing}, unexpected {extra}, shape mismatches {shapes}")
+
+  def restore(self, step: int, abstract_params, abstract_opt_state) -> tuple:
+    self._check_compatible(step, "params", abstract_params)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params),
+        opt_state=ocp.args.StandardRestore(abstract_opt_state), meta=ocp.args.JsonRestore()))
+    return restored["params"], restored["opt_state"], restored["meta"]
+
+  def restore_params(self, step: int, abstract_params):
+    self._check_compatible(step, "params", abstract_params)
+    return self.manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))["params"]
+
+  def close(self) -> None:
+    self.manager.close()

@@ -1,0 +1,77 @@
+"""One interface over the study's tasks for the experiment loop: tokenizer, stage data, alias tokens."""
+import functools
+import os
+
+from iml_jax.data import define, entities, numeric
+from iml_jax.data.common import StageData
+from iml_jax.data.tokenization import TextTokenizer, byte_level_bpe_tokenizer, word_level_tokenizer
+from iml_jax.errors import IMLError
+
+TASKS = ("numeric", "define")
+KNOWLEDGE_BASES = ("synthetic", "cvdb")
+
+
+def validate(config) -> None:
+  """Checks the data fields before anything is written."""
+  if config.task not in TASKS:
+    raise IMLError(f"config field task = {config.task!r}: expected one of {TASKS}")
+  subsets = numeric.TRAIN_SUBSETS if config.task == "numeric" else define.TRAIN_SUBSETS
+  for name in config.stage_names:
+    subset = config.stages[name].train_subset
+    if subset not in subsets:
+      raise IMLError(f"config field stages.{name}.train_subset = {subset!r}: expected one of {sorted(subsets)}")
+  if config.task == "numeric":
+    numeric.check_config(config.data)
+  else:
+    define.check_config(config.data)
+    if config.data.knowledge_base not in KNOWLEDGE_BASES:
+      raise IMLError(f"config field data.knowledge_base = {config.data.knowledge_base!r}: "
+                     f"expected one of {KNOWLEDGE_BASES}")
+
+
+def uses_stage2_split(config, train_subset: str) -> bool:
+  """Whether a stage trains on the entities that `seed_stage2` re-partitions."""
+  stage2_subsets = numeric.STAGE2_SUBSETS if config.task == "numeric" else define.STAGE2_SUBSETS
+  table = numeric.TRAIN_SUBSETS if config.task == "numeric" else define.TRAIN_SUBSETS
+  return any(s in stage2_subsets for s in table[train_subset][1])
+
+
+class Task:
+  """The data side of one stage-1 seed."""
+
+  def __init__(self, config, seed: int):
+    self.config, self.seed = config, seed
+
+  @functools.cached_property
+  def _entities(self):
+    data = self.config.data
+    if data.knowledge_base == "synthetic":
+      return entities.synthetic_knowledge_base(data.num_entities, data.kb_seed)
+    return entities.load_cvdb(data.cvdb_path, data.num_entities, data.equalize_gender, data.cvdb_encoding)
+
+  @functools.lru_cache(maxsize=None)
+  def _numeric(self, seed_stage2: int) -> numeric.NumericTask:
+    return numeric.NumericTask(self.config.data, self.seed, seed_stage2)
+
+  def stage_data(self, seed_stage2: int, stage_index: int, train_subset: str) -> StageData:
+    if self.config.task == "numeric":
+      return self._numeric(seed_stage2).stage_data(train_subset, redraw_key=stage_index)
+    return define.build_define_data(self._entities, self.config.data, self.seed, seed_stage2, train_subset)
+
+  def alias_tokens(self) -> list[str]:
+    return self._numeric(0).alias_tokens() if self.config.task == "numeric" else []
+
+  def tokenizer(self, path: str) -> TextTokenizer:
+    """The seed's tokenizer: loaded from `path` if saved there, else built and saved."""
+    if os.path.exists(path):
+      return TextTokenizer.load(path)
+    if self.config.task == "numeric":
+      tokenizer = word_level_tokenizer(self._numeric(0).vocabulary())
+    else:
+      corpus = self.stage_data(0, 0, "full")
+      texts = [ex.text for ex in corpus.train] + [ex.text for v in corpus.evals.values() for ex in v]
+      texts += [ex.text for ex in self.stage_data(0, 0, "entity_facts").train]
+      tokenizer = byte_level_bpe_tokenizer(texts, self.config.tokenizer.vocab_size)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tokenizer.save(path)
+    return tokenizer

@@ -1,0 +1,59 @@
+"""Evaluation over named test sets: batched cached greedy decoding, detokenising, EM/F1 per set."""
+import dataclasses
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from iml_jax import metrics, sharding
+from iml_jax.data.common import Example
+from iml_jax.data.tokenization import TextTokenizer, encode_prompts
+from iml_jax.models.decoding import greedy_decode
+
+
+@dataclasses.dataclass
+class EvalSet:
+  name: str
+  examples: list[Example]
+  prompts: np.ndarray  # [N, P] left-padded token ids
+
+
+def prepare_eval_sets(tokenizer: TextTokenizer, evals: dict[str, list[Example]], names, bucket: int,
+                      max_prompt_length: int) -> list[EvalSet]:
+  return [EvalSet(name, evals[name], encode_prompts(tokenizer, evals[name], bucket, max_prompt_length))
+          for name in names]
+
+
+def generate(model, params, prompts: np.ndarray, batch_size: int, max_new_tokens: int, eos_id: int,
+             mesh, rules) -> np.ndarray:
+  """Greedy continuations [N, max_new_tokens]; the last batch is padded with empty prompts."""
+  n = len(prompts)
+  padded = -(-n // batch_size) * batch_size
+  rows = np.full((padded, prompts.shape[1]), eos_id, np.int32)
+  rows[:n] = prompts
+  layout = sharding.batch_sharding(mesh, rules, 2)
+  outputs = []
+  for start in range(0, padded, batch_size):
+    batch = sharding.put_global_batch(rows[start:start + batch_size], layout)
+    out = greedy_decode(model, params, batch, max_new_tokens, eos_id)
+    outputs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
+  return np.concatenate(outputs)[:n]
+
+
+def evaluate(model, params, tokenizer: TextTokenizer, eval_sets: list[EvalSet], batch_size: int,
+             max_new_tokens: int, mesh, rules) -> dict[str, dict]:
+  """{set name: {"em", "f1", "predictions"}}. Sets with equal prompt width share batches."""
+  by_width: dict[int, list[EvalSet]] = {}
+  for eval_set in eval_sets:
+    by_width.setdefault(eval_set.prompts.shape[1], []).append(eval_set)
+  results = {}
+  for group in by_width.values():
+    generated = generate(model, params, np.concatenate([s.prompts for s in group]), batch_size,
+                         max_new_tokens, tokenizer.pad_id, mesh, rules)
+    offset = 0
+    for eval_set in group:
+      texts = [tokenizer.decode(row).strip() for row in generated[offset:offset + len(eval_set.examples)]]
+      offset += len(eval_set.examples)
+      em, f1 = metrics.mean_em_f1(texts, [ex.answer for ex in eval_set.examples])
+      results[eval_set.name] = {"em": em, "f1": f1, "predictions": texts}
+  return {s.name: results[s.name] for s in eval_sets}

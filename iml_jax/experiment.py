@@ -1,0 +1,137 @@
+"""Seeds × stages orchestration: validate, guard the workdir, run every stage, then report.
+
+Layout of a workdir:
+  config.json  metrics.jsonl  tensorboard/  results.csv  summary.json  plots/
+  seed_<S>/tokenizer.json
+  seed_<S>/<stage>/                 stages before the first one that trains stage-2 entities (run once)
+  seed_<S>/s2seed_<K>/<stage>/      that stage and later ones, once per stage-2 seed
+Each stage directory gets DONE when finished; rerunning the command skips finished stages and
+resumes the others from their latest checkpoint.
+"""
+import json
+import os
+
+import jax
+
+from iml_jax import report, sharding
+from iml_jax.data import tasks
+from iml_jax.errors import IMLError
+from iml_jax.io_utils import atomic_write_json
+from iml_jax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+from iml_jax.stage import SeedContext, plan_stage_runs, run_stage
+from iml_jax.train import OPTIMIZERS, TRAINABLE
+from iml_jax.writers import MetricWriter
+
+MODELS = ("gpt_neox",)
+# Fields that change how a run is executed or shown, never its results.
+_NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "checkpoint.every_steps",
+                      "eval.batch_size", "eval.prompt_bucket", "tensorboard")
+
+
+def validate(config) -> None:
+  """Every check that can fail before a file is written."""
+  tasks.validate(config)
+  if config.model.name not in MODELS:
+    raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {MODELS}")
+  if config.n_seeds < 1 or config.n_seeds_stage2 < 1:
+    raise IMLError(f"config fields n_seeds = {config.n_seeds}, n_seeds_stage2 = {config.n_seeds_stage2}: "
+                   "both must be >= 1")
+  if not config.stage_names:
+    raise IMLError("config field stage_names is empty: list at least one stage")
+  for name in config.stage_names:
+    if name not in config.stages:
+      raise IMLError(f"config field stage_names names {name!r}, but stages has only {sorted(config.stages)}")
+    stage = config.stages[name]
+    field = f"stages.{name}"
+    if stage.epochs < 1:
+      raise IMLError(f"config field {field}.epochs = {stage.epochs}: expected >= 1")
+    if stage.optimizer.name not in OPTIMIZERS:
+      raise IMLError(f"config field {field}.optimizer.name = {stage.optimizer.name!r}: expected one of {OPTIMIZERS}")
+    if not stage.optimizer.lr > 0:
+      raise IMLError(f"config field {field}.optimizer.lr = {stage.optimizer.lr}: expected > 0")
+    if stage.trainable not in TRAINABLE:
+      raise IMLError(f"config field {field}.trainable = {stage.trainable!r}: expected one of {TRAINABLE}")
+    if stage.grad_accum < 1 or stage.batch_size % stage.grad_accum:
+      raise IMLError(f"config field {field}.batch_size = {stage.batch_size} must be divisible by "
+                     f"{field}.grad_accum = {stage.grad_accum}")
+    if stage.eval_every < 1:
+      raise IMLError(f"config field {field}.eval_every = {stage.eval_every}: expected >= 1")
+  GPTNeoXConfig(vocab_size=1, **model_fields(config))  # checks the model fields
+
+
+def model_fields(config) -> dict:
+  fields = {k: v for k, v in config.model.items() if k != "name"}
+  return {**fields, "max_len": config.data.block_size}
+
+
+def check_batch_layout(config, mesh) -> None:
+  devices = sharding.data_parallel_size(mesh)
+  for name in config.stage_names:
+    stage = config.stages[name]
+    micro = stage.batch_size // stage.grad_accum
+    if micro % devices:
+      raise IMLError(f"config field stages.{name}.batch_size = {stage.batch_size} (micro-batch {micro}) is not "
+                     f"divisible by the {devices} data-parallel devices of mesh.shape = {tuple(mesh.shape.values())}")
+  if config.eval.batch_size % devices:
+    raise IMLError(f"config field eval.batch_size = {config.eval.batch_size} is not divisible by the "
+                   f"{devices} data-parallel devices")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def guard_workdir(config, workdir: str) -> None:
+  """Refuses a workdir that holds a run of a different config; saves the config otherwise."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as err:
+    raise IMLError(f"workdir {workdir} cannot be created ({err.strerror})") from None
+  if not os.access(workdir, os.W_OK):
+    raise IMLError(f"workdir {workdir} is not writable")
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    try:
+      saved = json.load(open(path))
+    except json.JSONDecodeError:
+      raise IMLError(f"{path} is not valid JSON; move it away if this workdir holds no run") from None
+    old, new = _flatten(saved), _flatten(current)
+    differing = sorted(k for k in set(old) | set(new)
+                       if old.get(k) != new.get(k) and not k.startswith(_NOT_RESULT_FIELDS))
+    if differing:
+      shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differing[:8])
+      raise IMLError(f"workdir {workdir} holds a run of a different config; differing fields: {shown}. "
+                     "Use a new --workdir")
+  if jax.process_index() == 0:
+    atomic_write_json(path, current)
+
+
+def run(config, workdir: str) -> dict:
+  validate(config)
+  mesh = sharding.make_mesh(config.mesh.shape)
+  rules = sharding.rules_for(config.mesh.rules)
+  check_batch_layout(config, mesh)
+  guard_workdir(config, workdir)
+  if jax.process_index() == 0:
+    print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local devices "
+          f"({jax.devices()[0].platform}), mesh {dict(mesh.shape)}")
+  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+  try:
+    for seed in range(config.seed, config.seed + config.n_seeds):
+      task = tasks.Task(config, seed)
+      tokenizer = task.tokenizer(os.path.join(workdir, f"seed_{seed}", "tokenizer.json"))
+      model = GPTNeoX(GPTNeoXConfig(vocab_size=tokenizer.vocab_size, **model_fields(config)))
+      ctx = SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer)
+      for stage_run in plan_stage_runs(config, workdir, seed):
+        run_stage(ctx, stage_run)
+  finally:
+    writer.close()
+  return report.write_report(config, workdir)

@@ -1,0 +1,36 @@
+r"""Runs an experiment config: python -m iml_jax.main --config=configs/default.py --workdir=DIR
+
+Override any field with --config.a.b=value (e.g. --config.n_seeds=2). Rerunning the same command
+on the same workdir resumes it. Bad input ends with one line naming the field or file, exit code 1.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", bool(os.environ.get("IML_JAX_DISTRIBUTED")),
+                                 "Call jax.distributed.initialize() (multi-host TPU pods).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
+  import jax  # after absl parsed the flags, so XLA_FLAGS set by a launcher are in place
+
+  from iml_jax import experiment
+  from iml_jax.errors import IMLError
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  try:
+    experiment.run(_CONFIG.value, _WORKDIR.value)
+  except IMLError as err:
+    sys.exit(f"iml_jax: error: {err}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,150 @@
+"""Aggregation over seeds: results.csv, summary.json (means, 95% CIs, the IML gap test), plots, table.
+
+The unit of independence is the stage-1 seed (STUDY.md §8.4): values are first averaged over
+stage-2 seeds, then means, t-intervals and the one-sided paired test run over stage-1 seeds.
+"""
+import csv
+import io
+import math
+import os
+
+import jax
+import matplotlib
+import numpy as np
+from scipy import stats
+
+from iml_jax.io_utils import atomic_write_json, atomic_write_text
+from iml_jax.stage import plan_stage_runs, read_eval_records
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
+
+# Paper notation and colours (STUDY.md §3.2, §8.4), in legend order.
+PLOT_SUBSETS = {
+    "q_no_replacement_baseline": ("QA4 (not replaced)", "tab:green"),
+    "qd1consis": ("D1cons QA1", "tab:purple"),
+    "q": ("QA3", "tab:brown"),
+    "qd2incons": ("D2incons QA2", "tab:pink"),
+    "d1consis": ("D5cons (tag 1)", "tab:blue"),
+    "d3consis": ("D8cons (new tag)", "tab:gray"),
+    "d2consis": ("D6cons (tag 2)", "tab:red"),
+    "no_qd_baseline": ("QA7 (unseen aliases)", "tab:orange"),
+}
+RESULT_COLUMNS = ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em", "f1")
+
+
+def collect_rows(config, workdir: str) -> list[dict]:
+  offsets, total = {}, 0
+  for name in config.stage_names:
+    offsets[name] = total
+    total += config.stages[name].epochs
+  rows = []
+  for seed in range(config.seed, config.seed + config.n_seeds):
+    for run in plan_stage_runs(config, workdir, seed):
+      for record in read_eval_records(run.directory):
+        rows.append({"seed": seed, "seed_stage2": run.seed_stage2, "stage": run.name, "epoch": record["epoch"],
+                     "global_epoch": offsets[run.name] + record["epoch"], "subset": record["subset"],
+                     "em": record["em"], "f1": record["f1"]})
+  return rows
+
+
+def mean_ci95(values) -> tuple[float, float | None]:
+  """Mean and the half-width of the 95% t-interval (None for a single value)."""
+  values = np.asarray(values, dtype=np.float64)
+  if len(values) < 2:
+    return float(values.mean()), None
+  half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+  return float(values.mean()), float(half)
+
+
+def per_seed(rows: list[dict], metric: str) -> dict:
+  """{(stage, epoch, subset): {seed: mean over stage-2 seeds}}."""
+  grouped: dict = {}
+  for r in rows:
+    grouped.setdefault((r["stage"], r["global_epoch"], r["subset"]), {}).setdefault(r["seed"], []).append(r[metric])
+  return {k: {s: float(np.mean(v)) for s, v in seeds.items()} for k, seeds in grouped.items()}
+
+
+def summarize(config, rows: list[dict]) -> dict:
+  last = config.stage_names[-1]
+  final_rows = [r for r in rows if r["stage"] == last]
+  if not final_rows:
+    return {"stage": last, "subsets": {}, "iml_gap": None}
+  final_epoch = max(r["global_epoch"] for r in final_rows)
+  em, f1 = per_seed(final_rows, "em"), per_seed(final_rows, "f1")
+  subsets = {}
+  for (_, epoch, subset), seeds in sorted(em.items()):
+    if epoch != final_epoch:
+      continue
+    mean, ci = mean_ci95(list(seeds.values()))
+    subsets[subset] = {"em": mean, "ci95": ci, "f1": float(np.mean(list(f1[(last, epoch, subset)].values()))),
+                       "em_per_seed": [seeds[s] for s in sorted(seeds)]}
+  summary = {"stage": last, "epoch": final_epoch, "n_seeds": config.n_seeds,
+             "n_seeds_stage2": config.n_seeds_stage2, "subsets": subsets, "iml_gap": None}
+  if "d1consis" in subsets and "d2consis" in subsets:
+    d1 = np.array(subsets["d1consis"]["em_per_seed"])
+    d2 = np.array(subsets["d2consis"]["em_per_seed"])
+    mean, ci = mean_ci95(d1 - d2)
+    p_value = float(stats.ttest_rel(d1, d2, alternative="greater").pvalue) if len(d1) > 1 else None
+    summary["iml_gap"] = {"definition": "EM(d1consis) - EM(d2consis)", "mean": mean, "ci95": ci,
+                          "p_value": None if p_value is None or math.isnan(p_value) else p_value,
+                          "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (d1 - d2).tolist()}
+  return summary
+
+
+def plot_em(config, rows: list[dict], path: str) -> None:
+  em = per_seed(rows, "em")
+  figure, axis = plt.subplots(figsize=(8, 4.5))
+  for subset, (label, colour) in PLOT_SUBSETS.items():
+    points = sorted((epoch, mean_ci95(list(seeds.values())))
+                    for (_, epoch, name), seeds in em.items() if name == subset)
+    if not points:
+      continue
+    epochs = [p[0] for p in points]
+    means = np.array([p[1][0] for p in points])
+    half = np.array([p[1][1] or 0.0 for p in points])
+    axis.plot(epochs, means, marker="o", markersize=3, color=colour, label=label)
+    axis.fill_between(epochs, means - half, means + half, color=colour, alpha=0.2)
+  boundary = 0
+  for name in config.stage_names[:-1]:
+    boundary += config.stages[name].epochs
+    axis.axvline(boundary, color="black", linestyle=":", linewidth=1)
+  axis.set_xlabel("epoch (all stages)")
+  axis.set_ylabel("exact match")
+  axis.set_title(f"EM per subset, mean and 95% CI over {config.n_seeds} stage-1 seed(s)")
+  axis.legend(fontsize=8, loc="best")
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.png"
+  figure.savefig(tmp, dpi=120)
+  plt.close(figure)
+  os.replace(tmp, path)
+
+
+def format_table(summary: dict) -> str:
+  lines = [f"Results after stage {summary['stage']} (EM, mean ± 95% CI over stage-1 seeds)"]
+  for subset, values in summary["subsets"].items():
+    ci = "" if values["ci95"] is None else f" ± {values['ci95']:.3f}"
+    lines.append(f"  {subset:<28} {values['em']:.3f}{ci}")
+  gap = summary.get("iml_gap")
+  if gap:
+    ci = "" if gap["ci95"] is None else f" ± {gap['ci95']:.3f}"
+    p = "" if gap["p_value"] is None else f", one-sided p = {gap['p_value']:.2g}"
+    lines.append(f"  IML gap d1consis - d2consis  {gap['mean']:+.3f}{ci}{p}")
+  return "\n".join(lines)
+
+
+def write_report(config, workdir: str) -> dict:
+  rows = collect_rows(config, workdir)
+  summary = summarize(config, rows)
+  if jax.process_index() == 0:
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
+    atomic_write_json(os.path.join(workdir, "summary.json"), summary)
+    if rows:
+      plot_em(config, rows, os.path.join(workdir, "plots", "em_per_subset.png"))
+    print(format_table(summary))
+  return summary

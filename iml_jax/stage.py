@@ -1,0 +1,200 @@
+"""One training stage: resume or initialise, the step loop, periodic evaluation and checkpoints, DONE.
+
+A stage's directory holds `checkpoints/`, `eval.jsonl` (EM/F1 per evaluated epoch and set),
+`predictions.jsonl` (final epoch) and, once everything is written, the `DONE` marker. Resuming
+restores the latest complete checkpoint; the data order is recomputed from the step number.
+"""
+import dataclasses
+import json
+import math
+import os
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from iml_jax import evaluate, sharding, train
+from iml_jax.checkpointing import StageCheckpoints
+from iml_jax.data import batching
+from iml_jax.data.tasks import Task, uses_stage2_split
+from iml_jax.data.tokenization import TextTokenizer, encode_for_training
+from iml_jax.errors import IMLError
+from iml_jax.io_utils import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from iml_jax.writers import MetricWriter
+
+
+@dataclasses.dataclass
+class SeedContext:
+  """What every stage of one stage-1 seed shares."""
+  config: object
+  seed: int
+  task: Task
+  tokenizer: TextTokenizer
+  model: object
+  mesh: object
+  rules: object
+  writer: MetricWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+  name: str
+  index: int
+  seed_stage2: int
+  directory: str
+  init_from: str | None  # the previous stage's directory: its final parameters start this stage
+  order_key: tuple[int, ...]
+  label: str  # the directory relative to the workdir, e.g. seed_0/s2seed_0/stage2
+
+
+def plan_stage_runs(config, workdir: str, seed: int) -> list[StageRun]:
+  """Every stage run of one stage-1 seed, in execution order, each knowing where it starts from."""
+  names = list(config.stage_names)
+  branch = next((i for i, n in enumerate(names)
+                 if uses_stage2_split(config, config.stages[n].train_subset)), len(names))
+  runs, previous = [], None
+  for index in range(branch):
+    label = os.path.join(f"seed_{seed}", names[index])
+    runs.append(StageRun(names[index], index, 0, os.path.join(workdir, label), previous, (seed, 0, index), label))
+    previous = runs[-1].directory
+  for seed_stage2 in range(config.n_seeds_stage2) if branch < len(names) else ():
+    start = previous
+    for index in range(branch, len(names)):
+      label = os.path.join(f"seed_{seed}", f"s2seed_{seed_stage2}", names[index])
+      runs.append(StageRun(names[index], index, seed_stage2, os.path.join(workdir, label), start,
+                           (seed, seed_stage2, index), label))
+      start = runs[-1].directory
+  return runs
+
+
+def is_done(directory: str) -> bool:
+  return os.path.exists(os.path.join(directory, "DONE"))
+
+
+def read_eval_records(directory: str) -> list[dict]:
+  """Evaluation records of a stage; a re-evaluated (epoch, set) keeps its latest record."""
+  latest = {(r["epoch"], r["subset"]): r for r in read_jsonl(os.path.join(directory, "eval.jsonl"))}
+  return [latest[k] for k in sorted(latest)]
+
+
+def final_params(ctx: SeedContext, directory: str, abstract_params):
+  checkpoints = StageCheckpoints(os.path.join(directory, "checkpoints"))
+  step = json.load(open(os.path.join(directory, "DONE")))["step"]
+  if step not in checkpoints.manager.all_steps():
+    raise IMLError(f"stage {directory} is marked DONE but its final checkpoint (step {step}) is missing")
+  params = checkpoints.restore_params(step, abstract_params)
+  checkpoints.close()
+  return params
+
+
+def _encode(ctx: SeedContext, examples) -> dict[str, np.ndarray]:
+  cfg = ctx.config
+  excluded = (ctx.tokenizer.token_ids(ctx.task.alias_tokens()) if cfg.loss.exclude_alias_tokens else None)
+  encoded = encode_for_training(ctx.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
+                                cfg.loss.mask_padding, excluded)
+  return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
+
+
+def run_stage(ctx: SeedContext, run: StageRun) -> None:
+  if is_done(run.directory):
+    return
+  cfg, stage_cfg = ctx.config, ctx.config.stages[run.name]
+  data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
+  num_examples = len(data.train)
+  if num_examples == 0:
+    raise IMLError(f"config field stages.{run.name}.train_subset = {stage_cfg.train_subset!r} selects no "
+                   "training examples with the configured fractions")
+  batch_size = stage_cfg.batch_size
+  per_epoch = batching.steps_per_epoch(num_examples, batch_size)
+  total_steps = per_epoch * stage_cfg.epochs
+
+  abstract_params = train.unbox(jax.eval_shape(
+      lambda: train.init_params(ctx.model, jax.random.key(0))))
+  alias_ids = (ctx.tokenizer.token_ids(ctx.task.alias_tokens())
+               if stage_cfg.trainable == "alias_embeddings" else None)
+  mask = train.trainable_mask(abstract_params, stage_cfg.trainable, alias_ids)
+  optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
+  abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
+  checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
+    state = train.TrainState(jax.device_put(np.int32(latest), abstract.step.sharding), params, opt_state)
+  else:
+    init = final_params(ctx, run.init_from, abstract.params) if run.init_from else None
+    state = train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
+
+  layout = {"tokens": sharding.batch_sharding(ctx.mesh, ctx.rules, 2),
+            "loss_mask": sharding.batch_sharding(ctx.mesh, ctx.rules, 2),
+            "weights": sharding.batch_sharding(ctx.mesh, ctx.rules, 1)}
+  train_step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum,
+                                     train.shardings_of(abstract), layout)
+  eval_names = [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]
+  eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
+                                         cfg.data.block_size)
+
+  step = latest or 0
+  epoch_cache = (-1, None, None)
+  loss = None
+  progress = tqdm(total=total_steps, initial=step, desc=f"seed {ctx.seed} {run.label}", unit="step",
+                  disable=jax.process_index() != 0 or not cfg.progress_bar, leave=False)
+  while step < total_steps:
+    epoch = step // per_epoch
+    if epoch_cache[0] != epoch:
+      encoded = _encode(ctx, data.train_for_epoch(epoch))
+      epoch_cache = (epoch, encoded, batching.epoch_permutation(run.order_key, epoch, num_examples))
+    _, encoded, permutation = epoch_cache
+    rows, weights = batching.batch_rows(permutation, step % per_epoch, batch_size)
+    batch = {"tokens": encoded["tokens"][rows], "loss_mask": encoded["loss_mask"][rows], "weights": weights}
+    batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
+    state, loss = train_step(state, batch)
+    step += 1
+    progress.update(1)
+    epoch_end = step % per_epoch == 0
+    if step % cfg.log_every == 0 or epoch_end:
+      value = _finite_loss(loss, run, step)
+      progress.set_postfix(loss=f"{value:.4f}")
+      ctx.writer.write(run.label, step, {"train/loss": value}, seed=ctx.seed, seed_stage2=run.seed_stage2,
+                       stage=run.name, epoch=step / per_epoch)
+    if epoch_end and ((step // per_epoch) % stage_cfg.eval_every == 0 or step == total_steps):
+      _evaluate(ctx, run, state.params, eval_sets, step, step // per_epoch, final=step == total_steps)
+    if step == total_steps or (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0):
+      _finite_loss(loss, run, step)
+      checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
+  progress.close()
+  checkpoints.close()
+  atomic_write_json(os.path.join(run.directory, "DONE"), {"step": total_steps, "epochs": stage_cfg.epochs})
+
+
+def _evaluated(patterns, name: str) -> bool:
+  if patterns == "all":
+    return "train" not in name  # the study's EM callback skips train_* sets
+  return name in patterns
+
+
+def _finite_loss(loss, run: StageRun, step: int) -> float:
+  value = float(loss)
+  if not math.isfinite(value):
+    raise IMLError(f"training loss is {value} at step {step} of stage {run.name} ({run.directory}); "
+                   f"nothing was saved after the last finite checkpoint. Lower stages.{run.name}.optimizer.lr "
+                   "or use model.dtype='float32'")
+  return value
+
+
+def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epoch: int, final: bool) -> None:
+  cfg = ctx.config
+  results = evaluate.evaluate(ctx.model, params, ctx.tokenizer, eval_sets, cfg.eval.batch_size,
+                              cfg.eval.max_new_tokens, ctx.mesh, ctx.rules)
+  if jax.process_index() != 0:
+    return
+  records = [{"epoch": epoch, "step": step, "subset": name, "em": r["em"], "f1": r["f1"]}
+             for name, r in results.items()]
+  append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)
+  scalars = {f"eval/{name}_EM": r["em"] for name, r in results.items()}
+  scalars.update({f"eval/{name}_F1": r["f1"] for name, r in results.items()})
+  ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
+                   epoch=epoch)
+  if final:
+    lines = [json.dumps({"subset": s.name, "prompt": ex.prompt, "answer": ex.answer, "prediction": pred})
+             for s in eval_sets for ex, pred in zip(s.examples, results[s.name]["predictions"])]
+    atomic_write_text(os.path.join(run.directory, "predictions.jsonl"), "\n".join(lines) + "\n")

@@ -1,0 +1,170 @@
+"""Optimizers, train state, and the jitted (sharded, donated) train step.
+
+The Adafactor preset reproduces the study's HF Adafactor (STUDY.md §7.2): factored second moments for
+every matrix, beta2(t) = 1 - t^-0.8, eps 1e-30, update RMS clipping 1.0, no momentum, no parameter
+scaling, after a global grad-norm clip of 1.0, lr linearly decayed to 0 within the stage.
+"""
+import functools
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from iml_jax import sharding
+from iml_jax.errors import IMLError
+from iml_jax.models.gpt_neox import causal_inputs, init_params
+
+OPTIMIZERS = ("adafactor", "adamw", "sgd")
+TRAINABLE = ("all", "embeddings", "alias_embeddings")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
+  """Linear warm-up over `warmup_frac` of the stage, then linear decay to 0 at its last step."""
+  warmup = int(round(opt_cfg.warmup_frac * total_steps))
+  decay = optax.linear_schedule(opt_cfg.lr, 0.0, max(total_steps - warmup, 1))
+  if warmup == 0:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, opt_cfg.lr, warmup), decay], [warmup])
+
+
+def _scale_by_mask(mask) -> optax.GradientTransformation:
+  """Multiplies updates by `mask` (a tree of scalars or broadcastable arrays): freezes what is 0."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u * m.astype(u.dtype), updates, mask), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(opt_cfg, total_steps: int, trainable_mask=None) -> optax.GradientTransformation:
+  schedule = learning_rate_schedule(opt_cfg, total_steps)
+  if opt_cfg.name == "adafactor":
+    core = optax.adafactor(schedule, min_dim_size_to_factor=1, decay_rate=0.8, decay_offset=0,
+                           multiply_by_parameter_scale=False, clipping_threshold=1.0, momentum=None,
+                           eps=1e-30, factored=True)
+  elif opt_cfg.name == "adamw":
+    core = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
+  elif opt_cfg.name == "sgd":
+    core = optax.sgd(schedule)
+  else:
+    raise IMLError(f"config field optimizer.name = {opt_cfg.name!r}: expected one of {OPTIMIZERS}")
+  parts = [optax.clip_by_global_norm(opt_cfg.grad_clip)] if opt_cfg.grad_clip else []
+  parts.append(core)
+  if trainable_mask is not None:
+    # Masked before clipping (frozen gradients do not count in the norm) and after the optimizer.
+    parts = [_scale_by_mask(trainable_mask)] + parts + [_scale_by_mask(trainable_mask)]
+  return optax.chain(*parts)
+
+
+def trainable_mask(params, mode: str, alias_token_ids: np.ndarray | None = None):
+  """None (train everything) or a tree of multipliers: 0 freezes, 1 trains, a row mask trains rows."""
+  if mode == "all":
+    return None
+  if mode not in TRAINABLE:
+    raise IMLError(f"config field stages.<stage>.trainable = {mode!r}: expected one of {TRAINABLE}")
+  mask = jax.tree.map(lambda p: jnp.zeros((), p.dtype), params)
+  table = params["embed_in"]["embedding"]
+  if mode == "embeddings":
+    rows = jnp.ones((), table.dtype)
+  else:
+    if alias_token_ids is None or not len(alias_token_ids):
+      raise IMLError("trainable = 'alias_embeddings' needs one token per alias (data.separate_token_per_var)")
+    rows = jnp.zeros((table.shape[0], 1), table.dtype).at[jnp.asarray(alias_token_ids), 0].set(1)
+  mask["embed_in"]["embedding"] = rows
+  return mask
+
+
+def token_losses(model: nn.Module, params, tokens_BxL: jax.Array) -> jax.Array:
+  """Next-token cross-entropy at every target position [B, L-1] (fp32)."""
+  inputs = tokens_BxL[:, :-1]
+  logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
+  return optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BxL[:, 1:])
+
+
+def _loss_sums(model, params, batch):
+  """(sum of weighted token losses, sum of weights): the mean is their ratio over any batch split."""
+  weights = batch["loss_mask"] * batch["weights"][:, None]
+  return jnp.sum(token_losses(model, params, batch["tokens"]) * weights), jnp.sum(weights)
+
+
+def _sums_and_grads(model, params, micro_batch):
+  (loss_sum, weight_sum), grads = jax.value_and_grad(
+      lambda p: _loss_sums(model, p, micro_batch), has_aux=True)(params)
+  return loss_sum, weight_sum, grads
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, grad_accum: int,
+                    state_shardings: TrainState, batch_shardings: dict) -> Callable:
+  """Jitted `(state, batch) -> (state, loss)` with its shardings; the input state is donated.
+
+  With `grad_accum` > 1 the batch is split into micro-batches whose gradient sums are accumulated
+  in a scan, so the step equals one step on the whole batch (token-weighted mean loss).
+  """
+  def step_fn(state: TrainState, batch):
+    def micro_step(carry, micro_batch):
+      loss_sum, weight_sum, grads = _sums_and_grads(model, state.params, micro_batch)
+      return jax.tree.map(jnp.add, carry, (loss_sum, weight_sum, grads)), None
+
+    micro_batches = jax.tree.map(lambda x: x.reshape((grad_accum, -1) + x.shape[1:]), batch)
+    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+    (loss_sum, weight_sum, grads), _ = jax.lax.scan(micro_step, zeros, micro_batches)
+    denominator = jnp.maximum(weight_sum, 1e-9)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, opt_state), loss_sum / denominator
+
+  return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
+                 out_shardings=(state_shardings, None), donate_argnums=0)
+
+
+def unbox(tree):
+  return jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, tree,
+                      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, mesh, rules) -> TrainState:
+  """Shapes, dtypes and shardings of the whole train state, without allocating it.
+
+  Parameter shardings come from the model's logical axis names; the optimizer state's are those
+  XLA propagates from them (e.g. Adafactor's row/column statistics), scalars replicated.
+  """
+  boxed = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+  param_shardings = sharding.logical_shardings(boxed, mesh, rules)
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        unbox(boxed), param_shardings)
+  opt_shapes = jax.eval_shape(optimizer.init, params)
+  propagated = jax.jit(optimizer.init).lower(params).compile().output_shardings
+  opt_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                        sharding=s if a.ndim else sharding.replicated(mesh)),
+      opt_shapes, propagated)
+  step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(mesh))
+  return TrainState(step, params, opt_state)
+
+
+def shardings_of(abstract: Any) -> Any:
+  return jax.tree.map(lambda a: a.sharding, abstract)
+
+
+def create_state(model, optimizer, abstract: TrainState, rng: jax.Array, params=None) -> TrainState:
+  """A fresh state laid out as `abstract`: new parameters from `rng`, or the given `params`
+  (the previous stage's), with a fresh optimizer and step 0."""
+  state_shardings = shardings_of(abstract)
+  if params is None:
+    params = jax.jit(lambda r: unbox(init_params(model, r)), out_shardings=state_shardings.params)(rng)
+  else:
+    params = jax.device_put(params, state_shardings.params)
+  opt_state = jax.jit(optimizer.init, out_shardings=state_shardings.opt_state)(params)
+  step = jax.device_put(jnp.zeros((), jnp.int32), state_shardings.step)
+  return TrainState(step, params, opt_state)
