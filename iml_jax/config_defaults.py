@@ -68,7 +68,7 @@ def gpt_neox(**overrides) -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict(dict(
       name="gpt_neox", d_model=512, n_layers=6, n_heads=8, d_mlp=2048, rotary_pct=0.25,
       rotary_base=10000.0, parallel_residual=True, position_embedding="rotary", layer_norm_eps=1e-5,
-      init_std=0.02, dtype="float32"))
+      init_std=0.02, embedding_init_std=0.02, dtype="float32"))
   model.update(overrides)
   return model
 

@@ -6,7 +6,6 @@ in the loss, padding included — that is how a model learns to stop. Options ma
 padding after the first EOS, or chosen tokens (e.g. an unpredictable alias).
 """
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -16,6 +15,7 @@ from iml_jax.data.common import Example
 from iml_jax.errors import IMLError
 
 EOS_TOKEN = "<|endoftext|>"
+PAD_TOKENS = (EOS_TOKEN, "[PAD]")  # the token that pads and ends texts, by tokenizer family
 
 
 @dataclasses.dataclass
@@ -56,12 +56,10 @@ class TextTokenizer:
       backend = Tokenizer.from_file(path)
     except Exception as err:  # the library raises plain Exceptions for malformed files
       raise IMLError(f"tokenizer file {path} is not a valid tokenizers JSON file ({err})") from None
-    pad = json.loads(backend.to_str()).get("padding") or {}
-    pad_token = pad.get("pad_token") or EOS_TOKEN
-    pad_id = backend.token_to_id(pad_token)
-    if pad_id is None:
-      pad_id = backend.token_to_id("[PAD]")
-    return cls(backend, pad_id)
+    pad_ids = [i for i in (backend.token_to_id(t) for t in PAD_TOKENS) if i is not None]
+    if not pad_ids:
+      raise IMLError(f"tokenizer file {path} has none of the pad/end tokens {PAD_TOKENS}")
+    return cls(backend, pad_ids[0])
 
 
 def word_level_tokenizer(vocabulary: list[str]) -> TextTokenizer:
@@ -69,7 +67,6 @@ def word_level_tokenizer(vocabulary: list[str]) -> TextTokenizer:
   backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocabulary)}, unk_token="[UNK]"))
   backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
   backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
-  backend.enable_padding(pad_id=vocabulary.index("[PAD]"), pad_token="[PAD]")
   return TextTokenizer(backend, vocabulary.index("[PAD]"))
 
 
@@ -81,7 +78,6 @@ def byte_level_bpe_tokenizer(texts: list[str], vocab_size: int) -> TextTokenizer
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   backend.train_from_iterator(sorted(set(texts)), trainer=trainer)
-  backend.enable_padding(pad_id=0, pad_token=EOS_TOKEN)
   return TextTokenizer(backend, 0)
 
 

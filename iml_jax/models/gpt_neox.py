@@ -34,6 +34,7 @@ class GPTNeoXConfig:
   position_embedding: str = "rotary"  # "rotary" (Pythia) or "learned" (GPT-2 style)
   layer_norm_eps: float = 1e-5
   init_std: float = 0.02
+  embedding_init_std: float = 0.02
   dtype: str = "float32"  # compute dtype; parameters stay float32
 
   def __post_init__(self):
@@ -139,11 +140,12 @@ class GPTNeoX(nn.Module):
   def setup(self):
     cfg = self.cfg
     init = nn.initializers.normal(cfg.init_std)
+    embedding_init = nn.initializers.normal(cfg.embedding_init_std)
     self.embed_in = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=jnp.dtype(cfg.dtype),
-                             embedding_init=nn.with_logical_partitioning(init, ("vocab", "embed")))
+                             embedding_init=nn.with_logical_partitioning(embedding_init, ("vocab", "embed")))
     if cfg.position_embedding == "learned":
       self.embed_positions = nn.Embed(cfg.max_len, cfg.d_model, dtype=jnp.dtype(cfg.dtype),
-                                      embedding_init=nn.with_logical_partitioning(init, (None, "embed")))
+                                      embedding_init=nn.with_logical_partitioning(embedding_init, (None, "embed")))
     self.layers = [Block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
     self.final_layer_norm = _layer_norm(cfg, "final_layer_norm")
     self.embed_out = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype),

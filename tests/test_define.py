@@ -1,0 +1,189 @@
+import collections
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from iml_jax import config_defaults as cd
+from iml_jax.data import common, define, entities
+from iml_jax.errors import IMLError
+
+NO_D3 = dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0, qd2incons=0.25,
+             qd4consis=0.0, q=0.1, d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1)
+GRAD_ALIGNMENT = dict(NO_D3, q_no_replacement_baseline=0.12, no_qd_baseline=0.08)
+
+
+@pytest.fixture(scope="module")
+def kb4000():
+  return entities.synthetic_knowledge_base(4000, seed=0)
+
+
+def _counts(kb, fractions, seed=0, seed_stage2=0):
+  names = sorted(e.name for e in kb)
+  subsets = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS,
+                                       seed, seed_stage2)
+  return {k: len(v) for k, v in subsets.items()}
+
+
+@pytest.mark.parametrize("fractions, expected", [
+    (cd.define_data().fractions.to_dict(), dict(q_no_replacement_baseline=400, qd1consis=1000, qd2incons=1000,
+                                                 q=400, d1consis=320, d2consis=320, d3consis=320, no_qd_baseline=240)),
+    (NO_D3, dict(q_no_replacement_baseline=400, qd1consis=1000, qd2incons=1000, q=400, d1consis=400,
+                 d2consis=400, d3consis=0, no_qd_baseline=400)),
+    (GRAD_ALIGNMENT, dict(q_no_replacement_baseline=480, qd1consis=1000, qd2incons=1000, q=400, d1consis=400,
+                          d2consis=400, d3consis=0, no_qd_baseline=320)),
+])
+def test_entity_counts_match_the_study(kb4000, fractions, expected):
+  counts = _counts(kb4000, fractions)
+  assert {k: v for k, v in counts.items() if k in expected} == expected
+  assert sum(counts.values()) == 4000
+
+
+def test_trex_counts_and_rounding_surplus():
+  names = [f"work {i:05d}" for i in range(6900)]
+  fractions = cd.define_data().fractions.to_dict()
+  subsets = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 0)
+  counts = [len(subsets[k]) for k in ("q_no_replacement_baseline", "qd1consis", "qd2incons", "q", "d1consis",
+                                      "d2consis", "d3consis", "no_qd_baseline")]
+  assert counts == [690, 1725, 1725, 690, 552, 552, 552, 414]
+  # 10 items in thirds: 3 + 3 + 3, the surplus goes to the alphabetically last key.
+  split = common.split_list_into_subsets({"b": 1 / 3, "c": 1 / 3, "a": 1 / 3}, list(range(10)), seed=0)
+  assert [len(split[k]) for k in "abc"] == [3, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def main_data(kb4000):
+  data_cfg = cd.define_data(entity_association_test_sets=True, letter_test_sets=True)
+  return (data_cfg, define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage1"),
+          define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage2"))
+
+
+def test_main_config_sizes(main_data):
+  _, stage1, stage2 = main_data
+  assert len(stage1.train) == 16000
+  assert len(stage2.train) == 960
+  sizes = {k: len(stage1.evals[k]) for k in ("d1consis", "d2consis", "d3consis", "no_qd_baseline", "qd1consis",
+                                              "qd2incons", "q", "q_no_replacement_baseline")}
+  assert sizes == dict(d1consis=1920, d2consis=1920, d3consis=1920, no_qd_baseline=1440, qd1consis=1000,
+                       qd2incons=1000, q=400, q_no_replacement_baseline=400)
+  assert len(stage1.evals["train_questions_qd1consis"]) == 5000
+  # Stage 2 removes the stage-1 QA test sets; stage 1 keeps the stage-2 ones (uninformed guess).
+  assert "qd1consis" not in stage2.evals and "d1consis" in stage2.evals
+
+
+def _alias(example):
+  return example.prompt.split("<|")[1].split("|>")[0]
+
+
+def test_one_test_and_five_train_questions_per_stage1_entity(main_data):
+  _, stage1, _ = main_data
+  for subset in ("qd1consis", "qd2incons", "q"):
+    test = collections.Counter(_alias(ex) for ex in stage1.evals[subset])
+    train = collections.Counter(_alias(ex) for ex in stage1.evals[f"train_questions_{subset}"])
+    assert set(test.values()) == {1} and set(train.values()) == {5} and set(test) == set(train)
+
+
+def test_formats(main_data):
+  _, stage1, stage2 = main_data
+  qa = stage1.evals["qd1consis"][0]
+  assert qa.prompt.startswith("Q: ") and qa.prompt.endswith("\nA:") and qa.completion.endswith("\n")
+  assert qa.text == f"{qa.prompt}{qa.completion}"
+  tag, alias = stage2.train[0].prompt.split(" ")
+  assert len(tag) == 10 and tag.startswith("<|") and len(alias) == 9
+  assert stage2.train[0].completion.startswith(" ") and stage2.train[0].completion.endswith("\n")
+  baseline = stage1.evals["q_no_replacement_baseline"][0]
+  assert "<|" not in baseline.prompt  # real names, no alias
+  tags = {ex.prompt.split(" ")[0] for ex in stage2.train}
+  assert len(tags) == 3  # tag 1, tag 2 and the never-seen tag 3
+  assert stage1.evals["ent_assoc_name_d1consis"][0].prompt.startswith("Q: What is the name of <|")
+  letters = stage1.evals["letter0_qd1consis"]
+  assert all(len(ex.answer) == 1 for ex in letters)
+
+
+def test_inconsistent_definitions_are_a_derangement(kb4000, main_data):
+  data_cfg, stage1, _ = main_data
+  names = sorted(e.name for e in kb4000)
+  subsets = common.split_stage_subsets(names, data_cfg.fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 0)
+  aliases = define._Aliases(subsets, names, data_cfg, seed=0)
+  members = set(subsets["qd2incons"])
+  assert {aliases.alias[e] for e in members} == set(aliases.defined_as)
+  assert set(aliases.defined_as.values()) == members  # a permutation within the subset
+  assert all(aliases.defined_as[aliases.alias[e]] != e for e in members)  # ... without fixed points
+  defs = {ex.prompt.split(" ")[1]: ex.answer for ex in stage1.evals["train_defs_qd2incons"]}
+  assert defs == aliases.defined_as
+
+
+def test_no_entity_in_two_subsets(kb4000):
+  names = sorted(e.name for e in kb4000)
+  subsets = common.split_stage_subsets(names, cd.define_data().fractions, define.STAGE1_SUBSETS,
+                                       define.STAGE2_SUBSETS, 3, 2)
+  seen = [n for members in subsets.values() for n in members]
+  assert len(seen) == len(set(seen)) == len(names)
+
+
+def test_seed_stage2_only_repartitions_stage2_pool(kb4000):
+  fractions = cd.define_data().fractions
+  names = sorted(e.name for e in kb4000)
+  a = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 0)
+  b = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 1)
+  for key in define.STAGE1_SUBSETS:
+    assert a[key] == b[key]
+  assert a["d1consis"] != b["d1consis"]
+  assert set().union(*(a[k] for k in define.STAGE2_SUBSETS)) == set().union(*(b[k] for k in define.STAGE2_SUBSETS))
+
+
+@pytest.mark.parametrize("order", define.DEF_ORDERS)
+def test_definition_orders(order):
+  ex = define.definition_example("<|tag|>", "<|ali|>", "Marie Curie", order)
+  words = {"t": "<|tag|>", "v": "<|ali|>", "e": "Marie Curie"}
+  assert ex.text == " ".join(words[c] for c in order) + "\n"
+  assert ex.answer == words[order[2]]
+
+
+def test_train_subset_modes(kb4000):
+  data_cfg = cd.define_data(fractions=dict(cd.define_data().fractions.to_dict(), qd1consis=0.2, qd1incons=0.05,
+                                           qd2consis=0.05, qd2incons=0.2, q=0.05, qd4consis=0.05))
+  build = lambda subset: define.build_define_data(kb4000, data_cfg, 0, 0, subset)
+  sizes = {s: len(build(s).train) for s in define.TRAIN_SUBSETS}
+  qa_train = 5 * (400 + 800 + 200 + 200 + 800 + 200 + 200)
+  assert sizes["stage1_only_qa"] == qa_train
+  assert sizes["stage1"] == qa_train + 800 + 200 + 200 + 800 + 200
+  assert sizes["full"] == sizes["stage1"] + 960
+  assert sizes["stage1_only_defns"] == 2000
+  assert sizes["all_defns"] == 2000 + 960
+  assert sizes["entity_facts"] == 6 * 4000
+  own_tags = {ex.prompt.split(" ")[0] for ex in build("stage1").evals["train_defs_qd4consis"]}
+  assert len(own_tags) == 200  # a fresh tag per qd4consis definition
+  assert "d2incons" not in build("all_defns").evals
+  with pytest.raises(IMLError, match="train_subset"):
+    build("stage3")
+
+
+def test_bad_fractions_name_the_field(kb4000):
+  bad = cd.define_data(fractions=dict(cd.define_data().fractions.to_dict(), q=0.3))
+  with pytest.raises(IMLError, match=r"data.fractions.* sum to 1.2"):
+    define.build_define_data(kb4000, bad, 0, 0, "stage1")
+  negative = cd.define_data(fractions=dict(cd.define_data().fractions.to_dict(), q=-0.1, q_no_replacement_baseline=0.3))
+  with pytest.raises(IMLError, match="data.fractions.q = -0.1"):
+    define.build_define_data(kb4000, negative, 0, 0, "stage1")
+
+
+_HASH_SCRIPT = """
+import hashlib, sys
+from iml_jax import config_defaults as cd
+from iml_jax.data import define, entities
+kb = entities.synthetic_knowledge_base(400, seed=0)
+data = define.build_define_data(kb, cd.define_data(num_entities=400, entity_association_test_sets=True),
+                                int(sys.argv[1]), 0, 'stage1')
+lines = [ex.text for ex in data.train] + [k + ex.text for k, v in sorted(data.evals.items()) for ex in v]
+print(hashlib.sha256('\\n'.join(lines).encode()).hexdigest())
+"""
+
+
+def test_datasets_identical_across_processes():
+  digests = {seed: {subprocess.run([sys.executable, "-c", _HASH_SCRIPT, str(seed)], capture_output=True,
+                                   text=True, check=True, env={"PYTHONHASHSEED": str(h), "PATH": ""}).stdout
+                    for h in (1, 2)} for seed in (0, 1)}
+  assert all(len(d) == 1 for d in digests.values())
+  assert digests[0] != digests[1]

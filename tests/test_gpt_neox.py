@@ -1,0 +1,66 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iml_jax.errors import IMLError
+from iml_jax.models.gpt_neox import GPTNeoX, GPTNeoXConfig, apply_rotary, causal_inputs, init_params
+from iml_jax.train import unbox
+
+VARIANTS = {
+    "pythia": dict(position_embedding="rotary", parallel_residual=True, rotary_pct=0.25),
+    "full_rotary_sequential": dict(position_embedding="rotary", parallel_residual=False, rotary_pct=1.0),
+    "gpt2_style": dict(position_embedding="learned", parallel_residual=False),
+}
+
+
+def _model(variant, **overrides):
+  cfg = GPTNeoXConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=24, init_std=0.3,
+                      embedding_init_std=0.3, **{**VARIANTS[variant], **overrides})
+  model = GPTNeoX(cfg)
+  return model, unbox(init_params(model, jax.random.key(1)))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_causality(variant):
+  """The loss at position t has exactly zero gradient w.r.t. the inputs after t."""
+  model, params = _model(variant)
+  tokens = jax.random.randint(jax.random.key(2), (2, 12), 0, 37)
+  embeddings = model.apply({"params": params}, tokens, method=model.embed)
+  positions, mask = causal_inputs(tokens)
+
+  def logit_sum_at(t, x):
+    logits, _ = model.apply({"params": params}, x, positions, mask, method=model.from_embeddings)
+    return logits[:, t].sum()
+
+  for t in (0, 5, 10):
+    grads = jax.grad(lambda x: logit_sum_at(t, x))(embeddings)
+    norms = jnp.abs(grads).sum(axis=(0, 2))
+    assert float(norms[t + 1:].max(initial=0.0)) == 0.0
+    assert float(norms[:t + 1].min()) > 0.0
+
+
+def test_rotary_is_a_rotation_and_relative():
+  x = jax.random.normal(jax.random.key(0), (1, 6, 2, 8))
+  pos = jnp.arange(6)[None]
+  rotated = apply_rotary(x, pos, 8, 10000.0)
+  np.testing.assert_allclose(jnp.linalg.norm(rotated, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+  np.testing.assert_array_equal(apply_rotary(x, pos, 4, 10000.0)[..., 4:], x[..., 4:])  # partial rotary
+  q, k = x[:, :1], x[:, 1:2]
+  dot = lambda a, b: float((apply_rotary(q, a, 8, 1e4) * apply_rotary(k, b, 8, 1e4)).sum())
+  assert dot(jnp.array([[3]]), jnp.array([[1]])) == pytest.approx(dot(jnp.array([[7]]), jnp.array([[5]])), rel=1e-4)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model, params = _model("pythia", dtype="bfloat16")
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  tokens = jnp.ones((2, 5), jnp.int32)
+  logits, _ = model.apply({"params": params}, tokens, *causal_inputs(tokens))
+  assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+
+
+def test_invalid_model_config_names_the_field():
+  with pytest.raises(IMLError, match="model.d_model = 30 must be divisible by model.n_heads = 4"):
+    GPTNeoXConfig(vocab_size=10, d_model=30, n_heads=4)
+  with pytest.raises(IMLError, match="model.position_embedding"):
+    GPTNeoXConfig(vocab_size=10, position_embedding="alibi")

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from iml_jax import config_defaults as cd
+from iml_jax.data import numeric
+from iml_jax.data.tokenization import word_level_tokenizer
+from iml_jax.errors import IMLError
+
+
+def _parse(example):
+  words = example.text.split()
+  return words[0], [int(w) for w in words[2:-2]], words[-1] == "true"
+
+
+@pytest.fixture(scope="module")
+def task70m():
+  return numeric.NumericTask(cd.numeric_data(), seed=0, seed_stage2=0)
+
+
+def test_study_sizes_for_the_70m_config(task70m):
+  stage1 = task70m.stage_data("stage1", redraw_key=0)
+  assert len(stage1.train) == 83200  # 6,400 aliases × 12 train QAs + 6,400 definitions
+  assert len(task70m.stage_data("stage2", redraw_key=1).train) == 1600
+  assert all(len(v) == 12 * 800 for k, v in stage1.evals.items() if k in ("d1consis", "d2consis"))
+
+
+def test_vocabulary_sizes(task70m):
+  assert len(numeric.BASE_VOCABULARY) == 135
+  assert len(task70m.vocabulary()) == 17711
+  small = numeric.NumericTask(cd.numeric_data(num_x=100, all_alias_tokens=False), 0, 0)
+  assert len(small.vocabulary()) == 235
+  assert len(numeric.NumericTask(cd.numeric_data(num_x=100, separate_token_per_var=False), 0, 0).vocabulary()) == 135
+
+
+def test_questions_follow_the_rule(task70m):
+  cfg = task70m.cfg
+  for alias in task70m.order[:200]:
+    i = task70m.index[alias]
+    x, inter = task70m.x[i], set(task70m.intersection[i])
+    for ex in task70m.train_questions[alias]:
+      name, numbers, label = _parse(ex)
+      assert name == alias and len(numbers) == cfg.n_nums == len(set(numbers))
+      assert label == inter.issubset(numbers)
+      assert all(0 <= n < cfg.max_x for n in numbers)
+    for ex in task70m.test_questions[alias]:
+      _, numbers, label = _parse(ex)
+      assert label == (x in numbers)
+    assert sum(_parse(ex)[2] for ex in task70m.test_questions[alias]) == cfg.n_qs // 4
+
+
+def test_definitions_true_and_false_values(task70m):
+  for subset, (tag, truthful) in numeric.DEFINED_SUBSETS.items():
+    for alias in task70m.subsets[subset][:50]:
+      ex = task70m.definition(subset, alias)
+      i = task70m.index[alias]
+      assert ex.prompt == f"{tag} {alias} %"
+      assert int(ex.answer) == (task70m.x[i] if truthful else task70m.x_false[i])
+      assert truthful or task70m.x_false[i] != task70m.x[i]
+
+
+def test_spelled_aliases_and_label_flips():
+  task = numeric.NumericTask(cd.numeric_data(num_x=200, separate_token_per_var=False, p_label_flip=1.0), 0, 0)
+  alias = task.subsets["qd1consis"][0]
+  assert task.definition("qd1consis", alias).prompt == f"define1 {' '.join(alias)} %"
+  # With p_label_flip 1 every training question is labelled false; test questions are not flipped.
+  assert all(ex.answer == "false" for ex in task.train_questions[alias])
+  assert sum(ex.answer == "true" for ex in task.test_questions[alias]) == 6
+
+
+def test_redraw_gives_fresh_questions_every_epoch_same_count():
+  task = numeric.NumericTask(cd.numeric_data(num_x=100, n_nums=4, redraw_train_questions=True), 0, 0)
+  data = task.stage_data("stage1", redraw_key=0)
+  epoch0, epoch1 = data.train_for_epoch(0), data.train_for_epoch(1)
+  assert len(epoch0) == len(epoch1) == len(data.train)
+  assert [e.text for e in epoch0] != [e.text for e in epoch1]
+  assert [e.text for e in epoch0] == [e.text for e in data.train_for_epoch(0)]
+  assert epoch0[-80:] == epoch1[-80:]  # definitions are not redrawn
+  for ex in epoch1[:-80]:
+    alias, numbers, label = _parse(ex)
+    assert label == (task.x[task.index[alias]] in numbers)
+
+
+def test_tokenizer_one_token_per_alias(task70m):
+  tokenizer = word_level_tokenizer(task70m.vocabulary())
+  ex = task70m.train_questions[task70m.order[0]][0]
+  ids = tokenizer.encode([ex.text])[0]
+  assert len(ids) == 2 + task70m.cfg.n_nums + 2
+  assert tokenizer.decode(ids) == ex.text
+  assert tokenizer.token_ids(task70m.alias_tokens()[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize("field, value", [("n_qs", 10), ("n_nums", 120), ("p_label_flip", 2.0), ("max_x", 150)])
+def test_bad_numeric_config(field, value):
+  with pytest.raises(IMLError, match=f"data.{field}"):
+    numeric.check_config(cd.numeric_data(**{field: value}))
