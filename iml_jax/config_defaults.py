@@ -66,7 +66,7 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
 def gpt_neox(**overrides) -> ml_collections.ConfigDict:
   """Pythia-70M's shape by default (random init); vocab size comes from the tokenizer."""
   model = ml_collections.ConfigDict(dict(
-      name="gpt_neox", d_model=512, n_layers=6, n_heads=8, d_mlp=2048, rotary_pct=0.25,
+      name="gpt_neox", init_from="", d_model=512, n_layers=6, n_heads=8, d_mlp=2048, rotary_pct=0.25,
       rotary_base=10000.0, parallel_residual=True, position_embedding="rotary", layer_norm_eps=1e-5,
       init_std=0.02, embedding_init_std=0.02, dtype="float32"))
   model.update(overrides)

@@ -60,7 +60,7 @@ def validate(config) -> None:
 
 
 def model_fields(config) -> dict:
-  fields = {k: v for k, v in config.model.items() if k != "name"}
+  fields = {k: v for k, v in config.model.items() if k not in ("name", "init_from")}
   return {**fields, "max_len": config.data.block_size}
 
 
@@ -116,6 +116,10 @@ def guard_workdir(config, workdir: str) -> None:
 
 def run(config, workdir: str) -> dict:
   validate(config)
+  if config.model.init_from:
+    raise IMLError(f"config field model.init_from = {config.model.init_from!r}: importing Hugging Face weights "
+                   "is not available yet (it comes with the model-families issue); set it to '' to train "
+                   "from scratch")
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)

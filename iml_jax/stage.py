@@ -169,7 +169,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
 def _evaluated(patterns, name: str) -> bool:
   if patterns == "all":
     return "train" not in name  # the study's EM callback skips train_* sets
-  return name in patterns
+  return name in patterns.split(",")
 
 
 def _finite_loss(loss, run: StageRun, step: int) -> float:

@@ -145,10 +145,14 @@ def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, me
                         unbox(boxed), param_shardings)
   opt_shapes = jax.eval_shape(optimizer.init, params)
   propagated = jax.jit(optimizer.init).lower(params).compile().output_shardings
-  opt_state = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype,
-                                        sharding=s if a.ndim else sharding.replicated(mesh)),
-      opt_shapes, propagated)
+  mesh_devices = set(mesh.devices.flat)
+
+  def on_mesh(a, s):
+    # Scalars and leaves XLA left on one device (e.g. unfactored placeholders) are replicated.
+    keep = a.ndim and s.device_set == mesh_devices
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s if keep else sharding.replicated(mesh))
+
+  opt_state = jax.tree.map(on_mesh, opt_shapes, propagated)
   step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(mesh))
   return TrainState(step, params, opt_state)
 

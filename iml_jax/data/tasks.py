@@ -9,6 +9,8 @@ from iml_jax.errors import IMLError
 
 TASKS = ("numeric", "define")
 KNOWLEDGE_BASES = ("synthetic", "cvdb")
+_EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
+                      "entity_facts_")
 
 
 def validate(config) -> None:
@@ -20,6 +22,12 @@ def validate(config) -> None:
     subset = config.stages[name].train_subset
     if subset not in subsets:
       raise IMLError(f"config field stages.{name}.train_subset = {subset!r}: expected one of {sorted(subsets)}")
+  if config.eval.subsets != "all":
+    known = numeric.SUBSETS if config.task == "numeric" else define.SUBSETS + ("d2incons",)
+    for name in config.eval.subsets.split(","):
+      if name not in known and not name.startswith(_EVAL_SET_PREFIXES):
+        raise IMLError(f"config field eval.subsets names unknown set {name!r}: expected 'all' or a comma-separated "
+                       f"list of {known} (or train_questions_*, train_defs_*, ent_assoc_*, letter* sets)")
   if config.task == "numeric":
     numeric.check_config(config.data)
   else:

@@ -1,0 +1,50 @@
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from iml_jax import config_defaults as cd
+from iml_jax import sharding, train
+from iml_jax.checkpointing import StageCheckpoints
+from iml_jax.errors import IMLError
+from iml_jax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+
+
+def _state(mesh, vocab=32, rules="fsdp"):
+  model = GPTNeoX(GPTNeoXConfig(vocab_size=vocab, d_model=32, n_layers=1, n_heads=4, d_mlp=64, max_len=8))
+  optimizer = train.make_optimizer(cd.optimizer(), 10)
+  abstract = train.abstract_state(model, optimizer, mesh, sharding.rules_for(rules))
+  return abstract, train.create_state(model, optimizer, abstract, jax.random.key(0))
+
+
+def test_round_trip_into_another_mesh(tmp_path):
+  """Written sharded over 8 devices, restored onto 1 device, bit-exact."""
+  abstract8, state8 = _state(sharding.make_mesh((1, 8, 1)))
+  assert state8.params["layers_0"]["mlp"]["dense_h_to_4h"]["kernel"].sharding.shard_shape((32, 64)) == (4, 64)
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
+  checkpoints.save(7, state8.params, state8.opt_state, {"step": 7})
+  assert checkpoints.latest_step() == 7
+  abstract1, _ = _state(Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), sharding.MESH_AXES))
+  params, opt_state, meta = checkpoints.restore(7, abstract1.params, abstract1.opt_state)
+  assert meta == {"step": 7}
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, state8.params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), opt_state, state8.opt_state)
+  assert len(jax.tree.leaves(params)[0].sharding.device_set) == 1
+  only_params = checkpoints.restore_params(7, abstract1.params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), only_params, params)
+
+
+def test_mismatched_model_is_a_clear_error(tmp_path):
+  mesh = sharding.make_mesh((-1, 1, 1))
+  _, state = _state(mesh)
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
+  checkpoints.save(1, state.params, state.opt_state, {})
+  other, _ = _state(mesh, vocab=40)
+  with pytest.raises(IMLError, match=r"does not match the configured model: .*embed_in.*stored \(32, 32\), model \(40, 32\)"):
+    checkpoints.restore_params(1, other.params)
+
+
+def test_unfinished_save_is_invisible(tmp_path):
+  """Orbax writes into a temporary directory; a save killed before its rename is not a checkpoint."""
+  (tmp_path / "ckpt" / "5.orbax-checkpoint-tmp-123").mkdir(parents=True)
+  assert StageCheckpoints(str(tmp_path / "ckpt")).latest_step() is None

@@ -1,0 +1,185 @@
+import csv
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from iml_jax import experiment, stage, train
+from iml_jax.checkpointing import StageCheckpoints
+from iml_jax.errors import IMLError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def load_config(path, arg=None):
+  spec = importlib.util.spec_from_file_location("config_module", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_config(**changes):
+  config = load_config(os.path.join(ROOT, "configs", "default.py"), "tiny")
+  config.progress_bar = False
+  config.update(changes)
+  return config
+
+
+def main(workdir, *overrides, config="configs/default.py:tiny"):
+  return subprocess.run([sys.executable, "-m", "iml_jax.main", f"--config={config}", f"--workdir={workdir}",
+                         "--config.progress_bar=False", *overrides], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_loads_and_validates(path):
+  config = load_config(path)
+  experiment.validate(config)
+  assert "Command:" in open(path).read()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("e2e")
+  result = main(workdir)
+  assert result.returncode == 0, result.stderr
+  return workdir, result
+
+
+def test_end_to_end_through_main(finished_run):
+  workdir, result = finished_run
+  for name in ("config.json", "metrics.jsonl", "results.csv", "summary.json", "plots/em_per_subset.png",
+               "seed_0/tokenizer.json", "seed_1/s2seed_0/stage2/predictions.jsonl"):
+    assert os.path.exists(workdir / name), name
+  assert glob.glob(str(workdir / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*"))
+  rows = list(csv.DictReader(open(workdir / "results.csv")))
+  assert set(rows[0]) == {"seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em", "f1"}
+  assert {r["stage"] for r in rows} == {"stage1", "stage2"} and {r["seed"] for r in rows} == {"0", "1"}
+  summary = json.load(open(workdir / "summary.json"))
+  assert set(summary["subsets"]) == {"qd1consis", "qd2incons", "d1consis", "d2consis"}
+  gap = summary["iml_gap"]
+  assert gap["mean"] == pytest.approx(summary["subsets"]["d1consis"]["em"] - summary["subsets"]["d2consis"]["em"])
+  assert "IML gap d1consis - d2consis" in result.stdout
+  for directory in ("seed_0/stage1", "seed_0/s2seed_0/stage2", "seed_1/stage1", "seed_1/s2seed_0/stage2"):
+    assert os.path.exists(workdir / directory / "DONE")
+
+
+def test_rerun_skips_finished_work(finished_run):
+  workdir, _ = finished_run
+  before = {p: os.path.getmtime(p) for p in glob.glob(str(workdir / "seed_*" / "**" / "DONE"), recursive=True)}
+  result = main(workdir)
+  assert result.returncode == 0, result.stderr
+  assert before == {p: os.path.getmtime(p) for p in before}
+
+
+def _final_params(workdir, directory):
+  return StageCheckpoints(os.path.join(workdir, directory, "checkpoints"))
+
+
+def test_stage_handoff_uses_final_params_and_a_fresh_optimizer(tmp_path, monkeypatch):
+  created = []
+  original = train.create_state
+
+  def recording_create_state(model, optimizer, abstract, rng, params=None):
+    state = original(model, optimizer, abstract, rng, params)
+    created.append((params, state))
+    return state
+
+  monkeypatch.setattr(train, "create_state", recording_create_state)
+  config = tiny_config(n_seeds=1)
+  experiment.run(config, str(tmp_path))
+  (stage1_init, _), (stage2_init, stage2_state) = created
+  assert stage1_init is None
+  checkpoints = StageCheckpoints(str(tmp_path / "seed_0" / "stage1" / "checkpoints"))
+  final_step = json.load(open(tmp_path / "seed_0" / "stage1" / "DONE"))["step"]
+  assert checkpoints.latest_step() == final_step
+  stage1_final = checkpoints.restore_params(final_step, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), stage2_state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), stage2_init, stage1_final)
+  assert int(stage2_state.step) == 0
+  is_adam = lambda s: isinstance(s, optax.ScaleByAdamState)
+  adam = [s for s in jax.tree.leaves(stage2_state.opt_state, is_leaf=is_adam) if is_adam(s)]
+  assert adam and all(float(np.abs(np.asarray(m)).sum()) == 0 for s in adam for m in jax.tree.leaves(s.mu))
+  counts = [int(x) for x in jax.tree.leaves(stage2_state.opt_state) if np.asarray(x).ndim == 0]
+  assert counts and all(c == 0 for c in counts)
+
+
+class _Preempted(Exception):
+  pass
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+  config = tiny_config(n_seeds=1)
+  config.checkpoint.every_steps = 3
+  experiment.run(config, str(tmp_path / "straight"))
+
+  original_save = StageCheckpoints.save
+  calls = []
+
+  def save_then_die(self, step, *args):
+    original_save(self, step, *args)
+    calls.append(step)
+    if len(calls) == 2:  # mid stage 1, after its second periodic checkpoint (step 6 of 8)
+      raise _Preempted()
+
+  monkeypatch.setattr(StageCheckpoints, "save", save_then_die)
+  with pytest.raises(_Preempted):
+    experiment.run(config, str(tmp_path / "resumed"))
+  monkeypatch.setattr(StageCheckpoints, "save", original_save)
+  assert not os.path.exists(tmp_path / "resumed" / "seed_0" / "stage1" / "DONE")
+  experiment.run(config, str(tmp_path / "resumed"))
+  for name in ("results.csv", "summary.json", "seed_0/s2seed_0/stage2/predictions.jsonl"):
+    assert open(tmp_path / "straight" / name).read() == open(tmp_path / "resumed" / name).read(), name
+
+
+def test_bad_fractions_exit_with_one_line_and_write_nothing(tmp_path):
+  result = main(tmp_path / "w", "--config.data.fractions.q=0.3")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("iml_jax: error: config fields data.fractions.* sum to 1.3")
+  assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.stages.stage1.train_subset=bogus", "stages.stage1.train_subset = 'bogus'"),
+    ("--config.model.name=bert", "model.name = 'bert'"),
+    ("--config.stages.stage2.trainable=some", "stages.stage2.trainable = 'some'"),
+    ("--config.stages.stage1.batch_size=30", "stages.stage1.batch_size = 30 (micro-batch 30) is not divisible"),
+    ("--config.data.fractions.d1consis=-0.1", "data.fractions.d1consis = -0.1"),
+])
+def test_bad_config_values(tmp_path, override, message):
+  result = main(tmp_path / "w", override)
+  assert result.returncode == 1 and message in result.stderr, result.stderr
+  assert len([l for l in result.stderr.splitlines() if l.startswith("iml_jax: error")]) == 1
+
+
+def test_workdir_of_another_config_is_refused_untouched(finished_run):
+  workdir, _ = finished_run
+  summary = open(workdir / "summary.json").read()
+  result = main(workdir, "--config.stages.stage1.epochs=3")
+  assert result.returncode == 1
+  assert "differing fields: stages.stage1.epochs (2 -> 3)" in result.stderr
+  assert open(workdir / "summary.json").read() == summary
+
+
+def test_nan_loss_stops_without_saving(tmp_path):
+  result = main(tmp_path, "--config.stages.stage1.optimizer.lr=1e30", "--config.log_every=1")
+  assert result.returncode == 1
+  assert "training loss is nan" in result.stderr.lower()
+  assert "stages.stage1.optimizer.lr" in result.stderr
+  assert StageCheckpoints(str(tmp_path / "seed_0" / "stage1" / "checkpoints")).latest_step() is None
+
+
+def test_malformed_cvdb_file(tmp_path):
+  bad = tmp_path / "cvdb.csv"
+  bad.write_text("name,birth\nX,1900\n")
+  result = main(tmp_path / "w", f"--config.data.cvdb_path={bad}", "--config.data.knowledge_base=cvdb",
+                config="configs/define_synthetic.py:tiny")
+  assert result.returncode == 1
+  assert f"CVDB file {bad}: missing column(s) death" in result.stderr
