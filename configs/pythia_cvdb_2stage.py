@@ -1,6 +1,6 @@
 r"""The study's main experiment: Pythia-2.8B on CVDB, two stages (STUDY.md §3, §7.3, §11.2).
 
-Command (needs the CVDB file and Pythia weights, and an accelerator):
+Command: (needs the CVDB file, Pythia weights and an accelerator)
   python -m iml_jax.main --config=configs/pythia_cvdb_2stage.py --workdir=$WORKDIR \
       --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
 

@@ -89,19 +89,19 @@ def test_stage_handoff_uses_final_params_and_a_fresh_optimizer(tmp_path, monkeyp
 
   def recording_create_state(model, optimizer, abstract, rng, params=None):
     state = original(model, optimizer, abstract, rng, params)
-    created.append((params, state))
+    # Copies: the train step donates (and so deletes) these buffers.
+    created.append((jax.device_get(params), jax.device_get(state), abstract))
     return state
 
   monkeypatch.setattr(train, "create_state", recording_create_state)
   config = tiny_config(n_seeds=1)
   experiment.run(config, str(tmp_path))
-  (stage1_init, _), (stage2_init, stage2_state) = created
+  (stage1_init, _, _), (stage2_init, stage2_state, abstract) = created
   assert stage1_init is None
   checkpoints = StageCheckpoints(str(tmp_path / "seed_0" / "stage1" / "checkpoints"))
   final_step = json.load(open(tmp_path / "seed_0" / "stage1" / "DONE"))["step"]
   assert checkpoints.latest_step() == final_step
-  stage1_final = checkpoints.restore_params(final_step, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), stage2_state.params))
+  stage1_final = checkpoints.restore_params(final_step, abstract.params)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), stage2_init, stage1_final)
   assert int(stage2_state.step) == 0
   is_adam = lambda s: isinstance(s, optax.ScaleByAdamState)

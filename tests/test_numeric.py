@@ -1,4 +1,6 @@
-import numpy as np
+import subprocess
+import sys
+
 import pytest
 
 from iml_jax import config_defaults as cd
@@ -93,3 +95,21 @@ def test_tokenizer_one_token_per_alias(task70m):
 def test_bad_numeric_config(field, value):
   with pytest.raises(IMLError, match=f"data.{field}"):
     numeric.check_config(cd.numeric_data(**{field: value}))
+
+
+_HASH_SCRIPT = """
+import hashlib, sys
+from iml_jax import config_defaults as cd
+from iml_jax.data import numeric
+task = numeric.NumericTask(cd.numeric_data(num_x=300, redraw_train_questions=True), int(sys.argv[1]), 1)
+data = task.stage_data('stage1', redraw_key=0)
+lines = [ex.text for ex in data.train_for_epoch(3)] + [k + ex.text for k, v in sorted(data.evals.items()) for ex in v]
+print(hashlib.sha256('\\n'.join(lines).encode()).hexdigest())
+"""
+
+
+def test_datasets_identical_across_processes():
+  digests = {seed: {subprocess.run([sys.executable, "-c", _HASH_SCRIPT, str(seed)], capture_output=True, text=True,
+                                   check=True, env={"PYTHONHASHSEED": str(h), "PATH": ""}).stdout
+                    for h in (1, 2)} for seed in (0, 1)}
+  assert all(len(d) == 1 for d in digests.values()) and digests[0] != digests[1]

@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from iml_jax import config_defaults as cd
+from iml_jax import report
+
+
+def _config(n_seeds=3, n_seeds_stage2=2):
+  stages = dict(stage1=cd.stage("stage1", 4, 8), stage2=cd.stage("stage2", 2, 8))
+  return cd.base("numeric", cd.numeric_data(), cd.gpt_neox(), stages, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2)
+
+
+def _rows():
+  # Final (stage2, epoch 2) EM per (seed, seed_stage2); the summary must average stage-2 seeds first.
+  d1 = {(0, 0): 0.8, (0, 1): 0.6, (1, 0): 0.7, (1, 1): 0.7, (2, 0): 0.9, (2, 1): 0.5}
+  d2 = {(0, 0): 0.5, (0, 1): 0.5, (1, 0): 0.6, (1, 1): 0.6, (2, 0): 0.65, (2, 1): 0.55}
+  rows = []
+  for (seed, s2), value in d1.items():
+    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=value, f1=value))
+    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d2consis",
+                     em=d2[seed, s2], f1=d2[seed, s2]))
+    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=1, global_epoch=5, subset="d1consis", em=0.0, f1=0.0))
+  return rows
+
+
+def test_summary_by_hand():
+  summary = report.summarize(_config(), _rows())
+  d1_per_seed, d2_per_seed = [0.7, 0.7, 0.7], [0.5, 0.6, 0.6]
+  assert summary["epoch"] == 6
+  assert summary["subsets"]["d1consis"]["em"] == pytest.approx(0.7)
+  assert summary["subsets"]["d1consis"]["em_per_seed"] == pytest.approx(d1_per_seed)
+  gaps = np.array([0.2, 0.1, 0.1])
+  gap = summary["iml_gap"]
+  assert gap["mean"] == pytest.approx(gaps.mean())
+  half = stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / math.sqrt(3)
+  assert gap["ci95"] == pytest.approx(half)
+  assert gap["p_value"] == pytest.approx(stats.ttest_rel(d1_per_seed, d2_per_seed, alternative="greater").pvalue)
+  # Hand value of the one-sided paired t-test: t = mean / (sd / sqrt(n)), df = 2.
+  t = gaps.mean() / (gaps.std(ddof=1) / math.sqrt(3))
+  assert gap["p_value"] == pytest.approx(1 - stats.t.cdf(t, 2))
+
+
+def test_single_seed_has_no_interval():
+  mean, half = report.mean_ci95([0.4])
+  assert mean == 0.4 and half is None
+  rows = [r for r in _rows() if r["seed"] == 0]
+  summary = report.summarize(_config(n_seeds=1), rows)
+  assert summary["iml_gap"]["ci95"] is None and summary["iml_gap"]["p_value"] is None
+
+
+def test_plot_and_table(tmp_path):
+  config = _config()
+  rows = _rows() + [dict(seed=s, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="qd1consis",
+                         em=0.9, f1=0.9) for s in range(3)]
+  path = tmp_path / "plots" / "em.png"
+  report.plot_em(config, rows, str(path))
+  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  table = report.format_table(report.summarize(config, rows))
+  assert "IML gap d1consis - d2consis  +0.133" in table
