@@ -104,7 +104,7 @@ def plot_em(config, rows: list[dict], path: str) -> None:
     means = np.array([p[1][0] for p in points])
     half = np.array([p[1][1] or 0.0 for p in points])
     axis.plot(epochs, means, marker="o", markersize=3, color=colour, label=label)
-    axis.fill_between(epochs, means - half, means + half, color=colour, alpha=0.2)
+    axis.fill_between(epochs, np.clip(means - half, 0, 1), np.clip(means + half, 0, 1), color=colour, alpha=0.2)
   boundary = 0
   for name in config.stage_names[:-1]:
     boundary += config.stages[name].epochs

@@ -116,13 +116,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
   abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
-  latest = checkpoints.latest_step()
-  if latest is not None:
-    params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
-    state = train.TrainState(jax.device_put(np.int32(latest), abstract.step.sharding), params, opt_state)
-  else:
-    init = final_params(ctx, run.init_from, abstract.params) if run.init_from else None
-    state = train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
+  state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
 
   layout = {"tokens": sharding.batch_sharding(ctx.mesh, ctx.rules, 2),
             "loss_mask": sharding.batch_sharding(ctx.mesh, ctx.rules, 2),
@@ -133,7 +127,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
                                          cfg.data.block_size)
 
-  step = latest or 0
+  step = int(state.step)
   epoch_cache = (-1, None, None)
   loss = None
   progress = tqdm(total=total_steps, initial=step, desc=f"seed {ctx.seed} {run.label}", unit="step",
@@ -164,6 +158,17 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   progress.close()
   checkpoints.close()
   atomic_write_json(os.path.join(run.directory, "DONE"), {"step": total_steps, "epochs": stage_cfg.epochs})
+
+
+def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpoints) -> train.TrainState:
+  """Resume from the stage's latest checkpoint; else start from the previous stage's final parameters
+  (or a fresh initialisation) with a fresh optimizer."""
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
+    return train.TrainState(jax.device_put(np.int32(latest), abstract.step.sharding), params, opt_state)
+  init = final_params(ctx, run.init_from, abstract.params) if run.init_from else None
+  return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
 
 
 def _evaluated(patterns, name: str) -> bool:
