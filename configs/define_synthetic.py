@@ -25,7 +25,7 @@ def get_config(arg: str | None = None):
                 stage1=cd.stage("stage1", epochs=20, batch_size=64, eval_every=5, optimizer_config=adamw(1e-3)),
                 stage2=cd.stage("stage2", epochs=10, batch_size=64, eval_every=5, optimizer_config=adamw(1e-3)))
   model = cd.gpt_neox(d_model=128, n_layers=4, n_heads=4, d_mlp=512)
-  config = cd.base("define", cd.define_data(num_entities=1000, block_size=40), model, stages, n_seeds=3,
+  config = cd.base("define", cd.define_data(num_entities=1000, block_size=40), model, stages, n_seeds=1,
                    tokenizer=dict(vocab_size=1024),
                    eval=dict(batch_size=512, max_new_tokens=8, subsets="all", prompt_bucket=8))
   if "tiny" in args:

@@ -30,7 +30,6 @@ _NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "ch
 
 def validate(config) -> None:
   """Every check that can fail before a file is written."""
-  tasks.validate(config)
   if config.model.name not in MODELS:
     raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {MODELS}")
   if config.n_seeds < 1 or config.n_seeds_stage2 < 1:
@@ -56,6 +55,7 @@ def validate(config) -> None:
                      f"{field}.grad_accum = {stage.grad_accum}")
     if stage.eval_every < 1:
       raise IMLError(f"config field {field}.eval_every = {stage.eval_every}: expected >= 1")
+  tasks.validate(config)
   GPTNeoXConfig(vocab_size=1, **model_fields(config))  # checks the model fields
 
 

@@ -183,3 +183,10 @@ def test_malformed_cvdb_file(tmp_path):
                 config="configs/define_synthetic.py:tiny")
   assert result.returncode == 1
   assert f"CVDB file {bad}: missing column(s) death" in result.stderr
+
+
+def test_stage_names_must_name_configured_stages():
+  config = tiny_config()
+  config.stage_names = ("stage1", "stage3")
+  with pytest.raises(IMLError, match="stage_names names 'stage3', but stages has only"):
+    experiment.validate(config)
