@@ -23,7 +23,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0"],
+    # torch only as the PyTorch reference in parity tests; pinned, so pip takes the CPU wheel.
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0"],
     "tpu": ["jax[tpu]==0.10.2"],
 }
 
