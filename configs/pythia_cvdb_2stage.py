@@ -10,8 +10,8 @@ qd2incons .25 / q .1 / d1 .08 / d2 .08 / d3 .08 / no_qd .06 (400/1000/1000/400/3
 10 epochs; batch 256 (128 x 2 accumulation); HF Adafactor lr 5e-5 linear to 0, clip 1.0; bf16 compute;
 block 48, 8 new tokens; 20 stage-1 seeds (600-619) x 5 stage-2 seeds.
 
-Weights: `model.init_from` names Pythia-2.8B-deduped; importing HF checkpoints arrives with the
-model-families issue (until then a run stops with a clear message at start).
+Weights: `model.init_from` names Pythia-2.8B-deduped (downloaded when the hub is reachable); offline, point it at
+a local copy of the model folder: --config.model.init_from=/models/pythia-2.8b-deduped
 Study's result (poster, ±0.005): after stage 2 EM d1consis ≈ 0.31 > d3consis ≈ 0.30 > d2consis ≈ 0.28;
 entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per seed (not timed here).
 """

@@ -8,12 +8,13 @@ Layout of a workdir:
 Each stage directory gets DONE when finished; rerunning the command skips finished stages and
 resumes the others from their latest checkpoint.
 """
+import dataclasses
 import json
 import os
 
 import jax
 
-from iml_jax import report, sharding
+from iml_jax import hf_import, report, sharding
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
@@ -114,12 +115,22 @@ def guard_workdir(config, workdir: str) -> None:
     atomic_write_json(path, current)
 
 
+def _model_config(config, tokenizer, pretrained: GPTNeoXConfig | None, folder: str | None) -> GPTNeoXConfig:
+  if pretrained is None:
+    return GPTNeoXConfig(vocab_size=tokenizer.vocab_size, **model_fields(config))
+  if tokenizer.vocab_size > pretrained.vocab_size:
+    raise IMLError(f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, but the model's embedding has only "
+                   f"{pretrained.vocab_size} rows")
+  return dataclasses.replace(pretrained, dtype=config.model.dtype)
+
+
 def run(config, workdir: str) -> dict:
   validate(config)
+  folder = pretrained = None
   if config.model.init_from:
-    raise IMLError(f"config field model.init_from = {config.model.init_from!r}: importing Hugging Face weights "
-                   "is not available yet (it comes with the model-families issue); set it to '' to train "
-                   "from scratch")
+    folder = hf_import.resolve_model_folder(config.model.init_from)
+    pretrained = hf_import.read_gpt_neox_config(folder)
+    hf_import.check_matches(pretrained, model_fields(config), folder)
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
@@ -130,10 +141,10 @@ def run(config, workdir: str) -> dict:
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
   try:
     for seed in range(config.seed, config.seed + config.n_seeds):
-      task = tasks.Task(config, seed)
+      task = tasks.Task(config, seed, folder)
       tokenizer = task.tokenizer(os.path.join(workdir, f"seed_{seed}", "tokenizer.json"))
-      model = GPTNeoX(GPTNeoXConfig(vocab_size=tokenizer.vocab_size, **model_fields(config)))
-      ctx = SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer)
+      model = GPTNeoX(_model_config(config, tokenizer, pretrained, folder))
+      ctx = SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
       for stage_run in plan_stage_runs(config, workdir, seed):
         run_stage(ctx, stage_run)
   finally:

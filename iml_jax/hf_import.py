@@ -54,6 +54,33 @@ def neox_config_from_hf(hf: dict, folder: str) -> GPTNeoXConfig:
       parallel_residual=hf.get("use_parallel_residual", True), layer_norm_eps=hf.get("layer_norm_eps", 1e-5))
 
 
+def resolve_model_folder(init_from: str) -> str:
+  """A local folder as it is; otherwise a hub id, downloaded (safetensors, config, tokenizer) when online."""
+  if os.path.isdir(init_from):
+    return init_from
+  try:
+    from huggingface_hub import snapshot_download
+    return snapshot_download(init_from, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+  except Exception as err:  # offline, unknown id, gated model: the library raises many types
+    raise IMLError(f"config field model.init_from = {init_from!r}: no such local folder, and downloading it from "
+                   f"the Hugging Face hub failed ({type(err).__name__}). Offline, download the model elsewhere "
+                   "and point model.init_from at the folder holding its config.json and *.safetensors") from None
+
+
+def read_gpt_neox_config(folder: str) -> GPTNeoXConfig:
+  config_path = os.path.join(folder, "config.json")
+  if not os.path.exists(config_path):
+    raise IMLError(f"{config_path} does not exist: expected a Hugging Face model folder (config.json + safetensors)")
+  return neox_config_from_hf(json.load(open(config_path)), folder)
+
+
+def check_matches(cfg: GPTNeoXConfig, fields: dict, folder: str) -> None:
+  """The run config's model shape must describe the checkpoint it starts from."""
+  for name in ("d_model", "n_layers", "n_heads", "d_mlp"):
+    if fields[name] != getattr(cfg, name):
+      raise IMLError(f"config field model.{name} = {fields[name]}, but {folder}/config.json has {getattr(cfg, name)}")
+
+
 def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
   index = os.path.join(folder, "model.safetensors.index.json")
   single = os.path.join(folder, "model.safetensors")
@@ -83,10 +110,7 @@ def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
 
 def load_hf_gpt_neox(folder: str, allow_pickle: bool = False) -> tuple[GPTNeoXConfig, dict]:
   """(model config, float32 params) from a local Hugging Face GPT-NeoX folder."""
-  config_path = os.path.join(folder, "config.json")
-  if not os.path.exists(config_path):
-    raise IMLError(f"{config_path} does not exist: expected a Hugging Face model folder (config.json + safetensors)")
-  cfg = neox_config_from_hf(json.load(open(config_path)), folder)
+  cfg = read_gpt_neox_config(folder)
   weights = _read_weights(folder, allow_pickle)
   head = cfg.d_model // cfg.n_heads
   expected_shapes = {"gpt_neox.embed_in.weight": (cfg.vocab_size, cfg.d_model),

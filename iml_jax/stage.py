@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import evaluate, sharding, train
+from iml_jax import evaluate, hf_import, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, uses_stage2_split
@@ -34,6 +34,7 @@ class SeedContext:
   mesh: object
   rules: object
   writer: MetricWriter
+  pretrained_folder: str | None = None  # Hugging Face weights the first stage starts from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,12 +163,17 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
 
 def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpoints) -> train.TrainState:
   """Resume from the stage's latest checkpoint; else start from the previous stage's final parameters
-  (or a fresh initialisation) with a fresh optimizer."""
+  (the first stage: pretrained weights or a fresh initialisation) with a fresh optimizer."""
   latest = checkpoints.latest_step()
   if latest is not None:
     params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
     return train.TrainState(jax.device_put(np.int32(latest), abstract.step.sharding), params, opt_state)
-  init = final_params(ctx, run.init_from, abstract.params) if run.init_from else None
+  if run.init_from:
+    init = final_params(ctx, run.init_from, abstract.params)
+  elif ctx.pretrained_folder:
+    init = hf_import.load_hf_gpt_neox(ctx.pretrained_folder)[1]
+  else:
+    init = None
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
 
 

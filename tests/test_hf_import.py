@@ -99,3 +99,59 @@ def test_clear_errors(tmp_path):
   json.dump({**config, "vocab_size": 80}, open(os.path.join(folder, "config.json"), "w"))
   with pytest.raises(IMLError, match=r"gpt_neox.embed_in.weight has shape \(71, 32\), config.json implies \(80, 32\)"):
     hf_import.load_hf_gpt_neox(folder)
+
+
+def _pretrained_folder(tmp_path, vocab_size):
+  """A tiny HF GPT-NeoX with its own tokenizer, saved like a hub checkpoint."""
+  from iml_jax.data.tokenization import byte_level_bpe_tokenizer
+  texts = [f"Q: When was <|ab{c}de|> born?\nA: 19{d}0s\n" for c in "abcdefgh" for d in range(10)]
+  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe_tokenizer(texts, 300).backend,
+                                                   eos_token="<|endoftext|>")
+  torch.manual_seed(0)
+  model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+      vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+      max_position_embeddings=128))
+  folder = tmp_path / "pythia-tiny"
+  model.save_pretrained(folder)
+  tokenizer.save_pretrained(folder)
+  return str(folder)
+
+
+def _define_config(folder):
+  from test_experiment import ROOT, load_config
+  config = load_config(os.path.join(ROOT, "configs", "define_synthetic.py"), "tiny")
+  config.progress_bar = False
+  config.model.update(init_from=folder, d_model=32, n_layers=2, n_heads=4, d_mlp=64)
+  config.data.block_size = 96  # this tokenizer saw little text: long encodings
+  return config
+
+
+def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeypatch):
+  from iml_jax import experiment, train
+  folder = _pretrained_folder(tmp_path, vocab_size=320)
+  created = []
+  original = train.create_state
+
+  def recording(model, optimizer, abstract, rng, params=None):
+    created.append(None if params is None else {k: np.asarray(v) for k, v in params["embed_in"].items()})
+    return original(model, optimizer, abstract, rng, params)
+
+  monkeypatch.setattr(train, "create_state", recording)
+  summary = experiment.run(_define_config(folder), str(tmp_path / "run"))
+  _, hf_params = hf_import.load_hf_gpt_neox(folder)
+  np.testing.assert_array_equal(created[0]["embedding"], hf_params["embed_in"]["embedding"])
+  assert "d1consis" in summary["subsets"]
+
+
+def test_pretrained_mismatches_are_clear(tmp_path):
+  from iml_jax import experiment
+  folder = _pretrained_folder(tmp_path, vocab_size=200)  # fewer rows than the 300-token tokenizer
+  with pytest.raises(IMLError, match="the tokenizer in .* has 300 tokens, but the model's embedding has only 200"):
+    experiment.run(_define_config(folder), str(tmp_path / "run"))
+  config = _define_config(folder)
+  config.model.d_model = 64
+  with pytest.raises(IMLError, match="model.d_model = 64, but .*config.json has 32"):
+    experiment.run(config, str(tmp_path / "run2"))
+  config.model.init_from = str(tmp_path / "nowhere")
+  with pytest.raises(IMLError, match="no such local folder"):
+    experiment.run(config, str(tmp_path / "run3"))

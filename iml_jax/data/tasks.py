@@ -4,7 +4,8 @@ import os
 
 from iml_jax.data import define, entities, numeric
 from iml_jax.data.common import StageData
-from iml_jax.data.tokenization import TextTokenizer, byte_level_bpe_tokenizer, word_level_tokenizer
+from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, pretrained_tokenizer,
+                                       word_level_tokenizer)
 from iml_jax.errors import IMLError
 
 TASKS = ("numeric", "define")
@@ -47,8 +48,8 @@ def uses_stage2_split(config, train_subset: str) -> bool:
 class Task:
   """The data side of one stage-1 seed."""
 
-  def __init__(self, config, seed: int):
-    self.config, self.seed = config, seed
+  def __init__(self, config, seed: int, pretrained_folder: str | None = None):
+    self.config, self.seed, self.pretrained_folder = config, seed, pretrained_folder
 
   @functools.cached_property
   def _entities(self):
@@ -70,7 +71,10 @@ class Task:
     return self._numeric(0).alias_tokens() if self.config.task == "numeric" else []
 
   def tokenizer(self, path: str) -> TextTokenizer:
-    """The seed's tokenizer: loaded from `path` if saved there, else built and saved."""
+    """The seed's tokenizer: the pretrained model's, or loaded from `path` if saved there, else built and
+    saved there."""
+    if self.pretrained_folder:
+      return pretrained_tokenizer(self.pretrained_folder)
     if os.path.exists(path):
       return TextTokenizer.load(path)
     if self.config.task == "numeric":

@@ -81,6 +81,18 @@ def byte_level_bpe_tokenizer(texts: list[str], vocab_size: int) -> TextTokenizer
   return TextTokenizer(backend, 0)
 
 
+def pretrained_tokenizer(folder: str) -> TextTokenizer:
+  """The tokenizer of a Hugging Face model folder; its EOS pads and ends texts, as in the study."""
+  from transformers import AutoTokenizer
+  try:
+    hf_tokenizer = AutoTokenizer.from_pretrained(folder)
+  except Exception as err:  # transformers raises many types for a missing or broken tokenizer
+    raise IMLError(f"{folder}: no tokenizer could be loaded ({type(err).__name__}: {err})") from None
+  if hf_tokenizer.eos_token_id is None:
+    raise IMLError(f"{folder}: the tokenizer has no EOS token to pad and stop generation with")
+  return TextTokenizer(hf_tokenizer.backend_tokenizer, hf_tokenizer.eos_token_id)
+
+
 @dataclasses.dataclass
 class EncodedExamples:
   """`tokens` [N, block_size] int32 and `loss_mask` [N, block_size - 1] float32 over targets."""
