@@ -88,9 +88,9 @@ def final_params(ctx: SeedContext, directory: str, abstract_params):
   return params
 
 
-def _encode(ctx: SeedContext, examples) -> dict[str, np.ndarray]:
+def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
   cfg = ctx.config
-  excluded = (ctx.tokenizer.token_ids(ctx.task.alias_tokens()) if cfg.loss.exclude_alias_tokens else None)
+  excluded = alias_ids if cfg.loss.exclude_alias_tokens else None
   encoded = encode_for_training(ctx.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
                                 cfg.loss.mask_padding, excluded)
   return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
@@ -112,7 +112,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   abstract_params = train.unbox(jax.eval_shape(
       lambda: train.init_params(ctx.model, jax.random.key(0))))
   alias_ids = (ctx.tokenizer.token_ids(ctx.task.alias_tokens())
-               if stage_cfg.trainable == "alias_embeddings" else None)
+               if stage_cfg.trainable == "alias_embeddings" or cfg.loss.exclude_alias_tokens else None)
   mask = train.trainable_mask(abstract_params, stage_cfg.trainable, alias_ids)
   optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
   abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
@@ -136,7 +136,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   while step < total_steps:
     epoch = step // per_epoch
     if epoch_cache[0] != epoch:
-      encoded = _encode(ctx, data.train_for_epoch(epoch))
+      encoded = _encode(ctx, data.train_for_epoch(epoch), alias_ids)
       epoch_cache = (epoch, encoded, batching.epoch_permutation(run.order_key, epoch, num_examples))
     _, encoded, permutation = epoch_cache
     rows, weights = batching.batch_rows(permutation, step % per_epoch, batch_size)
