@@ -4,6 +4,10 @@ Command: (needs the CVDB file, Pythia weights and an accelerator)
   python -m iml_jax.main --config=configs/pythia_cvdb_2stage.py --workdir=$WORKDIR \
       --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
 
+The study's model-size sweep and other decoder families run the same experiment with `model=`:
+  --config=configs/pythia_cvdb_2stage.py:model=pythia-410m   (pythia-70m … pythia-6.9b, gpt-neo-125M,
+  gpt-neo-1.3B, gpt-neo-2.7B, llama-2-7b, gpt2; see iml_jax/config_defaults.py PRETRAINED)
+
 Data: the 4,000 most-read CVDB people (2,000 men, 2,000 women), fractions q_no_repl .1 / qd1consis .25 /
 qd2incons .25 / q .1 / d1 .08 / d2 .08 / d3 .08 / no_qd .06 (400/1000/1000/400/320/320/320/240 entities),
 `tve` definitions, entity-association test sets. Stage 1: 16,000 examples, 20 epochs; stage 2: 960 definitions,
@@ -19,13 +23,6 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  cd.check_arg(cd.parse_arg(arg), (), "configs/pythia_cvdb_2stage.py")
-  data = cd.define_data(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv",
-                        entity_association_test_sets=True)
-  model = cd.gpt_neox(init_from="EleutherAI/pythia-2.8b-deduped", d_model=2560, n_layers=32, n_heads=32,
-                      d_mlp=10240, dtype="bfloat16")
-  stages = dict(stage1=cd.stage("stage1", epochs=20, batch_size=256, grad_accum=2),
-                stage2=cd.stage("stage2", epochs=10, batch_size=256, grad_accum=2))
-  return cd.base("define", data, model, stages, seed=600, n_seeds=20, n_seeds_stage2=5,
-                 eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
-                 checkpoint=dict(every_steps=0, max_to_keep=1))
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("model",), "configs/pythia_cvdb_2stage.py")
+  return cd.cvdb_two_stage(cd.pretrained(args.get("model") or "pythia-2.8b", dtype="bfloat16"))

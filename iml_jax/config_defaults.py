@@ -3,9 +3,13 @@
 Config files start from these and change what their experiment changes, so each file reads as the
 list of its differences from the study's setup.
 """
+import dataclasses
+
 import ml_collections
 
 from iml_jax.errors import IMLError
+from iml_jax.models.decoder import DecoderConfig
+from iml_jax.models.t5 import T5Config
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -63,14 +67,67 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
   return data
 
 
-def gpt_neox(**overrides) -> ml_collections.ConfigDict:
-  """Pythia-70M's shape by default (random init); vocab size comes from the tokenizer."""
-  model = ml_collections.ConfigDict(dict(
-      name="gpt_neox", init_from="", d_model=512, n_layers=6, n_heads=8, d_mlp=2048, rotary_pct=0.25,
-      rotary_base=10000.0, parallel_residual=True, position_embedding="rotary", layer_norm_eps=1e-5,
-      init_std=0.02, embedding_init_std=0.02, dtype="float32"))
+# Each decoder family's architecture options (DecoderConfig fields); shapes default to its smallest model.
+_DECODER_FAMILY_OPTIONS = {
+    "gpt_neox": dict(d_model=512, n_layers=6, n_heads=8, d_mlp=2048),  # Pythia-70M
+    "gpt2": dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, position_embedding="learned",
+                 parallel_residual=False, activation="gelu_new", tie_embeddings=True),
+    "gpt_neo": dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, position_embedding="learned",
+                    parallel_residual=False, activation="gelu_new", qkv_bias=False, scale_attention=False,
+                    local_layers=tuple(range(1, 12, 2)), local_window=256, tie_embeddings=True),
+    "llama": dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008, rotary_pct=1.0, parallel_residual=False,
+                  norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, proj_bias=False),
+}
+# The study's pretrained models (STUDY.md §7.1): (family, hub id, shape fields).
+PRETRAINED = {
+    **{f"pythia-{size}": ("gpt_neox", f"EleutherAI/pythia-{size}-deduped", dict(
+        d_model=d, n_layers=n, n_heads=h, d_mlp=4 * d)) for size, d, n, h in (
+            ("70m", 512, 6, 8), ("160m", 768, 12, 12), ("410m", 1024, 24, 16), ("1b", 2048, 16, 8),
+            ("1.4b", 2048, 24, 16), ("2.8b", 2560, 32, 32), ("6.9b", 4096, 32, 32))},
+    **{f"gpt-neo-{size}": ("gpt_neo", f"EleutherAI/gpt-neo-{size}", dict(
+        d_model=d, n_layers=n, n_heads=h, d_mlp=4 * d, local_layers=tuple(range(1, n, 2)))) for size, d, n, h in (
+            ("125M", 768, 12, 12), ("1.3B", 2048, 24, 16), ("2.7B", 2560, 32, 20))},
+    "gpt2": ("gpt2", "gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072)),
+    "llama-2-7b": ("llama", "meta-llama/Llama-2-7b-hf", dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008)),
+    "t5-small": ("t5", "google-t5/t5-small", dict(d_model=512, d_kv=64, d_ff=2048, n_heads=8, n_layers=6)),
+    "t5-3b": ("t5", "google-t5/t5-3b", dict(d_model=1024, d_kv=128, d_ff=16384, n_heads=32, n_layers=24)),
+}
+_COMMON_MODEL_FIELDS = dict(init_from="", init_std=0.02, embedding_init_std=0.02, dtype="float32")
+
+
+def decoder(name: str = "gpt_neox", **overrides) -> ml_collections.ConfigDict:
+  """A decoder-only model of family `name` with random init; vocab size comes from the tokenizer."""
+  if name not in _DECODER_FAMILY_OPTIONS:
+    raise IMLError(f"config field model.name = {name!r}: expected one of {sorted(_DECODER_FAMILY_OPTIONS)}")
+  defaults = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.name not in ("vocab_size", "family",
+                                                                                             "max_len")}
+  model = ml_collections.ConfigDict(dict(name=name, **{**defaults, **_COMMON_MODEL_FIELDS,
+                                                       **_DECODER_FAMILY_OPTIONS[name]}))
   model.update(overrides)
   return model
+
+
+def gpt_neox(**overrides) -> ml_collections.ConfigDict:
+  return decoder("gpt_neox", **overrides)
+
+
+def t5(**overrides) -> ml_collections.ConfigDict:
+  """T5 v1.0 at t5-small's shape by default; v1.1 is activation='gelu_new', gated_mlp=True,
+  tie_embeddings=False, scale_decoder_outputs=False."""
+  defaults = {f.name: f.default for f in dataclasses.fields(T5Config) if f.name not in ("vocab_size", "max_len")}
+  model = ml_collections.ConfigDict(dict(name="t5", **{**defaults, **_COMMON_MODEL_FIELDS, "init_std": 0.05,
+                                                        "embedding_init_std": 1.0, **PRETRAINED["t5-small"][2]}))
+  model.update(overrides)
+  return model
+
+
+def pretrained(key: str, **overrides) -> ml_collections.ConfigDict:
+  """The model config of one of the study's pretrained models (weights from `init_from`)."""
+  if key not in PRETRAINED:
+    raise IMLError(f"unknown pretrained model {key!r}; known: {sorted(PRETRAINED)}")
+  family, hub_id, shape = PRETRAINED[key]
+  builder = t5 if family == "t5" else lambda **kw: decoder(family, **kw)
+  return builder(init_from=hub_id, **shape, **overrides)
 
 
 def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.ConfigDict:
@@ -85,3 +142,15 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
       log_every=50, progress_bar=True, tensorboard=True))
   config.update(overrides)
   return config
+
+
+def cvdb_two_stage(model, grad_accum: int = 2, n_seeds: int = 20, n_seeds_stage2: int = 5) -> ml_collections.ConfigDict:
+  """The study's main experiment (STUDY.md §3, §11.2) for a pretrained `model`: CVDB, 20 + 10 epochs,
+  batch 256, HF Adafactor lr 5e-5, seeds from 600."""
+  data = define_data(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv",
+                     entity_association_test_sets=True)
+  stages = dict(stage1=stage("stage1", epochs=20, batch_size=256, grad_accum=grad_accum),
+                stage2=stage("stage2", epochs=10, batch_size=256, grad_accum=grad_accum))
+  return base("define", data, model, stages, seed=600, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2,
+              eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
+              checkpoint=dict(every_steps=0, max_to_keep=1))

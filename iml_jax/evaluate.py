@@ -1,4 +1,7 @@
-"""Evaluation over named test sets: batched cached greedy decoding, detokenising, EM/F1 per set."""
+"""Evaluation over named test sets: batched cached greedy decoding, detokenising, EM/F1 per set.
+
+Decoder-only prompts are left-padded; seq2seq inputs are right-padded with a mask (T5 encodes them once).
+"""
 import dataclasses
 
 import jax
@@ -7,35 +10,47 @@ from jax.experimental import multihost_utils
 
 from iml_jax import metrics, sharding
 from iml_jax.data.common import Example
-from iml_jax.data.tokenization import TextTokenizer, encode_prompts
-from iml_jax.models.decoding import greedy_decode
+from iml_jax.data.tokenization import TextTokenizer, encode_prompts, encode_seq2seq_inputs
+from iml_jax.models.decoding import greedy_decode, greedy_decode_seq2seq
 
 
 @dataclasses.dataclass
 class EvalSet:
   name: str
   examples: list[Example]
-  prompts: np.ndarray  # [N, P] left-padded token ids
+  prompts: np.ndarray  # [N, P] token ids: left-padded (decoder-only) or right-padded (seq2seq)
+  prompt_mask: np.ndarray | None = None  # [N, P] seq2seq only
 
 
 def prepare_eval_sets(tokenizer: TextTokenizer, evals: dict[str, list[Example]], names, bucket: int,
-                      max_prompt_length: int) -> list[EvalSet]:
+                      max_prompt_length: int, seq2seq: bool = False) -> list[EvalSet]:
+  if seq2seq:
+    return [EvalSet(name, evals[name], *encode_seq2seq_inputs(tokenizer, evals[name], bucket, max_prompt_length))
+            for name in names]
   return [EvalSet(name, evals[name], encode_prompts(tokenizer, evals[name], bucket, max_prompt_length))
           for name in names]
 
 
 def generate(model, params, prompts: np.ndarray, batch_size: int, max_new_tokens: int, eos_id: int,
-             mesh, rules) -> np.ndarray:
+             mesh, rules, prompt_mask: np.ndarray | None = None) -> np.ndarray:
   """Greedy continuations [N, max_new_tokens]; the last batch is padded with empty prompts."""
   n = len(prompts)
   padded = -(-n // batch_size) * batch_size
   rows = np.full((padded, prompts.shape[1]), eos_id, np.int32)
   rows[:n] = prompts
+  mask_rows = np.zeros(rows.shape, bool)
+  mask_rows[:, 0] = True  # an empty input still attends to one slot
+  if prompt_mask is not None:
+    mask_rows[:n] = prompt_mask
   layout = sharding.batch_sharding(mesh, rules, 2)
   outputs = []
   for start in range(0, padded, batch_size):
     batch = sharding.put_global_batch(rows[start:start + batch_size], layout)
-    out = greedy_decode(model, params, batch, max_new_tokens, eos_id)
+    if model.is_seq2seq:
+      mask = sharding.put_global_batch(mask_rows[start:start + batch_size], layout)
+      out = greedy_decode_seq2seq(model, params, batch, mask, max_new_tokens, eos_id)
+    else:
+      out = greedy_decode(model, params, batch, max_new_tokens, eos_id)
     outputs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
   return np.concatenate(outputs)[:n]
 
@@ -48,8 +63,9 @@ def evaluate(model, params, tokenizer: TextTokenizer, eval_sets: list[EvalSet], 
     by_width.setdefault(eval_set.prompts.shape[1], []).append(eval_set)
   results = {}
   for group in by_width.values():
+    masks = None if group[0].prompt_mask is None else np.concatenate([s.prompt_mask for s in group])
     generated = generate(model, params, np.concatenate([s.prompts for s in group]), batch_size,
-                         max_new_tokens, tokenizer.pad_id, mesh, rules)
+                         max_new_tokens, tokenizer.pad_id, mesh, rules, masks)
     offset = 0
     for eval_set in group:
       texts = [tokenizer.decode(row).strip() for row in generated[offset:offset + len(eval_set.examples)]]

@@ -18,12 +18,11 @@ from iml_jax import hf_import, report, sharding
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
-from iml_jax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
+from iml_jax.models import registry
 from iml_jax.stage import SeedContext, plan_stage_runs, run_stage
 from iml_jax.train import OPTIMIZERS, TRAINABLE
 from iml_jax.writers import MetricWriter
 
-MODELS = ("gpt_neox",)
 # Fields that change how a run is executed or shown, never its results.
 _NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "checkpoint.every_steps",
                       "eval.batch_size", "eval.prompt_bucket", "tensorboard")
@@ -31,8 +30,10 @@ _NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "ch
 
 def validate(config) -> None:
   """Every check that can fail before a file is written."""
-  if config.model.name not in MODELS:
-    raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {MODELS}")
+  if config.model.name not in registry.MODELS:
+    raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {registry.MODELS}")
+  if config.model.name == "t5" and not config.data.get("label_block_size", 0) >= 1:
+    raise IMLError("config field data.label_block_size must be set (>= 1) for a seq2seq model: the target length")
   if config.n_seeds < 1 or config.n_seeds_stage2 < 1:
     raise IMLError(f"config fields n_seeds = {config.n_seeds}, n_seeds_stage2 = {config.n_seeds_stage2}: "
                    "both must be >= 1")
@@ -57,7 +58,12 @@ def validate(config) -> None:
     if stage.eval_every < 1:
       raise IMLError(f"config field {field}.eval_every = {stage.eval_every}: expected >= 1")
   tasks.validate(config)
-  GPTNeoXConfig(vocab_size=1, **model_fields(config))  # checks the model fields
+  fields = model_fields(config)
+  unknown = sorted(set(fields) - set(registry.config_fields(registry.config_class(config.model.name))))
+  if unknown:
+    raise IMLError(f"config fields {['model.' + k for k in unknown]} do not apply to model.name = "
+                   f"{config.model.name!r}")
+  registry.make_config(config.model.name, vocab_size=1, **fields)  # checks the values
 
 
 def model_fields(config) -> dict:
@@ -115,9 +121,9 @@ def guard_workdir(config, workdir: str) -> None:
     atomic_write_json(path, current)
 
 
-def _model_config(config, tokenizer, pretrained: GPTNeoXConfig | None, folder: str | None) -> GPTNeoXConfig:
+def _model_config(config, tokenizer, pretrained, folder: str | None):
   if pretrained is None:
-    return GPTNeoXConfig(vocab_size=tokenizer.vocab_size, **model_fields(config))
+    return registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
   if tokenizer.vocab_size > pretrained.vocab_size:
     raise IMLError(f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, but the model's embedding has only "
                    f"{pretrained.vocab_size} rows")
@@ -129,7 +135,10 @@ def run(config, workdir: str) -> dict:
   folder = pretrained = None
   if config.model.init_from:
     folder = hf_import.resolve_model_folder(config.model.init_from)
-    pretrained = hf_import.read_gpt_neox_config(folder)
+    family, pretrained = hf_import.read_config(folder)
+    if family.model_type != config.model.name:
+      raise IMLError(f"config field model.name = {config.model.name!r}, but {folder}/config.json holds a "
+                     f"{family.model_type!r} model")
     hf_import.check_matches(pretrained, model_fields(config), folder)
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
@@ -143,7 +152,7 @@ def run(config, workdir: str) -> dict:
     for seed in range(config.seed, config.seed + config.n_seeds):
       task = tasks.Task(config, seed, folder)
       tokenizer = task.tokenizer(os.path.join(workdir, f"seed_{seed}", "tokenizer.json"))
-      model = GPTNeoX(_model_config(config, tokenizer, pretrained, folder))
+      model = registry.build(_model_config(config, tokenizer, pretrained, folder))
       ctx = SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
       for stage_run in plan_stage_runs(config, workdir, seed):
         run_stage(ctx, stage_run)

@@ -1,57 +1,28 @@
 """Hugging Face checkpoint folders (config.json + safetensors) ↔ our Flax parameters, without torch.
 
-GPT-NeoX (Pythia) first; other families add a key table and a config reader. Pickle checkpoints
-(`*.bin`) are refused unless `allow_pickle` — loading them runs arbitrary code.
+Families (`hf_families.py`): GPT-NeoX/Pythia, GPT-2, GPT-Neo, Llama, T5. Weights are read from
+`model.safetensors` or a sharded `model.safetensors.index.json` with memory maps (bf16/fp16 → fp32).
+Pickle checkpoints (`*.bin`) are refused unless `allow_pickle`: loading them runs arbitrary code.
 """
 import json
 import os
 
+import jax
+import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from iml_jax.errors import IMLError
+from iml_jax.hf_families import FAMILIES, Family
 from iml_jax.io_utils import atomic_write_json
-from iml_jax.models.gpt_neox import GPTNeoXConfig
+from iml_jax.models import registry
 
-# (our parameter path, HF key; "{i}" = layer index, transposed (HF Linear stores [out, in])).
-_NEOX_GLOBAL = [(("embed_in", "embedding"), "gpt_neox.embed_in.weight", False),
-                (("final_layer_norm", "scale"), "gpt_neox.final_layer_norm.weight", False),
-                (("final_layer_norm", "bias"), "gpt_neox.final_layer_norm.bias", False),
-                (("embed_out", "kernel"), "embed_out.weight", True)]
-_NEOX_LAYER = [(("input_layernorm", "scale"), "input_layernorm.weight", False),
-               (("input_layernorm", "bias"), "input_layernorm.bias", False),
-               (("post_attention_layernorm", "scale"), "post_attention_layernorm.weight", False),
-               (("post_attention_layernorm", "bias"), "post_attention_layernorm.bias", False),
-               (("attention", "query_key_value", "kernel"), "attention.query_key_value.weight", True),
-               (("attention", "query_key_value", "bias"), "attention.query_key_value.bias", False),
-               (("attention", "dense", "kernel"), "attention.dense.weight", True),
-               (("attention", "dense", "bias"), "attention.dense.bias", False),
-               (("mlp", "dense_h_to_4h", "kernel"), "mlp.dense_h_to_4h.weight", True),
-               (("mlp", "dense_h_to_4h", "bias"), "mlp.dense_h_to_4h.bias", False),
-               (("mlp", "dense_4h_to_h", "kernel"), "mlp.dense_4h_to_h.weight", True),
-               (("mlp", "dense_4h_to_h", "bias"), "mlp.dense_4h_to_h.bias", False)]
-
-
-def _key_table(n_layers: int):
-  table = list(_NEOX_GLOBAL)
-  for i in range(n_layers):
-    table += [((f"layers_{i}",) + path, f"gpt_neox.layers.{i}.{key}", t) for path, key, t in _NEOX_LAYER]
-  return table
-
-
-def neox_config_from_hf(hf: dict, folder: str) -> GPTNeoXConfig:
-  """Reads both spellings: hub Pythia (`rotary_pct`, `rotary_emb_base`) and transformers 5 (`rope_parameters`)."""
-  if hf.get("model_type") != "gpt_neox":
-    raise IMLError(f"{folder}/config.json: model_type {hf.get('model_type')!r} is not supported; expected 'gpt_neox'")
-  if hf.get("hidden_act", "gelu") != "gelu":
-    raise IMLError(f"{folder}/config.json: hidden_act {hf['hidden_act']!r} is not supported; expected 'gelu'")
-  rope = hf.get("rope_parameters") or {}
-  return GPTNeoXConfig(
-      vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-      n_heads=hf["num_attention_heads"], d_mlp=hf["intermediate_size"], max_len=hf["max_position_embeddings"],
-      rotary_pct=rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25)),
-      rotary_base=rope.get("rope_theta", hf.get("rotary_emb_base", 10000.0)),
-      parallel_residual=hf.get("use_parallel_residual", True), layer_norm_eps=hf.get("layer_norm_eps", 1e-5))
+# Fields that shape training only (initialisation, compute dtype), not the exported network.
+_NOT_EXPORTED = ("init_std", "embedding_init_std", "dtype")
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                       "BOOL": np.bool_}
 
 
 def resolve_model_folder(init_from: str) -> str:
@@ -67,17 +38,38 @@ def resolve_model_folder(init_from: str) -> str:
                    "and point model.init_from at the folder holding its config.json and *.safetensors") from None
 
 
-def read_gpt_neox_config(folder: str) -> GPTNeoXConfig:
-  config_path = os.path.join(folder, "config.json")
-  if not os.path.exists(config_path):
-    raise IMLError(f"{config_path} does not exist: expected a Hugging Face model folder (config.json + safetensors)")
-  return neox_config_from_hf(json.load(open(config_path)), folder)
+def read_config(folder: str) -> tuple[Family, object]:
+  """(family, our model config) from `folder/config.json`."""
+  path = os.path.join(folder, "config.json")
+  if not os.path.exists(path):
+    raise IMLError(f"{path} does not exist: expected a Hugging Face model folder (config.json + safetensors)")
+  try:
+    hf = json.load(open(path))
+  except json.JSONDecodeError as err:
+    raise IMLError(f"{path} is not valid JSON ({err})") from None
+  family = FAMILIES.get(hf.get("model_type"))
+  if family is None:
+    raise IMLError(f"{path}: model_type {hf.get('model_type')!r} is not supported; expected one of {sorted(FAMILIES)}")
+  try:
+    cfg = family.config_from_hf(hf, path)
+  except KeyError as err:
+    raise IMLError(f"{path}: field {err.args[0]!r} is missing; a {family.model_type} config needs it") from None
+  return family, family.fit_to_weights(cfg, _weight_keys(folder))
 
 
-def check_matches(cfg: GPTNeoXConfig, fields: dict, folder: str) -> None:
+def _weight_keys(folder: str) -> set[str]:
+  """Tensor names from the index or the safetensors header, without reading any tensor."""
+  index = os.path.join(folder, "model.safetensors.index.json")
+  if os.path.exists(index):
+    return set(json.load(open(index))["weight_map"])
+  single = os.path.join(folder, "model.safetensors")
+  return set(_load_safetensors(single)) if os.path.exists(single) else set()
+
+
+def check_matches(cfg, fields: dict, folder: str) -> None:
   """The run config's model shape must describe the checkpoint it starts from."""
-  for name in ("d_model", "n_layers", "n_heads", "d_mlp"):
-    if fields[name] != getattr(cfg, name):
+  for name in registry.SHAPE_FIELDS[type(cfg)]:
+    if name in fields and fields[name] != getattr(cfg, name):
       raise IMLError(f"config field model.{name} = {fields[name]}, but {folder}/config.json has {getattr(cfg, name)}")
 
 
@@ -91,10 +83,10 @@ def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
       raise IMLError(f"{index} lists {missing[:3]}, which are missing from {folder}")
     weights = {}
     for name in files:
-      weights.update(load_file(os.path.join(folder, name)))
+      weights.update(_load_safetensors(os.path.join(folder, name)))
     return weights
   if os.path.exists(single):
-    return load_file(single)
+    return _load_safetensors(single)
   pickles = [f for f in os.listdir(folder) if f.endswith(".bin")]
   if pickles and not allow_pickle:
     raise IMLError(f"{folder} holds only pickle weights ({pickles[0]}); loading them can run arbitrary code. "
@@ -108,48 +100,83 @@ def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
   raise IMLError(f"{folder} has no model.safetensors, model.safetensors.index.json or *.bin weights")
 
 
-def load_hf_gpt_neox(folder: str, allow_pickle: bool = False) -> tuple[GPTNeoXConfig, dict]:
-  """(model config, float32 params) from a local Hugging Face GPT-NeoX folder."""
-  cfg = read_gpt_neox_config(folder)
+
+
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+  """Memory-mapped tensors of one safetensors file (numpy cannot read bf16 through `safetensors.numpy`)."""
+  try:
+    with open(path, "rb") as f:
+      header_len = int.from_bytes(f.read(8), "little")
+      header = json.loads(f.read(header_len))
+    tensors = {}
+    for key, info in header.items():
+      if key == "__metadata__":
+        continue
+      dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+      start, end = info["data_offsets"]
+      count = (end - start) // dtype.itemsize
+      tensors[key] = np.memmap(path, dtype, "r", offset=8 + header_len + start, shape=(count,)).reshape(info["shape"])
+    return tensors
+  except (OSError, ValueError, KeyError) as err:
+    raise IMLError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from None
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+  for name in path[:-1]:
+    tree = tree.setdefault(name, {})
+  tree[path[-1]] = value
+
+
+def _get(tree, path: tuple[str, ...]):
+  for name in path:
+    tree = tree[name]
+  return tree
+
+
+def _leaf_names(tree) -> set[str]:
+  return {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def load_hf_model(folder: str, allow_pickle: bool = False) -> tuple[object, dict]:
+  """(our model config, float32 params) from a local Hugging Face model folder of a supported family."""
+  family, cfg = read_config(folder)
   weights = _read_weights(folder, allow_pickle)
-  head = cfg.d_model // cfg.n_heads
-  expected_shapes = {"gpt_neox.embed_in.weight": (cfg.vocab_size, cfg.d_model),
-                     "embed_out.weight": (cfg.vocab_size, cfg.d_model),
-                     "gpt_neox.layers.0.attention.query_key_value.weight": (3 * cfg.n_heads * head, cfg.d_model),
-                     "gpt_neox.layers.0.mlp.dense_h_to_4h.weight": (cfg.d_mlp, cfg.d_model)}
+  expected = registry.abstract_params(cfg)
   params: dict = {}
-  for path, key, transposed in _key_table(cfg.n_layers):
-    if key not in weights:
-      raise IMLError(f"{folder}: weight {key} is missing")
-    value = weights[key].astype(np.float32)
-    if key in expected_shapes and value.shape != expected_shapes[key]:
-      raise IMLError(f"{folder}: weight {key} has shape {value.shape}, config.json implies {expected_shapes[key]}")
-    node = params
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = value.T if transposed else value
+  for rule in family.rules(cfg):
+    if rule.hf_key not in weights:
+      raise IMLError(f"{folder}: weight {rule.hf_key} is missing")
+    value = weights[rule.hf_key]
+    shapes = [jax.ShapeDtypeStruct(_get(expected, p).shape, jnp.float32) for p in rule.paths]
+    implied = jax.eval_shape(lambda *xs: rule.join(jnp, *xs), *shapes).shape
+    if tuple(value.shape) != tuple(implied):
+      raise IMLError(f"{folder}: weight {rule.hf_key} has shape {tuple(value.shape)}, config.json implies "
+                     f"{tuple(implied)}")
+    for path, part in zip(rule.paths, rule.split(np.asarray(value, dtype=np.float32))):
+      _set(params, path, np.ascontiguousarray(part))
+  unfilled = _leaf_names(expected) - _leaf_names(params)
+  if unfilled:
+    raise IMLError(f"{folder}: no {family.model_type} weight maps onto our parameters {sorted(unfilled)[:3]}")
   return cfg, params
 
 
-def export_hf_gpt_neox(folder: str, cfg: GPTNeoXConfig, params) -> None:
-  """Writes a folder that `transformers.GPTNeoXForCausalLM.from_pretrained` loads."""
+def export_hf_model(folder: str, cfg, params) -> None:
+  """Writes config.json + model.safetensors that `transformers` `from_pretrained` loads."""
+  family = FAMILIES[registry.family_of(cfg)]
+  hf_config = family.config_to_hf(cfg)
+  described = family.config_from_hf(hf_config, folder)
+  lost = [f for f in registry.config_fields(type(cfg))
+          if f not in _NOT_EXPORTED and getattr(described, f) != getattr(cfg, f)]
+  if lost:
+    raise IMLError(f"this {family.model_type} model cannot be written as a Hugging Face {family.model_type} "
+                   f"checkpoint: its fields {lost} have no {family.model_type} equivalent")
   os.makedirs(folder, exist_ok=True)
   tensors = {}
-  for path, key, transposed in _key_table(cfg.n_layers):
-    value = params
-    for name in path:
-      value = value[name]
-    value = np.asarray(value, dtype=np.float32)
-    tensors[key] = np.ascontiguousarray(value.T if transposed else value)
+  for rule in family.rules(cfg):
+    parts = [np.asarray(_get(params, p), dtype=np.float32) for p in rule.paths]
+    tensors[rule.hf_key] = np.ascontiguousarray(rule.join(np, *parts))
   tmp = os.path.join(folder, ".model.safetensors.tmp")
   save_file(tensors, tmp, metadata={"format": "pt"})
   os.replace(tmp, os.path.join(folder, "model.safetensors"))
   atomic_write_json(os.path.join(folder, "config.json"), {
-      "architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "vocab_size": cfg.vocab_size,
-      "hidden_size": cfg.d_model, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-      "intermediate_size": cfg.d_mlp, "max_position_embeddings": cfg.max_len, "hidden_act": "gelu",
-      "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rotary_base,
-                          "partial_rotary_factor": cfg.rotary_pct},
-      "rotary_pct": cfg.rotary_pct, "rotary_emb_base": cfg.rotary_base,
-      "use_parallel_residual": cfg.parallel_residual, "layer_norm_eps": cfg.layer_norm_eps,
-      "tie_word_embeddings": False, "attention_bias": True})
+      "architectures": [family.architecture], "model_type": family.model_type, **hf_config})

@@ -17,7 +17,7 @@ from iml_jax import evaluate, hf_import, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, uses_stage2_split
-from iml_jax.data.tokenization import TextTokenizer, encode_for_training
+from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode_seq2seq
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from iml_jax.writers import MetricWriter
@@ -91,6 +91,9 @@ def final_params(ctx: SeedContext, directory: str, abstract_params):
 def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
   cfg = ctx.config
   excluded = alias_ids if cfg.loss.exclude_alias_tokens else None
+  if ctx.model.is_seq2seq:
+    return encode_seq2seq(ctx.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size,
+                          cfg.loss.mask_padding, excluded)
   encoded = encode_for_training(ctx.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
                                 cfg.loss.mask_padding, excluded)
   return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
@@ -109,8 +112,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   per_epoch = batching.steps_per_epoch(num_examples, batch_size)
   total_steps = per_epoch * stage_cfg.epochs
 
-  abstract_params = train.unbox(jax.eval_shape(
-      lambda: train.init_params(ctx.model, jax.random.key(0))))
+  abstract_params = train.unbox(jax.eval_shape(lambda: train.init_params(ctx.model, jax.random.key(0))))
   alias_ids = (ctx.tokenizer.token_ids(ctx.task.alias_tokens())
                if stage_cfg.trainable == "alias_embeddings" or cfg.loss.exclude_alias_tokens else None)
   mask = train.trainable_mask(abstract_params, stage_cfg.trainable, alias_ids)
@@ -119,14 +121,14 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
   state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
 
-  layout = {"tokens": sharding.batch_sharding(ctx.mesh, ctx.rules, 2),
-            "loss_mask": sharding.batch_sharding(ctx.mesh, ctx.rules, 2),
-            "weights": sharding.batch_sharding(ctx.mesh, ctx.rules, 1)}
+  keys = ("inputs", "input_mask", "targets") if ctx.model.is_seq2seq else ("tokens",)
+  layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, 2) for k in keys + ("loss_mask",)}
+  layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
   train_step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum,
                                      train.shardings_of(abstract), layout)
   eval_names = [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]
   eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
-                                         cfg.data.block_size)
+                                         cfg.data.block_size, ctx.model.is_seq2seq)
 
   step = int(state.step)
   epoch_cache = (-1, None, None)
@@ -140,7 +142,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
       epoch_cache = (epoch, encoded, batching.epoch_permutation(run.order_key, epoch, num_examples))
     _, encoded, permutation = epoch_cache
     rows, weights = batching.batch_rows(permutation, step % per_epoch, batch_size)
-    batch = {"tokens": encoded["tokens"][rows], "loss_mask": encoded["loss_mask"][rows], "weights": weights}
+    batch = {**{k: v[rows] for k, v in encoded.items()}, "weights": weights}
     batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
     state, loss = train_step(state, batch)
     step += 1
@@ -171,7 +173,7 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
   if run.init_from:
     init = final_params(ctx, run.init_from, abstract.params)
   elif ctx.pretrained_folder:
-    init = hf_import.load_hf_gpt_neox(ctx.pretrained_folder)[1]
+    init = hf_import.load_hf_model(ctx.pretrained_folder)[1]
   else:
     init = None
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)

@@ -16,7 +16,7 @@ import optax
 
 from iml_jax import sharding
 from iml_jax.errors import IMLError
-from iml_jax.models.gpt_neox import causal_inputs, init_params
+from iml_jax.models.registry import init_params, token_losses
 
 OPTIMIZERS = ("adafactor", "adamw", "sgd")
 TRAINABLE = ("all", "embeddings", "alias_embeddings")
@@ -84,17 +84,10 @@ def trainable_mask(params, mode: str, alias_token_ids: np.ndarray | None = None)
   return mask
 
 
-def token_losses(model: nn.Module, params, tokens_BxL: jax.Array) -> jax.Array:
-  """Next-token cross-entropy at every target position [B, L-1] (fp32)."""
-  inputs = tokens_BxL[:, :-1]
-  logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
-  return optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BxL[:, 1:])
-
-
 def _loss_sums(model, params, batch):
   """(sum of weighted token losses, sum of weights): the mean is their ratio over any batch split."""
   weights = batch["loss_mask"] * batch["weights"][:, None]
-  return jnp.sum(token_losses(model, params, batch["tokens"]) * weights), jnp.sum(weights)
+  return jnp.sum(token_losses(model, params, batch) * weights), jnp.sum(weights)
 
 
 def _sums_and_grads(model, params, micro_batch):

@@ -3,7 +3,7 @@ import pytest
 
 from iml_jax.data.common import Example
 from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, encode_for_training,
-                                       encode_prompts, word_level_tokenizer)
+                                       encode_prompts, encode_seq2seq, encode_seq2seq_inputs, word_level_tokenizer)
 from iml_jax.errors import IMLError
 
 VOCAB = ["[PAD]", "[UNK]", "=", "%", "true", "false", "define1", "abc", "7", "8", "9"]
@@ -25,6 +25,20 @@ def test_training_layout_and_masks(words):
   assert padding.loss_mask.tolist()[1] == [1, 1, 1, 1, 0, 0, 0]  # keeps the first pad: the stop
   alias = encode_for_training(words, examples, 8, excluded_token_ids=words.token_ids(["abc"]))
   assert alias.loss_mask.tolist()[1] == [0, 1, 1, 1, 1, 1, 1]
+
+
+def test_seq2seq_layout_counts_padding_in_the_loss(words):
+  examples = [Example("abc % 7 8 =", " true"), Example("define1 abc %", " 9")]
+  full = encode_seq2seq(words, examples, block_size=6, label_block_size=3)
+  assert full["inputs"].tolist() == [[7, 3, 8, 9, 2, 0], [6, 7, 3, 0, 0, 0]]  # prompt + end token
+  assert full["input_mask"].tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]
+  assert full["targets"].tolist() == [[4, 0, 0], [10, 0, 0]]
+  assert full["loss_mask"].all()  # the study's seq2seq loss: pads too
+  assert encode_seq2seq(words, examples, 6, 3, mask_padding=True)["loss_mask"].tolist() == [[1, 1, 0], [1, 1, 0]]
+  inputs, mask = encode_seq2seq_inputs(words, examples[1:], bucket=8, max_length=16)
+  assert inputs.tolist() == [[6, 7, 3, 0, 0, 0, 0, 0]] and mask.sum() == 4
+  with pytest.raises(IMLError, match=r"data.label_block_size = 1: .* 2 tokens"):
+    encode_seq2seq(words, examples, 6, 1)
 
 
 def test_block_size_too_small_names_the_field(words):

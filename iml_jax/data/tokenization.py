@@ -4,6 +4,9 @@ Causal-LM layout as in the study (STUDY.md §7.5): each text is right-padded to 
 pad token (= EOS), targets are the inputs shifted by one, and by default every target position counts
 in the loss, padding included — that is how a model learns to stop. Options mask the prompt, the
 padding after the first EOS, or chosen tokens (e.g. an unpredictable alias).
+
+Seq2seq layout (T5): inputs = prompt + EOS, targets = completion + EOS, both right-padded; every
+target position counts in the loss by default, padding included, as in the study.
 """
 import dataclasses
 import os
@@ -141,3 +144,38 @@ def encode_prompts(tokenizer: TextTokenizer, examples: list[Example], bucket: in
   for row, ids in zip(tokens, prompts):
     row[width - len(ids):] = ids
   return tokens
+
+
+def _right_padded(sequences: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  tokens = np.full((len(sequences), width), pad_id, dtype=np.int32)
+  mask = np.zeros((len(sequences), width), dtype=bool)
+  for row, valid, ids in zip(tokens, mask, sequences):
+    row[:len(ids)] = ids
+    valid[:len(ids)] = True
+  return tokens, mask
+
+
+def encode_seq2seq_inputs(tokenizer: TextTokenizer, examples: list[Example], bucket: int,
+                          max_length: int) -> tuple[np.ndarray, np.ndarray]:
+  """(inputs [N, I], mask [N, I]): prompt + EOS right-padded to the longest, rounded up to `bucket`."""
+  inputs = [ids + [tokenizer.pad_id] for ids in tokenizer.encode([ex.prompt for ex in examples])]
+  lengths = np.array([len(ids) for ids in inputs])
+  _check_length(lengths, max_length, "data.block_size", "seq2seq input (+1 end token)")
+  width = min(int(-(-lengths.max(initial=1) // bucket) * bucket), max_length)
+  return _right_padded(inputs, width, tokenizer.pad_id)
+
+
+def encode_seq2seq(tokenizer: TextTokenizer, examples: list[Example], block_size: int, label_block_size: int,
+                   mask_padding: bool = False, excluded_token_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Training arrays: inputs/input_mask [N, block_size], targets/loss_mask [N, label_block_size]."""
+  inputs, input_mask = encode_seq2seq_inputs(tokenizer, examples, block_size, block_size)
+  targets = [ids + [tokenizer.pad_id] for ids in tokenizer.encode([ex.completion for ex in examples])]
+  _check_length(np.array([len(t) for t in targets]), label_block_size, "data.label_block_size",
+                "target (+1 end token)")
+  targets, first_pad_and_before = _right_padded(targets, label_block_size, tokenizer.pad_id)
+  loss_mask = np.ones(targets.shape, dtype=np.float32)
+  if mask_padding:
+    loss_mask *= first_pad_and_before
+  if excluded_token_ids is not None and excluded_token_ids.size:
+    loss_mask *= ~np.isin(targets, excluded_token_ids)
+  return {"inputs": inputs, "input_mask": input_mask, "targets": targets, "loss_mask": loss_mask}

@@ -4,20 +4,24 @@ import numpy as np
 import pytest
 
 from iml_jax.errors import IMLError
-from iml_jax.models.gpt_neox import GPTNeoX, GPTNeoXConfig, apply_rotary, causal_inputs, init_params
+from iml_jax.models.decoder import DecoderConfig, DecoderLM, causal_inputs, init_params
+from iml_jax.models.layers import apply_rotary
 from iml_jax.train import unbox
 
 VARIANTS = {
     "pythia": dict(position_embedding="rotary", parallel_residual=True, rotary_pct=0.25),
     "full_rotary_sequential": dict(position_embedding="rotary", parallel_residual=False, rotary_pct=1.0),
     "gpt2_style": dict(position_embedding="learned", parallel_residual=False),
+    "llama_gqa": dict(rotary_pct=1.0, parallel_residual=False, norm="rmsnorm", activation="silu", gated_mlp=True,
+                      n_kv_heads=2, qkv_bias=False, proj_bias=False),
 }
 
 
 def _model(variant, **overrides):
-  cfg = GPTNeoXConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=24, init_std=0.3,
-                      embedding_init_std=0.3, **{**VARIANTS[variant], **overrides})
-  model = GPTNeoX(cfg)
+  fields = dict(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=24, init_std=0.3,
+                embedding_init_std=0.3)
+  cfg = DecoderConfig(**{**fields, **VARIANTS[variant], **overrides})
+  model = DecoderLM(cfg)
   return model, unbox(init_params(model, jax.random.key(1)))
 
 
@@ -38,6 +42,17 @@ def test_causality(variant):
     norms = jnp.abs(grads).sum(axis=(0, 2))
     assert float(norms[t + 1:].max(initial=0.0)) == 0.0
     assert float(norms[:t + 1].min()) > 0.0
+
+
+def test_local_layers_see_only_their_window():
+  model, params = _model("gpt2_style", n_layers=1, local_layers=(0,), local_window=3)
+  tokens = jax.random.randint(jax.random.key(2), (1, 10), 0, 37)
+  embeddings = model.apply({"params": params}, tokens, method=model.embed)
+  positions, mask = causal_inputs(tokens)
+  grads = jax.grad(lambda x: model.apply({"params": params}, x, positions, mask,
+                                         method=model.from_embeddings)[0][:, 7].sum())(embeddings)
+  seen = np.flatnonzero(np.abs(np.asarray(grads)).sum(axis=(0, 2)))
+  assert seen.tolist() == [5, 6, 7]
 
 
 def test_rotary_is_a_rotation_and_relative():
@@ -61,6 +76,10 @@ def test_bfloat16_compute_keeps_float32_params():
 
 def test_invalid_model_config_names_the_field():
   with pytest.raises(IMLError, match="model.d_model = 30 must be divisible by model.n_heads = 4"):
-    GPTNeoXConfig(vocab_size=10, d_model=30, n_heads=4)
+    DecoderConfig(vocab_size=10, d_model=30, n_heads=4)
   with pytest.raises(IMLError, match="model.position_embedding"):
-    GPTNeoXConfig(vocab_size=10, position_embedding="alibi")
+    DecoderConfig(vocab_size=10, position_embedding="alibi")
+  with pytest.raises(IMLError, match="model.n_kv_heads = 3: expected 0 or a divisor of model.n_heads = 4"):
+    DecoderConfig(vocab_size=10, n_heads=4, n_kv_heads=3)
+  with pytest.raises(IMLError, match=r"model.local_layers = \(5,\): expected layer indices in \[0, 2\)"):
+    DecoderConfig(vocab_size=10, n_layers=2, local_layers=[5])

@@ -1,0 +1,193 @@
+"""Decoder-only language model covering GPT-NeoX (Pythia), GPT-2, GPT-Neo and Llama, with a KV cache.
+
+The families differ only in options of one block, so they share it: rotary (partial or full) or
+learned positions, parallel or sequential residual, LayerNorm or RMSNorm, GELU / tanh-GELU / SwiGLU
+MLPs, grouped-query attention, GPT-Neo's unscaled scores and local (windowed) layers, tied or untied
+output embedding. `hf_import.py` maps each family's checkpoints onto these parameters by renaming.
+
+Shape suffixes: B batch, L query length, S key/cache length, D model width, H heads, K head width.
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from iml_jax.errors import IMLError
+from iml_jax.models import layers
+
+LayerCache = tuple[jax.Array, jax.Array]  # keys, values: [B, S, G, K] each
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  vocab_size: int
+  family: str = "gpt_neox"  # which Hugging Face family the weights export to
+  d_model: int = 64
+  n_layers: int = 2
+  n_heads: int = 4
+  n_kv_heads: int = 0  # 0: as many as query heads; fewer: grouped-query attention (Llama)
+  d_mlp: int = 256
+  max_len: int = 64
+  position_embedding: str = "rotary"  # "rotary" (NeoX, Llama) or "learned" (GPT-2, GPT-Neo)
+  rotary_pct: float = 0.25
+  rotary_base: float = 10000.0
+  parallel_residual: bool = True
+  norm: str = "layernorm"
+  layer_norm_eps: float = 1e-5
+  activation: str = "gelu"
+  gated_mlp: bool = False
+  qkv_bias: bool = True
+  proj_bias: bool = True  # attention output and MLP projections
+  scale_attention: bool = True  # False: GPT-Neo's unscaled q·k
+  local_layers: tuple[int, ...] = ()  # layers that attend only to the last `local_window` positions
+  local_window: int = 256
+  tie_embeddings: bool = False
+  init_std: float = 0.02
+  embedding_init_std: float = 0.02
+  dtype: str = "float32"  # compute dtype; parameters stay float32
+
+  def __post_init__(self):
+    object.__setattr__(self, "local_layers", tuple(self.local_layers))  # hashable, as jit's static model
+    def fail(field, expected):
+      raise IMLError(f"config field model.{field} = {getattr(self, field)!r}: expected {expected}")
+    if self.d_model % self.n_heads:
+      raise IMLError(f"config field model.d_model = {self.d_model} must be divisible by model.n_heads = {self.n_heads}")
+    if self.n_kv_heads and self.n_heads % self.n_kv_heads:
+      fail("n_kv_heads", f"0 or a divisor of model.n_heads = {self.n_heads}")
+    if self.position_embedding not in ("rotary", "learned"):
+      fail("position_embedding", "'rotary' or 'learned'")
+    if self.norm not in layers.NORMS:
+      fail("norm", f"one of {layers.NORMS}")
+    if self.activation not in layers.ACTIVATIONS:
+      fail("activation", f"one of {tuple(layers.ACTIVATIONS)}")
+    if any(not 0 <= i < self.n_layers for i in self.local_layers):
+      fail("local_layers", f"layer indices in [0, {self.n_layers})")
+    if self.local_layers and self.local_window < 1:
+      fail("local_window", ">= 1")
+    if self.dtype not in ("float32", "bfloat16"):
+      fail("dtype", "'float32' or 'bfloat16'")
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.n_heads
+
+  @property
+  def kv_heads(self) -> int:
+    return self.n_kv_heads or self.n_heads
+
+  @property
+  def rotary_dim(self) -> int:
+    return int(self.head_dim * self.rotary_pct) if self.position_embedding == "rotary" else 0
+
+
+class Attention(nn.Module):
+  cfg: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, cache: LayerCache | None, cache_index):
+    cfg = self.cfg
+    batch, length, _ = x_BxLxD.shape
+
+    def project(name, heads):
+      out = layers.dense(heads * cfg.head_dim, ("embed", "heads"), cfg.init_std, cfg.dtype, name, cfg.qkv_bias)
+      return out(x_BxLxD).reshape(batch, length, heads, cfg.head_dim)
+
+    q, k, v = project("query", cfg.n_heads), project("key", cfg.kv_heads), project("value", cfg.kv_heads)
+    q = layers.apply_rotary(q, positions_BxL, cfg.rotary_dim, cfg.rotary_base)
+    k = layers.apply_rotary(k, positions_BxL, cfg.rotary_dim, cfg.rotary_base)
+    k, v, cache = layers.write_cache(cache, k, v, cache_index)
+    scale = cfg.head_dim ** -0.5 if cfg.scale_attention else 1.0
+    out = layers.attend(q, k, v, mask_BxLxS, scale)
+    return layers.dense(cfg.d_model, ("heads", "embed"), cfg.init_std, cfg.dtype, "dense", cfg.proj_bias)(out), cache
+
+
+class Block(nn.Module):
+  cfg: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, cache, cache_index):
+    cfg = self.cfg
+    ln = lambda name: layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, name)
+    mlp = layers.MLP(cfg.d_mlp, cfg.activation, cfg.gated_mlp, cfg.proj_bias, cfg.init_std, cfg.dtype, name="mlp")
+    attn_out, cache = Attention(cfg, name="attention")(
+        ln("input_layernorm")(x_BxLxD), positions_BxL, mask_BxLxS, cache, cache_index)
+    if cfg.parallel_residual:
+      x_BxLxD = x_BxLxD + attn_out + mlp(ln("post_attention_layernorm")(x_BxLxD))
+    else:
+      x_BxLxD = x_BxLxD + attn_out
+      x_BxLxD = x_BxLxD + mlp(ln("post_attention_layernorm")(x_BxLxD))
+    return nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed")), cache
+
+
+class DecoderLM(nn.Module):
+  """`__call__(tokens, positions, mask, cache, cache_index) -> (logits, cache)`.
+
+  mask_BxLxS[b, i, j] says whether query i may attend key j; `cache` is None (training) or one
+  (keys, values) pair per layer that the call writes at `cache_index` and returns updated.
+  """
+  cfg: DecoderConfig
+  is_seq2seq = False
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed_in = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype)
+    if cfg.position_embedding == "learned":
+      self.embed_positions = layers.embedding(cfg.max_len, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
+                                              axes=(None, "embed"))
+    self.layers = [Block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
+    self.final_layer_norm = layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
+    if not cfg.tie_embeddings:
+      self.embed_out = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "embed_out",
+                                    use_bias=False)
+
+  def embed(self, tokens_BxL):
+    return self.embed_in(tokens_BxL)
+
+  def from_embeddings(self, x_BxLxD, positions_BxL, mask_BxLxS, cache=None, cache_index=0, last_only=False):
+    """`last_only`: logits of the last position alone [B, 1, V] (a decoding prefill needs no more)."""
+    cfg = self.cfg
+    if cfg.position_embedding == "learned":
+      x_BxLxD = x_BxLxD + self.embed_positions(positions_BxL)
+    local_mask = None
+    if cfg.local_layers:  # windows count cache slots, as HF GPT-Neo's do
+      query_slots = cache_index + jnp.arange(x_BxLxD.shape[1])
+      key_slots = jnp.arange(mask_BxLxS.shape[-1])
+      local_mask = mask_BxLxS & ((query_slots[:, None] - key_slots[None, :]) < cfg.local_window)
+    new_cache = []
+    for i, layer in enumerate(self.layers):
+      mask = local_mask if i in cfg.local_layers else mask_BxLxS
+      x_BxLxD, layer_cache = layer(x_BxLxD, positions_BxL, mask, None if cache is None else cache[i], cache_index)
+      new_cache.append(layer_cache)
+    x_BxLxD = self.final_layer_norm(x_BxLxD[:, -1:] if last_only else x_BxLxD)
+    logits = self.embed_in.attend(x_BxLxD) if cfg.tie_embeddings else self.embed_out(x_BxLxD)
+    return logits.astype(jnp.float32), (None if cache is None else tuple(new_cache))
+
+  def __call__(self, tokens_BxL, positions_BxL, mask_BxLxS, cache=None, cache_index=0, last_only=False):
+    return self.from_embeddings(self.embed(tokens_BxL), positions_BxL, mask_BxLxS, cache, cache_index, last_only)
+
+  def init_cache(self, batch: int, length: int) -> tuple[LayerCache, ...]:
+    zeros = jnp.zeros((batch, length, self.cfg.kv_heads, self.cfg.head_dim), jnp.dtype(self.cfg.dtype))
+    return tuple((zeros, zeros) for _ in range(self.cfg.n_layers))
+
+
+def causal_inputs(tokens_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Positions and causal mask for right-padded training sequences."""
+  batch, length = tokens_BxL.shape
+  positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+  mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (batch, length, length))
+  return positions, mask
+
+
+def init_params(model: DecoderLM, rng: jax.Array, length: int = 8) -> Any:
+  tokens = jnp.zeros((1, length), jnp.int32)
+  return model.init(rng, tokens, *causal_inputs(tokens))["params"]
+
+
+def token_losses(model: DecoderLM, params, batch: dict) -> jax.Array:
+  """Next-token cross-entropy at every target position [B, L-1] (fp32) of `batch["tokens"]`."""
+  inputs = batch["tokens"][:, :-1]
+  logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
+  return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])

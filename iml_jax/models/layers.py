@@ -1,0 +1,101 @@
+"""Building blocks shared by the decoder-only families and T5.
+
+Every parameter carries logical axis names from {vocab, embed, heads, mlp}; `sharding.py` maps them
+onto the mesh. Parameters are float32; `dtype` is the compute dtype.
+
+Shape suffixes: B batch, L query length, S key/cache length, D model width, H heads, K head width.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    "gelu": lambda x: nn.gelu(x, approximate=False),  # GPT-NeoX
+    "gelu_new": lambda x: nn.gelu(x, approximate=True),  # GPT-2, GPT-Neo, T5 v1.1 (tanh approximation)
+    "silu": nn.silu,  # Llama
+    "relu": nn.relu,  # T5 v1.0
+}
+NORMS = ("layernorm", "rmsnorm")
+
+
+def dense(features: int, axes: tuple[str | None, str | None], init_std: float, dtype: str, name: str,
+          use_bias: bool = True) -> nn.Dense:
+  return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(dtype), name=name,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.normal(init_std), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+
+
+def norm(kind: str, eps: float, dtype: str, name: str) -> nn.Module:
+  """LayerNorm (scale and bias) or RMSNorm (scale only, no mean subtraction: Llama, T5)."""
+  scale_init = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
+  if kind == "rmsnorm":
+    return nn.RMSNorm(epsilon=eps, dtype=jnp.dtype(dtype), name=name, scale_init=scale_init)
+  return nn.LayerNorm(epsilon=eps, dtype=jnp.dtype(dtype), name=name, scale_init=scale_init,
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+def embedding(num: int, features: int, init_std: float, dtype: str, axes=("vocab", "embed"), name=None) -> nn.Embed:
+  return nn.Embed(num, features, dtype=jnp.dtype(dtype), name=name,
+                  embedding_init=nn.with_logical_partitioning(nn.initializers.normal(init_std), axes))
+
+
+def apply_rotary(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, rotary_dim: int, base: float) -> jax.Array:
+  """Rotary embedding on the first `rotary_dim` features of each head, rotate-half layout (NeoX, Llama)."""
+  if rotary_dim == 0:
+    return x_BxLxHxK
+  inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+  angles = positions_BxL[..., None].astype(jnp.float32) * inv_freq
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  rot, rest = x_BxLxHxK[..., :rotary_dim], x_BxLxHxK[..., rotary_dim:]
+  half = rotary_dim // 2
+  rotated = jnp.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
+  out = rot.astype(jnp.float32) * jnp.cos(angles) + rotated.astype(jnp.float32) * jnp.sin(angles)
+  return jnp.concatenate([out.astype(x_BxLxHxK.dtype), rest], axis=-1)
+
+
+def write_cache(cache: tuple[jax.Array, jax.Array] | None, k_BxLxHxK, v_BxLxHxK, cache_index):
+  """Keys and values to attend over: the new ones alone, or the cache with them written at `cache_index`."""
+  if cache is None:
+    return k_BxLxHxK, v_BxLxHxK, None
+  k = jax.lax.dynamic_update_slice_in_dim(cache[0], k_BxLxHxK.astype(cache[0].dtype), cache_index, axis=1)
+  v = jax.lax.dynamic_update_slice_in_dim(cache[1], v_BxLxHxK.astype(cache[1].dtype), cache_index, axis=1)
+  return k, v, (k, v)
+
+
+def attend(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS, scale: float, bias_BxHxLxS=None) -> jax.Array:
+  """Softmax attention in float32 scores [B, L, H*K]; G key/value heads serve H/G query heads each (GQA)."""
+  batch, length, heads, head_dim = q_BxLxHxK.shape
+  groups = heads // k_BxSxGxK.shape[2]
+  q = q_BxLxHxK.reshape(batch, length, k_BxSxGxK.shape[2], groups, head_dim)
+  scores = jnp.einsum("blgrk,bsgk->bgrls", q, k_BxSxGxK).astype(jnp.float32) * scale
+  scores = scores.reshape(batch, heads, length, -1)
+  if bias_BxHxLxS is not None:
+    scores = scores + bias_BxHxLxS
+  scores = jnp.where(mask_BxLxS[:, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxGxK.dtype)
+  probs = probs.reshape(batch, k_BxSxGxK.shape[2], groups, length, -1)
+  out = jnp.einsum("bgrls,bsgk->blgrk", probs, v_BxSxGxK)
+  return out.reshape(batch, length, heads * head_dim)
+
+
+class MLP(nn.Module):
+  """`down(act(up(x)))`, or gated `down(act(gate(x)) * up(x))` (SwiGLU, T5 v1.1's gated GELU)."""
+  d_mlp: int
+  activation: str
+  gated: bool
+  use_bias: bool
+  init_std: float
+  dtype: str
+  names: tuple[str, str, str] = ("dense_h_to_4h", "gate", "dense_4h_to_h")  # up, gate, down
+
+  @nn.compact
+  def __call__(self, x_BxLxD):
+    up, gate, down = self.names
+    h = dense(self.d_mlp, ("embed", "mlp"), self.init_std, self.dtype, up, self.use_bias)(x_BxLxD)
+    if self.gated:
+      g = dense(self.d_mlp, ("embed", "mlp"), self.init_std, self.dtype, gate, self.use_bias)(x_BxLxD)
+      h = ACTIVATIONS[self.activation](g) * h
+    else:
+      h = ACTIVATIONS[self.activation](h)
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+    return dense(x_BxLxD.shape[-1], ("mlp", "embed"), self.init_std, self.dtype, down, self.use_bias)(h)

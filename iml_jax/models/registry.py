@@ -1,0 +1,56 @@
+"""Model families by config name: which config class and module build them, and how they train."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+
+from iml_jax.models import decoder, t5
+from iml_jax.models.decoder import DecoderConfig, DecoderLM
+from iml_jax.models.t5 import T5, T5Config
+
+DECODER_FAMILIES = ("gpt_neox", "gpt2", "gpt_neo", "llama")
+MODELS = DECODER_FAMILIES + ("t5",)
+# The fields a run config must agree on with a checkpoint it starts from.
+SHAPE_FIELDS = {DecoderConfig: ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
+                T5Config: ("d_model", "d_kv", "d_ff", "n_heads", "n_layers", "n_decoder_layers")}
+
+
+def config_class(name: str) -> type:
+  return T5Config if name == "t5" else DecoderConfig
+
+
+def make_config(name: str, **fields):
+  if name in DECODER_FAMILIES:
+    fields["family"] = name
+  return config_class(name)(**fields)
+
+
+def family_of(cfg) -> str:
+  return "t5" if isinstance(cfg, T5Config) else cfg.family
+
+
+def build(cfg) -> nn.Module:
+  return T5(cfg) if isinstance(cfg, T5Config) else DecoderLM(cfg)
+
+
+def config_fields(cls: type) -> tuple[str, ...]:
+  return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _module(model: nn.Module):
+  return t5 if model.is_seq2seq else decoder
+
+
+def init_params(model: nn.Module, rng: jax.Array):
+  return _module(model).init_params(model, rng)
+
+
+def token_losses(model: nn.Module, params, batch: dict) -> jax.Array:
+  return _module(model).token_losses(model, params, batch)
+
+
+def abstract_params(cfg):
+  """Unboxed parameter shapes of the model `cfg` describes, without allocating them."""
+  boxed = jax.eval_shape(lambda: init_params(build(cfg), jax.random.key(0)))
+  return jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, boxed,
+                      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
