@@ -92,7 +92,9 @@ PRETRAINED = {
     "t5-small": ("t5", "google-t5/t5-small", dict(d_model=512, d_kv=64, d_ff=2048, n_heads=8, n_layers=6)),
     "t5-3b": ("t5", "google-t5/t5-3b", dict(d_model=1024, d_kv=128, d_ff=16384, n_heads=32, n_layers=24)),
 }
-_COMMON_MODEL_FIELDS = dict(init_from="", init_std=0.02, embedding_init_std=0.02, dtype="float32")
+# allow_pickle_weights: load `*.bin` checkpoints, which can run arbitrary code (off: safetensors only).
+_COMMON_MODEL_FIELDS = dict(init_from="", allow_pickle_weights=False, init_std=0.02, embedding_init_std=0.02,
+                            dtype="float32")
 
 
 def decoder(name: str = "gpt_neox", **overrides) -> ml_collections.ConfigDict:

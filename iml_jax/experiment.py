@@ -67,7 +67,7 @@ def validate(config) -> None:
 
 
 def model_fields(config) -> dict:
-  fields = {k: v for k, v in config.model.items() if k not in ("name", "init_from")}
+  fields = {k: v for k, v in config.model.items() if k not in ("name", "init_from", "allow_pickle_weights")}
   return {**fields, "max_len": config.data.block_size}
 
 
@@ -121,7 +121,21 @@ def guard_workdir(config, workdir: str) -> None:
     atomic_write_json(path, current)
 
 
-def _model_config(config, tokenizer, pretrained, folder: str | None):
+def pretrained_model(config) -> tuple[str | None, object]:
+  """(local folder, model config) of the Hugging Face model `model.init_from` names; (None, None) if none."""
+  if not config.model.init_from:
+    return None, None
+  folder = hf_import.resolve_model_folder(config.model.init_from)
+  family, pretrained = hf_import.read_config(folder)
+  if family.model_type != config.model.name:
+    raise IMLError(f"config field model.name = {config.model.name!r}, but {folder}/config.json holds a "
+                   f"{family.model_type!r} model")
+  hf_import.check_matches(pretrained, model_fields(config), folder)
+  return folder, pretrained
+
+
+def model_config(config, tokenizer, pretrained, folder: str | None):
+  """The model a run trains: from the config's fields (from scratch) or the pretrained checkpoint's."""
   if pretrained is None:
     return registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
   if tokenizer.vocab_size > pretrained.vocab_size:
@@ -132,14 +146,7 @@ def _model_config(config, tokenizer, pretrained, folder: str | None):
 
 def run(config, workdir: str) -> dict:
   validate(config)
-  folder = pretrained = None
-  if config.model.init_from:
-    folder = hf_import.resolve_model_folder(config.model.init_from)
-    family, pretrained = hf_import.read_config(folder)
-    if family.model_type != config.model.name:
-      raise IMLError(f"config field model.name = {config.model.name!r}, but {folder}/config.json holds a "
-                     f"{family.model_type!r} model")
-    hf_import.check_matches(pretrained, model_fields(config), folder)
+  folder, pretrained = pretrained_model(config)
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
@@ -152,7 +159,7 @@ def run(config, workdir: str) -> dict:
     for seed in range(config.seed, config.seed + config.n_seeds):
       task = tasks.Task(config, seed, folder)
       tokenizer = task.tokenizer(os.path.join(workdir, f"seed_{seed}", "tokenizer.json"))
-      model = registry.build(_model_config(config, tokenizer, pretrained, folder))
+      model = registry.build(model_config(config, tokenizer, pretrained, folder))
       ctx = SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
       for stage_run in plan_stage_runs(config, workdir, seed):
         run_stage(ctx, stage_run)

@@ -90,7 +90,8 @@ def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
   pickles = [f for f in os.listdir(folder) if f.endswith(".bin")]
   if pickles and not allow_pickle:
     raise IMLError(f"{folder} holds only pickle weights ({pickles[0]}); loading them can run arbitrary code. "
-                   "Convert them to safetensors, or opt in with allow_pickle")
+                   "Convert them to safetensors, or opt in with --config.model.allow_pickle_weights=True "
+                   "(allow_pickle=True in hf_import.load_hf_model)")
   if pickles:
     import torch  # only for an explicit opt-in
     weights = {}

@@ -78,7 +78,10 @@ def read_eval_records(directory: str) -> list[dict]:
   return [latest[k] for k in sorted(latest)]
 
 
-def final_params(ctx: SeedContext, directory: str, abstract_params):
+def final_params(directory: str, abstract_params):
+  """The parameters a finished stage ended with."""
+  if not is_done(directory):
+    raise IMLError(f"stage {directory} has not finished (no DONE marker); rerun the experiment to finish it")
   checkpoints = StageCheckpoints(os.path.join(directory, "checkpoints"))
   step = json.load(open(os.path.join(directory, "DONE")))["step"]
   if step not in checkpoints.manager.all_steps():
@@ -171,9 +174,9 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
     params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
     return train.TrainState(jax.device_put(np.int32(latest), abstract.step.sharding), params, opt_state)
   if run.init_from:
-    init = final_params(ctx, run.init_from, abstract.params)
+    init = final_params(run.init_from, abstract.params)
   elif ctx.pretrained_folder:
-    init = hf_import.load_hf_model(ctx.pretrained_folder)[1]
+    init = hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1]
   else:
     init = None
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)

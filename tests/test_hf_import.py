@@ -290,6 +290,11 @@ def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeyp
   _, hf_params = hf_import.load_hf_model(folder)
   np.testing.assert_array_equal(created[0]["embedding"], hf_params["embed_in"]["embedding"])
   assert "d1consis" in summary["subsets"]
+  from iml_jax.export_hf import export_stage
+  export_stage(str(tmp_path / "run"), "seed_0/s2seed_0/stage2", str(tmp_path / "finetuned"))
+  finetuned = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "finetuned")
+  assert not torch.equal(finetuned.gpt_neox.embed_in.weight, torch.tensor(hf_params["embed_in"]["embedding"]))
+  assert transformers.AutoTokenizer.from_pretrained(tmp_path / "finetuned").vocab_size == 300
 
 
 def test_pretrained_mismatches_are_clear(tmp_path):

@@ -1,0 +1,74 @@
+r"""Writes a finished stage's model as a Hugging Face folder that PyTorch `transformers` loads.
+
+  python -m iml_jax.export_hf --workdir=/tmp/iml_default --stage=seed_0/s2seed_0/stage2 --out=/tmp/hf_model
+
+The folder gets config.json, model.safetensors and the run's tokenizer (tokenizer.json + its config), so
+`AutoModelForCausalLM.from_pretrained(out)` (T5: `T5ForConditionalGeneration`) and
+`AutoTokenizer.from_pretrained(out)` work. An existing non-empty `--out` is refused, never overwritten.
+"""
+import json
+import os
+import shutil
+import sys
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The experiment's workdir.")
+_STAGE = flags.DEFINE_string("stage", None, "The stage directory relative to the workdir, e.g. seed_0/s2seed_0/stage2.")
+_OUT = flags.DEFINE_string("out", None, "The Hugging Face folder to create.")
+flags.mark_flags_as_required(["workdir", "stage", "out"])
+
+
+def export_stage(workdir: str, stage_label: str, out: str) -> None:
+  import jax
+  import ml_collections
+  import transformers
+
+  from iml_jax import experiment, hf_import, stage, train
+  from iml_jax.data.tokenization import TextTokenizer, pretrained_tokenizer
+  from iml_jax.errors import IMLError
+  from iml_jax.models import registry
+
+  if os.path.exists(out) and os.listdir(out):
+    raise IMLError(f"--out {out} exists and is not empty; choose a new folder")
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise IMLError(f"{config_path} does not exist: --workdir must be an experiment's workdir")
+  config = ml_collections.ConfigDict(json.load(open(config_path)))
+  seed_dir = stage_label.split(os.sep)[0]
+  if not seed_dir.startswith("seed_"):
+    raise IMLError(f"--stage {stage_label}: expected a path that starts with seed_<S>/, e.g. seed_0/s2seed_0/stage2")
+  folder, pretrained = experiment.pretrained_model(config)
+  tokenizer = (pretrained_tokenizer(folder) if folder else
+               TextTokenizer.load(os.path.join(workdir, seed_dir, "tokenizer.json")))
+  cfg = experiment.model_config(config, tokenizer, pretrained, folder)
+  abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(registry.build(cfg), jax.random.key(0))))
+  params = stage.final_params(os.path.join(workdir, stage_label), abstract)
+
+  tmp = out.rstrip(os.sep) + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  hf_import.export_hf_model(tmp, cfg, jax.device_get(params))
+  if folder:
+    transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(tmp)
+  else:
+    end_token = tokenizer.backend.id_to_token(tokenizer.pad_id)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token=end_token,
+                                         pad_token=end_token).save_pretrained(tmp)
+  if os.path.exists(out):
+    os.rmdir(out)  # empty, checked above
+  os.replace(tmp, out)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from iml_jax.errors import IMLError
+  try:
+    export_stage(_WORKDIR.value, _STAGE.value, _OUT.value)
+  except IMLError as err:
+    sys.exit(f"iml_jax.export_hf: error: {err}")
+  print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
