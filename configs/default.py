@@ -17,9 +17,10 @@ The study-faithful Stage 2 (all parameters; a smaller lr suits them) is one over
 Measured (3 seeds, 243 s): d1consis 0.509, d2consis 0.506, gap +0.003 ± 0.030 — the new definitions are not
 internalised for either tag, as CPU_SCALE.md reports. (Keeping lr 2e-2 for all parameters wrecks the model.)
 
-Measured (2 CPU cores, 5 seeds, the command above): 422 s wall time;
-  d1consis 0.772 ± 0.027, d2consis 0.601 ± 0.080, qd1consis 1.000 (EM, mean ± 95% CI over stage-1 seeds);
-  IML gap +0.171 ± 0.078, every seed positive (+0.07 … +0.23), one-sided paired p = 0.002.
+Measured (2 CPU cores, 5 seeds, the command above): 394 s wall time;
+  d1consis 0.800 ± 0.078, d2consis 0.568 ± 0.062, qd1consis 0.999 (EM, mean ± 95% CI over stage-1 seeds);
+  IML gap +0.232 ± 0.067, every seed positive (+0.16 … +0.30), one-sided paired p = 0.0003.
+  (Before q, k and v became separate projections, which changes the initialisation draw: gap +0.171 ± 0.078.)
   (CPU_SCALE.md's R5: d1consis 0.746, d2consis 0.577, gap +0.169 ± 0.048.)
 Settings that differ from R5, measured here to be needed or better: the Pythia block (partial rotary,
 parallel residual) instead of a GPT-2 block (GPT-2 block, 5 seeds: gap +0.105 ± 0.066, 524 s); init std

@@ -33,6 +33,9 @@ DECODER_CONFIGS = {
     "gpt_neo_local_global": (transformers.GPTNeoConfig, transformers.GPTNeoForCausalLM, dict(
         hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64, window_size=5,
         attention_types=[[["global", "local"], 1]])),
+    "gpt_neo_all_local_untied": (transformers.GPTNeoConfig, transformers.GPTNeoForCausalLM, dict(
+        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=40, max_position_embeddings=64, window_size=3,
+        attention_types=[[["local"], 2]], tie_word_embeddings=False)),
     "llama_gqa": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
         max_position_embeddings=64, rms_norm_eps=1e-6)),
