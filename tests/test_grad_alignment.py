@@ -1,0 +1,120 @@
+"""Per-example gradients and alignment statistics against a loop of `jax.grad` and NumPy on flat vectors."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iml_jax import grad_alignment, sharding
+from iml_jax.models import registry
+from iml_jax.train import unbox
+
+D, K, L = 5, 3, 7
+
+
+def _decoder():
+  cfg = registry.make_config("gpt_neox", vocab_size=32, d_model=16, n_layers=2, n_heads=2, d_mlp=32, max_len=L,
+                             init_std=0.2)
+  model = registry.build(cfg)
+  return model, unbox(registry.init_params(model, jax.random.key(0)))
+
+
+def _examples(shape, seed):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, 32, size=shape + (L,)).astype(np.int32)
+  loss_mask = (rng.random(shape + (L - 1,)) < 0.8).astype(np.float32)
+  return {"tokens": tokens, "loss_mask": loss_mask}
+
+
+@functools.cache
+def _single_example_grad(model):
+  def loss(params, batch):
+    w = batch["loss_mask"]
+    return jnp.sum(registry.token_losses(model, params, batch) * w) / jnp.maximum(jnp.sum(w), 1.0)
+  return jax.jit(jax.grad(loss))
+
+
+def _flat_loop_gradient(model, params, example):
+  """The original's method: one gradient per example on a batch of one, flattened."""
+  batch = {k: jnp.asarray(v)[None] for k, v in example.items()}
+  grads = _single_example_grad(model)(params, batch)
+  return np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)]).astype(np.float64)
+
+
+def _row(tree, *index):
+  return {k: v[index] for k, v in tree.items()}
+
+
+def test_per_example_gradients_equal_a_loop_of_grad():
+  model, params = _decoder()
+  examples = _examples((4,), 0)
+  stacked = grad_alignment.per_example_gradients(model, params, jax.tree.map(jnp.asarray, examples))
+  for i in range(4):
+    ours = np.concatenate([np.ravel(g[i]) for g in jax.tree.leaves(stacked)])
+    reference = _flat_loop_gradient(model, params, _row(examples, i))
+    # fp32 rounding differs between the two compiled programs: compare as vectors, relative to the norm.
+    assert np.linalg.norm(ours - reference) <= 1e-6 * np.linalg.norm(reference)
+
+
+def _reference_statistics(model, params, sets):
+  flat = {label: ([_flat_loop_gradient(model, params, _row(defs, i)) for i in range(D)],
+                  [[_flat_loop_gradient(model, params, _row(qs, i, j)) for j in range(K)] for i in range(D)])
+          for label, (defs, qs) in sets.items()}
+  pairs = {}
+  for label, (g_defs, g_qs) in flat.items():
+    cos = [[g_q @ g_d / np.linalg.norm(g_q) / np.linalg.norm(g_d) for g_q in row] for g_d, row in zip(g_defs, g_qs)]
+    dist = [[np.linalg.norm(g_q - g_d) for g_q in row] for g_d, row in zip(g_defs, g_qs)]
+    pairs[label] = {"cos": np.array(cos), "dist": np.array(dist), "def_l1": np.array([np.abs(g).sum() for g in g_defs]),
+                    "def_linf": np.array([np.abs(g).max() for g in g_defs]),
+                    "q_l2": np.array([[np.linalg.norm(g) for g in row] for row in g_qs])}
+  every = [g for g_defs, g_qs in flat.values() for g in g_defs + [g for row in g_qs for g in row]]
+  mean = np.mean(every, axis=0)
+  variance = np.mean([np.sum((g - mean) ** 2) for g in every])
+  mean_cos = np.mean([g @ mean / np.linalg.norm(g) / np.linalg.norm(mean) for g in every])
+  return pairs, variance, mean_cos
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 8])
+def test_statistics_equal_numpy_on_flat_gradients_for_any_chunk(chunk):
+  model, params = _decoder()
+  sets = {"d1": (_examples((D,), 1), _examples((D, K), 2)), "d2": (_examples((D,), 3), _examples((D, K), 4))}
+  result = grad_alignment.alignment(model, params, sets, chunk=chunk)
+  pairs, variance, mean_cos = _reference_statistics(model, params, sets)
+  for label in sets:
+    for name, expected in pairs[label].items():
+      np.testing.assert_allclose(result.pairs[label][name], expected, rtol=2e-5, atol=1e-6 * np.abs(expected).max(),
+                                 err_msg=f"{label} {name}")
+  assert result.variance == pytest.approx(variance, rel=2e-5)
+  assert result.mean_cos_to_mean == pytest.approx(mean_cos, rel=2e-5)
+  assert result.scalars()["grad/d1_cos"] == pytest.approx(pairs["d1"]["cos"].mean(), rel=2e-5)
+
+
+def test_sharded_parameters_give_the_unsharded_statistics():
+  model, params = _decoder()
+  sets = {"d1": (_examples((D,), 1), _examples((D, K), 2))}
+  expected = grad_alignment.alignment(model, params, sets, chunk=2)
+  mesh = sharding.make_mesh((2, 2, 2))
+  rules = sharding.rules_for("fsdp_tensor")
+  boxed = jax.eval_shape(lambda: registry.init_params(model, jax.random.key(0)))
+  shardings = sharding.logical_shardings(boxed, mesh, rules)
+  sharded = jax.device_put(params, shardings)
+  assert any(len(s.device_set) > 1 and not s.is_fully_replicated for s in jax.tree.leaves(shardings))
+  result = grad_alignment.alignment(model, sharded, sets, chunk=2)
+  for name, values in expected.pairs["d1"].items():
+    np.testing.assert_allclose(result.pairs["d1"][name], values, rtol=1e-5, atol=1e-6 * np.abs(values).max())
+  assert result.variance == pytest.approx(expected.variance, rel=1e-5)
+
+
+def test_seq2seq_per_example_gradients_equal_a_loop():
+  cfg = registry.make_config("t5", vocab_size=29, d_model=16, d_kv=4, d_ff=32, n_heads=2, n_layers=1, init_std=0.2)
+  model = registry.build(cfg)
+  params = unbox(registry.init_params(model, jax.random.key(0)))
+  rng = np.random.default_rng(0)
+  examples = {"inputs": rng.integers(0, 29, (3, 6)).astype(np.int32), "input_mask": np.ones((3, 6), bool),
+              "targets": rng.integers(0, 29, (3, 4)).astype(np.int32), "loss_mask": np.ones((3, 4), np.float32)}
+  stacked = grad_alignment.per_example_gradients(model, params, jax.tree.map(jnp.asarray, examples))
+  for i in range(3):
+    ours = np.concatenate([np.ravel(g[i]) for g in jax.tree.leaves(stacked)])
+    reference = _flat_loop_gradient(model, params, _row(examples, i))
+    assert np.linalg.norm(ours - reference) <= 1e-6 * np.linalg.norm(reference)
