@@ -35,20 +35,11 @@ from iml_jax import config_defaults as cd
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("tiny",), "configs/default.py")
-  data = cd.numeric_data(num_x=1000, n_nums=4, all_alias_tokens=False, redraw_train_questions=True,
-                         block_size=10)
-  # The Pythia block (partial rotary, parallel residual). Init std 1/sqrt(64) (Flax's default scale):
-  # with GPT-2's 0.02, Stage 1 does not generalise within the budget.
-  model = cd.gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
-  adamw = dict(name="adamw", b2=0.98, warmup_frac=0.02, grad_clip=0.0)
   stages = dict(
-      stage1=cd.stage("stage1", epochs=45, batch_size=128, eval_every=15,
-                      optimizer_config=cd.optimizer(lr=3e-3, **adamw)),
+      stage1=cd.stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=cd.cpu_adamw(3e-3)),
       stage2=cd.stage("stage2", epochs=50, batch_size=64, eval_every=25, trainable="alias_embeddings",
-                      optimizer_config=cd.optimizer(lr=2e-2, **adamw)))
-  config = cd.base("numeric", data, model, stages, n_seeds=5,
-                   loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=True),
-                   eval=dict(batch_size=1024, max_new_tokens=2, subsets="all", prompt_bucket=8))
+                      optimizer_config=cd.cpu_adamw(2e-2)))
+  config = cd.numeric_cpu_scale(stages, n_seeds=5)
   if "tiny" in args:
     config.n_seeds = 2
     config.data.num_x = 60

@@ -132,6 +132,22 @@ def pretrained(key: str, **overrides) -> ml_collections.ConfigDict:
   return builder(init_from=hub_id, **shape, **overrides)
 
 
+def cpu_adamw(lr: float) -> ml_collections.ConfigDict:
+  """AdamW as the CPU-scale numeric runs use it (configs/default.py)."""
+  return optimizer(name="adamw", lr=lr, b2=0.98, warmup_frac=0.02, grad_clip=0.0)
+
+
+def numeric_cpu_scale(stages: dict, **overrides) -> ml_collections.ConfigDict:
+  """Set inclusion sized for 2 CPU cores (configs/default.py's docstring says why each setting)."""
+  data = numeric_data(num_x=1000, n_nums=4, all_alias_tokens=False, redraw_train_questions=True, block_size=10)
+  # The Pythia block (partial rotary, parallel residual). Init std 1/sqrt(64) (Flax's default scale):
+  # with GPT-2's 0.02, Stage 1 does not generalise within the budget.
+  model = gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
+  return base("numeric", data, model, stages,
+              loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=True),
+              eval=dict(batch_size=1024, max_new_tokens=2, subsets="all", prompt_bucket=8), **overrides)
+
+
 def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(dict(
       task=task, seed=0, n_seeds=1, n_seeds_stage2=1, data=data, model=model,
@@ -141,6 +157,14 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
       eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
       mesh=dict(shape=(-1, 1, 1), rules="dp"),
       checkpoint=dict(every_steps=0, max_to_keep=0),
+      # Gradient alignment (STUDY.md §9) at every evaluation when enabled; sets: tag-A definitions,
+      # tag-B definitions, tag-A questions, tag-B questions (the study's grad_keys). max_definitions 0: all.
+      analysis=dict(grad_alignment=dict(enabled=False, chunk=8, max_definitions=0,
+                                        sets="train_defs_d1consis,train_defs_d2consis,d1consis,d2consis"),
+                    # Linear probes (STUDY.md §10, `python -m iml_jax.analyze --analysis=probes`): questions of
+                    # the two eval sets `classes` whose prompt contains `question_filter`, on the final
+                    # parameters of `stage` (default: the first stage).
+                    probes=dict(classes="qd1consis,qd2incons", question_filter="", stage="", c=0.01, folds=5)),
       log_every=50, progress_bar=True, tensorboard=True))
   config.update(overrides)
   return config

@@ -8,9 +8,11 @@ Layout of a workdir:
 Each stage directory gets DONE when finished; rerunning the command skips finished stages and
 resumes the others from their latest checkpoint.
 """
+import contextlib
 import dataclasses
 import json
 import os
+from typing import Iterator
 
 import jax
 
@@ -25,7 +27,7 @@ from iml_jax.writers import MetricWriter
 
 # Fields that change how a run is executed or shown, never its results.
 _NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "checkpoint.every_steps",
-                      "eval.batch_size", "eval.prompt_bucket", "tensorboard")
+                      "eval.batch_size", "eval.prompt_bucket", "tensorboard", "analysis")
 
 
 def validate(config) -> None:
@@ -58,6 +60,13 @@ def validate(config) -> None:
     if stage.eval_every < 1:
       raise IMLError(f"config field {field}.eval_every = {stage.eval_every}: expected >= 1")
   tasks.validate(config)
+  alignment = config.analysis.grad_alignment
+  if len(alignment.sets.split(",")) != 4:
+    raise IMLError(f"config field analysis.grad_alignment.sets = {alignment.sets!r}: expected 4 comma-separated "
+                   "eval sets: tag-A definitions, tag-B definitions, tag-A questions, tag-B questions")
+  if alignment.chunk < 1 or alignment.max_definitions < 0:
+    raise IMLError(f"config fields analysis.grad_alignment.chunk = {alignment.chunk} (expected >= 1), "
+                   f"max_definitions = {alignment.max_definitions} (expected >= 0)")
   fields = model_fields(config)
   unknown = sorted(set(fields) - set(registry.config_fields(registry.config_class(config.model.name))))
   if unknown:
@@ -144,7 +153,9 @@ def model_config(config, tokenizer, pretrained, folder: str | None):
   return dataclasses.replace(pretrained, dtype=config.model.dtype)
 
 
-def run(config, workdir: str) -> dict:
+def seed_contexts(config, workdir: str) -> Iterator[SeedContext]:
+  """Validates and guards the workdir (before anything is written), then yields what every stage of each
+  stage-1 seed shares; the contexts share one metric writer, closed when the iteration ends."""
   validate(config)
   folder, pretrained = pretrained_model(config)
   mesh = sharding.make_mesh(config.mesh.shape)
@@ -154,15 +165,23 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local devices "
           f"({jax.devices()[0].platform}), mesh {dict(mesh.shape)}")
-  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
-  try:
-    for seed in range(config.seed, config.seed + config.n_seeds):
-      task = tasks.Task(config, seed, folder)
-      tokenizer = task.tokenizer(os.path.join(workdir, f"seed_{seed}", "tokenizer.json"))
-      model = registry.build(model_config(config, tokenizer, pretrained, folder))
-      ctx = SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
-      for stage_run in plan_stage_runs(config, workdir, seed):
+
+  def contexts():
+    writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+    try:
+      for seed in range(config.seed, config.seed + config.n_seeds):
+        task = tasks.Task(config, seed, folder)
+        tokenizer = task.tokenizer(os.path.join(workdir, f"seed_{seed}", "tokenizer.json"))
+        model = registry.build(model_config(config, tokenizer, pretrained, folder))
+        yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
+    finally:
+      writer.close()
+  return contexts()
+
+
+def run(config, workdir: str) -> dict:
+  with contextlib.closing(seed_contexts(config, workdir)) as contexts:
+    for ctx in contexts:
+      for stage_run in plan_stage_runs(config, workdir, ctx.seed):
         run_stage(ctx, stage_run)
-  finally:
-    writer.close()
   return report.write_report(config, workdir)

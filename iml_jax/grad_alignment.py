@@ -40,7 +40,9 @@ def example_loss(model, params, example: dict) -> jax.Array:
 
 
 def example_gradient(model, params, example: dict, mask=None):
-  grads = jax.grad(lambda p: example_loss(model, p, example))(params)
+  # Full fp32 products, as the study's analysis (GPUs would otherwise use TF32 for fp32 matmuls).
+  with jax.default_matmul_precision("highest"):
+    grads = jax.grad(lambda p: example_loss(model, p, example))(params)
   return grads if mask is None else jax.tree.map(lambda g, m: g * m, grads, mask)
 
 
@@ -140,3 +142,18 @@ def alignment(model, params, sets: dict[str, tuple[dict, dict]], mask=None, chun
       sq_dist.append(np.asarray(stats["sq_dist"]))
       cos.append(np.asarray(stats["cos"]))
   return AlignmentResult(pairs, float(np.concatenate(sq_dist).mean()), float(np.concatenate(cos).mean()))
+
+
+def pair_up(definitions: list, questions: list, aliases_in) -> tuple[list, list[list]]:
+  """Each definition with the questions about its alias, K per definition (the smallest count; the
+  study's k = questions / definitions). Definitions without questions are left out."""
+  by_alias: dict[str, list] = {}
+  for question in questions:
+    for alias in aliases_in(question):
+      by_alias.setdefault(alias, []).append(question)
+  paired = [(d, next(by_alias[a] for a in aliases_in(d) if a in by_alias)) for d in definitions
+            if any(a in by_alias for a in aliases_in(d))]
+  if not paired:
+    return [], []
+  k = min(len(qs) for _, qs in paired)
+  return [d for d, _ in paired], [qs[:k] for _, qs in paired]

@@ -5,16 +5,19 @@ stage-2 seeds, then means, t-intervals and the one-sided paired test run over st
 """
 import csv
 import io
+import json
 import math
 import os
 
 import jax
 import matplotlib
+import ml_collections
 import numpy as np
 from scipy import stats
 
+from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
-from iml_jax.stage import plan_stage_runs, read_eval_records
+from iml_jax.stage import plan_stage_runs, read_alignment_records, read_eval_records
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
@@ -92,6 +95,51 @@ def summarize(config, rows: list[dict]) -> dict:
   return summary
 
 
+def summarize_alignment(config, workdir: str) -> dict:
+  """Per stage, at its last measured epoch: each set's mean definition–question cosine and distance (mean and
+  95% CI over stage-1 seeds), the variance, and the paired one-sided test cos(tag A) > cos(tag B)."""
+  labels = config.analysis.grad_alignment.sets.split(",")[2:]
+  by_stage: dict = {}
+  for seed in range(config.seed, config.seed + config.n_seeds):
+    for run in plan_stage_runs(config, workdir, seed):
+      records = read_alignment_records(run.directory)
+      if not records:
+        continue
+      last = max(r["epoch"] for r in records)
+      for r in records:
+        if r["epoch"] == last:
+          values = ({"variance": r["variance"], "mean_cos_to_mean": r["mean_cos_to_mean"]} if r["set"] == "all"
+                    else {"cos": float(np.mean(r["cos"])), "dist": float(np.mean(r["dist"]))})
+          for name, value in values.items():
+            by_stage.setdefault(run.name, {"epoch": last, "values": {}})["values"].setdefault(
+                (r["set"], name), {}).setdefault(seed, []).append(value)
+  summary = {}
+  for stage_name, found in by_stage.items():
+    per_seed_means = {key: {s: float(np.mean(v)) for s, v in seeds.items()} for key, seeds in found["values"].items()}
+    out = {"epoch": found["epoch"]}
+    for (label, name), seeds in sorted(per_seed_means.items()):
+      mean, ci = mean_ci95([seeds[s] for s in sorted(seeds)])
+      out.setdefault(label, {})[name] = {"mean": mean, "ci95": ci}
+    a, b = (per_seed_means.get((label, "cos")) for label in labels)
+    if a and b:
+      diff = np.array([a[s] - b[s] for s in sorted(a)])
+      p_value = float(stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue) if len(diff) > 1 else None
+      mean, ci = mean_ci95(diff)
+      out["cos_gap"] = {"definition": f"cos({labels[0]}) - cos({labels[1]})", "mean": mean, "ci95": ci,
+                        "p_value": None if p_value is None or math.isnan(p_value) else p_value}
+    summary[stage_name] = out
+  return summary
+
+
+def _save_figure(figure, path: str) -> None:
+  """Writes the figure atomically (a reader never sees half a PNG) and frees it."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  figure.savefig(tmp, dpi=120)
+  plt.close(figure)
+  os.replace(tmp, path)
+
+
 def plot_em(config, rows: list[dict], path: str) -> None:
   em = per_seed(rows, "em")
   figure, axis = plt.subplots(figsize=(8, 4.5))
@@ -114,11 +162,52 @@ def plot_em(config, rows: list[dict], path: str) -> None:
   axis.set_title(f"EM per subset, mean and 95% CI over {config.n_seeds} stage-1 seed(s)")
   axis.legend(fontsize=8, loc="best")
   figure.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.png"
-  figure.savefig(tmp, dpi=120)
-  plt.close(figure)
-  os.replace(tmp, path)
+  _save_figure(figure, path)
+
+
+def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
+  """The study's §11.3 figure: definition–question cosine (tag A vs tag B, mean and 95% CI over seeds) at
+  each run's batch size, from each workdir's summary.json (the first stage's last measurement)."""
+  points = []
+  for workdir in workdirs:
+    try:
+      config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
+      summary = json.load(open(os.path.join(workdir, "summary.json")))
+    except (OSError, json.JSONDecodeError) as err:
+      raise IMLError(f"{workdir}: no readable config.json and summary.json ({err})") from None
+    stage_name = config.stage_names[0]
+    alignment = summary.get("grad_alignment", {}).get(stage_name)
+    if not alignment:
+      raise IMLError(f"{workdir}/summary.json has no gradient alignment for stage {stage_name}; run "
+                     "python -m iml_jax.analyze --analysis=grad_alignment on it first")
+    labels = config.analysis.grad_alignment.sets.split(",")[2:]
+    points.append((config.stages[stage_name].batch_size, [alignment[label]["cos"] for label in labels], labels))
+  points.sort(key=lambda p: p[0])
+  figure, axis = plt.subplots(figsize=(6, 4))
+  for index, colour in ((0, "tab:blue"), (1, "tab:red")):
+    label = points[0][2][index]
+    axis.errorbar([p[0] for p in points], [p[1][index]["mean"] for p in points],
+                  yerr=[p[1][index]["ci95"] or 0.0 for p in points], marker="o", capsize=3, color=colour,
+                  label=f"{label} (tag {'AB'[index]})")
+  axis.set_xscale("log", base=2)
+  axis.set_xlabel("batch size")
+  axis.set_ylabel("cos(definition gradient, its QA gradients)")
+  axis.legend()
+  figure.tight_layout()
+  _save_figure(figure, path)
+
+
+def plot_probe_accuracy(accuracy_TxL: np.ndarray, positions: list[str], classes: list[str], path: str) -> None:
+  """The study's probe heat-map: cross-validated accuracy per (token position × layer)."""
+  figure, axis = plt.subplots(figsize=(1 + 0.5 * accuracy_TxL.shape[1], 1 + 0.35 * len(positions)))
+  image = axis.imshow(accuracy_TxL, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+  axis.set_yticks(range(len(positions)), positions, fontsize=7)
+  axis.set_xticks(range(accuracy_TxL.shape[1]), [str(i + 1) for i in range(accuracy_TxL.shape[1])])
+  axis.set_xlabel("layer")
+  axis.set_title(f"probe accuracy: {classes[0]} vs {classes[1]}", fontsize=9)
+  figure.colorbar(image, ax=axis)
+  figure.tight_layout()
+  _save_figure(figure, path)
 
 
 def format_table(summary: dict) -> str:
@@ -137,6 +226,9 @@ def format_table(summary: dict) -> str:
 def write_report(config, workdir: str) -> dict:
   rows = collect_rows(config, workdir)
   summary = summarize(config, rows)
+  alignment = summarize_alignment(config, workdir)
+  if alignment:
+    summary["grad_alignment"] = alignment
   if jax.process_index() == 0:
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=RESULT_COLUMNS, lineterminator="\n")

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import evaluate, hf_import, sharding, train
+from iml_jax import evaluate, grad_alignment, hf_import, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, uses_stage2_split
@@ -75,6 +75,12 @@ def is_done(directory: str) -> bool:
 def read_eval_records(directory: str) -> list[dict]:
   """Evaluation records of a stage; a re-evaluated (epoch, set) keeps its latest record."""
   latest = {(r["epoch"], r["subset"]): r for r in read_jsonl(os.path.join(directory, "eval.jsonl"))}
+  return [latest[k] for k in sorted(latest)]
+
+
+def read_alignment_records(directory: str) -> list[dict]:
+  """Gradient-alignment records of a stage; a re-measured (epoch, set) keeps its latest record."""
+  latest = {(r["epoch"], r["set"]): r for r in read_jsonl(os.path.join(directory, "grad_alignment.jsonl"))}
   return [latest[k] for k in sorted(latest)]
 
 
@@ -158,6 +164,8 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
                        stage=run.name, epoch=step / per_epoch)
     if epoch_end and ((step // per_epoch) % stage_cfg.eval_every == 0 or step == total_steps):
       _evaluate(ctx, run, state.params, eval_sets, step, step // per_epoch, final=step == total_steps)
+      if cfg.analysis.grad_alignment.enabled:
+        measure_alignment(ctx, run, state.params, data.evals, mask, step, step // per_epoch)
     if step == total_steps or (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0):
       _finite_loss(loss, run, step)
       checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
@@ -180,6 +188,46 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
   else:
     init = None
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
+
+
+def alignment_sets(ctx: SeedContext, evals: dict) -> dict[str, tuple[dict, dict]]:
+  """Encoded (definitions [D, ...], their questions [D, K, ...]) per tag, from the sets that
+  `analysis.grad_alignment.sets` names: tag-A definitions, tag-B definitions, tag-A questions, tag-B questions."""
+  spec = ctx.config.analysis.grad_alignment
+  keys = spec.sets.split(",")
+  sets = {}
+  for defs_key, questions_key in ((keys[0], keys[2]), (keys[1], keys[3])):
+    for key in (defs_key, questions_key):
+      if key not in evals:
+        raise IMLError(f"config field analysis.grad_alignment.sets names {key!r}, which this task does not build; "
+                       f"known: {sorted(evals)}")
+    definitions, questions = grad_alignment.pair_up(evals[defs_key], evals[questions_key], ctx.task.aliases_in)
+    if not definitions:
+      raise IMLError(f"config field analysis.grad_alignment.sets: no definition in {defs_key} has a question in "
+                     f"{questions_key}")
+    if spec.max_definitions:
+      definitions, questions = definitions[:spec.max_definitions], questions[:spec.max_definitions]
+    encoded_questions = _encode(ctx, [q for row in questions for q in row], None)
+    sets[questions_key] = (_encode(ctx, definitions, None),
+                           {k: v.reshape((len(definitions), -1) + v.shape[1:]) for k, v in encoded_questions.items()})
+  return sets
+
+
+def measure_alignment(ctx: SeedContext, run: StageRun, params, evals: dict, mask, step: int, epoch: int) -> dict:
+  """Gradient alignment at one point of a stage: scalars to the metric writers, every pair's values to
+  `<stage>/grad_alignment.jsonl`."""
+  result = grad_alignment.alignment(ctx.model, params, alignment_sets(ctx, evals), mask,
+                                    ctx.config.analysis.grad_alignment.chunk)
+  if jax.process_index() == 0:
+    scalars = result.scalars()
+    ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
+                     epoch=epoch)
+    records = [{"epoch": epoch, "step": step, "set": label, **{k: v.tolist() for k, v in stats.items()}}
+               for label, stats in result.pairs.items()]
+    records.append({"epoch": epoch, "step": step, "set": "all", "variance": result.variance,
+                    "mean_cos_to_mean": result.mean_cos_to_mean})
+    append_jsonl(os.path.join(run.directory, "grad_alignment.jsonl"), records)
+  return result.scalars()
 
 
 def _evaluated(patterns, name: str) -> bool:

@@ -1,6 +1,7 @@
 """One interface over the study's tasks for the experiment loop: tokenizer, stage data, alias tokens."""
 import functools
 import os
+import re
 
 from iml_jax.data import define, entities, numeric
 from iml_jax.data.common import StageData
@@ -9,6 +10,7 @@ from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, 
 from iml_jax.errors import IMLError
 
 TASKS = ("numeric", "define")
+_WRAPPED_ALIAS = re.compile(r"<\|[a-z]+\|>")
 KNOWLEDGE_BASES = ("synthetic", "cvdb")
 _EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
                       "entity_facts_")
@@ -69,6 +71,14 @@ class Task:
 
   def alias_tokens(self) -> list[str]:
     return self._numeric(0).alias_tokens() if self.config.task == "numeric" else []
+
+  def aliases_in(self, example) -> list[str]:
+    """The alias strings an example mentions (a definition may also hold a `<|tag|>`); pairs definitions
+    with their questions for the gradient-alignment analysis."""
+    if self.config.task == "numeric":  # "abc % 1 2 =", "define1 abc % 63"
+      words = example.prompt.split(" %")[0].split(" ")
+      return [" ".join(words[1:] if words[0].startswith("define") else words)]
+    return _WRAPPED_ALIAS.findall(example.text)
 
   def tokenizer(self, path: str) -> TextTokenizer:
     """The seed's tokenizer: the pretrained model's, or loaded from `path` if saved there, else built and

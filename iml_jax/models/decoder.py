@@ -160,6 +160,7 @@ class DecoderLM(nn.Module):
     for i, layer in enumerate(self.layers):
       mask = local_mask if i in cfg.local_layers else mask_BxLxS
       x_BxLxD, layer_cache = layer(x_BxLxD, positions_BxL, mask, None if cache is None else cache[i], cache_index)
+      self.sow("intermediates", "residual", x_BxLxD)  # the residual stream after each block, for probes
       new_cache.append(layer_cache)
     x_BxLxD = self.final_layer_norm(x_BxLxD[:, -1:] if last_only else x_BxLxD)
     logits = self.embed_in.attend(x_BxLxD) if cfg.tie_embeddings else self.embed_out(x_BxLxD)

@@ -146,6 +146,7 @@ class Stack(nn.Module):
     for i, layer in enumerate(self.layers):
       x, cache = layer(x, mask, bias, None if caches is None else caches[i], cache_index,
                        None if cross_kvs is None else cross_kvs[i], cross_mask)
+      self.sow("intermediates", "residual", x)  # the residual stream after each block, for probes
       new_caches.append(cache)
     return self.final_layer_norm(x), tuple(new_caches)
 

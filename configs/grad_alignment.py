@@ -1,0 +1,54 @@
+r"""Gradient alignment vs batch size (STUDY.md §9, §11.3): one stage on `stage1` data, alignment of the
+held-out tag-1 (d1consis) and tag-2 (d2consis) definitions with their QA pairs, measured at every evaluation.
+
+Command (the study's grid: Pythia-1B-deduped on CVDB, one run per batch size; needs an accelerator):
+  for b in 128 256 512 1024 2048 4096 8192 16384; do
+    python -m iml_jax.main --config=configs/grad_alignment.py:batch=$b --workdir=$RUNS/bs$b \
+        --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv; done
+  python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=$(ls -d $RUNS/bs* | paste -sd,) \
+      --out=$RUNS/alignment_vs_batch.png
+Study's grid: batch (epochs, accumulation) 128 (21, 1), 256 (20, 1), 512 (21, 2), 1k (20, 4), 2k (41, 8),
+4k (50, 16), 8k (81, 32), 16k (151, 64); 10 seeds from 900 (16k: 15 from 910). Study's result (poster,
+±0.005): cosine D5 (tag 1) ≈ 0.231 > D6 (tag 2) ≈ 0.217 at batch 128, a gap of ≈ 0.013 up to batch 512,
+≈ 0 from 1k; alignment falls with batch size.
+
+CPU scale (`cpu`): the set-inclusion task and model of configs/default.py, batch 32 (8 epochs), 128 (15),
+512 (30), 2048 (60); 2 seeds; 24 definitions per tag with their test questions:
+  for b in 32 128 512 2048; do python -m iml_jax.main --config=configs/grad_alignment.py:cpu,batch=$b \
+      --workdir=/tmp/iml_ga/bs$b; done
+  python -m iml_jax.analyze --analysis=alignment_vs_batch \
+      --workdirs=/tmp/iml_ga/bs32,/tmp/iml_ga/bs128,/tmp/iml_ga/bs512,/tmp/iml_ga/bs2048 --out=/tmp/iml_ga/plot.png
+"""
+from iml_jax import config_defaults as cd
+from iml_jax.errors import IMLError
+
+STUDY_GRID = {128: (21, 1), 256: (20, 1), 512: (21, 2), 1024: (20, 4), 2048: (41, 8), 4096: (50, 16),
+              8192: (81, 32), 16384: (151, 64)}  # batch: (epochs, gradient accumulation)
+CPU_GRID = {32: 8, 128: 15, 512: 30, 2048: 60}  # batch: epochs
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("batch", "cpu"), "configs/grad_alignment.py")
+  batch = int(args.get("batch") or 128)
+  grid = CPU_GRID if "cpu" in args else STUDY_GRID
+  if batch not in grid:
+    raise IMLError(f"configs/grad_alignment.py: batch={batch} is not in the grid {sorted(grid)}")
+  if "cpu" in args:
+    epochs = grid[batch]
+    stages = dict(stage1=cd.stage("stage1", epochs=epochs, batch_size=batch, eval_every=max(epochs // 3, 1),
+                                  optimizer_config=cd.cpu_adamw(3e-3)))
+    config = cd.numeric_cpu_scale(stages, n_seeds=2)
+    config.analysis.grad_alignment.update(enabled=True, max_definitions=24)
+    return config
+  epochs, accumulation = grid[batch]
+  config = cd.cvdb_two_stage(cd.pretrained("pythia-1b", dtype="bfloat16"), n_seeds=10 if batch < 16384 else 15)
+  config.seed = 900 if batch < 16384 else 910
+  config.n_seeds_stage2 = 1
+  config.stage_names = ("stage1",)
+  config.stages.stage1.update(epochs=epochs, batch_size=batch, grad_accum=accumulation,
+                              eval_every=max(epochs // 4, 1))
+  del config.stages["stage2"]
+  config.data.entity_association_test_sets = False
+  config.analysis.grad_alignment.enabled = True
+  return config

@@ -1,0 +1,127 @@
+r"""Analyses of a finished (or partly finished) run, on its saved checkpoints.
+
+  python -m iml_jax.analyze --config=CONFIG --workdir=DIR --analysis=grad_alignment [--stage=seed_0/stage1]
+      Gradient alignment (STUDY.md §9) with the final parameters of every finished stage (or the one named),
+      over the sets `analysis.grad_alignment.sets` names: records in <stage>/grad_alignment.jsonl, scalars in
+      metrics.jsonl and TensorBoard, means over seeds in summary.json.
+  python -m iml_jax.analyze --config=CONFIG --workdir=DIR --analysis=probes
+      Linear probes (STUDY.md §10) on the final parameters of `analysis.probes.stage` of every seed: accuracy
+      per (token position × layer) in <stage>/probes.json and plots/probes_seed_<S>.png.
+  python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=DIR1,DIR2,... --out=plot.png
+      The study's figure: definition–question cosine vs batch size, tag A vs tag B, 95% CIs over seeds.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+ANALYSES = ("grad_alignment", "probes", "alignment_vs_batch")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file (configs/*.py[:args]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
+_ANALYSIS = flags.DEFINE_enum("analysis", None, ANALYSES, "Which analysis.")
+_STAGE = flags.DEFINE_string("stage", "", "Only this stage directory (relative to the workdir).")
+_WORKDIRS = flags.DEFINE_list("workdirs", [], "alignment_vs_batch: workdirs of one config at several batch sizes.")
+_OUT = flags.DEFINE_string("out", "", "alignment_vs_batch: the plot to write (.png).")
+flags.mark_flags_as_required(["analysis"])
+
+
+def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:
+  import contextlib
+
+  import jax
+
+  from iml_jax import experiment, report, stage, train
+  from iml_jax.errors import IMLError
+  from iml_jax.models import registry
+  measured = 0
+  with contextlib.closing(experiment.seed_contexts(config, workdir)) as contexts:
+    for ctx in contexts:
+      abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(ctx.model, jax.random.key(0))))
+      for run in stage.plan_stage_runs(config, workdir, ctx.seed):
+        if (only_stage and run.label != only_stage) or not stage.is_done(run.directory):
+          continue
+        stage_cfg = config.stages[run.name]
+        alias_ids = (ctx.tokenizer.token_ids(ctx.task.alias_tokens())
+                     if stage_cfg.trainable == "alias_embeddings" else None)
+        mask = train.trainable_mask(abstract, stage_cfg.trainable, alias_ids)
+        done = json.load(open(os.path.join(run.directory, "DONE")))
+        data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
+        params = stage.final_params(run.directory, abstract)
+        stage.measure_alignment(ctx, run, params, data.evals, mask, done["step"], done["epochs"])
+        measured += 1
+  if not measured:
+    raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
+  return report.write_report(config, workdir)
+
+
+def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
+  """{seed: best probe accuracy}; writes each seed's accuracy table and heat-map."""
+  import contextlib
+
+  import jax
+  import numpy as np
+
+  from iml_jax import experiment, probes, report, stage, train
+  from iml_jax.errors import IMLError
+  from iml_jax.io_utils import atomic_write_json
+  from iml_jax.models import registry
+  spec = config.analysis.probes
+  stage_name = spec.stage or config.stage_names[0]
+  if stage_name not in config.stage_names:
+    raise IMLError(f"config field analysis.probes.stage = {stage_name!r}: expected one of {list(config.stage_names)}")
+  classes = spec.classes.split(",")
+  best = {}
+  with contextlib.closing(experiment.seed_contexts(config, workdir)) as contexts:
+    for ctx in contexts:
+      run = next(r for r in stage.plan_stage_runs(config, workdir, ctx.seed) if r.name == stage_name)
+      evals = ctx.task.stage_data(run.seed_stage2, run.index, config.stages[stage_name].train_subset).evals
+      missing = [c for c in classes if c not in evals]
+      if len(classes) != 2 or missing:
+        raise IMLError(f"config field analysis.probes.classes = {spec.classes!r}: expected two eval sets of "
+                       f"{sorted(evals)}")
+      selected = [[ex for ex in evals[c] if spec.question_filter in ex.prompt] for c in classes]
+      tokens, labels = probes.equal_length_questions(ctx.tokenizer, *selected)
+      abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(ctx.model, jax.random.key(0))))
+      params = stage.final_params(run.directory, abstract)
+      batch = config.eval.batch_size
+      states = np.concatenate([np.asarray(probes.hidden_states(ctx.model, params, tokens[i:i + batch]))
+                               for i in range(0, len(tokens), batch)], axis=1)
+      accuracy = probes.probe_accuracy(states, labels, spec.c, spec.folds)
+      positions = [ctx.tokenizer.backend.id_to_token(int(t)) for t in tokens[0]]
+      atomic_write_json(os.path.join(run.directory, "probes.json"), {
+          "classes": classes, "question_filter": spec.question_filter, "questions_per_class": len(labels) // 2,
+          "example_tokens": positions, "accuracy_position_by_layer": accuracy.tolist()})
+      report.plot_probe_accuracy(accuracy, positions, classes,
+                                 os.path.join(workdir, "plots", f"probes_seed_{ctx.seed}.png"))
+      best[ctx.seed] = float(accuracy.max())
+  return best
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from iml_jax import report
+  from iml_jax.errors import IMLError
+  try:
+    if _ANALYSIS.value in ("grad_alignment", "probes") and not (_CONFIG.value and _WORKDIR.value):
+      raise IMLError(f"--analysis={_ANALYSIS.value} needs --config and --workdir")
+    if _ANALYSIS.value == "grad_alignment":
+      summary = grad_alignment_on_checkpoints(_CONFIG.value, _WORKDIR.value, _STAGE.value)
+      print(json.dumps(summary.get("grad_alignment", {}), indent=1))
+    elif _ANALYSIS.value == "probes":
+      for seed, accuracy in probes_on_checkpoints(_CONFIG.value, _WORKDIR.value).items():
+        print(f"seed {seed}: best probe accuracy {accuracy:.3f} (chance 0.5)")
+    else:
+      if not (_WORKDIRS.value and _OUT.value):
+        raise IMLError("--analysis=alignment_vs_batch needs --workdirs and --out")
+      report.plot_alignment_vs_batch(_WORKDIRS.value, _OUT.value)
+      print(f"wrote {_OUT.value}")
+  except IMLError as err:
+    sys.exit(f"iml_jax.analyze: error: {err}")
+
+
+if __name__ == "__main__":
+  app.run(main)

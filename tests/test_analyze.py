@@ -1,0 +1,71 @@
+"""The analyses on a finished tiny run's checkpoints, through the command line."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from iml_jax import experiment
+from test_experiment import ROOT, tiny_config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  experiment.run(tiny_config(n_seeds=2), str(workdir))
+  return workdir
+
+
+def _analyze(*args):
+  return subprocess.run([sys.executable, "-m", "iml_jax.analyze", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_grad_alignment_on_saved_checkpoints(finished_run):
+  result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=grad_alignment",
+                    "--config.analysis.grad_alignment.max_definitions=3")
+  assert result.returncode == 0, result.stderr
+  summary = json.load(open(finished_run / "summary.json"))
+  stage2 = summary["grad_alignment"]["stage2"]
+  assert {"d1consis", "d2consis", "all", "cos_gap"} <= set(stage2)
+  assert -1 <= stage2["d1consis"]["cos"]["mean"] <= 1 and stage2["all"]["variance"]["mean"] > 0
+  assert stage2["d1consis"]["cos"]["ci95"] is not None  # two stage-1 seeds
+  records = [json.loads(line) for line in open(finished_run / "seed_1" / "s2seed_0" / "stage2" / "grad_alignment.jsonl")]
+  assert {r["set"] for r in records} == {"d1consis", "d2consis", "all"}
+  assert len(records[0]["cos"]) == 3  # max_definitions
+  metrics = [json.loads(line) for line in open(finished_run / "metrics.jsonl")]
+  assert any("grad/d1consis_cos" in m for m in metrics)
+
+  for seed, batch in (("a", 32), ("b", 128)):  # the batch-size figure from two such workdirs
+    copy = finished_run.parent / f"bs_{seed}"
+    copy.mkdir(exist_ok=True)
+    config = json.load(open(finished_run / "config.json"))
+    config["stages"]["stage1"]["batch_size"] = batch
+    json.dump(config, open(copy / "config.json", "w"))
+    shutil.copy(finished_run / "summary.json", copy / "summary.json")
+  out = finished_run.parent / "plot.png"
+  result = _analyze("--analysis=alignment_vs_batch", f"--workdirs={finished_run.parent / 'bs_a'},"
+                    f"{finished_run.parent / 'bs_b'}", f"--out={out}")
+  assert result.returncode == 0, result.stderr
+  assert out.stat().st_size > 1000
+
+
+def test_probes_on_saved_checkpoints(finished_run):
+  result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes")
+  assert result.returncode == 0, result.stderr
+  assert "seed 0: best probe accuracy" in result.stdout
+  table = json.load(open(finished_run / "seed_0" / "stage1" / "probes.json"))
+  accuracy = table["accuracy_position_by_layer"]
+  assert len(accuracy) == len(table["example_tokens"]) and len(accuracy[0]) == 1  # one layer in the tiny model
+  assert os.path.exists(finished_run / "plots" / "probes_seed_1.png")
+
+
+def test_analysis_errors_name_the_field(finished_run, tmp_path):
+  result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes",
+                    "--config.analysis.probes.classes=qd1consis,nope")
+  assert result.returncode == 1 and "analysis.probes.classes" in result.stderr
+  result = _analyze("--config=configs/default.py:tiny", f"--workdir={tmp_path}", "--analysis=grad_alignment")
+  assert result.returncode == 1 and "no finished stage" in result.stderr
+  result = _analyze("--analysis=alignment_vs_batch", f"--workdirs={tmp_path}", f"--out={tmp_path}/x.png")
+  assert result.returncode == 1 and "no readable config.json and summary.json" in result.stderr
