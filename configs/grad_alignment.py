@@ -18,6 +18,10 @@ CPU scale (`cpu`): the set-inclusion task and model of configs/default.py, batch
       --workdir=/tmp/iml_ga/bs$b; done
   python -m iml_jax.analyze --analysis=alignment_vs_batch \
       --workdirs=/tmp/iml_ga/bs32,/tmp/iml_ga/bs128,/tmp/iml_ga/bs512,/tmp/iml_ga/bs2048 --out=/tmp/iml_ga/plot.png
+Measured (2 CPU cores; 58 / 77 / 150 / 388 s for batch 32 / 128 / 512 / 2048): cos(d1consis) − cos(d2consis)
+at the last measurement = −0.015 ± 0.014, +0.017 ± 0.325, +0.062 ± 0.796, +0.014 ± 0.928 (95% CI, 2 seeds);
+no gap is detectable. Stage-1 QA stays at EM ≈ 0.55 (chance ≈ 0.5) within these budgets, so this grid
+shows the pipeline (alignment during training, summary, figure), not the study's effect.
 """
 from iml_jax import config_defaults as cd
 from iml_jax.errors import IMLError
