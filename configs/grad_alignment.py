@@ -1,7 +1,7 @@
 r"""Gradient alignment vs batch size (STUDY.md §9, §11.3): one stage on `stage1` data, alignment of the
 held-out tag-1 (d1consis) and tag-2 (d2consis) definitions with their QA pairs, measured at every evaluation.
 
-Command (the study's grid: Pythia-1B-deduped on CVDB, one run per batch size; needs an accelerator):
+Command: (the study's grid, Pythia-1B-deduped on CVDB, one run per batch size; needs an accelerator)
   for b in 128 256 512 1024 2048 4096 8192 16384; do
     python -m iml_jax.main --config=configs/grad_alignment.py:batch=$b --workdir=$RUNS/bs$b \
         --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv; done

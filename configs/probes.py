@@ -6,7 +6,7 @@ entity-association test sets) for two definition orders; `order=tve` (tag–alia
 default) or `order=vte` (alias–tag–entity, "ATE"). Classes: the "name" questions of aliases defined with
 tag 1 (qd1consis) vs tag 2 (qd2incons), one question per alias, equal class sizes (chance 0.5).
 
-Command (needs the CVDB file, Pythia-1B weights and an accelerator for the training run):
+Command: (needs the CVDB file, Pythia-1B weights and an accelerator for the training run)
   python -m iml_jax.main --config=configs/probes.py:order=vte --workdir=$RUNS/probes_vte \
       --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
   python -m iml_jax.analyze --config=configs/probes.py:order=vte --workdir=$RUNS/probes_vte --analysis=probes \

@@ -82,7 +82,8 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
       if len(classes) != 2 or missing:
         raise IMLError(f"config field analysis.probes.classes = {spec.classes!r}: expected two eval sets of "
                        f"{sorted(evals)}")
-      selected = [[ex for ex in evals[c] if spec.question_filter in ex.prompt] for c in classes]
+      selected = [probes.one_question_per_alias([ex for ex in evals[c] if spec.question_filter in ex.prompt],
+                                                ctx.task.aliases_in) for c in classes]
       tokens, labels = probes.equal_length_questions(ctx.tokenizer, *selected)
       abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(ctx.model, jax.random.key(0))))
       params = stage.final_params(run.directory, abstract)

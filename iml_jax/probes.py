@@ -31,6 +31,18 @@ def hidden_states(model, params, tokens_BxT: jax.Array) -> jax.Array:
   return jnp.stack([v for v in found["residual"]]).astype(jnp.float32)
 
 
+def one_question_per_alias(examples: list, aliases_in) -> list:
+  """The first question about each alias: an alias in two folds would let a probe recognise the alias
+  instead of reading the tag."""
+  seen, kept = set(), []
+  for example in examples:
+    key = tuple(aliases_in(example))
+    if key not in seen:
+      seen.add(key)
+      kept.append(example)
+  return kept
+
+
 def equal_length_questions(tokenizer, class_a: list, class_b: list) -> tuple[np.ndarray, np.ndarray]:
   """Token ids [N, T] and labels [N] of the prompts of both classes that have the most common length
   (so every position means the same thing), truncated to equal class sizes (chance = 0.5)."""

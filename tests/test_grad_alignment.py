@@ -75,12 +75,17 @@ def _reference_statistics(model, params, sets):
   return pairs, variance, mean_cos
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 8])
-def test_statistics_equal_numpy_on_flat_gradients_for_any_chunk(chunk):
+@pytest.fixture(scope="module")
+def two_sets_and_reference():
   model, params = _decoder()
   sets = {"d1": (_examples((D,), 1), _examples((D, K), 2)), "d2": (_examples((D,), 3), _examples((D, K), 4))}
+  return model, params, sets, _reference_statistics(model, params, sets)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 8])
+def test_statistics_equal_numpy_on_flat_gradients_for_any_chunk(two_sets_and_reference, chunk):
+  model, params, sets, (pairs, variance, mean_cos) = two_sets_and_reference
   result = grad_alignment.alignment(model, params, sets, chunk=chunk)
-  pairs, variance, mean_cos = _reference_statistics(model, params, sets)
   for label in sets:
     for name, expected in pairs[label].items():
       np.testing.assert_allclose(result.pairs[label][name], expected, rtol=2e-5, atol=1e-6 * np.abs(expected).max(),

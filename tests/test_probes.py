@@ -58,6 +58,12 @@ def test_seq2seq_hidden_states_come_from_the_encoder():
   np.testing.assert_allclose(final, encoded, atol=1e-5)
 
 
+def test_one_question_per_alias_keeps_aliases_out_of_two_folds():
+  questions = [Example("abc % 1 2 =", ""), Example("abd % 3 4 =", ""), Example("abc % 5 6 =", "")]
+  kept = probes.one_question_per_alias(questions, lambda ex: [ex.prompt.split(" %")[0]])
+  assert [ex.prompt for ex in kept] == ["abc % 1 2 =", "abd % 3 4 ="]
+
+
 def test_questions_are_cut_to_one_length_and_equal_classes():
   words = word_level_tokenizer(["[PAD]", "[UNK]", "a", "b", "c", "%", "="])
   a = [Example("a % =", ""), Example("b % =", ""), Example("a b % =", "")] * 3
