@@ -11,6 +11,7 @@ Command (GPU, 410M shape): python benchmarks/train_throughput.py --d_model=1024 
 Last line: `RESULT train_throughput ratio=<ours tokens/s / reference tokens/s>`.
 """
 import time
+import types
 
 from absl import app, flags
 import jax
@@ -19,7 +20,6 @@ import numpy as np
 import torch
 import transformers
 
-from iml_jax import config_defaults as cd
 from iml_jax import sharding, train
 from iml_jax.models import registry
 
@@ -42,7 +42,9 @@ def _ours(tokens: np.ndarray) -> tuple[float, int]:
   model = registry.build(cfg)
   mesh = sharding.make_mesh((-1, 1, 1))
   rules = sharding.rules_for("dp")
-  optimizer = train.make_optimizer(cd.optimizer(name="adamw", lr=1e-4, grad_clip=0.0), 10 ** 6)
+  adamw = types.SimpleNamespace(name="adamw", lr=1e-4, warmup_frac=0.0, b1=0.9, b2=0.999, eps=1e-8,
+                                weight_decay=0.0, grad_clip=0.0)  # torch.optim.AdamW's defaults, no decay
+  optimizer = train.make_optimizer(adamw, 10 ** 6)
   abstract = train.abstract_state(model, optimizer, mesh, rules)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
   layout = {"tokens": sharding.batch_sharding(mesh, rules, 2), "loss_mask": sharding.batch_sharding(mesh, rules, 2),
@@ -69,7 +71,7 @@ def _reference(tokens: np.ndarray) -> float:
       vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.d_model, num_hidden_layers=FLAGS.n_layers,
       num_attention_heads=FLAGS.n_heads, intermediate_size=4 * FLAGS.d_model,
       max_position_embeddings=FLAGS.seq_len)).to(device).train()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
   inputs = torch.tensor(tokens, device=device)
 
   def step():
