@@ -19,7 +19,7 @@ from iml_jax.io_utils import atomic_write_json
 from iml_jax.models import registry
 
 # Fields that shape training only (initialisation, compute dtype), not the exported network.
-_NOT_EXPORTED = ("init_std", "embedding_init_std", "dtype")
+_NOT_EXPORTED = ("init_std", "embedding_init_std", "dtype", "attention", "remat")
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
                        "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
                        "BOOL": np.bool_}

@@ -45,6 +45,8 @@ class DecoderConfig:
   local_layers: tuple[int, ...] = ()  # layers that attend only to the last `local_window` positions
   local_window: int = 256
   tie_embeddings: bool = False
+  attention: str = "einsum"  # layers.ATTENTION_IMPLEMENTATIONS
+  remat: str = "none"  # recompute each block's activations in the backward pass: layers.REMAT_POLICIES
   init_std: float = 0.02
   embedding_init_std: float = 0.02
   dtype: str = "float32"  # compute dtype; parameters stay float32
@@ -69,6 +71,10 @@ class DecoderConfig:
       fail("local_window", ">= 1")
     if self.dtype not in ("float32", "bfloat16"):
       fail("dtype", "'float32' or 'bfloat16'")
+    if self.attention not in layers.ATTENTION_IMPLEMENTATIONS:
+      fail("attention", f"one of {layers.ATTENTION_IMPLEMENTATIONS}")
+    if self.remat not in layers.REMAT_POLICIES:
+      fail("remat", f"one of {layers.REMAT_POLICIES}")
 
   @property
   def head_dim(self) -> int:
@@ -100,7 +106,7 @@ class Attention(nn.Module):
     k = layers.apply_rotary(k, positions_BxL, cfg.rotary_dim, cfg.rotary_base)
     k, v, cache = layers.write_cache(cache, k, v, cache_index)
     scale = cfg.head_dim ** -0.5 if cfg.scale_attention else 1.0
-    out = layers.attend(q, k, v, mask_BxLxS, scale)
+    out = layers.attend(q, k, v, mask_BxLxS, scale, implementation=cfg.attention)
     return layers.dense(cfg.d_model, ("heads", "embed"), cfg.init_std, cfg.dtype, "dense", cfg.proj_bias)(out), cache
 
 
@@ -137,7 +143,11 @@ class DecoderLM(nn.Module):
     if cfg.position_embedding == "learned":
       self.embed_positions = layers.embedding(cfg.max_len, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
                                               axes=(None, "embed"))
-    self.layers = [Block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
+    block = Block
+    if cfg.remat != "none":
+      policy = None if cfg.remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+      block = nn.remat(Block, policy=policy)
+    self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
     self.final_layer_norm = layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
     if not cfg.tie_embeddings:
       self.embed_out = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "embed_out",

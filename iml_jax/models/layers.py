@@ -16,6 +16,10 @@ ACTIVATIONS = {
     "relu": nn.relu,  # T5 v1.0
 }
 NORMS = ("layernorm", "rmsnorm")
+# "einsum": our own softmax attention; "xla" / "cudnn": `jax.nn.dot_product_attention` with that
+# implementation ("cudnn" = fused flash attention on NVIDIA GPUs, bf16/fp16 only).
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+REMAT_POLICIES = ("none", "full", "dots_saveable")
 
 
 def dense(features: int, axes: tuple[str | None, str | None], init_std: float, dtype: str, name: str,
@@ -62,9 +66,14 @@ def write_cache(cache: tuple[jax.Array, jax.Array] | None, k_BxLxHxK, v_BxLxHxK,
   return k, v, (k, v)
 
 
-def attend(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS, scale: float, bias_BxHxLxS=None) -> jax.Array:
-  """Softmax attention in float32 scores [B, L, H*K]; G key/value heads serve H/G query heads each (GQA)."""
+def attend(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS, scale: float, bias_BxHxLxS=None,
+           implementation: str = "einsum") -> jax.Array:
+  """Softmax attention [B, L, H*K]; G key/value heads serve H/G query heads each (GQA)."""
   batch, length, heads, head_dim = q_BxLxHxK.shape
+  if implementation != "einsum":
+    out = jax.nn.dot_product_attention(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, bias=bias_BxHxLxS, mask=mask_BxLxS[:, None],
+                                       scale=scale, implementation=implementation)
+    return out.reshape(batch, length, heads * head_dim)
   groups = heads // k_BxSxGxK.shape[2]
   q = q_BxLxHxK.reshape(batch, length, k_BxSxGxK.shape[2], groups, head_dim)
   scores = jnp.einsum("blgrk,bsgk->bgrls", q, k_BxSxGxK).astype(jnp.float32) * scale
