@@ -32,13 +32,14 @@ flags.DEFINE_integer("batch_size", 16, "sequences per step")
 flags.DEFINE_integer("seq_len", 64, "tokens per sequence")
 flags.DEFINE_integer("steps", 10, "timed steps per side")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (parameters stay fp32)")
+flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
 flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s for MFU (0: not printed)")
 
 
 def _ours(tokens: np.ndarray) -> tuple[float, int]:
   cfg = registry.make_config("gpt_neox", vocab_size=FLAGS.vocab_size, d_model=FLAGS.d_model,
                              n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads, d_mlp=4 * FLAGS.d_model,
-                             max_len=FLAGS.seq_len, dtype=FLAGS.dtype)
+                             max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention)
   model = registry.build(cfg)
   mesh = sharding.make_mesh((-1, 1, 1))
   rules = sharding.rules_for("dp")
@@ -103,7 +104,7 @@ def main(argv):
   print(f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch "
         f"{'cuda' if torch.cuda.is_available() else 'cpu'}; Pythia d={FLAGS.d_model} L={FLAGS.n_layers} "
         f"V={FLAGS.vocab_size} ({n_params / 1e6:.1f}M params), batch {FLAGS.batch_size} x {FLAGS.seq_len}, "
-        f"{FLAGS.dtype}, AdamW")
+        f"{FLAGS.dtype}, AdamW, our attention: {FLAGS.attention}")
   print(f"iml-jax train step:        {ours_rate:10.0f} tokens/s ({ours_s * 1e3:.1f} ms/step)")
   print(f"transformers + torch step: {reference_rate:10.0f} tokens/s ({reference_s * 1e3:.1f} ms/step)")
   if FLAGS.peak_tflops:
