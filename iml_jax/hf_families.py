@@ -137,10 +137,12 @@ class GPTNeoX(Family):
     return rules
 
 
-def _gpt2_style_globals() -> list[Rule]:
-  return [same(("embed_in", "embedding"), "transformer.wte.weight"),
-          same(("embed_positions", "embedding"), "transformer.wpe.weight"),
-          *_norm_rules(("final_layer_norm",), "transformer.ln_f")]
+def _gpt2_style_globals(cfg) -> list[Rule]:
+  """GPT-2 and GPT-Neo share the embeddings, the final norm and the (optional) head's names."""
+  rules = [same(("embed_in", "embedding"), "transformer.wte.weight"),
+           same(("embed_positions", "embedding"), "transformer.wpe.weight"),
+           *_norm_rules(("final_layer_norm",), "transformer.ln_f")]
+  return rules if cfg.tie_embeddings else rules + [linear(("embed_out", "kernel"), "lm_head.weight")]
 
 
 class GPT2(Family):
@@ -164,9 +166,7 @@ class GPT2(Family):
             "activation_function": "gelu_new", "tie_word_embeddings": cfg.tie_embeddings}
 
   def rules(self, cfg):
-    rules = _gpt2_style_globals()
-    if not cfg.tie_embeddings:
-      rules.append(linear(("embed_out", "kernel"), "lm_head.weight"))
+    rules = _gpt2_style_globals(cfg)
     for i in range(cfg.n_layers):
       ours, hf = (f"layers_{i}",), f"transformer.h.{i}"
       rules += [*_norm_rules(ours + ("input_layernorm",), f"{hf}.ln_1"),
@@ -204,9 +204,7 @@ class GPTNeo(Family):
             "tie_word_embeddings": cfg.tie_embeddings}
 
   def rules(self, cfg):
-    rules = _gpt2_style_globals()
-    if not cfg.tie_embeddings:
-      rules.append(linear(("embed_out", "kernel"), "lm_head.weight"))
+    rules = _gpt2_style_globals(cfg)
     for i in range(cfg.n_layers):
       ours, hf = (f"layers_{i}",), f"transformer.h.{i}"
       attn = ours + ("attention",)
