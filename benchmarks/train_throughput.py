@@ -15,7 +15,6 @@ import types
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers

@@ -31,15 +31,13 @@ flags.mark_flags_as_required(["analysis"])
 def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:
   import contextlib
 
-  import jax
-
   from iml_jax import experiment, report, stage, train
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
   measured = 0
   with contextlib.closing(experiment.seed_contexts(config, workdir)) as contexts:
     for ctx in contexts:
-      abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(ctx.model, jax.random.key(0))))
+      abstract = registry.abstract_params(ctx.model)
       for run in stage.plan_stage_runs(config, workdir, ctx.seed):
         if (only_stage and run.label != only_stage) or not stage.is_done(run.directory):
           continue
@@ -50,7 +48,8 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         done = json.load(open(os.path.join(run.directory, "DONE")))
         data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
         params = stage.final_params(run.directory, abstract)
-        stage.measure_alignment(ctx, run, params, data.evals, mask, done["step"], done["epochs"])
+        stage.measure_alignment(ctx, run, params, stage.alignment_sets(ctx, data.evals), mask, done["step"],
+                                done["epochs"])
         measured += 1
   if not measured:
     raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
@@ -61,10 +60,9 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
   """{seed: best probe accuracy}; writes each seed's accuracy table and heat-map."""
   import contextlib
 
-  import jax
   import numpy as np
 
-  from iml_jax import experiment, probes, report, stage, train
+  from iml_jax import experiment, probes, report, stage
   from iml_jax.errors import IMLError
   from iml_jax.io_utils import atomic_write_json
   from iml_jax.models import registry
@@ -85,7 +83,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
       selected = [probes.one_question_per_alias([ex for ex in evals[c] if spec.question_filter in ex.prompt],
                                                 ctx.task.aliases_in) for c in classes]
       tokens, labels = probes.equal_length_questions(ctx.tokenizer, *selected)
-      abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(ctx.model, jax.random.key(0))))
+      abstract = registry.abstract_params(ctx.model)
       params = stage.final_params(run.directory, abstract)
       batch = config.eval.batch_size
       states = np.concatenate([np.asarray(probes.hidden_states(ctx.model, params, tokens[i:i + batch]))

@@ -4,7 +4,6 @@ Decoder-only prompts are left-padded; seq2seq inputs are right-padded with a mas
 """
 import dataclasses
 
-import jax
 import numpy as np
 from jax.experimental import multihost_utils
 

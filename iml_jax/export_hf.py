@@ -24,7 +24,7 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
   import ml_collections
   import transformers
 
-  from iml_jax import experiment, hf_import, stage, train
+  from iml_jax import experiment, hf_import, stage
   from iml_jax.data.tokenization import TextTokenizer, pretrained_tokenizer
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
@@ -42,7 +42,7 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
   tokenizer = (pretrained_tokenizer(folder) if folder else
                TextTokenizer.load(os.path.join(workdir, seed_dir, "tokenizer.json")))
   cfg = experiment.model_config(config, tokenizer, pretrained, folder)
-  abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(registry.build(cfg), jax.random.key(0))))
+  abstract = registry.abstract_params(registry.build(cfg))
   params = stage.final_params(os.path.join(workdir, stage_label), abstract)
 
   tmp = out.rstrip(os.sep) + ".tmp"

@@ -142,7 +142,7 @@ def load_hf_model(folder: str, allow_pickle: bool = False) -> tuple[object, dict
   """(our model config, float32 params) from a local Hugging Face model folder of a supported family."""
   family, cfg = read_config(folder)
   weights = _read_weights(folder, allow_pickle)
-  expected = registry.abstract_params(cfg)
+  expected = registry.abstract_params(registry.build(cfg))
   params: dict = {}
   for rule in family.rules(cfg):
     if rule.hf_key not in weights:

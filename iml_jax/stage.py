@@ -19,6 +19,7 @@ from iml_jax.data import batching
 from iml_jax.data.tasks import Task, uses_stage2_split
 from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode_seq2seq
 from iml_jax.errors import IMLError
+from iml_jax.models import registry
 from iml_jax.io_utils import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from iml_jax.writers import MetricWriter
 
@@ -121,7 +122,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   per_epoch = batching.steps_per_epoch(num_examples, batch_size)
   total_steps = per_epoch * stage_cfg.epochs
 
-  abstract_params = train.unbox(jax.eval_shape(lambda: train.init_params(ctx.model, jax.random.key(0))))
+  abstract_params = registry.abstract_params(ctx.model)
   alias_ids = (ctx.tokenizer.token_ids(ctx.task.alias_tokens())
                if stage_cfg.trainable == "alias_embeddings" or cfg.loss.exclude_alias_tokens else None)
   mask = train.trainable_mask(abstract_params, stage_cfg.trainable, alias_ids)
@@ -139,6 +140,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
                                          cfg.data.block_size, ctx.model.is_seq2seq)
 
+  alignment_pairs = alignment_sets(ctx, data.evals) if cfg.analysis.grad_alignment.enabled else None
   step = int(state.step)
   epoch_cache = (-1, None, None)
   loss = None
@@ -164,8 +166,8 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
                        stage=run.name, epoch=step / per_epoch)
     if epoch_end and ((step // per_epoch) % stage_cfg.eval_every == 0 or step == total_steps):
       _evaluate(ctx, run, state.params, eval_sets, step, step // per_epoch, final=step == total_steps)
-      if cfg.analysis.grad_alignment.enabled:
-        measure_alignment(ctx, run, state.params, data.evals, mask, step, step // per_epoch)
+      if alignment_pairs:
+        measure_alignment(ctx, run, state.params, alignment_pairs, mask, step, step // per_epoch)
     if step == total_steps or (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0):
       _finite_loss(loss, run, step)
       checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
@@ -213,11 +215,10 @@ def alignment_sets(ctx: SeedContext, evals: dict) -> dict[str, tuple[dict, dict]
   return sets
 
 
-def measure_alignment(ctx: SeedContext, run: StageRun, params, evals: dict, mask, step: int, epoch: int) -> dict:
-  """Gradient alignment at one point of a stage: scalars to the metric writers, every pair's values to
-  `<stage>/grad_alignment.jsonl`."""
-  result = grad_alignment.alignment(ctx.model, params, alignment_sets(ctx, evals), mask,
-                                    ctx.config.analysis.grad_alignment.chunk)
+def measure_alignment(ctx: SeedContext, run: StageRun, params, sets: dict, mask, step: int, epoch: int) -> dict:
+  """Gradient alignment over `alignment_sets` at one point of a stage: scalars to the metric writers, every
+  pair's values to `<stage>/grad_alignment.jsonl`."""
+  result = grad_alignment.alignment(ctx.model, params, sets, mask, ctx.config.analysis.grad_alignment.chunk)
   if jax.process_index() == 0:
     scalars = result.scalars()
     ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,

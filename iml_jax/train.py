@@ -16,7 +16,7 @@ import optax
 
 from iml_jax import sharding
 from iml_jax.errors import IMLError
-from iml_jax.models.registry import init_params, token_losses
+from iml_jax.models.registry import init_params, token_losses, unbox
 
 OPTIMIZERS = ("adafactor", "adamw", "sgd")
 TRAINABLE = ("all", "embeddings", "alias_embeddings")
@@ -119,11 +119,6 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, g
 
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, None), donate_argnums=0)
-
-
-def unbox(tree):
-  return jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, tree,
-                      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
 def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, mesh, rules) -> TrainState:

@@ -1,5 +1,4 @@
 import collections
-import hashlib
 import subprocess
 import sys
 

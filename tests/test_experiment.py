@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from iml_jax import experiment, stage, train
+from iml_jax import experiment, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.errors import IMLError
 

@@ -1,17 +1,15 @@
 """A finished stage exported through the CLI loads in PyTorch transformers and computes our logits."""
-import json
 import os
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
 
-from iml_jax import experiment, stage, train
+from iml_jax import experiment, stage
 from iml_jax.data.tokenization import TextTokenizer
 from iml_jax.models import registry
 from iml_jax.models.decoder import causal_inputs
@@ -45,7 +43,7 @@ def test_exported_stage_loads_in_transformers_with_our_logits(finished_run, tmp_
 
   cfg = experiment.model_config(config, tokenizer, None, None)
   model = registry.build(cfg)
-  abstract = train.unbox(jax.eval_shape(lambda: registry.init_params(model, jax.random.key(0))))
+  abstract = registry.abstract_params(model)
   params = stage.final_params(str(workdir / STAGE), abstract)
   tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, size=(2, 9))
   ours, _ = model.apply({"params": params}, jnp.asarray(tokens), *causal_inputs(jnp.asarray(tokens)))

@@ -164,7 +164,7 @@ def test_clear_errors(tmp_path):
 
 def test_export_refuses_what_the_family_cannot_express(tmp_path):
   cfg = registry.make_config("gpt2", vocab_size=VOCAB, d_model=32, n_heads=4, position_embedding="rotary")
-  params = registry.abstract_params(cfg)
+  params = registry.abstract_params(registry.build(cfg))
   with pytest.raises(IMLError, match=r"gpt2 checkpoint: its fields \['position_embedding'"):
     hf_import.export_hf_model(str(tmp_path / "out"), cfg, params)
   assert not os.path.exists(tmp_path / "out")

@@ -49,8 +49,12 @@ def token_losses(model: nn.Module, params, batch: dict) -> jax.Array:
   return _module(model).token_losses(model, params, batch)
 
 
-def abstract_params(cfg):
-  """Unboxed parameter shapes of the model `cfg` describes, without allocating them."""
-  boxed = jax.eval_shape(lambda: init_params(build(cfg), jax.random.key(0)))
-  return jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, boxed,
+def unbox(tree):
+  """The arrays (or shapes) inside a tree of logically partitioned parameters."""
+  return jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, tree,
                       is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def abstract_params(model: nn.Module):
+  """Unboxed parameter shapes of `model`, without allocating them."""
+  return unbox(jax.eval_shape(lambda: init_params(model, jax.random.key(0))))
