@@ -93,16 +93,19 @@ PRETRAINED = {
     "t5-3b": ("t5", "google-t5/t5-3b", dict(d_model=1024, d_kv=128, d_ff=16384, n_heads=32, n_layers=24)),
 }
 # allow_pickle_weights: load `*.bin` checkpoints, which can run arbitrary code (off: safetensors only).
-_COMMON_MODEL_FIELDS = dict(init_from="", allow_pickle_weights=False, init_std=0.02, embedding_init_std=0.02,
-                            dtype="float32")
+# vocab_multiple: the embedding gets rows up to a multiple of lcm(vocab_multiple, mesh tensor size), the extra
+# rows masked out of the logits; 128 (GPT-NeoX's choice) keeps checkpoints portable across tensor sizes.
+_COMMON_MODEL_FIELDS = dict(init_from="", allow_pickle_weights=False, vocab_multiple=1, init_std=0.02,
+                            embedding_init_std=0.02, dtype="float32")
+# Set by the run from the tokenizer, the checkpoint and the mesh, not by a config.
+_DERIVED_MODEL_FIELDS = ("vocab_size", "valid_vocab", "family", "max_len")
 
 
 def decoder(name: str = "gpt_neox", **overrides) -> ml_collections.ConfigDict:
   """A decoder-only model of family `name` with random init; vocab size comes from the tokenizer."""
   if name not in _DECODER_FAMILY_OPTIONS:
     raise IMLError(f"config field model.name = {name!r}: expected one of {sorted(_DECODER_FAMILY_OPTIONS)}")
-  defaults = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.name not in ("vocab_size", "family",
-                                                                                             "max_len")}
+  defaults = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.name not in _DERIVED_MODEL_FIELDS}
   model = ml_collections.ConfigDict(dict(name=name, **{**defaults, **_COMMON_MODEL_FIELDS,
                                                        **_DECODER_FAMILY_OPTIONS[name]}))
   model.update(overrides)
@@ -116,7 +119,7 @@ def gpt_neox(**overrides) -> ml_collections.ConfigDict:
 def t5(**overrides) -> ml_collections.ConfigDict:
   """T5 v1.0 at t5-small's shape by default; v1.1 is activation='gelu_new', gated_mlp=True,
   tie_embeddings=False, scale_decoder_outputs=False."""
-  defaults = {f.name: f.default for f in dataclasses.fields(T5Config) if f.name not in ("vocab_size", "max_len")}
+  defaults = {f.name: f.default for f in dataclasses.fields(T5Config) if f.name not in _DERIVED_MODEL_FIELDS}
   model = ml_collections.ConfigDict(dict(name="t5", **{**defaults, **_COMMON_MODEL_FIELDS, "init_std": 0.05,
                                                         "embedding_init_std": 1.0, **PRETRAINED["t5-small"][2]}))
   model.update(overrides)

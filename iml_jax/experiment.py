@@ -11,6 +11,7 @@ resumes the others from their latest checkpoint.
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from typing import Iterator
 
@@ -67,6 +68,8 @@ def validate(config) -> None:
   if alignment.chunk < 1 or alignment.max_definitions < 0:
     raise IMLError(f"config fields analysis.grad_alignment.chunk = {alignment.chunk} (expected >= 1), "
                    f"max_definitions = {alignment.max_definitions} (expected >= 0)")
+  if not isinstance(config.model.vocab_multiple, int) or config.model.vocab_multiple < 1:
+    raise IMLError(f"config field model.vocab_multiple = {config.model.vocab_multiple!r}: expected an integer >= 1")
   fields = model_fields(config)
   unknown = sorted(set(fields) - set(registry.config_fields(registry.config_class(config.model.name))))
   if unknown:
@@ -76,7 +79,8 @@ def validate(config) -> None:
 
 
 def model_fields(config) -> dict:
-  fields = {k: v for k, v in config.model.items() if k not in ("name", "init_from", "allow_pickle_weights")}
+  fields = {k: v for k, v in config.model.items()
+            if k not in ("name", "init_from", "allow_pickle_weights", "vocab_multiple")}
   return {**fields, "max_len": config.data.block_size}
 
 
@@ -143,14 +147,25 @@ def pretrained_model(config) -> tuple[str | None, object]:
   return folder, pretrained
 
 
+def padded_vocab_size(config, rows: int) -> int:
+  """`rows` rounded up to a multiple of `model.vocab_multiple` and of the mesh's tensor axis (which splits
+  the vocabulary); a tensor size of -1 is only known on the devices, where `check_layout` checks it."""
+  multiple = math.lcm(config.model.vocab_multiple, max(int(config.mesh.shape[2]), 1))
+  return -(-rows // multiple) * multiple
+
+
 def model_config(config, tokenizer, pretrained, folder: str | None):
-  """The model a run trains: from the config's fields (from scratch) or the pretrained checkpoint's."""
+  """The model a run trains: from the config's fields (from scratch) or the pretrained checkpoint's, its
+  vocabulary padded for sharding (`valid_vocab` = the real rows)."""
   if pretrained is None:
-    return registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
-  if tokenizer.vocab_size > pretrained.vocab_size:
+    cfg = registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
+  elif tokenizer.vocab_size > pretrained.vocab_size:
     raise IMLError(f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, but the model's embedding has only "
                    f"{pretrained.vocab_size} rows")
-  return dataclasses.replace(pretrained, dtype=config.model.dtype)
+  else:
+    cfg = dataclasses.replace(pretrained, dtype=config.model.dtype)
+  rows = padded_vocab_size(config, cfg.vocab_size)
+  return dataclasses.replace(cfg, vocab_size=rows, valid_vocab=cfg.vocab_size) if rows != cfg.vocab_size else cfg
 
 
 def seed_contexts(config, workdir: str) -> Iterator[SeedContext]:

@@ -47,7 +47,9 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
 
   tmp = out.rstrip(os.sep) + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
-  hf_import.export_hf_model(tmp, cfg, jax.device_get(params))
+  unpadded = registry.unpadded_config(cfg)
+  params = registry.fit_vocab(jax.device_get(params), registry.abstract_params(registry.build(unpadded)))
+  hf_import.export_hf_model(tmp, unpadded, params)
   if folder:
     transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(tmp)
   else:

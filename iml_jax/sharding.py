@@ -59,6 +59,26 @@ def logical_shardings(boxed_tree, mesh: Mesh, rules):
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_tree), mesh, rules)
 
 
+def check_divisible(boxed_tree, param_shardings) -> None:
+  """A clear error, naming the parameter, when a mesh axis does not divide the dimension it splits."""
+  logical = nn.get_partition_spec(boxed_tree)
+  shapes = jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, boxed_tree,
+                        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+  def check(path, leaf, names: PartitionSpec, named: NamedSharding):
+    for dim, (size, name, axes) in enumerate(zip(leaf.shape, tuple(names) + (None,) * leaf.ndim,
+                                                 tuple(named.spec) + (None,) * leaf.ndim)):
+      axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+      parts = math.prod(named.mesh.shape[a] for a in axes)
+      if size % parts:
+        hint = ("raise model.vocab_multiple" if name == "vocab" else
+                "choose mesh.shape / mesh.rules, or model sizes, that divide")
+        raise IMLError(f"parameter {jax.tree_util.keystr(path)} of shape {tuple(leaf.shape)}: its {name} dimension "
+                       f"({size}) is split over mesh axes {axes} = {parts} devices, which does not divide it; {hint}")
+  jax.tree_util.tree_map_with_path(check, shapes, logical, param_shardings,
+                                   is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
 def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
   spec = nn.logical_to_mesh_axes(("batch",) + (None,) * (ndim - 1), rules)
   return NamedSharding(mesh, spec)

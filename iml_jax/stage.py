@@ -186,7 +186,8 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
   if run.init_from:
     init = final_params(run.init_from, abstract.params)
   elif ctx.pretrained_folder:
-    init = hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1]
+    init = registry.fit_vocab(hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1],
+                              abstract.params)
   else:
     init = None
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)

@@ -129,6 +129,7 @@ def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, me
   """
   boxed = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
   param_shardings = sharding.logical_shardings(boxed, mesh, rules)
+  sharding.check_divisible(boxed, param_shardings)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         unbox(boxed), param_shardings)
   opt_shapes = jax.eval_shape(optimizer.init, params)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from iml_jax.errors import IMLError
-from iml_jax.models.decoder import DecoderConfig, DecoderLM, causal_inputs, init_params
+from iml_jax.models.decoder import DecoderConfig, DecoderLM, causal_inputs, init_params, token_losses
 from iml_jax.models.layers import apply_rotary
+from iml_jax.models.registry import abstract_params, fit_vocab
 from iml_jax.train import unbox
 
 VARIANTS = {
@@ -106,3 +107,24 @@ def test_attention_implementations_and_remat_compute_the_same(variant):
     np.testing.assert_allclose(loss, reference_loss, rtol=1e-5)
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(reference_grads)):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+@pytest.mark.parametrize("tie_embeddings", [False, True])
+def test_padded_vocabulary_computes_the_unpadded_model(tie_embeddings):
+  """Rows added for sharding change nothing: same real logits and loss, padded logits masked, no gradient."""
+  model, params = _model("pythia", tie_embeddings=tie_embeddings)
+  padded_model = DecoderLM(dataclasses.replace(model.cfg, vocab_size=40, valid_vocab=37))
+  padded_params = fit_vocab(params, abstract_params(padded_model))
+  tokens = jax.random.randint(jax.random.key(2), (3, 12), 0, 37)
+  batch = {"tokens": tokens}
+  logits, _ = model.apply({"params": params}, tokens, *causal_inputs(tokens))
+  padded_logits, _ = padded_model.apply({"params": padded_params}, tokens, *causal_inputs(tokens))
+  np.testing.assert_allclose(padded_logits[..., :37], logits, atol=1e-6)
+  assert np.all(np.asarray(padded_logits[..., 37:]) == np.finfo(np.float32).min)
+  grads = jax.grad(lambda p: token_losses(padded_model, p, batch).sum())(padded_params)
+  np.testing.assert_allclose(token_losses(padded_model, padded_params, batch), token_losses(model, params, batch),
+                             atol=1e-6)
+  np.testing.assert_array_equal(grads["embed_in"]["embedding"][37:], 0.0)
+  if not tie_embeddings:
+    np.testing.assert_array_equal(grads["embed_out"]["kernel"][:, 37:], 0.0)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), fit_vocab(padded_params, params), params)

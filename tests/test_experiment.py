@@ -152,9 +152,13 @@ def test_bad_fractions_exit_with_one_line_and_write_nothing(tmp_path):
     ("--config.stages.stage2.trainable=some", "stages.stage2.trainable = 'some'"),
     ("--config.stages.stage1.batch_size=30", "stages.stage1.batch_size = 30 (micro-batch 30) is not divisible"),
     ("--config.data.fractions.d1consis=-0.1", "data.fractions.d1consis = -0.1"),
+    ("--config.model.vocab_multiple=0", "model.vocab_multiple = 0: expected an integer >= 1"),
+    (("--config.mesh.shape=(1,1,-1)", "--config.mesh.rules=fsdp_tensor"),
+     "its vocab dimension (195) is split over mesh axes ('tensor',) = 8 devices, which does not divide it; "
+     "raise model.vocab_multiple"),
 ])
 def test_bad_config_values(tmp_path, override, message):
-  result = main(tmp_path / "w", override)
+  result = main(tmp_path / "w", *(override if isinstance(override, tuple) else (override,)))
   assert result.returncode == 1 and message in result.stderr, result.stderr
   assert len([l for l in result.stderr.splitlines() if l.startswith("iml_jax: error")]) == 1
 
@@ -190,3 +194,15 @@ def test_stage_names_must_name_configured_stages():
   config.stage_names = ("stage1", "stage3")
   with pytest.raises(IMLError, match="stage_names names 'stage3', but stages has only"):
     experiment.validate(config)
+
+
+@pytest.mark.parametrize("multiple, tensor, expected", [(1, 1, 1135), (1, 2, 1136), (128, 1, 1152), (128, 8, 1152),
+                                                        (3, 2, 1140)])
+def test_vocabulary_is_padded_to_the_multiple_and_the_tensor_axis(multiple, tensor, expected):
+  config = tiny_config()
+  config.model.vocab_multiple, config.mesh.shape = multiple, (-1, 1, tensor)
+
+  class Tokenizer:
+    vocab_size = 1135
+  cfg = experiment.model_config(config, Tokenizer(), None, None)
+  assert cfg.vocab_size == expected and cfg.valid_vocab == (1135 if expected != 1135 else 0)

@@ -22,6 +22,7 @@ STAGE = os.path.join("seed_0", "s2seed_0", "stage2")
 def finished_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   config = tiny_config(n_seeds=1)
+  config.model.vocab_multiple = 128  # a padded vocabulary, which the export removes
   experiment.run(config, str(workdir))
   return workdir, config
 
@@ -42,14 +43,17 @@ def test_exported_stage_loads_in_transformers_with_our_logits(finished_run, tmp_
   assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == tokenizer.encode([text])[0]
 
   cfg = experiment.model_config(config, tokenizer, None, None)
+  assert cfg.vocab_size % 128 == 0 and cfg.valid_vocab == tokenizer.vocab_size < cfg.vocab_size
+  assert hf_model.config.vocab_size == tokenizer.vocab_size
   model = registry.build(cfg)
   abstract = registry.abstract_params(model)
   params = stage.final_params(str(workdir / STAGE), abstract)
-  tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, size=(2, 9))
+  tokens = np.random.default_rng(0).integers(0, cfg.valid_vocab, size=(2, 9))
   ours, _ = model.apply({"params": params}, jnp.asarray(tokens), *causal_inputs(jnp.asarray(tokens)))
   with torch.no_grad():
     theirs = hf_model(torch.tensor(tokens)).logits.numpy()
-  np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours)[..., :cfg.valid_vocab], theirs, atol=1e-4)
+  assert np.all(np.asarray(ours)[..., cfg.valid_vocab:] == np.finfo(np.float32).min)
 
 
 def test_export_refuses_to_overwrite_and_unfinished_stages(finished_run, tmp_path):

@@ -50,6 +50,7 @@ class DecoderConfig:
   init_std: float = 0.02
   embedding_init_std: float = 0.02
   dtype: str = "float32"  # compute dtype; parameters stay float32
+  valid_vocab: int = 0  # rows >= valid_vocab pad the vocabulary for sharding; their logits are masked (0: none)
 
   def __post_init__(self):
     object.__setattr__(self, "local_layers", tuple(self.local_layers))  # hashable, as jit's static model
@@ -174,7 +175,7 @@ class DecoderLM(nn.Module):
       new_cache.append(layer_cache)
     x_BxLxD = self.final_layer_norm(x_BxLxD[:, -1:] if last_only else x_BxLxD)
     logits = self.embed_in.attend(x_BxLxD) if cfg.tie_embeddings else self.embed_out(x_BxLxD)
-    return logits.astype(jnp.float32), (None if cache is None else tuple(new_cache))
+    return layers.mask_padded_vocab(logits, cfg.valid_vocab), (None if cache is None else tuple(new_cache))
 
   def __call__(self, tokens_BxL, positions_BxL, mask_BxLxS, cache=None, cache_index=0, last_only=False):
     return self.from_embeddings(self.embed(tokens_BxL), positions_BxL, mask_BxLxS, cache, cache_index, last_only)

@@ -43,6 +43,15 @@ def embedding(num: int, features: int, init_std: float, dtype: str, axes=("vocab
                   embedding_init=nn.with_logical_partitioning(nn.initializers.normal(init_std), axes))
 
 
+def mask_padded_vocab(logits_BxLxV: jax.Array, valid_vocab: int) -> jax.Array:
+  """Float32 logits with the rows past `valid_vocab` (padding added so the vocabulary divides the tensor
+  axis) at the float32 minimum: softmax gives them 0, argmax never picks them. 0: no padding."""
+  logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+  if not valid_vocab or valid_vocab >= logits_BxLxV.shape[-1]:
+    return logits_BxLxV
+  return jnp.where(jnp.arange(logits_BxLxV.shape[-1]) < valid_vocab, logits_BxLxV, jnp.finfo(jnp.float32).min)
+
+
 def apply_rotary(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, rotary_dim: int, base: float) -> jax.Array:
   """Rotary embedding on the first `rotary_dim` features of each head, rotate-half layout (NeoX, Llama)."""
   if rotary_dim == 0:

@@ -3,6 +3,7 @@ import dataclasses
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from iml_jax.models import decoder, t5
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
@@ -58,3 +59,22 @@ def unbox(tree):
 def abstract_params(model: nn.Module):
   """Unboxed parameter shapes of `model`, without allocating them."""
   return unbox(jax.eval_shape(lambda: init_params(model, jax.random.key(0))))
+
+
+def unpadded_config(cfg):
+  """`cfg` without vocabulary padding: the table has `valid_vocab` rows (Hugging Face export)."""
+  return dataclasses.replace(cfg, vocab_size=cfg.valid_vocab, valid_vocab=0) if cfg.valid_vocab else cfg
+
+
+def fit_vocab(params, abstract):
+  """Host arrays of `params` with vocabulary rows added (zeros) or removed to match `abstract`'s shapes.
+
+  Only the vocabulary dimension may differ: padding for sharding is the one change this makes.
+  """
+  def fit(x, target):
+    x = np.asarray(x)
+    if x.ndim != len(target.shape):
+      raise ValueError(f"rank {x.ndim} cannot fit shape {target.shape}")
+    x = x[tuple(slice(0, n) for n in target.shape)]
+    return np.pad(x, [(0, n - m) for m, n in zip(x.shape, target.shape)])
+  return jax.tree.map(fit, params, abstract)

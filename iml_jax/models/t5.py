@@ -39,6 +39,7 @@ class T5Config:
   init_std: float = 0.05
   embedding_init_std: float = 1.0
   dtype: str = "float32"
+  valid_vocab: int = 0  # as DecoderConfig.valid_vocab
 
   def __post_init__(self):
     if self.activation not in layers.ACTIVATIONS:
@@ -175,7 +176,7 @@ class T5(nn.Module):
     if self.cfg.scale_decoder_outputs:
       x_BxLxD = x_BxLxD * self.cfg.d_model ** -0.5
     head = self.shared.attend if self.cfg.tie_embeddings else self.lm_head
-    return head(x_BxLxD).astype(jnp.float32)
+    return layers.mask_padded_vocab(head(x_BxLxD), self.cfg.valid_vocab)
 
   def decode(self, tokens_BxL, input_mask_BxI, cache, cache_index):
     """One cached step (or several): `cache` = (self-attention caches, cross-attention keys/values)."""
