@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from iml_jax import sharding
 from iml_jax.errors import IMLError
@@ -124,26 +125,38 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, g
 def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, mesh, rules) -> TrainState:
   """Shapes, dtypes and shardings of the whole train state, without allocating it.
 
-  Parameter shardings come from the model's logical axis names; the optimizer state's are those
-  XLA propagates from them (e.g. Adafactor's row/column statistics), scalars replicated.
+  Parameter shardings come from the model's logical axis names; each optimizer-state leaf follows the
+  parameter it belongs to (`optimizer_state_sharding`), scalars replicated.
   """
   boxed = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
   param_shardings = sharding.logical_shardings(boxed, mesh, rules)
   sharding.check_divisible(boxed, param_shardings)
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         unbox(boxed), param_shardings)
-  opt_shapes = jax.eval_shape(optimizer.init, params)
-  propagated = jax.jit(optimizer.init).lower(params).compile().output_shardings
-  mesh_devices = set(mesh.devices.flat)
-
-  def on_mesh(a, s):
-    # Scalars and leaves XLA left on one device (e.g. unfactored placeholders) are replicated.
-    keep = a.ndim and s.device_set == mesh_devices
-    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s if keep else sharding.replicated(mesh))
-
-  opt_state = jax.tree.map(on_mesh, opt_shapes, propagated)
+  by_path = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  opt_state = jax.tree_util.tree_map_with_path(
+      lambda path, a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=optimizer_state_sharding(
+          jax.tree_util.keystr(path), a.shape, by_path, mesh)),
+      jax.eval_shape(optimizer.init, params))
   step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(mesh))
   return TrainState(step, params, opt_state)
+
+
+def optimizer_state_sharding(path: str, shape: tuple[int, ...], params_by_path: dict, mesh):
+  """The sharding of an optimizer-state leaf at `path`: that of the parameter whose path ends it when
+  the shapes agree (Adam moments), with one dimension dropped when the leaf lacks it (Adafactor's
+  factored row/column statistics); replicated otherwise (scalars, counters, placeholders)."""
+  owners = [p for p in params_by_path if path.endswith(p)]
+  if not owners or not shape:
+    return sharding.replicated(mesh)
+  param = params_by_path[max(owners, key=len)]
+  spec = tuple(param.sharding.spec) + (None,) * (param.ndim - len(param.sharding.spec))
+  if tuple(shape) == param.shape:
+    return NamedSharding(mesh, PartitionSpec(*spec))
+  for dim in range(param.ndim):
+    if param.shape[:dim] + param.shape[dim + 1:] == tuple(shape):
+      return NamedSharding(mesh, PartitionSpec(*spec[:dim], *spec[dim + 1:]))
+  return sharding.replicated(mesh)
 
 
 def shardings_of(abstract: Any) -> Any:

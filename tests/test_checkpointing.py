@@ -17,21 +17,37 @@ def _state(mesh, vocab=32, rules="fsdp"):
   return abstract, train.create_state(model, optimizer, abstract, jax.random.key(0))
 
 
-def test_round_trip_into_another_mesh(tmp_path):
-  """Written sharded over 8 devices, restored onto 1 device, bit-exact."""
-  abstract8, state8 = _state(sharding.make_mesh((1, 8, 1)))
-  assert state8.params["layers_0"]["mlp"]["dense_h_to_4h"]["kernel"].sharding.shard_shape((32, 64)) == (4, 64)
+def _one_device():
+  return Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), sharding.MESH_AXES)
+
+
+@pytest.mark.parametrize("written, read", [
+    (((1, 8, 1), "fsdp"), (None, "fsdp")),  # 8 devices -> 1
+    ((None, "dp"), ((2, 2, 2), "fsdp_tensor")),  # 1 device -> 8
+    (((8, 1, 1), "dp"), ((1, 4, 2), "fsdp_tensor")),  # another mesh shape and rule set
+])
+def test_round_trip_across_topologies(tmp_path, written, read):
+  """Restored bit-exact straight into the reading mesh's shardings."""
+  def mesh_of(shape):
+    return _one_device() if shape is None else sharding.make_mesh(shape)
+  _, state = _state(mesh_of(written[0]), rules=written[1])
   checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
-  checkpoints.save(7, state8.params, state8.opt_state, {"step": 7})
+  checkpoints.save(7, state.params, state.opt_state, {"step": 7})
   assert checkpoints.latest_step() == 7
-  abstract1, _ = _state(Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), sharding.MESH_AXES))
-  params, opt_state, meta = checkpoints.restore(7, abstract1.params, abstract1.opt_state)
+  abstract, _ = _state(mesh_of(read[0]), rules=read[1])
+  params, opt_state, meta = checkpoints.restore(7, abstract.params, abstract.opt_state)
   assert meta == {"step": 7}
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, state8.params)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), opt_state, state8.opt_state)
-  assert len(jax.tree.leaves(params)[0].sharding.device_set) == 1
-  only_params = checkpoints.restore_params(7, abstract1.params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, state.params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), opt_state, state.opt_state)
+  jax.tree.map(lambda a, b: assert_same_layout(a, b.sharding), params, abstract.params)
+  only_params = checkpoints.restore_params(7, abstract.params)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), only_params, params)
+
+
+def assert_same_layout(array, expected):
+  assert array.sharding.is_equivalent_to(expected, array.ndim)
+  shard_shapes = {s.data.shape for s in array.addressable_shards}
+  assert shard_shapes == {expected.shard_shape(array.shape)}
 
 
 def test_mismatched_model_is_a_clear_error(tmp_path):

@@ -122,6 +122,34 @@ def test_sharded_training_equals_one_device(rules, shape):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), sharded, single)
 
 
+@pytest.mark.parametrize("rules, shape, embedding_shard, mlp_shard", [
+    ("dp", (8, 1, 1), (32, 32), (32, 64)),  # replicated
+    ("fsdp", (2, 4, 1), (32, 8), (8, 64)),  # embed split 4 ways
+    ("fsdp_tensor", (2, 2, 2), (16, 16), (16, 32)),  # embed 2 ways, vocab and mlp 2 ways
+])
+def test_parameters_and_optimizer_state_are_split_as_the_rules_say(rules, shape, embedding_shard, mlp_shard):
+  _, state, _, _ = _setup(sharding.make_mesh(shape), rules=rules)
+  embedding = state.params["embed_in"]["embedding"]  # [vocab 32, embed 32]
+  kernel = state.params["layers_0"]["mlp"]["dense_h_to_4h"]["kernel"]  # [embed 32, mlp 64]
+  assert {s.data.shape for s in embedding.addressable_shards} == {embedding_shard}
+  assert {s.data.shape for s in kernel.addressable_shards} == {mlp_shard}
+  adam_moments = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+                  if "layers_0']['mlp']['dense_h_to_4h']['kernel']" in jax.tree_util.keystr(path)]
+  assert len(adam_moments) == 2  # mu and nu
+  for moment in adam_moments:
+    assert {s.data.shape for s in moment.addressable_shards} == {mlp_shard}
+
+
+def test_adafactor_factored_statistics_follow_their_parameter():
+  _, state, _, _ = _setup(sharding.make_mesh((2, 2, 2)), rules="fsdp_tensor", opt=cd.optimizer())
+  stats = {jax.tree_util.keystr(path).split(".")[-1]: leaf for path, leaf in
+           jax.tree_util.tree_leaves_with_path(state.opt_state)
+           if jax.tree_util.keystr(path).endswith("['layers_0']['mlp']['dense_h_to_4h']['kernel']")}
+  # kernel [embed 32 over fsdp, mlp 64 over tensor]: row statistics [32] split like embed, columns [64] like mlp
+  assert {s.data.shape for s in stats[next(k for k in stats if k.startswith("v_row"))].addressable_shards} == {(16,)}
+  assert {s.data.shape for s in stats[next(k for k in stats if k.startswith("v_col"))].addressable_shards} == {(32,)}
+
+
 def test_loss_decreases_and_tiny_set_is_memorised():
   mesh = _one_device_mesh()
   model, state, step, layout = _setup(mesh, opt=cd.optimizer(name="adamw", lr=1e-2), total=150)
