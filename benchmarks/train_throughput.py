@@ -32,13 +32,17 @@ flags.DEFINE_integer("seq_len", 64, "tokens per sequence")
 flags.DEFINE_integer("steps", 10, "timed steps per side")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (parameters stay fp32)")
 flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
+flags.DEFINE_bool("scan_layers", False, "our layers scanned with nn.scan (one block compiled)")
+flags.DEFINE_enum("remat", "none", ["none", "full", "dots_saveable"], "our rematerialisation policy")
 flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s for MFU (0: not printed)")
 
 
-def _ours(tokens: np.ndarray) -> tuple[float, int]:
+def _ours(tokens: np.ndarray) -> tuple[float, int, float]:
+  """(seconds per step, parameter count, seconds to compile the step)."""
   cfg = registry.make_config("gpt_neox", vocab_size=FLAGS.vocab_size, d_model=FLAGS.d_model,
                              n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads, d_mlp=4 * FLAGS.d_model,
-                             max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention)
+                             max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention,
+                             scan_layers=FLAGS.scan_layers, remat=FLAGS.remat)
   model = registry.build(cfg)
   mesh = sharding.make_mesh((-1, 1, 1))
   rules = sharding.rules_for("dp")
@@ -53,6 +57,9 @@ def _ours(tokens: np.ndarray) -> tuple[float, int]:
   batch = {"tokens": tokens.astype(np.int32), "loss_mask": np.ones((len(tokens), FLAGS.seq_len - 1), np.float32),
            "weights": np.ones(len(tokens), np.float32)}
   batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
+  start = time.perf_counter()
+  step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
   for _ in range(2):
     state, loss = step(state, batch)
   jax.block_until_ready(loss)
@@ -61,7 +68,7 @@ def _ours(tokens: np.ndarray) -> tuple[float, int]:
     state, loss = step(state, batch)
   jax.block_until_ready(loss)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  return (time.perf_counter() - start) / FLAGS.steps, n_params
+  return (time.perf_counter() - start) / FLAGS.steps, n_params, compile_s
 
 
 def _reference(tokens: np.ndarray) -> float:
@@ -96,15 +103,17 @@ def _reference(tokens: np.ndarray) -> float:
 def main(argv):
   del argv
   tokens = np.random.default_rng(0).integers(0, FLAGS.vocab_size, size=(FLAGS.batch_size, FLAGS.seq_len))
-  ours_s, n_params = _ours(tokens)
+  ours_s, n_params, compile_s = _ours(tokens)
   reference_s = _reference(tokens)
   per_step = FLAGS.batch_size * FLAGS.seq_len
   ours_rate, reference_rate = per_step / ours_s, per_step / reference_s
   print(f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch "
         f"{'cuda' if torch.cuda.is_available() else 'cpu'}; Pythia d={FLAGS.d_model} L={FLAGS.n_layers} "
         f"V={FLAGS.vocab_size} ({n_params / 1e6:.1f}M params), batch {FLAGS.batch_size} x {FLAGS.seq_len}, "
-        f"{FLAGS.dtype}, AdamW, our attention: {FLAGS.attention}")
-  print(f"iml-jax train step:        {ours_rate:10.0f} tokens/s ({ours_s * 1e3:.1f} ms/step)")
+        f"{FLAGS.dtype}, AdamW, our attention: {FLAGS.attention}, scan_layers: {FLAGS.scan_layers}, "
+        f"remat: {FLAGS.remat}")
+  print(f"iml-jax train step:        {ours_rate:10.0f} tokens/s ({ours_s * 1e3:.1f} ms/step, "
+        f"compiled in {compile_s:.1f} s)")
   print(f"transformers + torch step: {reference_rate:10.0f} tokens/s ({reference_s * 1e3:.1f} ms/step)")
   if FLAGS.peak_tflops:
     flops_per_token = 6 * n_params + 12 * FLAGS.n_layers * FLAGS.d_model * FLAGS.seq_len

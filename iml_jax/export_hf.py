@@ -47,9 +47,9 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
 
   tmp = out.rstrip(os.sep) + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
-  unpadded = registry.unpadded_config(cfg)
-  params = registry.fit_vocab(jax.device_get(params), registry.abstract_params(registry.build(unpadded)))
-  hf_import.export_hf_model(tmp, unpadded, params)
+  hf_cfg = registry.hf_layout_config(cfg)
+  params = registry.to_layout(params, registry.abstract_params(registry.build(hf_cfg)))
+  hf_import.export_hf_model(tmp, hf_cfg, params)
   if folder:
     transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(tmp)
   else:

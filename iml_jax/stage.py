@@ -186,7 +186,7 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
   if run.init_from:
     init = final_params(run.init_from, abstract.params)
   elif ctx.pretrained_folder:
-    init = registry.fit_vocab(hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1],
+    init = registry.to_layout(hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1],
                               abstract.params)
   else:
     init = None

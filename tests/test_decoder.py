@@ -7,8 +7,10 @@ import pytest
 
 from iml_jax.errors import IMLError
 from iml_jax.models.decoder import DecoderConfig, DecoderLM, causal_inputs, init_params, token_losses
+from iml_jax.models.decoding import greedy_decode
 from iml_jax.models.layers import apply_rotary
-from iml_jax.models.registry import abstract_params, fit_vocab
+from iml_jax.probes import hidden_states
+from iml_jax.models.registry import abstract_params, to_layout
 from iml_jax.train import unbox
 
 VARIANTS = {
@@ -89,8 +91,9 @@ def test_invalid_model_config_names_the_field():
 
 
 @pytest.mark.parametrize("variant", ["pythia", "llama_gqa"])
-def test_attention_implementations_and_remat_compute_the_same(variant):
-  """`jax.nn.dot_product_attention` (XLA) and rematerialised blocks give our einsum model's logits and grads."""
+def test_attention_implementations_remat_and_scan_compute_the_same(variant):
+  """`jax.nn.dot_product_attention` (XLA), rematerialised and scanned blocks give our einsum model's logits
+  and grads."""
   base, params = _model(variant)
   tokens = jax.random.randint(jax.random.key(3), (2, 9), 0, 37)
   positions, mask = causal_inputs(tokens)
@@ -98,10 +101,12 @@ def test_attention_implementations_and_remat_compute_the_same(variant):
 
   def loss_and_grads(model):
     loss = lambda p: model.apply({"params": p}, tokens, positions, mask)[0].sum()
-    return jax.value_and_grad(loss)(params)
+    value, grads = jax.value_and_grad(loss)(to_layout(params, abstract_params(model)))
+    return value, to_layout(grads, params)  # scanned layers: unstacked to compare
 
   reference_loss, reference_grads = loss_and_grads(base)
-  for options in (dict(attention="xla"), dict(remat="full"), dict(remat="dots_saveable", attention="xla")):
+  for options in (dict(attention="xla"), dict(remat="full"), dict(remat="dots_saveable", attention="xla"),
+                  dict(scan_layers=True), dict(scan_layers=True, remat="full")):
     model = DecoderLM(dataclasses.replace(base.cfg, **options))
     loss, grads = loss_and_grads(model)
     np.testing.assert_allclose(loss, reference_loss, rtol=1e-5)
@@ -114,7 +119,7 @@ def test_padded_vocabulary_computes_the_unpadded_model(tie_embeddings):
   """Rows added for sharding change nothing: same real logits and loss, padded logits masked, no gradient."""
   model, params = _model("pythia", tie_embeddings=tie_embeddings)
   padded_model = DecoderLM(dataclasses.replace(model.cfg, vocab_size=40, valid_vocab=37))
-  padded_params = fit_vocab(params, abstract_params(padded_model))
+  padded_params = to_layout(params, abstract_params(padded_model))
   tokens = jax.random.randint(jax.random.key(2), (3, 12), 0, 37)
   batch = {"tokens": tokens}
   logits, _ = model.apply({"params": params}, tokens, *causal_inputs(tokens))
@@ -127,4 +132,20 @@ def test_padded_vocabulary_computes_the_unpadded_model(tie_embeddings):
   np.testing.assert_array_equal(grads["embed_in"]["embedding"][37:], 0.0)
   if not tie_embeddings:
     np.testing.assert_array_equal(grads["embed_out"]["kernel"][:, 37:], 0.0)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), fit_vocab(padded_params, params), params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), to_layout(padded_params, params), params)
+
+
+def test_scanned_layers_decode_and_expose_residuals_as_unrolled_ones():
+  model, params = _model("pythia", n_layers=3)
+  scanned = DecoderLM(dataclasses.replace(model.cfg, scan_layers=True))
+  boxed = jax.eval_shape(lambda: init_params(scanned, jax.random.key(0)))
+  assert boxed["layers"]["mlp"]["dense_h_to_4h"]["kernel"].names == ("layers", "embed", "mlp")
+  scanned_params = to_layout(params, unbox(boxed))
+  assert scanned_params["layers"]["attention"]["query"]["kernel"].shape == (3, 32, 32)
+  prompts = jnp.array([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]], jnp.int32)
+  np.testing.assert_array_equal(greedy_decode(scanned, scanned_params, prompts, 6, 0),
+                                greedy_decode(model, params, prompts, 6, 0))
+  np.testing.assert_allclose(hidden_states(scanned, scanned_params, prompts), hidden_states(model, params, prompts),
+                             atol=1e-5)
+  with pytest.raises(IMLError, match="model.scan_layers = True: expected False for a model with local_layers"):
+    dataclasses.replace(model.cfg, scan_layers=True, local_layers=(1,))

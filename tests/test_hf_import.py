@@ -289,13 +289,18 @@ def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeyp
     return original(model, optimizer, abstract, rng, params)
 
   monkeypatch.setattr(train, "create_state", recording)
-  summary = experiment.run(_define_config(folder), str(tmp_path / "run"))
+  config = _define_config(folder)
+  config.model.update(scan_layers=True, vocab_multiple=128)  # the checkpoint's layers stacked, its 320 rows padded
+  summary = experiment.run(config, str(tmp_path / "run"))
   _, hf_params = hf_import.load_hf_model(folder)
-  np.testing.assert_array_equal(created[0]["embedding"], hf_params["embed_in"]["embedding"])
+  np.testing.assert_array_equal(created[0]["embedding"][:320], hf_params["embed_in"]["embedding"])
+  np.testing.assert_array_equal(created[0]["embedding"][320:], 0.0)
+  assert created[0]["embedding"].shape == (384, 32)
   assert "d1consis" in summary["subsets"]
   from iml_jax.export_hf import export_stage
   export_stage(str(tmp_path / "run"), "seed_0/s2seed_0/stage2", str(tmp_path / "finetuned"))
   finetuned = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "finetuned")
+  assert finetuned.config.vocab_size == 320 and finetuned.config.num_hidden_layers == 2
   assert not torch.equal(finetuned.gpt_neox.embed_in.weight, torch.tensor(hf_params["embed_in"]["embedding"]))
   assert transformers.AutoTokenizer.from_pretrained(tmp_path / "finetuned").vocab_size == 300
 

@@ -64,9 +64,9 @@ def test_schedule_starts_at_full_lr_and_reaches_zero():
 VOCAB = 31  # the tensor axis does not divide it: the model pads it to 32
 
 
-def _setup(mesh, opt=None, grad_accum=1, trainable="all", alias_ids=None, rules="dp", total=50):
+def _setup(mesh, opt=None, grad_accum=1, trainable="all", alias_ids=None, rules="dp", total=50, scan_layers=False):
   model = DecoderLM(DecoderConfig(vocab_size=VOCAB + 1, valid_vocab=VOCAB, d_model=32, n_layers=2, n_heads=4,
-                                d_mlp=64, max_len=8, init_std=0.1, embedding_init_std=0.1))
+                                d_mlp=64, max_len=8, init_std=0.1, embedding_init_std=0.1, scan_layers=scan_layers))
   abstract_params = train.unbox(jax.eval_shape(lambda: train.init_params(model, jax.random.key(0))))
   mask = train.trainable_mask(abstract_params, trainable, alias_ids)
   optimizer = train.make_optimizer(opt or cd.optimizer(name="adamw", lr=3e-3), total, mask)
@@ -112,12 +112,14 @@ def test_gradient_accumulation_equals_one_big_batch():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params1, params4)
 
 
-@pytest.mark.parametrize("rules, shape", [("dp", (8, 1, 1)), ("fsdp", (2, 4, 1)), ("fsdp_tensor", (2, 2, 2))])
-def test_sharded_training_equals_one_device(rules, shape):
+@pytest.mark.parametrize("rules, shape, scan_layers", [("dp", (8, 1, 1), False), ("fsdp", (2, 4, 1), False),
+                                                       ("fsdp_tensor", (2, 2, 2), False),
+                                                       ("fsdp_tensor", (1, 4, 2), True)])
+def test_sharded_training_equals_one_device(rules, shape, scan_layers):
   assert len(jax.devices()) == 8
   mesh = sharding.make_mesh(shape)
-  sharded, losses = _run(mesh, rules=rules)
-  single, single_losses = _run(_one_device_mesh(), rules=rules)
+  sharded, losses = _run(mesh, rules=rules, scan_layers=scan_layers)
+  single, single_losses = _run(_one_device_mesh(), rules=rules, scan_layers=scan_layers)
   np.testing.assert_allclose(losses, single_losses, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), sharded, single)
 

@@ -47,6 +47,7 @@ class DecoderConfig:
   tie_embeddings: bool = False
   attention: str = "einsum"  # layers.ATTENTION_IMPLEMENTATIONS
   remat: str = "none"  # recompute each block's activations in the backward pass: layers.REMAT_POLICIES
+  scan_layers: bool = False  # one block traced once and scanned (fast compiles); parameters stacked on "layers"
   init_std: float = 0.02
   embedding_init_std: float = 0.02
   dtype: str = "float32"  # compute dtype; parameters stay float32
@@ -76,6 +77,8 @@ class DecoderConfig:
       fail("attention", f"one of {layers.ATTENTION_IMPLEMENTATIONS}")
     if self.remat not in layers.REMAT_POLICIES:
       fail("remat", f"one of {layers.REMAT_POLICIES}")
+    if self.scan_layers and self.local_layers:
+      fail("scan_layers", "False for a model with local_layers (scanned layers must be identical)")
 
   @property
   def head_dim(self) -> int:
@@ -126,7 +129,9 @@ class Block(nn.Module):
     else:
       x_BxLxD = x_BxLxD + attn_out
       x_BxLxD = x_BxLxD + mlp(ln("post_attention_layernorm")(x_BxLxD))
-    return nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed")), cache
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
+    self.sow("intermediates", "residual", x_BxLxD)  # the residual stream after each block, for probes
+    return x_BxLxD, cache
 
 
 class DecoderLM(nn.Module):
@@ -148,7 +153,12 @@ class DecoderLM(nn.Module):
     if cfg.remat != "none":
       policy = None if cfg.remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
       block = nn.remat(Block, policy=policy)
-    self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
+    if cfg.scan_layers:  # carry: the residual stream; per layer: its cache slice
+      self.layers = nn.scan(block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
+                            in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.n_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
+    else:
+      self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
     self.final_layer_norm = layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
     if not cfg.tie_embeddings:
       self.embed_out = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "embed_out",
@@ -167,22 +177,37 @@ class DecoderLM(nn.Module):
       query_slots = cache_index + jnp.arange(x_BxLxD.shape[1])
       key_slots = jnp.arange(mask_BxLxS.shape[-1])
       local_mask = mask_BxLxS & ((query_slots[:, None] - key_slots[None, :]) < cfg.local_window)
-    new_cache = []
-    for i, layer in enumerate(self.layers):
-      mask = local_mask if i in cfg.local_layers else mask_BxLxS
-      x_BxLxD, layer_cache = layer(x_BxLxD, positions_BxL, mask, None if cache is None else cache[i], cache_index)
-      self.sow("intermediates", "residual", x_BxLxD)  # the residual stream after each block, for probes
-      new_cache.append(layer_cache)
+    if cfg.scan_layers:
+      x_BxLxD, new_cache = self.layers(x_BxLxD, positions_BxL, mask_BxLxS, cache, cache_index)
+    else:
+      new_cache = []
+      for i, layer in enumerate(self.layers):
+        mask = local_mask if i in cfg.local_layers else mask_BxLxS
+        x_BxLxD, layer_cache = layer(x_BxLxD, positions_BxL, mask, None if cache is None else cache[i], cache_index)
+        new_cache.append(layer_cache)
+      new_cache = None if cache is None else tuple(new_cache)
     x_BxLxD = self.final_layer_norm(x_BxLxD[:, -1:] if last_only else x_BxLxD)
     logits = self.embed_in.attend(x_BxLxD) if cfg.tie_embeddings else self.embed_out(x_BxLxD)
-    return layers.mask_padded_vocab(logits, cfg.valid_vocab), (None if cache is None else tuple(new_cache))
+    return layers.mask_padded_vocab(logits, cfg.valid_vocab), new_cache
 
   def __call__(self, tokens_BxL, positions_BxL, mask_BxLxS, cache=None, cache_index=0, last_only=False):
     return self.from_embeddings(self.embed(tokens_BxL), positions_BxL, mask_BxLxS, cache, cache_index, last_only)
 
-  def init_cache(self, batch: int, length: int) -> tuple[LayerCache, ...]:
-    zeros = jnp.zeros((batch, length, self.cfg.kv_heads, self.cfg.head_dim), jnp.dtype(self.cfg.dtype))
+  def init_cache(self, batch: int, length: int) -> tuple[LayerCache, ...] | LayerCache:
+    """One (keys, values) pair per layer; scanned layers: one pair stacked over layers [layers, B, S, G, K]."""
+    shape = (batch, length, self.cfg.kv_heads, self.cfg.head_dim)
+    if self.cfg.scan_layers:
+      zeros = jnp.zeros((self.cfg.n_layers,) + shape, jnp.dtype(self.cfg.dtype))
+      return zeros, zeros
+    zeros = jnp.zeros(shape, jnp.dtype(self.cfg.dtype))
     return tuple((zeros, zeros) for _ in range(self.cfg.n_layers))
+
+
+def residual_stream(intermediates: dict, cfg: DecoderConfig) -> jax.Array:
+  """[layers, B, T, D] from the `intermediates` collection of an apply: the residual after every block."""
+  if cfg.scan_layers:
+    return intermediates["layers"]["residual"][0]
+  return jnp.stack([intermediates[f"layers_{i}"]["residual"][0] for i in range(cfg.n_layers)])
 
 
 def causal_inputs(tokens_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -61,20 +61,27 @@ def abstract_params(model: nn.Module):
   return unbox(jax.eval_shape(lambda: init_params(model, jax.random.key(0))))
 
 
-def unpadded_config(cfg):
-  """`cfg` without vocabulary padding: the table has `valid_vocab` rows (Hugging Face export)."""
-  return dataclasses.replace(cfg, vocab_size=cfg.valid_vocab, valid_vocab=0) if cfg.valid_vocab else cfg
+def hf_layout_config(cfg):
+  """`cfg` as a Hugging Face checkpoint lays it out: `valid_vocab` rows, one subtree per layer."""
+  if cfg.valid_vocab:
+    cfg = dataclasses.replace(cfg, vocab_size=cfg.valid_vocab, valid_vocab=0)
+  return dataclasses.replace(cfg, scan_layers=False) if getattr(cfg, "scan_layers", False) else cfg
 
 
-def fit_vocab(params, abstract):
-  """Host arrays of `params` with vocabulary rows added (zeros) or removed to match `abstract`'s shapes.
+def to_layout(params, abstract):
+  """Host arrays of `params` laid out as `abstract`: per-layer subtrees `layers_<i>` stacked into `layers`
+  (scanned) or split out of it, and vocabulary rows added (zeros) or removed. Only these may differ."""
+  params = dict(jax.device_get(params))
+  if "layers" in abstract and "layers" not in params:
+    count = sum(key.startswith("layers_") for key in params)
+    params["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *[params.pop(f"layers_{i}") for i in range(count)])
+  elif "layers" in params and "layers" not in abstract:
+    stacked = params.pop("layers")
+    count = len(jax.tree.leaves(stacked)[0])
+    params.update({f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(count)})
 
-  Only the vocabulary dimension may differ: padding for sharding is the one change this makes.
-  """
   def fit(x, target):
     x = np.asarray(x)
-    if x.ndim != len(target.shape):
-      raise ValueError(f"rank {x.ndim} cannot fit shape {target.shape}")
     x = x[tuple(slice(0, n) for n in target.shape)]
     return np.pad(x, [(0, n - m) for m, n in zip(x.shape, target.shape)])
   return jax.tree.map(fit, params, abstract)
