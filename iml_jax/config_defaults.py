@@ -168,7 +168,9 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
                     # the two eval sets `classes` whose prompt contains `question_filter`, on the final
                     # parameters of `stage` (default: the first stage).
                     probes=dict(classes="qd1consis,qd2incons", question_filter="", stage="", c=0.01, folds=5)),
-      log_every=50, progress_bar=True, tensorboard=True))
+      log_every=50, progress_bar=True, tensorboard=True,
+      # Weights & Biases: off while project is empty; mode "online", "offline" or "disabled".
+      wandb=dict(project="", entity="", mode="online")))
   config.update(overrides)
   return config
 

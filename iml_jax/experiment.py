@@ -10,6 +10,7 @@ resumes the others from their latest checkpoint.
 """
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from iml_jax.writers import MetricWriter
 
 # Fields that change how a run is executed or shown, never its results.
 _NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "checkpoint.every_steps",
-                      "eval.batch_size", "eval.prompt_bucket", "tensorboard", "analysis")
+                      "eval.batch_size", "eval.prompt_bucket", "tensorboard", "analysis", "wandb")
 
 
 def validate(config) -> None:
@@ -55,12 +56,16 @@ def validate(config) -> None:
       raise IMLError(f"config field {field}.optimizer.lr = {stage.optimizer.lr}: expected > 0")
     if stage.trainable not in TRAINABLE:
       raise IMLError(f"config field {field}.trainable = {stage.trainable!r}: expected one of {TRAINABLE}")
+    if stage.batch_size < 1:
+      raise IMLError(f"config field {field}.batch_size = {stage.batch_size}: expected >= 1")
     if stage.grad_accum < 1 or stage.batch_size % stage.grad_accum:
       raise IMLError(f"config field {field}.batch_size = {stage.batch_size} must be divisible by "
                      f"{field}.grad_accum = {stage.grad_accum}")
     if stage.eval_every < 1:
       raise IMLError(f"config field {field}.eval_every = {stage.eval_every}: expected >= 1")
   tasks.validate(config)
+  if config.wandb.mode not in ("online", "offline", "disabled"):
+    raise IMLError(f"config field wandb.mode = {config.wandb.mode!r}: expected 'online', 'offline' or 'disabled'")
   alignment = config.analysis.grad_alignment
   if len(alignment.sets.split(",")) != 4:
     raise IMLError(f"config field analysis.grad_alignment.sets = {alignment.sets!r}: expected 4 comma-separated "
@@ -76,6 +81,17 @@ def validate(config) -> None:
     raise IMLError(f"config fields {['model.' + k for k in unknown]} do not apply to model.name = "
                    f"{config.model.name!r}")
   registry.make_config(config.model.name, vocab_size=1, **fields)  # checks the values
+
+
+def load_config(spec: str):
+  """The config of `path[:arg]` (e.g. configs/default.py:tiny), as `--config=` would load it (unlocked)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise IMLError(f"config file {path} does not exist")
+  module_spec = importlib.util.spec_from_file_location("iml_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
 
 
 def model_fields(config) -> dict:
@@ -177,12 +193,16 @@ def seed_contexts(config, workdir: str) -> Iterator[SeedContext]:
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
   guard_workdir(config, workdir)
-  if jax.process_index() == 0:
-    print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local devices "
-          f"({jax.devices()[0].platform}), mesh {dict(mesh.shape)}")
+  devices = sharding.data_parallel_size(mesh)
+  per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
+                         for name in config.stage_names)
+  print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local "
+        f"{jax.devices()[0].platform} devices of {jax.device_count()}, mesh {dict(mesh.shape)}, rules "
+        f"{config.mesh.rules}; per-device batch: {per_device}", flush=True)
 
   def contexts():
-    writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+    writer = MetricWriter(workdir, tensorboard=config.tensorboard, hparams=_flatten(config.to_dict()),
+                          wandb_cfg=config.wandb)
     try:
       for seed in range(config.seed, config.seed + config.n_seeds):
         task = tasks.Task(config, seed, folder)

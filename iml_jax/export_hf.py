@@ -20,7 +20,6 @@ flags.mark_flags_as_required(["workdir", "stage", "out"])
 
 
 def export_stage(workdir: str, stage_label: str, out: str) -> None:
-  import jax
   import ml_collections
   import transformers
 

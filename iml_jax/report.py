@@ -1,4 +1,8 @@
-"""Aggregation over seeds: results.csv, summary.json (means, 95% CIs, the IML gap test), plots, table.
+r"""Aggregation over seeds: results.csv, summary.json (means, 95% CIs, the IML gap test), plots, report.md.
+
+  python -m iml_jax.report --workdir=DIR
+      Rewrites the report of a run's workdir (also written at the end of every run), or of a sweep directory
+      (`python -m iml_jax.sweep`): all runs in one tidy table, a summary per setting, sweep curves.
 
 The unit of independence is the stage-1 seed (STUDY.md §8.4): values are first averaged over
 stage-2 seeds, then means, t-intervals and the one-sided paired test run over stage-1 seeds.
@@ -8,6 +12,7 @@ import io
 import json
 import math
 import os
+import sys
 
 import jax
 import matplotlib
@@ -82,7 +87,7 @@ def summarize(config, rows: list[dict]) -> dict:
     mean, ci = mean_ci95(list(seeds.values()))
     subsets[subset] = {"em": mean, "ci95": ci, "f1": float(np.mean(list(f1[(last, epoch, subset)].values()))),
                        "em_per_seed": [seeds[s] for s in sorted(seeds)]}
-  summary = {"stage": last, "epoch": final_epoch, "n_seeds": config.n_seeds,
+  summary = {"stage": last, "epoch": final_epoch, "n_seeds": len({r["seed"] for r in final_rows}),
              "n_seeds_stage2": config.n_seeds_stage2, "subsets": subsets, "iml_gap": None}
   if "d1consis" in subsets and "d2consis" in subsets:
     d1 = np.array(subsets["d1consis"]["em_per_seed"])
@@ -140,8 +145,9 @@ def _save_figure(figure, path: str) -> None:
   os.replace(tmp, path)
 
 
-def plot_em(config, rows: list[dict], path: str) -> None:
+def plot_em(config, rows: list[dict], path: str, title: str = "") -> None:
   em = per_seed(rows, "em")
+  n_seeds = len({r["seed"] for r in rows})
   figure, axis = plt.subplots(figsize=(8, 4.5))
   for subset, (label, colour) in PLOT_SUBSETS.items():
     points = sorted((epoch, mean_ci95(list(seeds.values())))
@@ -159,7 +165,8 @@ def plot_em(config, rows: list[dict], path: str) -> None:
     axis.axvline(boundary, color="black", linestyle=":", linewidth=1)
   axis.set_xlabel("epoch (all stages)")
   axis.set_ylabel("exact match")
-  axis.set_title(f"EM per subset, mean and 95% CI over {config.n_seeds} stage-1 seed(s)")
+  axis.set_title(f"{title + ': ' if title else ''}EM per subset, mean and 95% CI over {n_seeds} stage-1 seed(s)",
+                 fontsize=9)
   axis.legend(fontsize=8, loc="best")
   figure.tight_layout()
   _save_figure(figure, path)
@@ -236,7 +243,40 @@ def write_report(config, workdir: str) -> dict:
     writer.writerows(rows)
     atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
     atomic_write_json(os.path.join(workdir, "summary.json"), summary)
+    plot = os.path.join("plots", "em_per_subset.png")
     if rows:
-      plot_em(config, rows, os.path.join(workdir, "plots", "em_per_subset.png"))
+      plot_em(config, rows, os.path.join(workdir, plot))
+    atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(
+        ["# Run report", "", "```", format_table(summary), "```", ""] + ([f"![EM per subset]({plot})", ""] if rows else [])))
     print(format_table(summary))
   return summary
+
+
+def report_workdir(workdir: str) -> dict:
+  """The report of a run's workdir or of a sweep directory, whichever `workdir` holds."""
+  from iml_jax import sweep_report
+  from iml_jax.sweep import PLAN_FILE
+  if os.path.exists(os.path.join(workdir, PLAN_FILE)):
+    return sweep_report.write_sweep_report(workdir)
+  path = os.path.join(workdir, "config.json")
+  try:
+    config = ml_collections.ConfigDict(json.load(open(path)))
+  except (OSError, json.JSONDecodeError) as err:
+    raise IMLError(f"{workdir} holds neither a sweep (sweep.json) nor a run (readable config.json: {err})") from None
+  return write_report(config, workdir)
+
+
+def main(workdir: str) -> None:
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  try:
+    report_workdir(workdir)
+  except IMLError as err:
+    sys.exit(f"iml_jax.report: error: {err}")
+
+
+if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own --workdir
+  from absl import app, flags
+  _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir or a sweep directory.")
+  flags.mark_flags_as_required(["workdir"])
+  app.run(lambda argv: main(_WORKDIR.value))

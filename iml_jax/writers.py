@@ -1,29 +1,43 @@
-"""Metric writers: JSONL always, TensorBoard event files (tensorboardX, no TensorFlow); process 0 only."""
+"""Metric writers: JSONL always, TensorBoard event files (tensorboardX, no TensorFlow), Weights & Biases when
+`wandb.project` is set (optional; never imported otherwise). Process 0 only. Hyper-parameters (the flattened
+config) go to TensorBoard as a text summary and to W&B as the run config; config.json holds them too."""
+import hashlib
 import json
 import os
 
 import jax
 from tensorboardX import SummaryWriter
 
+from iml_jax.errors import IMLError
+
 
 class MetricWriter:
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, hparams: dict | None = None, wandb_cfg=None):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tensorboard_dir = os.path.join(workdir, "tensorboard") if tensorboard else None
+    self.hparams = hparams or {}
     self._tensorboard: dict[str, SummaryWriter] = {}
+    self._wandb = None
+    if self.enabled and wandb_cfg is not None and wandb_cfg.project:
+      self._wandb = _start_wandb(workdir, wandb_cfg, self.hparams)
 
   def write(self, run: str, step: int, scalars: dict[str, float], **fields) -> None:
-    """One JSONL record and one TensorBoard scalar per value, under the run's own event file."""
+    """One JSONL record, one TensorBoard scalar per value under the run's own event file, one W&B log."""
     if not self.enabled:
       return
     with open(self.path, "a") as handle:
       handle.write(json.dumps({"run": run, "step": step, **fields, **scalars}) + "\n")
+    if self._wandb is not None:
+      self._wandb.log({f"{run}/{name}": value for name, value in scalars.items()} | {f"{run}/step": step})
     if self.tensorboard_dir is None:
       return
     if run not in self._tensorboard:
       self._tensorboard[run] = SummaryWriter(os.path.join(self.tensorboard_dir, run))
+      if self.hparams:
+        table = "\n".join(f"| {k} | {v} |" for k, v in sorted(self.hparams.items()))
+        self._tensorboard[run].add_text("hparams", "| field | value |\n|---|---|\n" + table, 0)
     for name, value in scalars.items():
       self._tensorboard[run].add_scalar(name, value, step)
     self._tensorboard[run].flush()
@@ -32,3 +46,19 @@ class MetricWriter:
     for writer in self._tensorboard.values():
       writer.close()
     self._tensorboard.clear()
+    if self._wandb is not None:
+      self._wandb.finish()
+      self._wandb = None
+
+
+def _start_wandb(workdir: str, wandb_cfg, hparams: dict):
+  try:
+    import wandb
+  except ImportError:
+    raise IMLError(f"config field wandb.project = {wandb_cfg.project!r} needs the wandb package "
+                   "(pip install wandb), or leave wandb.project empty") from None
+  # One W&B run per workdir, resumed by a rerun: the id is a function of the workdir's absolute path.
+  run_id = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:16]
+  return wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity or None, mode=wandb_cfg.mode,
+                    name=os.path.basename(os.path.abspath(workdir)), id=run_id, resume="allow", dir=workdir,
+                    config=hparams)

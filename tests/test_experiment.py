@@ -1,6 +1,5 @@
 import csv
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,10 +19,7 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
 
 def load_config(path, arg=None):
-  spec = importlib.util.spec_from_file_location("config_module", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return experiment.load_config(f"{path}:{arg}" if arg else path)
 
 
 def tiny_config(**changes):
@@ -152,6 +148,8 @@ def test_bad_fractions_exit_with_one_line_and_write_nothing(tmp_path):
     ("--config.stages.stage2.trainable=some", "stages.stage2.trainable = 'some'"),
     ("--config.stages.stage1.batch_size=30", "stages.stage1.batch_size = 30 (micro-batch 30) is not divisible"),
     ("--config.data.fractions.d1consis=-0.1", "data.fractions.d1consis = -0.1"),
+    ("--config.stages.stage1.batch_size=0", "stages.stage1.batch_size = 0: expected >= 1"),
+    ("--config.wandb.mode=cloud", "wandb.mode = 'cloud': expected 'online', 'offline' or 'disabled'"),
     ("--config.model.vocab_multiple=0", "model.vocab_multiple = 0: expected an integer >= 1"),
     (("--config.mesh.shape=(1,1,-1)", "--config.mesh.rules=fsdp_tensor"),
      "its vocab dimension (195) is split over mesh axes ('tensor',) = 8 devices, which does not divide it; "

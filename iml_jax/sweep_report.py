@@ -1,0 +1,167 @@
+"""Aggregation of a sweep: one tidy table over all runs, a summary per setting, sweep curves, report.md.
+
+A *setting* is one combination of the swept values other than `seed`; the runs of a setting are pooled, so
+seeds swept as runs count as stage-1 seeds exactly like `n_seeds` within one run.
+"""
+import csv
+import io
+import json
+import os
+
+import jax
+import ml_collections
+
+from iml_jax import report
+from iml_jax.errors import IMLError
+from iml_jax.io_utils import atomic_write_json, atomic_write_text
+from iml_jax.sweep import PLAN_FILE
+
+POOLED_FIELDS = ("seed",)
+
+
+def load_plan(workdir: str) -> dict:
+  path = os.path.join(workdir, PLAN_FILE)
+  try:
+    return json.load(open(path))
+  except (OSError, json.JSONDecodeError) as err:
+    raise IMLError(f"{path}: no readable sweep plan ({err}); is {workdir} a sweep directory?") from None
+
+
+def collect(workdir: str) -> tuple[dict, list[dict], dict]:
+  """(plan, tidy rows of every started run with its swept values, {run: config})."""
+  plan = load_plan(workdir)
+  rows, configs = [], {}
+  for name in plan["runs"]:
+    run_dir = os.path.join(workdir, name)
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+      continue  # not started yet
+    config = ml_collections.ConfigDict(json.load(open(config_path)))
+    configs[name] = config
+    values = plan["runs"][name]
+    rows.extend({"run": name, **values, **row} for row in report.collect_rows(config, run_dir))
+  return plan, rows, configs
+
+
+def settings(plan: dict) -> list[str]:
+  return [field for field, _ in plan["axes"] if field not in POOLED_FIELDS]
+
+
+def summarize_settings(plan: dict, rows: list[dict], configs: dict) -> list[dict]:
+  """One entry per setting: its values, runs, and `report.summarize` over the pooled rows."""
+  fields = settings(plan)
+  groups: dict = {}
+  for name, config in configs.items():
+    values = plan["runs"][name]
+    key = tuple(values[f] for f in fields)
+    groups.setdefault(key, {"values": dict(zip(fields, key)), "runs": [], "config": config})["runs"].append(name)
+  out = []
+  for key, group in groups.items():
+    pooled = [r for r in rows if r["run"] in group["runs"]]
+    out.append({"values": group["values"], "runs": group["runs"],
+                "summary": report.summarize(group["config"], pooled)})
+  return out
+
+
+def _label(values: dict) -> str:
+  return ", ".join(f"{k}={v}" for k, v in values.items()) or "all runs"
+
+
+def _as_number(text: str) -> float | None:
+  try:
+    return float(text)
+  except ValueError:
+    return None
+
+
+def plot_gap_curves(plan: dict, summaries: list[dict], out_dir: str) -> list[str]:
+  """IML gap (mean, 95% CI over stage-1 seeds) against each numeric swept field, one line per setting of
+  the others. Returns the written paths."""
+  paths = []
+  fields = settings(plan)
+  for field in fields:
+    others = [f for f in fields if f != field]
+    lines: dict = {}
+    for entry in summaries:
+      gap, x = entry["summary"].get("iml_gap"), _as_number(entry["values"][field])
+      if gap is None or x is None:
+        continue
+      lines.setdefault(tuple(entry["values"][f] for f in others), []).append((x, gap["mean"], gap["ci95"] or 0.0))
+    if not any(len(points) > 1 for points in lines.values()):
+      continue
+    figure, axis = report.plt.subplots(figsize=(6, 4))
+    for key, points in sorted(lines.items()):
+      points.sort()
+      axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                    capsize=3, label=_label(dict(zip(others, key))))
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    xs = sorted({p[0] for points in lines.values() for p in points})
+    if xs[0] > 0 and xs[-1] / xs[0] >= 8:
+      axis.set_xscale("log", base=2)
+    axis.set_xticks(xs, [f"{x:g}" for x in xs])
+    axis.minorticks_off()
+    axis.set_xlabel(field)
+    axis.set_ylabel("IML gap EM(d1consis) - EM(d2consis)")
+    axis.set_title("IML gap, mean and 95% CI over stage-1 seeds", fontsize=9)
+    if others:
+      axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = os.path.join(out_dir, f"gap_vs_{field}.png")
+    report._save_figure(figure, path)
+    paths.append(path)
+  return paths
+
+
+def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str) -> str:
+  subsets = sorted({s for entry in summaries for s in entry["summary"]["subsets"]},
+                   key=lambda s: (s not in ("d1consis", "d2consis"), s))
+  lines = [f"# Sweep report: {plan['config']}", "",
+           "Axes: " + "; ".join(f"`{f}` = {', '.join(v)}" for f, v in plan["axes"]), "",
+           f"EM after the last stage, mean ± 95% CI over stage-1 seeds (runs differing only in "
+           f"{', '.join(POOLED_FIELDS)} pooled). Gap = EM(d1consis) − EM(d2consis), one-sided paired t-test.", "",
+           "| setting | seeds | " + " | ".join(subsets) + " | gap | p |",
+           "|---|---|" + "---|" * len(subsets) + "---|---|"]
+
+  def cell(value, ci):
+    return "—" if value is None else f"{value:.3f}" + ("" if ci is None else f" ± {ci:.3f}")
+  for entry in summaries:
+    summary = entry["summary"]
+    gap = summary.get("iml_gap") or {}
+    seeds = len(next(iter(summary["subsets"].values()))["em_per_seed"]) if summary["subsets"] else 0
+    values = [cell(summary["subsets"][s]["em"], summary["subsets"][s]["ci95"]) if s in summary["subsets"] else "—"
+              for s in subsets]
+    p = gap.get("p_value")
+    lines.append(f"| {_label(entry['values'])} | {seeds} | " + " | ".join(values) +
+                 f" | {cell(gap.get('mean'), gap.get('ci95'))} | {'—' if p is None else f'{p:.2g}'} |")
+  lines.append("")
+  for path in plots:
+    lines += [f"![{os.path.basename(path)}]({os.path.relpath(path, workdir)})", ""]
+  return "\n".join(lines)
+
+
+def write_sweep_report(workdir: str) -> dict:
+  """results.csv (tidy, every run), summary.json (per setting), plots/, report.md; the summary."""
+  plan, rows, configs = collect(workdir)
+  summaries = summarize_settings(plan, rows, configs)
+  result = {"config": plan["config"], "axes": plan["axes"],
+            "settings": [{k: v for k, v in entry.items()} for entry in summaries]}
+  if jax.process_index() != 0:
+    return result
+  fields = [field for field, _ in plan["axes"]]
+  table = io.StringIO()
+  writer = csv.DictWriter(table, fieldnames=["run", *fields, *report.RESULT_COLUMNS], lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
+  atomic_write_json(os.path.join(workdir, "summary.json"), result)
+  plots = []
+  for index, entry in enumerate(summaries):
+    pooled = [r for r in rows if r["run"] in entry["runs"]]
+    if pooled:
+      path = os.path.join(workdir, "plots", f"em_setting_{index}.png")
+      report.plot_em(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
+      plots.append(path)
+  plots = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + plots
+  atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, plots, workdir))
+  print(f"sweep report: {os.path.join(workdir, 'report.md')}")
+  return result
