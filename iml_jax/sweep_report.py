@@ -112,6 +112,24 @@ def plot_gap_curves(plan: dict, summaries: list[dict], out_dir: str) -> list[str
   return paths
 
 
+def alignment_plot(plan: dict, workdir: str) -> list[str]:
+  """The study's cosine-vs-batch figure when the sweep is over one `*.batch_size` field alone (seeds within
+  each run) and every run measured gradient alignment."""
+  fields = [field for field, _ in plan["axes"]]
+  if len(fields) != 1 or not fields[0].endswith(".batch_size"):
+    return []
+  run_dirs = [os.path.join(workdir, name) for name in plan["runs"]]
+  for run_dir in run_dirs:
+    try:
+      if not json.load(open(os.path.join(run_dir, "summary.json"))).get("grad_alignment"):
+        return []
+    except (OSError, json.JSONDecodeError):
+      return []
+  path = os.path.join(workdir, "plots", "alignment_vs_batch.png")
+  report.plot_alignment_vs_batch(run_dirs, path)
+  return [path]
+
+
 def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str) -> str:
   subsets = sorted({s for entry in summaries for s in entry["summary"]["subsets"]},
                    key=lambda s: (s not in ("d1consis", "d2consis"), s))
@@ -161,7 +179,7 @@ def write_sweep_report(workdir: str) -> dict:
       path = os.path.join(workdir, "plots", f"em_setting_{index}.png")
       report.plot_em(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
       plots.append(path)
-  plots = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + plots
+  plots = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + alignment_plot(plan, workdir) + plots
   atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, plots, workdir))
   print(f"sweep report: {os.path.join(workdir, 'report.md')}")
   return result

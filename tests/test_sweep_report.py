@@ -53,3 +53,25 @@ def test_gap_curve_and_markdown(tmp_path):
   assert "| stages.stage2.batch_size=32 | 3 | 0.633 ± " in text
   assert "(plots/gap_vs_stages.stage2.batch_size.png)" in text
   assert "| d1consis | d2consis |" in text.replace(" gap |", "")
+
+
+def test_batch_size_sweep_with_alignment_draws_cosine_vs_batch(tmp_path):
+  import json
+  plan = {"config": "c", "axes": [["stages.stage2.batch_size", ["16", "32"]]], "runs": {}}
+  for batch, (cos_a, cos_b) in ((16, (0.3, 0.2)), (32, (0.25, 0.24))):
+    name = f"stages.stage2.batch_size={batch}"
+    plan["runs"][name] = {"stages.stage2.batch_size": str(batch)}
+    config = _config()
+    config.stages.stage2.batch_size = batch
+    config.stage_names = ("stage2", "stage1")  # the figure uses the first stage
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(config.to_json())
+    alignment = {"stage2": {"d1consis": {"cos": {"mean": cos_a, "ci95": 0.01}},
+                            "d2consis": {"cos": {"mean": cos_b, "ci95": 0.01}}}}
+    (tmp_path / name / "summary.json").write_text(json.dumps({"grad_alignment": alignment}))
+  (path,) = sweep_report.alignment_plot(plan, str(tmp_path))
+  assert path.endswith("alignment_vs_batch.png") and (tmp_path / "plots" / "alignment_vs_batch.png").exists()
+  two_axes = dict(plan, axes=plan["axes"] + [["seed", ["0"]]])
+  assert sweep_report.alignment_plot(two_axes, str(tmp_path)) == []
+  (tmp_path / "stages.stage2.batch_size=32" / "summary.json").write_text("{}")
+  assert sweep_report.alignment_plot(plan, str(tmp_path)) == []
