@@ -27,25 +27,33 @@ class StageCheckpoints:
     return self.manager.latest_step()
 
   def save(self, step: int, params, opt_state, meta: dict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
-    self.manager.wait_until_finished()
+    """Writes step `step`; a failed write (e.g. a full disk) leaves the previous checkpoints as they were."""
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+          meta=ocp.args.JsonSave(meta)), force=True)
+      self.manager.wait_until_finished()
+    except OSError as err:
+      raise IMLError(f"saving checkpoint step {step} in {self.directory} failed ({err.strerror or err}); "
+                     f"the earlier checkpoints are intact: free space and rerun to resume") from None
 
   def _check_compatible(self, step: int, item: str, abstract) -> None:
-    """A clear message when the stored tree does not fit the model the config describes."""
+    """A clear message when the stored tree does not fit the model the config describes (structure,
+    shapes, dtypes)."""
     stored = self.manager.item_metadata(step)[item]
-    expected = {jax.tree_util.keystr(k): tuple(v.shape)
+    if stored is None:
+      raise IMLError(f"checkpoint {self.directory}/{step} has no readable {item}; it is damaged: move it away")
+    expected = {jax.tree_util.keystr(k): (tuple(v.shape), str(v.dtype))
                 for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
-    found = {jax.tree_util.keystr(k): tuple(v.shape)
+    found = {jax.tree_util.keystr(k): (tuple(v.shape), str(v.dtype))
              for k, v in jax.tree_util.tree_leaves_with_path(stored)}
     if expected != found:
       missing = sorted(set(expected) - set(found))[:3]
       extra = sorted(set(found) - set(expected))[:3]
-      shapes = [f"{k}: stored {found[k]}, model {expected[k]}" for k in sorted(set(expected) & set(found))
-                if found[k] != expected[k]][:3]
+      differing = [f"{k}: stored {found[k][0]} {found[k][1]}, model {expected[k][0]} {expected[k][1]}"
+                   for k in sorted(set(expected) & set(found)) if found[k] != expected[k]][:3]
       raise IMLError(f"checkpoint {self.directory}/{step} ({item}) does not match the configured model: "
-                     f"missing {missing}, unexpected {extra}, shape mismatches {shapes}")
+                     f"missing {missing}, unexpected {extra}, shape/dtype mismatches {differing}")
 
   def restore(self, step: int, abstract_params, abstract_opt_state) -> tuple:
     self._check_compatible(step, "params", abstract_params)

@@ -124,8 +124,9 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
-def guard_workdir(config, workdir: str) -> None:
-  """Refuses a workdir that holds a run of a different config; saves the config otherwise."""
+def guard_workdir(config, workdir: str, allow_config_change: bool = False) -> None:
+  """Refuses a workdir that holds a run of a different config (unless `allow_config_change`, which says
+  what changed and carries on: finished stages are kept); saves the config."""
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as err:
@@ -144,8 +145,11 @@ def guard_workdir(config, workdir: str) -> None:
                        if old.get(k) != new.get(k) and not k.startswith(_NOT_RESULT_FIELDS))
     if differing:
       shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differing[:8])
-      raise IMLError(f"workdir {workdir} holds a run of a different config; differing fields: {shown}. "
-                     "Use a new --workdir")
+      if not allow_config_change:
+        raise IMLError(f"workdir {workdir} holds a run of a different config; differing fields: {shown}. "
+                       "Use a new --workdir (or --allow_config_change to continue it with the new config)")
+      if jax.process_index() == 0:
+        print(f"workdir {workdir}: continuing with a changed config ({shown}); finished stages are kept")
   if jax.process_index() == 0:
     atomic_write_json(path, current)
 
@@ -184,7 +188,7 @@ def model_config(config, tokenizer, pretrained, folder: str | None):
   return dataclasses.replace(cfg, vocab_size=rows, valid_vocab=cfg.vocab_size) if rows != cfg.vocab_size else cfg
 
 
-def seed_contexts(config, workdir: str) -> Iterator[SeedContext]:
+def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> Iterator[SeedContext]:
   """Validates and guards the workdir (before anything is written), then yields what every stage of each
   stage-1 seed shares; the contexts share one metric writer, closed when the iteration ends."""
   validate(config)
@@ -192,7 +196,7 @@ def seed_contexts(config, workdir: str) -> Iterator[SeedContext]:
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
-  guard_workdir(config, workdir)
+  guard_workdir(config, workdir, allow_config_change)
   devices = sharding.data_parallel_size(mesh)
   per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
                          for name in config.stage_names)
@@ -214,8 +218,8 @@ def seed_contexts(config, workdir: str) -> Iterator[SeedContext]:
   return contexts()
 
 
-def run(config, workdir: str) -> dict:
-  with contextlib.closing(seed_contexts(config, workdir)) as contexts:
+def run(config, workdir: str, allow_config_change: bool = False) -> dict:
+  with contextlib.closing(seed_contexts(config, workdir, allow_config_change)) as contexts:
     for ctx in contexts:
       for stage_run in plan_stage_runs(config, workdir, ctx.seed):
         run_stage(ctx, stage_run)

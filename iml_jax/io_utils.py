@@ -27,6 +27,12 @@ def atomic_write_json(path: str, value) -> None:
 
 
 def append_jsonl(path: str, records: list[dict]) -> None:
+  """Appends whole lines; a last line cut short by a kill is dropped first, so it never ends up mid-file."""
+  if os.path.exists(path):
+    with open(path, "rb+") as handle:
+      data = handle.read()
+      if data and not data.endswith(b"\n"):
+        handle.truncate(data.rfind(b"\n") + 1)
   with open(path, "a") as handle:
     handle.write("".join(json.dumps(r) + "\n" for r in records))
     handle.flush()

@@ -2,6 +2,7 @@ r"""Runs an experiment config: python -m iml_jax.main --config=configs/default.p
 
 Override any field with --config.a.b=value (e.g. --config.n_seeds=2). Rerunning the same command
 on the same workdir resumes it. Bad input ends with one line naming the field or file, exit code 1.
+SIGTERM (preemption) saves a checkpoint at the next step and exits with status 143.
 """
 import os
 import sys
@@ -14,6 +15,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", bool(os.environ.get("IML_JAX_DISTRIBUTED")),
                                  "Call jax.distributed.initialize() (multi-host TPU pods).")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool("allow_config_change", False, "Continue a workdir whose saved config "
+                                          "differs in result-changing fields (listed); finished stages are kept.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -22,14 +25,20 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
   import jax  # after absl parsed the flags, so XLA_FLAGS set by a launcher are in place
 
-  from iml_jax import experiment
+  from iml_jax import experiment, faults
   from iml_jax.errors import IMLError
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
+  faults.install_sigterm_handler()
   try:
-    experiment.run(_CONFIG.value, _WORKDIR.value)
+    experiment.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
   except IMLError as err:
     sys.exit(f"iml_jax: error: {err}")
+  except OSError as err:  # e.g. a full disk or a vanished directory while writing results
+    sys.exit(f"iml_jax: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
+  except faults.Preempted as stopped:
+    print(f"iml_jax: {stopped}", file=sys.stderr)
+    sys.exit(faults.PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
+from iml_jax import faults
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
 from iml_jax.stage import plan_stage_runs, read_alignment_records, read_eval_records
@@ -242,6 +243,7 @@ def write_report(config, workdir: str) -> dict:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
+    faults.reached("report")
     atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     plot = os.path.join("plots", "em_per_subset.png")
     if rows:

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import evaluate, grad_alignment, hf_import, sharding, train
+from iml_jax import evaluate, faults, grad_alignment, hf_import, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, uses_stage2_split
@@ -157,6 +157,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
     batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
     state, loss = train_step(state, batch)
     step += 1
+    faults.reached("train_step")
     progress.update(1)
     epoch_end = step % per_epoch == 0
     if step % cfg.log_every == 0 or epoch_end:
@@ -168,12 +169,20 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
       _evaluate(ctx, run, state.params, eval_sets, step, step // per_epoch, final=step == total_steps)
       if alignment_pairs:
         measure_alignment(ctx, run, state.params, alignment_pairs, mask, step, step // per_epoch)
-    if step == total_steps or (cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0):
+    periodic = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
+    stop = step < total_steps and faults.stop_requested()
+    if step == total_steps or periodic or stop:
       _finite_loss(loss, run, step)
       checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
+      faults.reached("checkpoint_saved")
+    if stop:
+      progress.close()
+      checkpoints.close()
+      raise faults.Preempted(run.label, step)
   progress.close()
   checkpoints.close()
   atomic_write_json(os.path.join(run.directory, "DONE"), {"step": total_steps, "epochs": stage_cfg.epochs})
+  faults.reached("stage_done")
 
 
 def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpoints) -> train.TrainState:
@@ -256,6 +265,7 @@ def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epo
   records = [{"epoch": epoch, "step": step, "subset": name, "em": r["em"], "f1": r["f1"]}
              for name, r in results.items()]
   append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)
+  faults.reached("eval")
   scalars = {f"eval/{name}_EM": r["em"] for name, r in results.items()}
   scalars.update({f"eval/{name}_F1": r["f1"] for name, r in results.items()})
   ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,

@@ -182,11 +182,16 @@ def run_sweep(base, workdir: str, specs: list[str], config_arg: str, overrides: 
 def main(argv, flag_values) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
+  from iml_jax import faults
+  faults.install_sigterm_handler()
   try:
     run_sweep(flag_values["config"].value, flag_values["workdir"].value, flag_values["sweep"].value,
               config_argument(sys.argv), base_overrides(sys.argv), flag_values["print_commands"].value)
   except IMLError as err:
     sys.exit(f"iml_jax.sweep: error: {err}")
+  except faults.Preempted as stopped:
+    print(f"iml_jax.sweep: {stopped}", file=sys.stderr)
+    sys.exit(faults.PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own flags

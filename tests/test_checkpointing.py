@@ -56,7 +56,7 @@ def test_mismatched_model_is_a_clear_error(tmp_path):
   checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
   checkpoints.save(1, state.params, state.opt_state, {})
   other, _ = _state(mesh, vocab=40)
-  with pytest.raises(IMLError, match=r"does not match the configured model: .*embed_in.*stored \(32, 32\), model \(40, 32\)"):
+  with pytest.raises(IMLError, match=r"does not match the configured model: .*embed_in.*stored \(32, 32\) float32, model \(40, 32\) float32"):
     checkpoints.restore_params(1, other.params)
 
 
@@ -64,3 +64,29 @@ def test_unfinished_save_is_invisible(tmp_path):
   """Orbax writes into a temporary directory; a save killed before its rename is not a checkpoint."""
   (tmp_path / "ckpt" / "5.orbax-checkpoint-tmp-123").mkdir(parents=True)
   assert StageCheckpoints(str(tmp_path / "ckpt")).latest_step() is None
+
+
+def test_a_checkpoint_of_another_dtype_is_a_clear_error(tmp_path):
+  mesh = sharding.make_mesh((-1, 1, 1))
+  abstract, state = _state(mesh)
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
+  checkpoints.save(1, jax.tree.map(lambda x: x.astype(jax.numpy.bfloat16), state.params), state.opt_state, {})
+  with pytest.raises(IMLError, match=r"shape/dtype mismatches .*stored \(32, 32\) bfloat16, model \(32, 32\) float32"):
+    checkpoints.restore_params(1, abstract.params)
+
+
+def test_a_full_disk_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
+  import errno
+
+  import orbax.checkpoint as ocp
+  _, state = _state(sharding.make_mesh((-1, 1, 1)))
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
+  checkpoints.save(2, state.params, state.opt_state, {"step": 2})
+
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+  with pytest.raises(IMLError, match=r"saving checkpoint step 4 in .*ckpt failed \(No space left on device\); the "
+                                     r"earlier checkpoints are intact"):
+    checkpoints.save(4, state.params, state.opt_state, {"step": 4})
+  assert checkpoints.latest_step() == 2

@@ -204,3 +204,19 @@ def test_vocabulary_is_padded_to_the_multiple_and_the_tensor_axis(multiple, tens
     vocab_size = 1135
   cfg = experiment.model_config(config, Tokenizer(), None, None)
   assert cfg.vocab_size == expected and cfg.valid_vocab == (1135 if expected != 1135 else 0)
+
+
+def test_allow_config_change_extends_a_finished_run(finished_run, tmp_path, capsys):
+  import shutil
+  workdir, _ = finished_run
+  config = tiny_config()
+  shutil.copytree(workdir, tmp_path / "w")
+  done = open(tmp_path / "w" / "seed_0" / "stage1" / "DONE").read()
+  done_time = os.path.getmtime(tmp_path / "w" / "seed_0" / "stage1" / "DONE")
+  more_seeds = tiny_config(n_seeds=config.n_seeds + 1)
+  summary = experiment.run(more_seeds, str(tmp_path / "w"), allow_config_change=True)
+  assert f"continuing with a changed config (n_seeds ({config.n_seeds} -> {config.n_seeds + 1}))" in capsys.readouterr().out
+  assert summary["n_seeds"] == config.n_seeds + 1
+  assert os.path.getmtime(tmp_path / "w" / "seed_0" / "stage1" / "DONE") == done_time  # not trained again
+  assert open(tmp_path / "w" / "seed_0" / "stage1" / "DONE").read() == done
+  assert json.load(open(tmp_path / "w" / "config.json"))["n_seeds"] == config.n_seeds + 1

@@ -1,0 +1,107 @@
+"""Bad inputs against a workdir that holds a finished run: one clear message, and every file left as it was."""
+import hashlib
+import os
+
+import pytest
+
+from iml_jax import experiment
+from iml_jax.errors import IMLError
+from test_experiment import tiny_config
+
+
+def snapshot(workdir) -> dict:
+  return {os.path.relpath(os.path.join(d, f), workdir): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+          for d, _, files in os.walk(workdir) for f in files}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("finished")
+  experiment.run(tiny_config(n_seeds=1), str(workdir))
+  return workdir, snapshot(workdir)
+
+
+def _set(config, field, value):
+  node = config
+  *parents, leaf = field.split(".")
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+
+
+CASES = {
+    "fractions not summing to 1": ({"data.fractions.q": 0.3}, "data.fractions"),
+    "negative fraction": ({"data.fractions.d1consis": -0.1}, "data.fractions.d1consis = -0.1"),
+    "zero seeds": ({"n_seeds": 0}, "n_seeds = 0"),
+    "unknown stage in stage_names": ({"stage_names": ("stage1", "stage3")}, "stage_names names 'stage3'"),
+    "zero epochs": ({"stages.stage1.epochs": 0}, "stages.stage1.epochs = 0: expected >= 1"),
+    "zero batch size": ({"stages.stage2.batch_size": 0}, "stages.stage2.batch_size = 0: expected >= 1"),
+    "batch not divisible by accumulation": ({"stages.stage1.grad_accum": 3},
+                                            "stages.stage1.batch_size = 32 must be divisible by stages.stage1.grad_accum = 3"),
+    "batch not divisible by the devices": ({"stages.stage2.batch_size": 12, "mesh.shape": (8, 1, 1)},
+                                           "stages.stage2.batch_size = 12 (micro-batch 12) is not divisible by the 8"),
+    "unknown optimizer": ({"stages.stage1.optimizer.name": "lion"}, "stages.stage1.optimizer.name = 'lion'"),
+    "non-positive learning rate": ({"stages.stage1.optimizer.lr": 0.0}, "stages.stage1.optimizer.lr = 0.0: expected > 0"),
+    "unknown train subset": ({"stages.stage1.train_subset": "everything"}, "stages.stage1.train_subset = 'everything'"),
+    "unknown trainable": ({"stages.stage2.trainable": "head"}, "stages.stage2.trainable = 'head'"),
+    "unknown task": ({"task": "trivia"}, "task = 'trivia'"),
+    "unknown eval set": ({"eval.subsets": "d1consis,nope"}, "eval.subsets names unknown set 'nope'"),
+    "unknown model": ({"model.name": "mamba"}, "model.name = 'mamba'"),
+    "model field of another family": ({"model.d_kv": 8}, "do not apply to model.name = 'gpt_neox'"),
+    "width not divisible by heads": ({"model.n_heads": 3}, "model.d_model = 16 must be divisible by model.n_heads = 3"),
+    "unknown mesh rules": ({"mesh.rules": "zero3"}, "mesh.rules = 'zero3'"),
+    "malformed mesh shape": ({"mesh.shape": (-1, -1, 1)}, "mesh.shape = (-1, -1, 1)"),
+    "mesh larger than the devices": ({"mesh.shape": (16, 1, 1)}, "needs 16 devices; 8 are available"),
+    "vocab_multiple below 1": ({"model.vocab_multiple": 0}, "model.vocab_multiple = 0"),
+    "unknown W&B mode": ({"wandb.mode": "cloud"}, "wandb.mode = 'cloud'"),
+    "alignment sets not four": ({"analysis.grad_alignment.sets": "d1consis,d2consis"},
+                                "analysis.grad_alignment.sets = 'd1consis,d2consis': expected 4"),
+    "a different result-changing config in the same workdir": ({"stages.stage1.optimizer.lr": 0.01},
+                                                               "holds a run of a different config"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_config_leaves_the_finished_run_untouched(finished, case):
+  workdir, before = finished
+  changes, message = CASES[case]
+  config = tiny_config(n_seeds=1)
+  for field, value in changes.items():
+    _set(config, field, value)
+  with pytest.raises(IMLError) as raised:
+    experiment.run(config, str(workdir))
+  assert message in str(raised.value) and "\n" not in str(raised.value)
+  assert snapshot(workdir) == before
+
+
+def test_unwritable_workdir(finished, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  with pytest.raises(IMLError, match=f"workdir {blocker}/run cannot be created"):
+    experiment.run(tiny_config(n_seeds=1), str(blocker / "run"))
+
+
+def test_corrupted_tokenizer_of_a_finished_seed(finished, tmp_path):
+  """A damaged input file of the finished run is reported, not silently rebuilt over."""
+  import shutil
+  workdir, _ = finished
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  (copy / "seed_0" / "tokenizer.json").write_text("{not json")
+  before = snapshot(copy)
+  with pytest.raises(IMLError, match="tokenizer.json"):
+    experiment.run(tiny_config(n_seeds=1), str(copy))
+  assert snapshot(copy) == before
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data.knowledge_base", "wikidata", "data.knowledge_base = 'wikidata'"),
+    ("data.def_order", "xyz", "data.def_order = 'xyz'"),
+])
+def test_bad_define_fields(tmp_path, field, value, message):
+  from test_experiment import ROOT, load_config
+  config = load_config(os.path.join(ROOT, "configs", "define_synthetic.py"), "tiny")
+  _set(config, field, value)
+  with pytest.raises(IMLError, match=message):
+    experiment.run(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "summary.json")

@@ -1,0 +1,100 @@
+"""Killed anywhere, a rerun finishes with exactly the outputs of an uninterrupted run; SIGTERM checkpoints."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from iml_jax import faults
+from test_experiment import ROOT
+
+OUTPUTS = ("results.csv", "summary.json", "seed_0/stage1/predictions.jsonl", "seed_0/s2seed_0/stage2/predictions.jsonl")
+
+
+def command(workdir):
+  # tiny, one seed: stage 1 = 8 steps (epochs of 4), stage 2 = 4 steps (epochs of 2); a checkpoint every 2 steps
+  return [sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny", f"--workdir={workdir}",
+          "--config.progress_bar=False", "--config.n_seeds=1", "--config.checkpoint.every_steps=2"]
+
+
+def run(workdir, fault=None):
+  env = {k: v for k, v in os.environ.items() if k != "IML_JAX_FAULT"}
+  if fault:
+    env["IML_JAX_FAULT"] = fault
+  return subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  result = run(workdir)
+  assert result.returncode == 0, result.stderr
+  return {name: open(workdir / name).read() for name in OUTPUTS}
+
+
+def assert_same_outputs(workdir, expected):
+  for name, text in expected.items():
+    assert open(os.path.join(workdir, name)).read() == text, name
+
+
+def test_killed_at_every_phase_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
+  """Each process dies at the next point (counted within that process); the last rerun finishes."""
+  chain = [
+      ("train_step:3", "mid stage 1, after the step-2 checkpoint"),
+      ("checkpoint_saved:1", "right after a checkpoint (step 4), before its evaluation is followed up"),
+      ("eval:1", "after the epoch-2 evaluation of stage 1 was appended, before its checkpoint"),
+      ("stage_done:1", "between the stages: stage 1 DONE, stage 2 not started"),
+      ("train_step:1", "at the first step of stage 2"),
+      ("eval:1:TERM", "preempted (SIGTERM) at the first evaluation of stage 2"),
+      ("report:1", "during the final report: results.csv written, summary.json not yet"),
+  ]
+  for fault, where in chain:
+    result = run(tmp_path, fault)
+    expected_status = faults.PREEMPTED_EXIT_STATUS if fault.endswith("TERM") else -signal.SIGKILL
+    assert result.returncode == expected_status, f"{fault} ({where}): {result.stderr[-2000:]}"
+    if fault == "train_step:3":  # a checkpoint write killed half-way leaves Orbax's temporary directory
+      (tmp_path / "seed_0" / "stage1" / "checkpoints" / "4.orbax-checkpoint-tmp-1234" / "params").mkdir(parents=True)
+    if fault == "stage_done:1":
+      assert os.path.exists(tmp_path / "seed_0" / "stage1" / "DONE")
+      assert not os.path.exists(tmp_path / "seed_0" / "s2seed_0" / "stage2")
+    if fault.endswith("TERM"):
+      assert "preempted (SIGTERM) at step 2 of seed_0/s2seed_0/stage2" in result.stderr
+  result = run(tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert_same_outputs(tmp_path, uninterrupted)
+
+
+def _start_and_wait_for_training(workdir):
+  process = subprocess.Popen(command(workdir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while not os.path.exists(os.path.join(workdir, "seed_0", "stage1", "eval.jsonl")):
+    assert process.poll() is None and time.time() < deadline, process.communicate()
+    time.sleep(0.05)
+  return process
+
+
+def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
+  process = _start_and_wait_for_training(tmp_path)
+  process.kill()
+  process.communicate()
+  assert not os.path.exists(tmp_path / "summary.json")
+  result = run(tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert_same_outputs(tmp_path, uninterrupted)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_within_a_step(tmp_path, uninterrupted):
+  process = _start_and_wait_for_training(tmp_path)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == faults.PREEMPTED_EXIT_STATUS, stderr
+  assert stderr.strip().splitlines()[-1].startswith("iml_jax: preempted (SIGTERM) at step ")
+  assert "Traceback" not in stderr
+  stage1 = tmp_path / "seed_0" / "stage1"
+  step = int(stderr.split("preempted (SIGTERM) at step ")[1].split()[0])
+  assert os.path.isdir(stage1 / "checkpoints" / str(step)) or os.path.exists(stage1 / "DONE")
+  result = run(tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert_same_outputs(tmp_path, uninterrupted)
