@@ -56,7 +56,7 @@ def numeric_data(**overrides) -> ml_collections.ConfigDict:
 def define_data(**overrides) -> ml_collections.ConfigDict:
   """The define experiment as in the main ICML config (STUDY.md §3.3, with tag 3)."""
   data = ml_collections.ConfigDict(dict(
-      knowledge_base="synthetic", kb_seed=0, cvdb_path="", cvdb_encoding="ISO-8859-1",
+      knowledge_base="synthetic", kb_seed=0, cvdb_path="", cvdb_encoding="ISO-8859-1", trex_path="",
       equalize_gender=True, num_entities=4000,
       fractions=dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0,
                      qd2incons=0.25, qd4consis=0.0, q=0.1, d1consis=0.08, d2consis=0.08, d3consis=0.08,
@@ -175,13 +175,43 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
   return config
 
 
-def cvdb_two_stage(model, grad_accum: int = 2, n_seeds: int = 20, n_seeds_stage2: int = 5) -> ml_collections.ConfigDict:
-  """The study's main experiment (STUDY.md §3, §11.2) for a pretrained `model`: CVDB, 20 + 10 epochs,
-  batch 256, HF Adafactor lr 5e-5, seeds from 600."""
-  data = define_data(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv",
-                     entity_association_test_sets=True)
+KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (STUDY.md §14); override the path fields
+    "cvdb": dict(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv", num_entities=4000),
+    "trex": dict(knowledge_base="trex", num_entities=6900,
+                 trex_path="datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json"),
+}
+
+
+def study_define(model, knowledge_base: str = "cvdb", grad_accum: int = 2, n_seeds: int = 20,
+                 n_seeds_stage2: int = 5, **data_overrides) -> ml_collections.ConfigDict:
+  """The study's main experiment (STUDY.md §3, §11.2) for a pretrained `model`: CVDB (4,000 people) or
+  T-REx (6,900 works), 20 + 10 epochs, batch 256, HF Adafactor lr 5e-5, seeds from 600."""
+  if knowledge_base not in KNOWLEDGE_BASE_FILES:
+    raise IMLError(f"knowledge base {knowledge_base!r}: expected one of {sorted(KNOWLEDGE_BASE_FILES)}")
+  data = define_data(**{**KNOWLEDGE_BASE_FILES[knowledge_base], "entity_association_test_sets": True,
+                        **data_overrides})
   stages = dict(stage1=stage("stage1", epochs=20, batch_size=256, grad_accum=grad_accum),
                 stage2=stage("stage2", epochs=10, batch_size=256, grad_accum=grad_accum))
   return base("define", data, model, stages, seed=600, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2,
               eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
               checkpoint=dict(every_steps=0, max_to_keep=1))
+
+
+def cvdb_two_stage(model, grad_accum: int = 2, n_seeds: int = 20, n_seeds_stage2: int = 5) -> ml_collections.ConfigDict:
+  return study_define(model, "cvdb", grad_accum, n_seeds, n_seeds_stage2)
+
+
+def shrink_for_tests(config) -> ml_collections.ConfigDict:
+  """A study config at test size (`:tiny`): a tiny from-scratch model and tokenizer, few entities (the
+  synthetic knowledge base unless T-REx is chosen), one seed, one epoch per stage, fp32."""
+  config.model = gpt_neox(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
+  config.tokenizer.vocab_size = 400
+  config.update(seed=0, n_seeds=1, n_seeds_stage2=1, progress_bar=False)
+  if config.data.knowledge_base != "trex":
+    config.data.knowledge_base = "synthetic"
+  config.data.update(num_entities=60 if config.data.knowledge_base == "trex" else 120, block_size=64)
+  for stage_config in config.stages.values():
+    stage_config.update(epochs=1, batch_size=32, grad_accum=1, eval_every=1,
+                        optimizer=optimizer(name="adamw", lr=1e-3))
+  config.eval.update(batch_size=64, max_new_tokens=4)
+  return config

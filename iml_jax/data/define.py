@@ -121,8 +121,12 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   train_qa: dict[str, list[Example]] = {s: [] for s in _QA_TRAINED}
   test_qa: dict[str, list[Example]] = {s: [] for s in SUBSETS}
   if pool:
-    train_rows, test_rows = train_test_split(pool, test_size=data_config.test_frac, random_state=seed,
-                                             stratify=[e for _, e, _ in pool])
+    try:
+      train_rows, test_rows = train_test_split(pool, test_size=data_config.test_frac, random_state=seed,
+                                               stratify=[e for _, e, _ in pool])
+    except ValueError as err:  # e.g. fewer test questions than entities to stratify by
+      raise IMLError(f"config field data.test_frac = {data_config.test_frac}: the stratified QA split of "
+                     f"{len(pool)} questions fails ({err}); use more entities or questions per entity") from None
     for s, _, ex in train_rows:
       train_qa[s].append(ex)
     for s, _, ex in test_rows:

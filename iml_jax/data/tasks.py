@@ -3,7 +3,7 @@ import functools
 import os
 import re
 
-from iml_jax.data import define, entities, numeric
+from iml_jax.data import define, entities, numeric, trex
 from iml_jax.data.common import StageData
 from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, pretrained_tokenizer,
                                        word_level_tokenizer)
@@ -11,7 +11,7 @@ from iml_jax.errors import IMLError
 
 TASKS = ("numeric", "define")
 _WRAPPED_ALIAS = re.compile(r"<\|[a-z]+\|>")
-KNOWLEDGE_BASES = ("synthetic", "cvdb")
+KNOWLEDGE_BASES = ("synthetic", "cvdb", "trex")
 _EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
                       "entity_facts_")
 
@@ -58,6 +58,8 @@ class Task:
     data = self.config.data
     if data.knowledge_base == "synthetic":
       return entities.synthetic_knowledge_base(data.num_entities, data.kb_seed)
+    if data.knowledge_base == "trex":  # the works chosen depend on the seed (STUDY.md §3.7)
+      return trex.trex_knowledge_base(trex.load_triplets(data.trex_path), self.seed, data.num_entities)
     return entities.load_cvdb(data.cvdb_path, data.num_entities, data.equalize_gender, data.cvdb_encoding)
 
   @functools.lru_cache(maxsize=None)
