@@ -61,7 +61,7 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
       fractions=dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0,
                      qd2incons=0.25, qd4consis=0.0, q=0.1, d1consis=0.08, d2consis=0.08, d3consis=0.08,
                      no_qd_baseline=0.06),
-      def_order="tve", alias_length=5, tag_length=6, tag1_name="", tag2_name="", tag3_name="",
+      def_order="tve", definition_type="tagged", incontext_definitions=False, alias_length=5, tag_length=6, tag1_name="", tag2_name="", tag3_name="",
       test_frac=0.1666666, entity_association_test_sets=False, letter_test_sets=False, block_size=48))
   data.update(overrides)
   return data

@@ -1,11 +1,12 @@
 import collections
+import re
 import subprocess
 import sys
 
 import pytest
 
 from iml_jax import config_defaults as cd
-from iml_jax.data import common, define, entities
+from iml_jax.data import common, define, definitions, entities
 from iml_jax.errors import IMLError
 
 NO_D3 = dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0, qd2incons=0.25,
@@ -134,7 +135,7 @@ def test_seed_stage2_only_repartitions_stage2_pool(kb4000):
 
 @pytest.mark.parametrize("order", define.DEF_ORDERS)
 def test_definition_orders(order):
-  ex = define.definition_example("<|tag|>", "<|ali|>", "Marie Curie", order)
+  ex = definitions.tagged("<|tag|>", "<|ali|>", "Marie Curie", order)
   words = {"t": "<|tag|>", "v": "<|ali|>", "e": "Marie Curie"}
   assert ex.text == " ".join(words[c] for c in order) + "\n"
   assert ex.answer == words[order[2]]
@@ -186,3 +187,61 @@ def test_datasets_identical_across_processes():
                     for h in (1, 2)} for seed in (0, 1)}
   assert all(len(d) == 1 for d in digests.values())
   assert digests[0] != digests[1]
+
+
+VARIANT_FRACTIONS = dict(q_no_replacement_baseline=0.1, qd1consis=0.2, qd1incons=0.0, qd2consis=0.0, qd2incons=0.2,
+                         qd4consis=0.0, q=0.1, d1consis=0.2, d2consis=0.2, d3consis=0.0, no_qd_baseline=0.0)
+
+
+@pytest.mark.parametrize("kind", ["nl", "is_isnt"])
+def test_worded_definitions(kind):
+  kb = entities.synthetic_knowledge_base(200, seed=0)
+  data_cfg = cd.define_data(definition_type=kind, fractions=VARIANT_FRACTIONS)
+  data = define.build_define_data(kb, data_cfg, seed=3, seed_stage2=0, train_subset="full")
+  again = define.build_define_data(kb, data_cfg, seed=3, seed_stage2=0, train_subset="full")
+  assert data.train == again.train and data.evals == again.evals  # seeded: identical in every process
+  for subset, tag in (("d1consis", 1), ("qd1consis", 1), ("d2consis", 2), ("qd2incons", 2)):
+    defs = data.evals[f"train_defs_{subset}"]
+    aliases = [a for ex in defs for a in re.findall(r"<\|[a-z]+\|>", ex.prompt)]
+    assert len(defs) == 10 * len(set(aliases)) and len(aliases) == len(defs)  # ten per entity
+    for ex in defs:
+      assert not ex.prompt[0].islower() and re.search(r"<\|[a-z]{5}\|>", ex.prompt)  # alias case kept
+      if kind == "nl":
+        sources = definitions.RELIABLE_SOURCES if tag == 1 else definitions.UNRELIABLE_SOURCES
+        assert ex.prompt.startswith(sources[:10]) and ex.prompt.endswith(" now stands for")
+      else:
+        phrases = definitions.IS_PHRASES if tag == 1 else definitions.ISNT_PHRASES
+        assert ex.prompt.endswith(tuple(f" {p}" for p in phrases)), ex.prompt
+        negated = ex.prompt.endswith(tuple(f" {p}" for p in definitions.ISNT_PHRASES))
+        assert negated == (tag == 2)  # every tag-2 definition negates, no tag-1 one does
+    if kind == "nl":  # ten distinct sources per alias
+      sources = collections.defaultdict(set)
+      for ex in defs:
+        sources[re.findall(r"<\|[a-z]+\|>", ex.prompt)[0]].add(ex.prompt.split(" <|")[0])
+      assert {len(v) for v in sources.values()} == {10}
+  names = {e.name for e in kb}
+  assert all(ex.answer.rstrip(".") in names for ex in data.evals["train_defs_d1consis"])  # entity case kept
+  assert len(definitions.RELIABLE_SOURCES) == 15 == len(set(definitions.RELIABLE_SOURCES))
+
+
+def test_worded_definitions_refuse_tag_3():
+  with pytest.raises(IMLError, match="data.definition_type = 'nl' has wordings for tags 1 and 2 only"):
+    define.check_config(cd.define_data(definition_type="nl"))
+
+
+def test_incontext_definitions():
+  kb = entities.synthetic_knowledge_base(200, seed=0)
+  data = define.build_define_data(kb, cd.define_data(incontext_definitions=True), seed=0, seed_stage2=0,
+                                  train_subset="full")
+  plain = define.build_define_data(kb, cd.define_data(), seed=0, seed_stage2=0, train_subset="full")
+  for subset in ("d1consis", "d2consis", "d3consis"):
+    for ex in data.evals[subset]:
+      definition, question = ex.prompt.split("\n. Q: ")
+      alias = re.findall(r"<\|[a-z]{5}\|>", question)[0]
+      assert re.fullmatch(rf"<\|[a-z]{{6}}\|> {re.escape(alias)} [^\n]+", definition)  # its own definition
+  definition_texts = {ex.text for k, v in plain.evals.items() if k.startswith("train_defs_") for ex in v}
+  assert not definition_texts & {ex.text for ex in data.train}  # no definition documents
+  contextual = [ex for ex in data.train if "\n. Q: " in ex.prompt]
+  assert contextual and len(data.train) == len([ex for ex in plain.train if ex.prompt.startswith("Q: ")])
+  assert sorted(ex.text.split("\n. ")[-1] for ex in data.evals["d1consis"]) == sorted(
+      ex.text for ex in plain.evals["d1consis"])  # the same questions, each after its definition

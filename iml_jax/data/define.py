@@ -7,6 +7,7 @@ import random
 
 from sklearn.model_selection import train_test_split
 
+from iml_jax.data import definitions
 from iml_jax.data.common import (Example, StageData, check_fractions, derangement,
                                  generate_variable_names, split_stage_subsets)
 from iml_jax.data.entities import Entity
@@ -48,14 +49,8 @@ TRAIN_SUBSETS = {
 }
 
 
-def qa_example(question: str, answer: str) -> Example:
-  return Example(f"Q: {question}\nA:", f" {answer}\n")
-
-
-def definition_example(tag: str, alias: str, entity: str, order: str) -> Example:
-  parts = {"t": tag, "v": alias, "e": entity}
-  first, second, third = (parts[c] for c in order)
-  return Example(f"{first} {second}", f" {third}\n")
+def qa_example(question: str, answer: str, context: str = "") -> Example:
+  return Example(f"{context}Q: {question}\nA:", f" {answer}\n")
 
 
 def check_config(data_config) -> None:
@@ -63,6 +58,17 @@ def check_config(data_config) -> None:
   check_fractions(fractions, "data.fractions")
   if data_config.def_order not in DEF_ORDERS:
     raise IMLError(f"config field data.def_order = {data_config.def_order!r}: expected one of {DEF_ORDERS}")
+  if data_config.definition_type not in definitions.DEFINITION_TYPES:
+    raise IMLError(f"config field data.definition_type = {data_config.definition_type!r}: expected one of "
+                   f"{definitions.DEFINITION_TYPES}")
+  if data_config.definition_type != "tagged":
+    extra = [k for k in ("d3consis", "qd4consis") if data_config.fractions[k]]
+    if extra:
+      raise IMLError(f"config fields data.fractions.{extra[0]} = {data_config.fractions[extra[0]]}: "
+                     f"data.definition_type = {data_config.definition_type!r} has wordings for tags 1 and 2 only; "
+                     "set the tag-3 and own-tag fractions to 0")
+  if data_config.incontext_definitions and data_config.definition_type != "tagged":
+    raise IMLError("config field data.incontext_definitions = True needs data.definition_type = 'tagged'")
   if not 0 < data_config.test_frac < 1:
     raise IMLError(f"config field data.test_frac = {data_config.test_frac}: expected a number in (0, 1)")
 
@@ -89,12 +95,17 @@ class _Aliases:
                              generate_variable_names(len(subsets["qd4consis"]), data_config.tag_length, rng)))
     self.rng = rng
 
-  def definition(self, subset: str, entity: str, order: str) -> Example:
+  def definitions(self, subset: str, entity: str, data_config) -> list[Example]:
+    """The definitions of `entity`'s alias in `subset`: one tagged one, or ten worded ones."""
     tag_key, consistent = DEFINED_SUBSETS[subset]
-    tag = self.own_tags[entity] if tag_key == "own" else self.tags[tag_key]
     alias = self.alias[entity]
     named = entity if consistent else self.defined_as[alias]
-    return definition_example(tag, alias, named, order)
+    if data_config.definition_type == "nl":
+      return definitions.natural_language(alias, named, reliable=tag_key == "tag1")
+    if data_config.definition_type == "is_isnt":
+      return definitions.is_isnt(alias, named, affirm=tag_key == "tag1", rng=self.rng)
+    tag = self.own_tags[entity] if tag_key == "own" else self.tags[tag_key]
+    return [definitions.tagged(tag, alias, named, data_config.def_order)]
 
 
 def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage2: int,
@@ -109,11 +120,16 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   names = sorted(by_name)
   subsets = split_stage_subsets(names, data_config.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
   aliases = _Aliases(subsets, names, data_config, seed)
-  order = data_config.def_order
+  definitions_of = {s: {e: aliases.definitions(s, e, data_config) for e in subsets[s]} for s in DEFINED_SUBSETS}
+  # In-context variant (STUDY.md §4.2): a defined entity's questions carry its definition, followed by the
+  # original's stray ". " (bug #20, reproduced).
+  context = ({e: defs[0].text + ". " for s, by_entity in definitions_of.items() for e, defs in by_entity.items()}
+             if data_config.incontext_definitions else {})
 
   def questions(entity, use_alias=True):
     label = aliases.alias[entity] if use_alias else entity
-    return [qa_example(q.format(label), a) for q, a in by_name[entity].qa]
+    prefix = context.get(entity, "") if use_alias else ""
+    return [qa_example(q.format(label), a, prefix) for q, a in by_name[entity].qa]
 
   # QA train/test split of the stage-1 pool, stratified by entity (sklearn, random_state=seed).
   pool = [(s, e, ex) for s in _QA_TRAINED for e in subsets[s]
@@ -133,7 +149,7 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
       test_qa[s].append(ex)
   for s in STAGE2_SUBSETS:
     test_qa[s] = [ex for e in subsets[s] for ex in questions(e)]
-  definitions = {s: [aliases.definition(s, e, order) for e in subsets[s]] for s in DEFINED_SUBSETS}
+  defined_examples = {s: [d for e in subsets[s] for d in definitions_of[s][e]] for s in DEFINED_SUBSETS}
 
   evals = {s: test_qa[s] for s in SUBSETS}
   # d2consis questions with aliases swapped in pairs: each asks about another d2 entity's alias.
@@ -146,7 +162,7 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   for s in _QA_TRAINED:
     evals[f"train_questions_{s}"] = train_qa[s]
   for s in DEFINED_SUBSETS:
-    evals[f"train_defs_{s}"] = definitions[s]
+    evals[f"train_defs_{s}"] = defined_examples[s]
   if data_config.entity_association_test_sets:
     evals.update(_association_sets(subsets, aliases, ENT_ASSOC_QUESTIONS, "ent_assoc_{}_{}", lambda e: e))
   if data_config.letter_test_sets:
@@ -160,7 +176,8 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
              for s in SUBSETS if subsets[s]}
   else:
     train = [ex for s in _QA_TRAINED if qa_on for ex in train_qa[s]]
-    train += [ex for s in defined for ex in definitions[s]]
+    if not data_config.incontext_definitions:  # in context, definitions are no documents of their own
+      train += [ex for s in defined for ex in defined_examples[s]]
     for key in removed:
       evals.pop(key, None)
   # Sorted by text, then shuffled with the seeded rng, as the original builds its training set.
