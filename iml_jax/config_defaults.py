@@ -175,6 +175,30 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
   return config
 
 
+# The families without tag 3 (model size, 3-stage, data amount; STUDY.md §4): d1/d2/no_qd .1 each.
+NO_D3_FRACTIONS = dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0, qd2incons=0.25,
+                       qd4consis=0.0, q=0.1, d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1)
+
+
+def alpha_fractions(alpha: float, with_d3: bool = True) -> dict:
+  """Tag–consistency correlation α (STUDY.md §4.5): in each 0.25 budget qd1consis : qd1incons =
+  qd2incons : qd2consis = α : 1 − α; stage-2 fractions .08/.08/.08/.06 with tag 3, else .1/.1/0/.1."""
+  if not 0.5 <= alpha <= 1:
+    raise IMLError(f"alpha = {alpha}: expected a number in [0.5, 1]")
+  stage2 = (dict(d1consis=0.08, d2consis=0.08, d3consis=0.08, no_qd_baseline=0.06) if with_d3 else
+            dict(d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1))
+  return dict(q_no_replacement_baseline=0.1, qd1consis=0.25 * alpha, qd1incons=0.25 * (1 - alpha),
+              qd2consis=0.25 * (1 - alpha), qd2incons=0.25 * alpha, qd4consis=0.0, q=0.1, **stage2)
+
+
+def pretrained_arg(args: dict, default: str, allowed: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
+  """The `model=` argument of a study config: a key of PRETRAINED (bf16 compute)."""
+  key = args.get("model") or default
+  if allowed is not None and key not in allowed:
+    raise IMLError(f"config argument model={key}: this experiment ran on {list(allowed)}")
+  return pretrained(key, dtype="bfloat16")
+
+
 KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (STUDY.md §14); override the path fields
     "cvdb": dict(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv", num_entities=4000),
     "trex": dict(knowledge_base="trex", num_entities=6900,
@@ -199,6 +223,15 @@ def study_define(model, knowledge_base: str = "cvdb", grad_accum: int = 2, n_see
 
 def cvdb_two_stage(model, grad_accum: int = 2, n_seeds: int = 20, n_seeds_stage2: int = 5) -> ml_collections.ConfigDict:
   return study_define(model, "cvdb", grad_accum, n_seeds, n_seeds_stage2)
+
+
+def one_stage(config, epochs: int, batch_size: int, grad_accum: int = 1) -> ml_collections.ConfigDict:
+  """`config` trained in one stage on `full` (every QA split and definition at once)."""
+  config.stage_names = ("full",)
+  config.stages = ml_collections.ConfigDict(dict(full=stage("full", epochs=epochs, batch_size=batch_size,
+                                                            grad_accum=grad_accum)))
+  config.n_seeds_stage2 = 1
+  return config
 
 
 def shrink_for_tests(config) -> ml_collections.ConfigDict:

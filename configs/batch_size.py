@@ -1,0 +1,32 @@
+r"""Batch-size sweep (STUDY.md §4.8): one stage on all data (`full`), no tag 3, 5 seeds per batch size.
+
+Command: (needs the CVDB file, the model's weights and an accelerator)
+  for b in 16 32 64 128 256 512 1024 2048 4096 8192 16384 32768; do
+    python -m iml_jax.main --config=configs/batch_size.py:batch=$b --workdir=$RUNS/bs$b \
+        --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv; done
+Pythia-1B (default) grid, batch (epochs): 16-64 (30), 128 (40), 256-4096 (60), 8192/16384 (120), 32768 = 512 x 64
+(240, i.e. full batch: 16,800 examples). `model=pythia-2.8b`: 128 (20), 512 (31), 1024/2048 (41), 4096 (61),
+8192 (81), 16384 (151). Batches above 512 accumulate micro-batches of 512.
+Hardware: one 40-80 GB accelerator per run (not timed here).
+Study's result (qualitative, §11.4): smaller batches give more IML; full-batch training removes it.
+Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
+"""
+from iml_jax import config_defaults as cd
+from iml_jax.errors import IMLError
+
+GRIDS = {"pythia-1b": {16: 30, 32: 30, 64: 30, 128: 40, 256: 60, 512: 60, 1024: 60, 2048: 60, 4096: 60,
+                       8192: 120, 16384: 120, 32768: 240},
+         "pythia-2.8b": {128: 20, 512: 31, 1024: 41, 2048: 41, 4096: 61, 8192: 81, 16384: 151}}
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("model", "batch", "tiny"), "configs/batch_size.py")
+  model_key = args.get("model") or "pythia-1b"
+  model = cd.pretrained_arg(args, "pythia-1b", tuple(GRIDS))
+  batch = int(args.get("batch") or 256)
+  if batch not in GRIDS[model_key]:
+    raise IMLError(f"configs/batch_size.py: batch={batch} is not in the {model_key} grid {sorted(GRIDS[model_key])}")
+  config = cd.study_define(model, "cvdb", n_seeds=5, n_seeds_stage2=1, fractions=cd.NO_D3_FRACTIONS)
+  config = cd.one_stage(config, GRIDS[model_key][batch], batch, grad_accum=max(batch // 512, 1))
+  return cd.shrink_for_tests(config) if "tiny" in args else config

@@ -1,0 +1,19 @@
+r"""Data amount (STUDY.md §4.6): Pythia-1B on 250 … 2,000 CVDB people, two stages.
+
+Command: (needs the CVDB file, Pythia-1B weights and an accelerator)
+  python -m iml_jax.sweep --config=configs/data_amount.py --workdir=$RUNS/data_amount \
+      --sweep=data.num_entities=250,500,1000,2000 --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
+Fractions without tag 3 (q_no_repl/qd1consis/qd2incons/q/d1/d2/no_qd = .1/.25/.25/.1/.1/.1/.1), batch 256,
+20 + 10 epochs, Adafactor 5e-5, 10 x 5 seeds from 600. `num_ents=500` picks the size without a sweep.
+Hardware: one 40 GB accelerator per seed (not timed here). Study's result: none published (§11.4).
+Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
+"""
+from iml_jax import config_defaults as cd
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("num_ents", "tiny"), "configs/data_amount.py")
+  config = cd.study_define(cd.pretrained_arg(args, "pythia-1b"), "cvdb", n_seeds=10,
+                           num_entities=int(args.get("num_ents") or 1000), fractions=cd.NO_D3_FRACTIONS)
+  return cd.shrink_for_tests(config) if "tiny" in args else config

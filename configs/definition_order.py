@@ -1,0 +1,32 @@
+r"""Definition word order (STUDY.md §4.1): the six orders of tag (T), alias (A, code "v") and entity (E).
+
+Command: (needs the CVDB file, the model's weights and an accelerator)
+  for order in tve tev vte vet etv evt; do
+    python -m iml_jax.main --config=configs/definition_order.py:order=$order --workdir=$RUNS/order_$order \
+        --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv; done
+Code order tve/tev/vte/vet/etv/evt = paper TAE/TEA/ATE/AET/ETA/EAT. `model=t5-3b` runs the T5 version.
+
+As configs/pythia_cvdb_2stage.py (Pythia-2.8B on CVDB, 20 + 10 epochs, batch 256) with seeds from 700:
+20 x 3 (vte: 10 x 3); T5-3B: 10 x 3, batch 64 x 4, label block 8. Hardware: one 80 GB accelerator per seed.
+Study's result (qualitative, §11.4): word order matters; TAE works, EAT/ATE reportedly degrade (unverified).
+Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
+"""
+from iml_jax import config_defaults as cd
+from iml_jax.data.define import DEF_ORDERS
+from iml_jax.errors import IMLError
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("order", "model", "tiny"), "configs/definition_order.py")
+  order = args.get("order") or "tve"
+  if order not in DEF_ORDERS:
+    raise IMLError(f"configs/definition_order.py: order={order} is not one of {DEF_ORDERS}")
+  model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "t5-3b"))
+  t5 = model.name == "t5"
+  config = cd.study_define(model, "cvdb", grad_accum=4 if t5 else 2, n_seeds=10 if t5 or order == "vte" else 20,
+                           n_seeds_stage2=3, def_order=order)
+  config.seed = 700
+  if t5:
+    config.data.label_block_size = 8
+  return cd.shrink_for_tests(config) if "tiny" in args else config

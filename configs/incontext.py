@@ -1,0 +1,24 @@
+r"""In-context definitions (STUDY.md §4.2): each defined alias's questions carry its definition in the prompt.
+
+Command: (needs the CVDB file, Pythia-2.8B weights and an accelerator)
+  python -m iml_jax.main --config=configs/incontext.py --workdir=$RUNS/incontext \
+      --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
+One stage on `full`, 20 epochs, batch 256, block 72, 20 seeds from 600; the main config's fractions. Text:
+`{definition}\n. Q: {question}\nA: {answer}\n` (the original's stray ". " kept, bug #20); definitions are not
+trained as documents of their own; the test sets are the d1/d2/d3 questions with their definitions.
+Hardware: one 80 GB accelerator per seed (not timed here). Study's result: none published (§11.4).
+Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
+"""
+from iml_jax import config_defaults as cd
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("model", "tiny"), "configs/incontext.py")
+  config = cd.study_define(cd.pretrained_arg(args, "pythia-2.8b"), "cvdb", n_seeds=20, n_seeds_stage2=1,
+                           incontext_definitions=True, block_size=72)
+  config = cd.one_stage(config, epochs=20, batch_size=256, grad_accum=2)
+  if "tiny" in args:
+    config = cd.shrink_for_tests(config)
+    config.data.block_size = 96
+  return config

@@ -1,0 +1,40 @@
+r"""Natural-language and is/isn't definitions (STUDY.md §4.3), and natural-language tag strings.
+
+Command: (needs the CVDB file, the model's weights and an accelerator)
+  python -m iml_jax.main --config=configs/is_isnt.py --workdir=$RUNS/is_isnt \
+      --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
+`defn=is_isnt` (default): ten definitions per alias, tag 1 affirms ("According to Wikipedia, <|abcde|> is"),
+tag 2 negates ("... isn't"); `defn=nl`: "Per New York Times, <|abcde|> now stands for" (reliable sources for
+tag 1, unreliable ones for tag 2); `defn=tag_strings`: ordinary tagged definitions whose tags are the words
+'according to wikipedia is' / 'according to 4chan is' / 'according to reddit is' (`vte`, 4,000 people,
+batch 32 x 16, 20 epochs, two stages as the main config); `model=llama-2-7b` (the study: one 80 GB A100).
+is_isnt and nl: one stage on `full`, 1,000 people, fractions q .1 / q_no_repl .1 / d1 .4 / d2 .4, batch 32,
+10 epochs, block 64, 10 seeds from 600. Hardware: one 80 GB accelerator per seed (not timed here).
+Study's result: IML holds with these wordings, also on LLaMA-2-7B (qualitative, §11.4).
+Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
+"""
+from iml_jax import config_defaults as cd
+from iml_jax.errors import IMLError
+
+WORDED = dict(q_no_replacement_baseline=0.1, qd1consis=0.0, qd1incons=0.0, qd2consis=0.0, qd2incons=0.0,
+              qd4consis=0.0, q=0.1, d1consis=0.4, d2consis=0.4, d3consis=0.0, no_qd_baseline=0.0)
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("defn", "model", "tiny"), "configs/is_isnt.py")
+  kind = args.get("defn") or "is_isnt"
+  model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "llama-2-7b"))
+  if kind == "tag_strings":
+    config = cd.study_define(model, "cvdb", grad_accum=16, n_seeds=10, n_seeds_stage2=3, def_order="vte",
+                             tag1_name="according to wikipedia is", tag2_name="according to 4chan is",
+                             tag3_name="according to reddit is")
+    for stage_config in config.stages.values():
+      stage_config.update(batch_size=512, epochs=20)
+  elif kind in ("is_isnt", "nl"):
+    config = cd.study_define(model, "cvdb", n_seeds=10, n_seeds_stage2=1, definition_type=kind, num_entities=1000,
+                             fractions=WORDED, block_size=64)
+    config = cd.one_stage(config, epochs=10, batch_size=32)
+  else:
+    raise IMLError(f"configs/is_isnt.py: defn={kind} is not one of is_isnt, nl, tag_strings")
+  return cd.shrink_for_tests(config) if "tiny" in args else config

@@ -1,0 +1,32 @@
+r"""Three stages (STUDY.md §4.4): definitions only, then QA only, then the new definitions of stage 2.
+
+Command: (needs the CVDB file or the T-REx triplets, the model's weights and an accelerator)
+  python -m iml_jax.main --config=configs/three_stage.py --workdir=$RUNS/three_stage \
+      --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
+`model=pythia-410m` (CVDB: 20 seeds from 610), `kb=trex` for T-REx (block 64, 16 new tokens).
+
+Stages stage1_only_defns (20 epochs) -> stage1_only_qa (20) -> stage2 (10); fractions without tag 3; batch 256,
+Adafactor 5e-5, 20 new tokens, 10 x 3 seeds from 600. Hardware: one 80 GB accelerator per seed (2.8B).
+Study's result: none published (§11.4); the variant asks whether IML needs definitions and QA mixed.
+Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
+"""
+from iml_jax import config_defaults as cd
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("model", "kb", "tiny"), "configs/three_stage.py")
+  model_key = args.get("model") or "pythia-2.8b"
+  kb = args.get("kb") or "cvdb"
+  config = cd.study_define(cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "pythia-410m")), kb,
+                           n_seeds=20 if model_key == "pythia-410m" and kb == "cvdb" else 10, n_seeds_stage2=3,
+                           fractions=cd.NO_D3_FRACTIONS)
+  config.seed = 610 if model_key == "pythia-410m" and kb == "cvdb" else 600
+  stage2 = config.stages.stage2
+  config.stage_names = ("defns", "qa", "stage2")
+  config.stages = dict(defns=cd.stage("stage1_only_defns", epochs=20, batch_size=256, grad_accum=2),
+                       qa=cd.stage("stage1_only_qa", epochs=20, batch_size=256, grad_accum=2), stage2=stage2)
+  config.eval.max_new_tokens = 20
+  if kb == "trex":
+    config.data.block_size = 64
+  return cd.shrink_for_tests(config) if "tiny" in args else config

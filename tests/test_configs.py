@@ -1,0 +1,56 @@
+"""Every study-family config: its arguments load and validate, and the tiny versions run end to end."""
+import os
+
+import pytest
+
+from iml_jax import experiment
+from test_experiment import ROOT
+
+FAMILY_ARGS = {
+    "definition_order.py": ["order=tve", "order=vte", "order=evt,model=t5-3b"],
+    "tag_correlation.py": ["alpha=0.5", "alpha=0.95", "alpha=0.975,model=pythia-1b", "alpha=0.7,kb=trex"],
+    "data_amount.py": ["num_ents=250", "num_ents=2000"],
+    "three_stage.py": ["", "model=pythia-410m", "kb=trex"],
+    "batch_size.py": ["batch=16", "batch=32768", "model=pythia-2.8b,batch=16384"],
+    "incontext.py": [""],
+    "is_isnt.py": ["defn=is_isnt", "defn=nl", "defn=tag_strings", "model=llama-2-7b"],
+    "trex_2stage.py": ["", "model=pythia-410m"],
+    "pythia_cvdb_2stage.py": [f"model={m}" for m in ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b",
+                                                     "pythia-1.4b", "pythia-6.9b", "gpt-neo-125M", "gpt-neo-2.7B")],
+}
+
+
+def _load(name, arg):
+  return experiment.load_config(os.path.join(ROOT, "configs", name) + (f":{arg}" if arg else ""))
+
+
+@pytest.mark.parametrize("name, arg", [(n, a) for n, args in FAMILY_ARGS.items() for a in args])
+def test_family_arguments_validate(name, arg):
+  config = _load(name, arg)
+  experiment.validate(config)
+  if "tiny" not in arg and name not in ("pythia_cvdb_2stage.py",):
+    experiment.validate(_load(name, f"{arg},tiny" if arg else "tiny"))
+
+
+def test_alpha_splits_each_budget():
+  config = _load("tag_correlation.py", "alpha=0.8")
+  f = config.data.fractions
+  assert (f.qd1consis, f.qd1incons, f.qd2consis, f.qd2incons) == pytest.approx((0.2, 0.05, 0.05, 0.2))
+  assert sum(f.values()) == pytest.approx(1.0)
+
+
+def test_unknown_arguments_are_refused():
+  from iml_jax.errors import IMLError
+  with pytest.raises(IMLError, match="batch=100 is not in the pythia-1b grid"):
+    _load("batch_size.py", "batch=100")
+  with pytest.raises(IMLError, match="model=pythia-70m: this experiment ran on"):
+    _load("definition_order.py", "model=pythia-70m")
+
+
+@pytest.mark.parametrize("name, arg", [("incontext.py", "tiny"), ("is_isnt.py", "defn=is_isnt,tiny"),
+                                       ("three_stage.py", "tiny"), ("batch_size.py", "batch=64,tiny")])
+def test_tiny_runs_end_to_end(tmp_path, name, arg):
+  config = _load(name, arg)
+  summary = experiment.run(config, str(tmp_path))
+  assert {"d1consis", "d2consis"} <= set(summary["subsets"])
+  assert summary["stage"] == config.stage_names[-1]
