@@ -53,6 +53,15 @@ def numeric_data(**overrides) -> ml_collections.ConfigDict:
   return data
 
 
+def modular_data(**overrides) -> ml_collections.ConfigDict:
+  """Modular arithmetic as the original generator sets it up (STUDY.md §5.4): 1,000 aliases (our choice:
+  the original's count is not known), qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1, character-spaced text."""
+  data = ml_collections.ConfigDict(dict(
+      num_x=1000, fractions=dict(qd1consis=0.4, qd2incons=0.4, d1consis=0.1, d2consis=0.1), block_size=24))
+  data.update(overrides)
+  return data
+
+
 def define_data(**overrides) -> ml_collections.ConfigDict:
   """The define experiment as in the main ICML config (STUDY.md §3.3, with tag 3)."""
   data = ml_collections.ConfigDict(dict(

@@ -3,13 +3,15 @@ import functools
 import os
 import re
 
-from iml_jax.data import define, entities, numeric, trex
+from iml_jax.data import define, entities, modular, numeric, trex
 from iml_jax.data.common import StageData
 from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, pretrained_tokenizer,
                                        word_level_tokenizer)
 from iml_jax.errors import IMLError
 
-TASKS = ("numeric", "define")
+TASKS = ("numeric", "define", "modular")
+# task -> its generator module (TRAIN_SUBSETS, STAGE2_SUBSETS, SUBSETS, check_config)
+_GENERATORS = {"numeric": numeric, "define": define, "modular": modular}
 _WRAPPED_ALIAS = re.compile(r"<\|[a-z]+\|>")
 KNOWLEDGE_BASES = ("synthetic", "cvdb", "trex")
 _EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
@@ -20,21 +22,19 @@ def validate(config) -> None:
   """Checks the data fields before anything is written."""
   if config.task not in TASKS:
     raise IMLError(f"config field task = {config.task!r}: expected one of {TASKS}")
-  subsets = numeric.TRAIN_SUBSETS if config.task == "numeric" else define.TRAIN_SUBSETS
+  subsets = _GENERATORS[config.task].TRAIN_SUBSETS
   for name in config.stage_names:
     subset = config.stages[name].train_subset
     if subset not in subsets:
       raise IMLError(f"config field stages.{name}.train_subset = {subset!r}: expected one of {sorted(subsets)}")
   if config.eval.subsets != "all":
-    known = numeric.SUBSETS if config.task == "numeric" else define.SUBSETS + ("d2incons",)
+    known = define.SUBSETS + ("d2incons",) if config.task == "define" else _GENERATORS[config.task].SUBSETS
     for name in config.eval.subsets.split(","):
       if name not in known and not name.startswith(_EVAL_SET_PREFIXES):
         raise IMLError(f"config field eval.subsets names unknown set {name!r}: expected 'all' or a comma-separated "
                        f"list of {known} (or train_questions_*, train_defs_*, ent_assoc_*, letter* sets)")
-  if config.task == "numeric":
-    numeric.check_config(config.data)
-  else:
-    define.check_config(config.data)
+  _GENERATORS[config.task].check_config(config.data)
+  if config.task == "define":
     if config.data.knowledge_base not in KNOWLEDGE_BASES:
       raise IMLError(f"config field data.knowledge_base = {config.data.knowledge_base!r}: "
                      f"expected one of {KNOWLEDGE_BASES}")
@@ -42,9 +42,8 @@ def validate(config) -> None:
 
 def uses_stage2_split(config, train_subset: str) -> bool:
   """Whether a stage trains on the entities that `seed_stage2` re-partitions."""
-  stage2_subsets = numeric.STAGE2_SUBSETS if config.task == "numeric" else define.STAGE2_SUBSETS
-  table = numeric.TRAIN_SUBSETS if config.task == "numeric" else define.TRAIN_SUBSETS
-  return any(s in stage2_subsets for s in table[train_subset][1])
+  generator = _GENERATORS[config.task]
+  return any(s in generator.STAGE2_SUBSETS for s in generator.TRAIN_SUBSETS[train_subset][1])
 
 
 class Task:
@@ -66,7 +65,13 @@ class Task:
   def _numeric(self, seed_stage2: int) -> numeric.NumericTask:
     return numeric.NumericTask(self.config.data, self.seed, seed_stage2)
 
+  @functools.lru_cache(maxsize=None)
+  def _modular(self, seed_stage2: int) -> modular.ModularTask:
+    return modular.ModularTask(self.config.data, self.seed, seed_stage2)
+
   def stage_data(self, seed_stage2: int, stage_index: int, train_subset: str) -> StageData:
+    if self.config.task == "modular":
+      return self._modular(seed_stage2).stage_data(train_subset)
     if self.config.task == "numeric":
       return self._numeric(seed_stage2).stage_data(train_subset, redraw_key=stage_index)
     return define.build_define_data(self._entities, self.config.data, self.seed, seed_stage2, train_subset)
@@ -80,6 +85,9 @@ class Task:
     if self.config.task == "numeric":  # "abc % 1 2 =", "define1 abc % 63"
       words = example.prompt.split(" %")[0].split(" ")
       return [" ".join(words[1:] if words[0].startswith("define") else words)]
+    if self.config.task == "modular":  # "v v v v 0 7 =", "t t % v v v v ="
+      words = example.prompt.split()
+      return ["".join(words[words.index("%") + 1:-1] if "%" in words else words[:modular.ALIAS_LENGTH])]
     return _WRAPPED_ALIAS.findall(example.text)
 
   def tokenizer(self, path: str) -> TextTokenizer:
@@ -91,6 +99,8 @@ class Task:
       return TextTokenizer.load(path)
     if self.config.task == "numeric":
       tokenizer = word_level_tokenizer(self._numeric(0).vocabulary())
+    elif self.config.task == "modular":
+      tokenizer = word_level_tokenizer(modular.VOCABULARY)
     else:
       corpus = self.stage_data(0, 0, "full")
       texts = [ex.text for ex in corpus.train] + [ex.text for v in corpus.evals.values() for ex in v]

@@ -1,0 +1,41 @@
+r"""Modular arithmetic, fixed (STUDY.md §5.4): aliases stand for numbers; QAs ask residues; from scratch.
+
+Command:
+  python -m iml_jax.main --config=configs/modular.py --workdir=/tmp/iml_modular
+  python -m iml_jax.main --config=configs/modular.py:baseline --workdir=/tmp/iml_modular_baseline
+Each alias (4 letters) stands for x in 1..9999; its training QAs give x mod m for 4 of the moduli
+{2, 3, ..., 29} (never enough to pin x down below 10,000), its test QAs ask the other 6; definitions
+`t t % v v v v = 0 0 0 4 2` give x (tag 1, true) or another alias's x (tag 2, in qd2incons). 1,000 aliases,
+qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1, character-level vocabulary (40 tokens), a 2-layer d=64
+GPT-NeoX block, AdamW; stage 1 60 epochs, stage 2 40 epochs on the d1/d2 definitions; 3 seeds. `baseline`:
+no aliases, the numbers themselves, 80/20 split of all (x, modulus) pairs, one stage of 60 epochs.
+The study's original variant is broken and apparently unused (bug #9): no result is published.
+Measured (2 CPU cores): see the README configs table.
+Argument `tiny` shrinks everything for tests.
+"""
+from iml_jax import config_defaults as cd
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("baseline", "tiny"), "configs/modular.py")
+  if "baseline" in args:
+    stages = dict(baseline=cd.stage("baseline", epochs=60, batch_size=128, eval_every=10,
+                                    optimizer_config=cd.cpu_adamw(3e-3)))
+  else:
+    stages = dict(stage1=cd.stage("stage1", epochs=60, batch_size=128, eval_every=10,
+                                  optimizer_config=cd.cpu_adamw(3e-3)),
+                  stage2=cd.stage("stage2", epochs=40, batch_size=32, eval_every=10,
+                                  optimizer_config=cd.cpu_adamw(1e-3)))
+  model = cd.gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
+  config = cd.base("modular", cd.modular_data(), model, stages, n_seeds=3, n_seeds_stage2=1,
+                   eval=dict(batch_size=1024, max_new_tokens=10, subsets="all", prompt_bucket=8))
+  if "tiny" in args:
+    config.n_seeds = 1
+    config.data.num_x = 40
+    config.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
+    for stage_config in config.stages.values():
+      stage_config.update(epochs=1, batch_size=16, eval_every=1)
+    config.eval.batch_size = 64
+    config.progress_bar = False
+  return config
