@@ -62,6 +62,26 @@ def modular_data(**overrides) -> ml_collections.ConfigDict:
   return data
 
 
+def vision_data(**overrides) -> ml_collections.ConfigDict:
+  """The vision experiment's data (STUDY.md §6.1, our design): 3x3 digit-grid aliases, A/B-grid entities,
+  fractions as the numeric task's (qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1)."""
+  data = ml_collections.ConfigDict(dict(
+      digits="sklearn", num_aliases=200,
+      fractions=dict(qd1consis=0.4, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)))
+  data.update(overrides)
+  return data
+
+
+def convnet(**overrides) -> ml_collections.ConfigDict:
+  from iml_jax.models.convnet import ConvNetConfig
+  fields = {f.name: f.default for f in dataclasses.fields(ConvNetConfig)
+            if f.name not in ("image_height", "image_width", "cells", "classes")}
+  model = ml_collections.ConfigDict(dict(name="convnet", init_from="", allow_pickle_weights=False, vocab_multiple=1,
+                                         **fields))
+  model.update(overrides)
+  return model
+
+
 def define_data(**overrides) -> ml_collections.ConfigDict:
   """The define experiment as in the main ICML config (STUDY.md §3.3, with tag 3)."""
   data = ml_collections.ConfigDict(dict(

@@ -4,12 +4,14 @@ Decoder-only prompts are left-padded; seq2seq inputs are right-padded with a mas
 """
 import dataclasses
 
+import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
 from iml_jax import metrics, sharding
 from iml_jax.data.common import Example
 from iml_jax.data.tokenization import TextTokenizer, encode_prompts, encode_seq2seq_inputs
+from iml_jax.models.convnet import predict
 from iml_jax.models.decoding import greedy_decode, greedy_decode_seq2seq
 
 
@@ -72,3 +74,35 @@ def evaluate(model, params, tokenizer: TextTokenizer, eval_sets: list[EvalSet], 
       em, f1 = metrics.mean_em_f1(texts, [ex.answer for ex in eval_set.examples])
       results[eval_set.name] = {"em": em, "f1": f1, "predictions": texts}
   return {s.name: results[s.name] for s in eval_sets}
+
+
+@dataclasses.dataclass
+class ImageEvalSet:
+  name: str
+  examples: list  # VisionExample
+  arrays: dict[str, np.ndarray]  # images [N, H, W, 1], targets [N, 9]
+
+
+def evaluate_images(model, params, eval_sets: list[ImageEvalSet], batch_size: int, mesh, rules) -> dict[str, dict]:
+  """{set name: {"em", "f1", "predictions"}} of an image model: EM counts an example right when every cell it
+  asks about (each non-blank target cell: one for a QA, nine for a definition) is predicted; F1 is the
+  fraction of those cells predicted right."""
+  from iml_jax.data.vision import BLANK, LETTERS
+  layout = sharding.batch_sharding(mesh, rules, 4)
+  jitted = jax.jit(predict, static_argnums=0)
+  results = {}
+  for eval_set in eval_sets:
+    images, targets = eval_set.arrays["images"], eval_set.arrays["targets"]
+    n = len(images)
+    padded = np.zeros((-(-n // batch_size) * batch_size,) + images.shape[1:], images.dtype)
+    padded[:n] = images
+    predicted = np.concatenate([
+        np.asarray(multihost_utils.process_allgather(
+            jitted(model, params, sharding.put_global_batch(padded[i:i + batch_size], layout)), tiled=True))
+        for i in range(0, len(padded), batch_size)])[:n]
+    asked = targets != BLANK
+    right = (predicted == targets) & asked
+    results[eval_set.name] = {
+        "em": float(np.mean(right.sum(1) == asked.sum(1))), "f1": float(np.mean(right.sum(1) / asked.sum(1))),
+        "predictions": ["".join(LETTERS[c] for c in row) for row in predicted]}
+  return results

@@ -80,7 +80,12 @@ def validate(config) -> None:
   if unknown:
     raise IMLError(f"config fields {['model.' + k for k in unknown]} do not apply to model.name = "
                    f"{config.model.name!r}")
-  registry.make_config(config.model.name, vocab_size=1, **fields)  # checks the values
+  if (config.task == "vision") != (config.model.name == "convnet"):
+    raise IMLError(f"config fields task = {config.task!r}, model.name = {config.model.name!r}: images need "
+                   "model.name = 'convnet', and the convnet reads images only")
+  if config.task == "vision" and config.analysis.grad_alignment.enabled:
+    raise IMLError("config field analysis.grad_alignment.enabled: the analysis pairs texts; not for task 'vision'")
+  registry.make_config(config.model.name, **_input_fields(config, 1), **fields)  # checks the values
 
 
 def load_config(spec: str):
@@ -97,7 +102,16 @@ def load_config(spec: str):
 def model_fields(config) -> dict:
   fields = {k: v for k, v in config.model.items()
             if k not in ("name", "init_from", "allow_pickle_weights", "vocab_multiple")}
-  return {**fields, "max_len": config.data.block_size}
+  return fields if config.model.name == "convnet" else {**fields, "max_len": config.data.block_size}
+
+
+def _input_fields(config, vocab_size: int) -> dict:
+  """What the data fixes about a model's input: the vocabulary size, or an image model's image shape."""
+  if config.model.name == "convnet":
+    from iml_jax.data.vision import image_shape
+    height, width = image_shape(config.data)
+    return {"image_height": height, "image_width": width}
+  return {"vocab_size": vocab_size}
 
 
 def check_batch_layout(config, mesh) -> None:
@@ -177,6 +191,8 @@ def padded_vocab_size(config, rows: int) -> int:
 def model_config(config, tokenizer, pretrained, folder: str | None):
   """The model a run trains: from the config's fields (from scratch) or the pretrained checkpoint's, its
   vocabulary padded for sharding (`valid_vocab` = the real rows)."""
+  if config.model.name == "convnet":
+    return registry.make_config("convnet", **_input_fields(config, 0), **model_fields(config))
   if pretrained is None:
     cfg = registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
   elif tokenizer.vocab_size > pretrained.vocab_size:

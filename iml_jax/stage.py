@@ -100,6 +100,8 @@ def final_params(directory: str, abstract_params):
 
 def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
   cfg = ctx.config
+  if _is_vision(ctx.model):
+    return ctx.task.encode_images(examples)
   excluded = alias_ids if cfg.loss.exclude_alias_tokens else None
   if ctx.model.is_seq2seq:
     return encode_seq2seq(ctx.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size,
@@ -107,6 +109,10 @@ def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[st
   encoded = encode_for_training(ctx.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
                                 cfg.loss.mask_padding, excluded)
   return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
+
+
+def _is_vision(model) -> bool:
+  return getattr(model, "is_vision", False)
 
 
 def run_stage(ctx: SeedContext, run: StageRun) -> None:
@@ -131,14 +137,18 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
   state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
 
-  keys = ("inputs", "input_mask", "targets") if ctx.model.is_seq2seq else ("tokens",)
-  layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, 2) for k in keys + ("loss_mask",)}
+  # Every batch array is split along its first (batch) axis, whatever its rank.
+  template = _encode(ctx, data.train[:1], alias_ids)
+  layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, v.ndim) for k, v in template.items()}
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
   train_step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum,
                                      train.shardings_of(abstract), layout)
   eval_names = [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]
-  eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
-                                         cfg.data.block_size, ctx.model.is_seq2seq)
+  if _is_vision(ctx.model):
+    eval_sets = [evaluate.ImageEvalSet(k, data.evals[k], ctx.task.encode_images(data.evals[k])) for k in eval_names]
+  else:
+    eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
+                                           cfg.data.block_size, ctx.model.is_seq2seq)
 
   alignment_pairs = alignment_sets(ctx, data.evals) if cfg.analysis.grad_alignment.enabled else None
   step = int(state.step)
@@ -258,8 +268,11 @@ def _finite_loss(loss, run: StageRun, step: int) -> float:
 
 def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epoch: int, final: bool) -> None:
   cfg = ctx.config
-  results = evaluate.evaluate(ctx.model, params, ctx.tokenizer, eval_sets, cfg.eval.batch_size,
-                              cfg.eval.max_new_tokens, ctx.mesh, ctx.rules)
+  if _is_vision(ctx.model):
+    results = evaluate.evaluate_images(ctx.model, params, eval_sets, cfg.eval.batch_size, ctx.mesh, ctx.rules)
+  else:
+    results = evaluate.evaluate(ctx.model, params, ctx.tokenizer, eval_sets, cfg.eval.batch_size,
+                                cfg.eval.max_new_tokens, ctx.mesh, ctx.rules)
   if jax.process_index() != 0:
     return
   records = [{"epoch": epoch, "step": step, "subset": name, "em": r["em"], "f1": r["f1"]}
@@ -271,6 +284,6 @@ def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epo
   ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
                    epoch=epoch)
   if final:
-    lines = [json.dumps({"subset": s.name, "prompt": ex.prompt, "answer": ex.answer, "prediction": pred})
+    lines = [json.dumps({"subset": s.name, **ex.described(), "answer": ex.answer, "prediction": pred})
              for s in eval_sets for ex, pred in zip(s.examples, results[s.name]["predictions"])]
     atomic_write_text(os.path.join(run.directory, "predictions.jsonl"), "\n".join(lines) + "\n")

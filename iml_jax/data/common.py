@@ -21,6 +21,10 @@ class Example:
   def answer(self) -> str:
     return self.completion.strip()
 
+  def described(self) -> dict:
+    """What predictions.jsonl records about the example besides its answer."""
+    return {"prompt": self.prompt}
+
 
 @dataclasses.dataclass
 class StageData:

@@ -3,15 +3,15 @@ import functools
 import os
 import re
 
-from iml_jax.data import define, entities, modular, numeric, trex
+from iml_jax.data import define, entities, modular, numeric, trex, vision
 from iml_jax.data.common import StageData
 from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, pretrained_tokenizer,
                                        word_level_tokenizer)
 from iml_jax.errors import IMLError
 
-TASKS = ("numeric", "define", "modular")
+TASKS = ("numeric", "define", "modular", "vision")
 # task -> its generator module (TRAIN_SUBSETS, STAGE2_SUBSETS, SUBSETS, check_config)
-_GENERATORS = {"numeric": numeric, "define": define, "modular": modular}
+_GENERATORS = {"numeric": numeric, "define": define, "modular": modular, "vision": vision}
 _WRAPPED_ALIAS = re.compile(r"<\|[a-z]+\|>")
 KNOWLEDGE_BASES = ("synthetic", "cvdb", "trex")
 _EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
@@ -69,7 +69,17 @@ class Task:
   def _modular(self, seed_stage2: int) -> modular.ModularTask:
     return modular.ModularTask(self.config.data, self.seed, seed_stage2)
 
+  @functools.lru_cache(maxsize=None)
+  def _vision(self, seed_stage2: int) -> vision.VisionTask:
+    return vision.VisionTask(self.config.data, self.seed, seed_stage2)
+
+  def encode_images(self, examples) -> dict:
+    """Image arrays of vision examples (rendering depends on the seed only)."""
+    return self._vision(0).encode(examples)
+
   def stage_data(self, seed_stage2: int, stage_index: int, train_subset: str) -> StageData:
+    if self.config.task == "vision":
+      return self._vision(seed_stage2).stage_data(train_subset)
     if self.config.task == "modular":
       return self._modular(seed_stage2).stage_data(train_subset)
     if self.config.task == "numeric":
@@ -90,9 +100,11 @@ class Task:
       return ["".join(words[words.index("%") + 1:-1] if "%" in words else words[:modular.ALIAS_LENGTH])]
     return _WRAPPED_ALIAS.findall(example.text)
 
-  def tokenizer(self, path: str) -> TextTokenizer:
+  def tokenizer(self, path: str) -> TextTokenizer | None:
     """The seed's tokenizer: the pretrained model's, or loaded from `path` if saved there, else built and
-    saved there."""
+    saved there; None for images."""
+    if self.config.task == "vision":
+      return None
     if self.pretrained_folder:
       return pretrained_tokenizer(self.pretrained_folder)
     if os.path.exists(path):

@@ -5,19 +5,20 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from iml_jax.models import decoder, t5
+from iml_jax.models import convnet, decoder, t5
+from iml_jax.models.convnet import ConvNet, ConvNetConfig
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
 from iml_jax.models.t5 import T5, T5Config
 
 DECODER_FAMILIES = ("gpt_neox", "gpt2", "gpt_neo", "llama")
-MODELS = DECODER_FAMILIES + ("t5",)
+MODELS = DECODER_FAMILIES + ("t5", "convnet")
 # The fields a run config must agree on with a checkpoint it starts from.
 SHAPE_FIELDS = {DecoderConfig: ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
                 T5Config: ("d_model", "d_kv", "d_ff", "n_heads", "n_layers", "n_decoder_layers")}
 
 
 def config_class(name: str) -> type:
-  return T5Config if name == "t5" else DecoderConfig
+  return {"t5": T5Config, "convnet": ConvNetConfig}.get(name, DecoderConfig)
 
 
 def make_config(name: str, **fields):
@@ -27,11 +28,11 @@ def make_config(name: str, **fields):
 
 
 def family_of(cfg) -> str:
-  return "t5" if isinstance(cfg, T5Config) else cfg.family
+  return {T5Config: "t5", ConvNetConfig: "convnet"}.get(type(cfg)) or cfg.family
 
 
 def build(cfg) -> nn.Module:
-  return T5(cfg) if isinstance(cfg, T5Config) else DecoderLM(cfg)
+  return {T5Config: T5, ConvNetConfig: ConvNet}.get(type(cfg), DecoderLM)(cfg)
 
 
 def config_fields(cls: type) -> tuple[str, ...]:
@@ -39,6 +40,8 @@ def config_fields(cls: type) -> tuple[str, ...]:
 
 
 def _module(model: nn.Module):
+  if getattr(model, "is_vision", False):
+    return convnet
   return t5 if model.is_seq2seq else decoder
 
 

@@ -1,0 +1,38 @@
+r"""Vision IML with a ConvNet (STUDY.md §6.1; the design is ours, the original code and sizes are unknown).
+
+Command:
+  python -m iml_jax.main --config=configs/vision.py --workdir=/tmp/iml_vision
+  (MNIST instead of the bundled 8x8 digits, where tensorflow-datasets can download it:
+   --config.data.digits=mnist)
+200 aliases, each a 3x3 grid of digit classes drawn with handwritten digits (scikit-learn's 8x8 digits; train
+images from 80% of them, test images from the other 20%); entities are 3x3 A/B grids. Definitions: the grid
+image with its tag drawn as a dotted (tag 1) or dashed (tag 2) band above it -> the full A/B grid; QAs: the grid
+with a box around one cell -> that cell's letter. qd1consis .4 (tag 1, true) / qd2incons .4 (tag 2, another
+alias's entity) / d1consis .1 / d2consis .1; 6 of 9 cells trained per stage-1 alias, 3 tested; stage-2 aliases
+have only their definitions (all 9 cells tested). ConvNet: 3x3 convolutions 32/64/64 (stride 1/2/2), dense
+256, 9 x 3 outputs; AdamW 1e-3; stage 1 60 epochs, batch 64; stage 2 40 epochs on the 40 definitions,
+batch 8; 5 seeds.
+Measured (2 CPU cores): see the README configs table. Study's result: IML "as well as on a vision task"
+(abstract; no number published).
+Argument `tiny` shrinks everything for tests.
+"""
+from iml_jax import config_defaults as cd
+
+
+def get_config(arg: str | None = None):
+  args = cd.parse_arg(arg)
+  cd.check_arg(args, ("tiny",), "configs/vision.py")
+  adam = cd.optimizer(name="adamw", lr=1e-3, warmup_frac=0.02, grad_clip=0.0)
+  stages = dict(stage1=cd.stage("stage1", epochs=60, batch_size=64, eval_every=10, optimizer_config=adam),
+                stage2=cd.stage("stage2", epochs=40, batch_size=8, eval_every=10, optimizer_config=adam))
+  config = cd.base("vision", cd.vision_data(), cd.convnet(), stages, n_seeds=5, n_seeds_stage2=1,
+                   eval=dict(batch_size=512, max_new_tokens=0, subsets="all", prompt_bucket=1))
+  if "tiny" in args:
+    config.n_seeds = 1
+    config.data.num_aliases = 40
+    config.model.update(features=(4, 8), hidden=16)
+    for stage_config in config.stages.values():
+      stage_config.update(epochs=1, batch_size=8, eval_every=1)
+    config.eval.batch_size = 64
+    config.progress_bar = False
+  return config
