@@ -245,3 +245,17 @@ def test_incontext_definitions():
   assert contextual and len(data.train) == len([ex for ex in plain.train if ex.prompt.startswith("Q: ")])
   assert sorted(ex.text.split("\n. ")[-1] for ex in data.evals["d1consis"]) == sorted(
       ex.text for ex in plain.evals["d1consis"])  # the same questions, each after its definition
+
+
+@pytest.mark.parametrize("variant", [dict(definition_type="nl", fractions=VARIANT_FRACTIONS),
+                                     dict(definition_type="is_isnt", fractions=VARIANT_FRACTIONS),
+                                     dict(incontext_definitions=True), dict(def_order="evt")])
+def test_association_and_letter_sets_for_every_variant(variant):
+  kb = entities.synthetic_knowledge_base(200, seed=0)
+  data_cfg = cd.define_data(entity_association_test_sets=True, letter_test_sets=True, **variant)
+  evals = define.build_define_data(kb, data_cfg, seed=0, seed_stage2=0, train_subset="full").evals
+  for kind in ("ent_assoc_name_d1consis", "ent_assoc_who_qd2incons", "letter0_d2consis", "letterLast_d1consis"):
+    assert evals[kind], kind
+  names = {e.name for e in kb}
+  assert all(ex.answer in names for ex in evals["ent_assoc_name_d1consis"])
+  assert all(len(ex.answer) == 1 for ex in evals["letter0_d2consis"])
