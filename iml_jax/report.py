@@ -150,7 +150,9 @@ def plot_em(config, rows: list[dict], path: str, title: str = "") -> None:
   em = per_seed(rows, "em")
   n_seeds = len({r["seed"] for r in rows})
   figure, axis = plt.subplots(figsize=(8, 4.5))
-  for subset, (label, colour) in PLOT_SUBSETS.items():
+  # The paper's subsets in its notation and colours, then any other evaluated set under its own name.
+  others = sorted({name for (_, _, name) in em} - set(PLOT_SUBSETS))
+  for subset, (label, colour) in list(PLOT_SUBSETS.items()) + [(name, (name, None)) for name in others]:
     points = sorted((epoch, mean_ci95(list(seeds.values())))
                     for (_, epoch, name), seeds in em.items() if name == subset)
     if not points:

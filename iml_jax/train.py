@@ -109,9 +109,12 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, g
       loss_sum, weight_sum, grads = _sums_and_grads(model, state.params, micro_batch)
       return jax.tree.map(jnp.add, carry, (loss_sum, weight_sum, grads)), None
 
-    micro_batches = jax.tree.map(lambda x: x.reshape((grad_accum, -1) + x.shape[1:]), batch)
-    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
-    (loss_sum, weight_sum, grads), _ = jax.lax.scan(micro_step, zeros, micro_batches)
+    if grad_accum == 1:  # no loop: XLA's CPU convolutions are far slower inside one
+      loss_sum, weight_sum, grads = _sums_and_grads(model, state.params, batch)
+    else:
+      micro_batches = jax.tree.map(lambda x: x.reshape((grad_accum, -1) + x.shape[1:]), batch)
+      zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+      (loss_sum, weight_sum, grads), _ = jax.lax.scan(micro_step, zeros, micro_batches)
     denominator = jnp.maximum(weight_sum, 1e-9)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
