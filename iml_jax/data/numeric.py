@@ -143,9 +143,8 @@ class NumericTask:
     for s in DEFINED_SUBSETS:
       evals[f"train_defs_{s}"] = definitions[s]
     evals = {k: v for k, v in evals.items() if v}
-    redraw = None
-    if self.cfg.redraw_train_questions and qa_aliases:
-      def redraw(epoch: int) -> list[Example]:
-        fresh, _ = self._questions(np.random.default_rng([self.seed, 7, redraw_key, epoch]), qa_aliases)
-        return [ex for questions in fresh for ex in questions] + trained_defs
+    def redrawn(epoch: int) -> list[Example]:
+      fresh, _ = self._questions(np.random.default_rng([self.seed, 7, redraw_key, epoch]), qa_aliases)
+      return [ex for questions in fresh for ex in questions] + trained_defs
+    redraw = redrawn if self.cfg.redraw_train_questions and qa_aliases else None
     return StageData(train=train, evals=evals, redraw=redraw)
