@@ -69,3 +69,10 @@ def test_analysis_errors_name_the_field(finished_run, tmp_path):
   assert result.returncode == 1 and "no finished stage" in result.stderr
   result = _analyze("--analysis=alignment_vs_batch", f"--workdirs={tmp_path}", f"--out={tmp_path}/x.png")
   assert result.returncode == 1 and "no readable config.json and summary.json" in result.stderr
+
+
+def test_text_analyses_refuse_an_image_task(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "iml_jax.analyze", "--config=configs/vision.py:tiny",
+                           f"--workdir={tmp_path}", "--analysis=probes"], cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 1
+  assert "--analysis=probes reads token sequences; config field task = 'vision' has images" in result.stderr
