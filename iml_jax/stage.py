@@ -100,7 +100,7 @@ def final_params(directory: str, abstract_params):
 
 def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
   cfg = ctx.config
-  if _is_vision(ctx.model):
+  if ctx.model.is_vision:
     return ctx.task.encode_images(examples)
   excluded = alias_ids if cfg.loss.exclude_alias_tokens else None
   if ctx.model.is_seq2seq:
@@ -109,10 +109,6 @@ def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[st
   encoded = encode_for_training(ctx.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
                                 cfg.loss.mask_padding, excluded)
   return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
-
-
-def _is_vision(model) -> bool:
-  return getattr(model, "is_vision", False)
 
 
 def run_stage(ctx: SeedContext, run: StageRun) -> None:
@@ -144,7 +140,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   train_step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum,
                                      train.shardings_of(abstract), layout)
   eval_names = [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]
-  if _is_vision(ctx.model):
+  if ctx.model.is_vision:
     eval_sets = [evaluate.ImageEvalSet(k, data.evals[k], ctx.task.encode_images(data.evals[k])) for k in eval_names]
   else:
     eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
@@ -268,7 +264,7 @@ def _finite_loss(loss, run: StageRun, step: int) -> float:
 
 def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epoch: int, final: bool) -> None:
   cfg = ctx.config
-  if _is_vision(ctx.model):
+  if ctx.model.is_vision:
     results = evaluate.evaluate_images(ctx.model, params, eval_sets, cfg.eval.batch_size, ctx.mesh, ctx.rules)
   else:
     results = evaluate.evaluate(ctx.model, params, ctx.tokenizer, eval_sets, cfg.eval.batch_size,

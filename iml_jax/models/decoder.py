@@ -142,6 +142,7 @@ class DecoderLM(nn.Module):
   """
   cfg: DecoderConfig
   is_seq2seq = False
+  is_vision = False
 
   def setup(self):
     cfg = self.cfg

@@ -40,7 +40,7 @@ def config_fields(cls: type) -> tuple[str, ...]:
 
 
 def _module(model: nn.Module):
-  if getattr(model, "is_vision", False):
+  if model.is_vision:
     return convnet
   return t5 if model.is_seq2seq else decoder
 

@@ -157,6 +157,7 @@ class T5(nn.Module):
   `init_cache` + `decode` for cached generation."""
   cfg: T5Config
   is_seq2seq = True
+  is_vision = False
 
   def setup(self):
     cfg = self.cfg
