@@ -259,3 +259,17 @@ def test_association_and_letter_sets_for_every_variant(variant):
   names = {e.name for e in kb}
   assert all(ex.answer in names for ex in evals["ent_assoc_name_d1consis"])
   assert all(len(ex.answer) == 1 for ex in evals["letter0_d2consis"])
+
+
+def test_worded_and_incontext_data_identical_in_every_process():
+  code = ("import hashlib, json; from iml_jax import config_defaults as cd; from iml_jax.data import define, entities; "
+          "kb = entities.synthetic_knowledge_base(200, seed=0); out = []\n"
+          "for variant in (dict(definition_type='is_isnt'), dict(definition_type='nl'), dict(incontext_definitions=True)):\n"
+          "  fractions = {} if 'incontext_definitions' in variant else dict(fractions=" + repr(VARIANT_FRACTIONS) + ")\n"
+          "  d = define.build_define_data(kb, cd.define_data(**variant, **fractions), 4, 1, 'full')\n"
+          "  out.append(hashlib.sha256(json.dumps([e.text for e in d.train]).encode()).hexdigest())\n"
+          "print(out)")
+  runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}) for seed in ("1", "2")]
+  assert runs[0].returncode == 0, runs[0].stderr
+  assert runs[0].stdout == runs[1].stdout and runs[0].stdout.count("'") == 6

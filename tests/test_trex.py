@@ -115,3 +115,12 @@ def test_cli_then_a_define_run_on_trex(tmp_path):
   assert "d1consis" in summary["subsets"]
   predictions = open(tmp_path / "run" / "seed_0" / "s2seed_0" / "stage2" / "predictions.jsonl").read()
   assert "published or released?" in predictions or "genre of" in predictions
+
+
+def test_same_works_in_every_process():
+  code = ("import json, sys; sys.path.insert(0, 'tests'); from test_trex import _works; from iml_jax.data import trex; "
+          "print(json.dumps([[w.name, w.qa] for w in trex.trex_knowledge_base(_works(40), seed=5, max_entities=12)]))")
+  outputs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}) for seed in ("1", "2")]
+  assert outputs[0].returncode == 0, outputs[0].stderr
+  assert outputs[0].stdout == outputs[1].stdout and len(json.loads(outputs[0].stdout)) == 12

@@ -97,3 +97,12 @@ def test_tiny_run_through_main(tmp_path):
   assert {"d1consis", "d2consis", "qd1consis"} <= set(summary["subsets"])
   record = json.loads(open(tmp_path / "seed_0" / "s2seed_0" / "stage2" / "predictions.jsonl").readline())
   assert set(record) == {"subset", "alias", "tag", "cell", "answer", "prediction"} and len(record["prediction"]) == 9
+
+
+def test_same_images_in_every_process():
+  code = ("import hashlib; from iml_jax import config_defaults as cd; from iml_jax.data import vision; "
+          "t = vision.VisionTask(cd.vision_data(num_aliases=40), 1, 0); d = t.stage_data('full'); "
+          "print(hashlib.sha256(t.encode(d.train + d.evals['d1consis'])['images'].tobytes()).hexdigest())")
+  digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}
+  assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64
