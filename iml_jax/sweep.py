@@ -143,8 +143,12 @@ def record_plan(workdir: str, config_arg: str, overrides: list[str], axes, runs)
   atomic_write_json(path, described)
 
 
-def is_finished(run_dir: str) -> bool:
-  return os.path.exists(os.path.join(run_dir, "summary.json"))
+def is_finished(config, run_dir: str) -> bool:
+  """Every stage of every seed DONE and the report written (a report of a partial run is not enough)."""
+  from iml_jax.stage import is_done, plan_stage_runs
+  return os.path.exists(os.path.join(run_dir, "summary.json")) and all(
+      is_done(r.directory) for seed in range(config.seed, config.seed + config.n_seeds)
+      for r in plan_stage_runs(config, run_dir, seed))
 
 
 def command_for(config_arg: str, run_dir: str, overrides: list[str], run: SweepRun) -> str:
@@ -166,7 +170,7 @@ def run_sweep(base, workdir: str, specs: list[str], config_arg: str, overrides: 
     experiment.validate(run_config(base, run))  # every run's values, before the first one starts
   os.makedirs(workdir, exist_ok=True)
   record_plan(workdir, config_arg, overrides, axes, runs)
-  pending = [run for run in runs if not is_finished(os.path.join(workdir, run.name))]
+  pending = [run for run in runs if not is_finished(run_config(base, run), os.path.join(workdir, run.name))]
   if print_commands:
     for run in pending:
       print(command_for(config_arg, os.path.join(workdir, run.name), overrides, run))

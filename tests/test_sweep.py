@@ -9,6 +9,7 @@ import pytest
 
 from iml_jax import experiment, sweep, sweep_report
 from iml_jax.errors import IMLError
+from iml_jax.stage import plan_stage_runs
 from test_experiment import ROOT, tiny_config
 
 
@@ -45,7 +46,10 @@ def _fake_runs(monkeypatch, fail_at=None):
     started.append(os.path.basename(workdir))
     if len(started) == fail_at:
       raise KeyboardInterrupt  # killed mid-run: no summary.json
-    os.makedirs(workdir, exist_ok=True)
+    for seed in range(config.seed, config.seed + config.n_seeds):
+      for stage_run in plan_stage_runs(config, workdir, seed):
+        os.makedirs(stage_run.directory, exist_ok=True)
+        open(os.path.join(stage_run.directory, "DONE"), "w").write("{}")
     with open(os.path.join(workdir, "summary.json"), "w") as handle:
       json.dump({"seed": config.seed, "lr": config.stages.stage1.optimizer.lr}, handle)
   monkeypatch.setattr(experiment, "run", fake_run)
@@ -88,8 +92,16 @@ def test_invalid_run_values_stop_before_any_run(tmp_path, monkeypatch):
 
 def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
   _fake_runs(monkeypatch)
-  os.makedirs(tmp_path / "seed=0,mesh.shape=(1,1,1)")
-  open(tmp_path / "seed=0,mesh.shape=(1,1,1)" / "summary.json", "w").write("{}")
+  finished = tmp_path / "seed=0,mesh.shape=(1,1,1)"
+  config = tiny_config()
+  config.mesh.shape = (1, 1, 1)
+  for seed in range(config.n_seeds):
+    for stage_run in plan_stage_runs(config, str(finished), seed):
+      os.makedirs(stage_run.directory)
+      open(os.path.join(stage_run.directory, "DONE"), "w").write("{}")
+  open(finished / "summary.json", "w").write("{}")
+  os.makedirs(tmp_path / "seed=1,mesh.shape=(1,1,1)")
+  open(tmp_path / "seed=1,mesh.shape=(1,1,1)" / "summary.json", "w").write("{}")  # a report of a partial run
   assert sweep.run_sweep(tiny_config(), str(tmp_path), ["seed=0,1", "mesh.shape=[(1,1,1)]"], "configs/default.py:tiny",
                          ["--config.n_seeds=1"], print_commands=True) is None
   lines = capsys.readouterr().out.splitlines()
