@@ -165,7 +165,7 @@ def write_sweep_report(workdir: str) -> dict:
             "settings": [{k: v for k, v in entry.items()} for entry in summaries]}
   if jax.process_index() != 0:
     return result
-  fields = [field for field, _ in plan["axes"]]
+  fields = [field for field, _ in plan["axes"] if field not in report.RESULT_COLUMNS]  # a swept seed: one column
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=["run", *fields, *report.RESULT_COLUMNS], lineterminator="\n")
   writer.writeheader()

@@ -126,7 +126,7 @@ def test_real_sweep_pools_seed_runs_and_reports(tmp_path):
   assert setting["summary"]["subsets"]["d1consis"]["em_per_seed"] == pytest.approx(per_run)
   assert setting["summary"]["n_seeds"] == 2 and setting["summary"]["iml_gap"]["ci95"] is not None
   header = open(tmp_path / "results.csv").readline().strip().split(",")
-  assert header[:2] == ["run", "seed"] and "em" in header
+  assert header == ["run", "seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em", "f1"]
   report_md = open(tmp_path / "report.md").read()
   assert "| all runs | 2 |" in report_md and os.path.exists(tmp_path / "plots" / "em_setting_0.png")
   again = subprocess.run([sys.executable, "-m", "iml_jax.report", f"--workdir={tmp_path}"], cwd=ROOT,
