@@ -59,11 +59,11 @@ def logical_shardings(boxed_tree, mesh: Mesh, rules):
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_tree), mesh, rules)
 
 
-def check_divisible(boxed_tree, param_shardings) -> None:
-  """A clear error, naming the parameter, when a mesh axis does not divide the dimension it splits."""
+def check_divisible(boxed_tree, shapes, param_shardings) -> None:
+  """A clear error, naming the parameter, when a mesh axis does not divide the dimension it splits.
+
+  `shapes` are the unboxed leaves of `boxed_tree`, whose logical names say which axis each dimension is."""
   logical = nn.get_partition_spec(boxed_tree)
-  shapes = jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, boxed_tree,
-                        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
   def check(path, leaf, names: PartitionSpec, named: NamedSharding):
     for dim, (size, name, axes) in enumerate(zip(leaf.shape, tuple(names) + (None,) * leaf.ndim,

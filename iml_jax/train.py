@@ -133,9 +133,9 @@ def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, me
   """
   boxed = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
   param_shardings = sharding.logical_shardings(boxed, mesh, rules)
-  sharding.check_divisible(boxed, param_shardings)
-  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        unbox(boxed), param_shardings)
+  shapes = unbox(boxed)
+  sharding.check_divisible(boxed, shapes, param_shardings)
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, param_shardings)
   by_path = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
   opt_state = jax.tree_util.tree_map_with_path(
       lambda path, a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=optimizer_state_sharding(
