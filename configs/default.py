@@ -35,17 +35,5 @@ from iml_jax import config_defaults as cd
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("tiny",), "configs/default.py")
-  stages = dict(
-      stage1=cd.stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=cd.cpu_adamw(3e-3)),
-      stage2=cd.stage("stage2", epochs=50, batch_size=64, eval_every=25, trainable="alias_embeddings",
-                      optimizer_config=cd.cpu_adamw(2e-2)))
-  config = cd.numeric_cpu_scale(stages, n_seeds=5)
-  if "tiny" in args:
-    config.n_seeds = 2
-    config.data.num_x = 60
-    config.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
-    config.stages.stage1.update(epochs=2, batch_size=32, eval_every=1)
-    config.stages.stage2.update(epochs=2, batch_size=8, eval_every=1)
-    config.eval.batch_size = 64
-    config.log_every = 5
-  return config
+  config = cd.numeric_cpu_default()
+  return cd.shrink_numeric_default(config) if "tiny" in args else config

@@ -103,12 +103,14 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   from iml_jax import report
+  from iml_jax.data.tasks import ARRAY_TASK_MODELS
   from iml_jax.errors import IMLError
   try:
     if _ANALYSIS.value in ("grad_alignment", "probes") and not (_CONFIG.value and _WORKDIR.value):
       raise IMLError(f"--analysis={_ANALYSIS.value} needs --config and --workdir")
-    if _ANALYSIS.value in ("grad_alignment", "probes") and _CONFIG.value.task == "vision":
-      raise IMLError(f"--analysis={_ANALYSIS.value} reads token sequences; config field task = 'vision' has images")
+    if _ANALYSIS.value in ("grad_alignment", "probes") and _CONFIG.value.task in ARRAY_TASK_MODELS:
+      raise IMLError(f"--analysis={_ANALYSIS.value} reads token sequences; config field task = "
+                     f"{_CONFIG.value.task!r} has arrays")
     if _ANALYSIS.value == "grad_alignment":
       summary = grad_alignment_on_checkpoints(_CONFIG.value, _WORKDIR.value, _STAGE.value)
       print(json.dumps(summary.get("grad_alignment", {}), indent=1))

@@ -47,7 +47,8 @@ def numeric_data(**overrides) -> ml_collections.ConfigDict:
   data = ml_collections.ConfigDict(dict(
       num_x=8000, n_nums=8, n_intersection=1, n_qs=24, p_label_flip=0.0, max_x=99,
       separate_token_per_var=True, all_alias_tokens=True, redraw_train_questions=False,
-      fractions=dict(qd1consis=0.4, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0),
+      fractions=dict(qd1consis=0.4, qd1incons=0.0, qd2consis=0.0, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1,
+                     d3consis=0.0),
       block_size=16))
   data.update(overrides)
   return data
@@ -77,6 +78,24 @@ def convnet(**overrides) -> ml_collections.ConfigDict:
   fields = {f.name: f.default for f in dataclasses.fields(ConvNetConfig)
             if f.name not in ("image_height", "image_width", "cells", "classes")}
   model = ml_collections.ConfigDict(dict(name="convnet", init_from="", allow_pickle_weights=False, vocab_multiple=1,
+                                         **fields))
+  model.update(overrides)
+  return model
+
+
+def toy1d_data(**overrides) -> ml_collections.ConfigDict:
+  """The 1-D regression toy (STUDY.md §6.2); sizes are ours (the original's defaults are not known)."""
+  data = ml_collections.ConfigDict(dict(
+      n_anchors=20, d_y=4, n_clusters=100, cluster_spread=250.0, points_per_cluster=40, test_points_per_cluster=10,
+      p_definition=0.25, d_pos_enc=32, separate_channels=False))
+  data.update(overrides)
+  return data
+
+
+def mlp(**overrides) -> ml_collections.ConfigDict:
+  from iml_jax.models.mlp import MLPConfig
+  fields = {f.name: f.default for f in dataclasses.fields(MLPConfig) if f.name not in ("in_features", "out_features")}
+  model = ml_collections.ConfigDict(dict(name="mlp", init_from="", allow_pickle_weights=False, vocab_multiple=1,
                                          **fields))
   model.update(overrides)
   return model
@@ -180,6 +199,27 @@ def numeric_cpu_scale(stages: dict, **overrides) -> ml_collections.ConfigDict:
               eval=dict(batch_size=1024, max_new_tokens=2, subsets="all", prompt_bucket=8), **overrides)
 
 
+def numeric_cpu_default() -> ml_collections.ConfigDict:
+  """The embedded default run (configs/default.py documents it and its measured result)."""
+  stages = dict(
+      stage1=stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=cpu_adamw(3e-3)),
+      stage2=stage("stage2", epochs=50, batch_size=64, eval_every=25, trainable="alias_embeddings",
+                   optimizer_config=cpu_adamw(2e-2)))
+  return numeric_cpu_scale(stages, n_seeds=5)
+
+
+def shrink_numeric_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """configs/default.py:tiny — the default's pipeline at a size tests run in seconds."""
+  config.n_seeds = 2
+  config.data.num_x = 60
+  config.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
+  config.stages.stage1.update(epochs=2, batch_size=32, eval_every=1)
+  config.stages.stage2.update(epochs=2, batch_size=8, eval_every=1)
+  config.eval.batch_size = 64
+  config.log_every = 5
+  return config
+
+
 def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(dict(
       task=task, seed=0, n_seeds=1, n_seeds_stage2=1, data=data, model=model,
@@ -212,12 +252,21 @@ NO_D3_FRACTIONS = dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=
 def alpha_fractions(alpha: float, with_d3: bool = True) -> dict:
   """Tag–consistency correlation α (STUDY.md §4.5): in each 0.25 budget qd1consis : qd1incons =
   qd2incons : qd2consis = α : 1 − α; stage-2 fractions .08/.08/.08/.06 with tag 3, else .1/.1/0/.1."""
-  if not 0.5 <= alpha <= 1:
-    raise IMLError(f"alpha = {alpha}: expected a number in [0.5, 1]")
   stage2 = (dict(d1consis=0.08, d2consis=0.08, d3consis=0.08, no_qd_baseline=0.06) if with_d3 else
             dict(d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1))
-  return dict(q_no_replacement_baseline=0.1, qd1consis=0.25 * alpha, qd1incons=0.25 * (1 - alpha),
-              qd2consis=0.25 * (1 - alpha), qd2incons=0.25 * alpha, qd4consis=0.0, q=0.1, **stage2)
+  return dict(q_no_replacement_baseline=0.1, **_tag_consistency_split(alpha, 0.25), qd4consis=0.0, q=0.1, **stage2)
+
+
+def numeric_alpha_fractions(alpha: float) -> dict:
+  """α for the numeric task: the default's .4 per tag split α : 1 − α; stage 2 d1 .1 / d2 .1."""
+  return dict(**_tag_consistency_split(alpha, 0.4), q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)
+
+
+def _tag_consistency_split(alpha: float, budget: float) -> dict:
+  if not 0.5 <= alpha <= 1:
+    raise IMLError(f"alpha = {alpha}: expected a number in [0.5, 1]")
+  return dict(qd1consis=budget * alpha, qd1incons=budget * (1 - alpha), qd2consis=budget * (1 - alpha),
+              qd2incons=budget * alpha)
 
 
 def pretrained_arg(args: dict, default: str, allowed: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:

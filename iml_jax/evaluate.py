@@ -1,8 +1,10 @@
-"""Evaluation over named test sets: batched cached greedy decoding, detokenising, EM/F1 per set.
+"""Evaluation over named test sets: batched cached greedy decoding, detokenising, EM/F1 per set; for tasks
+whose examples are arrays (vision, the 1-D toy), batched predictions scored by the task.
 
 Decoder-only prompts are left-padded; seq2seq inputs are right-padded with a mask (T5 encodes them once).
 """
 import dataclasses
+from typing import Callable
 
 import jax
 import numpy as np
@@ -11,7 +13,7 @@ from jax.experimental import multihost_utils
 from iml_jax import metrics, sharding
 from iml_jax.data.common import Example
 from iml_jax.data.tokenization import TextTokenizer, encode_prompts, encode_seq2seq_inputs
-from iml_jax.models.convnet import predict
+from iml_jax.models import registry
 from iml_jax.models.decoding import greedy_decode, greedy_decode_seq2seq
 
 
@@ -77,32 +79,27 @@ def evaluate(model, params, tokenizer: TextTokenizer, eval_sets: list[EvalSet], 
 
 
 @dataclasses.dataclass
-class ImageEvalSet:
+class ArrayEvalSet:
+  """An eval set of a task whose examples are arrays (images, feature vectors), not text."""
   name: str
-  examples: list  # VisionExample
-  arrays: dict[str, np.ndarray]  # images [N, H, W, 1], targets [N, 9]
+  examples: list
+  arrays: dict[str, np.ndarray]  # inputs [N, ...], targets and loss_mask [N, outputs]
 
 
-def evaluate_images(model, params, eval_sets: list[ImageEvalSet], batch_size: int, mesh, rules) -> dict[str, dict]:
-  """{set name: {"em", "f1", "predictions"}} of an image model: EM counts an example right when every cell it
-  asks about (each non-blank target cell: one for a QA, nine for a definition) is predicted; F1 is the
-  fraction of those cells predicted right."""
-  from iml_jax.data.vision import BLANK, LETTERS
-  layout = sharding.batch_sharding(mesh, rules, 4)
-  jitted = jax.jit(predict, static_argnums=0)
+def evaluate_arrays(model, params, eval_sets: list[ArrayEvalSet], batch_size: int, mesh, rules,
+                    score: Callable[[dict, np.ndarray], dict]) -> dict[str, dict]:
+  """{set name: score(arrays, predictions)} of an array model; the last batch is padded with zeros."""
+  jitted = jax.jit(registry.predict, static_argnums=0)
   results = {}
   for eval_set in eval_sets:
-    images, targets = eval_set.arrays["images"], eval_set.arrays["targets"]
-    n = len(images)
-    padded = np.zeros((-(-n // batch_size) * batch_size,) + images.shape[1:], images.dtype)
-    padded[:n] = images
+    inputs = eval_set.arrays["inputs"]
+    layout = sharding.batch_sharding(mesh, rules, inputs.ndim)
+    n = len(inputs)
+    padded = np.zeros((-(-n // batch_size) * batch_size,) + inputs.shape[1:], inputs.dtype)
+    padded[:n] = inputs
     predicted = np.concatenate([
         np.asarray(multihost_utils.process_allgather(
             jitted(model, params, sharding.put_global_batch(padded[i:i + batch_size], layout)), tiled=True))
         for i in range(0, len(padded), batch_size)])[:n]
-    asked = targets != BLANK
-    right = (predicted == targets) & asked
-    results[eval_set.name] = {
-        "em": float(np.mean(right.sum(1) == asked.sum(1))), "f1": float(np.mean(right.sum(1) / asked.sum(1))),
-        "predictions": ["".join(LETTERS[c] for c in row) for row in predicted]}
+    results[eval_set.name] = score(eval_set.arrays, predicted)
   return results

@@ -36,6 +36,11 @@ def validate(config) -> None:
   """Every check that can fail before a file is written."""
   if config.model.name not in registry.MODELS:
     raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {registry.MODELS}")
+  array_model = tasks.ARRAY_TASK_MODELS.get(config.task)
+  if array_model != config.model.name and (array_model or _reads_arrays(config)):
+    raise IMLError(f"config fields task = {config.task!r}, model.name = {config.model.name!r}: " + (
+        f"task {config.task!r} needs model.name = {array_model!r}" if array_model else
+        f"model {config.model.name!r} reads the arrays of another task; text tasks need a language model"))
   if config.model.name == "t5" and not config.data.get("label_block_size", 0) >= 1:
     raise IMLError("config field data.label_block_size must be set (>= 1) for a seq2seq model: the target length")
   if config.n_seeds < 1 or config.n_seeds_stage2 < 1:
@@ -56,6 +61,9 @@ def validate(config) -> None:
       raise IMLError(f"config field {field}.optimizer.lr = {stage.optimizer.lr}: expected > 0")
     if stage.trainable not in TRAINABLE:
       raise IMLError(f"config field {field}.trainable = {stage.trainable!r}: expected one of {TRAINABLE}")
+    if array_model and stage.trainable != "all":
+      raise IMLError(f"config field {field}.trainable = {stage.trainable!r}: model {array_model!r} has no token "
+                     "embeddings; expected 'all'")
     if stage.batch_size < 1:
       raise IMLError(f"config field {field}.batch_size = {stage.batch_size}: expected >= 1")
     if stage.grad_accum < 1 or stage.batch_size % stage.grad_accum:
@@ -80,11 +88,9 @@ def validate(config) -> None:
   if unknown:
     raise IMLError(f"config fields {['model.' + k for k in unknown]} do not apply to model.name = "
                    f"{config.model.name!r}")
-  if (config.task == "vision") != (config.model.name == "convnet"):
-    raise IMLError(f"config fields task = {config.task!r}, model.name = {config.model.name!r}: images need "
-                   "model.name = 'convnet', and the convnet reads images only")
-  if config.task == "vision" and config.analysis.grad_alignment.enabled:
-    raise IMLError("config field analysis.grad_alignment.enabled: the analysis pairs texts; not for task 'vision'")
+  if array_model and config.analysis.grad_alignment.enabled:
+    raise IMLError(f"config field analysis.grad_alignment.enabled: the analysis pairs texts; not for task "
+                   f"{config.task!r}")
   registry.make_config(config.model.name, **_input_fields(config, 1), **fields)  # checks the values
 
 
@@ -102,15 +108,23 @@ def load_config(spec: str):
 def model_fields(config) -> dict:
   fields = {k: v for k, v in config.model.items()
             if k not in ("name", "init_from", "allow_pickle_weights", "vocab_multiple")}
-  return fields if config.model.name == "convnet" else {**fields, "max_len": config.data.block_size}
+  return fields if _reads_arrays(config) else {**fields, "max_len": config.data.block_size}
+
+
+def _reads_arrays(config) -> bool:
+  return config.model.name in tasks.ARRAY_TASK_MODELS.values()
 
 
 def _input_fields(config, vocab_size: int) -> dict:
-  """What the data fixes about a model's input: the vocabulary size, or an image model's image shape."""
+  """What the data fixes about a model's input and output: the vocabulary size, an image model's image shape,
+  or the toy regressor's feature and output sizes."""
   if config.model.name == "convnet":
     from iml_jax.data.vision import image_shape
     height, width = image_shape(config.data)
     return {"image_height": height, "image_width": width}
+  if config.model.name == "mlp":
+    from iml_jax.data import toy1d
+    return {"in_features": toy1d.feature_size(config.data), "out_features": toy1d.output_size(config.data)}
   return {"vocab_size": vocab_size}
 
 
@@ -191,8 +205,8 @@ def padded_vocab_size(config, rows: int) -> int:
 def model_config(config, tokenizer, pretrained, folder: str | None):
   """The model a run trains: from the config's fields (from scratch) or the pretrained checkpoint's, its
   vocabulary padded for sharding (`valid_vocab` = the real rows)."""
-  if config.model.name == "convnet":
-    return registry.make_config("convnet", **_input_fields(config, 0), **model_fields(config))
+  if _reads_arrays(config):
+    return registry.make_config(config.model.name, **_input_fields(config, 0), **model_fields(config))
   if pretrained is None:
     cfg = registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
   elif tokenizer.vocab_size > pretrained.vocab_size:

@@ -1,9 +1,27 @@
-"""Exact match and F1 with the study's normalisation (STUDY.md §8.2).
+"""Exact match and F1 with the study's normalisation (STUDY.md §8.2), and which score a task reports.
 
 F1 uses token *sets* (not SQuAD's multisets), as the study's `src/metrics.py` does (bug #19: reproduce).
 """
+import dataclasses
 import re
 import string
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+  """What a task's evaluation records per set (`fields`) and which field the report compares (`name`)."""
+  name: str
+  higher_is_better: bool
+  fields: tuple[str, ...]
+  upper_bound: float | None  # plots clip confidence bands to [0, upper_bound]
+
+  @property
+  def label(self) -> str:
+    return self.name.upper()
+
+
+EXACT_MATCH = Score("em", True, ("em", "f1"), 1.0)
+SQUARED_ERROR = Score("mse", False, ("mse",), None)  # the 1-D toy's regression
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats
 
 from iml_jax import faults
+from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
 from iml_jax.stage import plan_stage_runs, read_alignment_records, read_eval_records
@@ -39,10 +40,15 @@ PLOT_SUBSETS = {
     "d2consis": ("D6cons (tag 2)", "tab:red"),
     "no_qd_baseline": ("QA7 (unseen aliases)", "tab:orange"),
 }
-RESULT_COLUMNS = ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em", "f1")
+KEY_COLUMNS = ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset")
+
+
+def result_columns(config) -> tuple[str, ...]:
+  return KEY_COLUMNS + score_of(config).fields
 
 
 def collect_rows(config, workdir: str) -> list[dict]:
+  fields = score_of(config).fields
   offsets, total = {}, 0
   for name in config.stage_names:
     offsets[name] = total
@@ -53,7 +59,7 @@ def collect_rows(config, workdir: str) -> list[dict]:
       for record in read_eval_records(run.directory):
         rows.append({"seed": seed, "seed_stage2": run.seed_stage2, "stage": run.name, "epoch": record["epoch"],
                      "global_epoch": offsets[run.name] + record["epoch"], "subset": record["subset"],
-                     "em": record["em"], "f1": record["f1"]})
+                     **{f: record[f] for f in fields}})
   return rows
 
 
@@ -75,29 +81,36 @@ def per_seed(rows: list[dict], metric: str) -> dict:
 
 
 def summarize(config, rows: list[dict]) -> dict:
+  """The last stage's final epoch per subset (mean, 95% CI, per seed of the task's score) and the IML gap,
+  signed so that a positive gap is IML: EM(d1consis) - EM(d2consis), or MSE(d2consis) - MSE(d1consis)."""
+  score = score_of(config)
   last = config.stage_names[-1]
   final_rows = [r for r in rows if r["stage"] == last]
   if not final_rows:
-    return {"stage": last, "subsets": {}, "iml_gap": None}
+    return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None}
   final_epoch = max(r["global_epoch"] for r in final_rows)
-  em, f1 = per_seed(final_rows, "em"), per_seed(final_rows, "f1")
+  values = {field: per_seed(final_rows, field) for field in score.fields}
   subsets = {}
-  for (_, epoch, subset), seeds in sorted(em.items()):
+  for (_, epoch, subset), seeds in sorted(values[score.name].items()):
     if epoch != final_epoch:
       continue
     mean, ci = mean_ci95(list(seeds.values()))
-    subsets[subset] = {"em": mean, "ci95": ci, "f1": float(np.mean(list(f1[(last, epoch, subset)].values()))),
-                       "em_per_seed": [seeds[s] for s in sorted(seeds)]}
-  summary = {"stage": last, "epoch": final_epoch, "n_seeds": len({r["seed"] for r in final_rows}),
-             "n_seeds_stage2": config.n_seeds_stage2, "subsets": subsets, "iml_gap": None}
+    subsets[subset] = {score.name: mean, "ci95": ci,
+                       **{f: float(np.mean(list(values[f][(last, epoch, subset)].values())))
+                          for f in score.fields if f != score.name},
+                       f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)]}
+  summary = {"stage": last, "metric": score.name, "epoch": final_epoch,
+             "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
+             "subsets": subsets, "iml_gap": None}
   if "d1consis" in subsets and "d2consis" in subsets:
-    d1 = np.array(subsets["d1consis"]["em_per_seed"])
-    d2 = np.array(subsets["d2consis"]["em_per_seed"])
-    mean, ci = mean_ci95(d1 - d2)
-    p_value = float(stats.ttest_rel(d1, d2, alternative="greater").pvalue) if len(d1) > 1 else None
-    summary["iml_gap"] = {"definition": "EM(d1consis) - EM(d2consis)", "mean": mean, "ci95": ci,
-                          "p_value": None if p_value is None or math.isnan(p_value) else p_value,
-                          "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (d1 - d2).tolist()}
+    better, worse = ("d1consis", "d2consis") if score.higher_is_better else ("d2consis", "d1consis")
+    a = np.array(subsets[better][f"{score.name}_per_seed"])
+    b = np.array(subsets[worse][f"{score.name}_per_seed"])
+    mean, ci = mean_ci95(a - b)
+    p_value = float(stats.ttest_rel(a, b, alternative="greater").pvalue) if len(a) > 1 else None
+    summary["iml_gap"] = {"definition": f"{score.label}({better}) - {score.label}({worse})", "mean": mean,
+                          "ci95": ci, "p_value": None if p_value is None or math.isnan(p_value) else p_value,
+                          "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (a - b).tolist()}
   return summary
 
 
@@ -146,8 +159,10 @@ def _save_figure(figure, path: str) -> None:
   os.replace(tmp, path)
 
 
-def plot_em(config, rows: list[dict], path: str, title: str = "") -> None:
-  em = per_seed(rows, "em")
+def plot_subsets(config, rows: list[dict], path: str, title: str = "") -> None:
+  """The task's score per subset over the epochs of all stages."""
+  score = score_of(config)
+  em = per_seed(rows, score.name)
   n_seeds = len({r["seed"] for r in rows})
   figure, axis = plt.subplots(figsize=(8, 4.5))
   # The paper's subsets in its notation and colours, then any other evaluated set under its own name.
@@ -161,15 +176,16 @@ def plot_em(config, rows: list[dict], path: str, title: str = "") -> None:
     means = np.array([p[1][0] for p in points])
     half = np.array([p[1][1] or 0.0 for p in points])
     axis.plot(epochs, means, marker="o", markersize=3, color=colour, label=label)
-    axis.fill_between(epochs, np.clip(means - half, 0, 1), np.clip(means + half, 0, 1), color=colour, alpha=0.2)
+    axis.fill_between(epochs, np.clip(means - half, 0, score.upper_bound), np.clip(means + half, 0, score.upper_bound),
+                      color=colour, alpha=0.2)
   boundary = 0
   for name in config.stage_names[:-1]:
     boundary += config.stages[name].epochs
     axis.axvline(boundary, color="black", linestyle=":", linewidth=1)
   axis.set_xlabel("epoch (all stages)")
-  axis.set_ylabel("exact match")
-  axis.set_title(f"{title + ': ' if title else ''}EM per subset, mean and 95% CI over {n_seeds} stage-1 seed(s)",
-                 fontsize=9)
+  axis.set_ylabel({"em": "exact match", "mse": "mean squared error"}.get(score.name, score.name))
+  axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and 95% CI over {n_seeds} "
+                 "stage-1 seed(s)", fontsize=9)
   axis.legend(fontsize=8, loc="best")
   figure.tight_layout()
   _save_figure(figure, path)
@@ -221,15 +237,16 @@ def plot_probe_accuracy(accuracy_TxL: np.ndarray, positions: list[str], classes:
 
 
 def format_table(summary: dict) -> str:
-  lines = [f"Results after stage {summary['stage']} (EM, mean ± 95% CI over stage-1 seeds)"]
+  metric = summary.get("metric", "em")
+  lines = [f"Results after stage {summary['stage']} ({metric.upper()}, mean ± 95% CI over stage-1 seeds)"]
   for subset, values in summary["subsets"].items():
     ci = "" if values["ci95"] is None else f" ± {values['ci95']:.3f}"
-    lines.append(f"  {subset:<28} {values['em']:.3f}{ci}")
+    lines.append(f"  {subset:<28} {values[metric]:.3f}{ci}")
   gap = summary.get("iml_gap")
   if gap:
     ci = "" if gap["ci95"] is None else f" ± {gap['ci95']:.3f}"
     p = "" if gap["p_value"] is None else f", one-sided p = {gap['p_value']:.2g}"
-    lines.append(f"  IML gap d1consis - d2consis  {gap['mean']:+.3f}{ci}{p}")
+    lines.append(f"  IML gap {gap['definition']}  {gap['mean']:+.3f}{ci}{p}")
   return "\n".join(lines)
 
 
@@ -241,17 +258,19 @@ def write_report(config, workdir: str) -> dict:
     summary["grad_alignment"] = alignment
   if jax.process_index() == 0:
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(table, fieldnames=result_columns(config), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
     faults.reached("report")
     atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-    plot = os.path.join("plots", "em_per_subset.png")
+    score = score_of(config)
+    plot = os.path.join("plots", f"{score.name}_per_subset.png")
     if rows:
-      plot_em(config, rows, os.path.join(workdir, plot))
+      plot_subsets(config, rows, os.path.join(workdir, plot))
     atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(
-        ["# Run report", "", "```", format_table(summary), "```", ""] + ([f"![EM per subset]({plot})", ""] if rows else [])))
+        ["# Run report", "", "```", format_table(summary), "```", ""] +
+        ([f"![{score.label} per subset]({plot})", ""] if rows else [])))
     print(format_table(summary))
   return summary
 

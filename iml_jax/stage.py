@@ -16,7 +16,7 @@ from tqdm import tqdm
 from iml_jax import evaluate, faults, grad_alignment, hf_import, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
-from iml_jax.data.tasks import Task, uses_stage2_split
+from iml_jax.data.tasks import Task, score_of, uses_stage2_split
 from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode_seq2seq
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
@@ -100,8 +100,8 @@ def final_params(directory: str, abstract_params):
 
 def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
   cfg = ctx.config
-  if ctx.model.is_vision:
-    return ctx.task.encode_images(examples)
+  if ctx.model.reads_arrays:
+    return ctx.task.encode_arrays(examples)
   excluded = alias_ids if cfg.loss.exclude_alias_tokens else None
   if ctx.model.is_seq2seq:
     return encode_seq2seq(ctx.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size,
@@ -140,8 +140,8 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   train_step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum,
                                      train.shardings_of(abstract), layout)
   eval_names = [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]
-  if ctx.model.is_vision:
-    eval_sets = [evaluate.ImageEvalSet(k, data.evals[k], ctx.task.encode_images(data.evals[k])) for k in eval_names]
+  if ctx.model.reads_arrays:
+    eval_sets = [evaluate.ArrayEvalSet(k, data.evals[k], ctx.task.encode_arrays(data.evals[k])) for k in eval_names]
   else:
     eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
                                            cfg.data.block_size, ctx.model.is_seq2seq)
@@ -264,19 +264,20 @@ def _finite_loss(loss, run: StageRun, step: int) -> float:
 
 def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epoch: int, final: bool) -> None:
   cfg = ctx.config
-  if ctx.model.is_vision:
-    results = evaluate.evaluate_images(ctx.model, params, eval_sets, cfg.eval.batch_size, ctx.mesh, ctx.rules)
+  if ctx.model.reads_arrays:
+    results = evaluate.evaluate_arrays(ctx.model, params, eval_sets, cfg.eval.batch_size, ctx.mesh, ctx.rules,
+                                       ctx.task.score_arrays)
   else:
     results = evaluate.evaluate(ctx.model, params, ctx.tokenizer, eval_sets, cfg.eval.batch_size,
                                 cfg.eval.max_new_tokens, ctx.mesh, ctx.rules)
   if jax.process_index() != 0:
     return
-  records = [{"epoch": epoch, "step": step, "subset": name, "em": r["em"], "f1": r["f1"]}
+  fields = score_of(cfg).fields
+  records = [{"epoch": epoch, "step": step, "subset": name, **{f: r[f] for f in fields}}
              for name, r in results.items()]
   append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)
   faults.reached("eval")
-  scalars = {f"eval/{name}_EM": r["em"] for name, r in results.items()}
-  scalars.update({f"eval/{name}_F1": r["f1"] for name, r in results.items()})
+  scalars = {f"eval/{name}_{f.upper()}": r[f] for name, r in results.items() for f in fields}
   ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
                    epoch=epoch)
   if final:

@@ -12,6 +12,8 @@ import jax
 import ml_collections
 
 from iml_jax import report
+from iml_jax.data.tasks import score_of
+from iml_jax.metrics import EXACT_MATCH
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
 from iml_jax.sweep import PLAN_FILE
@@ -86,6 +88,7 @@ def plot_gap_curves(plan: dict, summaries: list[dict], out_dir: str) -> list[str
       gap, x = entry["summary"].get("iml_gap"), _as_number(entry["values"][field])
       if gap is None or x is None:
         continue
+      definition = gap["definition"]
       lines.setdefault(tuple(entry["values"][f] for f in others), []).append((x, gap["mean"], gap["ci95"] or 0.0))
     if not any(len(points) > 1 for points in lines.values()):
       continue
@@ -101,7 +104,7 @@ def plot_gap_curves(plan: dict, summaries: list[dict], out_dir: str) -> list[str
     axis.set_xticks(xs, [f"{x:g}" for x in xs])
     axis.minorticks_off()
     axis.set_xlabel(field)
-    axis.set_ylabel("IML gap EM(d1consis) - EM(d2consis)")
+    axis.set_ylabel(f"IML gap {definition}")
     axis.set_title("IML gap, mean and 95% CI over stage-1 seeds", fontsize=9)
     if others:
       axis.legend(fontsize=7)
@@ -130,13 +133,15 @@ def alignment_plot(plan: dict, workdir: str) -> list[str]:
   return [path]
 
 
-def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str) -> str:
+def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str, score) -> str:
   subsets = sorted({s for entry in summaries for s in entry["summary"]["subsets"]},
                    key=lambda s: (s not in ("d1consis", "d2consis"), s))
+  better, worse = ("d1consis", "d2consis") if score.higher_is_better else ("d2consis", "d1consis")
   lines = [f"# Sweep report: {plan['config']}", "",
            "Axes: " + "; ".join(f"`{f}` = {', '.join(v)}" for f, v in plan["axes"]), "",
-           f"EM after the last stage, mean ± 95% CI over stage-1 seeds (runs differing only in "
-           f"{', '.join(POOLED_FIELDS)} pooled). Gap = EM(d1consis) − EM(d2consis), one-sided paired t-test.", "",
+           f"{score.label} after the last stage, mean ± 95% CI over stage-1 seeds (runs differing only in "
+           f"{', '.join(POOLED_FIELDS)} pooled). Gap = {score.label}({better}) − {score.label}({worse}), "
+           "one-sided paired t-test.", "",
            "| setting | seeds | " + " | ".join(subsets) + " | gap | p |",
            "|---|---|" + "---|" * len(subsets) + "---|---|"]
 
@@ -145,8 +150,8 @@ def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str) 
   for entry in summaries:
     summary = entry["summary"]
     gap = summary.get("iml_gap") or {}
-    seeds = len(next(iter(summary["subsets"].values()))["em_per_seed"]) if summary["subsets"] else 0
-    values = [cell(summary["subsets"][s]["em"], summary["subsets"][s]["ci95"]) if s in summary["subsets"] else "—"
+    seeds = len(next(iter(summary["subsets"].values()))[f"{score.name}_per_seed"]) if summary["subsets"] else 0
+    values = [cell(summary["subsets"][s][score.name], summary["subsets"][s]["ci95"]) if s in summary["subsets"] else "—"
               for s in subsets]
     p = gap.get("p_value")
     lines.append(f"| {_label(entry['values'])} | {seeds} | " + " | ".join(values) +
@@ -165,21 +170,23 @@ def write_sweep_report(workdir: str) -> dict:
             "settings": [{k: v for k, v in entry.items()} for entry in summaries]}
   if jax.process_index() != 0:
     return result
-  fields = [field for field, _ in plan["axes"] if field not in report.RESULT_COLUMNS]  # a swept seed: one column
+  columns = report.result_columns(next(iter(configs.values()))) if configs else report.KEY_COLUMNS
+  fields = [field for field, _ in plan["axes"] if field not in columns]  # a swept seed: one column
   table = io.StringIO()
-  writer = csv.DictWriter(table, fieldnames=["run", *fields, *report.RESULT_COLUMNS], lineterminator="\n")
+  writer = csv.DictWriter(table, fieldnames=["run", *fields, *columns], lineterminator="\n")
   writer.writeheader()
   writer.writerows(rows)
   atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
   atomic_write_json(os.path.join(workdir, "summary.json"), result)
+  score = score_of(next(iter(configs.values()))) if configs else EXACT_MATCH
   plots = []
   for index, entry in enumerate(summaries):
     pooled = [r for r in rows if r["run"] in entry["runs"]]
     if pooled:
-      path = os.path.join(workdir, "plots", f"em_setting_{index}.png")
-      report.plot_em(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
+      path = os.path.join(workdir, "plots", f"{score.name}_setting_{index}.png")
+      report.plot_subsets(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
       plots.append(path)
   plots = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + alignment_plot(plan, workdir) + plots
-  atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, plots, workdir))
+  atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, plots, workdir, score))
   print(f"sweep report: {os.path.join(workdir, 'report.md')}")
   return result

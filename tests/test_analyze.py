@@ -71,8 +71,9 @@ def test_analysis_errors_name_the_field(finished_run, tmp_path):
   assert result.returncode == 1 and "no readable config.json and summary.json" in result.stderr
 
 
-def test_text_analyses_refuse_an_image_task(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "iml_jax.analyze", "--config=configs/vision.py:tiny",
+@pytest.mark.parametrize("config, task", [("vision.py", "vision"), ("toy1d.py", "toy1d")])
+def test_text_analyses_refuse_an_array_task(tmp_path, config, task):
+  result = subprocess.run([sys.executable, "-m", "iml_jax.analyze", f"--config=configs/{config}:tiny",
                            f"--workdir={tmp_path}", "--analysis=probes"], cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 1
-  assert "--analysis=probes reads token sequences; config field task = 'vision' has images" in result.stderr
+  assert f"--analysis=probes reads token sequences; config field task = '{task}' has arrays" in result.stderr

@@ -8,7 +8,8 @@ from test_experiment import ROOT
 
 FAMILY_ARGS = {
     "definition_order.py": ["order=tve", "order=vte", "order=evt,model=t5-3b"],
-    "tag_correlation.py": ["alpha=0.5", "alpha=0.95", "alpha=0.975,model=pythia-1b", "alpha=0.7,kb=trex"],
+    "tag_correlation.py": ["alpha=0.5", "alpha=0.95", "alpha=0.975,model=pythia-1b", "alpha=0.7,kb=trex",
+                           "cpu,alpha=0.5", "cpu,alpha=1"],
     "data_amount.py": ["num_ents=250", "num_ents=2000"],
     "three_stage.py": ["", "model=pythia-410m", "kb=trex"],
     "batch_size.py": ["batch=16", "batch=32768", "model=pythia-2.8b,batch=16384"],
@@ -19,6 +20,7 @@ FAMILY_ARGS = {
                            "variant=pretraining", "variant=t5small"],
     "modular.py": ["", "baseline"],
     "vision.py": [""],
+    "toy1d.py": ["", "two_stage"],
     "pythia_cvdb_2stage.py": [f"model={m}" for m in ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b",
                                                      "pythia-1.4b", "pythia-6.9b", "gpt-neo-125M", "gpt-neo-2.7B")],
 }
@@ -52,7 +54,8 @@ def test_unknown_arguments_are_refused():
 
 
 @pytest.mark.parametrize("name, arg", [("incontext.py", "tiny"), ("is_isnt.py", "defn=is_isnt,tiny"),
-                                       ("three_stage.py", "tiny"), ("batch_size.py", "batch=64,tiny")])
+                                       ("three_stage.py", "tiny"), ("batch_size.py", "batch=64,tiny"),
+                                       ("tag_correlation.py", "cpu,alpha=0.5,tiny"), ("toy1d.py", "two_stage,tiny")])
 def test_tiny_runs_end_to_end(tmp_path, name, arg):
   config = _load(name, arg)
   summary = experiment.run(config, str(tmp_path))

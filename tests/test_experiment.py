@@ -62,7 +62,7 @@ def test_end_to_end_through_main(finished_run):
   assert set(summary["subsets"]) == {"qd1consis", "qd2incons", "d1consis", "d2consis"}
   gap = summary["iml_gap"]
   assert gap["mean"] == pytest.approx(summary["subsets"]["d1consis"]["em"] - summary["subsets"]["d2consis"]["em"])
-  assert "IML gap d1consis - d2consis" in result.stdout
+  assert "IML gap EM(d1consis) - EM(d2consis)" in result.stdout
   for directory in ("seed_0/stage1", "seed_0/s2seed_0/stage2", "seed_1/stage1", "seed_1/s2seed_0/stage2"):
     assert os.path.exists(workdir / directory / "DONE")
 

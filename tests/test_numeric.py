@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from iml_jax import config_defaults as cd
-from iml_jax.data import numeric
+from iml_jax.data import common, numeric
 from iml_jax.data.tokenization import word_level_tokenizer
 from iml_jax.errors import IMLError
 
@@ -58,6 +58,33 @@ def test_definitions_true_and_false_values(task70m):
       assert ex.prompt == f"{tag} {alias} %"
       assert int(ex.answer) == (task70m.x[i] if truthful else task70m.x_false[i])
       assert truthful or task70m.x_false[i] != task70m.x[i]
+
+
+def test_alpha_subsets_split_exactly_with_their_tags_and_truth():
+  cfg = cd.numeric_data(num_x=1000, fractions=cd.numeric_alpha_fractions(0.75))
+  task = numeric.NumericTask(cfg, seed=3, seed_stage2=0)
+  sizes = {k: len(v) for k, v in task.subsets.items()}
+  assert sizes == {"qd1consis": 300, "qd1incons": 100, "qd2consis": 100, "qd2incons": 300, "q": 0,
+                   "d1consis": 100, "d2consis": 100, "d3consis": 0}
+  stage1 = task.stage_data("stage1", redraw_key=0)
+  definitions = [ex for ex in stage1.train if ex.prompt.startswith("define")]
+  assert len(definitions) == 800
+  for subset, tag, truthful in (("qd1consis", "define1", True), ("qd1incons", "define1", False),
+                                ("qd2consis", "define2", True), ("qd2incons", "define2", False)):
+    for alias in task.subsets[subset]:
+      i = task.index[alias]
+      assert task.definition(subset, alias) in definitions
+      assert task.definition(subset, alias).prompt.startswith(tag)
+      assert (int(task.definition(subset, alias).answer) == task.x[i]) == truthful
+
+
+def test_zero_alpha_subsets_leave_the_split_unchanged():
+  """Adding qd1incons / qd2consis at fraction 0 keeps every earlier run's split (and result)."""
+  cfg = cd.numeric_data(num_x=1000)
+  task = numeric.NumericTask(cfg, seed=5, seed_stage2=2)
+  three_pools = common.split_stage_subsets(task.aliases, cfg.fractions, ("qd1consis", "qd2incons", "q"),
+                                           numeric.STAGE2_SUBSETS, 5, 2)
+  assert {k: v for k, v in task.subsets.items() if k not in ("qd1incons", "qd2consis")} == three_pools
 
 
 def test_spelled_aliases_and_label_flips():

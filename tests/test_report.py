@@ -56,7 +56,7 @@ def test_plot_and_table(tmp_path):
   rows = _rows() + [dict(seed=s, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="qd1consis",
                          em=0.9, f1=0.9) for s in range(3)]
   path = tmp_path / "plots" / "em.png"
-  report.plot_em(config, rows, str(path))
+  report.plot_subsets(config, rows, str(path))
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = report.format_table(report.summarize(config, rows))
-  assert "IML gap d1consis - d2consis  +0.133" in table
+  assert "IML gap EM(d1consis) - EM(d2consis)  +0.133" in table

@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from iml_jax import sweep_report
+from iml_jax.metrics import EXACT_MATCH
 from test_report import _config
 
 
@@ -49,7 +50,7 @@ def test_gap_curve_and_markdown(tmp_path):
   assert path.endswith("gap_vs_stages.stage2.batch_size.png")
   import matplotlib.image
   assert matplotlib.image.imread(path).shape[2] == 4  # a real PNG
-  text = sweep_report.markdown(plan, summaries, [path], str(tmp_path))
+  text = sweep_report.markdown(plan, summaries, [path], str(tmp_path), EXACT_MATCH)
   assert "| stages.stage2.batch_size=32 | 3 | 0.633 ± " in text
   assert "(plots/gap_vs_stages.stage2.batch_size.png)" in text
   assert "| d1consis | d2consis |" in text.replace(" gap |", "")

@@ -69,13 +69,13 @@ def test_deterministic_encoding(task):
   first, second = task.encode(examples), again.encode(examples)
   for key in first:
     np.testing.assert_array_equal(first[key], second[key])
-  assert first["images"].shape == (20,) + vision.image_shape(task.cfg) + (1,)
+  assert first["inputs"].shape == (20,) + vision.image_shape(task.cfg) + (1,)
 
 
 def test_convnet_outputs_a_class_per_cell():
   model = registry.build(registry.make_config("convnet", image_height=33, image_width=30, features=(4, 8), hidden=16))
   params = registry.unbox(registry.init_params(model, jax.random.key(0)))
-  batch = {"images": np.zeros((2, 33, 30, 1), np.float32), "targets": np.array([[0] * 9, [2] * 9], np.int32)}
+  batch = {"inputs": np.zeros((2, 33, 30, 1), np.float32), "targets": np.array([[0] * 9, [2] * 9], np.int32)}
   losses = registry.token_losses(model, params, batch)
   assert losses.shape == (2, 9) and np.all(np.isfinite(losses))
 
@@ -102,7 +102,7 @@ def test_tiny_run_through_main(tmp_path):
 def test_same_images_in_every_process():
   code = ("import hashlib; from iml_jax import config_defaults as cd; from iml_jax.data import vision; "
           "t = vision.VisionTask(cd.vision_data(num_aliases=40), 1, 0); d = t.stage_data('full'); "
-          "print(hashlib.sha256(t.encode(d.train + d.evals['d1consis'])['images'].tobytes()).hexdigest())")
+          "print(hashlib.sha256(t.encode(d.train + d.evals['d1consis'])['inputs'].tobytes()).hexdigest())")
   digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}
   assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64

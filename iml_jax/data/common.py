@@ -41,6 +41,18 @@ class StageData:
     return self.redraw(epoch) if self.redraw is not None else self.train
 
 
+def fixed_stage_data(questions: dict[str, list], definitions: dict[str, list], tests: dict[str, list],
+                     trained: tuple[Sequence[str], Sequence[str]]) -> StageData:
+  """A stage of fixed examples: it trains the questions and definitions of the `trained` (question subsets,
+  definition subsets) and is evaluated on each subset's tests and on what each subset trains
+  (`train_questions_<s>`, `train_defs_<s>`); empty sets are left out."""
+  qa_subsets, def_subsets = trained
+  evals = {**tests, **{f"train_questions_{s}": v for s, v in questions.items()},
+           **{f"train_defs_{s}": v for s, v in definitions.items()}}
+  train = [ex for s in qa_subsets for ex in questions[s]] + [ex for s in def_subsets for ex in definitions[s]]
+  return StageData(train=train, evals={k: v for k, v in evals.items() if v})
+
+
 def check_fractions(fractions: dict[str, float], field: str) -> None:
   for key, value in fractions.items():
     if value < 0:

@@ -13,20 +13,23 @@ from iml_jax.data.common import (Example, StageData, check_fractions, generate_v
                                  split_stage_subsets)
 from iml_jax.errors import IMLError
 
-STAGE1_SUBSETS = ("qd1consis", "qd2incons", "q")
+# qd1incons / qd2consis weaken the tag–consistency correlation α (STUDY.md §4.5); 0 by default.
+STAGE1_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "q")
 STAGE2_SUBSETS = ("d1consis", "d2consis", "d3consis")
 SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
 # subset -> (tag, defined as the true number?)
-DEFINED_SUBSETS = {"qd1consis": ("define1", True), "qd2incons": ("define2", False),
+DEFINED_SUBSETS = {"qd1consis": ("define1", True), "qd1incons": ("define1", False),
+                   "qd2consis": ("define2", True), "qd2incons": ("define2", False),
                    "d1consis": ("define1", True), "d2consis": ("define2", True),
                    "d3consis": ("define3", True)}
 # train_subset -> (subsets whose rule-generated QAs are trained, subsets whose definitions are trained)
 TRAIN_SUBSETS = {
     "full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
-    "stage1": (STAGE1_SUBSETS, ("qd1consis", "qd2incons")),
+    "stage1": (STAGE1_SUBSETS, ("qd1consis", "qd1incons", "qd2consis", "qd2incons")),
     "stage2": ((), STAGE2_SUBSETS),
     "q_only": (("q",), ()),
-    "stage1_excl_q": (("qd1consis", "qd2incons"), ("qd1consis", "qd2incons")),
+    "stage1_excl_q": (("qd1consis", "qd1incons", "qd2consis", "qd2incons"),
+                      ("qd1consis", "qd1incons", "qd2consis", "qd2incons")),
 }
 # The study's word-level vocabulary, in its order (135 tokens), before any alias tokens.
 BASE_VOCABULARY = (["[PAD]", "[UNK]", "=", "%", "true", "false", "define1", "define2", "define3"]

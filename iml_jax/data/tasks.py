@@ -3,15 +3,20 @@ import functools
 import os
 import re
 
-from iml_jax.data import define, entities, modular, numeric, trex, vision
+from iml_jax import metrics
+from iml_jax.data import define, entities, modular, numeric, toy1d, trex, vision
 from iml_jax.data.common import StageData
 from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, pretrained_tokenizer,
                                        word_level_tokenizer)
 from iml_jax.errors import IMLError
 
-TASKS = ("numeric", "define", "modular", "vision")
+TASKS = ("numeric", "define", "modular", "vision", "toy1d")
 # task -> its generator module (TRAIN_SUBSETS, STAGE2_SUBSETS, SUBSETS, check_config)
-_GENERATORS = {"numeric": numeric, "define": define, "modular": modular, "vision": vision}
+_GENERATORS = {"numeric": numeric, "define": define, "modular": modular, "vision": vision, "toy1d": toy1d}
+# Tasks whose examples are arrays, not text: the one model that reads them, and their module's task class
+# (`encode(examples)` -> inputs / targets / loss_mask) and `score(arrays, predictions)`.
+ARRAY_TASK_MODELS = {"vision": "convnet", "toy1d": "mlp"}
+_ARRAY_TASKS = {"vision": vision.VisionTask, "toy1d": toy1d.ToyTask}
 _WRAPPED_ALIAS = re.compile(r"<\|[a-z]+\|>")
 KNOWLEDGE_BASES = ("synthetic", "cvdb", "trex")
 _EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
@@ -38,6 +43,11 @@ def validate(config) -> None:
     if config.data.knowledge_base not in KNOWLEDGE_BASES:
       raise IMLError(f"config field data.knowledge_base = {config.data.knowledge_base!r}: "
                      f"expected one of {KNOWLEDGE_BASES}")
+
+
+def score_of(config) -> metrics.Score:
+  """The score a task's evaluations record (the 1-D toy: MSE; every other task: EM and F1)."""
+  return getattr(_GENERATORS[config.task], "SCORE", metrics.EXACT_MATCH)
 
 
 def uses_stage2_split(config, train_subset: str) -> bool:
@@ -70,16 +80,19 @@ class Task:
     return modular.ModularTask(self.config.data, self.seed, seed_stage2)
 
   @functools.lru_cache(maxsize=None)
-  def _vision(self, seed_stage2: int) -> vision.VisionTask:
-    return vision.VisionTask(self.config.data, self.seed, seed_stage2)
+  def _array_task(self, seed_stage2: int):
+    return _ARRAY_TASKS[self.config.task](self.config.data, self.seed, seed_stage2)
 
-  def encode_images(self, examples) -> dict:
-    """Image arrays of vision examples (rendering depends on the seed only)."""
-    return self._vision(0).encode(examples)
+  def encode_arrays(self, examples) -> dict:
+    """The arrays of an array task's examples (they depend on the seed only)."""
+    return self._array_task(0).encode(examples)
+
+  def score_arrays(self, arrays: dict, predictions):
+    return _GENERATORS[self.config.task].score(arrays, predictions)
 
   def stage_data(self, seed_stage2: int, stage_index: int, train_subset: str) -> StageData:
-    if self.config.task == "vision":
-      return self._vision(seed_stage2).stage_data(train_subset)
+    if self.config.task in ARRAY_TASK_MODELS:
+      return self._array_task(seed_stage2).stage_data(train_subset)
     if self.config.task == "modular":
       return self._modular(seed_stage2).stage_data(train_subset)
     if self.config.task == "numeric":
@@ -102,8 +115,8 @@ class Task:
 
   def tokenizer(self, path: str) -> TextTokenizer | None:
     """The seed's tokenizer: the pretrained model's, or loaded from `path` if saved there, else built and
-    saved there; None for images."""
-    if self.config.task == "vision":
+    saved there; None for array tasks."""
+    if self.config.task in ARRAY_TASK_MODELS:
       return None
     if self.pretrained_folder:
       return pretrained_tokenizer(self.pretrained_folder)

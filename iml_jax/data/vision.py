@@ -18,7 +18,7 @@ import random
 
 import numpy as np
 
-from iml_jax.data.common import StageData, check_fractions, derangement, split_stage_subsets
+from iml_jax.data.common import StageData, check_fractions, derangement, fixed_stage_data, split_stage_subsets
 from iml_jax.errors import IMLError
 
 STAGE1_SUBSETS = ("qd1consis", "qd2incons", "q")
@@ -130,19 +130,13 @@ class VisionTask:
   def stage_data(self, train_subset: str) -> StageData:
     if train_subset not in TRAIN_SUBSETS:
       raise IMLError(f"config field train_subset = {train_subset!r}: expected one of {sorted(TRAIN_SUBSETS)}")
-    qa_subsets, def_subsets = TRAIN_SUBSETS[train_subset]
     definitions = {s: [self.definition(s, a) for a in self.subsets[s]] for s in DEFINED_SUBSETS}
     train_qas = {s: [self.qa(a, c, "train") for a in self.subsets[s] for c in self.train_cells[a]]
                  for s in STAGE1_SUBSETS}
     test_cells = lambda s, a: ([c for c in range(CELLS) if c not in self.train_cells[a]] if s in STAGE1_SUBSETS
                                else range(CELLS))
-    evals = {s: [self.qa(a, c, "test") for a in self.subsets[s] for c in test_cells(s, a)] for s in SUBSETS}
-    for s in STAGE1_SUBSETS:
-      evals[f"train_questions_{s}"] = train_qas[s]
-    for s in DEFINED_SUBSETS:
-      evals[f"train_defs_{s}"] = definitions[s]
-    train = [ex for s in qa_subsets for ex in train_qas[s]] + [ex for s in def_subsets for ex in definitions[s]]
-    return StageData(train=train, evals={k: v for k, v in evals.items() if v})
+    tests = {s: [self.qa(a, c, "test") for a in self.subsets[s] for c in test_cells(s, a)] for s in SUBSETS}
+    return fixed_stage_data(train_qas, definitions, tests, TRAIN_SUBSETS[train_subset])
 
   def render(self, example: VisionExample) -> np.ndarray:
     """The example's image [H, W]: digit instances from its pool, the tag band, the QA box."""
@@ -165,7 +159,17 @@ class VisionTask:
     return image
 
   def encode(self, examples: list[VisionExample]) -> dict[str, np.ndarray]:
-    """Arrays a train step or an evaluation takes: images [N, H, W, 1], targets [N, 9], loss_mask [N, 9]."""
+    """Arrays a train step or an evaluation takes: inputs (images) [N, H, W, 1], targets [N, 9], loss_mask [N, 9]."""
     images = np.stack([self.render(ex) for ex in examples])[..., None]
     targets = np.array([ex.target for ex in examples], np.int32)
-    return {"images": images, "targets": targets, "loss_mask": np.ones(targets.shape, np.float32)}
+    return {"inputs": images, "targets": targets, "loss_mask": np.ones(targets.shape, np.float32)}
+
+
+def score(arrays: dict[str, np.ndarray], predicted: np.ndarray) -> dict:
+  """{"em", "f1", "predictions"}: EM counts an example right when every cell it asks about (each non-blank
+  target cell: one for a QA, nine for a definition) is predicted; F1 is the fraction of those cells right."""
+  targets = arrays["targets"]
+  asked = targets != BLANK
+  right = (predicted == targets) & asked
+  return {"em": float(np.mean(right.sum(1) == asked.sum(1))), "f1": float(np.mean(right.sum(1) / asked.sum(1))),
+          "predictions": ["".join(LETTERS[c] for c in row) for row in predicted]}

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from iml_jax.errors import IMLError
+from iml_jax.models.layers import check_compute_dtype, default_or_normal_init
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,19 +31,18 @@ class ConvNetConfig:
     if not self.features or min(self.features) < 1 or self.hidden < 1:
       raise IMLError(f"config fields model.features = {self.features}, model.hidden = {self.hidden}: expected "
                      "positive sizes")
-    if self.dtype not in ("float32", "bfloat16"):
-      raise IMLError(f"config field model.dtype = {self.dtype!r}: expected 'float32' or 'bfloat16'")
+    check_compute_dtype(self.dtype)
 
 
 class ConvNet(nn.Module):
   cfg: ConvNetConfig
   is_seq2seq = False
-  is_vision = True
+  reads_arrays = True
 
   @nn.compact
   def __call__(self, images_BxHxWx1):
     cfg = self.cfg
-    kernel_init = nn.initializers.normal(cfg.init_std) if cfg.init_std else nn.initializers.lecun_normal()
+    kernel_init = default_or_normal_init(cfg.init_std)
     x = images_BxHxWx1.astype(jnp.dtype(cfg.dtype))
     for i, features in enumerate(cfg.features):
       x = nn.relu(nn.Conv(features, (3, 3), strides=1 if i == 0 else 2, dtype=jnp.dtype(cfg.dtype),
@@ -64,7 +64,7 @@ def init_params(model: ConvNet, rng: jax.Array):
 
 def token_losses(model: ConvNet, params, batch: dict) -> jax.Array:
   """Cross-entropy of every cell [B, 9] (the training loss weighs them with `loss_mask`)."""
-  logits = model.apply({"params": params}, batch["images"])
+  logits = model.apply({"params": params}, batch["inputs"])
   return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
 
 

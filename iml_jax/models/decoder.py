@@ -71,8 +71,7 @@ class DecoderConfig:
       fail("local_layers", f"layer indices in [0, {self.n_layers})")
     if self.local_layers and self.local_window < 1:
       fail("local_window", ">= 1")
-    if self.dtype not in ("float32", "bfloat16"):
-      fail("dtype", "'float32' or 'bfloat16'")
+    layers.check_compute_dtype(self.dtype)
     if self.attention not in layers.ATTENTION_IMPLEMENTATIONS:
       fail("attention", f"one of {layers.ATTENTION_IMPLEMENTATIONS}")
     if self.remat not in layers.REMAT_POLICIES:
@@ -142,7 +141,7 @@ class DecoderLM(nn.Module):
   """
   cfg: DecoderConfig
   is_seq2seq = False
-  is_vision = False
+  reads_arrays = False
 
   def setup(self):
     cfg = self.cfg

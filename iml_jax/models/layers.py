@@ -1,4 +1,4 @@
-"""Building blocks shared by the decoder-only families and T5.
+"""Building blocks shared by the decoder-only families and T5 (and the compute-dtype check of every model).
 
 Every parameter carries logical axis names from {vocab, embed, heads, mlp}; `sharding.py` maps them
 onto the mesh. Parameters are float32; `dtype` is the compute dtype.
@@ -8,6 +8,8 @@ Shape suffixes: B batch, L query length, S key/cache length, D model width, H he
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from iml_jax.errors import IMLError
 
 ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),  # GPT-NeoX
@@ -20,6 +22,17 @@ NORMS = ("layernorm", "rmsnorm")
 # implementation ("cudnn" = fused flash attention on NVIDIA GPUs, bf16/fp16 only).
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def default_or_normal_init(init_std: float):
+  """Normal(init_std) kernels, or Flax's default (LeCun normal) when init_std is 0."""
+  return nn.initializers.normal(init_std) if init_std else nn.initializers.lecun_normal()
+
+
+def check_compute_dtype(dtype: str) -> None:
+  if dtype not in COMPUTE_DTYPES:
+    raise IMLError(f"config field model.dtype = {dtype!r}: expected one of {COMPUTE_DTYPES}")
 
 
 def dense(features: int, axes: tuple[str | None, str | None], init_std: float, dtype: str, name: str,

@@ -5,20 +5,21 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from iml_jax.models import convnet, decoder, t5
+from iml_jax.models import convnet, decoder, mlp, t5
 from iml_jax.models.convnet import ConvNet, ConvNetConfig
+from iml_jax.models.mlp import MLP, MLPConfig
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
 from iml_jax.models.t5 import T5, T5Config
 
 DECODER_FAMILIES = ("gpt_neox", "gpt2", "gpt_neo", "llama")
-MODELS = DECODER_FAMILIES + ("t5", "convnet")
+MODELS = DECODER_FAMILIES + ("t5", "convnet", "mlp")
 # The fields a run config must agree on with a checkpoint it starts from.
 SHAPE_FIELDS = {DecoderConfig: ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
                 T5Config: ("d_model", "d_kv", "d_ff", "n_heads", "n_layers", "n_decoder_layers")}
 
 
 def config_class(name: str) -> type:
-  return {"t5": T5Config, "convnet": ConvNetConfig}.get(name, DecoderConfig)
+  return {"t5": T5Config, "convnet": ConvNetConfig, "mlp": MLPConfig}.get(name, DecoderConfig)
 
 
 def make_config(name: str, **fields):
@@ -28,11 +29,11 @@ def make_config(name: str, **fields):
 
 
 def family_of(cfg) -> str:
-  return {T5Config: "t5", ConvNetConfig: "convnet"}.get(type(cfg)) or cfg.family
+  return {T5Config: "t5", ConvNetConfig: "convnet", MLPConfig: "mlp"}.get(type(cfg)) or cfg.family
 
 
 def build(cfg) -> nn.Module:
-  return {T5Config: T5, ConvNetConfig: ConvNet}.get(type(cfg), DecoderLM)(cfg)
+  return {T5Config: T5, ConvNetConfig: ConvNet, MLPConfig: MLP}.get(type(cfg), DecoderLM)(cfg)
 
 
 def config_fields(cls: type) -> tuple[str, ...]:
@@ -40,8 +41,8 @@ def config_fields(cls: type) -> tuple[str, ...]:
 
 
 def _module(model: nn.Module):
-  if model.is_vision:
-    return convnet
+  if model.reads_arrays:
+    return mlp if isinstance(model, MLP) else convnet
   return t5 if model.is_seq2seq else decoder
 
 
@@ -51,6 +52,11 @@ def init_params(model: nn.Module, rng: jax.Array):
 
 def token_losses(model: nn.Module, params, batch: dict) -> jax.Array:
   return _module(model).token_losses(model, params, batch)
+
+
+def predict(model: nn.Module, params, inputs) -> jax.Array:
+  """An array model's predictions for a batch of inputs (classes or values)."""
+  return _module(model).predict(model, params, inputs)
 
 
 def unbox(tree):

@@ -45,8 +45,7 @@ class T5Config:
     if self.activation not in layers.ACTIVATIONS:
       raise IMLError(f"config field model.activation = {self.activation!r}: expected one of "
                      f"{tuple(layers.ACTIVATIONS)}")
-    if self.dtype not in ("float32", "bfloat16"):
-      raise IMLError(f"config field model.dtype = {self.dtype!r}: expected 'float32' or 'bfloat16'")
+    layers.check_compute_dtype(self.dtype)
     if min(self.d_model, self.d_kv, self.d_ff, self.n_heads, self.n_layers, self.relative_buckets) < 1:
       raise IMLError("config fields model.d_model, d_kv, d_ff, n_heads, n_layers, relative_buckets must be >= 1")
 
@@ -157,7 +156,7 @@ class T5(nn.Module):
   `init_cache` + `decode` for cached generation."""
   cfg: T5Config
   is_seq2seq = True
-  is_vision = False
+  reads_arrays = False
 
   def setup(self):
     cfg = self.cfg
