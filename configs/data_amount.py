@@ -7,13 +7,22 @@ Fractions without tag 3 (q_no_repl/qd1consis/qd2incons/q/d1/d2/no_qd = .1/.25/.2
 20 + 10 epochs, Adafactor 5e-5, 10 x 5 seeds from 600. `num_ents=500` picks the size without a sweep.
 Hardware: one 40 GB accelerator per seed (not timed here). Study's result: none published (§11.4).
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
+
+Argument `cpu`: the same sweep on the embedded default (numeric set inclusion, configs/default.py), whose
+1,000 aliases become `num_ents` (same epochs, so fewer aliases also mean fewer steps, as in the study); 2 CPU cores:
+  python -m iml_jax.main --config=configs/data_amount.py:cpu,num_ents=500 --workdir=/tmp/iml_data_500
+CPU_SCALE_RESULTS
 """
 from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
-  cd.check_arg(args, ("num_ents", "tiny"), "configs/data_amount.py")
+  cd.check_arg(args, ("num_ents", "tiny", "cpu"), "configs/data_amount.py")
+  if "cpu" in args:
+    config = cd.numeric_cpu_default()
+    config.data.num_x = int(args.get("num_ents") or 1000)
+    return cd.shrink_numeric_default(config) if "tiny" in args else config
   config = cd.study_define(cd.pretrained_arg(args, "pythia-1b"), "cvdb", n_seeds=10,
                            num_entities=int(args.get("num_ents") or 1000), fractions=cd.NO_D3_FRACTIONS)
   return cd.shrink_for_tests(config) if "tiny" in args else config

@@ -47,6 +47,7 @@ CASES = {
     "unknown task": ({"task": "trivia"}, "task = 'trivia'"),
     "unknown eval set": ({"eval.subsets": "d1consis,nope"}, "eval.subsets names unknown set 'nope'"),
     "unknown model": ({"model.name": "mamba"}, "model.name = 'mamba'"),
+    "an array model for a text task": ({"model.name": "mlp"}, "model 'mlp' reads the arrays of another task"),
     "model field of another family": ({"model.d_kv": 8}, "do not apply to model.name = 'gpt_neox'"),
     "width not divisible by heads": ({"model.n_heads": 3}, "model.d_model = 16 must be divisible by model.n_heads = 3"),
     "unknown mesh rules": ({"mesh.rules": "zero3"}, "mesh.rules = 'zero3'"),

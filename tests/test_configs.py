@@ -10,7 +10,7 @@ FAMILY_ARGS = {
     "definition_order.py": ["order=tve", "order=vte", "order=evt,model=t5-3b"],
     "tag_correlation.py": ["alpha=0.5", "alpha=0.95", "alpha=0.975,model=pythia-1b", "alpha=0.7,kb=trex",
                            "cpu,alpha=0.5", "cpu,alpha=1"],
-    "data_amount.py": ["num_ents=250", "num_ents=2000"],
+    "data_amount.py": ["num_ents=250", "num_ents=2000", "cpu,num_ents=250"],
     "three_stage.py": ["", "model=pythia-410m", "kb=trex"],
     "batch_size.py": ["batch=16", "batch=32768", "model=pythia-2.8b,batch=16384"],
     "incontext.py": [""],

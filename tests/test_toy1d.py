@@ -116,6 +116,9 @@ def test_bad_toy_configs_name_the_field():
     toy1d.check_config(cd.toy1d_data(d_pos_enc=5))
   from iml_jax import experiment
   config = experiment.load_config(f"{ROOT}/configs/toy1d.py:tiny")
+  config.stages.full.trainable = "alias_embeddings"
+  with pytest.raises(IMLError, match="stages.full.trainable = 'alias_embeddings': model 'mlp' has no token"):
+    experiment.validate(config)
   config.model = cd.gpt_neox(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
   with pytest.raises(IMLError, match="task 'toy1d' needs model.name = 'mlp'"):
     experiment.validate(config)
