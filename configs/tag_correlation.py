@@ -18,6 +18,7 @@ Argument `cpu`: the same α split on the embedded default (numeric set inclusion
 Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds; α = 1 is configs/default.py):
   α = 1.0   d1consis 0.800 ± 0.078, d2consis 0.568 ± 0.062, gap +0.232 ± 0.067, p = 0.0003   (394 s)
   α = 0.8   d1consis 0.654 ± 0.068, d2consis 0.574 ± 0.041, gap +0.081 ± 0.053, p = 0.0065  (713 s*)
+  α = 0.65  d1consis 0.592 ± 0.050, d2consis 0.579 ± 0.051, gap +0.013 ± 0.015, p = 0.035   (632 s*)
   α = 0.5   d1consis 0.587 ± 0.064, d2consis 0.585 ± 0.051, gap +0.002 ± 0.022, p = 0.40    (526 s*)
   (* while other jobs shared the cores.) No IML at α = 0.5, as the study reports; the gap grows with α.
   Stage-1 QA is learnt for every subset (qd1consis ... qd2incons means 0.95-1.0).

@@ -6,6 +6,9 @@ r"""Aggregation over seeds: results.csv, summary.json (means, 95% CIs, the IML g
 
 The unit of independence is the stage-1 seed (STUDY.md §8.4): values are first averaged over
 stage-2 seeds, then means, t-intervals and the one-sided paired test run over stage-1 seeds.
+The paper's own statistics are reported beside them (`summary.pooled`, `*_per_subset_pooled.png`): every run
+(stage-1 × stage-2 seed) pooled as an independent sample, mean ± sample std, 95% bootstrap intervals of the
+mean per epoch (seaborn's default error bar), and a one-sided Student t-test from those statistics.
 """
 import csv
 import io
@@ -39,7 +42,10 @@ PLOT_SUBSETS = {
     "d3consis": ("D8cons (new tag)", "tab:gray"),
     "d2consis": ("D6cons (tag 2)", "tab:red"),
     "no_qd_baseline": ("QA7 (unseen aliases)", "tab:orange"),
+    "qd1incons": ("D8incons QA8", "tab:olive"),  # the α variant (STUDY.md §3.2, §4.5)
+    "qd2consis": ("D9cons QA9", "tab:cyan"),
 }
+OTHER_COLOURS = ("black", "gold", "magenta", "teal", "navy", "lime")  # none of the paper's
 KEY_COLUMNS = ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset")
 
 
@@ -72,6 +78,27 @@ def mean_ci95(values) -> tuple[float, float | None]:
   return float(values.mean()), float(half)
 
 
+def bootstrap_ci95(values, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+  """The 95% percentile interval of the mean over `n_resamples` resamples with replacement (fixed seed)."""
+  values = np.asarray(values, dtype=np.float64)
+  means = values[np.random.default_rng(seed).integers(len(values), size=(n_resamples, len(values)))].mean(1)
+  low, high = np.percentile(means, [2.5, 97.5])
+  return float(low), float(high)
+
+
+def pooled_runs(rows: list[dict], metric: str) -> dict:
+  """{(stage, epoch, subset): [the value of every run (stage-1 × stage-2 seed)]}, as the paper pools them."""
+  grouped: dict = {}
+  for r in rows:
+    grouped.setdefault((r["stage"], r["global_epoch"], r["subset"]), []).append(r[metric])
+  return grouped
+
+
+def _iml_direction(score) -> tuple[str, str]:
+  """(the subset IML favours, the other) under the task's score."""
+  return ("d1consis", "d2consis") if score.higher_is_better else ("d2consis", "d1consis")
+
+
 def per_seed(rows: list[dict], metric: str) -> dict:
   """{(stage, epoch, subset): {seed: mean over stage-2 seeds}}."""
   grouped: dict = {}
@@ -102,8 +129,9 @@ def summarize(config, rows: list[dict]) -> dict:
   summary = {"stage": last, "metric": score.name, "epoch": final_epoch,
              "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
              "subsets": subsets, "iml_gap": None}
+  summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
   if "d1consis" in subsets and "d2consis" in subsets:
-    better, worse = ("d1consis", "d2consis") if score.higher_is_better else ("d2consis", "d1consis")
+    better, worse = _iml_direction(score)
     a = np.array(subsets[better][f"{score.name}_per_seed"])
     b = np.array(subsets[worse][f"{score.name}_per_seed"])
     mean, ci = mean_ci95(a - b)
@@ -112,6 +140,24 @@ def summarize(config, rows: list[dict]) -> dict:
                           "ci95": ci, "p_value": None if p_value is None or math.isnan(p_value) else p_value,
                           "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (a - b).tolist()}
   return summary
+
+
+def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> dict:
+  """The paper's statistics (STUDY.md §8.4) at the final epoch: every run pooled; per subset mean, sample std
+  (ddof 1), n and the bootstrap 95% CI of the mean; the one-sided Student t-test of the IML direction."""
+  values = {subset: v for (s, e, subset), v in pooled_runs(final_rows, score.name).items() if (s, e) == (stage, epoch)}
+  out = {"subsets": {subset: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+                              "n": len(v), "ci95_bootstrap": bootstrap_ci95(v)}
+                     for subset, v in sorted(values.items())}, "ttest": None}
+  better, worse = _iml_direction(score)
+  a, b = out["subsets"].get(better), out["subsets"].get(worse)
+  if a and b and a["n"] > 1 and b["n"] > 1:
+    p_value = float(stats.ttest_ind_from_stats(a["mean"], a["std"], a["n"], b["mean"], b["std"], b["n"],
+                                               equal_var=True, alternative="greater").pvalue)
+    out["ttest"] = {"definition": f"{score.label}({better}) > {score.label}({worse}), runs pooled",
+                    "p_value": None if math.isnan(p_value) else p_value,
+                    "test": "one-sided Student t-test (pooled variance) from mean, std, n"}
+  return out
 
 
 def summarize_alignment(config, workdir: str) -> dict:
@@ -159,36 +205,44 @@ def _save_figure(figure, path: str) -> None:
   os.replace(tmp, path)
 
 
-def plot_subsets(config, rows: list[dict], path: str, title: str = "") -> None:
-  """The task's score per subset over the epochs of all stages."""
+def plot_subsets(config, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:
+  """The task's score per subset over the epochs of all stages: mean and 95% t-interval over stage-1 seeds,
+  or (`pooled`, the paper's figure) mean and 95% bootstrap interval over all runs."""
   score = score_of(config)
-  em = per_seed(rows, score.name)
+  em = ({key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()} if pooled
+        else per_seed(rows, score.name))
   n_seeds = len({r["seed"] for r in rows})
+  n_runs = len({(r["seed"], r["seed_stage2"]) for r in rows})
+  interval = bootstrap_ci95 if pooled else (lambda v: _t_band(*mean_ci95(v)))
   figure, axis = plt.subplots(figsize=(8, 4.5))
   # The paper's subsets in its notation and colours, then any other evaluated set under its own name.
   others = sorted({name for (_, _, name) in em} - set(PLOT_SUBSETS))
-  for subset, (label, colour) in list(PLOT_SUBSETS.items()) + [(name, (name, None)) for name in others]:
-    points = sorted((epoch, mean_ci95(list(seeds.values())))
+  for subset, (label, colour) in list(PLOT_SUBSETS.items()) + [
+      (name, (name, OTHER_COLOURS[i % len(OTHER_COLOURS)])) for i, name in enumerate(others)]:
+    points = sorted((epoch, float(np.mean(list(seeds.values()))), interval(list(seeds.values())))
                     for (_, epoch, name), seeds in em.items() if name == subset)
     if not points:
       continue
     epochs = [p[0] for p in points]
-    means = np.array([p[1][0] for p in points])
-    half = np.array([p[1][1] or 0.0 for p in points])
-    axis.plot(epochs, means, marker="o", markersize=3, color=colour, label=label)
-    axis.fill_between(epochs, np.clip(means - half, 0, score.upper_bound), np.clip(means + half, 0, score.upper_bound),
-                      color=colour, alpha=0.2)
+    axis.plot(epochs, [p[1] for p in points], marker="o", markersize=3, color=colour, label=label)
+    axis.fill_between(epochs, np.clip([p[2][0] for p in points], 0, score.upper_bound),
+                      np.clip([p[2][1] for p in points], 0, score.upper_bound), color=colour, alpha=0.2)
   boundary = 0
   for name in config.stage_names[:-1]:
     boundary += config.stages[name].epochs
     axis.axvline(boundary, color="black", linestyle=":", linewidth=1)
   axis.set_xlabel("epoch (all stages)")
   axis.set_ylabel({"em": "exact match", "mse": "mean squared error"}.get(score.name, score.name))
-  axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and 95% CI over {n_seeds} "
-                 "stage-1 seed(s)", fontsize=9)
+  over = (f"95% bootstrap CI over {n_runs} pooled runs (as the paper)" if pooled
+          else f"95% CI over {n_seeds} stage-1 seed(s)")
+  axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and {over}", fontsize=9)
   axis.legend(fontsize=8, loc="best")
   figure.tight_layout()
   _save_figure(figure, path)
+
+
+def _t_band(mean: float, half: float | None) -> tuple[float, float]:
+  return mean - (half or 0.0), mean + (half or 0.0)
 
 
 def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
@@ -247,6 +301,10 @@ def format_table(summary: dict) -> str:
     ci = "" if gap["ci95"] is None else f" ± {gap['ci95']:.3f}"
     p = "" if gap["p_value"] is None else f", one-sided p = {gap['p_value']:.2g}"
     lines.append(f"  IML gap {gap['definition']}  {gap['mean']:+.3f}{ci}{p}")
+  test = (summary.get("pooled") or {}).get("ttest")
+  if test and test["p_value"] is not None:
+    n = summary["pooled"]["subsets"]["d1consis"]["n"]
+    lines.append(f"  as the paper (all {n} runs pooled, Student t-test): one-sided p = {test['p_value']:.2g}")
   return "\n".join(lines)
 
 
@@ -266,11 +324,14 @@ def write_report(config, workdir: str) -> dict:
     atomic_write_json(os.path.join(workdir, "summary.json"), summary)
     score = score_of(config)
     plot = os.path.join("plots", f"{score.name}_per_subset.png")
+    paper_plot = os.path.join("plots", f"{score.name}_per_subset_pooled.png")
     if rows:
       plot_subsets(config, rows, os.path.join(workdir, plot))
+      plot_subsets(config, rows, os.path.join(workdir, paper_plot), pooled=True)
     atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(
         ["# Run report", "", "```", format_table(summary), "```", ""] +
-        ([f"![{score.label} per subset]({plot})", ""] if rows else [])))
+        ([f"![{score.label} per subset]({plot})", "", f"As the paper plots it: ![{score.label} per subset, runs "
+          f"pooled]({paper_plot})", ""] if rows else [])))
     print(format_table(summary))
   return summary
 

@@ -52,7 +52,7 @@ def finished_run(tmp_path_factory):
 def test_end_to_end_through_main(finished_run):
   workdir, result = finished_run
   for name in ("config.json", "metrics.jsonl", "results.csv", "summary.json", "plots/em_per_subset.png",
-               "seed_0/tokenizer.json", "seed_1/s2seed_0/stage2/predictions.jsonl"):
+               "plots/em_per_subset_pooled.png", "seed_0/tokenizer.json", "seed_1/s2seed_0/stage2/predictions.jsonl"):
     assert os.path.exists(workdir / name), name
   assert glob.glob(str(workdir / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*"))
   rows = list(csv.DictReader(open(workdir / "results.csv")))

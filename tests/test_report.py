@@ -43,6 +43,32 @@ def test_summary_by_hand():
   assert gap["p_value"] == pytest.approx(1 - stats.t.cdf(t, 2))
 
 
+def test_paper_style_pooled_statistics_by_hand():
+  """STUDY.md §8.4: every (seed, seed_stage2) run pooled; mean ± sample std; Student t-test from those."""
+  pooled = report.summarize(_config(), _rows())["pooled"]
+  d1_runs = [0.8, 0.6, 0.7, 0.7, 0.9, 0.5]
+  d2_runs = [0.5, 0.5, 0.6, 0.6, 0.65, 0.55]
+  assert pooled["subsets"]["d1consis"]["n"] == 6
+  assert pooled["subsets"]["d1consis"]["mean"] == pytest.approx(0.7)
+  assert pooled["subsets"]["d1consis"]["std"] == pytest.approx(np.std(d1_runs, ddof=1))
+  expected = stats.ttest_ind(d1_runs, d2_runs, equal_var=True, alternative="greater").pvalue
+  assert pooled["ttest"]["p_value"] == pytest.approx(expected)
+  low, high = pooled["subsets"]["d1consis"]["ci95_bootstrap"]
+  assert low < 0.7 < high
+  assert "as the paper (all 6 runs pooled, Student t-test): one-sided p = " in report.format_table(
+      report.summarize(_config(), _rows()))
+
+
+def test_bootstrap_interval_is_deterministic_and_close_to_the_t_interval_for_many_values():
+  assert report.bootstrap_ci95([0.3] * 5) == (0.3, 0.3)
+  values = np.random.default_rng(1).normal(0.5, 0.1, size=400)
+  low, high = report.bootstrap_ci95(values)
+  assert (low, high) == report.bootstrap_ci95(values)
+  mean, half = report.mean_ci95(values)
+  assert low < mean < high
+  assert (high - low) / 2 == pytest.approx(half, rel=0.15)
+
+
 def test_single_seed_has_no_interval():
   mean, half = report.mean_ci95([0.4])
   assert mean == 0.4 and half is None
@@ -55,8 +81,9 @@ def test_plot_and_table(tmp_path):
   config = _config()
   rows = _rows() + [dict(seed=s, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="qd1consis",
                          em=0.9, f1=0.9) for s in range(3)]
-  path = tmp_path / "plots" / "em.png"
-  report.plot_subsets(config, rows, str(path))
-  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  for pooled in (False, True):
+    path = tmp_path / "plots" / f"em_{pooled}.png"
+    report.plot_subsets(config, rows, str(path), pooled=pooled)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = report.format_table(report.summarize(config, rows))
   assert "IML gap EM(d1consis) - EM(d2consis)  +0.133" in table
