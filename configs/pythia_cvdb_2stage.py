@@ -6,7 +6,10 @@ Command: (needs the CVDB file, Pythia weights and an accelerator)
 
 The study's model-size sweep and other decoder families run the same experiment with `model=`:
   --config=configs/pythia_cvdb_2stage.py:model=pythia-410m   (pythia-70m … pythia-6.9b, gpt-neo-125M,
-  gpt-neo-1.3B, gpt-neo-2.7B, llama-2-7b, gpt2; see iml_jax/config_defaults.py PRETRAINED)
+  gpt-neo-1.3B, gpt-neo-2.7B, gpt-j-6b, llama-2-7b, gpt2; see iml_jax/config_defaults.py PRETRAINED)
+The study's GPT-Neo sweep names "gpt-neo-6B", which is not a hub id; EleutherAI's 6B model is GPT-J
+(`model=gpt-j-6b`, STUDY.md §7.1); the study ran its 6B points with 32 x 8 seeds (§4.7):
+  --config.n_seeds=32 --config.n_seeds_stage2=8
 
 Data: the 4,000 most-read CVDB people (2,000 men, 2,000 women), fractions q_no_repl .1 / qd1consis .25 /
 qd2incons .25 / q .1 / d1 .08 / d2 .08 / d3 .08 / no_qd .06 (400/1000/1000/400/320/320/320/240 entities),

@@ -123,6 +123,8 @@ _DECODER_FAMILY_OPTIONS = {
     "gpt_neo": dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, position_embedding="learned",
                     parallel_residual=False, activation="gelu_new", qkv_bias=False, scale_attention=False,
                     local_layers=tuple(range(1, 12, 2)), local_window=256, tie_embeddings=True),
+    "gptj": dict(d_model=4096, n_layers=28, n_heads=16, d_mlp=16384, rotary_pct=0.25, shared_input_norm=True,
+                 activation="gelu_new", qkv_bias=False, attention_out_bias=False, output_bias=True),
     "llama": dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008, rotary_pct=1.0, parallel_residual=False,
                   norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, proj_bias=False),
 }
@@ -135,6 +137,8 @@ PRETRAINED = {
     **{f"gpt-neo-{size}": ("gpt_neo", f"EleutherAI/gpt-neo-{size}", dict(
         d_model=d, n_layers=n, n_heads=h, d_mlp=4 * d, local_layers=tuple(range(1, n, 2)))) for size, d, n, h in (
             ("125M", 768, 12, 12), ("1.3B", 2048, 24, 16), ("2.7B", 2560, 32, 20))},
+    # The study's "gpt-neo-6B" is not a hub id; EleutherAI's 6B model is GPT-J (STUDY.md §7.1).
+    "gpt-j-6b": ("gptj", "EleutherAI/gpt-j-6b", dict(d_model=4096, n_layers=28, n_heads=16, d_mlp=16384)),
     "gpt2": ("gpt2", "gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072)),
     "llama-2-7b": ("llama", "meta-llama/Llama-2-7b-hf", dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008)),
     "t5-small": ("t5", "google-t5/t5-small", dict(d_model=512, d_kv=64, d_ff=2048, n_heads=8, n_layers=6)),

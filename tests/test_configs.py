@@ -22,7 +22,8 @@ FAMILY_ARGS = {
     "vision.py": [""],
     "toy1d.py": ["", "two_stage"],
     "pythia_cvdb_2stage.py": [f"model={m}" for m in ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b",
-                                                     "pythia-1.4b", "pythia-6.9b", "gpt-neo-125M", "gpt-neo-2.7B")],
+                                                     "pythia-1.4b", "pythia-6.9b", "gpt-neo-125M", "gpt-neo-2.7B",
+                                                     "gpt-j-6b")],
 }
 
 

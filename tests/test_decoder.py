@@ -88,6 +88,10 @@ def test_invalid_model_config_names_the_field():
     DecoderConfig(vocab_size=10, n_heads=4, n_kv_heads=3)
   with pytest.raises(IMLError, match=r"model.local_layers = \(5,\): expected layer indices in \[0, 2\)"):
     DecoderConfig(vocab_size=10, n_layers=2, local_layers=[5])
+  with pytest.raises(IMLError, match="model.shared_input_norm = True: expected False unless model.parallel_residual"):
+    DecoderConfig(vocab_size=10, parallel_residual=False, shared_input_norm=True)
+  with pytest.raises(IMLError, match="model.output_bias = True: expected False with tied embeddings"):
+    DecoderConfig(vocab_size=10, tie_embeddings=True, output_bias=True)
 
 
 @pytest.mark.parametrize("variant", ["pythia", "llama_gqa"])

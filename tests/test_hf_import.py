@@ -36,6 +36,10 @@ DECODER_CONFIGS = {
     "gpt_neo_all_local_untied": (transformers.GPTNeoConfig, transformers.GPTNeoForCausalLM, dict(
         hidden_size=32, num_layers=2, num_heads=2, intermediate_size=40, max_position_embeddings=64, window_size=3,
         attention_types=[[["local"], 2]], tie_word_embeddings=False)),
+    "gptj_partial_rotary": (transformers.GPTJConfig, transformers.GPTJForCausalLM, dict(
+        n_embd=32, n_layer=2, n_head=2, rotary_dim=6, n_positions=64)),
+    "gptj_full_rotary_n_inner": (transformers.GPTJConfig, transformers.GPTJForCausalLM, dict(
+        n_embd=32, n_layer=2, n_head=4, rotary_dim=8, n_inner=48, n_positions=64)),
     "llama_gqa": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
         max_position_embeddings=64, rms_norm_eps=1e-6)),
@@ -94,7 +98,7 @@ def test_logits_match_pytorch(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["pythia_parallel_partial_rotary", "gpt2_tied", "gpt_neo_local_global",
-                                  "llama_gqa"])
+                                  "gptj_partial_rotary", "llama_gqa"])
 def test_greedy_generation_matches_pytorch(tmp_path, name):
   model, folder = _tiny(tmp_path, name)
   cfg, params = hf_import.load_hf_model(folder)

@@ -1,9 +1,9 @@
-"""Decoder-only language model covering GPT-NeoX (Pythia), GPT-2, GPT-Neo and Llama, with a KV cache.
+"""Decoder-only language model covering GPT-NeoX (Pythia), GPT-2, GPT-Neo, GPT-J and Llama, with a KV cache.
 
 The families differ only in options of one block, so they share it: rotary (partial or full) or
-learned positions, parallel or sequential residual, LayerNorm or RMSNorm, GELU / tanh-GELU / SwiGLU
-MLPs, grouped-query attention, GPT-Neo's unscaled scores and local (windowed) layers, tied or untied
-output embedding. `hf_import.py` maps each family's checkpoints onto these parameters by renaming.
+learned positions, parallel or sequential residual (GPT-J: one norm feeding both branches), LayerNorm or
+RMSNorm, GELU / tanh-GELU / SwiGLU MLPs, grouped-query attention, GPT-Neo's unscaled scores and local
+(windowed) layers, tied or untied output embedding (GPT-J's with a bias). `hf_import.py` maps each family's checkpoints onto these parameters by renaming.
 
 Shape suffixes: B batch, L query length, S key/cache length, D model width, H heads, K head width.
 """
@@ -35,16 +35,19 @@ class DecoderConfig:
   rotary_pct: float = 0.25
   rotary_base: float = 10000.0
   parallel_residual: bool = True
+  shared_input_norm: bool = False  # GPT-J: the attention's input norm also feeds the (parallel) MLP
   norm: str = "layernorm"
   layer_norm_eps: float = 1e-5
   activation: str = "gelu"
   gated_mlp: bool = False
   qkv_bias: bool = True
   proj_bias: bool = True  # attention output and MLP projections
+  attention_out_bias: bool | None = None  # None: as proj_bias (GPT-J: none here, MLP biases kept)
   scale_attention: bool = True  # False: GPT-Neo's unscaled q·k
   local_layers: tuple[int, ...] = ()  # layers that attend only to the last `local_window` positions
   local_window: int = 256
   tie_embeddings: bool = False
+  output_bias: bool = False  # a bias on the untied output projection (GPT-J's lm_head)
   attention: str = "einsum"  # layers.ATTENTION_IMPLEMENTATIONS
   remat: str = "none"  # recompute each block's activations in the backward pass: layers.REMAT_POLICIES
   scan_layers: bool = False  # one block traced once and scanned (fast compiles); parameters stacked on "layers"
@@ -78,6 +81,10 @@ class DecoderConfig:
       fail("remat", f"one of {layers.REMAT_POLICIES}")
     if self.scan_layers and self.local_layers:
       fail("scan_layers", "False for a model with local_layers (scanned layers must be identical)")
+    if self.shared_input_norm and not self.parallel_residual:
+      fail("shared_input_norm", "False unless model.parallel_residual (one norm feeds both parallel branches)")
+    if self.output_bias and self.tie_embeddings:
+      fail("output_bias", "False with tied embeddings (the embedding table has no bias)")
 
   @property
   def head_dim(self) -> int:
@@ -110,7 +117,8 @@ class Attention(nn.Module):
     k, v, cache = layers.write_cache(cache, k, v, cache_index)
     scale = cfg.head_dim ** -0.5 if cfg.scale_attention else 1.0
     out = layers.attend(q, k, v, mask_BxLxS, scale, implementation=cfg.attention)
-    return layers.dense(cfg.d_model, ("heads", "embed"), cfg.init_std, cfg.dtype, "dense", cfg.proj_bias)(out), cache
+    out_bias = cfg.proj_bias if cfg.attention_out_bias is None else cfg.attention_out_bias
+    return layers.dense(cfg.d_model, ("heads", "embed"), cfg.init_std, cfg.dtype, "dense", out_bias)(out), cache
 
 
 class Block(nn.Module):
@@ -121,10 +129,11 @@ class Block(nn.Module):
     cfg = self.cfg
     ln = lambda name: layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, name)
     mlp = layers.MLP(cfg.d_mlp, cfg.activation, cfg.gated_mlp, cfg.proj_bias, cfg.init_std, cfg.dtype, name="mlp")
-    attn_out, cache = Attention(cfg, name="attention")(
-        ln("input_layernorm")(x_BxLxD), positions_BxL, mask_BxLxS, cache, cache_index)
+    normed = ln("input_layernorm")(x_BxLxD)
+    attn_out, cache = Attention(cfg, name="attention")(normed, positions_BxL, mask_BxLxS, cache, cache_index)
     if cfg.parallel_residual:
-      x_BxLxD = x_BxLxD + attn_out + mlp(ln("post_attention_layernorm")(x_BxLxD))
+      mlp_in = normed if cfg.shared_input_norm else ln("post_attention_layernorm")(x_BxLxD)
+      x_BxLxD = x_BxLxD + attn_out + mlp(mlp_in)
     else:
       x_BxLxD = x_BxLxD + attn_out
       x_BxLxD = x_BxLxD + mlp(ln("post_attention_layernorm")(x_BxLxD))
@@ -162,7 +171,7 @@ class DecoderLM(nn.Module):
     self.final_layer_norm = layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
     if not cfg.tie_embeddings:
       self.embed_out = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "embed_out",
-                                    use_bias=False)
+                                    use_bias=cfg.output_bias)
 
   def embed(self, tokens_BxL):
     return self.embed_in(tokens_BxL)

@@ -11,7 +11,7 @@ from iml_jax.models.mlp import MLP, MLPConfig
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
 from iml_jax.models.t5 import T5, T5Config
 
-DECODER_FAMILIES = ("gpt_neox", "gpt2", "gpt_neo", "llama")
+DECODER_FAMILIES = ("gpt_neox", "gpt2", "gpt_neo", "gptj", "llama")
 MODELS = DECODER_FAMILIES + ("t5", "convnet", "mlp")
 # The fields a run config must agree on with a checkpoint it starts from.
 SHAPE_FIELDS = {DecoderConfig: ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
