@@ -11,7 +11,13 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 Argument `cpu`: the same sweep on the embedded default (numeric set inclusion, configs/default.py), whose
 1,000 aliases become `num_ents` (same epochs, so fewer aliases also mean fewer steps, as in the study); 2 CPU cores:
   python -m iml_jax.main --config=configs/data_amount.py:cpu,num_ents=500 --workdir=/tmp/iml_data_500
-CPU_SCALE_RESULTS
+Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds; 1,000 is configs/default.py):
+  250    d1consis 0.604 ± 0.047, d2consis 0.569 ± 0.062, gap +0.035 ± 0.068, p = 0.11     (169 s)
+  500    d1consis 0.786 ± 0.101, d2consis 0.577 ± 0.029, gap +0.210 ± 0.092, p = 0.0016   (242 s)
+  1000   d1consis 0.800 ± 0.078, d2consis 0.568 ± 0.062, gap +0.232 ± 0.067, p = 0.0003   (394 s)
+  2000   d1consis 0.799 ± 0.130, d2consis 0.605 ± 0.106, gap +0.194 ± 0.068, p = 0.0007   (1533 s*)
+  (* while the test suite shared the cores.) With 250 aliases stage 1 has ~300 steps and its QA stays at
+  0.81 (the others: 0.99-1.0); IML appears once stage 1 learns the task and is about flat from 500 on.
 """
 from iml_jax import config_defaults as cd
 
