@@ -209,18 +209,18 @@ def plot_subsets(config, rows: list[dict], path: str, title: str = "", pooled: b
   """The task's score per subset over the epochs of all stages: mean and 95% t-interval over stage-1 seeds,
   or (`pooled`, the paper's figure) mean and 95% bootstrap interval over all runs."""
   score = score_of(config)
-  em = ({key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()} if pooled
+  by_epoch = ({key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()} if pooled
         else per_seed(rows, score.name))
   n_seeds = len({r["seed"] for r in rows})
   n_runs = len({(r["seed"], r["seed_stage2"]) for r in rows})
   interval = bootstrap_ci95 if pooled else (lambda v: _t_band(*mean_ci95(v)))
   figure, axis = plt.subplots(figsize=(8, 4.5))
   # The paper's subsets in its notation and colours, then any other evaluated set under its own name.
-  others = sorted({name for (_, _, name) in em} - set(PLOT_SUBSETS))
+  others = sorted({name for (_, _, name) in by_epoch} - set(PLOT_SUBSETS))
   for subset, (label, colour) in list(PLOT_SUBSETS.items()) + [
       (name, (name, OTHER_COLOURS[i % len(OTHER_COLOURS)])) for i, name in enumerate(others)]:
     points = sorted((epoch, float(np.mean(list(seeds.values()))), interval(list(seeds.values())))
-                    for (_, epoch, name), seeds in em.items() if name == subset)
+                    for (_, epoch, name), seeds in by_epoch.items() if name == subset)
     if not points:
       continue
     epochs = [p[0] for p in points]
