@@ -132,8 +132,10 @@ class Block(nn.Module):
     normed = ln("input_layernorm")(x_BxLxD)
     attn_out, cache = Attention(cfg, name="attention")(normed, positions_BxL, mask_BxLxS, cache, cache_index)
     if cfg.parallel_residual:
-      mlp_in = normed if cfg.shared_input_norm else ln("post_attention_layernorm")(x_BxLxD)
-      x_BxLxD = x_BxLxD + attn_out + mlp(mlp_in)
+      # The attention branch is added first, as before GPT-J's option existed: XLA's rounding follows the op
+      # order, and the results in the README were measured with this one.
+      with_attention = x_BxLxD + attn_out
+      x_BxLxD = with_attention + mlp(normed if cfg.shared_input_norm else ln("post_attention_layernorm")(x_BxLxD))
     else:
       x_BxLxD = x_BxLxD + attn_out
       x_BxLxD = x_BxLxD + mlp(ln("post_attention_layernorm")(x_BxLxD))
