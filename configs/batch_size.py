@@ -12,21 +12,19 @@ Study's result (qualitative, §11.4): smaller batches give more IML; full-batch 
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
 from iml_jax import config_defaults as cd
+from iml_jax import study
 from iml_jax.errors import IMLError
-
-GRIDS = {"pythia-1b": {16: 30, 32: 30, 64: 30, 128: 40, 256: 60, 512: 60, 1024: 60, 2048: 60, 4096: 60,
-                       8192: 120, 16384: 120, 32768: 240},
-         "pythia-2.8b": {128: 20, 512: 31, 1024: 41, 2048: 41, 4096: 61, 8192: 81, 16384: 151}}
-
 
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("model", "batch", "tiny"), "configs/batch_size.py")
   model_key = args.get("model") or "pythia-1b"
-  model = cd.pretrained_arg(args, "pythia-1b", tuple(GRIDS))
+  model = cd.pretrained_arg(args, "pythia-1b", tuple(study.BATCH_GRIDS))
   batch = int(args.get("batch") or 256)
-  if batch not in GRIDS[model_key]:
-    raise IMLError(f"configs/batch_size.py: batch={batch} is not in the {model_key} grid {sorted(GRIDS[model_key])}")
-  config = cd.study_define(model, "cvdb", n_seeds=5, n_seeds_stage2=1, fractions=cd.NO_D3_FRACTIONS)
-  config = cd.one_stage(config, GRIDS[model_key][batch], batch, grad_accum=max(batch // 512, 1))
+  if batch not in study.BATCH_GRIDS[model_key]:
+    raise IMLError(f"configs/batch_size.py: batch={batch} is not in the {model_key} grid "
+                   f"{sorted(study.BATCH_GRIDS[model_key])}")
+  config = cd.study_define(model, "cvdb", n_seeds=5, n_seeds_stage2=1, fractions=dict(study.NO_D3))
+  config = cd.one_stage(config, study.BATCH_GRIDS[model_key][batch], batch, grad_accum=max(batch // 512, 1))
+  config.study = f"batch_size:batch={batch},model={model_key}"
   return cd.shrink_for_tests(config) if "tiny" in args else config

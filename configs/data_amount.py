@@ -20,15 +20,18 @@ Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds
   0.81 (the others: 0.99-1.0); IML appears once stage 1 learns the task and is about flat from 500 on.
 """
 from iml_jax import config_defaults as cd
+from iml_jax import study
 
 
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("num_ents", "tiny", "cpu"), "configs/data_amount.py")
+  num_ents = int(args.get("num_ents") or 1000)
   if "cpu" in args:
     config = cd.numeric_cpu_default()
-    config.data.num_x = int(args.get("num_ents") or 1000)
+    config.data.num_x = num_ents
     return cd.shrink_numeric_default(config) if "tiny" in args else config
-  config = cd.study_define(cd.pretrained_arg(args, "pythia-1b"), "cvdb", n_seeds=10,
-                           num_entities=int(args.get("num_ents") or 1000), fractions=cd.NO_D3_FRACTIONS)
+  config = cd.study_define(cd.pretrained_arg(args, "pythia-1b"), "cvdb", n_seeds=10, num_entities=num_ents,
+                           fractions=dict(study.NO_D3))
+  config.study = f"data_amount:num_ents={num_ents}"
   return cd.shrink_for_tests(config) if "tiny" in args else config

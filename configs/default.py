@@ -34,6 +34,6 @@ from iml_jax import config_defaults as cd
 
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
-  cd.check_arg(args, ("tiny",), "configs/default.py")
-  config = cd.numeric_cpu_default()
+  cd.check_arg(args, ("tiny", "faithful"), "configs/default.py")
+  config = cd.numeric_cpu_default(faithful="faithful" in args)
   return cd.shrink_numeric_default(config) if "tiny" in args else config

@@ -25,8 +25,6 @@ def get_config(arg: str | None = None):
   model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "t5-3b"))
   t5 = model.name == "t5"
   config = cd.study_define(model, "cvdb", grad_accum=4 if t5 else 2, n_seeds=10 if t5 or order == "vte" else 20,
-                           n_seeds_stage2=3, def_order=order)
-  config.seed = 700
-  if t5:
-    config.data.label_block_size = 8
+                           n_seeds_stage2=3, seed=700, def_order=order, **(dict(label_block_size=8) if t5 else {}))
+  config.study = f"definition_order:order={order},model={'t5-3b' if t5 else 'pythia-2.8b'}"
   return cd.shrink_for_tests(config) if "tiny" in args else config

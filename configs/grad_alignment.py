@@ -8,7 +8,9 @@ Command: (the study's grid, Pythia-1B-deduped on CVDB, one run per batch size; n
   python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=$(ls -d $RUNS/bs* | paste -sd,) \
       --out=$RUNS/alignment_vs_batch.png
 Study's grid: batch (epochs, accumulation) 128 (21, 1), 256 (20, 1), 512 (21, 2), 1k (20, 4), 2k (41, 8),
-4k (50, 16), 8k (81, 32), 16k (151, 64); 10 seeds from 900 (16k: 15 from 910). Study's result (poster,
+4k (50, 16), 8k (81, 32), 16k (151, 64); 10 seeds from 900 (16k: 15 from 910); the alignment runs' own
+fractions (q_no_repl .12 / qd1consis .25 / qd2incons .25 / q .1 / d1 .1 / d2 .1 / no_qd .08, i.e.
+480/1000/1000/400/400/400/320 of 4,000 people). Study's result (poster,
 ±0.005): cosine D5 (tag 1) ≈ 0.231 > D6 (tag 2) ≈ 0.217 at batch 128, a gap of ≈ 0.013 up to batch 512,
 ≈ 0 from 1k; alignment falls with batch size.
 
@@ -24,10 +26,9 @@ no gap is detectable. Stage-1 QA stays at EM ≈ 0.55 (chance ≈ 0.5) within th
 shows the pipeline (alignment during training, summary, figure), not the study's effect.
 """
 from iml_jax import config_defaults as cd
+from iml_jax import study
 from iml_jax.errors import IMLError
 
-STUDY_GRID = {128: (21, 1), 256: (20, 1), 512: (21, 2), 1024: (20, 4), 2048: (41, 8), 4096: (50, 16),
-              8192: (81, 32), 16384: (151, 64)}  # batch: (epochs, gradient accumulation)
 CPU_GRID = {32: 8, 128: 15, 512: 30, 2048: 60}  # batch: epochs
 
 
@@ -35,20 +36,23 @@ def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("batch", "cpu"), "configs/grad_alignment.py")
   batch = int(args.get("batch") or 128)
-  grid = CPU_GRID if "cpu" in args else STUDY_GRID
+  grid = CPU_GRID if "cpu" in args else study.ALIGNMENT_GRID
   if batch not in grid:
     raise IMLError(f"configs/grad_alignment.py: batch={batch} is not in the grid {sorted(grid)}")
   if "cpu" in args:
     epochs = grid[batch]
     stages = dict(stage1=cd.stage("stage1", epochs=epochs, batch_size=batch, eval_every=max(epochs // 3, 1),
                                   optimizer_config=cd.cpu_adamw(3e-3)))
-    config = cd.numeric_cpu_scale(stages, n_seeds=2)
+    config = cd.numeric_cpu_scale(stages, n_seeds=2, deviations=(
+        "gradient alignment at a CPU batch grid: one stage on stage-1 data, 24 definitions per tag "
+        "[stage_names (count), stages.stage1.*]", cd.REDRAWN_QUESTIONS, cd.ALIAS_LOSS_EXCLUDED,
+        *cd.CPU_SCALE_DEVIATIONS))
     config.analysis.grad_alignment.update(enabled=True, max_definitions=24)
     return config
   epochs, accumulation = grid[batch]
-  config = cd.cvdb_two_stage(cd.pretrained("pythia-1b", dtype="bfloat16"), n_seeds=10 if batch < 16384 else 15)
-  config.seed = 900 if batch < 16384 else 910
-  config.n_seeds_stage2 = 1
+  config = cd.study_define(cd.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=10 if batch < 16384 else 15,
+                           n_seeds_stage2=1, seed=900 if batch < 16384 else 910, fractions=dict(study.ALIGNMENT))
+  config.study = f"grad_alignment:batch={batch}"
   config.stage_names = ("stage1",)
   config.stages.stage1.update(epochs=epochs, batch_size=batch, grad_accum=accumulation,
                               eval_every=max(epochs // 4, 1))

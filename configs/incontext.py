@@ -18,6 +18,8 @@ def get_config(arg: str | None = None):
   config = cd.study_define(cd.pretrained_arg(args, "pythia-2.8b"), "cvdb", n_seeds=20, n_seeds_stage2=1,
                            incontext_definitions=True, block_size=72)
   config = cd.one_stage(config, epochs=20, batch_size=256, grad_accum=2)
+  config.study = "incontext"
+  config.deviations = cd.model_deviation(args.get("model") or "pythia-2.8b", "pythia-2.8b")
   if "tiny" in args:
     config = cd.shrink_for_tests(config)
     config.data.block_size = 96

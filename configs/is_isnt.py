@@ -16,14 +16,14 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 from iml_jax import config_defaults as cd
 from iml_jax.errors import IMLError
 
-WORDED = dict(q_no_replacement_baseline=0.1, qd1consis=0.0, qd1incons=0.0, qd2consis=0.0, qd2incons=0.0,
-              qd4consis=0.0, q=0.1, d1consis=0.4, d2consis=0.4, d3consis=0.0, no_qd_baseline=0.0)
+from iml_jax import study
 
 
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("defn", "model", "tiny"), "configs/is_isnt.py")
   kind = args.get("defn") or "is_isnt"
+  model_key = args.get("model") or "pythia-2.8b"
   model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "llama-2-7b"))
   if kind == "tag_strings":
     config = cd.study_define(model, "cvdb", grad_accum=16, n_seeds=10, n_seeds_stage2=3, def_order="vte",
@@ -31,10 +31,13 @@ def get_config(arg: str | None = None):
                              tag3_name="according to reddit is")
     for stage_config in config.stages.values():
       stage_config.update(batch_size=512, epochs=20)
+    config.study = "tag_strings"
+    config.deviations = cd.model_deviation(model_key, "pythia-2.8b")
   elif kind in ("is_isnt", "nl"):
     config = cd.study_define(model, "cvdb", n_seeds=10, n_seeds_stage2=1, definition_type=kind, num_entities=1000,
-                             fractions=WORDED, block_size=64)
+                             fractions=dict(study.WORDED), block_size=64)
     config = cd.one_stage(config, epochs=10, batch_size=32)
+    config.study = f"worded:defn={kind},model={model_key}"
   else:
     raise IMLError(f"configs/is_isnt.py: defn={kind} is not one of is_isnt, nl, tag_strings")
   return cd.shrink_for_tests(config) if "tiny" in args else config

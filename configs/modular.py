@@ -32,10 +32,14 @@ def get_config(arg: str | None = None):
                   stage2=cd.stage("stage2", epochs=40, batch_size=32, eval_every=10,
                                   optimizer_config=cd.cpu_adamw(1e-3)))
   model = cd.gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
-  config = cd.base("modular", cd.modular_data(), model, stages, n_seeds=3, n_seeds_stage2=1,
+  config = cd.base("modular", cd.modular_data(), model, stages, n_seeds=3, n_seeds_stage2=1, study="modular",
+                   deviations=("the original generator's three bugs are fixed: aliases in test prompts, aliases "
+                               "(not tags) deranged, a baseline that runs",
+                               "sizes, model and training are ours: the study never ran this variant"),
                    eval=dict(batch_size=1024, max_new_tokens=10, subsets="all", prompt_bucket=8))
   if "tiny" in args:
     config.n_seeds = 1
+    config.deviations = (*config.deviations, cd.TINY_NOTE)
     config.data.num_x = 40
     config.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
     for stage_config in config.stages.values():

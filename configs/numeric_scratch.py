@@ -67,5 +67,6 @@ def get_config(arg: str | None = None):
                    "num_choice, pretraining, t5small")
   seed, n_seeds, n_seeds_stage2 = seeds
   return cd.base("numeric", data, model, stages, seed=seed, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2,
+                 study=f"numeric:variant={variant}",
                  eval=dict(batch_size=1024, max_new_tokens=4, subsets="all", prompt_bucket=8),
                  checkpoint=dict(every_steps=2000, max_to_keep=2))

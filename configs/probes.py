@@ -24,7 +24,8 @@ def get_config(arg: str | None = None):
   order = args.get("order") or "tve"
   if order not in ("tve", "vte"):
     raise IMLError(f"configs/probes.py: order={order!r}; expected 'tve' (TAE) or 'vte' (ATE)")
-  config = cd.cvdb_two_stage(cd.pretrained("pythia-1b", dtype="bfloat16"), n_seeds=1, n_seeds_stage2=1)
-  config.data.def_order = order
+  config = cd.study_define(cd.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=1, n_seeds_stage2=1,
+                           def_order=order)
+  config.study = f"probes:order={order}"
   config.analysis.probes.update(classes="ent_assoc_name_qd1consis,ent_assoc_name_qd2incons", stage="stage1")
   return config

@@ -17,7 +17,9 @@ from iml_jax import config_defaults as cd
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("model",), "configs/t5_cvdb_2stage.py")
-  config = cd.cvdb_two_stage(cd.pretrained(args.get("model") or "t5-3b", dtype="bfloat16"), grad_accum=4,
-                             n_seeds=10, n_seeds_stage2=3)
-  config.data.label_block_size = 8
+  model_key = args.get("model") or "t5-3b"
+  config = cd.study_define(cd.pretrained(model_key, dtype="bfloat16"), "cvdb", grad_accum=4, n_seeds=10,
+                           n_seeds_stage2=3, label_block_size=8)
+  config.study = "t5_cvdb"
+  config.deviations = cd.model_deviation(model_key, "t5-3b")
   return config

@@ -24,6 +24,7 @@ Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds
   Stage-1 QA is learnt for every subset (qd1consis ... qd2incons means 0.95-1.0).
 """
 from iml_jax import config_defaults as cd
+from iml_jax import study
 
 
 def get_config(arg: str | None = None):
@@ -33,10 +34,13 @@ def get_config(arg: str | None = None):
   if "cpu" in args:
     config = cd.numeric_cpu_default()
     config.data.fractions.update(cd.numeric_alpha_fractions(alpha))
+    config.deviations = (*config.deviations, "α splits the CPU default's .4 per tag, not the study's .25 "
+                         "[data.fractions.qd*]")
     return cd.shrink_numeric_default(config) if "tiny" in args else config
+  model_key, kb = args.get("model") or "pythia-2.8b", args.get("kb") or "cvdb"
   model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "pythia-1b"))
-  with_d3 = args.get("model", "pythia-2.8b") == "pythia-2.8b"
-  config = cd.study_define(model, args.get("kb") or "cvdb", n_seeds=20 if alpha == 0.95 else 10, n_seeds_stage2=3,
-                           fractions=cd.alpha_fractions(alpha, with_d3))
-  config.seed = {0.95: 630, 0.6: 610}.get(alpha, 600)
+  config = cd.study_define(model, kb, n_seeds=20 if alpha == 0.95 else 10, n_seeds_stage2=3,
+                           seed={0.95: 630, 0.6: 610}.get(alpha, 600),
+                           fractions=study.alpha_fractions(alpha, model_key == "pythia-2.8b"))
+  config.study = f"tag_correlation:alpha={alpha},model={model_key},kb={kb}"
   return cd.shrink_for_tests(config) if "tiny" in args else config

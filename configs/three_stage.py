@@ -11,6 +11,7 @@ Study's result: none published (§11.4); the variant asks whether IML needs defi
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
 from iml_jax import config_defaults as cd
+from iml_jax import study
 
 
 def get_config(arg: str | None = None):
@@ -18,15 +19,14 @@ def get_config(arg: str | None = None):
   cd.check_arg(args, ("model", "kb", "tiny"), "configs/three_stage.py")
   model_key = args.get("model") or "pythia-2.8b"
   kb = args.get("kb") or "cvdb"
+  small_cvdb = model_key == "pythia-410m" and kb == "cvdb"
   config = cd.study_define(cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "pythia-410m")), kb,
-                           n_seeds=20 if model_key == "pythia-410m" and kb == "cvdb" else 10, n_seeds_stage2=3,
-                           fractions=cd.NO_D3_FRACTIONS)
-  config.seed = 610 if model_key == "pythia-410m" and kb == "cvdb" else 600
+                           n_seeds=20 if small_cvdb else 10, n_seeds_stage2=3, seed=610 if small_cvdb else 600,
+                           fractions=dict(study.NO_D3))
+  config.study = f"three_stage:model={model_key},kb={kb}"
   stage2 = config.stages.stage2
   config.stage_names = ("defns", "qa", "stage2")
   config.stages = dict(defns=cd.stage("stage1_only_defns", epochs=20, batch_size=256, grad_accum=2),
                        qa=cd.stage("stage1_only_qa", epochs=20, batch_size=256, grad_accum=2), stage2=stage2)
   config.eval.max_new_tokens = 20
-  if kb == "trex":
-    config.data.block_size = 64
   return cd.shrink_for_tests(config) if "tiny" in args else config

@@ -5,12 +5,15 @@ Command: (needs the T-REx dump, Pythia weights and an accelerator)
       --out=/data/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json      # once, slow for the full dump
   python -m iml_jax.main --config=configs/trex_2stage.py --workdir=$WORKDIR \
       --config.data.trex_path=/data/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json
-Model-size sweep on T-REx: `:model=pythia-410m` (any key of config_defaults.PRETRAINED).
+Model-size sweep on T-REx (STUDY.md §4.7): `:model=pythia-410m` (the sweep's models as in
+configs/pythia_cvdb_2stage.py): no tag 3 (690/1725/1725/690/690/690/0/690 entities), 10 x 5 seeds from 600.
 
 Data: 6,900 works with at least 4 of the 25 creative-work predicates, chosen per seed (unlike CVDB), the main
-config's fractions (690/1725/1725/690/552/552/552/414 entities), `tve` definitions, entity-association sets.
+config's fractions (690/1725/1725/690/552/552/552/414 entities), `tve` definitions, entity-association sets;
+a quarter of each work's questions are test questions (test_frac 0.25; CVDB's 1/6 would leave works of 5
+questions without a test question, and the stratified split fails). Block 64, 16 new tokens (§7.3).
 Training as configs/pythia_cvdb_2stage.py: 20 + 10 epochs, batch 256 (128 x 2), Adafactor lr 5e-5, bf16,
-20 stage-1 seeds from 600 x 5 stage-2 seeds. Hardware: one 80 GB accelerator per seed (not timed here).
+10 stage-1 seeds x 3 stage-2 seeds (§7.4). Hardware: one 80 GB accelerator per seed (not timed here).
 Study's result: IML on T-REx as on CVDB, growing with model size (qualitative; no number published, §11.4).
 Argument `tiny` (tests): a tiny from-scratch model on 60 works of `data.trex_path`, one seed, one epoch per stage.
 """
@@ -20,5 +23,9 @@ from iml_jax import config_defaults as cd
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
   cd.check_arg(args, ("model", "tiny"), "configs/trex_2stage.py")
-  config = cd.study_define(cd.pretrained(args.get("model") or "pythia-2.8b", dtype="bfloat16"), "trex")
+  if args.get("model"):
+    config = cd.model_size_sweep(args["model"], "trex")
+  else:
+    config = cd.study_define(cd.pretrained("pythia-2.8b", dtype="bfloat16"), "trex", n_seeds=10, n_seeds_stage2=3)
+    config.study = "trex_main"
   return cd.shrink_for_tests(config) if "tiny" in args else config

@@ -28,10 +28,13 @@ def get_config(arg: str | None = None):
   adam = cd.optimizer(name="adamw", lr=1e-3, warmup_frac=0.02, grad_clip=0.0)
   stages = dict(stage1=cd.stage("stage1", epochs=60, batch_size=64, eval_every=10, optimizer_config=adam),
                 stage2=cd.stage("stage2", epochs=40, batch_size=8, eval_every=10, optimizer_config=adam))
-  config = cd.base("vision", cd.vision_data(), cd.convnet(), stages, n_seeds=5, n_seeds_stage2=1,
+  config = cd.base("vision", cd.vision_data(), cd.convnet(), stages, n_seeds=5, n_seeds_stage2=1, study="vision",
+                   deviations=("the whole design is ours (digit grids, tag bands, ConvNet, sizes): the study "
+                               "published only a schematic",),
                    eval=dict(batch_size=512, max_new_tokens=0, subsets="all", prompt_bucket=1))
   if "tiny" in args:
     config.n_seeds = 1
+    config.deviations = (*config.deviations, cd.TINY_NOTE)
     config.data.num_aliases = 40
     config.model.update(features=(4, 8), hidden=16)
     for stage_config in config.stages.values():

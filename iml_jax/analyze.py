@@ -42,14 +42,13 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         if (only_stage and run.label != only_stage) or not stage.is_done(run.directory):
           continue
         stage_cfg = config.stages[run.name]
-        alias_ids = (ctx.tokenizer.token_ids(ctx.task.alias_tokens())
-                     if stage_cfg.trainable == "alias_embeddings" else None)
+        alias_ids = stage.alias_token_ids(ctx, stage_cfg)
         mask = train.trainable_mask(abstract, stage_cfg.trainable, alias_ids)
         done = json.load(open(os.path.join(run.directory, "DONE")))
         data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
         params = stage.final_params(run.directory, abstract)
-        stage.measure_alignment(ctx, run, params, stage.alignment_sets(ctx, data.evals), mask, done["step"],
-                                done["epochs"])
+        stage.measure_alignment(ctx, run, params, stage.alignment_sets(ctx, data.evals, alias_ids), mask,
+                                done["step"], done["epochs"])
         measured += 1
   if not measured:
     raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")

@@ -7,6 +7,7 @@ import dataclasses
 
 import ml_collections
 
+from iml_jax import study
 from iml_jax.errors import IMLError
 from iml_jax.models.decoder import DecoderConfig
 from iml_jax.models.t5 import T5Config
@@ -47,9 +48,7 @@ def numeric_data(**overrides) -> ml_collections.ConfigDict:
   data = ml_collections.ConfigDict(dict(
       num_x=8000, n_nums=8, n_intersection=1, n_qs=24, p_label_flip=0.0, max_x=99,
       separate_token_per_var=True, all_alias_tokens=True, redraw_train_questions=False,
-      fractions=dict(qd1consis=0.4, qd1incons=0.0, qd2consis=0.0, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1,
-                     d3consis=0.0),
-      block_size=16))
+      fractions=dict(study.NUMERIC), block_size=16))
   data.update(overrides)
   return data
 
@@ -106,9 +105,7 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
   data = ml_collections.ConfigDict(dict(
       knowledge_base="synthetic", kb_seed=0, cvdb_path="", cvdb_encoding="ISO-8859-1", trex_path="",
       equalize_gender=True, num_entities=4000,
-      fractions=dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0,
-                     qd2incons=0.25, qd4consis=0.0, q=0.1, d1consis=0.08, d2consis=0.08, d3consis=0.08,
-                     no_qd_baseline=0.06),
+      fractions=dict(study.WITH_D3),
       def_order="tve", definition_type="tagged", incontext_definitions=False, alias_length=5, tag_length=6, tag1_name="", tag2_name="", tag3_name="",
       test_frac=0.1666666, entity_association_test_sets=False, letter_test_sets=False, block_size=48))
   data.update(overrides)
@@ -198,22 +195,51 @@ def numeric_cpu_scale(stages: dict, **overrides) -> ml_collections.ConfigDict:
   # The Pythia block (partial rotary, parallel residual). Init std 1/sqrt(64) (Flax's default scale):
   # with GPT-2's 0.02, Stage 1 does not generalise within the budget.
   model = gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
-  return base("numeric", data, model, stages,
+  return base("numeric", data, model, stages, study="numeric:variant=70m",
               loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=True),
               eval=dict(batch_size=1024, max_new_tokens=2, subsets="all", prompt_bucket=8), **overrides)
 
 
-def numeric_cpu_default() -> ml_collections.ConfigDict:
-  """The embedded default run (configs/default.py documents it and its measured result)."""
+# What the CPU default does differently from the study's Pythia-70M set-inclusion run; the first three are
+# what makes IML visible at this scale (docs/cpu_scale.md), the rest is size.
+REDRAWN_QUESTIONS = ("Stage-1 questions are redrawn from their rule every epoch, with 4 numbers instead of 8 "
+                     "[data.redraw_train_questions, data.n_nums, data.block_size]")
+ALIAS_LOSS_EXCLUDED = "the alias token is left out of the loss [loss.exclude_alias_tokens]"
+ALIAS_ROWS_STAGE2 = "Stage 2 trains only the alias tokens' embedding rows, at lr 2e-2 [stages.stage2.trainable]"
+CPU_SCALE_DEVIATIONS = (
+    "AdamW (b2 0.98, 2% warm-up, no clipping) at CPU learning rates instead of Adafactor at 5e-5 "
+    "[stages.*.optimizer.*]",
+    "CPU size: fewer aliases (study: 8,000), a 2-layer d=64 model with init std 0.125 (study: Pythia-70M), "
+    "batch 128 / 64 and 45 / 50 epochs (study: 512, 100 / 40) [data.num_x, model.*, stages.*.batch_size, "
+    "stages.*.epochs]",
+    "tokens only for the aliases in use (study: all 17,576 three-letter strings) [data.all_alias_tokens]",
+    "fp32 compute (study: bf16 autocast) [model.dtype]",
+    "fewer seeds, from 0, one stage-2 seed each (study: 20 from 630 x 3) [seed, n_seeds, n_seeds_stage2]",
+    "2 new tokens decoded, the answer and the pad after it (study: 4) [eval.max_new_tokens]",
+)
+
+
+def numeric_cpu_default(faithful: bool = False) -> ml_collections.ConfigDict:
+  """The embedded default run (configs/default.py documents it and its measured result). `faithful` drops
+  the three deviations that make IML visible at CPU scale and keeps only the CPU-size ones."""
   stages = dict(
       stage1=stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=cpu_adamw(3e-3)),
       stage2=stage("stage2", epochs=50, batch_size=64, eval_every=25, trainable="alias_embeddings",
                    optimizer_config=cpu_adamw(2e-2)))
-  return numeric_cpu_scale(stages, n_seeds=5)
+  config = numeric_cpu_scale(stages, n_seeds=5, deviations=(REDRAWN_QUESTIONS, ALIAS_LOSS_EXCLUDED, ALIAS_ROWS_STAGE2,
+                                                             *CPU_SCALE_DEVIATIONS))
+  if faithful:
+    config.data.update(redraw_train_questions=False, n_nums=8, block_size=16)
+    config.loss.exclude_alias_tokens = False
+    config.stages.stage2.trainable = "all"
+    config.stages.stage2.optimizer.lr = 3e-4  # 2e-2 on every parameter wrecks the model
+    config.deviations = CPU_SCALE_DEVIATIONS
+  return config
 
 
 def shrink_numeric_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """configs/default.py:tiny — the default's pipeline at a size tests run in seconds."""
+  config.deviations = (*config.deviations, TINY_DEVIATION)
   config.n_seeds = 2
   config.data.num_x = 60
   config.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
@@ -225,8 +251,11 @@ def shrink_numeric_default(config: ml_collections.ConfigDict) -> ml_collections.
 
 
 def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.ConfigDict:
+  """Every field a run reads. `study` names the study row the config is measured against (iml_jax/study.py;
+  empty: none) and `deviations` says in short sentences what it does differently, each ending in the fields
+  it covers, e.g. "Stage 2 trains only the alias embedding rows [stages.stage2.trainable]"."""
   config = ml_collections.ConfigDict(dict(
-      task=task, seed=0, n_seeds=1, n_seeds_stage2=1, data=data, model=model,
+      task=task, study="", deviations=(), seed=0, n_seeds=1, n_seeds_stage2=1, data=data, model=model,
       tokenizer=dict(vocab_size=2048),
       loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=False),
       stage_names=tuple(stages), stages=stages,
@@ -248,29 +277,14 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
   return config
 
 
-# The families without tag 3 (model size, 3-stage, data amount; STUDY.md §4): d1/d2/no_qd .1 each.
-NO_D3_FRACTIONS = dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0, qd2incons=0.25,
-                       qd4consis=0.0, q=0.1, d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1)
-
-
-def alpha_fractions(alpha: float, with_d3: bool = True) -> dict:
-  """Tag–consistency correlation α (STUDY.md §4.5): in each 0.25 budget qd1consis : qd1incons =
-  qd2incons : qd2consis = α : 1 − α; stage-2 fractions .08/.08/.08/.06 with tag 3, else .1/.1/0/.1."""
-  stage2 = (dict(d1consis=0.08, d2consis=0.08, d3consis=0.08, no_qd_baseline=0.06) if with_d3 else
-            dict(d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1))
-  return dict(q_no_replacement_baseline=0.1, **_tag_consistency_split(alpha, 0.25), qd4consis=0.0, q=0.1, **stage2)
-
-
 def numeric_alpha_fractions(alpha: float) -> dict:
   """α for the numeric task: the default's .4 per tag split α : 1 − α; stage 2 d1 .1 / d2 .1."""
-  return dict(**_tag_consistency_split(alpha, 0.4), q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)
+  return dict(**study.tag_consistency_split(alpha, 0.4), q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)
 
 
-def _tag_consistency_split(alpha: float, budget: float) -> dict:
-  if not 0.5 <= alpha <= 1:
-    raise IMLError(f"alpha = {alpha}: expected a number in [0.5, 1]")
-  return dict(qd1consis=budget * alpha, qd1incons=budget * (1 - alpha), qd2consis=budget * (1 - alpha),
-              qd2incons=budget * alpha)
+def model_deviation(model_key: str, study_model: str) -> tuple[str, ...]:
+  """The deviation of running `model_key` where the study ran `study_model` (none when they agree)."""
+  return () if model_key == study_model else (f"{model_key} instead of the study's {study_model} [model.*]",)
 
 
 def pretrained_arg(args: dict, default: str, allowed: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
@@ -283,13 +297,14 @@ def pretrained_arg(args: dict, default: str, allowed: tuple[str, ...] | None = N
 
 KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (STUDY.md §14); override the path fields
     "cvdb": dict(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv", num_entities=4000),
-    "trex": dict(knowledge_base="trex", num_entities=6900,
+    # T-REx: a quarter of each work's questions are test questions, longer texts and answers (§3.3, §7.3).
+    "trex": dict(knowledge_base="trex", num_entities=6900, test_frac=study.TREX_TEST_FRAC, block_size=64,
                  trex_path="datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json"),
 }
 
 
 def study_define(model, knowledge_base: str = "cvdb", grad_accum: int = 2, n_seeds: int = 20,
-                 n_seeds_stage2: int = 5, **data_overrides) -> ml_collections.ConfigDict:
+                 n_seeds_stage2: int = 5, seed: int = 600, **data_overrides) -> ml_collections.ConfigDict:
   """The study's main experiment (STUDY.md §3, §11.2) for a pretrained `model`: CVDB (4,000 people) or
   T-REx (6,900 works), 20 + 10 epochs, batch 256, HF Adafactor lr 5e-5, seeds from 600."""
   if knowledge_base not in KNOWLEDGE_BASE_FILES:
@@ -298,13 +313,22 @@ def study_define(model, knowledge_base: str = "cvdb", grad_accum: int = 2, n_see
                         **data_overrides})
   stages = dict(stage1=stage("stage1", epochs=20, batch_size=256, grad_accum=grad_accum),
                 stage2=stage("stage2", epochs=10, batch_size=256, grad_accum=grad_accum))
-  return base("define", data, model, stages, seed=600, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2,
-              eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
+  return base("define", data, model, stages, seed=seed, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2,
+              eval=dict(batch_size=256, max_new_tokens=16 if knowledge_base == "trex" else 8, subsets="all",
+                        prompt_bucket=8),
               checkpoint=dict(every_steps=0, max_to_keep=1))
 
 
-def cvdb_two_stage(model, grad_accum: int = 2, n_seeds: int = 20, n_seeds_stage2: int = 5) -> ml_collections.ConfigDict:
-  return study_define(model, "cvdb", grad_accum, n_seeds, n_seeds_stage2)
+def model_size_sweep(model_key: str, knowledge_base: str) -> ml_collections.ConfigDict:
+  """One model of the study's model-size sweep (STUDY.md §4.7): no tag 3, 10 x 5 seeds from 600, batch 256
+  as 128 x 2 (6.9B-class models: 32 x 8)."""
+  grad_accum = study.model_size(knowledge_base, model_key).stages[0].grad_accum
+  config = study_define(pretrained(model_key, dtype="bfloat16"), knowledge_base, grad_accum=grad_accum, n_seeds=10,
+                        fractions=dict(study.NO_D3))
+  config.study = f"model_size:kb={knowledge_base},model={model_key}"
+  if model_key not in study.MODEL_SIZE_SWEEP:
+    config.deviations = (f"{model_key} is not a model of the study's model-size sweep [model*]",)
+  return config
 
 
 def one_stage(config, epochs: int, batch_size: int, grad_accum: int = 1) -> ml_collections.ConfigDict:
@@ -316,9 +340,15 @@ def one_stage(config, epochs: int, batch_size: int, grad_accum: int = 1) -> ml_c
   return config
 
 
+TINY_NOTE = "test size (`:tiny`): a tiny from-scratch model, a few entities, few seeds and epochs"
+TINY_DEVIATION = (f"{TINY_NOTE} [model.*, data.*, seed, n_seeds, n_seeds_stage2, stages.*, eval.*, "
+                  "stage_names (count), loss.*]")
+
+
 def shrink_for_tests(config) -> ml_collections.ConfigDict:
   """A study config at test size (`:tiny`): a tiny from-scratch model and tokenizer, few entities (the
   synthetic knowledge base unless T-REx is chosen), one seed, one epoch per stage, fp32."""
+  config.deviations = (*config.deviations, TINY_DEVIATION)
   config.model = gpt_neox(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
   config.tokenizer.vocab_size = 400
   config.update(seed=0, n_seeds=1, n_seeds_stage2=1, progress_bar=False)

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import jax
 
-from iml_jax import hf_import, report, sharding
+from iml_jax import hf_import, report, sharding, study
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
@@ -29,7 +29,8 @@ from iml_jax.writers import MetricWriter
 
 # Fields that change how a run is executed or shown, never its results.
 _NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "checkpoint.every_steps",
-                      "eval.batch_size", "eval.prompt_bucket", "tensorboard", "analysis", "wandb")
+                      "eval.batch_size", "eval.prompt_bucket", "tensorboard", "analysis", "wandb", "study",
+                      "deviations")
 
 
 def validate(config) -> None:
@@ -43,6 +44,7 @@ def validate(config) -> None:
         f"model {config.model.name!r} reads the arrays of another task; text tasks need a language model"))
   if config.model.name == "t5" and not config.data.get("label_block_size", 0) >= 1:
     raise IMLError("config field data.label_block_size must be set (>= 1) for a seq2seq model: the target length")
+  study.deviations(config)  # an unknown `study` row is an error naming the field
   if config.n_seeds < 1 or config.n_seeds_stage2 < 1:
     raise IMLError(f"config fields n_seeds = {config.n_seeds}, n_seeds_stage2 = {config.n_seeds_stage2}: "
                    "both must be >= 1")

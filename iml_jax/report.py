@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from iml_jax import faults
+from iml_jax import faults, study
 from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
@@ -114,7 +114,7 @@ def summarize(config, rows: list[dict]) -> dict:
   last = config.stage_names[-1]
   final_rows = [r for r in rows if r["stage"] == last]
   if not final_rows:
-    return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None}
+    return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None, "study": study_summary(config)}
   final_epoch = max(r["global_epoch"] for r in final_rows)
   values = {field: per_seed(final_rows, field) for field in score.fields}
   subsets = {}
@@ -130,6 +130,7 @@ def summarize(config, rows: list[dict]) -> dict:
              "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
              "subsets": subsets, "iml_gap": None}
   summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
+  summary["study"] = study_summary(config)
   if "d1consis" in subsets and "d2consis" in subsets:
     better, worse = _iml_direction(score)
     a = np.array(subsets[better][f"{score.name}_per_seed"])
@@ -140,6 +141,11 @@ def summarize(config, rows: list[dict]) -> dict:
                           "ci95": ci, "p_value": None if p_value is None or math.isnan(p_value) else p_value,
                           "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (a - b).tolist()}
   return summary
+
+
+def study_summary(config) -> dict:
+  """Which study experiment the run is measured against and what it does differently (iml_jax/study.py)."""
+  return {"experiment": study.describe(config), "deviations": study.deviations(config)}
 
 
 def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> dict:
@@ -305,7 +311,17 @@ def format_table(summary: dict) -> str:
   if test and test["p_value"] is not None:
     n = summary["pooled"]["subsets"]["d1consis"]["n"]
     lines.append(f"  as the paper (all {n} runs pooled, Student t-test): one-sided p = {test['p_value']:.2g}")
+  if summary.get("study"):
+    lines.append(format_deviations(summary["study"]))
   return "\n".join(lines)
+
+
+def format_deviations(study_summary: dict) -> str:
+  """The study experiment and the deviations from it, as printed under a result."""
+  deviations = study_summary["deviations"]
+  lines = [f"Study experiment: {study_summary['experiment']}",
+           f"Deviations from the study: {len(deviations) or 'none'}"]
+  return "\n".join(lines + [f"  - {d}" for d in deviations])
 
 
 def write_report(config, workdir: str) -> dict:

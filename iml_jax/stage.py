@@ -98,7 +98,15 @@ def final_params(directory: str, abstract_params):
   return params
 
 
+def alias_token_ids(ctx: SeedContext, stage_cfg) -> np.ndarray | None:
+  """The alias tokens' ids where a stage needs them: its trainable rows, or the tokens the loss leaves out."""
+  if stage_cfg.trainable == "alias_embeddings" or ctx.config.loss.exclude_alias_tokens:
+    return ctx.tokenizer.token_ids(ctx.task.alias_tokens())
+  return None
+
+
 def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
+  """Examples as the stage trains them: the loss mask leaves out the alias tokens when the config says so."""
   cfg = ctx.config
   if ctx.model.reads_arrays:
     return ctx.task.encode_arrays(examples)
@@ -121,12 +129,11 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
     raise IMLError(f"config field stages.{run.name}.train_subset = {stage_cfg.train_subset!r} selects no "
                    "training examples with the configured fractions")
   batch_size = stage_cfg.batch_size
-  per_epoch = batching.steps_per_epoch(num_examples, batch_size)
+  per_epoch = batching.steps_per_epoch(num_examples, batch_size, stage_cfg.grad_accum)
   total_steps = per_epoch * stage_cfg.epochs
 
   abstract_params = registry.abstract_params(ctx.model)
-  alias_ids = (ctx.tokenizer.token_ids(ctx.task.alias_tokens())
-               if stage_cfg.trainable == "alias_embeddings" or cfg.loss.exclude_alias_tokens else None)
+  alias_ids = alias_token_ids(ctx, stage_cfg)
   mask = train.trainable_mask(abstract_params, stage_cfg.trainable, alias_ids)
   optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
   abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
@@ -146,7 +153,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
     eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
                                            cfg.data.block_size, ctx.model.is_seq2seq)
 
-  alignment_pairs = alignment_sets(ctx, data.evals) if cfg.analysis.grad_alignment.enabled else None
+  alignment_pairs = alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None
   step = int(state.step)
   epoch_cache = (-1, None, None)
   loss = None
@@ -208,9 +215,11 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
 
 
-def alignment_sets(ctx: SeedContext, evals: dict) -> dict[str, tuple[dict, dict]]:
+def alignment_sets(ctx: SeedContext, evals: dict, alias_ids: np.ndarray | None) -> dict[str, tuple[dict, dict]]:
   """Encoded (definitions [D, ...], their questions [D, K, ...]) per tag, from the sets that
-  `analysis.grad_alignment.sets` names: tag-A definitions, tag-B definitions, tag-A questions, tag-B questions."""
+  `analysis.grad_alignment.sets` names: tag-A definitions, tag-B definitions, tag-A questions, tag-B questions.
+  They are encoded exactly as the stage trains (`alias_ids` from `alias_token_ids`), so the analysis
+  differentiates the loss that training minimised."""
   spec = ctx.config.analysis.grad_alignment
   keys = spec.sets.split(",")
   sets = {}
@@ -225,8 +234,8 @@ def alignment_sets(ctx: SeedContext, evals: dict) -> dict[str, tuple[dict, dict]
                      f"{questions_key}")
     if spec.max_definitions:
       definitions, questions = definitions[:spec.max_definitions], questions[:spec.max_definitions]
-    encoded_questions = _encode(ctx, [q for row in questions for q in row], None)
-    sets[questions_key] = (_encode(ctx, definitions, None),
+    encoded_questions = _encode(ctx, [q for row in questions for q in row], alias_ids)
+    sets[questions_key] = (_encode(ctx, definitions, alias_ids),
                            {k: v.reshape((len(definitions), -1) + v.shape[1:]) for k, v in encoded_questions.items()})
   return sets
 

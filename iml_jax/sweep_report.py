@@ -157,6 +157,10 @@ def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str, 
     lines.append(f"| {_label(entry['values'])} | {seeds} | " + " | ".join(values) +
                  f" | {cell(gap.get('mean'), gap.get('ci95'))} | {'—' if p is None else f'{p:.2g}'} |")
   lines.append("")
+  for entry in summaries:
+    if entry["summary"].get("study"):
+      lines += [f"Setting {_label(entry['values'])}:", "", "```", report.format_deviations(entry["summary"]["study"]),
+                "```", ""]
   for path in plots:
     lines += [f"![{os.path.basename(path)}]({os.path.relpath(path, workdir)})", ""]
   return "\n".join(lines)

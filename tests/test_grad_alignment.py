@@ -123,3 +123,36 @@ def test_seq2seq_per_example_gradients_equal_a_loop():
     ours = np.concatenate([np.ravel(g[i]) for g in jax.tree.leaves(stacked)])
     reference = _flat_loop_gradient(model, params, _row(examples, i))
     assert np.linalg.norm(ours - reference) <= 1e-6 * np.linalg.norm(reference)
+
+
+def test_analysis_differentiates_the_loss_that_training_minimised(tmp_path):
+  """docs/study.md §9: the per-example gradient of a trained definition equals the gradient of its term in the
+  training loss, with the stage's own masks (the CPU default leaves the alias token out of the loss)."""
+  import contextlib
+
+  from iml_jax import experiment, stage, train
+  from test_experiment import ROOT
+  config = experiment.load_config(f"{ROOT}/configs/default.py:tiny")
+  assert config.loss.exclude_alias_tokens
+  with contextlib.closing(experiment.seed_contexts(config, str(tmp_path))) as contexts:
+    ctx = next(contexts)
+    stage_cfg = config.stages.stage2
+    data = ctx.task.stage_data(0, 1, stage_cfg.train_subset)
+    alias_ids = stage.alias_token_ids(ctx, stage_cfg)
+    definitions, _ = stage.alignment_sets(ctx, data.evals, alias_ids)["d1consis"]
+    first = _row(definitions, 0)
+    trained = next(ex for ex in data.train if ex.prompt + ex.completion == data.evals["train_defs_d1consis"][0].prompt
+                   + data.evals["train_defs_d1consis"][0].completion)
+    batch = {**stage._encode(ctx, [trained], alias_ids), "weights": np.ones(1, np.float32)}
+    params = unbox(registry.init_params(ctx.model, jax.random.key(1)))
+
+    def training_loss(p):
+      loss_sum, weight_sum = train._loss_sums(ctx.model, p, batch)
+      return loss_sum / weight_sum
+    with jax.default_matmul_precision("highest"):
+      expected = jax.grad(training_loss)(params)
+    np.testing.assert_array_equal(first["loss_mask"], batch["loss_mask"][0])
+    assert batch["loss_mask"][0].sum() < batch["loss_mask"].shape[1]  # the alias token is left out
+    got = grad_alignment.example_gradient(ctx.model, params, first)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
