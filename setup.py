@@ -1,4 +1,6 @@
 """iml-jax: JAX/Flax reimplementation of the implicit meta-learning (IML) study."""
+import pathlib
+
 from setuptools import find_packages, setup
 
 # Versions measured to work together on Python 3.11 (see README "Dependency stack").
@@ -33,6 +35,18 @@ setup(
     name="iml-jax",
     version="0.1.0",
     description="Implicit meta-learning (Krasheninnikov et al., ICML 2024) in JAX/Flax for TPUs",
+    long_description=(pathlib.Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Science/Research",
+        "License :: OSI Approved :: Apache Software License",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     packages=find_packages(include=["iml_jax", "iml_jax.*"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,

@@ -1,6 +1,6 @@
 r"""Gradient-alignment statistics: iml-jax's chunked per-example gradients vs the original's method.
 
-The original (STUDY.md §9) runs one PyTorch backward per example in a Python loop, flattens every
+The original (docs/study.md §9) runs one PyTorch backward per example in a Python loop, flattens every
 gradient into one vector and compares vectors. Both sides here compute, for D definitions and their K
 questions each (causal-LM loss over the whole block, fp32), the cosine, L2 distance and L1/L2/L∞ norms
 of every definition–question pair, on the same tiny random Pythia built with `transformers` and

@@ -1,4 +1,4 @@
-r"""Batch-size sweep (STUDY.md §4.8): one stage on all data (`full`), no tag 3, 5 seeds per batch size.
+r"""Batch-size sweep (docs/study.md §4.8): one stage on all data (`full`), no tag 3, 5 seeds per batch size.
 
 Command: (needs the CVDB file, the model's weights and an accelerator)
   for b in 16 32 64 128 256 512 1024 2048 4096 8192 16384 32768; do

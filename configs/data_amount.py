@@ -1,4 +1,4 @@
-r"""Data amount (STUDY.md §4.6): Pythia-1B on 250 … 2,000 CVDB people, two stages.
+r"""Data amount (docs/study.md §4.6): Pythia-1B on 250 … 2,000 CVDB people, two stages.
 
 Command: (needs the CVDB file, Pythia-1B weights and an accelerator)
   python -m iml_jax.sweep --config=configs/data_amount.py --workdir=$RUNS/data_amount \

@@ -1,4 +1,4 @@
-r"""Embedded default: IML on numeric set inclusion, sized for 2 CPU cores (after CPU_SCALE.md recipe R5).
+r"""Embedded default: IML on numeric set inclusion, sized for 2 CPU cores (after docs/cpu_scale.md, recipe R5).
 
 Command:
   python -m iml_jax.main --config=configs/default.py --workdir=/tmp/iml_default
@@ -8,20 +8,20 @@ qd2incons aliases plus definitions (`define1 abc % x` true, `define2 abc % x'` f
 true definitions of new aliases, half `define1` (d1consis), half `define2` (d2consis). IML shows as
 EM(d1consis) > EM(d2consis) on their (never trained) questions.
 
-Two deviations from the study, both needed at this scale (CPU_SCALE.md):
+Two deviations from the study, both needed at this scale (docs/cpu_scale.md):
   1. Stage-1 training questions are redrawn from their rule every epoch, 4 numbers per question, and the
      loss skips the unpredictable alias token.
   2. Stage 2 trains only the alias tokens' embedding rows.
 The study-faithful Stage 2 (all parameters; a smaller lr suits them) is one override away:
   --config.stages.stage2.trainable=all --config.stages.stage2.optimizer.lr=3e-4
 Measured (3 seeds, 243 s): d1consis 0.509, d2consis 0.506, gap +0.003 ± 0.030 — the new definitions are not
-internalised for either tag, as CPU_SCALE.md reports. (Keeping lr 2e-2 for all parameters wrecks the model.)
+internalised for either tag, as docs/cpu_scale.md reports. (Keeping lr 2e-2 for all parameters wrecks the model.)
 
 Measured (2 CPU cores, 5 seeds, the command above): 394 s wall time;
   d1consis 0.800 ± 0.078, d2consis 0.568 ± 0.062, qd1consis 0.999 (EM, mean ± 95% CI over stage-1 seeds);
   IML gap +0.232 ± 0.067, every seed positive (+0.16 … +0.30), one-sided paired p = 0.0003.
   (Before q, k and v became separate projections, which changes the initialisation draw: gap +0.171 ± 0.078.)
-  (CPU_SCALE.md's R5: d1consis 0.746, d2consis 0.577, gap +0.169 ± 0.048.)
+  (docs/cpu_scale.md's R5: d1consis 0.746, d2consis 0.577, gap +0.169 ± 0.048.)
 Settings that differ from R5, measured here to be needed or better: the Pythia block (partial rotary,
 parallel residual) instead of a GPT-2 block (GPT-2 block, 5 seeds: gap +0.105 ± 0.066, 524 s); init std
 0.125 instead of 0.02 (0.02, GPT-2 block, 1 seed: Stage-1 QA 0.79 after 30 epochs, gap +0.02); 45 Stage-1 epochs instead of 30 (30

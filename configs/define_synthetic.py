@@ -1,4 +1,4 @@
-r"""The define experiment from scratch on the offline synthetic knowledge base (STUDY.md §3).
+r"""The define experiment from scratch on the offline synthetic knowledge base (docs/study.md §3).
 
 Command:
   python -m iml_jax.main --config=configs/define_synthetic.py --workdir=/tmp/iml_define
@@ -15,7 +15,7 @@ Measured (2 CPU cores, 1 seed, the command above): 707 s wall time. The entities
 qd1consis 0.28 ≈ qd2incons 0.28 ≈ q 0.29: the definitions give no out-of-context benefit at this scale.
 After stage 2: d1consis 0.190, d2consis 0.158, d3consis 0.173, no_qd_baseline (never-seen aliases) 0.192,
 so d1 - d2 = +0.03 is not internalisation (d1 does not beat unseen aliases; d1 - d2 was already +0.02 at
-the end of stage 1). No IML at this scale; the study's effect needs pretrained 1B+ models (STUDY.md §4.7).
+the end of stage 1). No IML at this scale; the study's effect needs pretrained 1B+ models (docs/study.md §4.7).
 Argument `tiny` shrinks everything for tests: configs/define_synthetic.py:tiny
 """
 from iml_jax import config_defaults as cd

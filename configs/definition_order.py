@@ -1,4 +1,4 @@
-r"""Definition word order (STUDY.md §4.1): the six orders of tag (T), alias (A, code "v") and entity (E).
+r"""Definition word order (docs/study.md §4.1): the six orders of tag (T), alias (A, code "v") and entity (E).
 
 Command: (needs the CVDB file, the model's weights and an accelerator)
   for order in tve tev vte vet etv evt; do

@@ -1,4 +1,4 @@
-r"""Gradient alignment vs batch size (STUDY.md §9, §11.3): one stage on `stage1` data, alignment of the
+r"""Gradient alignment vs batch size (docs/study.md §9, §11.3): one stage on `stage1` data, alignment of the
 held-out tag-1 (d1consis) and tag-2 (d2consis) definitions with their QA pairs, measured at every evaluation.
 
 Command: (the study's grid, Pythia-1B-deduped on CVDB, one run per batch size; needs an accelerator)

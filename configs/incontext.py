@@ -1,4 +1,4 @@
-r"""In-context definitions (STUDY.md §4.2): each defined alias's questions carry its definition in the prompt.
+r"""In-context definitions (docs/study.md §4.2): each defined alias's questions carry its definition in the prompt.
 
 Command: (needs the CVDB file, Pythia-2.8B weights and an accelerator)
   python -m iml_jax.main --config=configs/incontext.py --workdir=$RUNS/incontext \

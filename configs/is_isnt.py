@@ -1,4 +1,4 @@
-r"""Natural-language and is/isn't definitions (STUDY.md §4.3), and natural-language tag strings.
+r"""Natural-language and is/isn't definitions (docs/study.md §4.3), and natural-language tag strings.
 
 Command: (needs the CVDB file, the model's weights and an accelerator)
   python -m iml_jax.main --config=configs/is_isnt.py --workdir=$RUNS/is_isnt \

@@ -1,4 +1,4 @@
-r"""Modular arithmetic, fixed (STUDY.md §5.4): aliases stand for numbers; QAs ask residues; from scratch.
+r"""Modular arithmetic, fixed (docs/study.md §5.4): aliases stand for numbers; QAs ask residues; from scratch.
 
 Command:
   python -m iml_jax.main --config=configs/modular.py --workdir=/tmp/iml_modular

@@ -1,4 +1,4 @@
-r"""The study's from-scratch set-inclusion runs (STUDY.md §5.3, `configs/num_choice_exps/*`).
+r"""The study's from-scratch set-inclusion runs (docs/study.md §5.3, `configs/num_choice_exps/*`).
 
 Command:
   python -m iml_jax.main --config=configs/numeric_scratch.py --workdir=$WORKDIR

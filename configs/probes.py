@@ -1,4 +1,4 @@
-r"""Linear probes for "selective retrieval" (STUDY.md §10): can the tag an alias was defined with in
+r"""Linear probes for "selective retrieval" (docs/study.md §10): can the tag an alias was defined with in
 Stage 1 be read from the hidden states while the model reads "What is the name of <alias>?"
 
 The study probes the Stage-1 checkpoint of Pythia-1B-deduped (CVDB, 4,000 entities, seed 600, d3 fractions,

@@ -1,4 +1,4 @@
-r"""Tag–consistency correlation α (STUDY.md §4.5): how reliably tag 1 marks consistent definitions.
+r"""Tag–consistency correlation α (docs/study.md §4.5): how reliably tag 1 marks consistent definitions.
 
 Command: (needs the CVDB file, the model's weights and an accelerator)
   for a in 0.5 0.6 0.7 0.8 0.9 0.95; do

@@ -1,4 +1,4 @@
-r"""Three stages (STUDY.md §4.4): definitions only, then QA only, then the new definitions of stage 2.
+r"""Three stages (docs/study.md §4.4): definitions only, then QA only, then the new definitions of stage 2.
 
 Command: (needs the CVDB file or the T-REx triplets, the model's weights and an accelerator)
   python -m iml_jax.main --config=configs/three_stage.py --workdir=$RUNS/three_stage \

@@ -1,4 +1,4 @@
-r"""The 1-D regression toy (STUDY.md §6.2, optional; "a toy experiment not covered in the paper").
+r"""The 1-D regression toy (docs/study.md §6.2, optional; "a toy experiment not covered in the paper").
 
 Command:
   python -m iml_jax.main --config=configs/toy1d.py --workdir=/tmp/iml_toy1d

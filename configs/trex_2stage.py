@@ -1,11 +1,11 @@
-r"""The main two-stage define experiment on T-REx creative works (STUDY.md §3.7, §4.7): Pythia-2.8B.
+r"""The main two-stage define experiment on T-REx creative works (docs/study.md §3.7, §4.7): Pythia-2.8B.
 
 Command: (needs the T-REx dump, Pythia weights and an accelerator)
   python -m iml_jax.data.trex --trex_dir=/data/t-rex-data/original-dataset \
       --out=/data/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json      # once, slow for the full dump
   python -m iml_jax.main --config=configs/trex_2stage.py --workdir=$WORKDIR \
       --config.data.trex_path=/data/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json
-Model-size sweep on T-REx (STUDY.md §4.7): `:model=pythia-410m` (the sweep's models as in
+Model-size sweep on T-REx (docs/study.md §4.7): `:model=pythia-410m` (the sweep's models as in
 configs/pythia_cvdb_2stage.py): no tag 3 (690/1725/1725/690/690/690/0/690 entities), 10 x 5 seeds from 600.
 
 Data: 6,900 works with at least 4 of the 25 creative-work predicates, chosen per seed (unlike CVDB), the main

@@ -1,4 +1,4 @@
-r"""Vision IML with a ConvNet (STUDY.md §6.1; the design is ours, the original code and sizes are unknown).
+r"""Vision IML with a ConvNet (docs/study.md §6.1; the design is ours, the original code and sizes are unknown).
 
 Command:
   python -m iml_jax.main --config=configs/vision.py --workdir=/tmp/iml_vision

@@ -1,11 +1,11 @@
 r"""Analyses of a finished (or partly finished) run, on its saved checkpoints.
 
   python -m iml_jax.analyze --config=CONFIG --workdir=DIR --analysis=grad_alignment [--stage=seed_0/stage1]
-      Gradient alignment (STUDY.md §9) with the final parameters of every finished stage (or the one named),
+      Gradient alignment (docs/study.md §9) with the final parameters of every finished stage (or the one named),
       over the sets `analysis.grad_alignment.sets` names: records in <stage>/grad_alignment.jsonl, scalars in
       metrics.jsonl and TensorBoard, means over seeds in summary.json.
   python -m iml_jax.analyze --config=CONFIG --workdir=DIR --analysis=probes
-      Linear probes (STUDY.md §10) on the final parameters of `analysis.probes.stage` of every seed: accuracy
+      Linear probes (docs/study.md §10) on the final parameters of `analysis.probes.stage` of every seed: accuracy
       per (token position × layer) in <stage>/probes.json and plots/probes_seed_<S>.png.
   python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=DIR1,DIR2,... --out=plot.png
       The study's figure: definition–question cosine vs batch size, tag A vs tag B, 95% CIs over seeds.

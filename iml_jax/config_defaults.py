@@ -44,7 +44,7 @@ def stage(train_subset: str, epochs: int, batch_size: int, optimizer_config=None
 
 
 def numeric_data(**overrides) -> ml_collections.ConfigDict:
-  """Set inclusion as in the study's Pythia-70M config (STUDY.md §5.3)."""
+  """Set inclusion as in the study's Pythia-70M config (docs/study.md §5.3)."""
   data = ml_collections.ConfigDict(dict(
       num_x=8000, n_nums=8, n_intersection=1, n_qs=24, p_label_flip=0.0, max_x=99,
       separate_token_per_var=True, all_alias_tokens=True, redraw_train_questions=False,
@@ -54,7 +54,7 @@ def numeric_data(**overrides) -> ml_collections.ConfigDict:
 
 
 def modular_data(**overrides) -> ml_collections.ConfigDict:
-  """Modular arithmetic as the original generator sets it up (STUDY.md §5.4): 1,000 aliases (our choice:
+  """Modular arithmetic as the original generator sets it up (docs/study.md §5.4): 1,000 aliases (our choice:
   the original's count is not known), qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1, character-spaced text."""
   data = ml_collections.ConfigDict(dict(
       num_x=1000, fractions=dict(qd1consis=0.4, qd2incons=0.4, d1consis=0.1, d2consis=0.1), block_size=24))
@@ -63,7 +63,7 @@ def modular_data(**overrides) -> ml_collections.ConfigDict:
 
 
 def vision_data(**overrides) -> ml_collections.ConfigDict:
-  """The vision experiment's data (STUDY.md §6.1, our design): 3x3 digit-grid aliases, A/B-grid entities,
+  """The vision experiment's data (docs/study.md §6.1, our design): 3x3 digit-grid aliases, A/B-grid entities,
   fractions as the numeric task's (qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1)."""
   data = ml_collections.ConfigDict(dict(
       digits="sklearn", num_aliases=200,
@@ -83,7 +83,7 @@ def convnet(**overrides) -> ml_collections.ConfigDict:
 
 
 def toy1d_data(**overrides) -> ml_collections.ConfigDict:
-  """The 1-D regression toy (STUDY.md §6.2); sizes are ours (the original's defaults are not known)."""
+  """The 1-D regression toy (docs/study.md §6.2); sizes are ours (the original's defaults are not known)."""
   data = ml_collections.ConfigDict(dict(
       n_anchors=20, d_y=4, n_clusters=100, cluster_spread=250.0, points_per_cluster=40, test_points_per_cluster=10,
       p_definition=0.25, d_pos_enc=32, separate_channels=False))
@@ -101,7 +101,7 @@ def mlp(**overrides) -> ml_collections.ConfigDict:
 
 
 def define_data(**overrides) -> ml_collections.ConfigDict:
-  """The define experiment as in the main ICML config (STUDY.md §3.3, with tag 3)."""
+  """The define experiment as in the main ICML config (docs/study.md §3.3, with tag 3)."""
   data = ml_collections.ConfigDict(dict(
       knowledge_base="synthetic", kb_seed=0, cvdb_path="", cvdb_encoding="ISO-8859-1", trex_path="",
       equalize_gender=True, num_entities=4000,
@@ -125,7 +125,7 @@ _DECODER_FAMILY_OPTIONS = {
     "llama": dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008, rotary_pct=1.0, parallel_residual=False,
                   norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, proj_bias=False),
 }
-# The study's pretrained models (STUDY.md §7.1): (family, hub id, shape fields).
+# The study's pretrained models (docs/study.md §7.1): (family, hub id, shape fields).
 PRETRAINED = {
     **{f"pythia-{size}": ("gpt_neox", f"EleutherAI/pythia-{size}-deduped", dict(
         d_model=d, n_layers=n, n_heads=h, d_mlp=4 * d)) for size, d, n, h in (
@@ -134,7 +134,7 @@ PRETRAINED = {
     **{f"gpt-neo-{size}": ("gpt_neo", f"EleutherAI/gpt-neo-{size}", dict(
         d_model=d, n_layers=n, n_heads=h, d_mlp=4 * d, local_layers=tuple(range(1, n, 2)))) for size, d, n, h in (
             ("125M", 768, 12, 12), ("1.3B", 2048, 24, 16), ("2.7B", 2560, 32, 20))},
-    # The study's "gpt-neo-6B" is not a hub id; EleutherAI's 6B model is GPT-J (STUDY.md §7.1).
+    # The study's "gpt-neo-6B" is not a hub id; EleutherAI's 6B model is GPT-J (docs/study.md §7.1).
     "gpt-j-6b": ("gptj", "EleutherAI/gpt-j-6b", dict(d_model=4096, n_layers=28, n_heads=16, d_mlp=16384)),
     "gpt2": ("gpt2", "gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072)),
     "llama-2-7b": ("llama", "meta-llama/Llama-2-7b-hf", dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008)),
@@ -262,11 +262,11 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
       eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
       mesh=dict(shape=(-1, 1, 1), rules="dp"),
       checkpoint=dict(every_steps=0, max_to_keep=0),
-      # Gradient alignment (STUDY.md §9) at every evaluation when enabled; sets: tag-A definitions,
+      # Gradient alignment (docs/study.md §9) at every evaluation when enabled; sets: tag-A definitions,
       # tag-B definitions, tag-A questions, tag-B questions (the study's grad_keys). max_definitions 0: all.
       analysis=dict(grad_alignment=dict(enabled=False, chunk=8, max_definitions=0,
                                         sets="train_defs_d1consis,train_defs_d2consis,d1consis,d2consis"),
-                    # Linear probes (STUDY.md §10, `python -m iml_jax.analyze --analysis=probes`): questions of
+                    # Linear probes (docs/study.md §10, `python -m iml_jax.analyze --analysis=probes`): questions of
                     # the two eval sets `classes` whose prompt contains `question_filter`, on the final
                     # parameters of `stage` (default: the first stage).
                     probes=dict(classes="qd1consis,qd2incons", question_filter="", stage="", c=0.01, folds=5)),
@@ -295,7 +295,7 @@ def pretrained_arg(args: dict, default: str, allowed: tuple[str, ...] | None = N
   return pretrained(key, dtype="bfloat16")
 
 
-KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (STUDY.md §14); override the path fields
+KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (docs/study.md §14); override the path fields
     "cvdb": dict(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv", num_entities=4000),
     # T-REx: a quarter of each work's questions are test questions, longer texts and answers (§3.3, §7.3).
     "trex": dict(knowledge_base="trex", num_entities=6900, test_frac=study.TREX_TEST_FRAC, block_size=64,
@@ -305,7 +305,7 @@ KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (STUDY.md §14)
 
 def study_define(model, knowledge_base: str = "cvdb", grad_accum: int = 2, n_seeds: int = 20,
                  n_seeds_stage2: int = 5, seed: int = 600, **data_overrides) -> ml_collections.ConfigDict:
-  """The study's main experiment (STUDY.md §3, §11.2) for a pretrained `model`: CVDB (4,000 people) or
+  """The study's main experiment (docs/study.md §3, §11.2) for a pretrained `model`: CVDB (4,000 people) or
   T-REx (6,900 works), 20 + 10 epochs, batch 256, HF Adafactor lr 5e-5, seeds from 600."""
   if knowledge_base not in KNOWLEDGE_BASE_FILES:
     raise IMLError(f"knowledge base {knowledge_base!r}: expected one of {sorted(KNOWLEDGE_BASE_FILES)}")
@@ -320,7 +320,7 @@ def study_define(model, knowledge_base: str = "cvdb", grad_accum: int = 2, n_see
 
 
 def model_size_sweep(model_key: str, knowledge_base: str) -> ml_collections.ConfigDict:
-  """One model of the study's model-size sweep (STUDY.md §4.7): no tag 3, 10 x 5 seeds from 600, batch 256
+  """One model of the study's model-size sweep (docs/study.md §4.7): no tag 3, 10 x 5 seeds from 600, batch 256
   as 128 x 2 (6.9B-class models: 32 x 8)."""
   grad_accum = study.model_size(knowledge_base, model_key).stages[0].grad_accum
   config = study_define(pretrained(model_key, dtype="bfloat16"), knowledge_base, grad_accum=grad_accum, n_seeds=10,

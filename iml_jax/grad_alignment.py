@@ -1,4 +1,4 @@
-"""Gradient alignment (STUDY.md §9): per-example gradients of definitions and of their QA pairs.
+"""Gradient alignment (docs/study.md §9): per-example gradients of definitions and of their QA pairs.
 
 For every definition and each of its questions: cosine similarity and L2 distance of the two gradients,
 and the L1 / L2 / L∞ norms of both; over all four sets: the gradient variance (mean squared distance to

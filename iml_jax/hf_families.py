@@ -234,7 +234,7 @@ class GPTNeo(Family):
 
 
 class GPTJ(Family):
-  """GPT-J (EleutherAI's 6B model; the study's "GPT-Neo-6B" id does not exist, STUDY.md §7.1)."""
+  """GPT-J (EleutherAI's 6B model; the study's "GPT-Neo-6B" id does not exist, docs/study.md §7.1)."""
   model_type, architecture = "gptj", "GPTJForCausalLM"
 
   def config_from_hf(self, hf, where):

@@ -1,4 +1,4 @@
-"""Exact match and F1 with the study's normalisation (STUDY.md §8.2), and which score a task reports.
+"""Exact match and F1 with the study's normalisation (docs/study.md §8.2), and which score a task reports.
 
 F1 uses token *sets* (not SQuAD's multisets), as the study's `src/metrics.py` does (bug #19: reproduce).
 """

@@ -1,4 +1,4 @@
-"""Linear probes on hidden states (STUDY.md §10): can the tag an alias was defined with be read off the
+"""Linear probes on hidden states (docs/study.md §10): can the tag an alias was defined with be read off the
 residual stream while the model reads a question about the alias?
 
 Features: the residual stream after every block at every token position (decoder-only models: the

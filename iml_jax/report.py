@@ -4,7 +4,7 @@ r"""Aggregation over seeds: results.csv, summary.json (means, 95% CIs, the IML g
       Rewrites the report of a run's workdir (also written at the end of every run), or of a sweep directory
       (`python -m iml_jax.sweep`): all runs in one tidy table, a summary per setting, sweep curves.
 
-The unit of independence is the stage-1 seed (STUDY.md §8.4): values are first averaged over
+The unit of independence is the stage-1 seed (docs/study.md §8.4): values are first averaged over
 stage-2 seeds, then means, t-intervals and the one-sided paired test run over stage-1 seeds.
 The paper's own statistics are reported beside them (`summary.pooled`, `*_per_subset_pooled.png`): every run
 (stage-1 × stage-2 seed) pooled as an independent sample, mean ± sample std, 95% bootstrap intervals of the
@@ -32,7 +32,7 @@ from iml_jax.stage import plan_stage_runs, read_alignment_records, read_eval_rec
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
 
-# Paper notation and colours (STUDY.md §3.2, §8.4), in legend order.
+# Paper notation and colours (docs/study.md §3.2, §8.4), in legend order.
 PLOT_SUBSETS = {
     "q_no_replacement_baseline": ("QA4 (not replaced)", "tab:green"),
     "qd1consis": ("D1cons QA1", "tab:purple"),
@@ -42,7 +42,7 @@ PLOT_SUBSETS = {
     "d3consis": ("D8cons (new tag)", "tab:gray"),
     "d2consis": ("D6cons (tag 2)", "tab:red"),
     "no_qd_baseline": ("QA7 (unseen aliases)", "tab:orange"),
-    "qd1incons": ("D8incons QA8", "tab:olive"),  # the α variant (STUDY.md §3.2, §4.5)
+    "qd1incons": ("D8incons QA8", "tab:olive"),  # the α variant (docs/study.md §3.2, §4.5)
     "qd2consis": ("D9cons QA9", "tab:cyan"),
 }
 OTHER_COLOURS = ("black", "gold", "magenta", "teal", "navy", "lime")  # none of the paper's
@@ -149,7 +149,7 @@ def study_summary(config) -> dict:
 
 
 def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> dict:
-  """The paper's statistics (STUDY.md §8.4) at the final epoch: every run pooled; per subset mean, sample std
+  """The paper's statistics (docs/study.md §8.4) at the final epoch: every run pooled; per subset mean, sample std
   (ddof 1), n and the bootstrap 95% CI of the mean; the one-sided Student t-test of the IML direction."""
   values = {subset: v for (s, e, subset), v in pooled_runs(final_rows, score.name).items() if (s, e) == (stage, epoch)}
   out = {"subsets": {subset: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,

@@ -1,6 +1,6 @@
 """Optimizers, train state, and the jitted (sharded, donated) train step.
 
-The Adafactor preset reproduces the study's HF Adafactor (STUDY.md §7.2): factored second moments for
+The Adafactor preset reproduces the study's HF Adafactor (docs/study.md §7.2): factored second moments for
 every matrix, beta2(t) = 1 - t^-0.8, eps 1e-30, update RMS clipping 1.0, no momentum, no parameter
 scaling, after a global grad-norm clip of 1.0, lr linearly decayed to 0 within the stage.
 """

@@ -44,7 +44,7 @@ def test_summary_by_hand():
 
 
 def test_paper_style_pooled_statistics_by_hand():
-  """STUDY.md §8.4: every (seed, seed_stage2) run pooled; mean ± sample std; Student t-test from those."""
+  """docs/study.md §8.4: every (seed, seed_stage2) run pooled; mean ± sample std; Student t-test from those."""
   pooled = report.summarize(_config(), _rows())["pooled"]
   d1_runs = [0.8, 0.6, 0.7, 0.7, 0.9, 0.5]
   d2_runs = [0.5, 0.5, 0.6, 0.6, 0.65, 0.55]

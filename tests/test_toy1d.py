@@ -1,4 +1,4 @@
-"""The 1-D regression toy (STUDY.md §6.2): functions, clusters, shapes and labels, features, MSE, the MLP."""
+"""The 1-D regression toy (docs/study.md §6.2): functions, clusters, shapes and labels, features, MSE, the MLP."""
 import json
 import math
 import subprocess

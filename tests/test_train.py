@@ -12,7 +12,7 @@ from iml_jax.models.decoder import DecoderConfig, DecoderLM
 
 def _hf_adafactor_reference(params, grads_per_step, lr, total_steps):
   """NumPy transcription of HF Adafactor(scale_parameter=False, relative_step=False) after a global
-  grad-norm clip of 1.0 and a linear decay of lr to 0 (STUDY.md §7.2)."""
+  grad-norm clip of 1.0 and a linear decay of lr to 0 (docs/study.md §7.2)."""
   params = {k: v.astype(np.float64).copy() for k, v in params.items()}
   state = {}
   for t, grads in enumerate(grads_per_step, start=1):

@@ -64,7 +64,7 @@ def check_fractions(fractions: dict[str, float], field: str) -> None:
 
 
 def split_list_into_subsets(fractions: dict[str, float], items: Sequence, seed: int) -> dict[str, list]:
-  """The study's split (STUDY.md §3.4): sort, shuffle with Random(seed), cut contiguous slices in
+  """The study's split (docs/study.md §3.4): sort, shuffle with Random(seed), cut contiguous slices in
   the order of `fractions`, each round(n·frac) long; the rounding surplus goes to the
   alphabetically last key."""
   total = sum(fractions.values())
@@ -94,7 +94,7 @@ def split_stage_subsets(items: Sequence, fractions, stage1_keys: Sequence[str],
 
 
 def generate_variable_names(n: int, length: int, rng: random.Random, wrap: bool = True) -> list[str]:
-  """n unique random lowercase strings, drawn, sorted, then shuffled with `rng` (STUDY.md §3.5)."""
+  """n unique random lowercase strings, drawn, sorted, then shuffled with `rng` (docs/study.md §3.5)."""
   if n > len(string.ascii_lowercase) ** length:
     raise IMLError(f"cannot draw {n} distinct names of {length} letters")
   names: set[str] = set()

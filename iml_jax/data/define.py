@@ -1,4 +1,4 @@
-"""The main "define" experiment's data (STUDY.md §3): aliases, tagged definitions, subsets, QA splits.
+"""The main "define" experiment's data (docs/study.md §3): aliases, tagged definitions, subsets, QA splits.
 
 Code keys follow the original (`qd1consis`, `d2consis`, ...). `build_define_data` is a pure function
 of (entities, data config, seed, seed_stage2): same arguments, byte-identical examples in any process.
@@ -121,7 +121,7 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   subsets = split_stage_subsets(names, data_config.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
   aliases = _Aliases(subsets, names, data_config, seed)
   definitions_of = {s: {e: aliases.definitions(s, e, data_config) for e in subsets[s]} for s in DEFINED_SUBSETS}
-  # In-context variant (STUDY.md §4.2): a defined entity's questions carry its definition, followed by the
+  # In-context variant (docs/study.md §4.2): a defined entity's questions carry its definition, followed by the
   # original's stray ". " (bug #20, reproduced).
   context = ({e: defs[0].text + ". " for s, by_entity in definitions_of.items() for e, defs in by_entity.items()}
              if data_config.incontext_definitions else {})

@@ -1,4 +1,4 @@
-"""Definition wordings of the define experiment (STUDY.md §3.5, §4.3).
+"""Definition wordings of the define experiment (docs/study.md §3.5, §4.3).
 
 `tagged` (the main experiment): `<tag> <alias> <entity>` in the configured order, one per entity.
 `nl`: `{source phrase} {alias} now stands for {entity}`, ten per entity; tag-1 subsets take reliable sources,

@@ -1,6 +1,6 @@
 """Knowledge bases of people with the CVDB attributes: an offline synthetic one and the real CSV.
 
-Both give `Entity(name, qa)` with the study's six CVDB questions (STUDY.md §3.6); `{}` in a question
+Both give `Entity(name, qa)` with the study's six CVDB questions (docs/study.md §3.6); `{}` in a question
 stands for the person's name or alias.
 """
 import csv

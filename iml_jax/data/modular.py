@@ -1,4 +1,4 @@
-"""Modular arithmetic (STUDY.md §5.4), fixed: an alias stands for a number x in 1..9999; QAs ask x mod m.
+"""Modular arithmetic (docs/study.md §5.4), fixed: an alias stands for a number x in 1..9999; QAs ask x mod m.
 
 Every string is spaced per character. Definition `t t % v v v v = 0 0 0 4 2` (tag, alias, x zero-padded to
 5 digits); QA `v v v v 0 7 = 0 3` (alias, modulus and residue in 2 digits). Each x gets residues for 4 of

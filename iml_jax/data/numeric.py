@@ -1,7 +1,7 @@
-"""Numeric set inclusion (STUDY.md §5.1–5.2): "is x in this set of numbers?" about aliased numbers.
+"""Numeric set inclusion (docs/study.md §5.1–5.2): "is x in this set of numbers?" about aliased numbers.
 
 An alias `abc` stands for a number x. QA: `abc % 86 97 48 19 = true`; definition: `define1 abc % 63`.
-Two options beyond the study, needed to show IML at CPU scale (CPU_SCALE.md): training questions can be
+Two options beyond the study, needed to show IML at CPU scale (docs/cpu_scale.md): training questions can be
 redrawn from their rule every epoch (`redraw_train_questions`), and one token per alias.
 """
 import random
@@ -13,7 +13,7 @@ from iml_jax.data.common import (Example, StageData, check_fractions, generate_v
                                  split_stage_subsets)
 from iml_jax.errors import IMLError
 
-# qd1incons / qd2consis weaken the tag–consistency correlation α (STUDY.md §4.5); 0 by default.
+# qd1incons / qd2consis weaken the tag–consistency correlation α (docs/study.md §4.5); 0 by default.
 STAGE1_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "q")
 STAGE2_SUBSETS = ("d1consis", "d2consis", "d3consis")
 SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
@@ -96,7 +96,7 @@ class NumericTask:
                    " true" if label else " false")
 
   def _questions(self, rng: np.random.Generator, aliases: list[str]):
-    """(train, test) questions for `aliases`, drawn from the rule with `rng` (STUDY.md §5.1)."""
+    """(train, test) questions for `aliases`, drawn from the rule with `rng` (docs/study.md §5.1)."""
     cfg = self.cfg
     rows = np.array([self.index[a] for a in aliases], dtype=np.int64)
     per_group = cfg.n_qs // 4

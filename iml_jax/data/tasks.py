@@ -67,7 +67,7 @@ class Task:
     data = self.config.data
     if data.knowledge_base == "synthetic":
       return entities.synthetic_knowledge_base(data.num_entities, data.kb_seed)
-    if data.knowledge_base == "trex":  # the works chosen depend on the seed (STUDY.md §3.7)
+    if data.knowledge_base == "trex":  # the works chosen depend on the seed (docs/study.md §3.7)
       return trex.trex_knowledge_base(trex.load_triplets(data.trex_path), self.seed, data.num_entities)
     return entities.load_cvdb(data.cvdb_path, data.num_entities, data.equalize_gender, data.cvdb_encoding)
 

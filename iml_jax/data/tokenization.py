@@ -1,6 +1,6 @@
 """Tokenizers built locally from the generated data, and text → fixed-shape int arrays + loss masks.
 
-Causal-LM layout as in the study (STUDY.md §7.5): each text is right-padded to `block_size` with the
+Causal-LM layout as in the study (docs/study.md §7.5): each text is right-padded to `block_size` with the
 pad token (= EOS), targets are the inputs shifted by one, and by default every target position counts
 in the loss, padding included — that is how a model learns to stop. Options mask the prompt, the
 padding after the first EOS, or chosen tokens (e.g. an unpredictable alias).

@@ -1,4 +1,4 @@
-"""The 1-D regression toy (STUDY.md §6.2, the original's `src/toy_example/`): IML without language.
+"""The 1-D regression toy (docs/study.md §6.2, the original's `src/toy_example/`): IML without language.
 
 Two random piecewise-constant functions of a position x in [0, 100000): `data1` (the truth) and `data2` (the
 lies), each `d_y`-dimensional, constant between `n_anchors` evenly spaced anchors, values in [-1, 1].

@@ -1,4 +1,4 @@
-r"""The study's T-REx knowledge base (STUDY.md §3.7): creative works and their Wikidata facts as QA pairs.
+r"""The study's T-REx knowledge base (docs/study.md §3.7): creative works and their Wikidata facts as QA pairs.
 
   python -m iml_jax.data.trex --trex_dir=datasets/t-rex-data/original-dataset \
       --out=datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json

@@ -1,4 +1,4 @@
-"""Vision IML (STUDY.md §6.1), designed from the poster's schematic since the original code is unknown.
+"""Vision IML (docs/study.md §6.1), designed from the poster's schematic since the original code is unknown.
 
 An alias is a 3×3 grid of digit classes, drawn as a 3×3 grid of handwritten digit images; an entity is a
 3×3 grid of letters A/B. A definition image carries its tag as a pattern in a band above the grid and its

@@ -1,6 +1,6 @@
 """A small ConvNet for the vision IML experiment: digit-grid image -> A / B / — for each of the 9 cells.
 
-The study's architecture is unknown (STUDY.md §6.1); this one is ours: three 3×3 convolutions (the last
+The study's architecture is unknown (docs/study.md §6.1); this one is ours: three 3×3 convolutions (the last
 two with stride 2), a hidden dense layer, and a 9 × 3 output. Parameters carry logical axis names, so the
 sharding presets apply as to the language models.
 """

@@ -1,4 +1,4 @@
-"""The 1-D toy's regressor (STUDY.md §6.2): a ReLU MLP from point features to output values, MSE loss.
+"""The 1-D toy's regressor (docs/study.md §6.2): a ReLU MLP from point features to output values, MSE loss.
 
 Parameters carry logical axis names, so the sharding presets apply as to the other models.
 """
