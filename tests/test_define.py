@@ -6,12 +6,11 @@ import sys
 import pytest
 
 from iml_jax import config_defaults as cd
+from iml_jax import study
 from iml_jax.data import common, define, definitions, entities
 from iml_jax.errors import IMLError
 
-NO_D3 = dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0, qd2incons=0.25,
-             qd4consis=0.0, q=0.1, d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1)
-GRAD_ALIGNMENT = dict(NO_D3, q_no_replacement_baseline=0.12, no_qd_baseline=0.08)
+NO_D3, GRAD_ALIGNMENT = study.NO_D3, study.ALIGNMENT
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +113,36 @@ def test_inconsistent_definitions_are_a_derangement(kb4000, main_data):
   assert defs == aliases.defined_as
 
 
+def test_d2incons_asks_each_d2consis_question_with_its_pair_partners_alias(kb4000, main_data):
+  """§3.2: d2consis aliases sorted and swapped in pairs (0<->1, 2<->3, ...); answers stay the entity's own."""
+  data_cfg, stage1, _ = main_data
+  names = sorted(e.name for e in kb4000)
+  subsets = common.split_stage_subsets(names, data_cfg.fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 0)
+  aliases = define._Aliases(subsets, names, data_cfg, seed=0)
+  by_alias = sorted(subsets["d2consis"], key=lambda e: aliases.alias[e])
+  partner = {}
+  for i in range(0, len(by_alias) - 1, 2):
+    partner[by_alias[i]], partner[by_alias[i + 1]] = by_alias[i + 1], by_alias[i]
+  facts = {e.name: e.qa for e in kb4000}
+  swapped = stage1.evals["d2incons"]
+  assert len(swapped) == 6 * len(partner) == 1920
+  expected = sorted((q.format(aliases.alias[partner[e]]), a.split(";")[0]) for e in partner for q, a in facts[e])
+  assert sorted((ex.prompt[3:-3], ex.answer) for ex in swapped) == expected
+
+
+def test_swapped_association_sets_use_the_alias_as_the_inconsistent_definition_does(kb4000, main_data):
+  """§3.9 "assoc with defs": the question names the alias; the answer is the entity its definition gave it."""
+  data_cfg, stage1, _ = main_data
+  definition_of = {ex.prompt.split(" ")[1]: ex.answer for ex in stage1.evals["train_defs_qd2incons"]}
+  swapped = stage1.evals["ent_assoc_name_qd2incons_swapped"]
+  plain = {ex.prompt: ex.answer for ex in stage1.evals["ent_assoc_name_qd2incons"]}
+  assert len(swapped) == len(plain) == 1000
+  for ex in swapped:
+    alias = f"<|{_alias(ex)}|>"
+    assert ex.answer == definition_of[alias]
+    assert plain[ex.prompt] != ex.answer  # the true entity differs (a derangement)
+
+
 def test_no_entity_in_two_subsets(kb4000):
   names = sorted(e.name for e in kb4000)
   subsets = common.split_stage_subsets(names, cd.define_data().fractions, define.STAGE1_SUBSETS,
@@ -172,6 +201,7 @@ def test_bad_fractions_name_the_field(kb4000):
 _HASH_SCRIPT = """
 import hashlib, sys
 from iml_jax import config_defaults as cd
+from iml_jax import study
 from iml_jax.data import define, entities
 kb = entities.synthetic_knowledge_base(400, seed=0)
 data = define.build_define_data(kb, cd.define_data(num_entities=400, entity_association_test_sets=True),

@@ -87,3 +87,29 @@ def test_plot_and_table(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = report.format_table(report.summarize(config, rows))
   assert "IML gap EM(d1consis) - EM(d2consis)  +0.133" in table
+
+
+def test_alignment_summary_by_hand(tmp_path):
+  """docs/statistics.md: per seed the mean cosine of each set at the last measurement, then the gap
+  cos(tag A) − cos(tag B) over seeds with its t-interval and one-sided p — signed so that tag A ahead is > 0."""
+  from iml_jax.io_utils import append_jsonl
+  config = _config(n_seeds=3, n_seeds_stage2=1)
+  config.stage_names = ("stage1",)
+  cos = {0: ([0.3, 0.5], [0.1, 0.3]), 1: ([0.35, 0.35], [0.3, 0.3]), 2: ([0.6, 0.4], [0.2, 0.2])}
+  for seed, (tag_a, tag_b) in cos.items():
+    records = [{"epoch": 1, "step": 5, "set": "d1consis", "cos": [0.0, 0.0], "dist": [1.0, 1.0]},  # not the last
+               {"epoch": 4, "step": 20, "set": "d1consis", "cos": tag_a, "dist": [2.0, 2.0]},
+               {"epoch": 4, "step": 20, "set": "d2consis", "cos": tag_b, "dist": [3.0, 3.0]},
+               {"epoch": 4, "step": 20, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1}]
+    (tmp_path / f"seed_{seed}" / "stage1").mkdir(parents=True)
+    append_jsonl(str(tmp_path / f"seed_{seed}" / "stage1" / "grad_alignment.jsonl"), records)
+  summary = report.summarize_alignment(config, str(tmp_path))["stage1"]
+  gaps = np.array([0.2, 0.05, 0.3])
+  assert summary["epoch"] == 4
+  assert summary["d1consis"]["cos"]["mean"] == pytest.approx(np.mean([0.4, 0.35, 0.5]))
+  assert summary["cos_gap"]["definition"] == "cos(d1consis) - cos(d2consis)"
+  assert summary["cos_gap"]["mean"] == pytest.approx(gaps.mean())
+  assert summary["cos_gap"]["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / math.sqrt(3))
+  t = gaps.mean() / (gaps.std(ddof=1) / math.sqrt(3))
+  assert summary["cos_gap"]["p_value"] == pytest.approx(1 - stats.t.cdf(t, 2))
+  assert summary["cos_gap"]["p_value"] < 0.1 < 1 - summary["cos_gap"]["p_value"]  # one-sided, tag A ahead

@@ -11,7 +11,6 @@ import re
 import pytest
 
 from iml_jax import experiment, study
-from iml_jax.data import batching
 from test_experiment import ROOT
 
 SWEEP = ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b", "pythia-6.9b",
@@ -125,15 +124,6 @@ def test_main_config_numbers_are_the_studys():
           trex.n_seeds_stage2) == (0.25, 64, 16, 10, 3)
   alignment = _load("grad_alignment.py:batch=128").data.fractions
   assert (alignment.q_no_replacement_baseline, alignment.no_qd_baseline, alignment.d3consis) == (0.12, 0.08, 0.0)
-
-
-def test_steps_per_epoch_count_as_the_hf_trainer():
-  """docs/study.md §7.3: 16,000 examples at 128 x 2 → 62 steps (1,240 in 20 epochs); 960 → 4 per epoch."""
-  assert batching.steps_per_epoch(16000, 256, 2) == 62
-  assert 20 * batching.steps_per_epoch(16000, 256, 2) == 1240
-  assert batching.steps_per_epoch(960, 256, 2) == 4
-  assert batching.steps_per_epoch(16000, 256, 1) == 63  # no accumulation: the partial batch is a step
-  assert batching.steps_per_epoch(100, 512, 64) == 1
 
 
 def test_a_command_line_override_shows_as_a_deviation():

@@ -28,7 +28,8 @@ def test_functions_are_piecewise_constant_between_anchors_in_minus_one_one():
   x = np.linspace(0, toy1d.X_RANGE - 1, 5000)
   values = function(x)
   assert values.shape == (5000, 3)
-  np.testing.assert_allclose(values.min(0), -1) and np.testing.assert_allclose(values.max(0), 1)
+  np.testing.assert_allclose(values.min(0), -1)
+  np.testing.assert_allclose(values.max(0), 1)
   changes = np.flatnonzero(np.any(np.diff(values, axis=0) != 0, axis=1))
   anchors = np.linspace(0, toy1d.X_RANGE, 10, endpoint=False)[1:]
   assert set(np.searchsorted(x, anchors) - 1) >= set(changes)  # values change only at anchors
