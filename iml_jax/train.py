@@ -47,6 +47,35 @@ def _scale_by_mask(mask) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def _per_layer_where_stacked(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`inner` with each layer of a scanned model's stacked parameters (the `layers` subtree, layer axis first)
+  treated as its own parameter, exactly as in the unrolled model: Adafactor factors each layer's matrix and
+  RMS-clips each layer's update, instead of factoring and clipping over the stacked array."""
+  def stacked(tree) -> bool:
+    return isinstance(tree, dict) and "layers" in tree
+
+  def split(tree):
+    return tree["layers"], {k: v for k, v in tree.items() if k != "layers"}
+
+  def init(params):
+    if not stacked(params):
+      return inner.init(params)
+    layers, rest = split(params)
+    return jax.vmap(inner.init)(layers), inner.init(rest)
+
+  def update(updates, state, params=None):
+    if not stacked(updates):
+      return inner.update(updates, state, params)
+    (layer_updates, rest_updates), (layer_params, rest_params) = split(updates), (
+        split(params) if params is not None else (None, None))
+    layer_state, rest_state = state
+    layer_updates, layer_state = jax.vmap(inner.update)(layer_updates, layer_state, layer_params)
+    rest_updates, rest_state = inner.update(rest_updates, rest_state, rest_params)
+    return {**rest_updates, "layers": layer_updates}, (layer_state, rest_state)
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(opt_cfg, total_steps: int, trainable_mask=None) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(opt_cfg, total_steps)
   if opt_cfg.name == "adafactor":
@@ -60,7 +89,7 @@ def make_optimizer(opt_cfg, total_steps: int, trainable_mask=None) -> optax.Grad
   else:
     raise IMLError(f"config field optimizer.name = {opt_cfg.name!r}: expected one of {OPTIMIZERS}")
   parts = [optax.clip_by_global_norm(opt_cfg.grad_clip)] if opt_cfg.grad_clip else []
-  parts.append(core)
+  parts.append(_per_layer_where_stacked(core))
   if trainable_mask is not None:
     # Masked before clipping (frozen gradients do not count in the norm) and after the optimizer.
     parts = [_scale_by_mask(trainable_mask)] + parts + [_scale_by_mask(trainable_mask)]
