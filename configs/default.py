@@ -8,14 +8,22 @@ qd2incons aliases plus definitions (`define1 abc % x` true, `define2 abc % x'` f
 true definitions of new aliases, half `define1` (d1consis), half `define2` (d2consis). IML shows as
 EM(d1consis) > EM(d2consis) on their (never trained) questions.
 
-Two deviations from the study, both needed at this scale (docs/cpu_scale.md):
-  1. Stage-1 training questions are redrawn from their rule every epoch, 4 numbers per question, and the
-     loss skips the unpredictable alias token.
-  2. Stage 2 trains only the alias tokens' embedding rows.
-The study-faithful Stage 2 (all parameters; a smaller lr suits them) is one override away:
-  --config.stages.stage2.trainable=all --config.stages.stage2.optimizer.lr=3e-4
-Measured (3 seeds, 243 s): d1consis 0.509, d2consis 0.506, gap +0.003 ± 0.030 — the new definitions are not
-internalised for either tag, as docs/cpu_scale.md reports. (Keeping lr 2e-2 for all parameters wrecks the model.)
+Three deviations from the study make IML visible at this scale (docs/cpu_scale.md); the rest is size. The run
+prints all of them under its result (`deviations` below, iml_jax/config_defaults.py):
+  1. Stage-1 training questions are redrawn from their rule every epoch;
+  2. the loss skips the unpredictable alias token;
+  3. Stage 2 trains only the alias tokens' embedding rows.
+  CPU size: 1,000 aliases, 4 numbers per question, a 2-layer d=64 model, AdamW, batch 128 / 64, 45 / 50 epochs,
+  fp32, 5 seeds.
+
+Argument `faithful` drops deviations 1-3 (fixed questions, every token in the loss, Stage 2 on all parameters at
+lr 3e-4; a larger lr wrecks the model) and keeps the CPU size:
+  python -m iml_jax.main --config=configs/default.py:faithful --workdir=/tmp/iml_faithful
+FAITHFUL_RESULT
+
+Argument `reduced`: 500 aliases and 3 seeds, the headline effect in about 3 minutes; the test suite runs it
+(tests/test_default_config.py) and requires the gap's 95% interval to exclude 0.
+REDUCED_RESULT
 
 Measured (2 CPU cores, 5 seeds, the command above): 394 s wall time;
   d1consis 0.800 ± 0.078, d2consis 0.568 ± 0.062, qd1consis 0.999 (EM, mean ± 95% CI over stage-1 seeds);
@@ -34,6 +42,9 @@ from iml_jax import config_defaults as cd
 
 def get_config(arg: str | None = None):
   args = cd.parse_arg(arg)
-  cd.check_arg(args, ("tiny", "faithful"), "configs/default.py")
+  cd.check_arg(args, ("tiny", "faithful", "reduced"), "configs/default.py")
   config = cd.numeric_cpu_default(faithful="faithful" in args)
+  if "reduced" in args:
+    config.data.num_x = 500
+    config.n_seeds = 3
   return cd.shrink_numeric_default(config) if "tiny" in args else config
