@@ -46,5 +46,6 @@ def get_config(arg: str | None = None):
   config = cd.numeric_cpu_default(faithful="faithful" in args)
   if "reduced" in args:
     config.data.num_x = 500
-    config.n_seeds = 3
+    config.stages.stage1.update(epochs=30, eval_every=30)
+    config.stages.stage2.eval_every = 50
   return cd.shrink_numeric_default(config) if "tiny" in args else config

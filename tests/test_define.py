@@ -9,11 +9,12 @@ from iml_jax import config_defaults as cd
 from iml_jax import study
 from iml_jax.data import common, define, definitions, entities
 from iml_jax.errors import IMLError
+from conftest import shared_per_module
 
 NO_D3, GRAD_ALIGNMENT = study.NO_D3, study.ALIGNMENT
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_per_module)
 def kb4000():
   return entities.synthetic_knowledge_base(4000, seed=0)
 
@@ -51,7 +52,7 @@ def test_trex_counts_and_rounding_surplus():
   assert [len(split[k]) for k in "abc"] == [3, 3, 4]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_per_module)
 def main_data(kb4000):
   data_cfg = cd.define_data(entity_association_test_sets=True, letter_test_sets=True)
   return (data_cfg, define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage1"),
@@ -201,7 +202,6 @@ def test_bad_fractions_name_the_field(kb4000):
 _HASH_SCRIPT = """
 import hashlib, sys
 from iml_jax import config_defaults as cd
-from iml_jax import study
 from iml_jax.data import define, entities
 kb = entities.synthetic_knowledge_base(400, seed=0)
 data = define.build_define_data(kb, cd.define_data(num_entities=400, entity_association_test_sets=True),

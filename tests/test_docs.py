@@ -9,7 +9,7 @@ _TEXT = (".py", ".md", ".ipynb", ".sh", ".cff", ".txt", ".ini")
 
 def _files():
   for directory, dirs, names in os.walk(ROOT):
-    dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "__pycache__")]
+    dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "__pycache__", "mutants")]
     for name in names:
       if name.endswith(_TEXT) and "egg-info" not in directory:
         yield os.path.join(directory, name)

@@ -9,6 +9,7 @@ import pytest
 from iml_jax import grad_alignment, sharding
 from iml_jax.models import registry
 from iml_jax.train import unbox
+from conftest import shared_per_module
 
 D, K, L = 5, 3, 7
 
@@ -75,7 +76,7 @@ def _reference_statistics(model, params, sets):
   return pairs, variance, mean_cos
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_per_module)
 def two_sets_and_reference():
   model, params = _decoder()
   sets = {"d1": (_examples((D,), 1), _examples((D, K), 2)), "d2": (_examples((D,), 3), _examples((D, K), 4))}

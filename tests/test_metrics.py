@@ -38,3 +38,15 @@ def test_mean_em_f1():
   assert em == pytest.approx(2 / 3) and f1 == pytest.approx(2 / 3)
   with pytest.raises(ValueError):
     metrics.mean_em_f1(["a"], [])
+
+
+def test_f1_is_the_harmonic_mean_of_set_precision_and_recall():
+  assert metrics.f1("x y", "x z w") == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+  assert metrics.f1("paris", "london;paris") == 1.0  # the best of the golds
+
+
+def test_mean_em_f1_refuses_unequal_or_empty_lists():
+  with pytest.raises(ValueError, match="need equally many predictions and golds, got 1 and 2"):
+    metrics.mean_em_f1(["a"], ["a", "b"])
+  with pytest.raises(ValueError, match="got 0 and 0"):
+    metrics.mean_em_f1([], [])

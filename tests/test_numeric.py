@@ -7,6 +7,7 @@ from iml_jax import config_defaults as cd
 from iml_jax.data import common, numeric
 from iml_jax.data.tokenization import word_level_tokenizer
 from iml_jax.errors import IMLError
+from conftest import shared_per_module
 
 
 def _parse(example):
@@ -14,7 +15,7 @@ def _parse(example):
   return words[0], [int(w) for w in words[2:-2]], words[-1] == "true"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_per_module)
 def task70m():
   return numeric.NumericTask(cd.numeric_data(), seed=0, seed_stage2=0)
 

@@ -113,3 +113,87 @@ def test_alignment_summary_by_hand(tmp_path):
   t = gaps.mean() / (gaps.std(ddof=1) / math.sqrt(3))
   assert summary["cos_gap"]["p_value"] == pytest.approx(1 - stats.t.cdf(t, 2))
   assert summary["cos_gap"]["p_value"] < 0.1 < 1 - summary["cos_gap"]["p_value"]  # one-sided, tag A ahead
+
+
+def test_summary_json_is_exactly_this():
+  """summary.json's layout, key by key: what users and the sweep read."""
+  config = _config()
+  summary = report.summarize(config, _rows())
+  assert set(summary) == {"stage", "metric", "epoch", "n_seeds", "n_seeds_stage2", "subsets", "iml_gap", "pooled",
+                          "study"}
+  assert (summary["stage"], summary["metric"], summary["n_seeds"], summary["n_seeds_stage2"]) == ("stage2", "em", 3, 2)
+  d2 = [0.5, 0.6, 0.6]
+  d2_summary = summary["subsets"]["d2consis"]
+  assert set(d2_summary) == {"em", "ci95", "f1", "em_per_seed"}
+  assert d2_summary["em_per_seed"] == pytest.approx(d2)
+  assert (d2_summary["em"], d2_summary["f1"]) == pytest.approx((np.mean(d2), np.mean(d2)))
+  assert d2_summary["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * np.std(d2, ddof=1) / math.sqrt(3))
+  gap = summary["iml_gap"]
+  assert set(gap) == {"definition", "mean", "ci95", "p_value", "test", "per_seed"}
+  assert gap["definition"] == "EM(d1consis) - EM(d2consis)"
+  assert gap["test"] == "one-sided paired t-test over stage-1 seeds"
+  assert gap["per_seed"] == pytest.approx([0.2, 0.1, 0.1])
+  assert summary["study"] == {"experiment": "not one of the study's experiments", "deviations": []}
+  pooled = summary["pooled"]
+  assert set(pooled) == {"subsets", "ttest"}
+  assert set(pooled["subsets"]["d1consis"]) == {"mean", "std", "n", "ci95_bootstrap"}
+  assert pooled["ttest"]["definition"] == "EM(d1consis) > EM(d2consis), runs pooled"
+  assert pooled["ttest"]["test"] == "one-sided Student t-test (pooled variance) from mean, std, n"
+  assert report.summarize(config, []) == {"stage": "stage2", "metric": "em", "subsets": {}, "iml_gap": None,
+                                          "study": summary["study"]}
+
+
+def test_summary_reads_the_last_stage_and_needs_both_iml_sets():
+  config = _config()
+  config.stage_names = ("stage1", "stage2", "stage3")
+  config.stages.stage3 = config.stages.stage2
+  rows = [dict(r, stage="stage3") for r in _rows()]
+  assert report.summarize(config, rows + [dict(r, em=0.0) for r in _rows()])["iml_gap"]["mean"] == pytest.approx(
+      0.4 / 3)
+  only_d1 = [r for r in rows if r["subset"] == "d1consis"]
+  assert report.summarize(config, only_d1)["iml_gap"] is None
+
+
+def test_two_seeds_have_an_interval_and_a_p_value():
+  rows = [r for r in _rows() if r["seed"] < 2]
+  summary = report.summarize(_config(n_seeds=2), rows)
+  gaps = np.array([0.2, 0.1])
+  assert summary["iml_gap"]["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * gaps.std(ddof=1) / math.sqrt(2))
+  assert summary["iml_gap"]["p_value"] == pytest.approx(1 - stats.t.cdf(gaps.mean() / (gaps.std(ddof=1) / math.sqrt(2)), 1))
+  assert report.mean_ci95([1, 3]) == pytest.approx((2.0, stats.t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2)))
+
+
+def test_lower_is_better_scores_flip_the_gap():
+  """The 1-D toy's MSE: IML is a lower d1consis error, so the gap is MSE(d2consis) − MSE(d1consis)."""
+  config = _config()
+  config.task = "toy1d"
+  rows = [dict(seed=s, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset=k, mse=v)
+          for s, (d1, d2) in enumerate([(0.1, 0.3), (0.2, 0.3), (0.1, 0.25)]) for k, v in (("d1consis", d1),
+                                                                                         ("d2consis", d2))]
+  summary = report.summarize(config, rows)
+  assert summary["iml_gap"]["definition"] == "MSE(d2consis) - MSE(d1consis)"
+  assert summary["iml_gap"]["per_seed"] == pytest.approx([0.2, 0.1, 0.15])
+  assert summary["pooled"]["ttest"]["definition"] == "MSE(d2consis) > MSE(d1consis), runs pooled"
+
+
+def test_bootstrap_percentiles_by_hand():
+  values = np.array([0.1, 0.4, 0.35, 0.8, 0.5, 0.2])
+  means = values[np.random.default_rng(0).integers(6, size=(1000, 6))].mean(1)
+  assert report.bootstrap_ci95(values) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+
+
+def test_rows_carry_the_epoch_offset_of_their_stage(tmp_path):
+  """results.csv: global_epoch = the epochs of the stages before + the epoch within the stage."""
+  from iml_jax.io_utils import append_jsonl
+  config = _config(n_seeds=1, n_seeds_stage2=1)
+  for stage, epoch in (("stage1", 4), ("stage2", 2)):
+    directory = tmp_path / "seed_0" / ("s2seed_0" if stage == "stage2" else "") / stage
+    directory.mkdir(parents=True, exist_ok=True)
+    append_jsonl(str(directory / "eval.jsonl"), [{"epoch": epoch, "subset": "d1consis", "em": 0.5, "f1": 0.6}])
+  rows = report.collect_rows(config, str(tmp_path))
+  assert rows == [dict(seed=0, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="d1consis", em=0.5,
+                       f1=0.6),
+                  dict(seed=0, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=0.5,
+                       f1=0.6)]
+  assert report.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em",
+                                           "f1")
