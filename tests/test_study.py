@@ -18,6 +18,7 @@ SWEEP = ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b",
 # (config[:arg], the study row it must reproduce)
 VARIANTS = [
     ("default.py", "numeric:variant=70m"), ("default.py:faithful", "numeric:variant=70m"),
+    ("default.py:reduced", "numeric:variant=70m"),
     ("pythia_cvdb_2stage.py", "cvdb_main"),
     *[(f"pythia_cvdb_2stage.py:model={m}", f"model_size:kb=cvdb,model={m}") for m in SWEEP],
     ("pythia_cvdb_2stage.py:model=llama-2-7b", "model_size:kb=cvdb,model=llama-2-7b"),
