@@ -226,8 +226,8 @@ def numeric_cpu_default(faithful: bool = False) -> ml_collections.ConfigDict:
       stage1=stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=cpu_adamw(3e-3)),
       stage2=stage("stage2", epochs=50, batch_size=64, eval_every=25, trainable="alias_embeddings",
                    optimizer_config=cpu_adamw(2e-2)))
-  config = numeric_cpu_scale(stages, n_seeds=5, deviations=(REDRAWN_QUESTIONS, ALIAS_LOSS_EXCLUDED, ALIAS_ROWS_STAGE2,
-                                                             *CPU_SCALE_DEVIATIONS))
+  config = numeric_cpu_scale(stages, n_seeds=5, deviations=(
+      REDRAWN_QUESTIONS, ALIAS_LOSS_EXCLUDED, ALIAS_ROWS_STAGE2, *CPU_SCALE_DEVIATIONS))
   if faithful:
     config.data.redraw_train_questions = False
     config.loss.exclude_alias_tokens = False

@@ -64,7 +64,7 @@ class Row:
   key: str
   title: str
   section: str
-  model: str | None  # a key of config_defaults.PRETRAINED (pretrained weights) or a from-scratch shape name
+  model: str | None  # a key of config_defaults.PRETRAINED (its shape; `pretrained`: its weights), or SWEEP_MEMBER
   pretrained: bool
   stages: tuple[Stage, ...]
   fields: dict

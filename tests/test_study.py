@@ -57,7 +57,8 @@ VARIANTS = [
     ("vision.py", "vision"), ("toy1d.py", "toy1d"), ("toy1d.py:two_stage", "toy1d"),
 ]
 TINY = ["default.py:tiny", "define_synthetic.py:tiny", "trex_2stage.py:tiny", "batch_size.py:batch=64,tiny",
-        "three_stage.py:tiny", "incontext.py:tiny", "is_isnt.py:defn=is_isnt,tiny", "tag_correlation.py:cpu,alpha=0.5,tiny",
+        "three_stage.py:tiny", "incontext.py:tiny", "is_isnt.py:defn=is_isnt,tiny",
+        "tag_correlation.py:cpu,alpha=0.5,tiny",
         "data_amount.py:cpu,num_ents=250,tiny", "modular.py:tiny", "vision.py:tiny", "toy1d.py:two_stage,tiny"]
 
 
