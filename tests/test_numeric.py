@@ -141,3 +141,10 @@ def test_datasets_identical_across_processes():
                                    check=True, env={"PYTHONHASHSEED": str(h), "PATH": ""}).stdout
                     for h in (1, 2)} for seed in (0, 1)}
   assert all(len(d) == 1 for d in digests.values()) and digests[0] != digests[1]
+
+
+def test_alias_tokens_are_the_aliases_or_the_letters_that_spell_them():
+  one_token = numeric.NumericTask(cd.numeric_data(num_x=40), seed=0, seed_stage2=0)
+  assert one_token.alias_tokens() == sorted(one_token.aliases)
+  spelt = numeric.NumericTask(cd.numeric_data(num_x=40, separate_token_per_var=False, all_alias_tokens=False), 0, 0)
+  assert spelt.alias_tokens() == list("abcdefghijklmnopqrstuvwxyz")

@@ -198,3 +198,60 @@ def test_rows_carry_the_epoch_offset_of_their_stage(tmp_path):
                        f1=0.6)]
   assert report.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em",
                                            "f1")
+
+
+def test_alignment_summary_layout_seed_range_and_missing_sets(tmp_path):
+  """Keys of summary.json's grad_alignment; seeds counted from config.seed; a seed without records is skipped,
+  not the end; no gap without both tags; one seed: no interval, no p-value."""
+  from iml_jax.io_utils import append_jsonl
+  config = _config(n_seeds=3, n_seeds_stage2=1)
+  config.seed = 5
+  config.stage_names = ("stage1",)
+  for seed in (6, 7):  # seed 5 has no records
+    (tmp_path / f"seed_{seed}" / "stage1").mkdir(parents=True)
+    append_jsonl(str(tmp_path / f"seed_{seed}" / "stage1" / "grad_alignment.jsonl"), [
+        {"epoch": 2, "step": 4, "set": "d1consis", "cos": [0.5], "dist": [1.0]},
+        {"epoch": 2, "step": 4, "set": "d2consis", "cos": [0.2 + 0.1 * (seed - 6)], "dist": [2.0]},
+        {"epoch": 2, "step": 4, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1}])
+  summary = report.summarize_alignment(config, str(tmp_path))["stage1"]
+  assert set(summary) == {"epoch", "d1consis", "d2consis", "all", "cos_gap"}
+  assert summary["d1consis"] == {"cos": {"mean": 0.5, "ci95": 0.0}, "dist": {"mean": 1.0, "ci95": 0.0}}
+  assert summary["all"]["variance"]["mean"] == 0.5 and summary["all"]["mean_cos_to_mean"]["mean"] == 0.1
+  assert summary["cos_gap"]["mean"] == pytest.approx(0.25)
+  one_seed = report.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]["cos_gap"]
+  assert one_seed["ci95"] is None and one_seed["p_value"] is None
+  (tmp_path / "seed_6" / "stage1" / "grad_alignment.jsonl").unlink()
+  append_jsonl(str(tmp_path / "seed_6" / "stage1" / "grad_alignment.jsonl"), [
+      {"epoch": 2, "step": 4, "set": "d1consis", "cos": [0.5], "dist": [1.0]}])
+  (tmp_path / "seed_7" / "stage1" / "grad_alignment.jsonl").unlink()
+  assert "cos_gap" not in report.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]
+
+
+def _config_with(config, **changes):
+  config = config.copy_and_resolve_references()
+  config.update(changes)
+  return config
+
+
+def test_pooled_statistics_need_two_runs_per_subset():
+  rows = [r for r in _rows() if r["seed"] == 0 and r["seed_stage2"] == 0]
+  pooled = report.summarize(_config(n_seeds=1, n_seeds_stage2=1), rows)["pooled"]
+  assert pooled["subsets"]["d1consis"]["std"] is None and pooled["ttest"] is None
+  two = [r for r in _rows() if r["seed"] == 0]
+  assert report.summarize(_config(n_seeds=1), two)["pooled"]["ttest"]["p_value"] is not None
+
+
+def test_rows_offset_every_later_stage_by_all_earlier_epochs(tmp_path):
+  from iml_jax.io_utils import append_jsonl
+  config = _config(n_seeds=1, n_seeds_stage2=1)
+  config.seed = 3
+  config.stage_names = ("stage1", "middle", "stage2")
+  config.stages.middle = config.stages.stage1
+  config.stages.middle.train_subset = "stage1"
+  for stage in config.stage_names:
+    directory = tmp_path / "seed_3" / ("s2seed_0" if stage == "stage2" else "") / stage
+    directory.mkdir(parents=True, exist_ok=True)
+    append_jsonl(str(directory / "eval.jsonl"), [{"epoch": 1, "subset": "q", "em": 0.5, "f1": 0.5}])
+  rows = report.collect_rows(config, str(tmp_path))
+  assert [(r["seed"], r["stage"], r["global_epoch"]) for r in rows] == [(3, "stage1", 1), (3, "middle", 5),
+                                                                       (3, "stage2", 9)]
