@@ -319,6 +319,8 @@ def format_table(summary: dict) -> str:
 def format_deviations(study_summary: dict) -> str:
   """The study experiment and the deviations from it, as printed under a result."""
   deviations = study_summary["deviations"]
+  if study_summary["experiment"] == study.NO_STUDY_ROW:  # e.g. a run made before configs named their row
+    return f"Study experiment: {study.NO_STUDY_ROW} (its config names no `study` row), deviations not checked"
   lines = [f"Study experiment: {study_summary['experiment']}",
            f"Deviations from the study: {len(deviations) or 'none'}"]
   return "\n".join(lines + [f"  - {d}" for d in deviations])

@@ -358,9 +358,12 @@ def deviations(config) -> list[str]:
                  if f not in covered]
 
 
+NO_STUDY_ROW = "not one of the study's experiments"
+
+
 def describe(config) -> str:
   """One line naming the study row a config is measured against."""
   if not config.get("study"):
-    return "not one of the study's experiments"
+    return NO_STUDY_ROW
   row = row_of(config)
   return f"{row.title} (docs/study.md {row.section})"
