@@ -13,11 +13,26 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", bool(os.environ.get("IML_JAX_DISTRIBUTED")),
-                                 "Call jax.distributed.initialize() (multi-host TPU pods).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", bool(os.environ.get("IML_JAX_DISTRIBUTED")),
+    "Call jax.distributed.initialize(): on Cloud TPU VMs it finds the other hosts itself; elsewhere set "
+    "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool("allow_config_change", False, "Continue a workdir whose saved config "
                                           "differs in result-changing fields (listed); finished stages are kept.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def cluster_from_environment(environ) -> dict:
+  """jax.distributed.initialize arguments for a cluster JAX cannot detect (CPU hosts, the launch simulator):
+  JAX itself reads JAX_COORDINATOR_ADDRESS; the process count and index come from these two variables."""
+  names = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+  given = {arg: environ[name] for arg, name in names.items() if name in environ}
+  if given and len(given) < len(names):
+    raise ValueError(f"set both {' and '.join(names.values())}, or neither (got only {', '.join(given)})")
+  try:
+    return {arg: int(value) for arg, value in given.items()}
+  except ValueError:
+    raise ValueError(f"{' and '.join(names.values())} must be integers (got {given})") from None
 
 
 def main(argv):
@@ -28,7 +43,11 @@ def main(argv):
   from iml_jax import experiment, faults
   from iml_jax.errors import IMLError
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    try:
+      cluster = cluster_from_environment(os.environ)
+    except ValueError as err:
+      sys.exit(f"iml_jax: error: --distributed: {err}")
+    jax.distributed.initialize(**cluster)
   faults.install_sigterm_handler()
   try:
     experiment.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)

@@ -8,8 +8,16 @@ ZONE="${IML_TPU_ZONE:-}"
 PROJECT="${IML_TPU_PROJECT:-}"
 DRY_RUN=0
 # Paths on the workers, used by the scripts that source this file; the worker's shell expands the ~.
+# REMOTE_DIR holds only code: setup.sh replaces it, so run outputs never go there (worker_run.sh refuses).
 # shellcheck disable=SC2034,SC2088
 REMOTE_DIR='~/iml-jax' REMOTE_VENV='~/iml-venv' REMOTE_LOG='~/iml-run.log'
+# Seconds between two looks at a resource that is still changing state (tests set it to 0).
+POLL_SECONDS="${IML_TPU_POLL_SECONDS:-30}"
+
+# The script's header comment (its description and usage), for --help.
+usage() {
+  sed -n '2,/^[^#]/{/^#/!q;/^# shellcheck/d;s/^# \{0,1\}//;p}' "$0"
+}
 
 die() {
   echo "$(basename "$0"): error: $*" >&2
@@ -32,9 +40,10 @@ run() {
   fi
 }
 
-# Parses --name=, --zone=, --project=, --dry_run; returns 1 for any other argument.
+# Parses --name=, --zone=, --project=, --dry_run, --help; returns 1 for any other argument.
 common_flag() {
   case "$1" in
+    -h | --help) usage; exit 0 ;;
     --name=*) NAME="${1#*=}" ;;
     --zone=*) ZONE="${1#*=}" ;;
     --project=*) PROJECT="${1#*=}" ;;
@@ -65,4 +74,16 @@ tpus() {
 # Runs one shell command line on every worker of the TPU VM.
 on_all_workers() {
   tpus tpu-vm ssh "$NAME" --worker=all --command="$1"
+}
+
+# The TPU software (runtime) version Google documents for an accelerator type's generation
+# (https://cloud.google.com/tpu/docs/runtimes, "PyTorch and JAX"; launch/README.md has the table).
+runtime_version_for() {
+  case "$1" in
+    v2-* | v3-* | v4-*) echo tpu-ubuntu2204-base ;;
+    v5litepod-* | v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    *) die "--accelerator=$(quote "$1"): no known runtime version for this type; pass --version=" ;;
+  esac
 }

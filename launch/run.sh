@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a config on every worker (jax.distributed across hosts) in the background, logging to ~/iml-run.log.
-# Rerunning it on the same workdir resumes from the last checkpoints. A multi-host slice needs a workdir all
-# workers share (launch/setup.sh --bucket=B mounts gs://B at /mnt/B); one host can use a local directory.
+# Rerunning it on the same workdir resumes from the last checkpoints. The workdir is resolved on each worker
+# (~/x and relative paths: under that worker's home); one inside the code directory ~/iml-jax is refused.
+# A multi-host slice needs a workdir all workers share (launch/setup.sh --bucket=B mounts gs://B at /mnt/B);
+# one host can use a local directory.
 # Usage: launch/run.sh --name=NAME --zone=ZONE --config=configs/x.py[:args] --workdir=DIR [--project=P]
 #                      [--dry_run] [-- --config.field=value ...]
 # shellcheck source=launch/common.sh
@@ -23,7 +25,6 @@ require_name_and_zone
 [[ -n $CONFIG ]] || die "--config=<configs/x.py[:args]> is required"
 [[ -n $WORKDIR ]] || die "--workdir=<directory every worker can write; /mnt/BUCKET/... on a pod> is required"
 
-main=("$REMOTE_VENV/bin/python" -m iml_jax.main --config="$CONFIG" --workdir="$WORKDIR" --distributed "${EXTRA[@]}")
-# The venv path stays unquoted so the worker's shell expands its ~; every user value is quoted.
-command_line="${main[0]} $(quote "${main[@]:1}")"
-on_all_workers "cd $REMOTE_DIR && nohup $command_line > $REMOTE_LOG 2>&1 < /dev/null &"
+# The script path stays unquoted so the worker's shell expands its ~; every user value is quoted.
+args=(--config="$CONFIG" --workdir="$WORKDIR" -- "${EXTRA[@]}")
+on_all_workers "bash $REMOTE_DIR/launch/worker_run.sh $(quote "${args[@]}")"

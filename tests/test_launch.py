@@ -1,12 +1,19 @@
 """The Cloud TPU launch scripts: the gcloud commands their --dry_run prints, quoting, errors, shellcheck."""
+import glob
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
 
-LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
+import fake_gcloud
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAUNCH = os.path.join(os.path.dirname(HERE), "launch")
 SCRIPTS = ("create.sh", "setup.sh", "run.sh", "watch.sh", "relaunch.sh", "delete.sh")
 VM = ("--name=iml-v4", "--zone=us-central2-b")
 
@@ -95,3 +102,91 @@ def test_shellcheck_passes():
   paths = [os.path.join(LAUNCH, s) for s in SCRIPTS + ("common.sh",)]
   result = subprocess.run([shellcheck, "-x", *paths], capture_output=True, text=True, cwd=os.path.dirname(LAUNCH))
   assert result.returncode == 0, result.stdout
+
+
+# The lifecycle against the TPU-VM simulator (tests/fake_gcloud.py).
+
+def _python310() -> str:
+  """A Python 3.10 interpreter, the stock TPU images' python3 (Ubuntu 22.04)."""
+  candidates = [shutil.which("python3.10"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10"))),
+                "/usr/bin/python3.10"]
+  for candidate in candidates:
+    if candidate and subprocess.run([candidate, "-c", "import pip"], capture_output=True).returncode == 0:
+      return os.path.realpath(candidate)
+  pytest.fail("the TPU-VM simulator needs a Python 3.10 with pip (the stock images' python3); none found")
+
+
+@pytest.fixture
+def simulator(tmp_path):
+  """`gcloud` on PATH backed by fake_gcloud, workers whose python3 is 3.10, a shared directory as the bucket."""
+  bin_dir, image_dir, state = tmp_path / "bin", tmp_path / "image", tmp_path / "cloud"
+  for d in (bin_dir, image_dir, state):
+    d.mkdir()
+  (bin_dir / "gcloud").write_text(f"#!/bin/sh\nexec {sys.executable} {os.path.join(HERE, 'fake_gcloud.py')} \"$@\"\n")
+  (bin_dir / "gcloud").chmod(0o755)
+  (image_dir / "python3").symlink_to(_python310())
+  caches = tmp_path / "caches"  # one package cache for all simulated workers, so each download happens once
+  worker_env = {"PATH": f"{image_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "UV_PYTHON_DOWNLOADS": "never",
+                "UV_CACHE_DIR": str(caches / "uv"), "PIP_CACHE_DIR": str(caches / "pip"),
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(state),
+         "FAKE_GCLOUD_WORKER_ENV": json.dumps(worker_env), "IML_TPU_POLL_SECONDS": "0", "TMPDIR": str(tmp_path),
+         "IML_TPU_NAME": "iml-pod", "IML_TPU_ZONE": "us-central2-b"}
+  return env, str(state)
+
+
+def _launch(env, script, *args):
+  result = subprocess.run([os.path.join(LAUNCH, script), *args], env=env, capture_output=True, text=True,
+                          timeout=900)
+  assert result.returncode == 0, f"{script} {args}\n{result.stdout}\n{result.stderr}"
+  return result
+
+
+def _wait_for(condition, what, timeout=600):
+  deadline = time.time() + timeout
+  while not condition():
+    assert time.time() < deadline, f"timed out waiting for {what}"
+    time.sleep(1)
+
+
+def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result(simulator, tmp_path):
+  env, state = simulator
+  cloud = fake_gcloud.Cloud(state)
+  workdir = str(tmp_path / "bucket" / "tiny")
+  run_args = ("--config=configs/default.py:tiny", f"--workdir={workdir}", "--", "--config.n_seeds=1",
+              "--config.checkpoint.every_steps=2")
+  spot = ("--accelerator=v4-16", "--spot", "--queued")
+
+  _launch(env, "create.sh", *spot)
+  node = cloud.node("iml-pod")
+  assert (node["hosts"], node["version"], node["state"]) == (2, "tpu-ubuntu2204-base", "READY")
+  _launch(env, "setup.sh", "--extra=")
+  versions = [subprocess.run(["gcloud", "compute", "tpus", "tpu-vm", "ssh", "iml-pod", f"--worker={w}",
+                              "--zone=us-central2-b", "--command=python3 --version; ~/iml-venv/bin/python --version"],
+                             env=env, capture_output=True, text=True).stdout.split() for w in (0, 1)]
+  assert [v[1][:5] for v in versions] == ["3.10.", "3.10."] and [v[3][:5] for v in versions] == ["3.11.", "3.11."]
+
+  _launch(env, "run.sh", *run_args)
+  checkpoints = os.path.join(workdir, "seed_0", "stage1", "checkpoints")
+  _wait_for(lambda: os.path.isdir(checkpoints) and any(s.isdigit() for s in os.listdir(checkpoints)),
+            "the first stage-1 checkpoint")
+  assert not os.path.exists(os.path.join(workdir, "summary.json"))
+  fake_gcloud.preempt(state, "iml-pod", worker=1)
+
+  _launch(env, "relaunch.sh", *spot, "--extra=", *run_args)
+  assert cloud.node("iml-pod")["state"] == "READY"
+  _wait_for(lambda: not cloud.busy("iml-pod"), "the resumed run to finish")
+  logs = [open(os.path.join(cloud.home("iml-pod", w), "iml-run.log")).read() for w in (0, 1)]
+  assert os.path.exists(os.path.join(workdir, "summary.json")), "\n".join(logs)
+
+  reference = str(tmp_path / "one_process")
+  subprocess.run([sys.executable, "-m", "iml_jax.main", run_args[0], f"--workdir={reference}", *run_args[3:]],
+                 env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, check=True,
+                 capture_output=True, cwd=os.path.dirname(LAUNCH))
+  for name in ("results.csv", "summary.json"):
+    with open(os.path.join(workdir, name)) as ours, open(os.path.join(reference, name)) as theirs:
+      assert ours.read() == theirs.read(), name
+
+  _launch(env, "delete.sh", "--queued")
+  assert not os.path.exists(cloud.node_dir("iml-pod")) and not os.path.exists(cloud.queued_path("iml-pod"))
+  assert os.path.exists(os.path.join(workdir, "summary.json"))  # the bucket keeps the results

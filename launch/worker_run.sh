@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs on each TPU worker (run.sh calls it): resolves the workdir here (~ and relative paths against this
+# worker's $HOME; gs:// URLs as given), refuses a workdir inside the code directory (setup.sh replaces it),
+# and starts `python -m iml_jax.main --distributed` from the code directory in the background.
+# Usage: bash ~/iml-jax/launch/worker_run.sh --config=configs/x.py[:args] --workdir=DIR [--venv=~/iml-venv]
+#                                            [--log=~/iml-run.log] [-- --config.field=value ...]
+set -euo pipefail
+
+CONFIG=""
+WORKDIR=""
+VENV="$HOME/iml-venv"
+LOG="$HOME/iml-run.log"
+EXTRA=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+    --config=*) CONFIG="${1#*=}" ;;
+    --workdir=*) WORKDIR="${1#*=}" ;;
+    --venv=*) VENV="${1#*=}" ;;
+    --log=*) LOG="${1#*=}" ;;
+    --) shift; EXTRA=("$@"); break ;;
+    *) echo "worker_run.sh: error: unknown flag $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+error() {
+  echo "worker_run.sh ($(hostname)): error: $*" >&2
+  exit 2
+}
+[[ -n $CONFIG && -n $WORKDIR ]] || error "--config= and --workdir= are required"
+code_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+case "$WORKDIR" in
+  gs://*) ;;
+  "~") WORKDIR="$HOME" ;;
+  "~/"*) WORKDIR="$HOME/${WORKDIR#"~/"}" ;;
+  /*) ;;
+  *) WORKDIR="$HOME/$WORKDIR" ;;
+esac
+if [[ $WORKDIR != gs://* ]]; then
+  WORKDIR="$(realpath -m "$WORKDIR")"
+  if [[ $WORKDIR == "$code_dir" || $WORKDIR == "$code_dir"/* ]]; then
+    error "--workdir=$WORKDIR is inside the code directory $code_dir, which setup.sh replaces; choose another"
+  fi
+fi
+
+cd "$code_dir"
+nohup "$VENV/bin/python" -m iml_jax.main --config="$CONFIG" --workdir="$WORKDIR" --distributed "${EXTRA[@]}" \
+  > "$LOG" 2>&1 < /dev/null &
+echo "$(hostname): started in $WORKDIR (log $LOG)"
