@@ -12,6 +12,7 @@ DRY_RUN=0
 # shellcheck disable=SC2034,SC2088
 REMOTE_DIR='~/iml-jax' REMOTE_VENV='~/iml-venv' REMOTE_LOG='~/iml-run.log'
 # Seconds between two looks at a resource that is still changing state (tests set it to 0).
+# shellcheck disable=SC2034
 POLL_SECONDS="${IML_TPU_POLL_SECONDS:-30}"
 
 # The script's header comment (its description and usage), for --help.

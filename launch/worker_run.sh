@@ -30,6 +30,7 @@ error() {
 [[ -n $CONFIG && -n $WORKDIR ]] || error "--config= and --workdir= are required"
 code_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# shellcheck disable=SC2088  # the patterns match a literal ~, as the user typed it
 case "$WORKDIR" in
   gs://*) ;;
   "~") WORKDIR="$HOME" ;;

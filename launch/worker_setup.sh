@@ -28,6 +28,6 @@ if [[ "$("$uv" --version 2>/dev/null)" != "uv $UV_VERSION"* ]]; then
 fi
 "$uv" venv -q --clear --python "$PYTHON_VERSION" "$VENV"
 target="$code_dir"
-if [[ -n $EXTRA ]]; then target="$code_dir[$EXTRA]"; fi
+if [[ -n $EXTRA ]]; then target="${code_dir}[$EXTRA]"; fi
 "$uv" pip install -q --python "$VENV/bin/python" -e "$target"
 "$VENV/bin/python" -c "import sys, iml_jax; print('iml-jax ready:', sys.version.split()[0], iml_jax.__file__)"

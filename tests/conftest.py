@@ -1,8 +1,16 @@
 """Tests run on CPU with 8 fake devices, so nothing silently assumes a single device."""
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the whole run, its subprocesses (every `python -m iml_jax.main`) and
+# xdist workers: the same tiny programs are compiled by dozens of tests. A compiled program is the same
+# executable whether it came from the cache or not, so results do not change. New per run (nothing stale).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="iml-jax-test-xla-cache-")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def shared_per_module(fixture_name, config):

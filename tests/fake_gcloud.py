@@ -4,8 +4,8 @@ State lives under $FAKE_GCLOUD_STATE: one directory per TPU VM (node.json and a 
 and one JSON file per queued resource. `tpu-vm ssh --worker=all` runs the command as one local process per
 worker (in parallel, each in its own session so that a preemption can kill it with everything it started),
 with the worker's own HOME and the environment in node.json; `scp` copies into the workers' homes. Queued
-resources go WAITING_FOR_RESOURCES → ACTIVE after $FAKE_GCLOUD_QUEUED_DESCRIBES describes (default 2), then
-create their node. Runtime versions are checked against the accelerator generation as Google documents them.
+resources go WAITING_FOR_RESOURCES → $FAKE_GCLOUD_QUEUED_OUTCOME (default ACTIVE, which creates their node; or
+FAILED, SUSPENDED) after $FAKE_GCLOUD_QUEUED_DESCRIBES describes (default 2). Runtime versions are checked against the accelerator generation as Google documents them.
 Every call is appended to calls.jsonl. `preempt(state, name, worker)` plays a spot preemption for tests.
 
 The test puts an executable `gcloud` on PATH that runs this file (see tests/test_launch.py).
@@ -23,7 +23,6 @@ import sys
 # another is refused, as Google refuses an image that does not support the chip.
 RUNTIMES = {"v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base", "v4": "tpu-ubuntu2204-base",
             "v5litepod": "v2-alpha-tpuv5-lite", "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e"}
-QUEUED_STATES = ("WAITING_FOR_RESOURCES", "ACTIVE")
 
 
 def hosts_of(accelerator: str) -> tuple[int, int]:
@@ -162,9 +161,10 @@ class Cloud:
   def describe_queued(self, name: str) -> str:
     resource = self.queued(name)
     resource["describes"] += 1
-    if resource["state"] == "WAITING_FOR_RESOURCES" and resource["describes"] >= resource["active_after"]:
-      self.create_node(resource["node_id"], resource["accelerator"], resource["version"], resource["spot"])
-      resource["state"] = "ACTIVE"
+    if resource["state"] == "WAITING_FOR_RESOURCES" and resource["describes"] >= resource["settles_after"]:
+      if resource["outcome"] == "ACTIVE":
+        self.create_node(resource["node_id"], resource["accelerator"], resource["version"], resource["spot"])
+      resource["state"] = resource["outcome"]
     self.save_queued(name, resource)
     return resource["state"]
 
@@ -228,9 +228,10 @@ def main(argv: list[str]) -> int:
   if args.verb == "create":
     if os.path.exists(cloud.queued_path(name)):
       raise SystemExit(f"ERROR: (gcloud.compute.tpus.queued-resources.create) ALREADY_EXISTS: {name}")
-    cloud.save_queued(name, dict(state=QUEUED_STATES[0], describes=0, node_id=args.node_id,
+    cloud.save_queued(name, dict(state="WAITING_FOR_RESOURCES", describes=0, node_id=args.node_id,
                                  accelerator=args.accelerator_type, version=args.runtime_version, spot=args.spot,
-                                 active_after=int(os.environ.get("FAKE_GCLOUD_QUEUED_DESCRIBES", "2"))))
+                                 settles_after=int(os.environ.get("FAKE_GCLOUD_QUEUED_DESCRIBES", "2")),
+                                 outcome=os.environ.get("FAKE_GCLOUD_QUEUED_OUTCOME", "ACTIVE")))
   elif args.verb == "describe":
     state_now = cloud.describe_queued(name)
     print(state_now if args.format == "value(state.state)" else json.dumps(cloud.queued(name)))

