@@ -22,6 +22,8 @@ def _analyze(*args):
   return subprocess.run([sys.executable, "-m", "iml_jax.analyze", *args], cwd=ROOT, capture_output=True, text=True)
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_grad_alignment_on_saved_checkpoints(finished_run):
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=grad_alignment",
                     "--config.analysis.grad_alignment.max_definitions=3")

@@ -43,7 +43,7 @@ def test_causality(variant):
     return logits[:, t].sum()
 
   for t in (0, 5, 10):
-    grads = jax.grad(lambda x: logit_sum_at(t, x))(embeddings)
+    grads = jax.jit(jax.grad(lambda x: logit_sum_at(t, x)))(embeddings)  # jitted: one compile, not one per op
     norms = jnp.abs(grads).sum(axis=(0, 2))
     assert float(norms[t + 1:].max(initial=0.0)) == 0.0
     assert float(norms[:t + 1].min()) > 0.0
@@ -105,7 +105,7 @@ def test_attention_implementations_remat_and_scan_compute_the_same(variant):
 
   def loss_and_grads(model):
     loss = lambda p: model.apply({"params": p}, tokens, positions, mask)[0].sum()
-    value, grads = jax.value_and_grad(loss)(to_layout(params, abstract_params(model)))
+    value, grads = jax.jit(jax.value_and_grad(loss))(to_layout(params, abstract_params(model)))
     return value, to_layout(grads, params)  # scanned layers: unstacked to compare
 
   reference_loss, reference_grads = loss_and_grads(base)

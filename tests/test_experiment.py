@@ -1,7 +1,9 @@
 import csv
+import functools
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -142,21 +144,37 @@ def test_bad_fractions_exit_with_one_line_and_write_nothing(tmp_path):
   assert not os.path.exists(tmp_path / "w")
 
 
+BAD_VALUES = [
+    ("stages.stage1.train_subset", "bogus", "stages.stage1.train_subset = 'bogus'"),
+    ("model.name", "bert", "model.name = 'bert'"),
+    ("stages.stage2.trainable", "some", "stages.stage2.trainable = 'some'"),
+    ("data.fractions.d1consis", -0.1, "data.fractions.d1consis = -0.1"),
+    ("stages.stage1.batch_size", 0, "stages.stage1.batch_size = 0: expected >= 1"),
+    ("wandb.mode", "cloud", "wandb.mode = 'cloud': expected 'online', 'offline' or 'disabled'"),
+    ("model.vocab_multiple", 0, "model.vocab_multiple = 0: expected an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_VALUES)
+def test_bad_config_values_are_refused_naming_the_field(field, value, message):
+  config = load_config(os.path.join(ROOT, "configs", "default.py"), "tiny")
+  with config.unlocked():
+    parent, _, leaf = field.rpartition(".")
+    setattr(functools.reduce(getattr, parent.split("."), config), leaf, value)
+  with pytest.raises(IMLError, match=re.escape(message)):
+    experiment.validate(config)
+
+
 @pytest.mark.parametrize("override, message", [
-    ("--config.stages.stage1.train_subset=bogus", "stages.stage1.train_subset = 'bogus'"),
-    ("--config.model.name=bert", "model.name = 'bert'"),
-    ("--config.stages.stage2.trainable=some", "stages.stage2.trainable = 'some'"),
-    ("--config.stages.stage1.batch_size=30", "stages.stage1.batch_size = 30 (micro-batch 30) is not divisible"),
-    ("--config.data.fractions.d1consis=-0.1", "data.fractions.d1consis = -0.1"),
-    ("--config.stages.stage1.batch_size=0", "stages.stage1.batch_size = 0: expected >= 1"),
-    ("--config.wandb.mode=cloud", "wandb.mode = 'cloud': expected 'online', 'offline' or 'disabled'"),
-    ("--config.model.vocab_multiple=0", "model.vocab_multiple = 0: expected an integer >= 1"),
+    (("--config.wandb.mode=cloud",), BAD_VALUES[5][2]),
+    (("--config.stages.stage1.batch_size=30",), "stages.stage1.batch_size = 30 (micro-batch 30) is not divisible"),
     (("--config.mesh.shape=(1,1,-1)", "--config.mesh.rules=fsdp_tensor"),
      "its vocab dimension (195) is split over mesh axes ('tensor',) = 8 devices, which does not divide it; "
      "raise model.vocab_multiple"),
 ])
-def test_bad_config_values(tmp_path, override, message):
-  result = main(tmp_path / "w", *(override if isinstance(override, tuple) else (override,)))
+def test_bad_config_values_end_main_with_one_line(tmp_path, override, message):
+  """Through the command line: one `iml_jax: error` line naming the field, exit code 1."""
+  result = main(tmp_path / "w", *override)
   assert result.returncode == 1 and message in result.stderr, result.stderr
   assert len([l for l in result.stderr.splitlines() if l.startswith("iml_jax: error")]) == 1
 

@@ -39,6 +39,8 @@ def assert_same_outputs(workdir, expected):
     assert open(os.path.join(workdir, name)).read() == text, name
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_killed_at_every_phase_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
   """Each process dies at the next point (counted within that process); the last rerun finishes."""
   chain = [

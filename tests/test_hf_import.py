@@ -323,6 +323,8 @@ def test_pretrained_mismatches_are_clear(tmp_path):
     experiment.run(config, str(tmp_path / "run3"))
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_t5_pipeline_trains_and_evaluates_seq2seq_from_pretrained(tmp_path, monkeypatch):
   from iml_jax import config_defaults as cd
   from iml_jax import experiment, train

@@ -90,6 +90,8 @@ def test_bad_config():
     modular.ModularTask(cd.modular_data(num_x=40), 0, 0).stage_data("stage3")
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_tiny_run_through_main(tmp_path):
   from test_experiment import ROOT
   for arg in ("tiny", "tiny,baseline"):
