@@ -4,7 +4,8 @@
 # and starts `python -m iml_jax.main --distributed` from the code directory in the background.
 # Usage: bash ~/iml-jax/launch/worker_run.sh --config=configs/x.py[:args] --workdir=DIR [--venv=~/iml-venv]
 #                                            [--log=~/iml-run.log] [-- --config.field=value ...]
-set -euo pipefail
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 CONFIG=""
 WORKDIR=""
@@ -13,21 +14,17 @@ LOG="$HOME/iml-run.log"
 EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    -h | --help) sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+    -h | --help) usage; exit 0 ;;
     --config=*) CONFIG="${1#*=}" ;;
     --workdir=*) WORKDIR="${1#*=}" ;;
     --venv=*) VENV="${1#*=}" ;;
     --log=*) LOG="${1#*=}" ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) echo "worker_run.sh: error: unknown flag $1" >&2; exit 2 ;;
+    *) die "unknown flag $(quote "$1")" ;;
   esac
   shift
 done
-error() {
-  echo "worker_run.sh ($(hostname)): error: $*" >&2
-  exit 2
-}
-[[ -n $CONFIG && -n $WORKDIR ]] || error "--config= and --workdir= are required"
+[[ -n $CONFIG && -n $WORKDIR ]] || die "--config= and --workdir= are required"
 code_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # shellcheck disable=SC2088  # the patterns match a literal ~, as the user typed it
@@ -41,7 +38,7 @@ esac
 if [[ $WORKDIR != gs://* ]]; then
   WORKDIR="$(realpath -m "$WORKDIR")"
   if [[ $WORKDIR == "$code_dir" || $WORKDIR == "$code_dir"/* ]]; then
-    error "--workdir=$WORKDIR is inside the code directory $code_dir, which setup.sh replaces; choose another"
+    die "on $(hostname): --workdir=$WORKDIR is inside the code directory $code_dir, which setup.sh replaces"
   fi
 fi
 

@@ -4,7 +4,8 @@
 # not otherwise touched), lets uv provide Python 3.11 (a managed interpreter when the image has none), creates
 # ~/iml-venv with it and installs this code directory into it with the given extra (default tpu).
 # Usage: bash ~/iml-jax/launch/worker_setup.sh [--extra=tpu] [--venv=~/iml-venv]
-set -euo pipefail
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 UV_VERSION=0.13.9
 PYTHON_VERSION=3.11
@@ -12,10 +13,10 @@ EXTRA=tpu
 VENV="$HOME/iml-venv"
 for arg in "$@"; do
   case "$arg" in
-    -h | --help) sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+    -h | --help) usage; exit 0 ;;
     --extra=*) EXTRA="${arg#*=}" ;;
     --venv=*) VENV="${arg#*=}" ;;
-    *) echo "worker_setup.sh: error: unknown flag $arg" >&2; exit 2 ;;
+    *) die "unknown flag $(quote "$arg")" ;;
   esac
 done
 code_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
