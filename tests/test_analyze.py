@@ -53,6 +53,8 @@ def test_grad_alignment_on_saved_checkpoints(finished_run):
   assert out.stat().st_size > 1000
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_probes_on_saved_checkpoints(finished_run):
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes")
   assert result.returncode == 0, result.stderr
@@ -63,6 +65,8 @@ def test_probes_on_saved_checkpoints(finished_run):
   assert os.path.exists(finished_run / "plots" / "probes_seed_1.png")
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_analysis_errors_name_the_field(finished_run, tmp_path):
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes",
                     "--config.analysis.probes.classes=qd1consis,nope")

@@ -87,6 +87,8 @@ def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
   assert_same_outputs(tmp_path, uninterrupted)
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_within_a_step(tmp_path, uninterrupted):
   process = _start_and_wait_for_training(tmp_path)
   process.send_signal(signal.SIGTERM)

@@ -83,10 +83,9 @@ def two_sets_and_reference():
   return model, params, sets, _reference_statistics(model, params, sets)
 
 
-@pytest.mark.parametrize("chunk", [2, 8])  # chunks that divide neither set, and one larger than the definitions
-def test_statistics_equal_numpy_on_flat_gradients_for_any_chunk(two_sets_and_reference, chunk):
+def test_statistics_equal_numpy_on_flat_gradients_with_padded_chunks(two_sets_and_reference):
   model, params, sets, (pairs, variance, mean_cos) = two_sets_and_reference
-  result = grad_alignment.alignment(model, params, sets, chunk=chunk)
+  result = grad_alignment.alignment(model, params, sets, chunk=2)  # divides neither set (5, 15): padded chunks
   for label in sets:
     for name, expected in pairs[label].items():
       np.testing.assert_allclose(result.pairs[label][name], expected, rtol=2e-5, atol=1e-6 * np.abs(expected).max(),

@@ -282,6 +282,8 @@ def _define_config(folder):
   return config
 
 
+# slow (more than a minute on 2 cores with the suite running): run with `-m slow`
+@pytest.mark.slow
 def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeypatch):
   from iml_jax import experiment, train
   folder = _pretrained_folder(tmp_path, vocab_size=320)

@@ -204,6 +204,8 @@ def _wait_for(condition, what, timeout=600):
     time.sleep(1)
 
 
+# slow: about 4 minutes on 2 cores, and it downloads uv and the dependencies from PyPI as a TPU worker does
+@pytest.mark.slow
 def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result(simulator, tmp_path):
   env, state = simulator
   cloud = fake_gcloud.Cloud(state)
