@@ -6,7 +6,6 @@ import json
 import os
 
 import jax
-from tensorboardX import SummaryWriter
 
 from iml_jax.errors import IMLError
 
@@ -18,7 +17,7 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tensorboard_dir = os.path.join(workdir, "tensorboard") if tensorboard else None
     self.hparams = hparams or {}
-    self._tensorboard: dict[str, SummaryWriter] = {}
+    self._tensorboard: dict = {}  # run -> tensorboardX.SummaryWriter
     self._wandb = None
     if self.enabled and wandb_cfg is not None and wandb_cfg.project:
       self._wandb = _start_wandb(workdir, wandb_cfg, self.hparams)
@@ -34,6 +33,9 @@ class MetricWriter:
     if self.tensorboard_dir is None:
       return
     if run not in self._tensorboard:
+      # Imported on first use: tensorboardX takes 3 s to import (it imports torch when installed), which every
+      # process that only validates, reports or prints --help would pay.
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tensorboard[run] = SummaryWriter(os.path.join(self.tensorboard_dir, run))
       if self.hparams:
         table = "\n".join(f"| {k} | {v} |" for k, v in sorted(self.hparams.items()))
