@@ -22,3 +22,9 @@ def shared_per_module(fixture_name, config):
   code it exercises and a mutant reaches it."""
   del fixture_name, config
   return "function" if "MUTANT_UNDER_TEST" in os.environ else "module"
+
+
+def pytest_collection_modifyitems(items):
+  """Tests marked `first` start the run: with `-n 2` the longest test then runs beside the others, not alone at
+  the end."""
+  items.sort(key=lambda item: item.get_closest_marker("first") is None)

@@ -20,6 +20,7 @@ def test_default_shows_iml_on_every_seed(tmp_path):
   assert summary["subsets"]["qd1consis"]["em"] > 0.9  # Stage 1 generalised to held-out questions
 
 
+@pytest.mark.first
 def test_reduced_default_shows_iml_with_an_interval_that_excludes_zero(tmp_path):
   """The headline effect in CI (configs/default.py:reduced: 500 aliases, 35 Stage-1 epochs, 5 seeds): the IML
   gap's 95% interval over stage-1 seeds lies above 0, and Stage 1 generalised on every seed. Run as a user runs
