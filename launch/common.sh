@@ -82,7 +82,7 @@ on_all_workers() {
 runtime_version_for() {
   case "$1" in
     v2-* | v3-* | v4-*) echo tpu-ubuntu2204-base ;;
-    v5litepod-* | v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5litepod-*) echo v2-alpha-tpuv5-lite ;;
     v5p-*) echo v2-alpha-tpuv5 ;;
     v6e-*) echo v2-alpha-tpuv6e ;;
     *) die "--accelerator=$(quote "$1"): no known runtime version for this type; pass --version=" ;;

@@ -104,7 +104,7 @@ class Cloud:
     for worker in self.workers(node, worker_spec):
       process = subprocess.Popen(["bash", "-c", command], cwd=self.home(name, worker),
                                  env=self.worker_env(name, node, worker), start_new_session=True)
-      with open(os.path.join(self.node_dir(name), f"worker-{worker}", "sessions"), "a") as f:
+      with open(self.sessions_path(name, worker), "a") as f:
         f.write(f"{process.pid}\n")
       processes.append(process)
     return max(p.wait() for p in processes)
@@ -115,30 +115,30 @@ class Cloud:
     for worker in self.workers(node, worker_spec):
       shutil.copy(source, os.path.join(self.home(name, worker), path))
 
+  def sessions_path(self, name: str, worker: int) -> str:
+    """The process groups (one per ssh command) started on a worker, one leader pid a line."""
+    return os.path.join(self.node_dir(name), f"worker-{worker}", "sessions")
+
+  def _signal(self, name: str, workers, signum: int) -> int:
+    """Sends `signum` to every process group started on `workers`; returns how many still existed."""
+    reached = 0
+    for worker in workers:
+      path = self.sessions_path(name, worker)
+      for pid in open(path).read().split() if os.path.exists(path) else ():
+        try:
+          os.killpg(int(pid), signum)
+          reached += 1
+        except ProcessLookupError:
+          pass
+    return reached
+
   def kill(self, name: str, workers=None) -> None:
     """SIGKILLs every process the workers' commands started (each ssh command is its own session)."""
-    for worker in workers if workers is not None else range(self.node(name)["hosts"]):
-      sessions = os.path.join(self.node_dir(name), f"worker-{worker}", "sessions")
-      if not os.path.exists(sessions):
-        continue
-      with open(sessions) as f:
-        for pid in f.read().split():
-          try:
-            os.killpg(int(pid), signal.SIGKILL)
-          except ProcessLookupError:
-            pass
+    self._signal(name, workers if workers is not None else range(self.node(name)["hosts"]), signal.SIGKILL)
 
   def busy(self, name: str) -> bool:
     """Whether any process started on the VM's workers still runs."""
-    for worker in range(self.node(name)["hosts"]):
-      sessions = os.path.join(self.node_dir(name), f"worker-{worker}", "sessions")
-      for pid in open(sessions).read().split() if os.path.exists(sessions) else ():
-        try:
-          os.killpg(int(pid), 0)
-          return True
-        except ProcessLookupError:
-          pass
-    return False
+    return self._signal(name, range(self.node(name)["hosts"]), 0) > 0
 
   def delete_node(self, name: str) -> None:
     self.node(name)
