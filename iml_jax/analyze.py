@@ -31,7 +31,7 @@ flags.mark_flags_as_required(["analysis"])
 def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:
   import contextlib
 
-  from iml_jax import experiment, report, stage, train
+  from iml_jax import experiment, io_utils, report, stage, train
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
   measured = 0
@@ -44,7 +44,7 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         stage_cfg = config.stages[run.name]
         alias_ids = stage.alias_token_ids(ctx, stage_cfg)
         mask = train.trainable_mask(abstract, stage_cfg.trainable, alias_ids)
-        done = json.load(open(os.path.join(run.directory, "DONE")))
+        done = io_utils.read_json(os.path.join(run.directory, "DONE"))
         data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
         params = stage.final_params(run.directory, abstract)
         stage.measure_alignment(ctx, run, params, stage.alignment_sets(ctx, data.evals, alias_ids), mask,

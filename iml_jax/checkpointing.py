@@ -5,18 +5,17 @@ stage can restore `params` alone. Orbax writes to a temporary directory and rena
 so a killed save never leaves a checkpoint that `latest_step` would return. Restores go straight
 into the shardings of the current mesh (a checkpoint written on 8 devices restores on 1).
 """
-import os
-
 import jax
 import orbax.checkpoint as ocp
 
+from iml_jax import io_utils
 from iml_jax.errors import IMLError
 
 
 class StageCheckpoints:
 
   def __init__(self, directory: str, max_to_keep: int | None = None):
-    self.directory = os.path.abspath(directory)
+    self.directory = io_utils.absolute(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import jax
 
-from iml_jax import hf_import, report, sharding, study
+from iml_jax import hf_import, io_utils, report, sharding, study
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
@@ -157,19 +157,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def guard_workdir(config, workdir: str, allow_config_change: bool = False) -> None:
   """Refuses a workdir that holds a run of a different config (unless `allow_config_change`, which says
   what changed and carries on: finished stages are kept); saves the config."""
+  io_utils.check_supported(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
+    io_utils.makedirs(workdir)
   except OSError as err:
     raise IMLError(f"workdir {workdir} cannot be created ({err.strerror})") from None
-  if not os.access(workdir, os.W_OK):
+  if not io_utils.is_remote(workdir) and not os.access(workdir, os.W_OK):
     raise IMLError(f"workdir {workdir} is not writable")
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
+  if io_utils.exists(path):
     try:
-      saved = json.load(open(path))
-    except json.JSONDecodeError:
-      raise IMLError(f"{path} is not valid JSON; move it away if this workdir holds no run") from None
+      saved = io_utils.read_json(path)
+    except IMLError as err:
+      raise IMLError(f"{err}; move it away if this workdir holds no run") from None
     old, new = _flatten(saved), _flatten(current)
     differing = sorted(k for k in set(old) | set(new)
                        if old.get(k) != new.get(k) and not k.startswith(_NOT_RESULT_FIELDS))

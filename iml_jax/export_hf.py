@@ -6,10 +6,10 @@ The folder gets config.json, model.safetensors and the run's tokenizer (tokenize
 `AutoModelForCausalLM.from_pretrained(out)` (T5: `T5ForConditionalGeneration`) and
 `AutoTokenizer.from_pretrained(out)` work. An existing non-empty `--out` is refused, never overwritten.
 """
-import json
 import os
 import shutil
 import sys
+import tempfile
 
 from absl import app, flags, logging
 
@@ -23,17 +23,19 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
   import ml_collections
   import transformers
 
-  from iml_jax import experiment, hf_import, stage
+  from iml_jax import experiment, hf_import, io_utils, stage
   from iml_jax.data.tokenization import TextTokenizer, pretrained_tokenizer
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
 
-  if os.path.exists(out) and os.listdir(out):
+  for path in (workdir, out):
+    io_utils.check_supported(path)
+  if io_utils.listdir(out):
     raise IMLError(f"--out {out} exists and is not empty; choose a new folder")
   config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
+  if not io_utils.exists(config_path):
     raise IMLError(f"{config_path} does not exist: --workdir must be an experiment's workdir")
-  config = ml_collections.ConfigDict(json.load(open(config_path)))
+  config = ml_collections.ConfigDict(io_utils.read_json(config_path))
   seed_dir = stage_label.split(os.sep)[0]
   if not seed_dir.startswith("seed_"):
     raise IMLError(f"--stage {stage_label}: expected a path that starts with seed_<S>/, e.g. seed_0/s2seed_0/stage2")
@@ -44,7 +46,8 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
   abstract = registry.abstract_params(registry.build(cfg))
   params = stage.final_params(os.path.join(workdir, stage_label), abstract)
 
-  tmp = out.rstrip(os.sep) + ".tmp"
+  # Built beside `out` and renamed into place; for a bucket, built locally and uploaded.
+  tmp = tempfile.mkdtemp() if io_utils.is_remote(out) else out.rstrip(os.sep) + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   hf_cfg = registry.hf_layout_config(cfg)
   params = registry.to_layout(params, registry.abstract_params(registry.build(hf_cfg)))
@@ -55,9 +58,22 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
     end_token = tokenizer.backend.id_to_token(tokenizer.pad_id)
     transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token=end_token,
                                          pad_token=end_token).save_pretrained(tmp)
-  if os.path.exists(out):
-    os.rmdir(out)  # empty, checked above
-  os.replace(tmp, out)
+  _publish(tmp, out)
+
+
+def _publish(folder: str, out: str) -> None:
+  """Moves the finished `folder` to `out`: one rename on a local disk; in a bucket (no rename of a folder),
+  one upload per file, config.json last, so that a folder a kill cut short has no config.json and is no model."""
+  from iml_jax import io_utils
+  if not io_utils.is_remote(out):
+    if os.path.exists(out):
+      os.rmdir(out)  # empty, checked above
+    os.replace(folder, out)
+    return
+  for name in sorted(os.listdir(folder), key=lambda name: name == "config.json"):
+    with open(os.path.join(folder, name), "rb") as handle:
+      io_utils.atomic_write_bytes(f"{out.rstrip('/')}/{name}", handle.read())
+  shutil.rmtree(folder)
 
 
 def main(argv):

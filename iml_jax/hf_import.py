@@ -29,6 +29,9 @@ def resolve_model_folder(init_from: str) -> str:
   """A local folder as it is; otherwise a hub id, downloaded (safetensors, config, tokenizer) when online."""
   if os.path.isdir(init_from):
     return init_from
+  if "://" in init_from:
+    raise IMLError(f"config field model.init_from = {init_from!r}: a model is read from a local folder (memory-mapped "
+                   "safetensors) or a hub id; copy it first, e.g. gcloud storage cp -r URI DIR")
   try:
     from huggingface_hub import snapshot_download
     return snapshot_download(init_from, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])

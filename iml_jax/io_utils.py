@@ -1,18 +1,127 @@
-"""Atomic file writes and tolerant JSONL reads: a kill never leaves a half-written file behind."""
+"""The one path layer: every file a run reads or writes goes through here, on a local disk or in a bucket.
+
+A path is a local path or a URI (`gs://bucket/dir`), handled by etils.epath as Orbax handles it (gs:// via
+gcsfs). The atomicity promise is the same for both — a kill never leaves a half-written file behind:
+locally a file is written to a temporary name, synced and renamed over the target; in a bucket an object
+becomes visible only when its upload completes, so the object is written in one upload and never renamed
+(GCS has no atomic rename). Appends to JSONL are read-modify-write of the whole object there.
+"""
+import io
 import json
 import os
+import shutil
 import tempfile
 
 from iml_jax.errors import IMLError
 
+# Packages a gs:// path needs beyond the core install: epath's fsspec backend (gcsfs) for files, and Orbax's
+# bucket check plus tensorboardX's event files (google-cloud-storage). TensorStore writes arrays itself.
+GCS_PACKAGES = {"gcsfs": "gcsfs", "google.cloud.storage": "google-cloud-storage"}
 
-def atomic_write_text(path: str, text: str) -> None:
+
+def is_remote(path: str) -> bool:
+  return "://" in str(path)
+
+
+def absolute(path: str) -> str:
+  """Local paths made absolute (Orbax requires it); a URI is already absolute and must not be touched
+  (`os.path.abspath` would turn gs://b/x into a local directory named `gs:`)."""
+  return str(path) if is_remote(path) else os.path.abspath(path)
+
+
+def check_supported(path: str) -> None:
+  """One clear line when a URI cannot be served here: an unknown scheme, or gs:// without its packages."""
+  if not is_remote(path):
+    return
+  scheme = str(path).split("://", 1)[0]
+  if scheme != "gs":
+    raise IMLError(f"{path}: only local paths and gs:// URIs are supported, not {scheme}://")
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  missing = []
+  for module, package in GCS_PACKAGES.items():
+    try:
+      if importlib.util.find_spec(module) is None:
+        missing.append(package)
+    except ModuleNotFoundError:
+      missing.append(package)
+  if missing:
+    raise IMLError(f"{path}: gs:// paths need {', '.join(missing)}: pip install -e '.[gcs]' (the tpu extra "
+                   "includes it)")
+
+
+def _epath(path: str):
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  return epath.Path(path)
+
+
+def exists(path: str) -> bool:
+  return _epath(path).exists() if is_remote(path) else os.path.exists(path)
+
+
+def isdir(path: str) -> bool:
+  return _epath(path).is_dir() if is_remote(path) else os.path.isdir(path)
+
+
+def listdir(path: str) -> list[str]:
+  """Names in a directory, sorted; [] when it does not exist."""
+  if not isdir(path):
+    return []
+  if is_remote(path):
+    return sorted(child.name for child in _epath(path).iterdir())
+  return sorted(os.listdir(path))
+
+
+def makedirs(path: str) -> None:
+  """Local directories are created; a bucket has no directories (objects create their prefixes)."""
+  if not is_remote(path):
+    os.makedirs(path, exist_ok=True)
+
+
+def rmtree(path: str) -> None:
+  if not exists(path):
+    return
+  if is_remote(path):
+    _epath(path).rmtree()
+  else:
+    shutil.rmtree(path)
+
+
+def open_text(path: str, encoding: str = "utf-8"):
+  """A text stream for reading a large file without holding it in memory (csv's newline handling)."""
+  if is_remote(path):
+    return io.TextIOWrapper(_epath(path).open("rb"), encoding=encoding, newline="")
+  return open(path, newline="", encoding=encoding)
+
+
+def read_bytes(path: str) -> bytes:
+  if is_remote(path):
+    return _epath(path).read_bytes()
+  with open(path, "rb") as handle:
+    return handle.read()
+
+
+def read_text(path: str) -> str:
+  return read_bytes(path).decode("utf-8")
+
+
+def read_json(path: str):
+  """The JSON value in `path`; a file that is not JSON is one error naming it."""
+  try:
+    return json.loads(read_text(path))
+  except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    raise IMLError(f"{path} is not valid JSON ({err})") from None
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  if is_remote(path):
+    _epath(path).write_bytes(data)  # one upload: the object appears whole or not at all
+    return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
   try:
-    with os.fdopen(fd, "w") as handle:
-      handle.write(text)
+    with os.fdopen(fd, "wb") as handle:
+      handle.write(data)
       handle.flush()
       os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -22,30 +131,43 @@ def atomic_write_text(path: str, text: str) -> None:
     raise
 
 
+def atomic_write_text(path: str, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def atomic_write_json(path: str, value) -> None:
   atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def _whole_lines(data: bytes) -> bytes:
+  """`data` without a last line cut short by a kill."""
+  return data if not data or data.endswith(b"\n") else data[:data.rfind(b"\n") + 1]
+
+
 def append_jsonl(path: str, records: list[dict]) -> None:
   """Appends whole lines; a last line cut short by a kill is dropped first, so it never ends up mid-file."""
+  new = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
+  if is_remote(path):
+    old = read_bytes(path) if exists(path) else b""
+    atomic_write_bytes(path, _whole_lines(old) + new)
+    return
   if os.path.exists(path):
     with open(path, "rb+") as handle:
       data = handle.read()
-      if data and not data.endswith(b"\n"):
-        handle.truncate(data.rfind(b"\n") + 1)
-  with open(path, "a") as handle:
-    handle.write("".join(json.dumps(r) + "\n" for r in records))
+      if data != _whole_lines(data):
+        handle.truncate(len(_whole_lines(data)))
+  with open(path, "ab") as handle:
+    handle.write(new)
     handle.flush()
     os.fsync(handle.fileno())
 
 
 def read_jsonl(path: str) -> list[dict]:
   """Records of `path`; a last line cut short by a kill is ignored."""
-  if not os.path.exists(path):
+  if not exists(path):
     return []
   records = []
-  with open(path) as handle:
-    lines = handle.read().split("\n")
+  lines = read_text(path).split("\n")
   for i, line in enumerate(lines):
     if not line.strip():
       continue

@@ -12,7 +12,6 @@ mean per epoch (seaborn's default error bar), and a one-sided Student t-test fro
 """
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -23,7 +22,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from iml_jax import faults, study
+from iml_jax import faults, io_utils, study
 from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
@@ -204,11 +203,10 @@ def summarize_alignment(config, workdir: str) -> dict:
 
 def _save_figure(figure, path: str) -> None:
   """Writes the figure atomically (a reader never sees half a PNG) and frees it."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  figure.savefig(tmp, dpi=120)
+  png = io.BytesIO()
+  figure.savefig(png, format="png", dpi=120)
   plt.close(figure)
-  os.replace(tmp, path)
+  io_utils.atomic_write_bytes(path, png.getvalue())
 
 
 def plot_subsets(config, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:
@@ -257,9 +255,9 @@ def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
   points = []
   for workdir in workdirs:
     try:
-      config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
-      summary = json.load(open(os.path.join(workdir, "summary.json")))
-    except (OSError, json.JSONDecodeError) as err:
+      config = ml_collections.ConfigDict(io_utils.read_json(os.path.join(workdir, "config.json")))
+      summary = io_utils.read_json(os.path.join(workdir, "summary.json"))
+    except (OSError, IMLError) as err:
       raise IMLError(f"{workdir}: no readable config.json and summary.json ({err})") from None
     stage_name = config.stage_names[0]
     alignment = summary.get("grad_alignment", {}).get(stage_name)
@@ -358,12 +356,12 @@ def report_workdir(workdir: str) -> dict:
   """The report of a run's workdir or of a sweep directory, whichever `workdir` holds."""
   from iml_jax import sweep_report
   from iml_jax.sweep import PLAN_FILE
-  if os.path.exists(os.path.join(workdir, PLAN_FILE)):
+  if io_utils.exists(os.path.join(workdir, PLAN_FILE)):
     return sweep_report.write_sweep_report(workdir)
   path = os.path.join(workdir, "config.json")
   try:
-    config = ml_collections.ConfigDict(json.load(open(path)))
-  except (OSError, json.JSONDecodeError) as err:
+    config = ml_collections.ConfigDict(io_utils.read_json(path))
+  except (OSError, IMLError) as err:
     raise IMLError(f"{workdir} holds neither a sweep (sweep.json) nor a run (readable config.json: {err})") from None
   return write_report(config, workdir)
 

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import evaluate, faults, grad_alignment, hf_import, sharding, train
+from iml_jax import evaluate, faults, grad_alignment, hf_import, io_utils, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, score_of, uses_stage2_split
@@ -70,7 +70,7 @@ def plan_stage_runs(config, workdir: str, seed: int) -> list[StageRun]:
 
 
 def is_done(directory: str) -> bool:
-  return os.path.exists(os.path.join(directory, "DONE"))
+  return io_utils.exists(os.path.join(directory, "DONE"))
 
 
 def read_eval_records(directory: str) -> list[dict]:
@@ -90,7 +90,7 @@ def final_params(directory: str, abstract_params):
   if not is_done(directory):
     raise IMLError(f"stage {directory} has not finished (no DONE marker); rerun the experiment to finish it")
   checkpoints = StageCheckpoints(os.path.join(directory, "checkpoints"))
-  step = json.load(open(os.path.join(directory, "DONE")))["step"]
+  step = io_utils.read_json(os.path.join(directory, "DONE"))["step"]
   if step not in checkpoints.manager.all_steps():
     raise IMLError(f"stage {directory} is marked DONE but its final checkpoint (step {step}) is missing")
   params = checkpoints.restore_params(step, abstract_params)

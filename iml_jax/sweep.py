@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import functools
 import itertools
-import json
 import os
 import shlex
 import sys
@@ -127,26 +126,27 @@ def base_overrides(argv: list[str]) -> list[str]:
 
 def record_plan(workdir: str, config_arg: str, overrides: list[str], axes, runs) -> None:
   """Writes sweep.json, or refuses a sweep directory that holds another sweep (never mix two in one report)."""
-  from iml_jax.io_utils import atomic_write_json
+  from iml_jax import io_utils
   path = os.path.join(workdir, PLAN_FILE)
   described = {"config": config_arg, "overrides": overrides, "axes": [[f, v] for f, v in axes],
                "runs": {run.name: run.texts for run in runs}}
-  if os.path.exists(path):
+  if io_utils.exists(path):
     try:
-      saved = json.load(open(path))
-    except json.JSONDecodeError:
-      raise IMLError(f"{path} is not valid JSON; move it away if {workdir} holds no sweep") from None
+      saved = io_utils.read_json(path)
+    except IMLError as err:
+      raise IMLError(f"{err}; move it away if {workdir} holds no sweep") from None
     differing = sorted(k for k in described if saved.get(k) != described[k])
     if differing:
       shown = "; ".join(f"{k}: {saved.get(k)!r} -> {described[k]!r}" for k in differing)
       raise IMLError(f"{workdir} holds another sweep ({shown}); use a new --workdir")
-  atomic_write_json(path, described)
+  io_utils.atomic_write_json(path, described)
 
 
 def is_finished(config, run_dir: str) -> bool:
   """Every stage of every seed DONE and the report written (a report of a partial run is not enough)."""
+  from iml_jax import io_utils
   from iml_jax.stage import is_done, plan_stage_runs
-  return os.path.exists(os.path.join(run_dir, "summary.json")) and all(
+  return io_utils.exists(os.path.join(run_dir, "summary.json")) and all(
       is_done(r.directory) for seed in range(config.seed, config.seed + config.n_seeds)
       for r in plan_stage_runs(config, run_dir, seed))
 
@@ -164,11 +164,12 @@ def run_sweep(base, workdir: str, specs: list[str], config_arg: str, overrides: 
   import jax
   from tqdm import tqdm
 
-  from iml_jax import experiment, sweep_report
+  from iml_jax import experiment, io_utils, sweep_report
   axes, runs = plan(base, specs)
   for run in runs:
     experiment.validate(run_config(base, run))  # every run's values, before the first one starts
-  os.makedirs(workdir, exist_ok=True)
+  io_utils.check_supported(workdir)
+  io_utils.makedirs(workdir)
   record_plan(workdir, config_arg, overrides, axes, runs)
   pending = [run for run in runs if not is_finished(run_config(base, run), os.path.join(workdir, run.name))]
   if print_commands:

@@ -5,13 +5,12 @@ seeds swept as runs count as stage-1 seeds exactly like `n_seeds` within one run
 """
 import csv
 import io
-import json
 import os
 
 import jax
 import ml_collections
 
-from iml_jax import report
+from iml_jax import io_utils, report
 from iml_jax.data.tasks import score_of
 from iml_jax.metrics import EXACT_MATCH
 from iml_jax.errors import IMLError
@@ -24,8 +23,8 @@ POOLED_FIELDS = ("seed",)
 def load_plan(workdir: str) -> dict:
   path = os.path.join(workdir, PLAN_FILE)
   try:
-    return json.load(open(path))
-  except (OSError, json.JSONDecodeError) as err:
+    return io_utils.read_json(path)
+  except (OSError, IMLError) as err:
     raise IMLError(f"{path}: no readable sweep plan ({err}); is {workdir} a sweep directory?") from None
 
 
@@ -36,9 +35,9 @@ def collect(workdir: str) -> tuple[dict, list[dict], dict]:
   for name in plan["runs"]:
     run_dir = os.path.join(workdir, name)
     config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
+    if not io_utils.exists(config_path):
       continue  # not started yet
-    config = ml_collections.ConfigDict(json.load(open(config_path)))
+    config = ml_collections.ConfigDict(io_utils.read_json(config_path))
     configs[name] = config
     values = plan["runs"][name]
     rows.extend({"run": name, **values, **row} for row in report.collect_rows(config, run_dir))
@@ -124,9 +123,9 @@ def alignment_plot(plan: dict, workdir: str) -> list[str]:
   run_dirs = [os.path.join(workdir, name) for name in plan["runs"]]
   for run_dir in run_dirs:
     try:
-      if not json.load(open(os.path.join(run_dir, "summary.json"))).get("grad_alignment"):
+      if not io_utils.read_json(os.path.join(run_dir, "summary.json")).get("grad_alignment"):
         return []
-    except (OSError, json.JSONDecodeError):
+    except (OSError, IMLError):
       return []
   path = os.path.join(workdir, "plots", "alignment_vs_batch.png")
   report.plot_alignment_vs_batch(run_dirs, path)

@@ -2,11 +2,11 @@
 `wandb.project` is set (optional; never imported otherwise). Process 0 only. Hyper-parameters (the flattened
 config) go to TensorBoard as a text summary and to W&B as the run config; config.json holds them too."""
 import hashlib
-import json
 import os
 
 import jax
 
+from iml_jax import io_utils
 from iml_jax.errors import IMLError
 
 
@@ -26,8 +26,7 @@ class MetricWriter:
     """One JSONL record, one TensorBoard scalar per value under the run's own event file, one W&B log."""
     if not self.enabled:
       return
-    with open(self.path, "a") as handle:
-      handle.write(json.dumps({"run": run, "step": step, **fields, **scalars}) + "\n")
+    io_utils.append_jsonl(self.path, [{"run": run, "step": step, **fields, **scalars}])
     if self._wandb is not None:
       self._wandb.log({f"{run}/{name}": value for name, value in scalars.items()} | {f"{run}/step": step})
     if self.tensorboard_dir is None:
@@ -60,7 +59,10 @@ def _start_wandb(workdir: str, wandb_cfg, hparams: dict):
     raise IMLError(f"config field wandb.project = {wandb_cfg.project!r} needs the wandb package "
                    "(pip install wandb), or leave wandb.project empty") from None
   # One W&B run per workdir, resumed by a rerun: the id is a function of the workdir's absolute path.
-  run_id = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:16]
+  # W&B keeps its files on a local disk: a bucket workdir leaves them in W&B's default directory.
+  workdir = io_utils.absolute(workdir)
+  run_id = hashlib.sha1(workdir.encode()).hexdigest()[:16]
   return wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity or None, mode=wandb_cfg.mode,
-                    name=os.path.basename(os.path.abspath(workdir)), id=run_id, resume="allow", dir=workdir,
+                    name=os.path.basename(workdir.rstrip("/")), id=run_id, resume="allow",
+                    dir=None if io_utils.is_remote(workdir) else workdir,
                     config=hparams)

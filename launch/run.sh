@@ -2,7 +2,7 @@
 # Starts a config on every worker (jax.distributed across hosts) in the background, logging to ~/iml-run.log.
 # Rerunning it on the same workdir resumes from the last checkpoints. The workdir is resolved on each worker
 # (~/x and relative paths: under that worker's home); one inside the code directory ~/iml-jax is refused.
-# A multi-host slice needs a workdir all workers share (launch/setup.sh --bucket=B mounts gs://B at /mnt/B);
+# A multi-host slice needs a workdir all workers share: gs://BUCKET/path (or a gcsfuse mount, see setup.sh);
 # one host can use a local directory.
 # Usage: launch/run.sh --name=NAME --zone=ZONE --config=configs/x.py[:args] --workdir=DIR [--project=P]
 #                      [--dry_run] [-- --config.field=value ...]

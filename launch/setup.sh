@@ -3,8 +3,8 @@
 # launch/worker_setup.sh there: uv from PyPI, Python 3.11 from uv (the stock images' python3 is 3.10 and is
 # left alone), ~/iml-venv with `-e ~/iml-jax[EXTRA]` (default tpu). A code directory that holds run outputs
 # (config.json, DONE: left by an older setup) is never replaced; setup stops and names it.
-# With --bucket, mounts that GCS bucket with gcsfuse at /mnt/BUCKET on every worker (a workdir all hosts
-# share; directory renames, which finish a checkpoint, are atomic only on buckets with hierarchical namespace).
+# With --bucket, mounts that GCS bucket with gcsfuse at /mnt/BUCKET on every worker: an alternative to a gs://
+# workdir (directory renames, which finish a checkpoint there, are atomic only on hierarchical-namespace buckets).
 # Usage: launch/setup.sh --name=NAME --zone=ZONE [--bucket=BUCKET] [--extra=tpu] [--project=P] [--dry_run]
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

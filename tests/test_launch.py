@@ -88,7 +88,9 @@ def test_worker_run_resolves_the_workdir_on_the_worker_and_refuses_the_code_dire
                              f"--venv={venv}", f"--log={tmp_path}/log", "--", "--config.n_seeds=2"],
                             env={**os.environ, "HOME": str(tmp_path)}, capture_output=True, text=True)
     if result.returncode == 0:
-      _wait_for(lambda: os.path.exists(tmp_path / "argv"), "the background start", timeout=30)
+      # the file exists from the moment the shell opens it; its line is complete when it ends in a newline
+      _wait_for(lambda: os.path.exists(tmp_path / "argv") and (tmp_path / "argv").read_text().endswith("\n"),
+                "the background start", timeout=30)
       started = (tmp_path / "argv").read_text().split()
       os.remove(tmp_path / "argv")
       return started

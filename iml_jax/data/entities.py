@@ -5,11 +5,11 @@ stands for the person's name or alias.
 """
 import csv
 import dataclasses
-import os
 import re
 
 import numpy as np
 
+from iml_jax import io_utils
 from iml_jax.errors import IMLError
 
 QUESTION_TEMPLATES = {
@@ -124,11 +124,11 @@ def load_cvdb(path: str, num_entities: int, equalize_gender: bool = True,
               encoding: str = "ISO-8859-1") -> list[Entity]:
   """The study's CVDB pipeline: filter, keep the most-read people (equal numbers of men and women
   by default), convert years. Raises IMLError naming the file and line on malformed input."""
-  if not os.path.exists(path):
+  if not io_utils.exists(path):
     raise IMLError(f"CVDB file {path} does not exist (config field data.cvdb_path): download "
                    "cross-verified-database.csv and point the field at it")
   people = {}
-  with open(path, newline="", encoding=encoding) as handle:
+  with io_utils.open_text(path, encoding) as handle:
     reader = csv.DictReader(handle)
     missing = [c for c in CVDB_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:

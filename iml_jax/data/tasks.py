@@ -1,9 +1,8 @@
 """One interface over the study's tasks for the experiment loop: tokenizer, stage data, alias tokens."""
 import functools
-import os
 import re
 
-from iml_jax import metrics
+from iml_jax import io_utils, metrics
 from iml_jax.data import define, entities, modular, numeric, toy1d, trex, vision
 from iml_jax.data.common import StageData
 from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, pretrained_tokenizer,
@@ -120,7 +119,7 @@ class Task:
       return None
     if self.pretrained_folder:
       return pretrained_tokenizer(self.pretrained_folder)
-    if os.path.exists(path):
+    if io_utils.exists(path):
       return TextTokenizer.load(path)
     if self.config.task == "numeric":
       tokenizer = word_level_tokenizer(self._numeric(0).vocabulary())
@@ -131,6 +130,5 @@ class Task:
       texts = [ex.text for ex in corpus.train] + [ex.text for v in corpus.evals.values() for ex in v]
       texts += [ex.text for ex in self.stage_data(0, 0, "entity_facts").train]
       tokenizer = byte_level_bpe_tokenizer(texts, self.config.tokenizer.vocab_size)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     tokenizer.save(path)
     return tokenizer

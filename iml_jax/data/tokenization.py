@@ -9,11 +9,11 @@ Seq2seq layout (T5): inputs = prompt + EOS, targets = completion + EOS, both rig
 target position counts in the loss by default, padding included, as in the study.
 """
 import dataclasses
-import os
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from iml_jax import io_utils
 from iml_jax.data.common import Example
 from iml_jax.errors import IMLError
 
@@ -49,14 +49,12 @@ class TextTokenizer:
     return np.asarray(ids, dtype=np.int32)
 
   def save(self, path: str) -> None:
-    tmp = path + ".tmp"
-    self.backend.save(tmp)
-    os.replace(tmp, path)
+    io_utils.atomic_write_text(path, self.backend.to_str(pretty=True))
 
   @classmethod
   def load(cls, path: str) -> "TextTokenizer":
     try:
-      backend = Tokenizer.from_file(path)
+      backend = Tokenizer.from_str(io_utils.read_text(path))
     except Exception as err:  # the library raises plain Exceptions for malformed files
       raise IMLError(f"tokenizer file {path} is not a valid tokenizers JSON file ({err})") from None
     pad_ids = [i for i in (backend.token_to_id(t) for t in PAD_TOKENS) if i is not None]

@@ -9,13 +9,12 @@ seed. Fixed relative to the original (bug #10): P577 items without a year are sk
 removed from the list being iterated (which skipped their neighbours).
 """
 import collections
-import glob
-import json
 import os
 import random
 import re
 import sys
 
+from iml_jax import io_utils
 from iml_jax.data.entities import Entity, convert_year
 from iml_jax.errors import IMLError
 
@@ -55,15 +54,15 @@ _PARENTHESISED = re.compile(r"\s*\([^)]*\)")
 
 def read_triplets(folder: str) -> list[tuple[str, str, str]]:
   """Sorted, de-duplicated (subject, object, predicate id) of every T-REx JSON file in `folder`."""
-  paths = sorted(glob.glob(os.path.join(folder, "*.json")))
+  paths = [os.path.join(folder, name) for name in io_utils.listdir(folder) if name.endswith(".json")]
   if not paths:
     raise IMLError(f"T-REx folder {folder} holds no *.json files")
   triplets = set()
   for path in paths:
     try:
-      documents = json.load(open(path, encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-      raise IMLError(f"T-REx file {path} is not valid JSON ({err})") from None
+      documents = io_utils.read_json(path)
+    except IMLError as err:
+      raise IMLError(f"T-REx file {err}") from None
     if not isinstance(documents, list):
       raise IMLError(f"T-REx file {path}: expected a list of documents")
     for index, document in enumerate(documents):
@@ -86,13 +85,13 @@ def filter_triplets(triplets) -> list[tuple[str, str, str]]:
 
 
 def load_triplets(path: str) -> list[tuple[str, str, str]]:
-  if not os.path.exists(path):
+  if not io_utils.exists(path):
     raise IMLError(f"T-REx triplets file {path} does not exist (config field data.trex_path): build it with "
                    "python -m iml_jax.data.trex --trex_dir=<T-REx JSON folder> --out=<file>")
   try:
-    rows = json.load(open(path, encoding="utf-8"))
-  except (json.JSONDecodeError, UnicodeDecodeError) as err:
-    raise IMLError(f"T-REx triplets file {path} is not valid JSON ({err})") from None
+    rows = io_utils.read_json(path)
+  except IMLError as err:
+    raise IMLError(f"T-REx triplets file {err}") from None
   if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r)
                                            for r in rows):
     raise IMLError(f"T-REx triplets file {path}: expected a list of [subject, object, predicate] string triples")
@@ -151,12 +150,11 @@ def trex_knowledge_base(triplets, seed: int, max_entities: int, min_predicates: 
 def main(argv: list[str]) -> None:
   from absl import flags
 
-  from iml_jax.io_utils import atomic_write_json
   try:
     triplets = filter_triplets(read_triplets(flags.FLAGS.trex_dir))
   except IMLError as err:
     sys.exit(f"iml_jax.data.trex: error: {err}")
-  atomic_write_json(flags.FLAGS.out, [list(t) for t in triplets])
+  io_utils.atomic_write_json(flags.FLAGS.out, [list(t) for t in triplets])
   print(f"wrote {len(triplets)} filtered triplets to {flags.FLAGS.out}")
 
 

@@ -1,0 +1,95 @@
+"""The path layer behaves the same on a local disk and in a bucket (the stand-in GCS of tests/fake_gcs.py,
+reached through the real gcsfs client); the end-to-end gs:// run with a kill is in test_faults.py."""
+import os
+
+import pytest
+
+from fake_gcs import FakeGCS
+from iml_jax import io_utils
+from iml_jax.errors import IMLError
+
+
+@pytest.fixture(scope="module")
+def bucket():
+  server = FakeGCS(buckets=("bucket",))
+  saved = {k: os.environ.get(k) for k in server.client_env()}
+  os.environ.update(server.client_env())
+  import fsspec
+  import gcsfs
+  fsspec.config.conf["gs"] = {"token": "anon"}  # fsspec read its FSSPEC_* variables when it was imported
+  yield server
+  gcsfs.GCSFileSystem.clear_instance_cache()  # instances remember this server's address
+  fsspec.config.conf.pop("gs", None)
+  for key, value in saved.items():
+    os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+  server.close()
+
+
+@pytest.fixture(params=["local", "bucket"])
+def root(request, tmp_path):
+  if request.param == "local":
+    return str(tmp_path)
+  request.getfixturevalue("bucket")
+  return f"gs://bucket/{request.node.originalname}"
+
+
+def test_write_read_list_and_remove(root):
+  io_utils.makedirs(root)
+  io_utils.atomic_write_json(f"{root}/a/config.json", {"b": 1, "a": [2]})
+  io_utils.atomic_write_bytes(f"{root}/a/plot.png", b"\x89PNG\x00")
+  assert io_utils.read_json(f"{root}/a/config.json") == {"a": [2], "b": 1}
+  assert io_utils.read_text(f"{root}/a/config.json") == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+  assert io_utils.read_bytes(f"{root}/a/plot.png") == b"\x89PNG\x00"
+  assert io_utils.exists(f"{root}/a/config.json") and not io_utils.exists(f"{root}/a/nothing")
+  assert io_utils.isdir(f"{root}/a") and not io_utils.isdir(f"{root}/a/config.json")
+  assert io_utils.listdir(f"{root}/a") == ["config.json", "plot.png"]  # no temporary files left beside them
+  assert io_utils.listdir(f"{root}/missing") == []
+  with io_utils.open_text(f"{root}/a/config.json") as handle:
+    assert handle.readline() == "{\n"
+  io_utils.rmtree(f"{root}/a")
+  assert not io_utils.exists(f"{root}/a/config.json") and io_utils.listdir(f"{root}/a") == []
+  io_utils.rmtree(f"{root}/a")  # removing what is gone is no error
+
+
+def test_jsonl_appends_whole_lines_and_drops_a_line_a_kill_cut_short(root):
+  path = f"{root}/eval.jsonl"
+  assert io_utils.read_jsonl(path) == []
+  io_utils.append_jsonl(path, [{"epoch": 1}, {"epoch": 2}])
+  io_utils.atomic_write_bytes(path, io_utils.read_bytes(path) + b'{"epoch": 3, "em"')  # a kill mid-append
+  assert io_utils.read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
+  io_utils.append_jsonl(path, [{"epoch": 3}])
+  assert io_utils.read_text(path) == '{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n'
+  io_utils.atomic_write_text(path, '{"epoch": 1}\n{"ep\n{"epoch": 3}\n')
+  with pytest.raises(IMLError, match=r"eval.jsonl, line 2: not valid JSON"):
+    io_utils.read_jsonl(path)
+
+
+def test_read_json_names_a_file_that_is_not_json(root):
+  io_utils.atomic_write_text(f"{root}/DONE", "{half")
+  with pytest.raises(IMLError, match=r"DONE is not valid JSON"):
+    io_utils.read_json(f"{root}/DONE")
+
+
+def test_a_bucket_object_is_written_in_one_upload_without_temporary_objects(bucket):
+  before = len(bucket.requests)
+  io_utils.atomic_write_text("gs://bucket/one/summary.json", "{}\n")
+  uploads = [path for method, path in bucket.requests[before:] if method in ("POST", "PUT")]
+  assert bucket.names(prefix="one/") == ["one/summary.json"]
+  assert not [path for path in uploads if "rewriteTo" in path or "copyTo" in path]  # no rename via copy
+
+
+def test_uris_stay_uris():
+  assert io_utils.absolute("gs://bucket/run") == "gs://bucket/run"
+  assert io_utils.absolute("run") == os.path.join(os.getcwd(), "run")
+  assert io_utils.is_remote("gs://bucket/run") and not io_utils.is_remote("/tmp/run")
+
+
+def test_unsupported_uris_and_missing_packages_are_one_line(monkeypatch):
+  with pytest.raises(IMLError, match=r"s3://b/run: only local paths and gs:// URIs are supported"):
+    io_utils.check_supported("s3://b/run")
+  io_utils.check_supported("/tmp/run")
+  import importlib.util
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gcsfs" else real(name, *a))
+  with pytest.raises(IMLError, match=r"gs://b/run: gs:// paths need gcsfs: pip install -e '\.\[gcs\]'"):
+    io_utils.check_supported("gs://b/run")
