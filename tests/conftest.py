@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for the whole run, its subprocesses (every `python -m iml_jax.main`) and
@@ -28,3 +30,34 @@ def pytest_collection_modifyitems(items):
   """Tests marked `first` start the run: with `-n 2` the longest test then runs beside the others, not alone at
   the end."""
   items.sort(key=lambda item: item.get_closest_marker("first") is None)
+
+
+@pytest.fixture(scope="module")
+def gcs():
+  """A stand-in GCS (tests/fake_gcs.py) with one bucket, `bucket`, that every GCS client of this process and of
+  its subprocesses (which inherit the environment) reaches instead of Google's servers."""
+  from fake_gcs import FakeGCS
+  server = FakeGCS(buckets=("bucket",))
+  saved = {k: os.environ.get(k) for k in server.client_env()}
+  os.environ.update(server.client_env())
+  import fsspec
+  import gcsfs
+  fsspec.config.conf["gs"] = {"token": "anon"}  # fsspec read its FSSPEC_* variables when it was imported
+  yield server
+  gcsfs.GCSFileSystem.clear_instance_cache()  # instances remember this server's address
+  fsspec.config.conf.pop("gs", None)
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key)
+    else:
+      os.environ[key] = value
+  server.close()
+
+
+@pytest.fixture(params=["local", "bucket"])
+def storage_root(request, tmp_path):
+  """A directory on the local disk, then the same test again with a prefix in the stand-in bucket."""
+  if request.param == "local":
+    return str(tmp_path)
+  request.getfixturevalue("gcs")
+  return f"gs://bucket/{request.node.originalname}"

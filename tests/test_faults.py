@@ -6,8 +6,8 @@ import sys
 import time
 
 import pytest
+import safetensors.numpy
 
-from fake_gcs import FakeGCS
 from iml_jax import faults
 from test_experiment import ROOT
 
@@ -20,8 +20,8 @@ def command(workdir):
           "--config.progress_bar=False", "--config.n_seeds=1", "--config.checkpoint.every_steps=2"]
 
 
-def run(workdir, fault=None, extra_env=None):
-  env = {k: v for k, v in os.environ.items() if k != "IML_JAX_FAULT"} | (extra_env or {})
+def run(workdir, fault=None):
+  env = {k: v for k, v in os.environ.items() if k != "IML_JAX_FAULT"}
   if fault:
     env["IML_JAX_FAULT"] = fault
   return subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -105,31 +105,24 @@ def test_sigterm_saves_a_checkpoint_and_exits_within_a_step(tmp_path, uninterrup
   assert_same_outputs(tmp_path, uninterrupted)
 
 
-@pytest.fixture(scope="module")
-def bucket():
-  server = FakeGCS(buckets=("bucket",))
-  yield server
-  server.close()
-
-
-def test_a_bucket_workdir_killed_then_resumed_equals_the_local_run(bucket, uninterrupted):
+def test_a_bucket_workdir_killed_then_resumed_equals_the_local_run(gcs, uninterrupted):
   """A gs:// workdir through the real clients (gcsfs, google-cloud-storage, TensorStore) and a stand-in GCS
   (tests/fake_gcs.py): killed right after a checkpoint reached the bucket, the rerun resumes from it and ends
   with the local run's outputs, byte for byte; every output is in the bucket, none half-written."""
-  workdir, env = "gs://bucket/runs/tiny", bucket.client_env()
-  result = run(workdir, "checkpoint_saved:2", env)
+  workdir = "gs://bucket/runs/tiny"
+  result = run(workdir, "checkpoint_saved:2")
   assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
   stage1 = "runs/tiny/seed_0/stage1/"
-  assert bucket.names(prefix=stage1 + "checkpoints/4/") and not bucket.names(prefix="runs/tiny/summary.json")
-  before_resume = len(bucket.requests)
-  result = run(workdir, extra_env=env)
+  assert gcs.names(prefix=stage1 + "checkpoints/4/") and not gcs.names(prefix="runs/tiny/summary.json")
+  before_resume = len(gcs.requests)
+  result = run(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
-  restored = [path for method, path in bucket.requests[before_resume:]
+  restored = [path for method, path in gcs.requests[before_resume:]
               if method == "GET" and "alt=media" in path and "stage1%2Fcheckpoints%2F4%2Fparams" in path]
   assert restored, "the rerun did not read the step-4 checkpoint from the bucket"
   for name, text in uninterrupted.items():
-    assert bucket.read(f"{workdir}/{name}").decode() == text, name
-  names = bucket.names(prefix="runs/tiny/")
+    assert gcs.read(f"{workdir}/{name}").decode() == text, name
+  names = gcs.names(prefix="runs/tiny/")
   for expected in ("config.json", "metrics.jsonl", "report.md", "seed_0/tokenizer.json", "seed_0/stage1/DONE",
                    "seed_0/stage1/eval.jsonl", "seed_0/s2seed_0/stage2/DONE", "plots/em_per_subset.png"):
     assert f"runs/tiny/{expected}" in names, expected
@@ -138,9 +131,17 @@ def test_a_bucket_workdir_killed_then_resumed_equals_the_local_run(bucket, unint
   assert not [n for n in names if ".tmp" in n or "orbax-checkpoint-tmp" in n]
   assert not os.path.exists(os.path.join(ROOT, "gs:")), "a gs:// path was taken for a local directory"
 
-  summary = bucket.read(f"{workdir}/summary.json")
-  bucket.delete(f"{workdir}/summary.json")
+  summary = gcs.read(f"{workdir}/summary.json")
+  gcs.delete(f"{workdir}/summary.json")
   report = subprocess.run([sys.executable, "-m", "iml_jax.report", f"--workdir={workdir}"], cwd=ROOT,
-                          env=os.environ | env, capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120)
   assert report.returncode == 0, report.stderr[-3000:]
-  assert bucket.read(f"{workdir}/summary.json") == summary
+  assert gcs.read(f"{workdir}/summary.json") == summary
+
+  export = subprocess.run([sys.executable, "-m", "iml_jax.export_hf", f"--workdir={workdir}",
+                           "--stage=seed_0/s2seed_0/stage2", "--out=gs://bucket/exported"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+  assert export.returncode == 0, export.stderr[-3000:]
+  assert {"exported/config.json", "exported/model.safetensors", "exported/tokenizer.json"} <= set(gcs.names(
+      prefix="exported/"))
+  assert "gpt_neox.embed_in.weight" in safetensors.numpy.load(gcs.read("gs://bucket/exported/model.safetensors"))

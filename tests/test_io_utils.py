@@ -4,55 +4,30 @@ import os
 
 import pytest
 
-from fake_gcs import FakeGCS
 from iml_jax import io_utils
 from iml_jax.errors import IMLError
 
 
-@pytest.fixture(scope="module")
-def bucket():
-  server = FakeGCS(buckets=("bucket",))
-  saved = {k: os.environ.get(k) for k in server.client_env()}
-  os.environ.update(server.client_env())
-  import fsspec
-  import gcsfs
-  fsspec.config.conf["gs"] = {"token": "anon"}  # fsspec read its FSSPEC_* variables when it was imported
-  yield server
-  gcsfs.GCSFileSystem.clear_instance_cache()  # instances remember this server's address
-  fsspec.config.conf.pop("gs", None)
-  for key, value in saved.items():
-    os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-  server.close()
-
-
-@pytest.fixture(params=["local", "bucket"])
-def root(request, tmp_path):
-  if request.param == "local":
-    return str(tmp_path)
-  request.getfixturevalue("bucket")
-  return f"gs://bucket/{request.node.originalname}"
-
-
-def test_write_read_list_and_remove(root):
-  io_utils.makedirs(root)
-  io_utils.atomic_write_json(f"{root}/a/config.json", {"b": 1, "a": [2]})
-  io_utils.atomic_write_bytes(f"{root}/a/plot.png", b"\x89PNG\x00")
-  assert io_utils.read_json(f"{root}/a/config.json") == {"a": [2], "b": 1}
-  assert io_utils.read_text(f"{root}/a/config.json") == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
-  assert io_utils.read_bytes(f"{root}/a/plot.png") == b"\x89PNG\x00"
-  assert io_utils.exists(f"{root}/a/config.json") and not io_utils.exists(f"{root}/a/nothing")
-  assert io_utils.isdir(f"{root}/a") and not io_utils.isdir(f"{root}/a/config.json")
-  assert io_utils.listdir(f"{root}/a") == ["config.json", "plot.png"]  # no temporary files left beside them
-  assert io_utils.listdir(f"{root}/missing") == []
-  with io_utils.open_text(f"{root}/a/config.json") as handle:
+def test_write_read_list_and_remove(storage_root):
+  io_utils.makedirs(storage_root)
+  io_utils.atomic_write_json(f"{storage_root}/a/config.json", {"b": 1, "a": [2]})
+  io_utils.atomic_write_bytes(f"{storage_root}/a/plot.png", b"\x89PNG\x00")
+  assert io_utils.read_json(f"{storage_root}/a/config.json") == {"a": [2], "b": 1}
+  assert io_utils.read_text(f"{storage_root}/a/config.json") == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+  assert io_utils.read_bytes(f"{storage_root}/a/plot.png") == b"\x89PNG\x00"
+  assert io_utils.exists(f"{storage_root}/a/config.json") and not io_utils.exists(f"{storage_root}/a/nothing")
+  assert io_utils.isdir(f"{storage_root}/a") and not io_utils.isdir(f"{storage_root}/a/config.json")
+  assert io_utils.listdir(f"{storage_root}/a") == ["config.json", "plot.png"]  # no temporary files left beside them
+  assert io_utils.listdir(f"{storage_root}/missing") == []
+  with io_utils.open_text(f"{storage_root}/a/config.json") as handle:
     assert handle.readline() == "{\n"
-  io_utils.rmtree(f"{root}/a")
-  assert not io_utils.exists(f"{root}/a/config.json") and io_utils.listdir(f"{root}/a") == []
-  io_utils.rmtree(f"{root}/a")  # removing what is gone is no error
+  io_utils.rmtree(f"{storage_root}/a")
+  assert not io_utils.exists(f"{storage_root}/a/config.json") and io_utils.listdir(f"{storage_root}/a") == []
+  io_utils.rmtree(f"{storage_root}/a")  # removing what is gone is no error
 
 
-def test_jsonl_appends_whole_lines_and_drops_a_line_a_kill_cut_short(root):
-  path = f"{root}/eval.jsonl"
+def test_jsonl_appends_whole_lines_and_drops_a_line_a_kill_cut_short(storage_root):
+  path = f"{storage_root}/eval.jsonl"
   assert io_utils.read_jsonl(path) == []
   io_utils.append_jsonl(path, [{"epoch": 1}, {"epoch": 2}])
   io_utils.atomic_write_bytes(path, io_utils.read_bytes(path) + b'{"epoch": 3, "em"')  # a kill mid-append
@@ -64,17 +39,17 @@ def test_jsonl_appends_whole_lines_and_drops_a_line_a_kill_cut_short(root):
     io_utils.read_jsonl(path)
 
 
-def test_read_json_names_a_file_that_is_not_json(root):
-  io_utils.atomic_write_text(f"{root}/DONE", "{half")
+def test_read_json_names_a_file_that_is_not_json(storage_root):
+  io_utils.atomic_write_text(f"{storage_root}/DONE", "{half")
   with pytest.raises(IMLError, match=r"DONE is not valid JSON"):
-    io_utils.read_json(f"{root}/DONE")
+    io_utils.read_json(f"{storage_root}/DONE")
 
 
-def test_a_bucket_object_is_written_in_one_upload_without_temporary_objects(bucket):
-  before = len(bucket.requests)
+def test_a_bucket_object_is_written_in_one_upload_without_temporary_objects(gcs):
+  before = len(gcs.requests)
   io_utils.atomic_write_text("gs://bucket/one/summary.json", "{}\n")
-  uploads = [path for method, path in bucket.requests[before:] if method in ("POST", "PUT")]
-  assert bucket.names(prefix="one/") == ["one/summary.json"]
+  uploads = [path for method, path in gcs.requests[before:] if method in ("POST", "PUT")]
+  assert gcs.names(prefix="one/") == ["one/summary.json"]
   assert not [path for path in uploads if "rewriteTo" in path or "copyTo" in path]  # no rename via copy
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from iml_jax import experiment, sweep, sweep_report
+from iml_jax import experiment, io_utils, sweep, sweep_report
 from iml_jax.errors import IMLError
 from iml_jax.stage import plan_stage_runs
 from test_experiment import ROOT, tiny_config
@@ -48,39 +48,39 @@ def _fake_runs(monkeypatch, fail_at=None):
       raise KeyboardInterrupt  # killed mid-run: no summary.json
     for seed in range(config.seed, config.seed + config.n_seeds):
       for stage_run in plan_stage_runs(config, workdir, seed):
-        os.makedirs(stage_run.directory, exist_ok=True)
-        open(os.path.join(stage_run.directory, "DONE"), "w").write("{}")
-    with open(os.path.join(workdir, "summary.json"), "w") as handle:
-      json.dump({"seed": config.seed, "lr": config.stages.stage1.optimizer.lr}, handle)
+        io_utils.atomic_write_json(os.path.join(stage_run.directory, "DONE"), {})
+    io_utils.atomic_write_json(os.path.join(workdir, "summary.json"),
+                               {"seed": config.seed, "lr": config.stages.stage1.optimizer.lr})
   monkeypatch.setattr(experiment, "run", fake_run)
   monkeypatch.setattr(sweep_report, "write_sweep_report", lambda workdir: {"reported": workdir})
   return started
 
 
-def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
+def test_interrupted_sweep_resumes_without_recomputing(storage_root, monkeypatch):
   specs = ["seed=0,1", "stages.stage1.optimizer.lr=0.001,0.01"]
   started = _fake_runs(monkeypatch, fail_at=3)
   with pytest.raises(KeyboardInterrupt):
-    sweep.run_sweep(tiny_config(), str(tmp_path), specs, "configs/default.py:tiny", [])
+    sweep.run_sweep(tiny_config(), storage_root, specs, "configs/default.py:tiny", [])
   assert started == ["seed=0,stages.stage1.optimizer.lr=0.001", "seed=0,stages.stage1.optimizer.lr=0.01",
                      "seed=1,stages.stage1.optimizer.lr=0.001"]
   started = _fake_runs(monkeypatch)
-  assert sweep.run_sweep(tiny_config(), str(tmp_path), specs, "configs/default.py:tiny", []) == {
-      "reported": str(tmp_path)}
+  assert sweep.run_sweep(tiny_config(), storage_root, specs, "configs/default.py:tiny", []) == {
+      "reported": storage_root}
   assert started == ["seed=1,stages.stage1.optimizer.lr=0.001", "seed=1,stages.stage1.optimizer.lr=0.01"]
-  assert json.load(open(tmp_path / "seed=1,stages.stage1.optimizer.lr=0.01" / "summary.json")) == {"seed": 1, "lr": 0.01}
+  assert io_utils.read_json(f"{storage_root}/seed=1,stages.stage1.optimizer.lr=0.01/summary.json") == {
+      "seed": 1, "lr": 0.01}
   started = _fake_runs(monkeypatch)
-  sweep.run_sweep(tiny_config(), str(tmp_path), specs, "configs/default.py:tiny", [])
+  sweep.run_sweep(tiny_config(), storage_root, specs, "configs/default.py:tiny", [])
   assert started == []
 
 
-def test_a_directory_of_another_sweep_is_refused(tmp_path, monkeypatch):
+def test_a_directory_of_another_sweep_is_refused(storage_root, monkeypatch):
   _fake_runs(monkeypatch)
-  sweep.run_sweep(tiny_config(), str(tmp_path), ["seed=0,1"], "configs/default.py:tiny", [])
+  sweep.run_sweep(tiny_config(), storage_root, ["seed=0,1"], "configs/default.py:tiny", [])
   with pytest.raises(IMLError, match=r"holds another sweep \(axes: .*runs:"):
-    sweep.run_sweep(tiny_config(), str(tmp_path), ["seed=0,2"], "configs/default.py:tiny", [])
+    sweep.run_sweep(tiny_config(), storage_root, ["seed=0,2"], "configs/default.py:tiny", [])
   with pytest.raises(IMLError, match=r"holds another sweep \(overrides: \[\] -> \['--config.n_seeds=2'\]"):
-    sweep.run_sweep(tiny_config(), str(tmp_path), ["seed=0,1"], "configs/default.py:tiny", ["--config.n_seeds=2"])
+    sweep.run_sweep(tiny_config(), storage_root, ["seed=0,1"], "configs/default.py:tiny", ["--config.n_seeds=2"])
 
 
 def test_invalid_run_values_stop_before_any_run(tmp_path, monkeypatch):
