@@ -31,20 +31,21 @@ flags.mark_flags_as_required(["analysis"])
 def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:
   import contextlib
 
-  from iml_jax import experiment, io_utils, report, stage, train
+  from iml_jax import experiment, report, stage, train
+  from iml_jax import workdir as workdir_layout
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
   measured = 0
   with contextlib.closing(experiment.seed_contexts(config, workdir)) as contexts:
     for ctx in contexts:
       abstract = registry.abstract_params(ctx.model)
-      for run in stage.plan_stage_runs(config, workdir, ctx.seed):
-        if (only_stage and run.label != only_stage) or not stage.is_done(run.directory):
+      for run in workdir_layout.plan_stage_runs(config, workdir, ctx.seed):
+        if (only_stage and run.label != only_stage) or not workdir_layout.is_done(run.directory):
           continue
         stage_cfg = config.stages[run.name]
         alias_ids = stage.alias_token_ids(ctx, stage_cfg)
         mask = train.trainable_mask(abstract, stage_cfg.trainable, alias_ids)
-        done = io_utils.read_json(os.path.join(run.directory, "DONE"))
+        done = workdir_layout.read_done(run.directory)
         data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
         params = stage.final_params(run.directory, abstract)
         stage.measure_alignment(ctx, run, params, stage.alignment_sets(ctx, data.evals, alias_ids), mask,
@@ -61,7 +62,8 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
 
   import numpy as np
 
-  from iml_jax import experiment, probes, report, stage
+  from iml_jax import experiment, plots, probes, stage
+  from iml_jax import workdir as workdir_layout
   from iml_jax.errors import IMLError
   from iml_jax.io_utils import atomic_write_json
   from iml_jax.models import registry
@@ -73,7 +75,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
   best = {}
   with contextlib.closing(experiment.seed_contexts(config, workdir)) as contexts:
     for ctx in contexts:
-      run = next(r for r in stage.plan_stage_runs(config, workdir, ctx.seed) if r.name == stage_name)
+      run = next(r for r in workdir_layout.plan_stage_runs(config, workdir, ctx.seed) if r.name == stage_name)
       evals = ctx.task.stage_data(run.seed_stage2, run.index, config.stages[stage_name].train_subset).evals
       missing = [c for c in classes if c not in evals]
       if len(classes) != 2 or missing:
@@ -92,7 +94,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
       atomic_write_json(os.path.join(run.directory, "probes.json"), {
           "classes": classes, "question_filter": spec.question_filter, "questions_per_class": len(labels) // 2,
           "example_tokens": positions, "accuracy_position_by_layer": accuracy.tolist()})
-      report.plot_probe_accuracy(accuracy, positions, classes,
+      plots.plot_probe_accuracy(accuracy, positions, classes,
                                  os.path.join(workdir, "plots", f"probes_seed_{ctx.seed}.png"))
       best[ctx.seed] = float(accuracy.max())
   return best
@@ -101,7 +103,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from iml_jax import report
+  from iml_jax import plots
   from iml_jax.data.tasks import ARRAY_TASK_MODELS
   from iml_jax.errors import IMLError
   try:
@@ -119,7 +121,7 @@ def main(argv):
     else:
       if not (_WORKDIRS.value and _OUT.value):
         raise IMLError("--analysis=alignment_vs_batch needs --workdirs and --out")
-      report.plot_alignment_vs_batch(_WORKDIRS.value, _OUT.value)
+      plots.plot_alignment_vs_batch(_WORKDIRS.value, _OUT.value)
       print(f"wrote {_OUT.value}")
   except IMLError as err:
     sys.exit(f"iml_jax.analyze: error: {err}")

@@ -23,8 +23,9 @@ from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
 from iml_jax.models import registry
-from iml_jax.stage import SeedContext, plan_stage_runs, run_stage
+from iml_jax.stage import SeedContext, run_stage
 from iml_jax.train import OPTIMIZERS, TRAINABLE
+from iml_jax.workdir import plan_stage_runs, tokenizer_path
 from iml_jax.writers import MetricWriter
 
 # Fields that change how a run is executed or shown, never its results.
@@ -243,7 +244,7 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> It
     try:
       for seed in range(config.seed, config.seed + config.n_seeds):
         task = tasks.Task(config, seed, folder)
-        tokenizer = task.tokenizer(os.path.join(workdir, f"seed_{seed}", "tokenizer.json"))
+        tokenizer = task.tokenizer(tokenizer_path(workdir, seed))
         model = registry.build(model_config(config, tokenizer, pretrained, folder))
         yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
     finally:

@@ -20,10 +20,10 @@ flags.mark_flags_as_required(["workdir", "stage", "out"])
 
 
 def export_stage(workdir: str, stage_label: str, out: str) -> None:
-  import ml_collections
   import transformers
 
   from iml_jax import experiment, hf_import, io_utils, stage
+  from iml_jax import workdir as workdir_layout
   from iml_jax.data.tokenization import TextTokenizer, pretrained_tokenizer
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
@@ -32,10 +32,10 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
     io_utils.check_supported(path)
   if io_utils.listdir(out):
     raise IMLError(f"--out {out} exists and is not empty; choose a new folder")
-  config_path = os.path.join(workdir, "config.json")
+  config_path = os.path.join(workdir, workdir_layout.CONFIG_FILE)
   if not io_utils.exists(config_path):
     raise IMLError(f"{config_path} does not exist: --workdir must be an experiment's workdir")
-  config = ml_collections.ConfigDict(io_utils.read_json(config_path))
+  config = workdir_layout.load_config(workdir)
   seed_dir = stage_label.split(os.sep)[0]
   if not seed_dir.startswith("seed_"):
     raise IMLError(f"--stage {stage_label}: expected a path that starts with seed_<S>/, e.g. seed_0/s2seed_0/stage2")

@@ -13,14 +13,15 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import evaluate, faults, grad_alignment, hf_import, io_utils, sharding, train
+from iml_jax import evaluate, faults, grad_alignment, hf_import, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
-from iml_jax.data.tasks import Task, score_of, uses_stage2_split
+from iml_jax.data.tasks import Task, score_of
 from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode_seq2seq
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
-from iml_jax.io_utils import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from iml_jax.io_utils import append_jsonl, atomic_write_text
+from iml_jax.workdir import StageRun, is_done, mark_done, read_done
 from iml_jax.writers import MetricWriter
 
 
@@ -38,59 +39,12 @@ class SeedContext:
   pretrained_folder: str | None = None  # Hugging Face weights the first stage starts from
 
 
-@dataclasses.dataclass(frozen=True)
-class StageRun:
-  name: str
-  index: int
-  seed_stage2: int
-  directory: str
-  init_from: str | None  # the previous stage's directory: its final parameters start this stage
-  order_key: tuple[int, ...]
-  label: str  # the directory relative to the workdir, e.g. seed_0/s2seed_0/stage2
-
-
-def plan_stage_runs(config, workdir: str, seed: int) -> list[StageRun]:
-  """Every stage run of one stage-1 seed, in execution order, each knowing where it starts from."""
-  names = list(config.stage_names)
-  branch = next((i for i, n in enumerate(names)
-                 if uses_stage2_split(config, config.stages[n].train_subset)), len(names))
-  runs, previous = [], None
-  for index in range(branch):
-    label = os.path.join(f"seed_{seed}", names[index])
-    runs.append(StageRun(names[index], index, 0, os.path.join(workdir, label), previous, (seed, 0, index), label))
-    previous = runs[-1].directory
-  for seed_stage2 in range(config.n_seeds_stage2) if branch < len(names) else ():
-    start = previous
-    for index in range(branch, len(names)):
-      label = os.path.join(f"seed_{seed}", f"s2seed_{seed_stage2}", names[index])
-      runs.append(StageRun(names[index], index, seed_stage2, os.path.join(workdir, label), start,
-                           (seed, seed_stage2, index), label))
-      start = runs[-1].directory
-  return runs
-
-
-def is_done(directory: str) -> bool:
-  return io_utils.exists(os.path.join(directory, "DONE"))
-
-
-def read_eval_records(directory: str) -> list[dict]:
-  """Evaluation records of a stage; a re-evaluated (epoch, set) keeps its latest record."""
-  latest = {(r["epoch"], r["subset"]): r for r in read_jsonl(os.path.join(directory, "eval.jsonl"))}
-  return [latest[k] for k in sorted(latest)]
-
-
-def read_alignment_records(directory: str) -> list[dict]:
-  """Gradient-alignment records of a stage; a re-measured (epoch, set) keeps its latest record."""
-  latest = {(r["epoch"], r["set"]): r for r in read_jsonl(os.path.join(directory, "grad_alignment.jsonl"))}
-  return [latest[k] for k in sorted(latest)]
-
-
 def final_params(directory: str, abstract_params):
   """The parameters a finished stage ended with."""
   if not is_done(directory):
     raise IMLError(f"stage {directory} has not finished (no DONE marker); rerun the experiment to finish it")
   checkpoints = StageCheckpoints(os.path.join(directory, "checkpoints"))
-  step = io_utils.read_json(os.path.join(directory, "DONE"))["step"]
+  step = read_done(directory)["step"]
   if step not in checkpoints.manager.all_steps():
     raise IMLError(f"stage {directory} is marked DONE but its final checkpoint (step {step}) is missing")
   params = checkpoints.restore_params(step, abstract_params)
@@ -194,7 +148,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
       raise faults.Preempted(run.label, step)
   progress.close()
   checkpoints.close()
-  atomic_write_json(os.path.join(run.directory, "DONE"), {"step": total_steps, "epochs": stage_cfg.epochs})
+  mark_done(run.directory, total_steps, stage_cfg.epochs)
   faults.reached("stage_done")
 
 

@@ -16,6 +16,7 @@ import fnmatch
 import re
 
 from iml_jax.errors import IMLError
+from iml_jax.models.presets import PRETRAINED
 
 # The study's training defaults (docs/study.md §7.2): HF Trainer + Adafactor at lr 5e-5, linear decay
 # to 0 per stage, no warm-up, no weight decay, global gradient-norm clip 1.0, bf16 autocast; the loss
@@ -275,7 +276,6 @@ def tag_consistency_split(alpha: float, budget: float) -> dict:
 
 def _expected(row: Row, config) -> dict:
   """Every compared field of `config` with the study's value, stage fields under the config's stage names."""
-  from iml_jax.config_defaults import PRETRAINED
   expected = dict(row.fields)
   names = list(config.get("stage_names", ()))
   if row.stages:
@@ -300,7 +300,6 @@ def _expected(row: Row, config) -> dict:
 
 
 def _in_sweep(model) -> bool:
-  from iml_jax.config_defaults import PRETRAINED
   return any(PRETRAINED[k][0] == model.name and all(model.get(f) == v for f, v in PRETRAINED[k][2].items()
                                                      if f != "local_layers") for k in MODEL_SIZE_SWEEP)
 

@@ -24,8 +24,6 @@ from ml_collections import config_flags
 
 from iml_jax.errors import IMLError
 
-PLAN_FILE = "sweep.json"
-
 
 @dataclasses.dataclass(frozen=True)
 class SweepRun:
@@ -127,6 +125,7 @@ def base_overrides(argv: list[str]) -> list[str]:
 def record_plan(workdir: str, config_arg: str, overrides: list[str], axes, runs) -> None:
   """Writes sweep.json, or refuses a sweep directory that holds another sweep (never mix two in one report)."""
   from iml_jax import io_utils
+  from iml_jax.workdir import PLAN_FILE
   path = os.path.join(workdir, PLAN_FILE)
   described = {"config": config_arg, "overrides": overrides, "axes": [[f, v] for f, v in axes],
                "runs": {run.name: run.texts for run in runs}}
@@ -140,15 +139,6 @@ def record_plan(workdir: str, config_arg: str, overrides: list[str], axes, runs)
       shown = "; ".join(f"{k}: {saved.get(k)!r} -> {described[k]!r}" for k in differing)
       raise IMLError(f"{workdir} holds another sweep ({shown}); use a new --workdir")
   io_utils.atomic_write_json(path, described)
-
-
-def is_finished(config, run_dir: str) -> bool:
-  """Every stage of every seed DONE and the report written (a report of a partial run is not enough)."""
-  from iml_jax import io_utils
-  from iml_jax.stage import is_done, plan_stage_runs
-  return io_utils.exists(os.path.join(run_dir, "summary.json")) and all(
-      is_done(r.directory) for seed in range(config.seed, config.seed + config.n_seeds)
-      for r in plan_stage_runs(config, run_dir, seed))
 
 
 def command_for(config_arg: str, run_dir: str, overrides: list[str], run: SweepRun) -> str:
@@ -165,6 +155,7 @@ def run_sweep(base, workdir: str, specs: list[str], config_arg: str, overrides: 
   from tqdm import tqdm
 
   from iml_jax import experiment, io_utils, sweep_report
+  from iml_jax.workdir import is_finished
   axes, runs = plan(base, specs)
   for run in runs:
     experiment.validate(run_config(base, run))  # every run's values, before the first one starts

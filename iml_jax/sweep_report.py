@@ -8,39 +8,29 @@ import io
 import os
 
 import jax
-import ml_collections
 
-from iml_jax import io_utils, report
+from iml_jax import io_utils, plots, stats
+from iml_jax import workdir as workdir_layout
 from iml_jax.data.tasks import score_of
-from iml_jax.metrics import EXACT_MATCH
 from iml_jax.errors import IMLError
+from iml_jax.metrics import EXACT_MATCH
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
-from iml_jax.sweep import PLAN_FILE
 
 POOLED_FIELDS = ("seed",)
 
 
-def load_plan(workdir: str) -> dict:
-  path = os.path.join(workdir, PLAN_FILE)
-  try:
-    return io_utils.read_json(path)
-  except (OSError, IMLError) as err:
-    raise IMLError(f"{path}: no readable sweep plan ({err}); is {workdir} a sweep directory?") from None
-
-
 def collect(workdir: str) -> tuple[dict, list[dict], dict]:
   """(plan, tidy rows of every started run with its swept values, {run: config})."""
-  plan = load_plan(workdir)
+  plan = workdir_layout.load_plan(workdir)
   rows, configs = [], {}
   for name in plan["runs"]:
     run_dir = os.path.join(workdir, name)
-    config_path = os.path.join(run_dir, "config.json")
-    if not io_utils.exists(config_path):
+    if not io_utils.exists(os.path.join(run_dir, workdir_layout.CONFIG_FILE)):
       continue  # not started yet
-    config = ml_collections.ConfigDict(io_utils.read_json(config_path))
+    config = workdir_layout.load_config(run_dir)
     configs[name] = config
     values = plan["runs"][name]
-    rows.extend({"run": name, **values, **row} for row in report.collect_rows(config, run_dir))
+    rows.extend({"run": name, **values, **row} for row in workdir_layout.collect_rows(config, run_dir))
   return plan, rows, configs
 
 
@@ -49,7 +39,7 @@ def settings(plan: dict) -> list[str]:
 
 
 def summarize_settings(plan: dict, rows: list[dict], configs: dict) -> list[dict]:
-  """One entry per setting: its values, runs, and `report.summarize` over the pooled rows."""
+  """One entry per setting: its values, runs, and `stats.summarize` over the pooled rows."""
   fields = settings(plan)
   groups: dict = {}
   for name, config in configs.items():
@@ -60,7 +50,7 @@ def summarize_settings(plan: dict, rows: list[dict], configs: dict) -> list[dict
   for key, group in groups.items():
     pooled = [r for r in rows if r["run"] in group["runs"]]
     out.append({"values": group["values"], "runs": group["runs"],
-                "summary": report.summarize(group["config"], pooled)})
+                "summary": stats.summarize(group["config"], pooled)})
   return out
 
 
@@ -91,7 +81,7 @@ def plot_gap_curves(plan: dict, summaries: list[dict], out_dir: str) -> list[str
       lines.setdefault(tuple(entry["values"][f] for f in others), []).append((x, gap["mean"], gap["ci95"] or 0.0))
     if not any(len(points) > 1 for points in lines.values()):
       continue
-    figure, axis = report.plt.subplots(figsize=(6, 4))
+    figure, axis = plots.plt.subplots(figsize=(6, 4))
     for key, points in sorted(lines.items()):
       points.sort()
       axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
@@ -109,7 +99,7 @@ def plot_gap_curves(plan: dict, summaries: list[dict], out_dir: str) -> list[str
       axis.legend(fontsize=7)
     figure.tight_layout()
     path = os.path.join(out_dir, f"gap_vs_{field}.png")
-    report._save_figure(figure, path)
+    plots.save_figure(figure, path)
     paths.append(path)
   return paths
 
@@ -128,11 +118,11 @@ def alignment_plot(plan: dict, workdir: str) -> list[str]:
     except (OSError, IMLError):
       return []
   path = os.path.join(workdir, "plots", "alignment_vs_batch.png")
-  report.plot_alignment_vs_batch(run_dirs, path)
+  plots.plot_alignment_vs_batch(run_dirs, path)
   return [path]
 
 
-def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str, score) -> str:
+def markdown(plan: dict, summaries: list[dict], figures: list[str], workdir: str, score) -> str:
   subsets = sorted({s for entry in summaries for s in entry["summary"]["subsets"]},
                    key=lambda s: (s not in ("d1consis", "d2consis"), s))
   better, worse = ("d1consis", "d2consis") if score.higher_is_better else ("d2consis", "d1consis")
@@ -158,9 +148,9 @@ def markdown(plan: dict, summaries: list[dict], plots: list[str], workdir: str, 
   lines.append("")
   for entry in summaries:
     if entry["summary"].get("study"):
-      lines += [f"Setting {_label(entry['values'])}:", "", "```", report.format_deviations(entry["summary"]["study"]),
+      lines += [f"Setting {_label(entry['values'])}:", "", "```", stats.format_deviations(entry["summary"]["study"]),
                 "```", ""]
-  for path in plots:
+  for path in figures:
     lines += [f"![{os.path.basename(path)}]({os.path.relpath(path, workdir)})", ""]
   return "\n".join(lines)
 
@@ -173,7 +163,7 @@ def write_sweep_report(workdir: str) -> dict:
             "settings": [{k: v for k, v in entry.items()} for entry in summaries]}
   if jax.process_index() != 0:
     return result
-  columns = report.result_columns(next(iter(configs.values()))) if configs else report.KEY_COLUMNS
+  columns = workdir_layout.result_columns(next(iter(configs.values()))) if configs else workdir_layout.KEY_COLUMNS
   fields = [field for field, _ in plan["axes"] if field not in columns]  # a swept seed: one column
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=["run", *fields, *columns], lineterminator="\n")
@@ -182,14 +172,14 @@ def write_sweep_report(workdir: str) -> dict:
   atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
   atomic_write_json(os.path.join(workdir, "summary.json"), result)
   score = score_of(next(iter(configs.values()))) if configs else EXACT_MATCH
-  plots = []
+  figures = []
   for index, entry in enumerate(summaries):
     pooled = [r for r in rows if r["run"] in entry["runs"]]
     if pooled:
       path = os.path.join(workdir, "plots", f"{score.name}_setting_{index}.png")
-      report.plot_subsets(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
-      plots.append(path)
-  plots = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + alignment_plot(plan, workdir) + plots
-  atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, plots, workdir, score))
+      plots.plot_subsets(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
+      figures.append(path)
+  figures = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + alignment_plot(plan, workdir) + figures
+  atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, figures, workdir, score))
   print(f"sweep report: {os.path.join(workdir, 'report.md')}")
   return result

@@ -1,7 +1,8 @@
 """Step-indexed data order, and the order key each stage run gets (docs/study.md §3.8, §7.3, bug #3)."""
 import numpy as np
 
-from iml_jax import experiment, stage
+from iml_jax import experiment
+from iml_jax import workdir as workdir_layout
 from iml_jax.data import batching
 from test_experiment import ROOT
 
@@ -12,7 +13,7 @@ def test_stage2_order_depends_on_both_seeds():
   config = experiment.load_config(f"{ROOT}/configs/default.py:tiny")
   config.n_seeds_stage2 = 2
   runs = {(seed, run.seed_stage2, run.name): run for seed in (0, 1)
-          for run in stage.plan_stage_runs(config, "/w", seed)}
+          for run in workdir_layout.plan_stage_runs(config, "/w", seed)}
   keys = {k: run.order_key for k, run in runs.items()}
   assert keys[(0, 0, "stage2")] == (0, 0, 1) and keys[(1, 0, "stage2")] == (1, 0, 1)
   assert keys[(1, 1, "stage2")] == (1, 1, 1) and keys[(1, 0, "stage1")] == (1, 0, 0)

@@ -2,10 +2,11 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
 from iml_jax import config_defaults as cd
-from iml_jax import report
+from iml_jax import plots, stats
+from iml_jax import workdir as workdir_layout
 
 
 def _config(n_seeds=3, n_seeds_stage2=2):
@@ -27,7 +28,7 @@ def _rows():
 
 
 def test_summary_by_hand():
-  summary = report.summarize(_config(), _rows())
+  summary = stats.summarize(_config(), _rows())
   d1_per_seed, d2_per_seed = [0.7, 0.7, 0.7], [0.5, 0.6, 0.6]
   assert summary["epoch"] == 6
   assert summary["subsets"]["d1consis"]["em"] == pytest.approx(0.7)
@@ -35,45 +36,45 @@ def test_summary_by_hand():
   gaps = np.array([0.2, 0.1, 0.1])
   gap = summary["iml_gap"]
   assert gap["mean"] == pytest.approx(gaps.mean())
-  half = stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / math.sqrt(3)
+  half = scipy_stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / math.sqrt(3)
   assert gap["ci95"] == pytest.approx(half)
-  assert gap["p_value"] == pytest.approx(stats.ttest_rel(d1_per_seed, d2_per_seed, alternative="greater").pvalue)
+  assert gap["p_value"] == pytest.approx(scipy_stats.ttest_rel(d1_per_seed, d2_per_seed, alternative="greater").pvalue)
   # Hand value of the one-sided paired t-test: t = mean / (sd / sqrt(n)), df = 2.
   t = gaps.mean() / (gaps.std(ddof=1) / math.sqrt(3))
-  assert gap["p_value"] == pytest.approx(1 - stats.t.cdf(t, 2))
+  assert gap["p_value"] == pytest.approx(1 - scipy_stats.t.cdf(t, 2))
 
 
 def test_paper_style_pooled_statistics_by_hand():
   """docs/study.md §8.4: every (seed, seed_stage2) run pooled; mean ± sample std; Student t-test from those."""
-  pooled = report.summarize(_config(), _rows())["pooled"]
+  pooled = stats.summarize(_config(), _rows())["pooled"]
   d1_runs = [0.8, 0.6, 0.7, 0.7, 0.9, 0.5]
   d2_runs = [0.5, 0.5, 0.6, 0.6, 0.65, 0.55]
   assert pooled["subsets"]["d1consis"]["n"] == 6
   assert pooled["subsets"]["d1consis"]["mean"] == pytest.approx(0.7)
   assert pooled["subsets"]["d1consis"]["std"] == pytest.approx(np.std(d1_runs, ddof=1))
-  expected = stats.ttest_ind(d1_runs, d2_runs, equal_var=True, alternative="greater").pvalue
+  expected = scipy_stats.ttest_ind(d1_runs, d2_runs, equal_var=True, alternative="greater").pvalue
   assert pooled["ttest"]["p_value"] == pytest.approx(expected)
   low, high = pooled["subsets"]["d1consis"]["ci95_bootstrap"]
   assert low < 0.7 < high
-  assert "as the paper (all 6 runs pooled, Student t-test): one-sided p = " in report.format_table(
-      report.summarize(_config(), _rows()))
+  assert "as the paper (all 6 runs pooled, Student t-test): one-sided p = " in stats.format_table(
+      stats.summarize(_config(), _rows()))
 
 
 def test_bootstrap_interval_is_deterministic_and_close_to_the_t_interval_for_many_values():
-  assert report.bootstrap_ci95([0.3] * 5) == (0.3, 0.3)
+  assert stats.bootstrap_ci95([0.3] * 5) == (0.3, 0.3)
   values = np.random.default_rng(1).normal(0.5, 0.1, size=400)
-  low, high = report.bootstrap_ci95(values)
-  assert (low, high) == report.bootstrap_ci95(values)
-  mean, half = report.mean_ci95(values)
+  low, high = stats.bootstrap_ci95(values)
+  assert (low, high) == stats.bootstrap_ci95(values)
+  mean, half = stats.mean_ci95(values)
   assert low < mean < high
   assert (high - low) / 2 == pytest.approx(half, rel=0.15)
 
 
 def test_single_seed_has_no_interval():
-  mean, half = report.mean_ci95([0.4])
+  mean, half = stats.mean_ci95([0.4])
   assert mean == 0.4 and half is None
   rows = [r for r in _rows() if r["seed"] == 0]
-  summary = report.summarize(_config(n_seeds=1), rows)
+  summary = stats.summarize(_config(n_seeds=1), rows)
   assert summary["iml_gap"]["ci95"] is None and summary["iml_gap"]["p_value"] is None
 
 
@@ -83,9 +84,9 @@ def test_plot_and_table(tmp_path):
                          em=0.9, f1=0.9) for s in range(3)]
   for pooled in (False, True):
     path = tmp_path / "plots" / f"em_{pooled}.png"
-    report.plot_subsets(config, rows, str(path), pooled=pooled)
+    plots.plot_subsets(config, rows, str(path), pooled=pooled)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  table = report.format_table(report.summarize(config, rows))
+  table = stats.format_table(stats.summarize(config, rows))
   assert "IML gap EM(d1consis) - EM(d2consis)  +0.133" in table
 
 
@@ -103,22 +104,22 @@ def test_alignment_summary_by_hand(tmp_path):
                {"epoch": 4, "step": 20, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1}]
     (tmp_path / f"seed_{seed}" / "stage1").mkdir(parents=True)
     append_jsonl(str(tmp_path / f"seed_{seed}" / "stage1" / "grad_alignment.jsonl"), records)
-  summary = report.summarize_alignment(config, str(tmp_path))["stage1"]
+  summary = stats.summarize_alignment(config, str(tmp_path))["stage1"]
   gaps = np.array([0.2, 0.05, 0.3])
   assert summary["epoch"] == 4
   assert summary["d1consis"]["cos"]["mean"] == pytest.approx(np.mean([0.4, 0.35, 0.5]))
   assert summary["cos_gap"]["definition"] == "cos(d1consis) - cos(d2consis)"
   assert summary["cos_gap"]["mean"] == pytest.approx(gaps.mean())
-  assert summary["cos_gap"]["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / math.sqrt(3))
+  assert summary["cos_gap"]["ci95"] == pytest.approx(scipy_stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / math.sqrt(3))
   t = gaps.mean() / (gaps.std(ddof=1) / math.sqrt(3))
-  assert summary["cos_gap"]["p_value"] == pytest.approx(1 - stats.t.cdf(t, 2))
+  assert summary["cos_gap"]["p_value"] == pytest.approx(1 - scipy_stats.t.cdf(t, 2))
   assert summary["cos_gap"]["p_value"] < 0.1 < 1 - summary["cos_gap"]["p_value"]  # one-sided, tag A ahead
 
 
 def test_summary_json_is_exactly_this():
   """summary.json's layout, key by key: what users and the sweep read."""
   config = _config()
-  summary = report.summarize(config, _rows())
+  summary = stats.summarize(config, _rows())
   assert set(summary) == {"stage", "metric", "epoch", "n_seeds", "n_seeds_stage2", "subsets", "iml_gap", "pooled",
                           "study"}
   assert (summary["stage"], summary["metric"], summary["n_seeds"], summary["n_seeds_stage2"]) == ("stage2", "em", 3, 2)
@@ -127,7 +128,7 @@ def test_summary_json_is_exactly_this():
   assert set(d2_summary) == {"em", "ci95", "f1", "em_per_seed"}
   assert d2_summary["em_per_seed"] == pytest.approx(d2)
   assert (d2_summary["em"], d2_summary["f1"]) == pytest.approx((np.mean(d2), np.mean(d2)))
-  assert d2_summary["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * np.std(d2, ddof=1) / math.sqrt(3))
+  assert d2_summary["ci95"] == pytest.approx(scipy_stats.t.ppf(0.975, 2) * np.std(d2, ddof=1) / math.sqrt(3))
   gap = summary["iml_gap"]
   assert set(gap) == {"definition", "mean", "ci95", "p_value", "test", "per_seed"}
   assert gap["definition"] == "EM(d1consis) - EM(d2consis)"
@@ -139,7 +140,7 @@ def test_summary_json_is_exactly_this():
   assert set(pooled["subsets"]["d1consis"]) == {"mean", "std", "n", "ci95_bootstrap"}
   assert pooled["ttest"]["definition"] == "EM(d1consis) > EM(d2consis), runs pooled"
   assert pooled["ttest"]["test"] == "one-sided Student t-test (pooled variance) from mean, std, n"
-  assert report.summarize(config, []) == {"stage": "stage2", "metric": "em", "subsets": {}, "iml_gap": None,
+  assert stats.summarize(config, []) == {"stage": "stage2", "metric": "em", "subsets": {}, "iml_gap": None,
                                           "study": summary["study"]}
 
 
@@ -148,20 +149,20 @@ def test_summary_reads_the_last_stage_and_needs_both_iml_sets():
   config.stage_names = ("stage1", "stage2", "stage3")
   config.stages.stage3 = config.stages.stage2
   rows = [dict(r, stage="stage3") for r in _rows()]
-  assert report.summarize(config, rows + [dict(r, em=0.0) for r in _rows()])["iml_gap"]["mean"] == pytest.approx(
+  assert stats.summarize(config, rows + [dict(r, em=0.0) for r in _rows()])["iml_gap"]["mean"] == pytest.approx(
       0.4 / 3)
   only_d1 = [r for r in rows if r["subset"] == "d1consis"]
-  assert report.summarize(config, only_d1)["iml_gap"] is None
+  assert stats.summarize(config, only_d1)["iml_gap"] is None
 
 
 def test_two_seeds_have_an_interval_and_a_p_value():
   rows = [r for r in _rows() if r["seed"] < 2]
-  summary = report.summarize(_config(n_seeds=2), rows)
+  summary = stats.summarize(_config(n_seeds=2), rows)
   gaps = np.array([0.2, 0.1])
-  assert summary["iml_gap"]["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * gaps.std(ddof=1) / math.sqrt(2))
+  assert summary["iml_gap"]["ci95"] == pytest.approx(scipy_stats.t.ppf(0.975, 1) * gaps.std(ddof=1) / math.sqrt(2))
   t = gaps.mean() / (gaps.std(ddof=1) / math.sqrt(2))
-  assert summary["iml_gap"]["p_value"] == pytest.approx(1 - stats.t.cdf(t, 1))
-  assert report.mean_ci95([1, 3]) == pytest.approx((2.0, stats.t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2)))
+  assert summary["iml_gap"]["p_value"] == pytest.approx(1 - scipy_stats.t.cdf(t, 1))
+  assert stats.mean_ci95([1, 3]) == pytest.approx((2.0, scipy_stats.t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2)))
 
 
 def test_lower_is_better_scores_flip_the_gap():
@@ -171,7 +172,7 @@ def test_lower_is_better_scores_flip_the_gap():
   rows = [dict(seed=s, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset=k, mse=v)
           for s, (d1, d2) in enumerate([(0.1, 0.3), (0.2, 0.3), (0.1, 0.25)]) for k, v in (("d1consis", d1),
                                                                                          ("d2consis", d2))]
-  summary = report.summarize(config, rows)
+  summary = stats.summarize(config, rows)
   assert summary["iml_gap"]["definition"] == "MSE(d2consis) - MSE(d1consis)"
   assert summary["iml_gap"]["per_seed"] == pytest.approx([0.2, 0.1, 0.15])
   assert summary["pooled"]["ttest"]["definition"] == "MSE(d2consis) > MSE(d1consis), runs pooled"
@@ -180,7 +181,7 @@ def test_lower_is_better_scores_flip_the_gap():
 def test_bootstrap_percentiles_by_hand():
   values = np.array([0.1, 0.4, 0.35, 0.8, 0.5, 0.2])
   means = values[np.random.default_rng(0).integers(6, size=(1000, 6))].mean(1)
-  assert report.bootstrap_ci95(values) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+  assert stats.bootstrap_ci95(values) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
 
 
 def test_rows_carry_the_epoch_offset_of_their_stage(tmp_path):
@@ -191,12 +192,12 @@ def test_rows_carry_the_epoch_offset_of_their_stage(tmp_path):
     directory = tmp_path / "seed_0" / ("s2seed_0" if stage == "stage2" else "") / stage
     directory.mkdir(parents=True, exist_ok=True)
     append_jsonl(str(directory / "eval.jsonl"), [{"epoch": epoch, "subset": "d1consis", "em": 0.5, "f1": 0.6}])
-  rows = report.collect_rows(config, str(tmp_path))
+  rows = workdir_layout.collect_rows(config, str(tmp_path))
   assert rows == [dict(seed=0, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="d1consis", em=0.5,
                        f1=0.6),
                   dict(seed=0, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=0.5,
                        f1=0.6)]
-  assert report.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em",
+  assert workdir_layout.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em",
                                            "f1")
 
 
@@ -213,18 +214,18 @@ def test_alignment_summary_layout_seed_range_and_missing_sets(tmp_path):
         {"epoch": 2, "step": 4, "set": "d1consis", "cos": [0.5], "dist": [1.0]},
         {"epoch": 2, "step": 4, "set": "d2consis", "cos": [0.2 + 0.1 * (seed - 6)], "dist": [2.0]},
         {"epoch": 2, "step": 4, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1}])
-  summary = report.summarize_alignment(config, str(tmp_path))["stage1"]
+  summary = stats.summarize_alignment(config, str(tmp_path))["stage1"]
   assert set(summary) == {"epoch", "d1consis", "d2consis", "all", "cos_gap"}
   assert summary["d1consis"] == {"cos": {"mean": 0.5, "ci95": 0.0}, "dist": {"mean": 1.0, "ci95": 0.0}}
   assert summary["all"]["variance"]["mean"] == 0.5 and summary["all"]["mean_cos_to_mean"]["mean"] == 0.1
   assert summary["cos_gap"]["mean"] == pytest.approx(0.25)
-  one_seed = report.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]["cos_gap"]
+  one_seed = stats.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]["cos_gap"]
   assert one_seed["ci95"] is None and one_seed["p_value"] is None
   (tmp_path / "seed_6" / "stage1" / "grad_alignment.jsonl").unlink()
   append_jsonl(str(tmp_path / "seed_6" / "stage1" / "grad_alignment.jsonl"), [
       {"epoch": 2, "step": 4, "set": "d1consis", "cos": [0.5], "dist": [1.0]}])
   (tmp_path / "seed_7" / "stage1" / "grad_alignment.jsonl").unlink()
-  assert "cos_gap" not in report.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]
+  assert "cos_gap" not in stats.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]
 
 
 def _config_with(config, **changes):
@@ -235,10 +236,10 @@ def _config_with(config, **changes):
 
 def test_pooled_statistics_need_two_runs_per_subset():
   rows = [r for r in _rows() if r["seed"] == 0 and r["seed_stage2"] == 0]
-  pooled = report.summarize(_config(n_seeds=1, n_seeds_stage2=1), rows)["pooled"]
+  pooled = stats.summarize(_config(n_seeds=1, n_seeds_stage2=1), rows)["pooled"]
   assert pooled["subsets"]["d1consis"]["std"] is None and pooled["ttest"] is None
   two = [r for r in _rows() if r["seed"] == 0]
-  assert report.summarize(_config(n_seeds=1), two)["pooled"]["ttest"]["p_value"] is not None
+  assert stats.summarize(_config(n_seeds=1), two)["pooled"]["ttest"]["p_value"] is not None
 
 
 def test_rows_offset_every_later_stage_by_all_earlier_epochs(tmp_path):
@@ -252,6 +253,6 @@ def test_rows_offset_every_later_stage_by_all_earlier_epochs(tmp_path):
     directory = tmp_path / "seed_3" / ("s2seed_0" if stage == "stage2" else "") / stage
     directory.mkdir(parents=True, exist_ok=True)
     append_jsonl(str(directory / "eval.jsonl"), [{"epoch": 1, "subset": "q", "em": 0.5, "f1": 0.5}])
-  rows = report.collect_rows(config, str(tmp_path))
+  rows = workdir_layout.collect_rows(config, str(tmp_path))
   assert [(r["seed"], r["stage"], r["global_epoch"]) for r in rows] == [(3, "stage1", 1), (3, "middle", 5),
                                                                        (3, "stage2", 9)]

@@ -9,7 +9,7 @@ import pytest
 
 from iml_jax import experiment, io_utils, sweep, sweep_report
 from iml_jax.errors import IMLError
-from iml_jax.stage import plan_stage_runs
+from iml_jax.workdir import plan_stage_runs
 from test_experiment import ROOT, tiny_config
 
 

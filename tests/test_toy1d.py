@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh
-from scipy import stats
+from scipy import stats as scipy_stats
 
 from iml_jax import config_defaults as cd
-from iml_jax import report, sharding, train
+from iml_jax import sharding, stats, train
 from iml_jax.data import toy1d
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
@@ -169,14 +169,14 @@ def test_report_gap_is_signed_so_that_lower_d1_error_is_iml():
   d1, d2 = [0.10, 0.20, 0.15], [0.30, 0.25, 0.35]
   rows = [dict(seed=s, seed_stage2=0, stage="full", epoch=1, global_epoch=1, subset=subset, mse=value)
           for subset, values in (("d1consis", d1), ("d2consis", d2)) for s, value in enumerate(values)]
-  summary = report.summarize(config, rows)
+  summary = stats.summarize(config, rows)
   gap = summary["iml_gap"]
   assert summary["metric"] == "mse" and gap["definition"] == "MSE(d2consis) - MSE(d1consis)"
   differences = np.array(d2) - np.array(d1)
   assert gap["mean"] == pytest.approx(differences.mean())
-  assert gap["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * differences.std(ddof=1) / math.sqrt(3))
-  assert gap["p_value"] == pytest.approx(stats.ttest_rel(d2, d1, alternative="greater").pvalue)
-  assert "IML gap MSE(d2consis) - MSE(d1consis)  +0.150" in report.format_table(summary)
+  assert gap["ci95"] == pytest.approx(scipy_stats.t.ppf(0.975, 2) * differences.std(ddof=1) / math.sqrt(3))
+  assert gap["p_value"] == pytest.approx(scipy_stats.ttest_rel(d2, d1, alternative="greater").pvalue)
+  assert "IML gap MSE(d2consis) - MSE(d1consis)  +0.150" in stats.format_table(summary)
 
 
 def test_tiny_run_through_main(tmp_path):

@@ -1,0 +1,123 @@
+"""The figures of a run and of a sweep, each written atomically as one PNG through the path layer."""
+import io
+import os
+
+import matplotlib
+import numpy as np
+
+from iml_jax import io_utils
+from iml_jax.data.tasks import score_of
+from iml_jax.errors import IMLError
+from iml_jax.stats import bootstrap_ci95, mean_ci95, per_seed, pooled_runs
+from iml_jax.workdir import load_config
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
+
+# Paper notation and colours (docs/study.md §3.2, §8.4), in legend order.
+PLOT_SUBSETS = {
+    "q_no_replacement_baseline": ("QA4 (not replaced)", "tab:green"),
+    "qd1consis": ("D1cons QA1", "tab:purple"),
+    "q": ("QA3", "tab:brown"),
+    "qd2incons": ("D2incons QA2", "tab:pink"),
+    "d1consis": ("D5cons (tag 1)", "tab:blue"),
+    "d3consis": ("D8cons (new tag)", "tab:gray"),
+    "d2consis": ("D6cons (tag 2)", "tab:red"),
+    "no_qd_baseline": ("QA7 (unseen aliases)", "tab:orange"),
+    "qd1incons": ("D8incons QA8", "tab:olive"),  # the α variant (docs/study.md §3.2, §4.5)
+    "qd2consis": ("D9cons QA9", "tab:cyan"),
+}
+OTHER_COLOURS = ("black", "gold", "magenta", "teal", "navy", "lime")  # none of the paper's
+
+
+def save_figure(figure, path: str) -> None:
+  """Writes the figure atomically (a reader never sees half a PNG) and frees it."""
+  png = io.BytesIO()
+  figure.savefig(png, format="png", dpi=120)
+  plt.close(figure)
+  io_utils.atomic_write_bytes(path, png.getvalue())
+
+
+def plot_subsets(config, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:
+  """The task's score per subset over the epochs of all stages: mean and 95% t-interval over stage-1 seeds,
+  or (`pooled`, the paper's figure) mean and 95% bootstrap interval over all runs."""
+  score = score_of(config)
+  by_epoch = ({key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()} if pooled
+        else per_seed(rows, score.name))
+  n_seeds = len({r["seed"] for r in rows})
+  n_runs = len({(r["seed"], r["seed_stage2"]) for r in rows})
+  interval = bootstrap_ci95 if pooled else (lambda v: _t_band(*mean_ci95(v)))
+  figure, axis = plt.subplots(figsize=(8, 4.5))
+  # The paper's subsets in its notation and colours, then any other evaluated set under its own name.
+  others = sorted({name for (_, _, name) in by_epoch} - set(PLOT_SUBSETS))
+  for subset, (label, colour) in list(PLOT_SUBSETS.items()) + [
+      (name, (name, OTHER_COLOURS[i % len(OTHER_COLOURS)])) for i, name in enumerate(others)]:
+    points = sorted((epoch, float(np.mean(list(seeds.values()))), interval(list(seeds.values())))
+                    for (_, epoch, name), seeds in by_epoch.items() if name == subset)
+    if not points:
+      continue
+    epochs = [p[0] for p in points]
+    axis.plot(epochs, [p[1] for p in points], marker="o", markersize=3, color=colour, label=label)
+    axis.fill_between(epochs, np.clip([p[2][0] for p in points], 0, score.upper_bound),
+                      np.clip([p[2][1] for p in points], 0, score.upper_bound), color=colour, alpha=0.2)
+  boundary = 0
+  for name in config.stage_names[:-1]:
+    boundary += config.stages[name].epochs
+    axis.axvline(boundary, color="black", linestyle=":", linewidth=1)
+  axis.set_xlabel("epoch (all stages)")
+  axis.set_ylabel({"em": "exact match", "mse": "mean squared error"}.get(score.name, score.name))
+  over = (f"95% bootstrap CI over {n_runs} pooled runs (as the paper)" if pooled
+          else f"95% CI over {n_seeds} stage-1 seed(s)")
+  axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and {over}", fontsize=9)
+  axis.legend(fontsize=8, loc="best")
+  figure.tight_layout()
+  save_figure(figure, path)
+
+
+def _t_band(mean: float, half: float | None) -> tuple[float, float]:
+  return mean - (half or 0.0), mean + (half or 0.0)
+
+
+def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
+  """The study's §11.3 figure: definition–question cosine (tag A vs tag B, mean and 95% CI over seeds) at
+  each run's batch size, from each workdir's summary.json (the first stage's last measurement)."""
+  points = []
+  for workdir in workdirs:
+    try:
+      config = load_config(workdir)
+      summary = io_utils.read_json(os.path.join(workdir, "summary.json"))
+    except (OSError, IMLError) as err:
+      raise IMLError(f"{workdir}: no readable config.json and summary.json ({err})") from None
+    stage_name = config.stage_names[0]
+    alignment = summary.get("grad_alignment", {}).get(stage_name)
+    if not alignment:
+      raise IMLError(f"{workdir}/summary.json has no gradient alignment for stage {stage_name}; run "
+                     "python -m iml_jax.analyze --analysis=grad_alignment on it first")
+    labels = config.analysis.grad_alignment.sets.split(",")[2:]
+    points.append((config.stages[stage_name].batch_size, [alignment[label]["cos"] for label in labels], labels))
+  points.sort(key=lambda p: p[0])
+  figure, axis = plt.subplots(figsize=(6, 4))
+  for index, colour in ((0, "tab:blue"), (1, "tab:red")):
+    label = points[0][2][index]
+    axis.errorbar([p[0] for p in points], [p[1][index]["mean"] for p in points],
+                  yerr=[p[1][index]["ci95"] or 0.0 for p in points], marker="o", capsize=3, color=colour,
+                  label=f"{label} (tag {'AB'[index]})")
+  axis.set_xscale("log", base=2)
+  axis.set_xlabel("batch size")
+  axis.set_ylabel("cos(definition gradient, its QA gradients)")
+  axis.legend()
+  figure.tight_layout()
+  save_figure(figure, path)
+
+
+def plot_probe_accuracy(accuracy_TxL: np.ndarray, positions: list[str], classes: list[str], path: str) -> None:
+  """The study's probe heat-map: cross-validated accuracy per (token position × layer)."""
+  figure, axis = plt.subplots(figsize=(1 + 0.5 * accuracy_TxL.shape[1], 1 + 0.35 * len(positions)))
+  image = axis.imshow(accuracy_TxL, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+  axis.set_yticks(range(len(positions)), positions, fontsize=7)
+  axis.set_xticks(range(accuracy_TxL.shape[1]), [str(i + 1) for i in range(accuracy_TxL.shape[1])])
+  axis.set_xlabel("layer")
+  axis.set_title(f"probe accuracy: {classes[0]} vs {classes[1]}", fontsize=9)
+  figure.colorbar(image, ax=axis)
+  figure.tight_layout()
+  save_figure(figure, path)

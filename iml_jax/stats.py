@@ -1,0 +1,179 @@
+"""Statistics over seeds and the summary they form (summary.json), with its printed table.
+
+The unit of independence is the stage-1 seed (docs/study.md §8.4): values are first averaged over
+stage-2 seeds, then means, t-intervals and the one-sided paired test run over stage-1 seeds.
+The paper's own statistics are reported beside them (`summary.pooled`): every run (stage-1 × stage-2 seed)
+pooled as an independent sample, mean ± sample std, 95% bootstrap intervals of the mean per epoch (seaborn's
+default error bar), and a one-sided Student t-test from those statistics.
+"""
+import math
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from iml_jax import study
+from iml_jax.data.tasks import score_of
+from iml_jax.workdir import plan_stage_runs, read_alignment_records
+
+
+def mean_ci95(values) -> tuple[float, float | None]:
+  """Mean and the half-width of the 95% t-interval (None for a single value)."""
+  values = np.asarray(values, dtype=np.float64)
+  if len(values) < 2:
+    return float(values.mean()), None
+  half = scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+  return float(values.mean()), float(half)
+
+
+def bootstrap_ci95(values, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+  """The 95% percentile interval of the mean over `n_resamples` resamples with replacement (fixed seed)."""
+  values = np.asarray(values, dtype=np.float64)
+  means = values[np.random.default_rng(seed).integers(len(values), size=(n_resamples, len(values)))].mean(1)
+  low, high = np.percentile(means, [2.5, 97.5])
+  return float(low), float(high)
+
+
+def pooled_runs(rows: list[dict], metric: str) -> dict:
+  """{(stage, epoch, subset): [the value of every run (stage-1 × stage-2 seed)]}, as the paper pools them."""
+  grouped: dict = {}
+  for r in rows:
+    grouped.setdefault((r["stage"], r["global_epoch"], r["subset"]), []).append(r[metric])
+  return grouped
+
+
+def _iml_direction(score) -> tuple[str, str]:
+  """(the subset IML favours, the other) under the task's score."""
+  return ("d1consis", "d2consis") if score.higher_is_better else ("d2consis", "d1consis")
+
+
+def per_seed(rows: list[dict], metric: str) -> dict:
+  """{(stage, epoch, subset): {seed: mean over stage-2 seeds}}."""
+  grouped: dict = {}
+  for r in rows:
+    grouped.setdefault((r["stage"], r["global_epoch"], r["subset"]), {}).setdefault(r["seed"], []).append(r[metric])
+  return {k: {s: float(np.mean(v)) for s, v in seeds.items()} for k, seeds in grouped.items()}
+
+
+def summarize(config, rows: list[dict]) -> dict:
+  """The last stage's final epoch per subset (mean, 95% CI, per seed of the task's score) and the IML gap,
+  signed so that a positive gap is IML: EM(d1consis) - EM(d2consis), or MSE(d2consis) - MSE(d1consis)."""
+  score = score_of(config)
+  last = config.stage_names[-1]
+  final_rows = [r for r in rows if r["stage"] == last]
+  if not final_rows:
+    return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None, "study": study_summary(config)}
+  final_epoch = max(r["global_epoch"] for r in final_rows)
+  values = {field: per_seed(final_rows, field) for field in score.fields}
+  subsets = {}
+  for (_, epoch, subset), seeds in sorted(values[score.name].items()):
+    if epoch != final_epoch:
+      continue
+    mean, ci = mean_ci95(list(seeds.values()))
+    subsets[subset] = {score.name: mean, "ci95": ci,
+                       **{f: float(np.mean(list(values[f][(last, epoch, subset)].values())))
+                          for f in score.fields if f != score.name},
+                       f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)]}
+  summary = {"stage": last, "metric": score.name, "epoch": final_epoch,
+             "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
+             "subsets": subsets, "iml_gap": None}
+  summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
+  summary["study"] = study_summary(config)
+  if "d1consis" in subsets and "d2consis" in subsets:
+    better, worse = _iml_direction(score)
+    a = np.array(subsets[better][f"{score.name}_per_seed"])
+    b = np.array(subsets[worse][f"{score.name}_per_seed"])
+    mean, ci = mean_ci95(a - b)
+    p_value = float(scipy_stats.ttest_rel(a, b, alternative="greater").pvalue) if len(a) > 1 else None
+    summary["iml_gap"] = {"definition": f"{score.label}({better}) - {score.label}({worse})", "mean": mean,
+                          "ci95": ci, "p_value": None if p_value is None or math.isnan(p_value) else p_value,
+                          "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (a - b).tolist()}
+  return summary
+
+
+def study_summary(config) -> dict:
+  """Which study experiment the run is measured against and what it does differently (iml_jax/study.py)."""
+  return {"experiment": study.describe(config), "deviations": study.deviations(config)}
+
+
+def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> dict:
+  """The paper's statistics (docs/study.md §8.4) at the final epoch: every run pooled; per subset mean, sample std
+  (ddof 1), n and the bootstrap 95% CI of the mean; the one-sided Student t-test of the IML direction."""
+  values = {subset: v for (s, e, subset), v in pooled_runs(final_rows, score.name).items() if (s, e) == (stage, epoch)}
+  out = {"subsets": {subset: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+                              "n": len(v), "ci95_bootstrap": bootstrap_ci95(v)}
+                     for subset, v in sorted(values.items())}, "ttest": None}
+  better, worse = _iml_direction(score)
+  a, b = out["subsets"].get(better), out["subsets"].get(worse)
+  if a and b and a["n"] > 1 and b["n"] > 1:
+    p_value = float(scipy_stats.ttest_ind_from_stats(a["mean"], a["std"], a["n"], b["mean"], b["std"], b["n"],
+                                               equal_var=True, alternative="greater").pvalue)
+    out["ttest"] = {"definition": f"{score.label}({better}) > {score.label}({worse}), runs pooled",
+                    "p_value": None if math.isnan(p_value) else p_value,
+                    "test": "one-sided Student t-test (pooled variance) from mean, std, n"}
+  return out
+
+
+def summarize_alignment(config, workdir: str) -> dict:
+  """Per stage, at its last measured epoch: each set's mean definition–question cosine and distance (mean and
+  95% CI over stage-1 seeds), the variance, and the paired one-sided test cos(tag A) > cos(tag B)."""
+  labels = config.analysis.grad_alignment.sets.split(",")[2:]
+  by_stage: dict = {}
+  for seed in range(config.seed, config.seed + config.n_seeds):
+    for run in plan_stage_runs(config, workdir, seed):
+      records = read_alignment_records(run.directory)
+      if not records:
+        continue
+      last = max(r["epoch"] for r in records)
+      for r in records:
+        if r["epoch"] == last:
+          values = ({"variance": r["variance"], "mean_cos_to_mean": r["mean_cos_to_mean"]} if r["set"] == "all"
+                    else {"cos": float(np.mean(r["cos"])), "dist": float(np.mean(r["dist"]))})
+          for name, value in values.items():
+            by_stage.setdefault(run.name, {"epoch": last, "values": {}})["values"].setdefault(
+                (r["set"], name), {}).setdefault(seed, []).append(value)
+  summary = {}
+  for stage_name, found in by_stage.items():
+    per_seed_means = {key: {s: float(np.mean(v)) for s, v in seeds.items()} for key, seeds in found["values"].items()}
+    out = {"epoch": found["epoch"]}
+    for (label, name), seeds in sorted(per_seed_means.items()):
+      mean, ci = mean_ci95([seeds[s] for s in sorted(seeds)])
+      out.setdefault(label, {})[name] = {"mean": mean, "ci95": ci}
+    a, b = (per_seed_means.get((label, "cos")) for label in labels)
+    if a and b:
+      diff = np.array([a[s] - b[s] for s in sorted(a)])
+      p_value = float(scipy_stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue) if len(diff) > 1 else None
+      mean, ci = mean_ci95(diff)
+      out["cos_gap"] = {"definition": f"cos({labels[0]}) - cos({labels[1]})", "mean": mean, "ci95": ci,
+                        "p_value": None if p_value is None or math.isnan(p_value) else p_value}
+    summary[stage_name] = out
+  return summary
+
+
+def format_table(summary: dict) -> str:
+  metric = summary.get("metric", "em")
+  lines = [f"Results after stage {summary['stage']} ({metric.upper()}, mean ± 95% CI over stage-1 seeds)"]
+  for subset, values in summary["subsets"].items():
+    ci = "" if values["ci95"] is None else f" ± {values['ci95']:.3f}"
+    lines.append(f"  {subset:<28} {values[metric]:.3f}{ci}")
+  gap = summary.get("iml_gap")
+  if gap:
+    ci = "" if gap["ci95"] is None else f" ± {gap['ci95']:.3f}"
+    p = "" if gap["p_value"] is None else f", one-sided p = {gap['p_value']:.2g}"
+    lines.append(f"  IML gap {gap['definition']}  {gap['mean']:+.3f}{ci}{p}")
+  test = (summary.get("pooled") or {}).get("ttest")
+  if test and test["p_value"] is not None:
+    n = summary["pooled"]["subsets"]["d1consis"]["n"]
+    lines.append(f"  as the paper (all {n} runs pooled, Student t-test): one-sided p = {test['p_value']:.2g}")
+  if summary.get("study"):
+    lines.append(format_deviations(summary["study"]))
+  return "\n".join(lines)
+
+
+def format_deviations(study_summary: dict) -> str:
+  """The study experiment and the deviations from it, as printed under a result."""
+  deviations = study_summary["deviations"]
+  if study_summary["experiment"] == study.NO_STUDY_ROW:  # e.g. a run made before configs named their row
+    return f"Study experiment: {study.NO_STUDY_ROW} (its config names no `study` row), deviations not checked"
+  lines = [f"Study experiment: {study_summary['experiment']}",
+           f"Deviations from the study: {len(deviations) or 'none'}"]
+  return "\n".join(lines + [f"  - {d}" for d in deviations])
