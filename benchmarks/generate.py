@@ -3,7 +3,8 @@ r"""Greedy EM-evaluation decoding: iml-jax's jitted KV-cache loop vs `transforme
 Both decode the same left-padded prompts with the same tiny random Pythia (GPT-NeoX) model, built
 here with `transformers` and imported with `iml_jax.hf_import` (no download). Both compute in full
 fp32 (JAX's TF32 matmuls on GPUs are switched off, as PyTorch's are by default); their generations are
-compared before timing (at least 99% of prompts must decode identically: float near-ties may differ). Each side is timed over `--repeats` full passes after
+compared before timing (at least 99% of prompts must decode identically: float near-ties may differ). Each side is
+timed over `--repeats` full passes after
 one warm-up pass (XLA compilation is reported separately, not counted).
 
 Command (CPU; on a GPU machine both sides use the GPU):
@@ -84,7 +85,8 @@ def main(argv):
     outs = []
     with torch.no_grad():
       for t, m in batches:
-        out = reference.generate(torch.tensor(t, device=torch_device), attention_mask=torch.tensor(m, device=torch_device),
+        out = reference.generate(torch.tensor(t, device=torch_device),
+                                 attention_mask=torch.tensor(m, device=torch_device),
                                  max_new_tokens=FLAGS.max_new_tokens, do_sample=False, pad_token_id=pad_id,
                                  eos_token_id=pad_id)
         new = out[:, t.shape[1]:].cpu().numpy()
@@ -101,7 +103,8 @@ def main(argv):
   ours_s, theirs_s = _best_time(ours), _best_time(theirs)
   ours_rate, theirs_rate = FLAGS.num_prompts / ours_s, FLAGS.num_prompts / theirs_s
   print(f"devices: jax {jax.devices()[0].platform}, torch {torch_device}; {FLAGS.num_prompts} prompts, "
-        f"batch {FLAGS.batch_size}, {FLAGS.max_new_tokens} new tokens, Pythia d={FLAGS.d_model} L={FLAGS.n_layers} H={FLAGS.n_heads} V={FLAGS.vocab_size}")
+        f"batch {FLAGS.batch_size}, {FLAGS.max_new_tokens} new tokens, Pythia d={FLAGS.d_model} "
+        f"L={FLAGS.n_layers} H={FLAGS.n_heads} V={FLAGS.vocab_size}")
   print(f"identical generations: {agree:.3f} of prompts; iml-jax first pass incl. compile {compile_s:.2f} s")
   print(f"iml-jax greedy_decode:   {ours_rate:10.1f} prompts/s ({ours_s:.3f} s per pass)")
   print(f"transformers generate:   {theirs_rate:10.1f} prompts/s ({theirs_s:.3f} s per pass)")

@@ -39,7 +39,8 @@ Measured (2 CPU cores, 5 seeds, the command above): 394 s wall time;
   (docs/cpu_scale.md's R5: d1consis 0.746, d2consis 0.577, gap +0.169 ± 0.048.)
 Settings that differ from R5, measured here to be needed or better: the Pythia block (partial rotary,
 parallel residual) instead of a GPT-2 block (GPT-2 block, 5 seeds: gap +0.105 ± 0.066, 524 s); init std
-0.125 instead of 0.02 (0.02, GPT-2 block, 1 seed: Stage-1 QA 0.79 after 30 epochs, gap +0.02); 45 Stage-1 epochs instead of 30 (30
+0.125 instead of 0.02 (0.02, GPT-2 block, 1 seed: Stage-1 QA 0.79 after 30 epochs, gap +0.02); 45 Stage-1 epochs
+instead of 30 (30
 left some seeds' QA at 0.6-0.76); Stage 2 lr 2e-2 for 50 epochs instead of 3e-2 for 100.
 
 Argument `tiny` shrinks everything for tests: configs/default.py:tiny

@@ -15,7 +15,8 @@ batch 8; 5 seeds.
 Measured (2 CPU cores, the command above, 419 s): after stage 2 d1consis 0.620 ± 0.020 > d2consis 0.558 ±
 0.062 (95% CI over 5 seeds), gap +0.062 ± 0.068, one-sided p = 0.032. Both sets are at 0.49 / 0.50 (chance 0.5)
 at the end of stage 1; stage 2 raises d1 by +0.124 and d2 by +0.065 (paired p = 0.094). Stage-1 QAs of held-out
-cells stay at chance (qd1consis 0.50, qd2incons 0.51), so the effect is small and only suggestive at this scale. Study's result: IML "as well as on a vision task"
+cells stay at chance (qd1consis 0.50, qd2incons 0.51), so the effect is small and only suggestive at this scale.
+Study's result: IML "as well as on a vision task"
 (abstract; no number published).
 Argument `tiny` shrinks everything for tests.
 """

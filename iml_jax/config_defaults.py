@@ -107,7 +107,8 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
       knowledge_base="synthetic", kb_seed=0, cvdb_path="", cvdb_encoding="ISO-8859-1", trex_path="",
       equalize_gender=True, num_entities=4000,
       fractions=dict(study.WITH_D3),
-      def_order="tve", definition_type="tagged", incontext_definitions=False, alias_length=5, tag_length=6, tag1_name="", tag2_name="", tag3_name="",
+      def_order="tve", definition_type="tagged", incontext_definitions=False, alias_length=5, tag_length=6,
+      tag1_name="", tag2_name="", tag3_name="",
       test_frac=0.1666666, entity_association_test_sets=False, letter_test_sets=False, block_size=48))
   data.update(overrides)
   return data

@@ -118,7 +118,8 @@ class GPTNeoX(Family):
     _expect(hf, "hidden_act", ("gelu",), where, "gelu")
     theta, partial = _rope({"rotary_pct": 0.25, **hf})
     return DecoderConfig(
-        family=self.model_type, vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        family=self.model_type, vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
         n_heads=hf["num_attention_heads"], d_mlp=hf["intermediate_size"], max_len=hf["max_position_embeddings"],
         rotary_pct=partial, rotary_base=theta, parallel_residual=hf.get("use_parallel_residual", True),
         layer_norm_eps=hf.get("layer_norm_eps", 1e-5), tie_embeddings=hf.get("tie_word_embeddings", False))
@@ -170,7 +171,8 @@ class GPT2(Family):
     _expect(hf, "reorder_and_upcast_attn", (False,), where, False)
     d_model = hf["n_embd"]
     return DecoderConfig(
-        family=self.model_type, vocab_size=hf["vocab_size"], d_model=d_model, n_layers=hf["n_layer"], n_heads=hf["n_head"],
+        family=self.model_type, vocab_size=hf["vocab_size"], d_model=d_model, n_layers=hf["n_layer"],
+        n_heads=hf["n_head"],
         d_mlp=hf.get("n_inner") or 4 * d_model, max_len=hf["n_positions"], position_embedding="learned",
         parallel_residual=False, layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5), activation="gelu_new",
         tie_embeddings=hf.get("tie_word_embeddings", True))
@@ -203,7 +205,8 @@ class GPTNeo(Family):
                                                  for t in types]
     d_model = hf["hidden_size"]
     return DecoderConfig(
-        family=self.model_type, vocab_size=hf["vocab_size"], d_model=d_model, n_layers=hf["num_layers"], n_heads=hf["num_heads"],
+        family=self.model_type, vocab_size=hf["vocab_size"], d_model=d_model, n_layers=hf["num_layers"],
+        n_heads=hf["num_heads"],
         d_mlp=hf.get("intermediate_size") or 4 * d_model, max_len=hf["max_position_embeddings"],
         position_embedding="learned", parallel_residual=False, layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         activation="gelu_new", qkv_bias=False, scale_attention=False,
@@ -284,8 +287,9 @@ class Llama(Family):
                      f"num_attention_heads = {d_model // heads}")
     theta, _ = _rope(hf)
     return DecoderConfig(
-        family=self.model_type, vocab_size=hf["vocab_size"], d_model=d_model, n_layers=hf["num_hidden_layers"], n_heads=heads,
-        n_kv_heads=0 if hf.get("num_key_value_heads", heads) == heads else hf["num_key_value_heads"], d_mlp=hf["intermediate_size"],
+        family=self.model_type, vocab_size=hf["vocab_size"], d_model=d_model, n_layers=hf["num_hidden_layers"],
+        n_heads=heads, n_kv_heads=0 if hf.get("num_key_value_heads", heads) == heads else hf["num_key_value_heads"],
+        d_mlp=hf["intermediate_size"],
         max_len=hf["max_position_embeddings"], rotary_pct=1.0, rotary_base=theta, parallel_residual=False,
         norm="rmsnorm", layer_norm_eps=hf.get("rms_norm_eps", 1e-6), activation="silu", gated_mlp=True,
         qkv_bias=hf.get("attention_bias", False), proj_bias=False,

@@ -99,7 +99,8 @@ def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
     import torch  # only for an explicit opt-in
     weights = {}
     for name in sorted(pickles):
-      weights.update({k: v.float().numpy() for k, v in torch.load(os.path.join(folder, name), weights_only=True).items()})
+      state = torch.load(os.path.join(folder, name), weights_only=True)
+      weights.update({k: v.float().numpy() for k, v in state.items()})
     return weights
   raise IMLError(f"{folder} has no model.safetensors, model.safetensors.index.json or *.bin weights")
 

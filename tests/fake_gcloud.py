@@ -5,7 +5,8 @@ and one JSON file per queued resource. `tpu-vm ssh --worker=all` runs the comman
 worker (in parallel, each in its own session so that a preemption can kill it with everything it started),
 with the worker's own HOME and the environment in node.json; `scp` copies into the workers' homes. Queued
 resources go WAITING_FOR_RESOURCES → $FAKE_GCLOUD_QUEUED_OUTCOME (default ACTIVE, which creates their node; or
-FAILED, SUSPENDED) after $FAKE_GCLOUD_QUEUED_DESCRIBES describes (default 2). Runtime versions are checked against the accelerator generation as Google documents them.
+FAILED, SUSPENDED) after $FAKE_GCLOUD_QUEUED_DESCRIBES describes (default 2). Runtime versions are checked against
+the accelerator generation as Google documents them.
 Every call is appended to calls.jsonl. `preempt(state, name, worker)` plays a spot preemption for tests.
 
 The test puts an executable `gcloud` on PATH that runs this file (see tests/test_launch.py).

@@ -33,7 +33,8 @@ def test_grad_alignment_on_saved_checkpoints(finished_run):
   assert {"d1consis", "d2consis", "all", "cos_gap"} <= set(stage2)
   assert -1 <= stage2["d1consis"]["cos"]["mean"] <= 1 and stage2["all"]["variance"]["mean"] > 0
   assert stage2["d1consis"]["cos"]["ci95"] is not None  # two stage-1 seeds
-  records = [json.loads(line) for line in open(finished_run / "seed_1" / "s2seed_0" / "stage2" / "grad_alignment.jsonl")]
+  stage2 = finished_run / "seed_1" / "s2seed_0" / "stage2"
+  records = [json.loads(line) for line in open(stage2 / "grad_alignment.jsonl")]
   assert {r["set"] for r in records} == {"d1consis", "d2consis", "all"}
   assert len(records[0]["cos"]) == 3  # max_definitions
   metrics = [json.loads(line) for line in open(finished_run / "metrics.jsonl")]

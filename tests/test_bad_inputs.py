@@ -10,7 +10,8 @@ from test_experiment import tiny_config
 
 
 def snapshot(workdir) -> dict:
-  return {os.path.relpath(os.path.join(d, f), workdir): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+  return {os.path.relpath(os.path.join(d, f), workdir):
+          hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
           for d, _, files in os.walk(workdir) for f in files}
 
 
@@ -36,12 +37,14 @@ CASES = {
     "unknown stage in stage_names": ({"stage_names": ("stage1", "stage3")}, "stage_names names 'stage3'"),
     "zero epochs": ({"stages.stage1.epochs": 0}, "stages.stage1.epochs = 0: expected >= 1"),
     "zero batch size": ({"stages.stage2.batch_size": 0}, "stages.stage2.batch_size = 0: expected >= 1"),
-    "batch not divisible by accumulation": ({"stages.stage1.grad_accum": 3},
-                                            "stages.stage1.batch_size = 32 must be divisible by stages.stage1.grad_accum = 3"),
+    "batch not divisible by accumulation": (
+        {"stages.stage1.grad_accum": 3},
+        "stages.stage1.batch_size = 32 must be divisible by stages.stage1.grad_accum = 3"),
     "batch not divisible by the devices": ({"stages.stage2.batch_size": 12, "mesh.shape": (8, 1, 1)},
                                            "stages.stage2.batch_size = 12 (micro-batch 12) is not divisible by the 8"),
     "unknown optimizer": ({"stages.stage1.optimizer.name": "lion"}, "stages.stage1.optimizer.name = 'lion'"),
-    "non-positive learning rate": ({"stages.stage1.optimizer.lr": 0.0}, "stages.stage1.optimizer.lr = 0.0: expected > 0"),
+    "non-positive learning rate": (
+        {"stages.stage1.optimizer.lr": 0.0}, "stages.stage1.optimizer.lr = 0.0: expected > 0"),
     "unknown train subset": ({"stages.stage1.train_subset": "everything"}, "stages.stage1.train_subset = 'everything'"),
     "unknown trainable": ({"stages.stage2.trainable": "head"}, "stages.stage2.trainable = 'head'"),
     "unknown task": ({"task": "trivia"}, "task = 'trivia'"),

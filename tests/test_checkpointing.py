@@ -56,7 +56,8 @@ def test_mismatched_model_is_a_clear_error(tmp_path):
   checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
   checkpoints.save(1, state.params, state.opt_state, {})
   other, _ = _state(mesh, vocab=40)
-  with pytest.raises(IMLError, match=r"does not match the configured model: .*embed_in.*stored \(32, 32\) float32, model \(40, 32\) float32"):
+  with pytest.raises(IMLError, match=r"does not match the configured model: .*embed_in.*"
+                                    r"stored \(32, 32\) float32, model \(40, 32\) float32"):
     checkpoints.restore_params(1, other.params)
 
 

@@ -294,8 +294,10 @@ def test_association_and_letter_sets_for_every_variant(variant):
 def test_worded_and_incontext_data_identical_in_every_process():
   code = ("import hashlib, json; from iml_jax import config_defaults as cd; from iml_jax.data import define, entities; "
           "kb = entities.synthetic_knowledge_base(200, seed=0); out = []\n"
-          "for variant in (dict(definition_type='is_isnt'), dict(definition_type='nl'), dict(incontext_definitions=True)):\n"
-          "  fractions = {} if 'incontext_definitions' in variant else dict(fractions=" + repr(VARIANT_FRACTIONS) + ")\n"
+          "for variant in (dict(definition_type='is_isnt'), dict(definition_type='nl'),\n"
+          "                dict(incontext_definitions=True)):\n"
+          "  fractions = ({} if 'incontext_definitions' in variant else\n"
+          "               dict(fractions=" + repr(VARIANT_FRACTIONS) + "))\n"
           "  d = define.build_define_data(kb, cd.define_data(**variant, **fractions), 4, 1, 'full')\n"
           "  out.append(hashlib.sha256(json.dumps([e.text for e in d.train]).encode()).hexdigest())\n"
           "print(out)")

@@ -176,7 +176,7 @@ def test_bad_config_values_end_main_with_one_line(tmp_path, override, message):
   """Through the command line: one `iml_jax: error` line naming the field, exit code 1."""
   result = main(tmp_path / "w", *override)
   assert result.returncode == 1 and message in result.stderr, result.stderr
-  assert len([l for l in result.stderr.splitlines() if l.startswith("iml_jax: error")]) == 1
+  assert len([line for line in result.stderr.splitlines() if line.startswith("iml_jax: error")]) == 1
 
 
 def test_workdir_of_another_config_is_refused_untouched(finished_run):
@@ -233,7 +233,8 @@ def test_allow_config_change_extends_a_finished_run(finished_run, tmp_path, caps
   done_time = os.path.getmtime(tmp_path / "w" / "seed_0" / "stage1" / "DONE")
   more_seeds = tiny_config(n_seeds=config.n_seeds + 1)
   summary = experiment.run(more_seeds, str(tmp_path / "w"), allow_config_change=True)
-  assert f"continuing with a changed config (n_seeds ({config.n_seeds} -> {config.n_seeds + 1}))" in capsys.readouterr().out
+  expected = f"continuing with a changed config (n_seeds ({config.n_seeds} -> {config.n_seeds + 1}))"
+  assert expected in capsys.readouterr().out
   assert summary["n_seeds"] == config.n_seeds + 1
   assert os.path.getmtime(tmp_path / "w" / "seed_0" / "stage1" / "DONE") == done_time  # not trained again
   assert open(tmp_path / "w" / "seed_0" / "stage1" / "DONE").read() == done

@@ -1,4 +1,5 @@
-"""Hugging Face import/export of every family against tiny random transformers PyTorch models built here (no downloads)."""
+"""Hugging Face import/export of every family against tiny random transformers PyTorch models built here
+(no downloads)."""
 import json
 import os
 

@@ -62,7 +62,8 @@ def test_setup_copies_the_checkout_installs_the_tpu_extra_and_mounts_the_bucket(
   assert "rm -rf ~/iml-jax; mkdir -p ~/iml-jax; tar -xzf ~/iml-jax.tar.gz -C ~/iml-jax;" in steps
   assert steps.endswith("; bash ~/iml-jax/launch/worker_setup.sh --extra=tpu")
   assert "python3 -m venv" not in steps
-  assert "gcsfuse --implicit-dirs --rename-dir-limit=1000000 my-bucket /mnt/my-bucket" in " ".join(remote_command(mount))
+  mounts = "gcsfuse --implicit-dirs --rename-dir-limit=1000000 my-bucket /mnt/my-bucket"
+  assert mounts in " ".join(remote_command(mount))
   assert len(dry_run("setup.sh")) == 3  # no bucket, no mount
 
 
@@ -162,8 +163,8 @@ def test_shellcheck_passes():
 
 def _python310() -> str:
   """A Python 3.10 interpreter, the stock TPU images' python3 (Ubuntu 22.04)."""
-  candidates = [shutil.which("python3.10"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10"))),
-                "/usr/bin/python3.10"]
+  pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10")))
+  candidates = [shutil.which("python3.10"), *pyenv, "/usr/bin/python3.10"]
   for candidate in candidates:
     if candidate and subprocess.run([candidate, "-c", "import pip"], capture_output=True).returncode == 0:
       return os.path.realpath(candidate)

@@ -20,10 +20,12 @@ def _rows():
   d2 = {(0, 0): 0.5, (0, 1): 0.5, (1, 0): 0.6, (1, 1): 0.6, (2, 0): 0.65, (2, 1): 0.55}
   rows = []
   for (seed, s2), value in d1.items():
-    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=value, f1=value))
+    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d1consis",
+                     em=value, f1=value))
     rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d2consis",
                      em=d2[seed, s2], f1=d2[seed, s2]))
-    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=1, global_epoch=5, subset="d1consis", em=0.0, f1=0.0))
+    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=1, global_epoch=5, subset="d1consis",
+                     em=0.0, f1=0.0))
   return rows
 
 
@@ -197,8 +199,8 @@ def test_rows_carry_the_epoch_offset_of_their_stage(tmp_path):
                        f1=0.6),
                   dict(seed=0, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=0.5,
                        f1=0.6)]
-  assert workdir_layout.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em",
-                                           "f1")
+  assert workdir_layout.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch",
+                                                   "subset", "em", "f1")
 
 
 def test_alignment_summary_layout_seed_range_and_missing_sets(tmp_path):

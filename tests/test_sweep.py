@@ -115,7 +115,8 @@ def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
 def test_real_sweep_pools_seed_runs_and_reports(tmp_path):
   """Two one-seed runs through the CLI: the report pools them as two stage-1 seeds of one setting."""
   result = subprocess.run([sys.executable, "-m", "iml_jax.sweep", "--config=configs/default.py:tiny",
-                           f"--workdir={tmp_path}", "--sweep=seed=3,4", "--config.progress_bar=False", "--config.n_seeds=1"],
+                           f"--workdir={tmp_path}", "--sweep=seed=3,4", "--config.progress_bar=False",
+                           "--config.n_seeds=1"],
                           cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
   summary = json.load(open(tmp_path / "summary.json"))

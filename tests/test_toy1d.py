@@ -131,8 +131,8 @@ def _mlp_setup(mesh, rules):
   rule_set = sharding.rules_for(rules)
   abstract = train.abstract_state(model, optimizer, mesh, rule_set)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
-  layout = {"inputs": sharding.batch_sharding(mesh, rule_set, 2), "targets": sharding.batch_sharding(mesh, rule_set, 2),
-            "loss_mask": sharding.batch_sharding(mesh, rule_set, 2), "weights": sharding.batch_sharding(mesh, rule_set, 1)}
+  layout = {name: sharding.batch_sharding(mesh, rule_set, 1 if name == "weights" else 2)
+            for name in ("inputs", "targets", "loss_mask", "weights")}
   return model, state, train.make_train_step(model, optimizer, 1, train.shardings_of(abstract), layout), layout
 
 

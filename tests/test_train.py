@@ -74,8 +74,8 @@ def _setup(mesh, opt=None, grad_accum=1, trainable="all", alias_ids=None, rules=
   rule_set = sharding.rules_for(rules)
   abstract = train.abstract_state(model, optimizer, mesh, rule_set)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
-  layout = {"tokens": sharding.batch_sharding(mesh, rule_set, 2), "loss_mask": sharding.batch_sharding(mesh, rule_set, 2),
-            "weights": sharding.batch_sharding(mesh, rule_set, 1)}
+  layout = {name: sharding.batch_sharding(mesh, rule_set, 1 if name == "weights" else 2)
+            for name in ("tokens", "loss_mask", "weights")}
   step = train.make_train_step(model, optimizer, grad_accum, train.shardings_of(abstract), layout)
   return model, state, step, layout
 

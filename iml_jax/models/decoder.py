@@ -3,7 +3,8 @@
 The families differ only in options of one block, so they share it: rotary (partial or full) or
 learned positions, parallel or sequential residual (GPT-J: one norm feeding both branches), LayerNorm or
 RMSNorm, GELU / tanh-GELU / SwiGLU MLPs, grouped-query attention, GPT-Neo's unscaled scores and local
-(windowed) layers, tied or untied output embedding (GPT-J's with a bias). `hf_import.py` maps each family's checkpoints onto these parameters by renaming.
+(windowed) layers, tied or untied output embedding (GPT-J's with a bias). `hf_import.py` maps each family's
+checkpoints onto these parameters by renaming.
 
 Shape suffixes: B batch, L query length, S key/cache length, D model width, H heads, K head width.
 """
