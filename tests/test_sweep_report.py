@@ -7,7 +7,7 @@ from scipy import stats
 
 from iml_jax import sweep_report
 from iml_jax.metrics import EXACT_MATCH
-from test_report import _config
+from test_stats import _config
 
 
 def _rows_and_plan():

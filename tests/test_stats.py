@@ -6,7 +6,6 @@ from scipy import stats as scipy_stats
 
 from iml_jax import config_defaults as cd
 from iml_jax import plots, stats
-from iml_jax import workdir as workdir_layout
 
 
 def _config(n_seeds=3, n_seeds_stage2=2):
@@ -186,23 +185,6 @@ def test_bootstrap_percentiles_by_hand():
   assert stats.bootstrap_ci95(values) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
 
 
-def test_rows_carry_the_epoch_offset_of_their_stage(tmp_path):
-  """results.csv: global_epoch = the epochs of the stages before + the epoch within the stage."""
-  from iml_jax.io_utils import append_jsonl
-  config = _config(n_seeds=1, n_seeds_stage2=1)
-  for stage, epoch in (("stage1", 4), ("stage2", 2)):
-    directory = tmp_path / "seed_0" / ("s2seed_0" if stage == "stage2" else "") / stage
-    directory.mkdir(parents=True, exist_ok=True)
-    append_jsonl(str(directory / "eval.jsonl"), [{"epoch": epoch, "subset": "d1consis", "em": 0.5, "f1": 0.6}])
-  rows = workdir_layout.collect_rows(config, str(tmp_path))
-  assert rows == [dict(seed=0, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="d1consis", em=0.5,
-                       f1=0.6),
-                  dict(seed=0, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=0.5,
-                       f1=0.6)]
-  assert workdir_layout.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch",
-                                                   "subset", "em", "f1")
-
-
 def test_alignment_summary_layout_seed_range_and_missing_sets(tmp_path):
   """Keys of summary.json's grad_alignment; seeds counted from config.seed; a seed without records is skipped,
   not the end; no gap without both tags; one seed: no interval, no p-value."""
@@ -242,19 +224,3 @@ def test_pooled_statistics_need_two_runs_per_subset():
   assert pooled["subsets"]["d1consis"]["std"] is None and pooled["ttest"] is None
   two = [r for r in _rows() if r["seed"] == 0]
   assert stats.summarize(_config(n_seeds=1), two)["pooled"]["ttest"]["p_value"] is not None
-
-
-def test_rows_offset_every_later_stage_by_all_earlier_epochs(tmp_path):
-  from iml_jax.io_utils import append_jsonl
-  config = _config(n_seeds=1, n_seeds_stage2=1)
-  config.seed = 3
-  config.stage_names = ("stage1", "middle", "stage2")
-  config.stages.middle = config.stages.stage1
-  config.stages.middle.train_subset = "stage1"
-  for stage in config.stage_names:
-    directory = tmp_path / "seed_3" / ("s2seed_0" if stage == "stage2" else "") / stage
-    directory.mkdir(parents=True, exist_ok=True)
-    append_jsonl(str(directory / "eval.jsonl"), [{"epoch": 1, "subset": "q", "em": 0.5, "f1": 0.5}])
-  rows = workdir_layout.collect_rows(config, str(tmp_path))
-  assert [(r["seed"], r["stage"], r["global_epoch"]) for r in rows] == [(3, "stage1", 1), (3, "middle", 5),
-                                                                       (3, "stage2", 9)]
