@@ -6,9 +6,11 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 import test_train
 from iml_jax import evaluate, sharding
+from test_experiment import ROOT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,3 +43,27 @@ def test_two_processes_equal_one(tmp_path):
   prompts = test_train._batch(7)["tokens"][:6, :5]
   np.testing.assert_array_equal(two["generated"], evaluate.generate(model, state.params, prompts, 4, 3, 0, mesh,
                                                                      sharding.rules_for("fsdp")))
+
+
+# slow (two tiny runs, one of them as two processes, on 2 cores): run with `-m slow`
+@pytest.mark.slow
+def test_two_processes_write_one_bucket_workdir_like_one_local_process(gcs, tmp_path):
+  """A pod's workdir in a bucket (tests/fake_gcs.py): both processes write their checkpoint shards into it,
+  process 0 everything else, and the results are those of one local process on as many devices."""
+  command = [sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny", "--config.progress_bar=False",
+             "--config.n_seeds=1"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  port = _free_port()
+  workers = [subprocess.Popen(command + ["--workdir=gs://bucket/pod", "--distributed"], cwd=ROOT, text=True,
+                              env={**env, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                                   "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(2)]
+  logs = [w.communicate(timeout=300)[0] for w in workers]
+  assert [w.returncode for w in workers] == [0, 0], "\n".join(log[-3000:] for log in logs)
+  single = subprocess.run(command + [f"--workdir={tmp_path}"], cwd=ROOT, env={**env, "XLA_FLAGS": (
+      "--xla_force_host_platform_device_count=4")}, capture_output=True, text=True, timeout=300)
+  assert single.returncode == 0, single.stderr[-3000:]
+  for name in ("results.csv", "summary.json", "seed_0/s2seed_0/stage2/predictions.jsonl"):
+    assert gcs.read(f"gs://bucket/pod/{name}") == (tmp_path / name).read_bytes(), name
+  shards = {n.split("/")[6] for n in gcs.names(prefix="pod/seed_0/stage1/checkpoints/") if "/params/ocdbt." in n}
+  assert shards == {"ocdbt.process_0", "ocdbt.process_1"}
