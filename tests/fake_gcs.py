@@ -60,11 +60,6 @@ class FakeGCS:
     with self.lock:
       return self.objects[(bucket, name)][0]
 
-  def write(self, uri: str, data: bytes) -> None:
-    bucket, _, name = uri.removeprefix("gs://").partition("/")
-    with self.lock:
-      self.objects[(bucket, name)] = (data, next(self._generations))
-
   def delete(self, uri: str) -> None:
     bucket, _, name = uri.removeprefix("gs://").partition("/")
     with self.lock:
@@ -238,8 +233,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       return self._send(*self.gcs.store(bucket, name, data, query))
     if kind == "resumable":
       name = (json.loads(body) if body.strip() else {}).get("name") or query["name"]
-      upload_id = hashlib.sha1(f"{bucket}/{name}/{len(self.gcs.uploads)}".encode()).hexdigest()
       with self.gcs.lock:
+        upload_id = f"upload-{next(self.gcs._generations)}"  # never reused, unlike a count of open uploads
         self.gcs.uploads[upload_id] = {"bucket": bucket, "name": name, "data": b"", "query": query}
       location = f"{self.gcs.url}/upload/storage/v1/b/{bucket}/o?uploadType=resumable&upload_id={upload_id}"
       return self._send(200, b"", {"Location": location, "X-GUploader-UploadID": upload_id})
