@@ -8,9 +8,9 @@ import dataclasses
 import ml_collections
 
 from iml_jax import study
-from iml_jax.models.presets import PRETRAINED
 from iml_jax.errors import IMLError
 from iml_jax.models.decoder import DecoderConfig
+from iml_jax.models.presets import PRETRAINED
 from iml_jax.models.t5 import T5Config
 
 

@@ -41,14 +41,17 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
     raise IMLError(f"--stage {stage_label}: expected a path that starts with seed_<S>/, e.g. seed_0/s2seed_0/stage2")
   folder, pretrained = experiment.pretrained_model(config)
   tokenizer = (pretrained_tokenizer(folder) if folder else
-               TextTokenizer.load(os.path.join(workdir, seed_dir, "tokenizer.json")))
+               TextTokenizer.load(os.path.join(workdir, seed_dir, workdir_layout.TOKENIZER_FILE)))
   cfg = experiment.model_config(config, tokenizer, pretrained, folder)
   abstract = registry.abstract_params(registry.build(cfg))
   params = stage.final_params(os.path.join(workdir, stage_label), abstract)
 
   # Built beside `out` and renamed into place; for a bucket, built locally and uploaded.
-  tmp = tempfile.mkdtemp() if io_utils.is_remote(out) else out.rstrip(os.sep) + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
+  if io_utils.is_remote(out):
+    tmp = tempfile.mkdtemp()
+  else:
+    tmp = out.rstrip(os.sep) + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an export that was killed
   hf_cfg = registry.hf_layout_config(cfg)
   params = registry.to_layout(params, registry.abstract_params(registry.build(hf_cfg)))
   hf_import.export_hf_model(tmp, hf_cfg, params)

@@ -153,9 +153,11 @@ def append_jsonl(path: str, records: list[dict]) -> None:
     return
   if os.path.exists(path):
     with open(path, "rb+") as handle:
-      data = handle.read()
-      if data != _whole_lines(data):
-        handle.truncate(len(_whole_lines(data)))
+      end = handle.seek(0, os.SEEK_END)
+      handle.seek(max(end - 1, 0))
+      if handle.read(1) not in (b"", b"\n"):  # the last byte tells; the whole file is read only after a kill
+        handle.seek(0)
+        handle.truncate(len(_whole_lines(handle.read())))
   with open(path, "ab") as handle:
     handle.write(new)
     handle.flush()

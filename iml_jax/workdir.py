@@ -23,6 +23,7 @@ from iml_jax.io_utils import read_jsonl
 CONFIG_FILE = "config.json"
 PLAN_FILE = "sweep.json"
 DONE_FILE = "DONE"
+TOKENIZER_FILE = "tokenizer.json"
 KEY_COLUMNS = ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset")
 
 
@@ -83,7 +84,7 @@ def mark_done(directory: str, step: int, epochs: int) -> None:
 
 
 def tokenizer_path(workdir: str, seed: int) -> str:
-  return os.path.join(workdir, f"seed_{seed}", "tokenizer.json")
+  return os.path.join(workdir, f"seed_{seed}", TOKENIZER_FILE)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -115,6 +116,8 @@ def result_columns(config) -> tuple[str, ...]:
 
 
 def collect_rows(config, workdir: str) -> list[dict]:
+  """The tidy rows of a run's evaluations (results.csv): one per seed, stage-2 seed, stage, epoch and subset,
+  `global_epoch` counting the epochs of all earlier stages."""
   fields = score_of(config).fields
   offsets, total = {}, 0
   for name in config.stage_names:
