@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from iml_jax import compilation_cache
+
 ANALYSES = ("grad_alignment", "probes", "alignment_vs_batch")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file (configs/*.py[:args]).",
                                           lock_config=True)
@@ -107,6 +109,7 @@ def main(argv):
   from iml_jax.data.tasks import ARRAY_TASK_MODELS
   from iml_jax.errors import IMLError
   try:
+    compilation_cache.enable_from_flag()
     if _ANALYSIS.value in ("grad_alignment", "probes") and not (_CONFIG.value and _WORKDIR.value):
       raise IMLError(f"--analysis={_ANALYSIS.value} needs --config and --workdir")
     if _ANALYSIS.value in ("grad_alignment", "probes") and _CONFIG.value.task in ARRAY_TASK_MODELS:

@@ -10,6 +10,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from iml_jax import compilation_cache
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -50,6 +52,7 @@ def main(argv):
     jax.distributed.initialize(**cluster)
   faults.install_sigterm_handler()
   try:
+    compilation_cache.enable_from_flag()
     experiment.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
   except IMLError as err:
     sys.exit(f"iml_jax: error: {err}")

@@ -61,6 +61,7 @@ class NumericTask:
   def __init__(self, cfg, seed: int, seed_stage2: int):
     check_config(cfg)
     self.cfg, self.seed = cfg, seed
+    self._separate_token_per_var = cfg.separate_token_per_var  # read per question: a ConfigDict lookup is slow
     rng = random.Random(seed)
     self.aliases = generate_variable_names(cfg.num_x, ALIAS_LENGTH, rng, wrap=False)
     subsets = split_stage_subsets(self.aliases, cfg.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
@@ -79,7 +80,7 @@ class NumericTask:
     self.test_questions = {a: fixed[1][i] for i, a in enumerate(self.order)}
 
   def alias_text(self, alias: str) -> str:
-    return alias if self.cfg.separate_token_per_var else " ".join(alias)
+    return alias if self._separate_token_per_var else " ".join(alias)
 
   def vocabulary(self) -> list[str]:
     if not self.cfg.separate_token_per_var:
@@ -95,8 +96,9 @@ class NumericTask:
     return Example(f"{self.alias_text(alias)} % {' '.join(map(str, numbers))} =",
                    " true" if label else " false")
 
-  def _questions(self, rng: np.random.Generator, aliases: list[str]):
-    """(train, test) questions for `aliases`, drawn from the rule with `rng` (docs/study.md §5.1)."""
+  def _questions(self, rng: np.random.Generator, aliases: list[str], with_test: bool = True):
+    """(train, test) questions for `aliases`, drawn from the rule with `rng` (docs/study.md §5.1); test is None
+    unless `with_test` (its numbers are drawn either way: the label flips come after them in `rng`'s stream)."""
     cfg = self.cfg
     rows = np.array([self.index[a] for a in aliases], dtype=np.int64)
     per_group = cfg.n_qs // 4
@@ -117,12 +119,12 @@ class NumericTask:
     test_true = rng.permuted(np.concatenate([draw(is_x, cfg.n_nums - 1), x_column], axis=-1), axis=-1)
     test_false = draw(is_x, cfg.n_nums)
     flipped = rng.random((len(rows), per_group)) < cfg.p_label_flip  # only true -> false flips
-    train, test = [], []
-    for i, alias in enumerate(aliases):
-      train.append([self._qa(alias, q, not flip) for q, flip in zip(train_true[i], flipped[i])]
-                   + [self._qa(alias, q, False) for q in train_false[i]])
-      test.append([self._qa(alias, q, True) for q in test_true[i]]
-                  + [self._qa(alias, q, False) for q in test_false[i]])
+    train = [[self._qa(alias, q, not flip) for q, flip in zip(train_true[i], flipped[i])]
+             + [self._qa(alias, q, False) for q in train_false[i]] for i, alias in enumerate(aliases)]
+    if not with_test:
+      return train, None
+    test = [[self._qa(alias, q, True) for q in test_true[i]] + [self._qa(alias, q, False) for q in test_false[i]]
+            for i, alias in enumerate(aliases)]
     return train, test
 
   def definition(self, subset: str, alias: str) -> Example:
@@ -147,7 +149,7 @@ class NumericTask:
       evals[f"train_defs_{s}"] = definitions[s]
     evals = {k: v for k, v in evals.items() if v}
     def redrawn(epoch: int) -> list[Example]:
-      fresh, _ = self._questions(np.random.default_rng([self.seed, 7, redraw_key, epoch]), qa_aliases)
+      fresh, _ = self._questions(np.random.default_rng([self.seed, 7, redraw_key, epoch]), qa_aliases, with_test=False)
       return [ex for questions in fresh for ex in questions] + trained_defs
     redraw = redrawn if self.cfg.redraw_train_questions and qa_aliases else None
     return StageData(train=train, evals=evals, redraw=redraw)
