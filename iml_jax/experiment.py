@@ -257,4 +257,4 @@ def run(config, workdir: str, allow_config_change: bool = False) -> dict:
     for ctx in contexts:
       for stage_run in plan_stage_runs(config, workdir, ctx.seed):
         run_stage(ctx, stage_run)
-  return report.write_report(config, workdir)
+  return report.write_report(config, workdir, require_complete=True)

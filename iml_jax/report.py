@@ -23,9 +23,16 @@ from iml_jax.stats import format_table, summarize, summarize_alignment
 from iml_jax.workdir import collect_rows, result_columns
 
 
-def write_report(config, workdir: str) -> dict:
+def write_report(config, workdir: str, require_complete: bool = False) -> dict:
+  """Writes the report; with `require_complete` (the end of a run) a final record missing from a finished stage is
+  an error, before anything is written: a summary over fewer runs than planned is never the run's result."""
   rows = collect_rows(config, workdir)
   summary = summarize(config, rows)
+  if require_complete and summary.get("missing"):
+    missing = summary["missing"]
+    raise IMLError(f"finished stages lack {len(missing)} final evaluation records ({', '.join(missing[:3])}"
+                   f"{', ...' if len(missing) > 3 else ''}) in their eval.jsonl; delete those stage directories "
+                   "and rerun the same command to recompute them")
   alignment = summarize_alignment(config, workdir)
   if alignment:
     summary["grad_alignment"] = alignment

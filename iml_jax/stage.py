@@ -21,7 +21,7 @@ from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
 from iml_jax.io_utils import append_jsonl, atomic_write_text
-from iml_jax.workdir import StageRun, is_done, mark_done, read_done
+from iml_jax.workdir import DONE_FILE, StageRun, damaged_stage, is_done, mark_done, read_done
 from iml_jax.writers import MetricWriter
 
 
@@ -43,10 +43,13 @@ def final_params(directory: str, abstract_params):
   """The parameters a finished stage ended with."""
   if not is_done(directory):
     raise IMLError(f"stage {directory} has not finished (no DONE marker); rerun the experiment to finish it")
-  checkpoints = StageCheckpoints(os.path.join(directory, "checkpoints"))
   step = read_done(directory)["step"]
-  if step not in checkpoints.manager.all_steps():
-    raise IMLError(f"stage {directory} is marked DONE but its final checkpoint (step {step}) is missing")
+  checkpoints = StageCheckpoints(os.path.join(directory, "checkpoints"))
+  latest = checkpoints.latest_step()
+  if step != latest:
+    checkpoints.close()
+    damaged_stage(directory, f"its marker {os.path.join(directory, DONE_FILE)} names step {step}, but its latest "
+                             f"checkpoint is {'missing' if latest is None else f'step {latest}'}")
   params = checkpoints.restore_params(step, abstract_params)
   checkpoints.close()
   return params
@@ -75,6 +78,7 @@ def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[st
 
 def run_stage(ctx: SeedContext, run: StageRun) -> None:
   if is_done(run.directory):
+    read_done(run.directory)  # a damaged finished stage is an error naming the file, never silently reused
     return
   cfg, stage_cfg = ctx.config, ctx.config.stages[run.name]
   data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)

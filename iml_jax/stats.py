@@ -56,38 +56,52 @@ def per_seed(rows: list[dict], metric: str) -> dict:
 
 def summarize(config, rows: list[dict]) -> dict:
   """The last stage's final epoch per subset (mean, 95% CI, per seed of the task's score) and the IML gap,
-  signed so that a positive gap is IML: EM(d1consis) - EM(d2consis), or MSE(d2consis) - MSE(d1consis)."""
+  signed so that a positive gap is IML: EM(d1consis) - EM(d2consis), or MSE(d2consis) - MSE(d1consis).
+  Values are paired by seed, never by position; `missing` lists the planned runs without a final record of a
+  subset (a run still going, or damage)."""
   score = score_of(config)
   last = config.stage_names[-1]
   final_rows = [r for r in rows if r["stage"] == last]
   if not final_rows:
     return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None, "study": study_summary(config)}
   final_epoch = max(r["global_epoch"] for r in final_rows)
+  final_rows = [r for r in final_rows if r["global_epoch"] == final_epoch]
   values = {field: per_seed(final_rows, field) for field in score.fields}
   subsets = {}
-  for (_, epoch, subset), seeds in sorted(values[score.name].items()):
-    if epoch != final_epoch:
-      continue
+  for (_, _, subset), seeds in sorted(values[score.name].items()):
     mean, ci = mean_ci95(list(seeds.values()))
     subsets[subset] = {score.name: mean, "ci95": ci,
-                       **{f: float(np.mean(list(values[f][(last, epoch, subset)].values())))
+                       **{f: float(np.mean(list(values[f][(last, final_epoch, subset)].values())))
                           for f in score.fields if f != score.name},
-                       f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)]}
+                       f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)], "seeds": sorted(seeds)}
   summary = {"stage": last, "metric": score.name, "epoch": final_epoch,
              "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
-             "subsets": subsets, "iml_gap": None}
+             "subsets": subsets, "missing": missing_runs(config, final_rows), "iml_gap": None}
   summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
   summary["study"] = study_summary(config)
   if "d1consis" in subsets and "d2consis" in subsets:
-    better, worse = _iml_direction(score)
-    a = np.array(subsets[better][f"{score.name}_per_seed"])
-    b = np.array(subsets[worse][f"{score.name}_per_seed"])
+    better, worse = (values[score.name][(last, final_epoch, s)] for s in _iml_direction(score))
+    seeds = sorted(set(better) & set(worse))
+    a, b = np.array([better[s] for s in seeds]), np.array([worse[s] for s in seeds])
     mean, ci = mean_ci95(a - b)
     p_value = float(scipy_stats.ttest_rel(a, b, alternative="greater").pvalue) if len(a) > 1 else None
-    summary["iml_gap"] = {"definition": f"{score.label}({better}) - {score.label}({worse})", "mean": mean,
-                          "ci95": ci, "p_value": None if p_value is None or math.isnan(p_value) else p_value,
-                          "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (a - b).tolist()}
+    summary["iml_gap"] = {"definition": "{0}({1}) - {0}({2})".format(score.label, *_iml_direction(score)),
+                          "mean": mean, "ci95": ci,
+                          "p_value": None if p_value is None or math.isnan(p_value) else p_value,
+                          "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (a - b).tolist(),
+                          "seeds": seeds}
   return summary
+
+
+def missing_runs(config, final_rows: list[dict]) -> list[str]:
+  """'<stage run>: <subset>' for every planned run of the last stage without a final-epoch record of a subset
+  that the other runs have."""
+  found = {(r["seed"], r["seed_stage2"], r["subset"]) for r in final_rows}
+  subsets = sorted({r["subset"] for r in final_rows})
+  last = config.stage_names[-1]
+  return [f"{run.label}: {subset}" for seed in range(config.seed, config.seed + config.n_seeds)
+          for run in plan_stage_runs(config, "", seed) if run.name == last
+          for subset in subsets if (seed, run.seed_stage2, subset) not in found]
 
 
 def study_summary(config) -> dict:
@@ -140,7 +154,7 @@ def summarize_alignment(config, workdir: str) -> dict:
       out.setdefault(label, {})[name] = {"mean": mean, "ci95": ci}
     a, b = (per_seed_means.get((label, "cos")) for label in labels)
     if a and b:
-      diff = np.array([a[s] - b[s] for s in sorted(a)])
+      diff = np.array([a[s] - b[s] for s in sorted(set(a) & set(b))])  # paired by seed
       p_value = float(scipy_stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue) if len(diff) > 1 else None
       mean, ci = mean_ci95(diff)
       out["cos_gap"] = {"definition": f"cos({labels[0]}) - cos({labels[1]})", "mean": mean, "ci95": ci,
@@ -152,6 +166,10 @@ def summarize_alignment(config, workdir: str) -> dict:
 def format_table(summary: dict) -> str:
   metric = summary.get("metric", "em")
   lines = [f"Results after stage {summary['stage']} ({metric.upper()}, mean ± 95% CI over stage-1 seeds)"]
+  missing = summary.get("missing")
+  if missing:
+    lines.append(f"  PARTIAL: {len(missing)} final records missing ({', '.join(missing[:3])}"
+                 f"{', ...' if len(missing) > 3 else ''}); the values below are over the runs that have them")
   for subset, values in summary["subsets"].items():
     ci = "" if values["ci95"] is None else f" ± {values['ci95']:.3f}"
     lines.append(f"  {subset:<28} {values[metric]:.3f}{ci}")

@@ -11,6 +11,7 @@
 Reporting modules import this, not the training code: reading a workdir needs neither Orbax nor Flax.
 """
 import dataclasses
+import hashlib
 import os
 
 import ml_collections
@@ -24,6 +25,8 @@ CONFIG_FILE = "config.json"
 PLAN_FILE = "sweep.json"
 DONE_FILE = "DONE"
 TOKENIZER_FILE = "tokenizer.json"
+# A finished stage's results; DONE records their digests, and nothing is read from a stage whose files differ.
+VOUCHED_FILES = ("eval.jsonl", "predictions.jsonl")
 KEY_COLUMNS = ("seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset")
 
 
@@ -75,12 +78,40 @@ def read_alignment_records(directory: str) -> list[dict]:
 
 
 def read_done(directory: str) -> dict:
-  """A finished stage's DONE marker: {"step": final step, "epochs": epochs trained}."""
-  return io_utils.read_json(os.path.join(directory, DONE_FILE))
+  """A finished stage's verified DONE marker: {"step": final step, "epochs": epochs trained, "sha256": {file:
+  digest}}. IMLError, naming the file and what to delete, when the marker or a file it vouches for is damaged."""
+  path = os.path.join(directory, DONE_FILE)
+  try:
+    done = io_utils.read_json(path)
+  except IMLError:
+    done = None
+  if not (isinstance(done, dict) and isinstance(done.get("step"), int) and done["step"] >= 1
+          and isinstance(done.get("sha256", {}), dict)):
+    damaged_stage(directory, f"its marker {path} is not a finished stage's record")
+  # A marker without digests was written before they were recorded: there is nothing to check it against.
+  for name, digest in done.get("sha256", {}).items():
+    file = os.path.join(directory, name)
+    if not io_utils.exists(file):
+      damaged_stage(directory, f"{file} is missing")
+    if _sha256(file) != digest:
+      damaged_stage(directory, f"{file} differs from the file the stage finished with (its digest is in {path})")
+  return done
 
 
 def mark_done(directory: str, step: int, epochs: int) -> None:
-  io_utils.atomic_write_json(os.path.join(directory, DONE_FILE), {"step": step, "epochs": epochs})
+  """Marks a stage finished, vouching for its results as they are now."""
+  digests = {name: _sha256(os.path.join(directory, name)) for name in VOUCHED_FILES
+             if io_utils.exists(os.path.join(directory, name))}
+  io_utils.atomic_write_json(os.path.join(directory, DONE_FILE), {"step": step, "epochs": epochs, "sha256": digests})
+
+
+def _sha256(path: str) -> str:
+  return hashlib.sha256(io_utils.read_bytes(path)).hexdigest()
+
+
+def damaged_stage(directory: str, what: str):
+  raise IMLError(f"finished stage {directory} is damaged: {what}. Delete the directory {directory} and rerun the "
+                 "same command: the stage is recomputed (same data order and initialisation, so the same results)")
 
 
 def tokenizer_path(workdir: str, seed: int) -> str:
@@ -126,6 +157,8 @@ def collect_rows(config, workdir: str) -> list[dict]:
   rows = []
   for seed in range(config.seed, config.seed + config.n_seeds):
     for run in plan_stage_runs(config, workdir, seed):
+      if is_done(run.directory):
+        read_done(run.directory)  # a finished stage's records are read only when DONE vouches for them
       for record in read_eval_records(run.directory):
         rows.append({"seed": seed, "seed_stage2": run.seed_stage2, "stage": run.name, "epoch": record["epoch"],
                      "global_epoch": offsets[run.name] + record["epoch"], "subset": record["subset"],

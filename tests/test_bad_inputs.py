@@ -109,3 +109,70 @@ def test_bad_define_fields(tmp_path, field, value, message):
   with pytest.raises(IMLError, match=message):
     experiment.run(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "summary.json")
+
+
+def _cut_last_line(path):
+  lines = path.read_text().splitlines(keepends=True)
+  path.write_text("".join(lines[:-1]))
+
+
+STAGE2 = os.path.join("seed_0", "s2seed_0", "stage2")
+DAMAGE = {  # what is done to a copy of the finished run -> the file the error names, and what it says
+    "eval.jsonl cut by a line": (lambda w: _cut_last_line(w / STAGE2 / "eval.jsonl"),
+                                 f"{STAGE2}/eval.jsonl differs from the file the stage finished with"),
+    "eval.jsonl deleted": (lambda w: os.remove(w / STAGE2 / "eval.jsonl"), f"{STAGE2}/eval.jsonl is missing"),
+    "predictions.jsonl deleted": (lambda w: os.remove(w / "seed_0" / "stage1" / "predictions.jsonl"),
+                                  "seed_0/stage1/predictions.jsonl is missing"),
+    "DONE emptied": (lambda w: (w / STAGE2 / "DONE").write_text(""), f"{STAGE2}/DONE is not a finished stage's record"),
+    "DONE without a step": (lambda w: (w / STAGE2 / "DONE").write_text('{"epochs": 2}'),
+                            f"{STAGE2}/DONE is not a finished stage's record"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_a_damaged_finished_stage_is_named_never_reused(finished, tmp_path, case):
+  """A rerun (and the report) refuses a finished stage whose results differ from what its DONE marker vouched for,
+  naming the file and the directory to delete; nothing is written."""
+  import shutil
+
+  from iml_jax import report
+  workdir, _ = finished
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  damage, message = DAMAGE[case]
+  damage(copy)
+  before = snapshot(copy)
+  for attempt in (lambda: experiment.run(tiny_config(n_seeds=1), str(copy)), lambda: report.report_workdir(str(copy))):
+    with pytest.raises(IMLError) as raised:
+      attempt()
+    assert message in str(raised.value) and "Delete the directory" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert snapshot(copy) == before
+
+
+def test_deleting_the_damaged_stage_as_told_recomputes_the_same_results(finished, tmp_path):
+  import shutil
+  workdir, before = finished
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  _cut_last_line(copy / STAGE2 / "eval.jsonl")
+  shutil.rmtree(copy / STAGE2)
+  experiment.run(tiny_config(n_seeds=1), str(copy))
+  after = snapshot(copy)
+  for name in ("results.csv", "summary.json", f"{STAGE2}/eval.jsonl", f"{STAGE2}/predictions.jsonl", f"{STAGE2}/DONE"):
+    assert after[name] == before[name], name
+
+
+def test_a_done_marker_naming_another_step_than_the_final_checkpoint_is_refused(finished, tmp_path):
+  """Stage 2 is rerun from stage 1's final parameters: a stage-1 DONE naming an earlier step is damage."""
+  import json
+  import shutil
+  workdir, _ = finished
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / STAGE2)
+  done_path = copy / "seed_0" / "stage1" / "DONE"
+  done = json.loads(done_path.read_text())
+  done_path.write_text(json.dumps(dict(done, step=done["step"] - 1)))
+  with pytest.raises(IMLError, match="seed_0/stage1 is damaged: its marker .*DONE names step"):
+    experiment.run(tiny_config(n_seeds=1), str(copy))

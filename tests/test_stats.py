@@ -121,17 +121,20 @@ def test_summary_json_is_exactly_this():
   """summary.json's layout, key by key: what users and the sweep read."""
   config = _config()
   summary = stats.summarize(config, _rows())
-  assert set(summary) == {"stage", "metric", "epoch", "n_seeds", "n_seeds_stage2", "subsets", "iml_gap", "pooled",
-                          "study"}
+  assert set(summary) == {"stage", "metric", "epoch", "n_seeds", "n_seeds_stage2", "subsets", "missing", "iml_gap",
+                          "pooled", "study"}
+  assert summary["missing"] == []
   assert (summary["stage"], summary["metric"], summary["n_seeds"], summary["n_seeds_stage2"]) == ("stage2", "em", 3, 2)
   d2 = [0.5, 0.6, 0.6]
   d2_summary = summary["subsets"]["d2consis"]
-  assert set(d2_summary) == {"em", "ci95", "f1", "em_per_seed"}
+  assert set(d2_summary) == {"em", "ci95", "f1", "em_per_seed", "seeds"}
+  assert d2_summary["seeds"] == [0, 1, 2]
   assert d2_summary["em_per_seed"] == pytest.approx(d2)
   assert (d2_summary["em"], d2_summary["f1"]) == pytest.approx((np.mean(d2), np.mean(d2)))
   assert d2_summary["ci95"] == pytest.approx(scipy_stats.t.ppf(0.975, 2) * np.std(d2, ddof=1) / math.sqrt(3))
   gap = summary["iml_gap"]
-  assert set(gap) == {"definition", "mean", "ci95", "p_value", "test", "per_seed"}
+  assert set(gap) == {"definition", "mean", "ci95", "p_value", "test", "per_seed", "seeds"}
+  assert gap["seeds"] == [0, 1, 2]
   assert gap["definition"] == "EM(d1consis) - EM(d2consis)"
   assert gap["test"] == "one-sided paired t-test over stage-1 seeds"
   assert gap["per_seed"] == pytest.approx([0.2, 0.1, 0.1])
@@ -154,6 +157,27 @@ def test_summary_reads_the_last_stage_and_needs_both_iml_sets():
       0.4 / 3)
   only_d1 = [r for r in rows if r["subset"] == "d1consis"]
   assert stats.summarize(config, only_d1)["iml_gap"] is None
+
+
+def test_the_gap_pairs_values_by_seed_never_by_position():
+  """Seed 0 lacks its final d1consis records and seed 2 its d2consis ones (a cut eval.jsonl): the gap is over the
+  seed that has both (seed 1: 0.7 - 0.6), not seed 1 - seed 0 and seed 2 - seed 1 by list position."""
+  rows = [r for r in _rows() if r["epoch"] == 1 or (r["seed"], r["subset"]) not in ((0, "d1consis"), (2, "d2consis"))]
+  summary = stats.summarize(_config(), rows)
+  assert summary["iml_gap"]["seeds"] == [1]
+  assert summary["iml_gap"]["per_seed"] == pytest.approx([0.1])
+  assert summary["subsets"]["d1consis"]["seeds"] == [1, 2]
+  assert summary["missing"] == ["seed_0/s2seed_0/stage2: d1consis", "seed_0/s2seed_1/stage2: d1consis",
+                                "seed_2/s2seed_0/stage2: d2consis", "seed_2/s2seed_1/stage2: d2consis"]
+  assert "PARTIAL: 4 final records missing (seed_0/s2seed_0/stage2: d1consis, " in stats.format_table(summary)
+
+
+def test_an_earlier_epoch_is_not_a_final_record():
+  """A run whose last record of seed 1 is from epoch 1 (its final epoch cut off) is missing that run."""
+  rows = [r for r in _rows() if not (r["seed"] == 1 and r["seed_stage2"] == 0 and r["epoch"] == 2)]
+  summary = stats.summarize(_config(), rows)
+  assert summary["missing"] == ["seed_1/s2seed_0/stage2: d1consis", "seed_1/s2seed_0/stage2: d2consis"]
+  assert summary["subsets"]["d1consis"]["em_per_seed"] == pytest.approx([0.7, 0.7, 0.7])  # seed 1: its s2seed 1
 
 
 def test_two_seeds_have_an_interval_and_a_p_value():
