@@ -61,11 +61,11 @@ def summarize(config, rows: list[dict]) -> dict:
   subset (a run still going, or damage)."""
   score = score_of(config)
   last = config.stage_names[-1]
-  final_rows = [r for r in rows if r["stage"] == last]
-  if not final_rows:
+  stage_rows = [r for r in rows if r["stage"] == last]
+  if not stage_rows:
     return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None, "study": study_summary(config)}
-  final_epoch = max(r["global_epoch"] for r in final_rows)
-  final_rows = [r for r in final_rows if r["global_epoch"] == final_epoch]
+  final_epoch = max(r["global_epoch"] for r in stage_rows)
+  final_rows = [r for r in stage_rows if r["global_epoch"] == final_epoch]
   values = {field: per_seed(final_rows, field) for field in score.fields}
   subsets = {}
   for (_, _, subset), seeds in sorted(values[score.name].items()):
@@ -76,7 +76,7 @@ def summarize(config, rows: list[dict]) -> dict:
                        f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)], "seeds": sorted(seeds)}
   summary = {"stage": last, "metric": score.name, "epoch": final_epoch,
              "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
-             "subsets": subsets, "missing": missing_runs(config, final_rows), "iml_gap": None}
+             "subsets": subsets, "missing": missing_runs(config, stage_rows, final_epoch), "iml_gap": None}
   summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
   summary["study"] = study_summary(config)
   if "d1consis" in subsets and "d2consis" in subsets:
@@ -93,11 +93,11 @@ def summarize(config, rows: list[dict]) -> dict:
   return summary
 
 
-def missing_runs(config, final_rows: list[dict]) -> list[str]:
-  """'<stage run>: <subset>' for every planned run of the last stage without a final-epoch record of a subset
-  that the other runs have."""
-  found = {(r["seed"], r["seed_stage2"], r["subset"]) for r in final_rows}
-  subsets = sorted({r["subset"] for r in final_rows})
+def missing_runs(config, stage_rows: list[dict], final_epoch: int) -> list[str]:
+  """'<stage run>: <subset>' for every planned run of the last stage without a `final_epoch` record of a subset
+  that the stage evaluates (has a record of at any epoch of any run)."""
+  found = {(r["seed"], r["seed_stage2"], r["subset"]) for r in stage_rows if r["global_epoch"] == final_epoch}
+  subsets = sorted({r["subset"] for r in stage_rows})
   last = config.stage_names[-1]
   return [f"{run.label}: {subset}" for seed in range(config.seed, config.seed + config.n_seeds)
           for run in plan_stage_runs(config, "", seed) if run.name == last

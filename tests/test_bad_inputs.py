@@ -176,3 +176,20 @@ def test_a_done_marker_naming_another_step_than_the_final_checkpoint_is_refused(
   done_path.write_text(json.dumps(dict(done, step=done["step"] - 1)))
   with pytest.raises(IMLError, match="seed_0/stage1 is damaged: its marker .*DONE names step"):
     experiment.run(tiny_config(n_seeds=1), str(copy))
+
+
+def test_a_run_ends_in_an_error_not_a_smaller_n_when_final_records_are_missing(finished, tmp_path):
+  """A DONE marker from before digests were recorded cannot vouch for its eval.jsonl; a final record missing from
+  it is still caught when the run's summary is formed, before the report is rewritten."""
+  import json
+  import shutil
+  workdir, _ = finished
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  done_path = copy / STAGE2 / "DONE"
+  done_path.write_text(json.dumps({k: v for k, v in json.loads(done_path.read_text()).items() if k != "sha256"}))
+  _cut_last_line(copy / STAGE2 / "eval.jsonl")
+  before = snapshot(copy)
+  with pytest.raises(IMLError, match=r"finished stages lack 1 final evaluation records \(seed_0/s2seed_0/stage2: "):
+    experiment.run(tiny_config(n_seeds=1), str(copy))
+  assert snapshot(copy) == before
