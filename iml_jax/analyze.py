@@ -31,14 +31,13 @@ flags.mark_flags_as_required(["analysis"])
 
 
 def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:
-  import contextlib
 
   from iml_jax import experiment, report, stage, train
   from iml_jax import workdir as workdir_layout
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
   measured = 0
-  with contextlib.closing(experiment.seed_contexts(config, workdir)) as contexts:
+  with experiment.seed_contexts(config, workdir) as contexts:
     for ctx in contexts:
       abstract = registry.abstract_params(ctx.model)
       for run in workdir_layout.plan_stage_runs(config, workdir, ctx.seed):
@@ -53,14 +52,13 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         stage.measure_alignment(ctx, run, params, stage.alignment_sets(ctx, data.evals, alias_ids), mask,
                                 done["step"], done["epochs"])
         measured += 1
-  if not measured:
-    raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
-  return report.write_report(config, workdir)
+    if not measured:
+      raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
+    return report.write_report(config, workdir)
 
 
 def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
   """{seed: best probe accuracy}; writes each seed's accuracy table and heat-map."""
-  import contextlib
 
   import numpy as np
 
@@ -75,7 +73,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
     raise IMLError(f"config field analysis.probes.stage = {stage_name!r}: expected one of {list(config.stage_names)}")
   classes = spec.classes.split(",")
   best = {}
-  with contextlib.closing(experiment.seed_contexts(config, workdir)) as contexts:
+  with experiment.seed_contexts(config, workdir) as contexts:
     for ctx in contexts:
       run = next(r for r in workdir_layout.plan_stage_runs(config, workdir, ctx.seed) if r.name == stage_name)
       evals = ctx.task.stage_data(run.seed_stage2, run.index, config.stages[stage_name].train_subset).evals

@@ -26,6 +26,7 @@ from iml_jax.models import registry
 from iml_jax.stage import SeedContext, run_stage
 from iml_jax.train import OPTIMIZERS, TRAINABLE
 from iml_jax.workdir import plan_stage_runs, tokenizer_path
+from iml_jax.workdir_lock import workdir_lock
 from iml_jax.writers import MetricWriter
 
 # Fields that change how a run is executed or shown, never its results.
@@ -155,9 +156,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
-def guard_workdir(config, workdir: str, allow_config_change: bool = False) -> None:
-  """Refuses a workdir that holds a run of a different config (unless `allow_config_change`, which says
-  what changed and carries on: finished stages are kept); saves the config."""
+def create_workdir(workdir: str) -> None:
   io_utils.check_supported(workdir)
   try:
     io_utils.makedirs(workdir)
@@ -165,6 +164,11 @@ def guard_workdir(config, workdir: str, allow_config_change: bool = False) -> No
     raise IMLError(f"workdir {workdir} cannot be created ({err.strerror})") from None
   if not io_utils.is_remote(workdir) and not os.access(workdir, os.W_OK):
     raise IMLError(f"workdir {workdir} is not writable")
+
+
+def guard_workdir(config, workdir: str, allow_config_change: bool = False) -> None:
+  """Refuses a workdir that holds a run of a different config (unless `allow_config_change`, which says
+  what changed and carries on: finished stages are kept); saves the config."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
   if io_utils.exists(path):
@@ -222,39 +226,44 @@ def model_config(config, tokenizer, pretrained, folder: str | None):
   return dataclasses.replace(cfg, vocab_size=rows, valid_vocab=cfg.vocab_size) if rows != cfg.vocab_size else cfg
 
 
-def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> Iterator[SeedContext]:
-  """Validates and guards the workdir (before anything is written), then yields what every stage of each
-  stage-1 seed shares; the contexts share one metric writer, closed when the iteration ends."""
+@contextlib.contextmanager
+def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> Iterator[Iterator[SeedContext]]:
+  """Validates, locks the workdir (workdir_lock.py) and guards it, all before anything else is written, then gives
+  what every stage of each stage-1 seed shares, one seed at a time; the contexts share one metric writer. The lock
+  and the writer are held until the block ends."""
   validate(config)
   folder, pretrained = pretrained_model(config)
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
-  guard_workdir(config, workdir, allow_config_change)
-  devices = sharding.data_parallel_size(mesh)
-  per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
-                         for name in config.stage_names)
-  print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local "
-        f"{jax.devices()[0].platform} devices of {jax.device_count()}, mesh {dict(mesh.shape)}, rules "
-        f"{config.mesh.rules}; per-device batch: {per_device}", flush=True)
+  create_workdir(workdir)
+  with workdir_lock(workdir):
+    guard_workdir(config, workdir, allow_config_change)
+    devices = sharding.data_parallel_size(mesh)
+    per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
+                           for name in config.stage_names)
+    print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local "
+          f"{jax.devices()[0].platform} devices of {jax.device_count()}, mesh {dict(mesh.shape)}, rules "
+          f"{config.mesh.rules}; per-device batch: {per_device}", flush=True)
 
-  def contexts():
-    writer = MetricWriter(workdir, tensorboard=config.tensorboard, hparams=_flatten(config.to_dict()),
-                          wandb_cfg=config.wandb)
-    try:
+    def contexts():
       for seed in range(config.seed, config.seed + config.n_seeds):
         task = tasks.Task(config, seed, folder)
         tokenizer = task.tokenizer(tokenizer_path(workdir, seed))
         model = registry.build(model_config(config, tokenizer, pretrained, folder))
         yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
+
+    writer = MetricWriter(workdir, tensorboard=config.tensorboard, hparams=_flatten(config.to_dict()),
+                          wandb_cfg=config.wandb)
+    try:
+      yield contexts()
     finally:
       writer.close()
-  return contexts()
 
 
 def run(config, workdir: str, allow_config_change: bool = False) -> dict:
-  with contextlib.closing(seed_contexts(config, workdir, allow_config_change)) as contexts:
+  with seed_contexts(config, workdir, allow_config_change) as contexts:
     for ctx in contexts:
       for stage_run in plan_stage_runs(config, workdir, ctx.seed):
         run_stage(ctx, stage_run)
-  return report.write_report(config, workdir, require_complete=True)
+    return report.write_report(config, workdir, require_complete=True)

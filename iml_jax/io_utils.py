@@ -86,6 +86,14 @@ def rmtree(path: str) -> None:
     shutil.rmtree(path)
 
 
+def remove(path: str) -> None:
+  """Deletes one file."""
+  if is_remote(path):
+    _epath(path).unlink()
+  else:
+    os.remove(path)
+
+
 def open_text(path: str, encoding: str = "utf-8"):
   """A text stream for reading a large file without holding it in memory (csv's newline handling)."""
   if is_remote(path):

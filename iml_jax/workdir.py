@@ -1,6 +1,7 @@
 """The on-disk layout of a workdir, in one place; everything that finds, reads or marks a run's files uses it.
 
   WORKDIR/config.json                   the run's config (`guard_workdir` refuses another config here)
+  WORKDIR/LOCK                          the running run's host and pid (workdir_lock.py)
   WORKDIR/sweep.json                    a sweep directory's plan instead; its runs in WORKDIR/<values>/
   WORKDIR/seed_S/tokenizer.json         the tokenizer of stage-1 seed S
   WORKDIR/seed_S/<stage>/               stages before the stage-2 split (one per stage-1 seed)

@@ -88,6 +88,17 @@ def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
   assert_same_outputs(tmp_path, uninterrupted)
 
 
+def test_a_second_run_on_a_busy_workdir_exits_at_once_and_the_first_finishes_unharmed(tmp_path, uninterrupted):
+  first = _start_and_wait_for_training(tmp_path)
+  second = run(tmp_path)
+  assert second.returncode == 1
+  assert second.stderr.strip().splitlines()[-1].startswith(
+      f"iml_jax: error: workdir {tmp_path} is in use by another run: pid {first.pid} on host ")
+  assert first.wait(timeout=300) == 0, first.communicate()
+  assert_same_outputs(tmp_path, uninterrupted)
+  assert not os.path.exists(tmp_path / "LOCK")
+
+
 # slow (more than a minute on 2 cores with the suite running): run with `-m slow`
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_within_a_step(tmp_path, uninterrupted):

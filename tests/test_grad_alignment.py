@@ -130,13 +130,12 @@ def test_seq2seq_per_example_gradients_equal_a_loop():
 def test_analysis_differentiates_the_loss_that_training_minimised(tmp_path):
   """docs/study.md §9: the per-example gradient of a trained definition equals the gradient of its term in the
   training loss, with the stage's own masks (the CPU default leaves the alias token out of the loss)."""
-  import contextlib
 
   from iml_jax import experiment, stage, train
   from test_experiment import ROOT
   config = experiment.load_config(f"{ROOT}/configs/default.py:tiny")
   assert config.loss.exclude_alias_tokens
-  with contextlib.closing(experiment.seed_contexts(config, str(tmp_path))) as contexts:
+  with experiment.seed_contexts(config, str(tmp_path)) as contexts:
     ctx = next(contexts)
     stage_cfg = config.stages.stage2
     data = ctx.task.stage_data(0, 1, stage_cfg.train_subset)
