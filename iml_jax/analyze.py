@@ -12,12 +12,11 @@ r"""Analyses of a finished (or partly finished) run, on its saved checkpoints.
 """
 import json
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iml_jax import compilation_cache
+from iml_jax import cli, compilation_cache
 
 ANALYSES = ("grad_alignment", "probes", "alignment_vs_batch")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file (configs/*.py[:args]).",
@@ -125,8 +124,8 @@ def main(argv):
       plots.plot_alignment_vs_batch(_WORKDIRS.value, _OUT.value)
       print(f"wrote {_OUT.value}")
   except IMLError as err:
-    sys.exit(f"iml_jax.analyze: error: {err}")
+    cli.fail("iml_jax.analyze", err)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("iml_jax.analyze"))

@@ -10,6 +10,7 @@ resumes the others from their latest checkpoint.
 """
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
@@ -26,7 +27,7 @@ from iml_jax.models import registry
 from iml_jax.stage import SeedContext, run_stage
 from iml_jax.train import OPTIMIZERS, TRAINABLE
 from iml_jax.workdir import plan_stage_runs, tokenizer_path
-from iml_jax.workdir_lock import workdir_lock
+from iml_jax.workdir_lock import LOCK_FILE, workdir_lock
 from iml_jax.writers import MetricWriter
 
 # Fields that change how a run is executed or shown, never its results.
@@ -35,8 +36,19 @@ _NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "ch
                       "deviations")
 
 
+# Integer fields and their least valid value (array tasks decode nothing: eval.max_new_tokens is not theirs).
+_AT_LEAST = {"seed": 0, "log_every": 1, "eval.batch_size": 1, "eval.prompt_bucket": 1, "checkpoint.max_to_keep": 0,
+             "checkpoint.every_steps": 0}
+_AT_LEAST_FOR_TEXT = {"eval.max_new_tokens": 1}
+
+
 def validate(config) -> None:
   """Every check that can fail before a file is written."""
+  text_task = config.task not in tasks.ARRAY_TASK_MODELS
+  for field, least in {**_AT_LEAST, **(_AT_LEAST_FOR_TEXT if text_task else {})}.items():
+    value = functools.reduce(lambda node, key: node[key], field.split("."), config)
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+      raise IMLError(f"config field {field} = {value!r}: expected an integer >= {least}")
   if config.model.name not in registry.MODELS:
     raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {registry.MODELS}")
   array_model = tasks.ARRAY_TASK_MODELS.get(config.task)
@@ -236,8 +248,9 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> It
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
+  fresh = not io_utils.exists(workdir) or not io_utils.listdir(workdir)
   create_workdir(workdir)
-  with workdir_lock(workdir):
+  with workdir_lock(workdir), _emptied_on_early_failure(config, workdir, fresh):
     guard_workdir(config, workdir, allow_config_change)
     devices = sharding.data_parallel_size(mesh)
     per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
@@ -259,6 +272,25 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> It
       yield contexts()
     finally:
       writer.close()
+
+
+@contextlib.contextmanager
+def _emptied_on_early_failure(config, workdir: str, fresh: bool):
+  """A run that fails in a workdir it found empty, before its first checkpoint, leaves it empty again: no
+  config.json refuses the corrected command, no tokenizer of the failed config is reused."""
+  try:
+    yield
+  except Exception:
+    if fresh and jax.process_index() == 0 and not _holds_checkpoints(config, workdir):
+      for path in (os.path.join(workdir, name) for name in io_utils.listdir(workdir) if name != LOCK_FILE):
+        io_utils.rmtree(path) if io_utils.isdir(path) else io_utils.remove(path)
+    raise
+
+
+def _holds_checkpoints(config, workdir: str) -> bool:
+  runs = [run for seed in range(config.seed, config.seed + config.n_seeds)
+          for run in plan_stage_runs(config, workdir, seed)]
+  return any(io_utils.listdir(os.path.join(run.directory, "checkpoints")) for run in runs)
 
 
 def run(config, workdir: str, allow_config_change: bool = False) -> dict:

@@ -8,10 +8,11 @@ The folder gets config.json, model.safetensors and the run's tokenizer (tokenize
 """
 import os
 import shutil
-import sys
 import tempfile
 
 from absl import app, flags, logging
+
+from iml_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The experiment's workdir.")
 _STAGE = flags.DEFINE_string("stage", None, "The stage directory relative to the workdir, e.g. seed_0/s2seed_0/stage2.")
@@ -86,9 +87,9 @@ def main(argv):
   try:
     export_stage(_WORKDIR.value, _STAGE.value, _OUT.value)
   except IMLError as err:
-    sys.exit(f"iml_jax.export_hf: error: {err}")
+    cli.fail("iml_jax.export_hf", err)
   print(f"wrote {_OUT.value}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("iml_jax.export_hf"))

@@ -1,7 +1,7 @@
 r"""Runs an experiment config: python -m iml_jax.main --config=configs/default.py --workdir=DIR
 
 Override any field with --config.a.b=value (e.g. --config.n_seeds=2). Rerunning the same command
-on the same workdir resumes it. Bad input ends with one line naming the field or file, exit code 1.
+on the same workdir resumes it. Bad input ends with one line naming the field or file, exit status 2.
 SIGTERM (preemption) saves a checkpoint at the next step and exits with status 143.
 """
 import os
@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iml_jax import compilation_cache
+from iml_jax import cli, compilation_cache
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).",
                                           lock_config=True)
@@ -48,20 +48,20 @@ def main(argv):
     try:
       cluster = cluster_from_environment(os.environ)
     except ValueError as err:
-      sys.exit(f"iml_jax: error: --distributed: {err}")
+      cli.fail("iml_jax", f"--distributed: {err}")
     jax.distributed.initialize(**cluster)
   faults.install_sigterm_handler()
   try:
     compilation_cache.enable_from_flag()
     experiment.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
   except IMLError as err:
-    sys.exit(f"iml_jax: error: {err}")
+    cli.fail("iml_jax", err)
   except OSError as err:  # e.g. a full disk or a vanished directory while writing results
-    sys.exit(f"iml_jax: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
+    cli.fail("iml_jax", f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
   except faults.Preempted as stopped:
     print(f"iml_jax: {stopped}", file=sys.stderr)
     sys.exit(faults.PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("iml_jax"))

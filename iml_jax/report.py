@@ -9,11 +9,10 @@ The statistics are in stats.py, the figures in plots.py, the workdir's layout in
 import csv
 import io
 import os
-import sys
 
 import jax
 
-from iml_jax import faults, sweep_report
+from iml_jax import cli, faults, sweep_report
 from iml_jax import workdir as workdir_layout
 from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
@@ -75,11 +74,11 @@ def main(workdir: str) -> None:
   try:
     report_workdir(workdir)
   except IMLError as err:
-    sys.exit(f"iml_jax.report: error: {err}")
+    cli.fail("iml_jax.report", err)
 
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own --workdir
   from absl import app, flags
   _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir or a sweep directory.")
   flags.mark_flags_as_required(["workdir"])
-  app.run(lambda argv: main(_WORKDIR.value))
+  app.run(lambda argv: main(_WORKDIR.value), flags_parser=cli.flags_parser("iml_jax.report"))

@@ -22,6 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from iml_jax import cli
 from iml_jax.errors import IMLError
 
 
@@ -185,7 +186,7 @@ def main(argv, flag_values) -> None:
     run_sweep(flag_values["config"].value, flag_values["workdir"].value, flag_values["sweep"].value,
               config_argument(sys.argv), base_overrides(sys.argv), flag_values["print_commands"].value)
   except IMLError as err:
-    sys.exit(f"iml_jax.sweep: error: {err}")
+    cli.fail("iml_jax.sweep", err)
   except faults.Preempted as stopped:
     print(f"iml_jax.sweep: {stopped}", file=sys.stderr)
     sys.exit(faults.PREEMPTED_EXIT_STATUS)
@@ -201,4 +202,4 @@ if __name__ == "__main__":  # flags only here: the library is imported next to m
   flags.DEFINE_bool("print_commands", False, "Print one `python -m iml_jax.main` command per unfinished run "
                     "instead of running them.")
   flags.mark_flags_as_required(["config", "workdir", "sweep"])
-  app.run(functools.partial(main, flag_values=flags.FLAGS))
+  app.run(functools.partial(main, flag_values=flags.FLAGS), flags_parser=cli.flags_parser("iml_jax.sweep"))

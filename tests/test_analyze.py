@@ -71,16 +71,16 @@ def test_probes_on_saved_checkpoints(finished_run):
 def test_analysis_errors_name_the_field(finished_run, tmp_path):
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes",
                     "--config.analysis.probes.classes=qd1consis,nope")
-  assert result.returncode == 1 and "analysis.probes.classes" in result.stderr
+  assert result.returncode == 2 and "analysis.probes.classes" in result.stderr
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={tmp_path}", "--analysis=grad_alignment")
-  assert result.returncode == 1 and "no finished stage" in result.stderr
+  assert result.returncode == 2 and "no finished stage" in result.stderr
   result = _analyze("--analysis=alignment_vs_batch", f"--workdirs={tmp_path}", f"--out={tmp_path}/x.png")
-  assert result.returncode == 1 and "no readable config.json and summary.json" in result.stderr
+  assert result.returncode == 2 and "no readable config.json and summary.json" in result.stderr
 
 
 @pytest.mark.parametrize("config, task", [("vision.py", "vision"), ("toy1d.py", "toy1d")])
 def test_text_analyses_refuse_an_array_task(tmp_path, config, task):
   result = subprocess.run([sys.executable, "-m", "iml_jax.analyze", f"--config=configs/{config}:tiny",
                            f"--workdir={tmp_path}", "--analysis=probes"], cwd=ROOT, capture_output=True, text=True)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert f"--analysis=probes reads token sequences; config field task = '{task}' has arrays" in result.stderr

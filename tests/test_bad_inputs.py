@@ -60,6 +60,12 @@ CASES = {
     "unknown W&B mode": ({"wandb.mode": "cloud"}, "wandb.mode = 'cloud'"),
     "alignment sets not four": ({"analysis.grad_alignment.sets": "d1consis,d2consis"},
                                 "analysis.grad_alignment.sets = 'd1consis,d2consis': expected 4"),
+    "negative seed": ({"seed": -1}, "seed = -1: expected an integer >= 0"),
+    "log_every 0": ({"log_every": 0}, "log_every = 0: expected an integer >= 1"),
+    "eval batch size 0": ({"eval.batch_size": 0}, "eval.batch_size = 0: expected an integer >= 1"),
+    "no new tokens decoded": ({"eval.max_new_tokens": 0}, "eval.max_new_tokens = 0: expected an integer >= 1"),
+    "negative checkpoints to keep": ({"checkpoint.max_to_keep": -1}, "max_to_keep = -1: expected an integer"),
+    "negative checkpoint interval": ({"checkpoint.every_steps": -2}, "every_steps = -2: expected an integer"),
     "a different result-changing config in the same workdir": ({"stages.stage1.optimizer.lr": 0.01},
                                                                "holds a run of a different config"),
 }

@@ -61,10 +61,10 @@ def test_export_refuses_to_overwrite_and_unfinished_stages(finished_run, tmp_pat
   (tmp_path / "taken").mkdir()
   (tmp_path / "taken" / "keep.txt").write_text("results")
   result = _export(workdir, tmp_path / "taken")
-  assert result.returncode == 1 and "exists and is not empty" in result.stderr
+  assert result.returncode == 2 and "exists and is not empty" in result.stderr
   assert (tmp_path / "taken" / "keep.txt").read_text() == "results"
   result = _export(workdir, tmp_path / "new", stage_label="seed_0/s2seed_0/stage9")
-  assert result.returncode == 1 and "has not finished (no DONE marker)" in result.stderr
+  assert result.returncode == 2 and "has not finished (no DONE marker)" in result.stderr
   assert not (tmp_path / "new").exists()
   result = _export(tmp_path, tmp_path / "new")
-  assert result.returncode == 1 and "config.json does not exist" in result.stderr
+  assert result.returncode == 2 and "config.json does not exist" in result.stderr

@@ -91,7 +91,7 @@ def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
 def test_a_second_run_on_a_busy_workdir_exits_at_once_and_the_first_finishes_unharmed(tmp_path, uninterrupted):
   first = _start_and_wait_for_training(tmp_path)
   second = run(tmp_path)
-  assert second.returncode == 1
+  assert second.returncode == 2
   assert second.stderr.strip().splitlines()[-1].startswith(
       f"iml_jax: error: workdir {tmp_path} is in use by another run: pid {first.pid} on host ")
   assert first.wait(timeout=300) == 0, first.communicate()
