@@ -239,3 +239,22 @@ def test_allow_config_change_extends_a_finished_run(finished_run, tmp_path, caps
   assert os.path.getmtime(tmp_path / "w" / "seed_0" / "stage1" / "DONE") == done_time  # not trained again
   assert open(tmp_path / "w" / "seed_0" / "stage1" / "DONE").read() == done
   assert json.load(open(tmp_path / "w" / "config.json"))["n_seeds"] == config.n_seeds + 1
+
+
+def test_one_config_gives_byte_identical_results_on_any_mesh(tmp_path):
+  """One device (`main` in a process without the fake devices), and 8 devices as dp, fsdp and fsdp_tensor (1, 4, 2):
+  the tensor axis pads the vocabulary (195 -> 196 rows), which changes neither the parameters' draw nor any
+  softmax, so every output is the same byte for byte."""
+  outputs_of = lambda workdir: {f: (workdir / f).read_bytes() for f in (  # noqa: E731
+      "results.csv", "summary.json", "seed_0/stage1/predictions.jsonl", "seed_0/s2seed_0/stage2/predictions.jsonl")}
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  one_device = subprocess.run([sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny",
+                               f"--workdir={tmp_path / 'one'}", "--config.progress_bar=False", "--config.n_seeds=1"],
+                              cwd=ROOT, env=env, capture_output=True, text=True)
+  assert one_device.returncode == 0, one_device.stderr
+  assert "1 local cpu devices of 1" in one_device.stdout
+  for name, shape in {"dp": (-1, 1, 1), "fsdp": (1, -1, 1), "fsdp_tensor": (1, 4, 2)}.items():
+    config = tiny_config(n_seeds=1)
+    config.mesh.update(shape=shape, rules=name)
+    experiment.run(config, str(tmp_path / name))
+    assert outputs_of(tmp_path / name) == outputs_of(tmp_path / "one"), name

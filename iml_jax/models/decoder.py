@@ -55,7 +55,7 @@ class DecoderConfig:
   init_std: float = 0.02
   embedding_init_std: float = 0.02
   dtype: str = "float32"  # compute dtype; parameters stay float32
-  valid_vocab: int = 0  # rows >= valid_vocab pad the vocabulary for sharding; their logits are masked (0: none)
+  valid_vocab: int = 0  # rows >= valid_vocab pad the vocabulary for sharding; their logits are left out (0: none)
 
   def __post_init__(self):
     object.__setattr__(self, "local_layers", tuple(self.local_layers))  # hashable, as jit's static model
@@ -157,7 +157,8 @@ class DecoderLM(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.embed_in = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype)
+    self.embed_in = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
+                                     valid_vocab=cfg.valid_vocab)
     if cfg.position_embedding == "learned":
       self.embed_positions = layers.embedding(cfg.max_len, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
                                               axes=(None, "embed"))
@@ -174,7 +175,7 @@ class DecoderLM(nn.Module):
     self.final_layer_norm = layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
     if not cfg.tie_embeddings:
       self.embed_out = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "embed_out",
-                                    use_bias=cfg.output_bias)
+                                    use_bias=cfg.output_bias, valid_vocab=cfg.valid_vocab)
 
   def embed(self, tokens_BxL):
     return self.embed_in(tokens_BxL)
@@ -200,7 +201,7 @@ class DecoderLM(nn.Module):
       new_cache = None if cache is None else tuple(new_cache)
     x_BxLxD = self.final_layer_norm(x_BxLxD[:, -1:] if last_only else x_BxLxD)
     logits = self.embed_in.attend(x_BxLxD) if cfg.tie_embeddings else self.embed_out(x_BxLxD)
-    return layers.mask_padded_vocab(logits, cfg.valid_vocab), new_cache
+    return layers.real_vocab_logits(logits, cfg.valid_vocab), new_cache
 
   def __call__(self, tokens_BxL, positions_BxL, mask_BxLxS, cache=None, cache_index=0, last_only=False):
     return self.from_embeddings(self.embed(tokens_BxL), positions_BxL, mask_BxLxS, cache, cache_index, last_only)

@@ -35,10 +35,24 @@ def check_compute_dtype(dtype: str) -> None:
     raise IMLError(f"config field model.dtype = {dtype!r}: expected one of {COMPUTE_DTYPES}")
 
 
+def padded_vocab_init(init, valid_vocab: int, vocab_axis: int):
+  """`init` drawn for the `valid_vocab` real entries along `vocab_axis`, then zero-padded to the full shape: padding
+  the vocabulary for a mesh's tensor axis changes no parameter's draw, so a config trains identically on any mesh."""
+  if not valid_vocab:
+    return init
+
+  def initializer(key, shape, dtype=jnp.float32):
+    real = tuple(valid_vocab if axis == vocab_axis else size for axis, size in enumerate(shape))
+    return jnp.pad(init(key, real, dtype), [(0, size - r) for size, r in zip(shape, real)])
+  return initializer
+
+
 def dense(features: int, axes: tuple[str | None, str | None], init_std: float, dtype: str, name: str,
-          use_bias: bool = True) -> nn.Dense:
+          use_bias: bool = True, valid_vocab: int = 0) -> nn.Dense:
+  """`valid_vocab`: the output features are a padded vocabulary (the unembedding) with this many real entries."""
+  kernel_init = padded_vocab_init(nn.initializers.normal(init_std), valid_vocab, vocab_axis=1)
   return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(dtype), name=name,
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.normal(init_std), axes),
+                  kernel_init=nn.with_logical_partitioning(kernel_init, axes),
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
 
 
@@ -51,18 +65,21 @@ def norm(kind: str, eps: float, dtype: str, name: str) -> nn.Module:
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
 
-def embedding(num: int, features: int, init_std: float, dtype: str, axes=("vocab", "embed"), name=None) -> nn.Embed:
+def embedding(num: int, features: int, init_std: float, dtype: str, axes=("vocab", "embed"), name=None,
+              valid_vocab: int = 0) -> nn.Embed:
+  """`valid_vocab`: `num` is a padded vocabulary with this many real rows."""
+  embedding_init = padded_vocab_init(nn.initializers.normal(init_std), valid_vocab, vocab_axis=0)
   return nn.Embed(num, features, dtype=jnp.dtype(dtype), name=name,
-                  embedding_init=nn.with_logical_partitioning(nn.initializers.normal(init_std), axes))
+                  embedding_init=nn.with_logical_partitioning(embedding_init, axes))
 
 
-def mask_padded_vocab(logits_BxLxV: jax.Array, valid_vocab: int) -> jax.Array:
-  """Float32 logits with the rows past `valid_vocab` (padding added so the vocabulary divides the tensor
-  axis) at the float32 minimum: softmax gives them 0, argmax never picks them. 0: no padding."""
+def real_vocab_logits(logits_BxLxV: jax.Array, valid_vocab: int) -> jax.Array:
+  """Float32 logits of the real vocabulary alone [B, L, valid_vocab]: the rows padded for the tensor axis take
+  part in no softmax or argmax, so the loss and the predictions are those of the unpadded model. 0: no padding."""
   logits_BxLxV = logits_BxLxV.astype(jnp.float32)
   if not valid_vocab or valid_vocab >= logits_BxLxV.shape[-1]:
     return logits_BxLxV
-  return jnp.where(jnp.arange(logits_BxLxV.shape[-1]) < valid_vocab, logits_BxLxV, jnp.finfo(jnp.float32).min)
+  return logits_BxLxV[..., :valid_vocab]
 
 
 def apply_rotary(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, rotary_dim: int, base: float) -> jax.Array:

@@ -160,12 +160,13 @@ class T5(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.shared = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype)
+    self.shared = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
+                                   valid_vocab=cfg.valid_vocab)
     self.encoder = Stack(cfg, is_decoder=False)
     self.decoder = Stack(cfg, is_decoder=True)
     if not cfg.tie_embeddings:
       self.lm_head = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "lm_head",
-                                  use_bias=False)
+                                  use_bias=False, valid_vocab=cfg.valid_vocab)
 
   def encode(self, inputs_BxI, input_mask_BxI):
     positions = jnp.arange(inputs_BxI.shape[1])
@@ -176,7 +177,7 @@ class T5(nn.Module):
     if self.cfg.scale_decoder_outputs:
       x_BxLxD = x_BxLxD * self.cfg.d_model ** -0.5
     head = self.shared.attend if self.cfg.tie_embeddings else self.lm_head
-    return layers.mask_padded_vocab(head(x_BxLxD), self.cfg.valid_vocab)
+    return layers.real_vocab_logits(head(x_BxLxD), self.cfg.valid_vocab)
 
   def decode(self, tokens_BxL, input_mask_BxI, cache, cache_index):
     """One cached step (or several): `cache` = (self-attention caches, cross-attention keys/values)."""
