@@ -5,7 +5,7 @@ honours at the next step boundary (save a checkpoint, exit with status 143). All
 run agree on the request, so they checkpoint together.
 
 `IML_JAX_FAULT=<phase>:<n>[:TERM]` kills this process with SIGKILL (or sends it SIGTERM) the n-th time it
-reaches `phase` — a test hook, inert unless the variable is set. Phases: train_step, eval, checkpoint_saved,
+reaches `phase` — a test hook, inert unless the variable is set. Phases: start, train_step, eval, checkpoint_saved,
 stage_done, report.
 """
 import collections
@@ -15,17 +15,18 @@ import signal
 import numpy as np
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, as if the signal had ended the process: the run is not finished
-PHASES = ("train_step", "eval", "checkpoint_saved", "stage_done", "report")
+PHASES = ("start", "train_step", "eval", "checkpoint_saved", "stage_done", "report")
 _reached: collections.Counter = collections.Counter()
 _sigterm_received = False
 
 
 class Preempted(Exception):
-  """SIGTERM arrived; a checkpoint of `step` has been saved."""
+  """SIGTERM arrived; a checkpoint of `step` has been saved (None: it arrived before the stage started)."""
 
-  def __init__(self, label: str, step: int):
-    super().__init__(f"preempted (SIGTERM) at step {step} of {label}; its checkpoint is saved: rerun the same "
-                     "command to resume")
+  def __init__(self, label: str, step: int | None):
+    where = (f"before {label} started" if step is None else
+             f"at step {step} of {label}; its checkpoint is saved")
+    super().__init__(f"preempted (SIGTERM) {where}: rerun the same command to resume")
 
 
 def install_sigterm_handler() -> None:

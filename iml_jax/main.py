@@ -44,13 +44,13 @@ def main(argv):
 
   from iml_jax import experiment, faults
   from iml_jax.errors import IMLError
+  faults.reached("start")
   if _DISTRIBUTED.value:
     try:
       cluster = cluster_from_environment(os.environ)
     except ValueError as err:
       cli.fail("iml_jax", f"--distributed: {err}")
     jax.distributed.initialize(**cluster)
-  faults.install_sigterm_handler()
   try:
     compilation_cache.enable_from_flag()
     experiment.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
@@ -64,4 +64,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from iml_jax import faults
+  faults.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   app.run(main, flags_parser=cli.flags_parser("iml_jax"))

@@ -80,6 +80,8 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   if is_done(run.directory):
     read_done(run.directory)  # a damaged finished stage is an error naming the file, never silently reused
     return
+  if faults.stop_requested():  # SIGTERM while starting up or between stages: no step to save
+    raise faults.Preempted(run.label, None)
   cfg, stage_cfg = ctx.config, ctx.config.stages[run.name]
   data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
   num_examples = len(data.train)

@@ -180,7 +180,6 @@ def main(argv, flag_values) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   from iml_jax import compilation_cache, faults
-  faults.install_sigterm_handler()
   try:
     compilation_cache.enable_from_flag()
     run_sweep(flag_values["config"].value, flag_values["workdir"].value, flag_values["sweep"].value,
@@ -193,7 +192,8 @@ def main(argv, flag_values) -> None:
 
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own flags
-  from iml_jax import compilation_cache  # noqa: F401  (defines --compilation_cache)
+  from iml_jax import compilation_cache, faults  # noqa: F401  (compilation_cache defines --compilation_cache)
+  faults.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   config_flags.DEFINE_config_file("config", None, "Base experiment config file (configs/*.py[:args]).",
                                   lock_config=False)
   flags.DEFINE_string("workdir", None, "Sweep directory: one sub-workdir per run, sweep.json, the report.")

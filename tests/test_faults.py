@@ -88,6 +88,16 @@ def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
   assert_same_outputs(tmp_path, uninterrupted)
 
 
+def test_sigterm_while_starting_up_exits_143_and_the_rerun_finishes(tmp_path, uninterrupted):
+  stopped = run(tmp_path, "start:1:TERM")
+  assert stopped.returncode == faults.PREEMPTED_EXIT_STATUS, stopped.stderr
+  assert stopped.stderr.strip().splitlines()[-1] == ("iml_jax: preempted (SIGTERM) before seed_0/stage1 started: "
+                                                      "rerun the same command to resume")
+  assert os.listdir(tmp_path) == []  # nothing trained yet in a fresh workdir: left as found
+  assert run(tmp_path).returncode == 0
+  assert_same_outputs(tmp_path, uninterrupted)
+
+
 def test_a_second_run_on_a_busy_workdir_exits_at_once_and_the_first_finishes_unharmed(tmp_path, uninterrupted):
   first = _start_and_wait_for_training(tmp_path)
   second = run(tmp_path)
