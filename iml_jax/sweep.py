@@ -1,7 +1,7 @@
 r"""Sweeps as absl batch jobs: the product of config values, each run in its own sub-workdir.
 
   python -m iml_jax.sweep --config=configs/default.py --workdir=DIR --sweep=seed=0,1,2 \
-      --sweep=stages.stage2.batch_size=32,128 [--config.field=value ...] [--print_commands]
+      --sweep=stages.stage2.batch_size=32,128 --config.n_seeds=1 [--config.field=value ...] [--print_commands]
 
 Runs one after another in this process (rerunning resumes unfinished runs and skips finished ones), or, with
 --print_commands, prints one `python -m iml_jax.main` command per unfinished run for a scheduler or a pod.
@@ -142,6 +142,22 @@ def record_plan(workdir: str, config_arg: str, overrides: list[str], axes, runs)
   io_utils.atomic_write_json(path, described)
 
 
+def check_distinct_seeds(base, runs: list[SweepRun]) -> None:
+  """Runs that differ only in `seed` are pooled as one setting's stage-1 seeds, and each trains `n_seeds` seeds
+  from its own: their seeds must not overlap (seed=0,1 with n_seeds = 2 would train seed 1 twice)."""
+  trained: dict = {}
+  for run in runs:
+    config = run_config(base, run)
+    seeds = set(range(config.seed, config.seed + config.n_seeds))
+    setting = tuple((field, text) for field, text in run.texts.items() if field != "seed")
+    for other, other_seeds in trained.get(setting, []):
+      if seeds & other_seeds:
+        raise IMLError(f"--sweep over seed: runs {other} and {run.name} would both train stage-1 seed(s) "
+                       f"{sorted(seeds & other_seeds)} (each run trains n_seeds = {config.n_seeds} seeds from its "
+                       f"seed); add --config.n_seeds=1, or space the seeds n_seeds apart (seed=0,{config.n_seeds},...)")
+    trained.setdefault(setting, []).append((run.name, seeds))
+
+
 def command_for(config_arg: str, run_dir: str, overrides: list[str], run: SweepRun) -> str:
   values = [f"--config.{field}={value!r}" if isinstance(value, tuple) else f"--config.{field}={value}"
             for field, value in run.values.items()]
@@ -160,6 +176,7 @@ def run_sweep(base, workdir: str, specs: list[str], config_arg: str, overrides: 
   axes, runs = plan(base, specs)
   for run in runs:
     experiment.validate(run_config(base, run))  # every run's values, before the first one starts
+  check_distinct_seeds(base, runs)
   io_utils.check_supported(workdir)
   io_utils.makedirs(workdir)
   record_plan(workdir, config_arg, overrides, axes, runs)
@@ -198,7 +215,9 @@ if __name__ == "__main__":  # flags only here: the library is imported next to m
                                   lock_config=False)
   flags.DEFINE_string("workdir", None, "Sweep directory: one sub-workdir per run, sweep.json, the report.")
   flags.DEFINE_multi_string("sweep", None, "FIELD=V1,V2,...: a config field (e.g. seed, stages.stage1.batch_size) "
-                            "and its values; repeat the flag for a product of fields.")
+                            "and its values; repeat the flag for a product of fields. Runs differing only in seed "
+                            "are pooled, so their seeds must not overlap: each trains n_seeds seeds from its seed "
+                            "(use --config.n_seeds=1, or seeds n_seeds apart); overlapping seeds are refused.")
   flags.DEFINE_bool("print_commands", False, "Print one `python -m iml_jax.main` command per unfinished run "
                     "instead of running them.")
   flags.mark_flags_as_required(["config", "workdir", "sweep"])

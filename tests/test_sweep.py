@@ -60,27 +60,40 @@ def test_interrupted_sweep_resumes_without_recomputing(storage_root, monkeypatch
   specs = ["seed=0,1", "stages.stage1.optimizer.lr=0.001,0.01"]
   started = _fake_runs(monkeypatch, fail_at=3)
   with pytest.raises(KeyboardInterrupt):
-    sweep.run_sweep(tiny_config(), storage_root, specs, "configs/default.py:tiny", [])
+    sweep.run_sweep(tiny_config(n_seeds=1), storage_root, specs, "configs/default.py:tiny", [])
   assert started == ["seed=0,stages.stage1.optimizer.lr=0.001", "seed=0,stages.stage1.optimizer.lr=0.01",
                      "seed=1,stages.stage1.optimizer.lr=0.001"]
   started = _fake_runs(monkeypatch)
-  assert sweep.run_sweep(tiny_config(), storage_root, specs, "configs/default.py:tiny", []) == {
+  assert sweep.run_sweep(tiny_config(n_seeds=1), storage_root, specs, "configs/default.py:tiny", []) == {
       "reported": storage_root}
   assert started == ["seed=1,stages.stage1.optimizer.lr=0.001", "seed=1,stages.stage1.optimizer.lr=0.01"]
   assert io_utils.read_json(f"{storage_root}/seed=1,stages.stage1.optimizer.lr=0.01/summary.json") == {
       "seed": 1, "lr": 0.01}
   started = _fake_runs(monkeypatch)
-  sweep.run_sweep(tiny_config(), storage_root, specs, "configs/default.py:tiny", [])
+  sweep.run_sweep(tiny_config(n_seeds=1), storage_root, specs, "configs/default.py:tiny", [])
   assert started == []
 
 
 def test_a_directory_of_another_sweep_is_refused(storage_root, monkeypatch):
   _fake_runs(monkeypatch)
-  sweep.run_sweep(tiny_config(), storage_root, ["seed=0,1"], "configs/default.py:tiny", [])
+  sweep.run_sweep(tiny_config(n_seeds=1), storage_root, ["seed=0,1"], "configs/default.py:tiny", [])
   with pytest.raises(IMLError, match=r"holds another sweep \(axes: .*runs:"):
-    sweep.run_sweep(tiny_config(), storage_root, ["seed=0,2"], "configs/default.py:tiny", [])
+    sweep.run_sweep(tiny_config(n_seeds=1), storage_root, ["seed=0,2"], "configs/default.py:tiny", [])
   with pytest.raises(IMLError, match=r"holds another sweep \(overrides: \[\] -> \['--config.n_seeds=2'\]"):
-    sweep.run_sweep(tiny_config(), storage_root, ["seed=0,1"], "configs/default.py:tiny", ["--config.n_seeds=2"])
+    sweep.run_sweep(tiny_config(n_seeds=1), storage_root, ["seed=0,1"], "configs/default.py:tiny",
+                    ["--config.n_seeds=2"])
+
+
+def test_a_seed_sweep_whose_runs_overlap_in_seeds_is_refused(tmp_path, monkeypatch):
+  """The README's first sweep once trained 6 runs on 4 distinct seeds: seed=0,1,2 with n_seeds = 2."""
+  started = _fake_runs(monkeypatch)
+  with pytest.raises(IMLError, match=r"runs seed=0,stages.stage2.optimizer.lr=0.001 and seed=1,stages.stage2."
+                                     r"optimizer.lr=0.001 would both train stage-1 seed\(s\) \[1\]"):
+    sweep.run_sweep(tiny_config(n_seeds=2), str(tmp_path), ["seed=0,1,2", "stages.stage2.optimizer.lr=0.001,0.003"],
+                    "configs/default.py:tiny", [])
+  assert started == [] and not os.path.exists(tmp_path / "sweep.json")
+  sweep.run_sweep(tiny_config(n_seeds=2), str(tmp_path), ["seed=0,2,4"], "configs/default.py:tiny", [])
+  assert started == ["seed=0", "seed=2", "seed=4"]
 
 
 def test_invalid_run_values_stop_before_any_run(tmp_path, monkeypatch):
@@ -93,7 +106,7 @@ def test_invalid_run_values_stop_before_any_run(tmp_path, monkeypatch):
 def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
   _fake_runs(monkeypatch)
   finished = tmp_path / "seed=0,mesh.shape=(1,1,1)"
-  config = tiny_config()
+  config = tiny_config(n_seeds=1)
   config.mesh.shape = (1, 1, 1)
   for seed in range(config.n_seeds):
     for stage_run in plan_stage_runs(config, str(finished), seed):
@@ -102,7 +115,7 @@ def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
   open(finished / "summary.json", "w").write("{}")
   os.makedirs(tmp_path / "seed=1,mesh.shape=(1,1,1)")
   open(tmp_path / "seed=1,mesh.shape=(1,1,1)" / "summary.json", "w").write("{}")  # a report of a partial run
-  assert sweep.run_sweep(tiny_config(), str(tmp_path), ["seed=0,1", "mesh.shape=[(1,1,1)]"], "configs/default.py:tiny",
+  assert sweep.run_sweep(tiny_config(n_seeds=1), str(tmp_path), ["seed=0,1", "mesh.shape=[(1,1,1)]"], "configs/default.py:tiny",
                          ["--config.n_seeds=1"], print_commands=True) is None
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 2 and lines[1].startswith("# then: python -m iml_jax.report")
