@@ -27,6 +27,7 @@ _STAGE = flags.DEFINE_string("stage", "", "Only this stage directory (relative t
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "alignment_vs_batch: workdirs of one config at several batch sizes.")
 _OUT = flags.DEFINE_string("out", "", "alignment_vs_batch: the plot to write (.png).")
 flags.mark_flags_as_required(["analysis"])
+flags.adopt_module_key_flags(compilation_cache)  # --compilation_cache in --help
 
 
 def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:

@@ -21,7 +21,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool("allow_config_change", False, "Continue a workdir whose saved config "
                                           "differs in result-changing fields (listed); finished stages are kept.")
-flags.mark_flags_as_required(["config", "workdir"])
+_PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (file, argument and overrides) "
+                                  "and exit without running; --workdir is not needed.")
+flags.mark_flags_as_required(["config"])
+flags.adopt_module_key_flags(compilation_cache)  # --compilation_cache in --help
 
 
 def cluster_from_environment(environ) -> dict:
@@ -39,6 +42,11 @@ def cluster_from_environment(environ) -> dict:
 
 def main(argv):
   del argv
+  if _PRINT_CONFIG.value:
+    print(_CONFIG.value, end="")
+    return
+  if not _WORKDIR.value:
+    cli.fail("iml_jax", "flag --workdir must name the run's directory")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
   import jax  # after absl parsed the flags, so XLA_FLAGS set by a launcher are in place
 

@@ -198,6 +198,13 @@ def main(argv, flag_values) -> None:
   logging.set_verbosity(logging.WARNING)
   from iml_jax import compilation_cache, faults
   try:
+    if flag_values["print_config"].value:
+      base = flag_values["config"].value
+      print(base, end="")
+      print("sweep runs (each: the config above with these values):")
+      for run in plan(base, flag_values["sweep"].value)[1]:
+        print(f"  {run.name}")
+      return
     compilation_cache.enable_from_flag()
     run_sweep(flag_values["config"].value, flag_values["workdir"].value, flag_values["sweep"].value,
               config_argument(sys.argv), base_overrides(sys.argv), flag_values["print_commands"].value)
@@ -218,7 +225,9 @@ if __name__ == "__main__":  # flags only here: the library is imported next to m
                             "and its values; repeat the flag for a product of fields. Runs differing only in seed "
                             "are pooled, so their seeds must not overlap: each trains n_seeds seeds from its seed "
                             "(use --config.n_seeds=1, or seeds n_seeds apart); overlapping seeds are refused.")
+  flags.DEFINE_bool("print_config", False, "Print the resolved base config and the runs, and exit without running.")
   flags.DEFINE_bool("print_commands", False, "Print one `python -m iml_jax.main` command per unfinished run "
                     "instead of running them.")
   flags.mark_flags_as_required(["config", "workdir", "sweep"])
+  flags.adopt_module_key_flags(compilation_cache)
   app.run(functools.partial(main, flag_values=flags.FLAGS), flags_parser=cli.flags_parser("iml_jax.sweep"))

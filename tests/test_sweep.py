@@ -115,8 +115,8 @@ def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
   open(finished / "summary.json", "w").write("{}")
   os.makedirs(tmp_path / "seed=1,mesh.shape=(1,1,1)")
   open(tmp_path / "seed=1,mesh.shape=(1,1,1)" / "summary.json", "w").write("{}")  # a report of a partial run
-  assert sweep.run_sweep(tiny_config(n_seeds=1), str(tmp_path), ["seed=0,1", "mesh.shape=[(1,1,1)]"], "configs/default.py:tiny",
-                         ["--config.n_seeds=1"], print_commands=True) is None
+  assert sweep.run_sweep(tiny_config(n_seeds=1), str(tmp_path), ["seed=0,1", "mesh.shape=[(1,1,1)]"],
+                         "configs/default.py:tiny", ["--config.n_seeds=1"], print_commands=True) is None
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 2 and lines[1].startswith("# then: python -m iml_jax.report")
   words = shlex.split(lines[0])
