@@ -9,24 +9,17 @@ from iml_jax import io_utils
 from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
 from iml_jax.stats import bootstrap_ci95, mean_ci95, per_seed, pooled_runs
+from iml_jax.study import PAPER_SUBSET_NAMES
 from iml_jax.workdir import load_config
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
 
 # Paper notation and colours (docs/study.md §3.2, §8.4), in legend order.
-PLOT_SUBSETS = {
-    "q_no_replacement_baseline": ("QA4 (not replaced)", "tab:green"),
-    "qd1consis": ("D1cons QA1", "tab:purple"),
-    "q": ("QA3", "tab:brown"),
-    "qd2incons": ("D2incons QA2", "tab:pink"),
-    "d1consis": ("D5cons (tag 1)", "tab:blue"),
-    "d3consis": ("D8cons (new tag)", "tab:gray"),
-    "d2consis": ("D6cons (tag 2)", "tab:red"),
-    "no_qd_baseline": ("QA7 (unseen aliases)", "tab:orange"),
-    "qd1incons": ("D8incons QA8", "tab:olive"),  # the α variant (docs/study.md §3.2, §4.5)
-    "qd2consis": ("D9cons QA9", "tab:cyan"),
-}
+_COLOURS = {"q_no_replacement_baseline": "tab:green", "qd1consis": "tab:purple", "q": "tab:brown",
+            "qd2incons": "tab:pink", "d1consis": "tab:blue", "d3consis": "tab:gray", "d2consis": "tab:red",
+            "no_qd_baseline": "tab:orange", "qd1incons": "tab:olive", "qd2consis": "tab:cyan"}
+PLOT_SUBSETS = {subset: (PAPER_SUBSET_NAMES[subset], colour) for subset, colour in _COLOURS.items()}
 OTHER_COLOURS = ("black", "gold", "magenta", "teal", "navy", "lime")  # none of the paper's
 
 

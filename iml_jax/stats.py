@@ -164,6 +164,8 @@ def summarize_alignment(config, workdir: str) -> dict:
 
 
 def format_table(summary: dict) -> str:
+  """The printed result: each subset by its code and paper name with n (stage-1 seeds), the IML gap with its paired
+  test, and the paper's pooled test, each p-value labelled by the test it comes from."""
   metric = summary.get("metric", "em")
   lines = [f"Results after stage {summary['stage']} ({metric.upper()}, mean ± 95% CI over stage-1 seeds)"]
   missing = summary.get("missing")
@@ -172,16 +174,19 @@ def format_table(summary: dict) -> str:
                  f"{', ...' if len(missing) > 3 else ''}); the values below are over the runs that have them")
   for subset, values in summary["subsets"].items():
     ci = "" if values["ci95"] is None else f" ± {values['ci95']:.3f}"
-    lines.append(f"  {subset:<28} {values[metric]:.3f}{ci}")
+    n = len(values.get(f"{metric}_per_seed", []))
+    lines.append(f"  {subset:<26} {study.PAPER_SUBSET_NAMES.get(subset, ''):<21} {values[metric]:.3f}{ci:<8}  n = {n}")
   gap = summary.get("iml_gap")
   if gap:
     ci = "" if gap["ci95"] is None else f" ± {gap['ci95']:.3f}"
-    p = "" if gap["p_value"] is None else f", one-sided p = {gap['p_value']:.2g}"
+    p = "" if gap["p_value"] is None else (f", one-sided p = {gap['p_value']:.2g} (paired t-test over the "
+                                           f"{len(gap['per_seed'])} stage-1 seeds)")
     lines.append(f"  IML gap {gap['definition']}  {gap['mean']:+.3f}{ci}{p}")
   test = (summary.get("pooled") or {}).get("ttest")
   if test and test["p_value"] is not None:
     n = summary["pooled"]["subsets"]["d1consis"]["n"]
-    lines.append(f"  as the paper (all {n} runs pooled, Student t-test): one-sided p = {test['p_value']:.2g}")
+    lines.append(f"  as the paper (all {n} runs pooled, Student t-test): one-sided p = {test['p_value']:.2g} "
+                 "(treats every run as independent and ignores the pairing by seed, so it is usually smaller)")
   if summary.get("study"):
     lines.append(format_deviations(summary["study"]))
   return "\n".join(lines)

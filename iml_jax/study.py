@@ -41,6 +41,13 @@ CVDB_TEST_FRAC, TREX_TEST_FRAC = 0.1666666, 0.25
 MODEL_SIZE_SWEEP = ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b",
                     "pythia-6.9b", "gpt-neo-125M", "gpt-neo-1.3B", "gpt-neo-2.7B", "gpt-j-6b")
 _MICRO_32 = ("pythia-6.9b", "gpt-j-6b")  # these two ran 32 x 8 instead of 128 x 2
+# The paper's names of the subsets (its figures' legends): definition set D<i> with tag-consistency, QA set QA<j>.
+PAPER_SUBSET_NAMES = {
+    "qd1consis": "D1cons QA1", "qd2incons": "D2incons QA2", "q": "QA3",
+    "q_no_replacement_baseline": "QA4 (not replaced)",
+    "d1consis": "D5cons (tag 1)", "d2consis": "D6cons (tag 2)", "no_qd_baseline": "QA7 (unseen aliases)",
+    "d3consis": "D8cons (new tag)", "qd1incons": "D8incons QA8", "qd2consis": "D9cons QA9",
+}
 SWEEP_MEMBER = "one of the model-size sweep"  # the row's model when a config runs a model outside the sweep
 ALIGNMENT_GRID = {128: (21, 1), 256: (20, 1), 512: (21, 2), 1024: (20, 4), 2048: (41, 8), 4096: (50, 16),
                   8192: (81, 32), 16384: (151, 64)}  # batch: (epochs, accumulation), §9

@@ -89,6 +89,9 @@ def test_plot_and_table(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = stats.format_table(stats.summarize(config, rows))
   assert "IML gap EM(d1consis) - EM(d2consis)  +0.133" in table
+  assert "(paired t-test over the 3 stage-1 seeds)" in table and "ignores the pairing by seed" in table
+  d1_line = next(line for line in table.splitlines() if line.strip().startswith("d1consis"))
+  assert "D5cons (tag 1)" in d1_line and d1_line.endswith("n = 3")
 
 
 def test_alignment_summary_by_hand(tmp_path):
