@@ -241,20 +241,33 @@ def test_allow_config_change_extends_a_finished_run(finished_run, tmp_path, caps
   assert json.load(open(tmp_path / "w" / "config.json"))["n_seeds"] == config.n_seeds + 1
 
 
+_MESH_OUTPUTS = ("results.csv", "summary.json", "seed_0/stage1/predictions.jsonl",
+                 "seed_0/s2seed_0/stage2/predictions.jsonl")
+
+
+def _outputs_on_mesh(workdir, rules: str, shape: tuple) -> dict:
+  config = tiny_config(n_seeds=1)
+  config.mesh.update(shape=shape, rules=rules)
+  experiment.run(config, str(workdir))
+  return {f: (workdir / f).read_bytes() for f in _MESH_OUTPUTS}
+
+
+def test_padding_the_vocabulary_for_the_tensor_axis_changes_no_result(tmp_path):
+  """fsdp_tensor (1, 4, 2) pads the tiny vocabulary (195 -> 196 rows); the padding changes neither the parameters'
+  draw nor any softmax, so the outputs equal those of the unpadded dp mesh byte for byte."""
+  assert _outputs_on_mesh(tmp_path / "fsdp_tensor", "fsdp_tensor", (1, 4, 2)) == _outputs_on_mesh(
+      tmp_path / "dp", "dp", (-1, 1, 1))
+
+
+@pytest.mark.slow
 def test_one_config_gives_byte_identical_results_on_any_mesh(tmp_path):
-  """One device (`main` in a process without the fake devices), and 8 devices as dp, fsdp and fsdp_tensor (1, 4, 2):
-  the tensor axis pads the vocabulary (195 -> 196 rows), which changes neither the parameters' draw nor any
-  softmax, so every output is the same byte for byte."""
-  outputs_of = lambda workdir: {f: (workdir / f).read_bytes() for f in (  # noqa: E731
-      "results.csv", "summary.json", "seed_0/stage1/predictions.jsonl", "seed_0/s2seed_0/stage2/predictions.jsonl")}
+  """One device (`main` in a process without the fake devices), and 8 devices as dp, fsdp and fsdp_tensor."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   one_device = subprocess.run([sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny",
                                f"--workdir={tmp_path / 'one'}", "--config.progress_bar=False", "--config.n_seeds=1"],
                               cwd=ROOT, env=env, capture_output=True, text=True)
   assert one_device.returncode == 0, one_device.stderr
   assert "1 local cpu devices of 1" in one_device.stdout
-  for name, shape in {"dp": (-1, 1, 1), "fsdp": (1, -1, 1), "fsdp_tensor": (1, 4, 2)}.items():
-    config = tiny_config(n_seeds=1)
-    config.mesh.update(shape=shape, rules=name)
-    experiment.run(config, str(tmp_path / name))
-    assert outputs_of(tmp_path / name) == outputs_of(tmp_path / "one"), name
+  expected = {f: (tmp_path / "one" / f).read_bytes() for f in _MESH_OUTPUTS}
+  for rules, shape in {"dp": (-1, 1, 1), "fsdp": (1, -1, 1), "fsdp_tensor": (1, 4, 2)}.items():
+    assert _outputs_on_mesh(tmp_path / rules, rules, shape) == expected, rules
