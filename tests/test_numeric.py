@@ -48,6 +48,7 @@ def test_questions_follow_the_rule(task70m):
     for ex in task70m.test_questions[alias]:
       _, numbers, label = _parse(ex)
       assert label == (x in numbers)
+      assert len(numbers) == cfg.n_nums == len(set(numbers)) and all(0 <= n < cfg.max_x for n in numbers)
     assert sum(_parse(ex)[2] for ex in task70m.test_questions[alias]) == cfg.n_qs // 4
 
 
@@ -119,10 +120,48 @@ def test_tokenizer_one_token_per_alias(task70m):
   assert tokenizer.token_ids(task70m.alias_tokens()[:3]).shape == (3,)
 
 
-@pytest.mark.parametrize("field, value", [("n_qs", 10), ("n_nums", 120), ("p_label_flip", 2.0), ("max_x", 150)])
+@pytest.mark.parametrize("field, value", [("n_qs", 10), ("n_qs", 0), ("n_nums", 120), ("p_label_flip", 2.0),
+                                          ("max_x", 150), ("max_x", 101)])
 def test_bad_numeric_config(field, value):
   with pytest.raises(IMLError, match=f"data.{field}"):
     numeric.check_config(cd.numeric_data(**{field: value}))
+
+
+def test_numeric_config_boundaries_and_messages():
+  numeric.check_config(cd.numeric_data(n_intersection=4, n_nums=4, max_x=100, n_qs=4))  # every bound reached
+  with pytest.raises(IMLError, match=r"data.n_intersection=1, data.n_nums=99, data.max_x=99: need 1 <= "):
+    numeric.check_config(cd.numeric_data(n_nums=99, max_x=99))
+  with pytest.raises(IMLError, match=r"config field data.max_x = 101: the vocabulary has the numbers 0..99 only"):
+    numeric.check_config(cd.numeric_data(max_x=101))
+  with pytest.raises(IMLError, match=r"config fields data.fractions.\* sum to"):
+    numeric.check_config(cd.numeric_data(fractions=dict(numeric_fractions(), q=0.5)))
+  with pytest.raises(IMLError, match=r"config field train_subset = 'nope': expected one of \['full', "):
+    numeric.NumericTask(cd.numeric_data(num_x=40), 0, 0).stage_data("nope", redraw_key=0)
+
+
+def numeric_fractions() -> dict:
+  return dict(cd.numeric_data().fractions)
+
+
+# The data of seed 0 (stage-2 seed 1) as this code draws it, redrawn or fixed: a change to any random stream, subset
+# or eval set shows here (update the digests only for a deliberate change of the data, and say so).
+PINNED_DIGESTS = {True: "1e8f989f276f5331f27b400732cc576d71c0307b14175df30b8bf829f60b0996",
+                  False: "87396056a5b723e308fc29e66a116503c1adc5291f7ace48caa86edef06936d7"}
+
+
+@pytest.mark.parametrize("redraw", [True, False])
+def test_a_seeds_data_is_pinned_byte_for_byte(redraw):
+  import hashlib
+  digests = set()
+  for _ in range(2):  # and drawn the same every time in this process
+    task = numeric.NumericTask(cd.numeric_data(num_x=300, redraw_train_questions=redraw), 0, 1)
+    data = task.stage_data("stage1", redraw_key=0)
+    if not redraw:
+      assert data.train_for_epoch(3) is data.train
+    lines = [ex.text for ex in data.train_for_epoch(3)] + [k + ex.text for k, v in sorted(data.evals.items())
+                                                           for ex in v]
+    digests.add(hashlib.sha256("\n".join(lines).encode()).hexdigest())
+  assert digests == {PINNED_DIGESTS[redraw]}
 
 
 _HASH_SCRIPT = """
