@@ -4,6 +4,7 @@ Families (`hf_families.py`): GPT-NeoX/Pythia, GPT-2, GPT-Neo, Llama, T5. Weights
 `model.safetensors` or a sharded `model.safetensors.index.json` with memory maps (bf16/fp16 → fp32).
 Pickle checkpoints (`*.bin`) are refused unless `allow_pickle`: loading them runs arbitrary code.
 """
+import dataclasses
 import json
 import os
 
@@ -50,6 +51,8 @@ def read_config(folder: str) -> tuple[Family, object]:
     hf = json.load(open(path))
   except json.JSONDecodeError as err:
     raise IMLError(f"{path} is not valid JSON ({err})") from None
+  if not isinstance(hf, dict):
+    raise IMLError(f"{path} holds a JSON {type(hf).__name__}; expected an object of config fields")
   family = FAMILIES.get(hf.get("model_type"))
   if family is None:
     raise IMLError(f"{path}: model_type {hf.get('model_type')!r} is not supported; expected one of {sorted(FAMILIES)}")
@@ -57,7 +60,24 @@ def read_config(folder: str) -> tuple[Family, object]:
     cfg = family.config_from_hf(hf, path)
   except KeyError as err:
     raise IMLError(f"{path}: field {err.args[0]!r} is missing; a {family.model_type} config needs it") from None
+  except TypeError as err:  # e.g. "hidden_size": "64" used in arithmetic while the config is built
+    quoted = sorted(k for k, v in hf.items() if isinstance(v, str) and v.strip().replace(".", "", 1).isdigit())
+    raise IMLError(f"{path}: " + (f"field(s) {quoted} hold numbers as strings; sizes must be JSON numbers" if quoted
+                                  else f"a field holds a value of the wrong type ({err})")) from None
+  _check_number_fields(cfg, path)
   return family, family.fit_to_weights(cfg, _weight_keys(folder))
+
+
+_NUMBER_KINDS = {int: "an integer", "int": "an integer", float: "a number", "float": "a number"}
+
+
+def _check_number_fields(cfg, path: str) -> None:
+  """A size or rate that is not a number (e.g. "hidden_size": "64") is named here, not deep inside the model."""
+  for field in dataclasses.fields(cfg):
+    kind, value = _NUMBER_KINDS.get(field.type), getattr(cfg, field.name)
+    wanted = int if kind == "an integer" else (int, float)
+    if kind and (isinstance(value, bool) or not isinstance(value, wanted)):
+      raise IMLError(f"{path}: it gives the model's {field.name} = {value!r}; expected {kind}")
 
 
 def _weight_keys(folder: str) -> set[str]:
@@ -122,7 +142,7 @@ def _load_safetensors(path: str) -> dict[str, np.ndarray]:
       count = (end - start) // dtype.itemsize
       tensors[key] = np.memmap(path, dtype, "r", offset=8 + header_len + start, shape=(count,)).reshape(info["shape"])
     return tensors
-  except (OSError, ValueError, KeyError) as err:
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # garbage: any of these, never a crash
     raise IMLError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from None
 
 

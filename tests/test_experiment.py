@@ -252,6 +252,7 @@ def _outputs_on_mesh(workdir, rules: str, shape: tuple) -> dict:
   return {f: (workdir / f).read_bytes() for f in _MESH_OUTPUTS}
 
 
+@pytest.mark.slow
 def test_padding_the_vocabulary_for_the_tensor_axis_changes_no_result(tmp_path):
   """fsdp_tensor (1, 4, 2) pads the tiny vocabulary (195 -> 196 rows); the padding changes neither the parameters'
   draw nor any softmax, so the outputs equal those of the unpadded dp mesh byte for byte."""

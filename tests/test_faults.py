@@ -88,6 +88,7 @@ def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
   assert_same_outputs(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_while_starting_up_exits_143_and_the_rerun_finishes(tmp_path, uninterrupted):
   stopped = run(tmp_path, "start:1:TERM")
   assert stopped.returncode == faults.PREEMPTED_EXIT_STATUS, stopped.stderr

@@ -157,12 +157,25 @@ def test_clear_errors(tmp_path):
   json.dump({**config, "hidden_act": "relu"}, open(os.path.join(folder, "config.json"), "w"))
   with pytest.raises(IMLError, match="hidden_act = 'relu' is not supported"):
     hf_import.load_hf_model(folder)
+  json.dump([config], open(os.path.join(folder, "config.json"), "w"))
+  with pytest.raises(IMLError, match="config.json holds a JSON list; expected an object of config fields"):
+    hf_import.load_hf_model(folder)
+  json.dump({**config, "hidden_size": "32"}, open(os.path.join(folder, "config.json"), "w"))
+  with pytest.raises(IMLError, match=r"field\(s\) \['hidden_size'\] hold numbers as strings; sizes must be JSON num"):
+    hf_import.load_hf_model(folder)
+  json.dump({**config, "max_position_embeddings": 8.5}, open(os.path.join(folder, "config.json"), "w"))
+  with pytest.raises(IMLError, match="it gives the model's max_len = 8.5; expected an integer"):
+    hf_import.load_hf_model(folder)
   del config["num_attention_heads"]
   json.dump(config, open(os.path.join(folder, "config.json"), "w"))
   with pytest.raises(IMLError, match="field 'num_attention_heads' is missing"):
     hf_import.load_hf_model(folder)
   open(weights, "wb").write(b"\x05")
   json.dump({**config, "num_attention_heads": 4}, open(os.path.join(folder, "config.json"), "w"))
+  with pytest.raises(IMLError, match="model.safetensors is not a readable safetensors file"):
+    hf_import.load_hf_model(folder)
+  header = b'["not", "a", "header"]'
+  open(weights, "wb").write(len(header).to_bytes(8, "little") + header + bytes(range(256)))
   with pytest.raises(IMLError, match="model.safetensors is not a readable safetensors file"):
     hf_import.load_hf_model(folder)
 

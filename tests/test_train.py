@@ -231,3 +231,30 @@ def test_scanned_layers_train_exactly_like_unrolled_ones(opt):
     if "['key']['bias']" in jax.tree_util.keystr(path):
       continue  # its true gradient is 0 (softmax ignores a per-query constant): both sides normalise float noise
     np.testing.assert_allclose(a, b, atol=5e-5, err_msg=jax.tree_util.keystr(path))
+
+
+def test_a_padded_vocabulary_draws_and_trains_exactly_like_the_unpadded_one():
+  """The tensor axis pads the vocabulary (here 31 -> 32 rows): the real rows are drawn as without padding, the
+  padded ones are zeros, and the loss and its gradient on the real parameters are the same to the bit — so a
+  config's results do not depend on the mesh (the whole pipeline: test_experiment's mesh tests)."""
+  shape = dict(d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=8, init_std=0.1, embedding_init_std=0.1)
+  plain = DecoderLM(DecoderConfig(vocab_size=VOCAB, **shape))
+  padded = DecoderLM(DecoderConfig(vocab_size=VOCAB + 1, valid_vocab=VOCAB, **shape))
+  params = {name: registry.unbox(registry.init_params(model, jax.random.key(3))) for name, model in
+            (("plain", plain), ("padded", padded))}
+
+  def real_part(tree):  # the padded model's parameters without its padding
+    tree = jax.tree.map(lambda x: x, tree)
+    tree["embed_in"]["embedding"] = tree["embed_in"]["embedding"][:VOCAB]
+    tree["embed_out"] = jax.tree.map(lambda x: x[..., :VOCAB], tree["embed_out"])
+    return tree
+
+  assert not np.asarray(params["padded"]["embed_in"]["embedding"][VOCAB:]).any()
+  assert not np.asarray(params["padded"]["embed_out"]["kernel"][:, VOCAB:]).any()
+  jax.tree.map(np.testing.assert_array_equal, real_part(params["padded"]), params["plain"])
+  batch = _batch()
+  loss = lambda model: lambda p: jnp.sum(registry.token_losses(model, p, batch) * batch["loss_mask"])  # noqa: E731
+  plain_loss, plain_grads = jax.value_and_grad(loss(plain))(params["plain"])
+  padded_loss, padded_grads = jax.value_and_grad(loss(padded))(params["padded"])
+  assert padded_loss == plain_loss
+  jax.tree.map(np.testing.assert_array_equal, real_part(padded_grads), plain_grads)
