@@ -23,11 +23,12 @@ Measured (2 CPU cores shared with other jobs, 35 min, 5 seeds): d1consis 0.500 �
 gap +0.002 ± 0.022, p = 0.41 — no IML; Stage 1 does not generalise either (qd1consis 0.541: the fixed training
 questions are memorised). With 8 numbers per question as well: gap -0.007 ± 0.013, qd1consis 0.507 (49 min).
 
-Argument `reduced`: 500 aliases and 3 seeds, the headline effect in about 3 minutes; the test suite runs it
-(tests/test_default_config.py) and requires the gap's 95% interval to exclude 0.
-Measured (2 CPU cores, this session's machine, 317 s): d1consis 0.781 ± 0.100, d2consis 0.618 ± 0.033, gap
-+0.163 ± 0.082, p = 0.0026, every seed +0.10 or more, Stage-1 QA >= 0.997 on every seed. (30 Stage-1 epochs left
-one seed's Stage-1 QA at 0.63: gap +0.117 ± 0.073; 3 seeds at 45 epochs: +0.198 ± 0.224, interval includes 0.)
+Argument `reduced`: 500 aliases, 35 Stage-1 epochs and 5 seeds, the headline effect in about 4 minutes; the test
+suite runs it (tests/test_default_config.py) and requires the gap's 95% interval to exclude 0.
+Measured (2 CPU cores, 254 s with an empty compilation cache; 317-327 s before programs were cached):
+d1consis 0.781 ± 0.100, d2consis 0.618 ± 0.033, gap +0.163 ± 0.082, p = 0.0026, every seed +0.10 or more,
+Stage-1 QA >= 0.997 on every seed. (30 Stage-1 epochs left one seed's Stage-1 QA at 0.63: gap +0.117 ± 0.073;
+3 seeds at 45 epochs: +0.198 ± 0.224, interval includes 0.)
 
 Measured on this session's machine (2 CPU cores, 865 s): d1consis 0.752 ± 0.089, d2consis 0.557 ± 0.054, gap
 +0.195 ± 0.085, p = 0.0016 (per seed +0.09, +0.24, +0.27, +0.19, +0.20) — loss-for-loss what the code before this
