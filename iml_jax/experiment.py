@@ -251,6 +251,8 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> It
   fresh = not io_utils.exists(workdir) or not io_utils.listdir(workdir)
   create_workdir(workdir)
   with workdir_lock(workdir), _emptied_on_early_failure(config, workdir, fresh):
+    if jax.process_index() == 0:
+      io_utils.remove_temporaries(workdir)  # strays of a killed run; the lock says no one else writes here
     guard_workdir(config, workdir, allow_config_change)
     devices = sharding.data_parallel_size(mesh)
     per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"

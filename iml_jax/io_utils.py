@@ -120,13 +120,30 @@ def read_json(path: str):
     raise IMLError(f"{path} is not valid JSON ({err})") from None
 
 
+TEMPORARY_PREFIX = ".tmp-"  # a local atomic write's file before its rename; left behind only by a kill
+
+
+def remove_temporaries(directory: str) -> list[str]:
+  """Deletes the temporary files that killed atomic writes left below a local `directory` (a bucket has none:
+  its writes are single uploads); the paths removed. Only for a directory no other process writes to."""
+  if is_remote(directory):
+    return []
+  removed = []
+  for folder, _, files in os.walk(directory):
+    for name in files:
+      if name.startswith(TEMPORARY_PREFIX):
+        os.remove(os.path.join(folder, name))
+        removed.append(os.path.join(folder, name))
+  return removed
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
   if is_remote(path):
     _epath(path).write_bytes(data)  # one upload: the object appears whole or not at all
     return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX + os.path.basename(path))
   try:
     with os.fdopen(fd, "wb") as handle:
       handle.write(data)

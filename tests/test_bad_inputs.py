@@ -199,3 +199,20 @@ def test_a_run_ends_in_an_error_not_a_smaller_n_when_final_records_are_missing(f
   with pytest.raises(IMLError, match=r"finished stages lack 1 final evaluation records \(seed_0/s2seed_0/stage2: "):
     experiment.run(tiny_config(n_seeds=1), str(copy))
   assert snapshot(copy) == before
+
+
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_run(finished, tmp_path):
+  """A kill between an atomic write's temporary file and its rename (e.g. in the report) leaves `.tmp-*` files; the
+  next run on the workdir removes them and changes nothing else."""
+  import shutil
+  workdir, before = finished
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  strays = [copy / ".tmp-summary.jsonk3j2l1", copy / STAGE2 / ".tmp-eval.jsonlq9w8e7"]
+  for stray in strays:
+    stray.write_text('{"cut": ')
+  experiment.run(tiny_config(n_seeds=1), str(copy))
+  assert not any(stray.exists() for stray in strays)
+  after = snapshot(copy)
+  for name in ("results.csv", "summary.json", f"{STAGE2}/eval.jsonl", f"{STAGE2}/DONE"):
+    assert after[name] == before[name], name
