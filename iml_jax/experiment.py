@@ -248,7 +248,7 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> It
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
-  fresh = not io_utils.exists(workdir) or not io_utils.listdir(workdir)
+  fresh = not io_utils.listdir(workdir)  # [] also when it does not exist yet
   create_workdir(workdir)
   with workdir_lock(workdir), _emptied_on_early_failure(config, workdir, fresh):
     if jax.process_index() == 0:

@@ -123,18 +123,15 @@ def read_json(path: str):
 TEMPORARY_PREFIX = ".tmp-"  # a local atomic write's file before its rename; left behind only by a kill
 
 
-def remove_temporaries(directory: str) -> list[str]:
+def remove_temporaries(directory: str) -> None:
   """Deletes the temporary files that killed atomic writes left below a local `directory` (a bucket has none:
-  its writes are single uploads); the paths removed. Only for a directory no other process writes to."""
+  its writes are single uploads). Only for a directory no other process writes to."""
   if is_remote(directory):
-    return []
-  removed = []
+    return
   for folder, _, files in os.walk(directory):
     for name in files:
       if name.startswith(TEMPORARY_PREFIX):
         os.remove(os.path.join(folder, name))
-        removed.append(os.path.join(folder, name))
-  return removed
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -14,6 +14,7 @@ Reporting modules import this, not the training code: reading a workdir needs ne
 import dataclasses
 import hashlib
 import os
+from typing import NoReturn
 
 import ml_collections
 
@@ -110,7 +111,7 @@ def _sha256(path: str) -> str:
   return hashlib.sha256(io_utils.read_bytes(path)).hexdigest()
 
 
-def damaged_stage(directory: str, what: str):
+def damaged_stage(directory: str, what: str) -> NoReturn:
   raise IMLError(f"finished stage {directory} is damaged: {what}. Delete the directory {directory} and rerun the "
                  "same command: the stage is recomputed (same data order and initialisation, so the same results)")
 
