@@ -2,7 +2,8 @@
 
 Each step holds three items — `params`, `opt_state` (StandardSave) and `meta` (JSON) — so the next
 stage can restore `params` alone. Orbax writes to a temporary directory and renames it when complete,
-so a killed save never leaves a checkpoint that `latest_step` would return. Restores go straight
+so a killed save never leaves a checkpoint that `latest_step` would return; the next run, the workdir's only
+writer (iml_jax/workdir_lock.py), deletes such temporary directories when it opens the stage. Restores go straight
 into the shardings of the current mesh (a checkpoint written on 8 devices restores on 1).
 """
 import jax
@@ -12,12 +13,20 @@ from iml_jax import io_utils
 from iml_jax.errors import IMLError
 
 
+UNFINISHED_SAVE_MARK = ".orbax-checkpoint-tmp"  # in the name of a save's directory until its final rename
+
+
 class StageCheckpoints:
 
   def __init__(self, directory: str, max_to_keep: int | None = None):
     self.directory = io_utils.absolute(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
+    if jax.process_index() == 0:
+      # Orbax's own clean-up option only runs with the next save, which a finished stage never makes.
+      for name in io_utils.listdir(self.directory):
+        if UNFINISHED_SAVE_MARK in name:
+          io_utils.rmtree(f"{self.directory}/{name}")
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
         "params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
         "meta": ocp.JsonCheckpointHandler()})

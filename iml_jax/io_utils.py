@@ -186,6 +186,17 @@ def append_jsonl(path: str, records: list[dict]) -> None:
     os.fsync(handle.fileno())
 
 
+def drop_jsonl_records(path: str, stale) -> bool:
+  """Rewrites `path` atomically without its records for which `stale(record)` is true (and without a last line
+  cut short by a kill); whether it dropped any."""
+  records = read_jsonl(path)
+  kept = [r for r in records if not stale(r)]
+  if len(kept) == len(records):
+    return False
+  atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+  return True
+
+
 def read_jsonl(path: str) -> list[dict]:
   """Records of `path`; a last line cut short by a kill is ignored."""
   if not exists(path):

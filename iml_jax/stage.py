@@ -20,7 +20,7 @@ from iml_jax.data.tasks import Task, score_of
 from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode_seq2seq
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
-from iml_jax.io_utils import append_jsonl, atomic_write_text
+from iml_jax.io_utils import append_jsonl, atomic_write_text, drop_jsonl_records
 from iml_jax.workdir import DONE_FILE, StageRun, damaged_stage, is_done, mark_done, read_done
 from iml_jax.writers import MetricWriter
 
@@ -99,6 +99,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
   state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
+  _forget_logged_after(ctx, run, int(state.step))
 
   # Every batch array is split along its first (batch) axis, whatever its rank.
   template = _encode(ctx, data.train[:1], alias_ids)
@@ -173,6 +174,16 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
   else:
     init = None
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
+
+
+def _forget_logged_after(ctx: SeedContext, run: StageRun, step: int) -> None:
+  """A killed process may have evaluated and logged steps past the checkpoint the stage resumes from; the
+  resumed run records them again, so the earlier records are dropped and each step is recorded once."""
+  if jax.process_index() != 0:
+    return
+  for name in ("eval.jsonl", "grad_alignment.jsonl"):
+    drop_jsonl_records(os.path.join(run.directory, name), lambda record: record["step"] > step)
+  ctx.writer.restart(run.label, step)
 
 
 def alignment_sets(ctx: SeedContext, evals: dict, alias_ids: np.ndarray | None) -> dict[str, tuple[dict, dict]]:

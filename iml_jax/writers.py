@@ -3,6 +3,7 @@
 config) go to TensorBoard as a text summary and to W&B as the run config; config.json holds them too."""
 import hashlib
 import os
+import sys
 
 import jax
 
@@ -18,9 +19,19 @@ class MetricWriter:
     self.tensorboard_dir = os.path.join(workdir, "tensorboard") if tensorboard else None
     self.hparams = hparams or {}
     self._tensorboard: dict = {}  # run -> tensorboardX.SummaryWriter
+    self._purge_step: dict = {}  # run -> the first step a resumed run logs again
     self._wandb = None
     if self.enabled and wandb_cfg is not None and wandb_cfg.project:
       self._wandb = _start_wandb(workdir, wandb_cfg, self.hparams)
+
+  def restart(self, run: str, step: int) -> None:
+    """Before `run` resumes after step `step`: a killed process may have logged steps past its last checkpoint,
+    which the resumed run logs again. Their records are dropped and TensorBoard hides their events (its purge
+    step), so every step is in the logs once."""
+    if not self.enabled:
+      return
+    if io_utils.drop_jsonl_records(self.path, lambda record: record["run"] == run and record["step"] > step):
+      self._purge_step[run] = step + 1
 
   def write(self, run: str, step: int, scalars: dict[str, float], **fields) -> None:
     """One JSONL record, one TensorBoard scalar per value under the run's own event file, one W&B log."""
@@ -32,10 +43,8 @@ class MetricWriter:
     if self.tensorboard_dir is None:
       return
     if run not in self._tensorboard:
-      # Imported on first use: tensorboardX takes 3 s to import (it imports torch when installed), which every
-      # process that only validates, reports or prints --help would pay.
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tensorboard[run] = SummaryWriter(os.path.join(self.tensorboard_dir, run))
+      self._tensorboard[run] = _summary_writer_class()(os.path.join(self.tensorboard_dir, run),
+                                                       purge_step=self._purge_step.get(run))
       if self.hparams:
         table = "\n".join(f"| {k} | {v} |" for k, v in sorted(self.hparams.items()))
         self._tensorboard[run].add_text("hparams", "| field | value |\n|---|---|\n" + table, 0)
@@ -50,6 +59,20 @@ class MetricWriter:
     if self._wandb is not None:
       self._wandb.finish()
       self._wandb = None
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported on first use and without torch: tensorboardX imports torch when it
+  is installed only to accept torch tensors, which we never pass, and that import costs every run 3-5 s."""
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX handles
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 def _start_wandb(workdir: str, wandb_cfg, hparams: dict):

@@ -1,3 +1,5 @@
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -61,10 +63,14 @@ def test_mismatched_model_is_a_clear_error(tmp_path):
     checkpoints.restore_params(1, other.params)
 
 
-def test_unfinished_save_is_invisible(tmp_path):
-  """Orbax writes into a temporary directory; a save killed before its rename is not a checkpoint."""
-  (tmp_path / "ckpt" / "5.orbax-checkpoint-tmp-123").mkdir(parents=True)
+def test_unfinished_save_is_invisible_and_removed(tmp_path):
+  """Orbax writes into a temporary directory; a save killed before its rename is not a checkpoint, and the
+  next run (the only writer, under the workdir lock) removes what it left."""
+  unfinished = tmp_path / "ckpt" / "5.orbax-checkpoint-tmp-123" / "params"
+  unfinished.mkdir(parents=True)
+  (unfinished / "part").write_bytes(b"half")
   assert StageCheckpoints(str(tmp_path / "ckpt")).latest_step() is None
+  assert os.listdir(tmp_path / "ckpt") == []
 
 
 def test_a_checkpoint_of_another_dtype_is_a_clear_error(tmp_path):

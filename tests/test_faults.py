@@ -11,7 +11,10 @@ import safetensors.numpy
 from iml_jax import faults
 from test_experiment import ROOT
 
-OUTPUTS = ("results.csv", "summary.json", "seed_0/stage1/predictions.jsonl", "seed_0/s2seed_0/stage2/predictions.jsonl")
+# the logs too: a step a killed process logged and the resumed one replays is recorded once
+OUTPUTS = ("results.csv", "summary.json", "metrics.jsonl",
+           *(f"{stage}/{name}" for stage in ("seed_0/stage1", "seed_0/s2seed_0/stage2")
+             for name in ("eval.jsonl", "predictions.jsonl", "DONE")))
 
 
 def command(workdir):
@@ -67,6 +70,7 @@ def test_killed_at_every_phase_then_resumed_equals_uninterrupted(tmp_path, unint
   result = run(tmp_path)
   assert result.returncode == 0, result.stderr
   assert_same_outputs(tmp_path, uninterrupted)
+  assert all(name.isdigit() for name in os.listdir(tmp_path / "seed_0" / "stage1" / "checkpoints"))  # no half save
 
 
 def _start_and_wait_for_training(workdir):

@@ -39,6 +39,17 @@ def test_jsonl_appends_whole_lines_and_drops_a_line_a_kill_cut_short(storage_roo
     io_utils.read_jsonl(path)
 
 
+def test_dropping_jsonl_records_rewrites_only_when_something_goes(storage_root):
+  path = f"{storage_root}/metrics.jsonl"
+  io_utils.append_jsonl(path, [{"step": 1}, {"step": 2}, {"step": 3}])
+  io_utils.atomic_write_bytes(path, io_utils.read_bytes(path) + b'{"step": 4, "lo')  # a kill mid-append
+  assert io_utils.drop_jsonl_records(path, lambda record: record["step"] > 1)
+  assert io_utils.read_text(path) == '{"step": 1}\n'
+  assert not io_utils.drop_jsonl_records(path, lambda record: record["step"] > 1)
+  assert not io_utils.drop_jsonl_records(f"{storage_root}/absent.jsonl", lambda record: True)
+  assert not io_utils.exists(f"{storage_root}/absent.jsonl")
+
+
 def test_read_json_names_a_file_that_is_not_json(storage_root):
   io_utils.atomic_write_text(f"{storage_root}/DONE", "{half")
   with pytest.raises(IMLError, match=r"DONE is not valid JSON"):

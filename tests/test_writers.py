@@ -2,6 +2,7 @@
 import glob
 import json
 import struct
+import subprocess
 import sys
 import types
 
@@ -39,6 +40,42 @@ def test_jsonl_and_tensorboard_scalars_with_hparams(tmp_path):
   assert scalars == [(10, "train/loss", 2.5), (20, "train/loss", 1.25), (20, "eval/d1consis_EM", 0.5)]
   texts = [v for e in read_events(path) for v in e.summary.value if v.tag.startswith("hparams")]
   assert texts and b"stages.stage1.optimizer.lr | 0.003" in texts[0].tensor.string_val[0]
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+  """A process killed after logging step 30 resumes from its step-20 checkpoint: steps past 20 of that run are
+  dropped from metrics.jsonl and purged from TensorBoard (a SessionLog START at step 21); other runs stay."""
+  first = MetricWriter(str(tmp_path))
+  for step in (10, 20, 30):
+    first.write("seed_0/stage1", step, {"train/loss": 1.0 / step})
+  first.write("seed_1/stage1", 30, {"train/loss": 0.5})
+  first.close()
+  resumed = MetricWriter(str(tmp_path))
+  resumed.restart("seed_0/stage1", 20)
+  resumed.write("seed_0/stage1", 30, {"train/loss": 0.25})
+  resumed.close()
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [(r["run"], r["step"], r["train/loss"]) for r in records] == [
+      ("seed_0/stage1", 10, 0.1), ("seed_0/stage1", 20, 0.05), ("seed_1/stage1", 30, 0.5), ("seed_0/stage1", 30, 0.25)]
+  latest = sorted(glob.glob(str(tmp_path / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*")))[-1]
+  purges = [e.step for e in read_events(latest) if e.HasField("session_log") and e.session_log.status == 1]
+  assert purges == [21]
+  (tmp_path / "fresh").mkdir()
+  fresh = MetricWriter(str(tmp_path / "fresh"))
+  fresh.restart("seed_0/stage1", 0)  # nothing logged before: no purge marker in a first run's events
+  fresh.write("seed_0/stage1", 10, {"train/loss": 1.0})
+  fresh.close()
+  (path,) = glob.glob(str(tmp_path / "fresh" / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*"))
+  assert not any(e.HasField("session_log") for e in read_events(path))
+
+
+def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
+  """tensorboardX would import torch (3-5 s per run) when it is installed; the writer keeps it out."""
+  script = (f"from iml_jax.writers import MetricWriter; w = MetricWriter({str(tmp_path)!r}); "
+            "w.write('run', 1, {'loss': 1.0}); w.close(); import sys; print('torch' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == "False"
+  assert glob.glob(str(tmp_path / "tensorboard" / "run" / "events.out.tfevents.*"))
 
 
 def test_wandb_only_when_configured(tmp_path, monkeypatch):
