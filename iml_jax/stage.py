@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import evaluate, faults, grad_alignment, hf_import, sharding, train
+from iml_jax import evaluate, faults, grad_alignment, hf_import, memory, sharding, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, score_of
@@ -97,6 +97,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   mask = train.trainable_mask(abstract_params, stage_cfg.trainable, alias_ids)
   optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
   abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
+  memory.check_fits(abstract, run.name)
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
   state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
   _forget_logged_after(ctx, run, int(state.step))
