@@ -134,6 +134,17 @@ def remove_temporaries(directory: str) -> None:
         os.remove(os.path.join(folder, name))
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# One mode policy for every output: what an ordinary open gives under the user's umask. mkstemp would make the
+# files of atomic writes readable by their owner only.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
   if is_remote(path):
     _epath(path).write_bytes(data)  # one upload: the object appears whole or not at all
@@ -142,6 +153,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX + os.path.basename(path))
   try:
+    os.fchmod(fd, FILE_MODE)
     with os.fdopen(fd, "wb") as handle:
       handle.write(data)
       handle.flush()

@@ -76,7 +76,7 @@ class _Lock:
     io_utils.makedirs(os.path.dirname(self.path))
     if not io_utils.is_remote(self.path):
       try:  # exclusive creation: of two runs starting together, one wins here
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         with os.fdopen(fd, "w") as handle:
           handle.write(json.dumps(self.record))
         self._refresher.start()

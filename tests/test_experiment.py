@@ -69,6 +69,18 @@ def test_end_to_end_through_main(finished_run):
     assert os.path.exists(workdir / directory / "DONE")
 
 
+def test_every_output_gets_the_mode_the_umask_gives(finished_run):
+  """One policy for results, markers, logs, plots and checkpoints alike: what an ordinary open gives."""
+  workdir, _ = finished_run
+  umask = os.umask(0)
+  os.umask(umask)
+  modes = {os.path.relpath(os.path.join(folder, name), workdir): os.stat(os.path.join(folder, name)).st_mode & 0o777
+           for folder, dirs, files in os.walk(workdir) for name in files + dirs}
+  expected = {path: (0o777 if os.path.isdir(workdir / path) else 0o666) & ~umask for path in modes}
+  assert modes == expected
+  assert "results.csv" in modes and "seed_0/stage1/DONE" in modes
+
+
 def test_rerun_skips_finished_work(finished_run):
   workdir, _ = finished_run
   before = {p: os.path.getmtime(p) for p in glob.glob(str(workdir / "seed_*" / "**" / "DONE"), recursive=True)}
