@@ -9,8 +9,7 @@ tag 1 (qd1consis) vs tag 2 (qd2incons), one question per alias, equal class size
 Command: (needs the CVDB file, Pythia-1B weights and an accelerator for the training run)
   python -m iml_jax.main --config=configs/probes.py:order=vte --workdir=$RUNS/probes_vte \
       --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
-  python -m iml_jax.analyze --config=configs/probes.py:order=vte --workdir=$RUNS/probes_vte --analysis=probes \
-      --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
+  python -m iml_jax.analyze --workdir=$RUNS/probes_vte --analysis=probes  # the config the run saved
 Study's result (poster, Pythia-1B, 16 layers): ATE (vte) ≈ 0.8–1.0 accuracy from the alias's last tokens
 onwards in layers ≥ 8; TAE (tve) ≈ 0.5 everywhere, although IML is present for TAE.
 """

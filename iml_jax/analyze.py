@@ -1,15 +1,19 @@
 r"""Analyses of a finished (or partly finished) run, on its saved checkpoints.
 
-  python -m iml_jax.analyze --config=CONFIG --workdir=DIR --analysis=grad_alignment [--stage=seed_0/stage1]
+  python -m iml_jax.analyze --workdir=DIR --analysis=grad_alignment [--stage=seed_0/stage1]
       Gradient alignment (docs/study.md §9) with the final parameters of every finished stage (or the one named),
       over the sets `analysis.grad_alignment.sets` names: records in <stage>/grad_alignment.jsonl, scalars in
       metrics.jsonl and TensorBoard, means over seeds in summary.json.
-  python -m iml_jax.analyze --config=CONFIG --workdir=DIR --analysis=probes
+  python -m iml_jax.analyze --workdir=DIR --analysis=probes
       Linear probes (docs/study.md §10) on the final parameters of `analysis.probes.stage` of every seed: accuracy
       per (token position × layer) in <stage>/probes.json and plots/probes_seed_<S>.png.
+  Both read the run's config from DIR/config.json; `--set=analysis.probes.c=0.1,...` changes analysis settings
+  (`analysis.*`, `eval.batch_size`). `--config=CONFIG` (with `--config.<field>=...` overrides) gives the config
+  instead; it must describe the same run.
   python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=DIR1,DIR2,... --out=plot.png
       The study's figure: definition–question cosine vs batch size, tag A vs tag B, 95% CIs over seeds.
 """
+import functools
 import json
 import os
 
@@ -19,15 +23,48 @@ from ml_collections import config_flags
 from iml_jax import cli, compilation_cache
 
 ANALYSES = ("grad_alignment", "probes", "alignment_vs_batch")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file (configs/*.py[:args]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
-_ANALYSIS = flags.DEFINE_enum("analysis", None, ANALYSES, "Which analysis.")
-_STAGE = flags.DEFINE_string("stage", "", "Only this stage directory (relative to the workdir).")
-_WORKDIRS = flags.DEFINE_list("workdirs", [], "alignment_vs_batch: workdirs of one config at several batch sizes.")
-_OUT = flags.DEFINE_string("out", "", "alignment_vs_batch: the plot to write (.png).")
-flags.mark_flags_as_required(["analysis"])
-flags.adopt_module_key_flags(compilation_cache)  # --compilation_cache in --help
+_SETTABLE = ("analysis.", "eval.batch_size")
+_SAVED_CONFIG_REMEDY = "Leave out --config to analyse with the config the run saved (config.json)"
+
+
+def run_config(config_file, workdir: str, settings: list[str]):
+  """The config to analyse `workdir` with: `config_file` (from --config) or the one the run saved, with
+  `settings` ("field=value", analysis settings only) applied to the saved one."""
+  from iml_jax import workdir as workdir_layout
+  from iml_jax.errors import IMLError
+  if config_file is not None:
+    if settings:
+      raise IMLError("--set changes the saved config; with --config, use --config.<field>=<value>")
+    return config_file
+  try:
+    config = workdir_layout.load_config(workdir)
+  except (OSError, IMLError) as err:
+    raise IMLError(f"--workdir={workdir} holds no saved config ({err}); pass the run's --config") from None
+  for setting in settings:
+    field, equals, text = setting.partition("=")
+    if not (equals and field.startswith(_SETTABLE)):
+      raise IMLError(f"--set {setting!r}: expected field=value with a field under analysis. or eval.batch_size")
+    *parents, leaf = field.split(".")
+    node = config
+    for part in parents:
+      node = node.get(part) if hasattr(node, "get") else None
+    if node is None or leaf not in node:
+      raise IMLError(f"--set {setting!r}: the config has no field {field}")
+    node[leaf] = _parsed_like(node[leaf], text, setting)
+  return config
+
+
+def _parsed_like(current, text: str, setting: str):
+  """`text` as a value of `current`'s type."""
+  from iml_jax.errors import IMLError
+  if isinstance(current, bool):
+    if text.lower() not in ("true", "false"):
+      raise IMLError(f"--set {setting!r}: expected true or false")
+    return text.lower() == "true"
+  try:
+    return type(current)(text)
+  except ValueError:
+    raise IMLError(f"--set {setting!r}: expected a value of type {type(current).__name__}") from None
 
 
 def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:
@@ -37,7 +74,7 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
   measured = 0
-  with experiment.seed_contexts(config, workdir) as contexts:
+  with experiment.seed_contexts(config, workdir, remedy=_SAVED_CONFIG_REMEDY) as contexts:
     for ctx in contexts:
       abstract = registry.abstract_params(ctx.model)
       for run in workdir_layout.plan_stage_runs(config, workdir, ctx.seed):
@@ -73,7 +110,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
     raise IMLError(f"config field analysis.probes.stage = {stage_name!r}: expected one of {list(config.stage_names)}")
   classes = spec.classes.split(",")
   best = {}
-  with experiment.seed_contexts(config, workdir) as contexts:
+  with experiment.seed_contexts(config, workdir, remedy=_SAVED_CONFIG_REMEDY) as contexts:
     for ctx in contexts:
       run = next(r for r in workdir_layout.plan_stage_runs(config, workdir, ctx.seed) if r.name == stage_name)
       evals = ctx.task.stage_data(run.seed_stage2, run.index, config.stages[stage_name].train_subset).evals
@@ -100,33 +137,47 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
   return best
 
 
-def main(argv):
+def main(argv, flag_values):
   del argv
   logging.set_verbosity(logging.WARNING)
   from iml_jax import plots
   from iml_jax.data.tasks import ARRAY_TASK_MODELS
   from iml_jax.errors import IMLError
+  analysis, workdir = flag_values["analysis"].value, flag_values["workdir"].value
   try:
     compilation_cache.enable_from_flag()
-    if _ANALYSIS.value in ("grad_alignment", "probes") and not (_CONFIG.value and _WORKDIR.value):
-      raise IMLError(f"--analysis={_ANALYSIS.value} needs --config and --workdir")
-    if _ANALYSIS.value in ("grad_alignment", "probes") and _CONFIG.value.task in ARRAY_TASK_MODELS:
-      raise IMLError(f"--analysis={_ANALYSIS.value} reads token sequences; config field task = "
-                     f"{_CONFIG.value.task!r} has arrays")
-    if _ANALYSIS.value == "grad_alignment":
-      summary = grad_alignment_on_checkpoints(_CONFIG.value, _WORKDIR.value, _STAGE.value)
+    if analysis in ("grad_alignment", "probes"):
+      if not workdir:
+        raise IMLError(f"--analysis={analysis} needs --workdir")
+      config = run_config(flag_values["config"].value, workdir, flag_values["set"].value)
+      if config.task in ARRAY_TASK_MODELS:
+        raise IMLError(f"--analysis={analysis} reads token sequences; config field task = {config.task!r} has arrays")
+    if analysis == "grad_alignment":
+      summary = grad_alignment_on_checkpoints(config, workdir, flag_values["stage"].value)
       print(json.dumps(summary.get("grad_alignment", {}), indent=1))
-    elif _ANALYSIS.value == "probes":
-      for seed, accuracy in probes_on_checkpoints(_CONFIG.value, _WORKDIR.value).items():
+    elif analysis == "probes":
+      for seed, accuracy in probes_on_checkpoints(config, workdir).items():
         print(f"seed {seed}: best probe accuracy {accuracy:.3f} (chance 0.5)")
     else:
-      if not (_WORKDIRS.value and _OUT.value):
+      workdirs, out = flag_values["workdirs"].value, flag_values["out"].value
+      if not (workdirs and out):
         raise IMLError("--analysis=alignment_vs_batch needs --workdirs and --out")
-      plots.plot_alignment_vs_batch(_WORKDIRS.value, _OUT.value)
-      print(f"wrote {_OUT.value}")
+      plots.plot_alignment_vs_batch(workdirs, out)
+      print(f"wrote {out}")
   except IMLError as err:
     cli.fail("iml_jax.analyze", err)
 
 
-if __name__ == "__main__":
-  app.run(main, flags_parser=cli.flags_parser("iml_jax.analyze"))
+if __name__ == "__main__":  # flags only here: tests import the library next to main.py's own flags
+  config_flags.DEFINE_config_file("config", None, "The run's config file (configs/*.py[:args]); default: the config "
+                                  "the run saved in --workdir.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "The run's workdir.")
+  flags.DEFINE_list("set", [], "field=value,...: analysis settings changed in the saved config (fields under "
+                    "analysis. and eval.batch_size).")
+  flags.DEFINE_enum("analysis", None, ANALYSES, "Which analysis.")
+  flags.DEFINE_string("stage", "", "Only this stage directory (relative to the workdir).")
+  flags.DEFINE_list("workdirs", [], "alignment_vs_batch: workdirs of one config at several batch sizes.")
+  flags.DEFINE_string("out", "", "alignment_vs_batch: the plot to write (.png).")
+  flags.mark_flags_as_required(["analysis"])
+  flags.adopt_module_key_flags(compilation_cache)  # --compilation_cache in --help
+  app.run(functools.partial(main, flag_values=flags.FLAGS), flags_parser=cli.flags_parser("iml_jax.analyze"))

@@ -178,9 +178,14 @@ def create_workdir(workdir: str) -> None:
     raise IMLError(f"workdir {workdir} is not writable")
 
 
-def guard_workdir(config, workdir: str, allow_config_change: bool = False) -> None:
-  """Refuses a workdir that holds a run of a different config (unless `allow_config_change`, which says
-  what changed and carries on: finished stages are kept); saves the config."""
+# What the refusal of a workdir holding another config tells main's user to do.
+NEW_WORKDIR_OR_ALLOW_CHANGE = "Use a new --workdir (or --allow_config_change to continue it with the new config)"
+
+
+def guard_workdir(config, workdir: str, allow_config_change: bool = False,
+                  remedy: str = NEW_WORKDIR_OR_ALLOW_CHANGE) -> None:
+  """Refuses a workdir that holds a run of a different config, saying what differs and then `remedy` (unless
+  `allow_config_change`, which says what changed and carries on: finished stages are kept); saves the config."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
   if io_utils.exists(path):
@@ -194,8 +199,7 @@ def guard_workdir(config, workdir: str, allow_config_change: bool = False) -> No
     if differing:
       shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differing[:8])
       if not allow_config_change:
-        raise IMLError(f"workdir {workdir} holds a run of a different config; differing fields: {shown}. "
-                       "Use a new --workdir (or --allow_config_change to continue it with the new config)")
+        raise IMLError(f"workdir {workdir} holds a run of a different config; differing fields: {shown}. {remedy}")
       if jax.process_index() == 0:
         print(f"workdir {workdir}: continuing with a changed config ({shown}); finished stages are kept")
   if jax.process_index() == 0:
@@ -239,7 +243,8 @@ def model_config(config, tokenizer, pretrained, folder: str | None):
 
 
 @contextlib.contextmanager
-def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> Iterator[Iterator[SeedContext]]:
+def seed_contexts(config, workdir: str, allow_config_change: bool = False,
+                  remedy: str = NEW_WORKDIR_OR_ALLOW_CHANGE) -> Iterator[Iterator[SeedContext]]:
   """Validates, locks the workdir (workdir_lock.py) and guards it, all before anything else is written, then gives
   what every stage of each stage-1 seed shares, one seed at a time; the contexts share one metric writer. The lock
   and the writer are held until the block ends."""
@@ -253,7 +258,7 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False) -> It
   with workdir_lock(workdir), _emptied_on_early_failure(config, workdir, fresh):
     if jax.process_index() == 0:
       io_utils.remove_temporaries(workdir)  # strays of a killed run; the lock says no one else writes here
-    guard_workdir(config, workdir, allow_config_change)
+    guard_workdir(config, workdir, allow_config_change, remedy)
     devices = sharding.data_parallel_size(mesh)
     per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
                            for name in config.stage_names)

@@ -1,13 +1,15 @@
 """The analyses on a finished tiny run's checkpoints, through the command line."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from iml_jax import experiment
+from iml_jax import analyze, experiment
+from iml_jax.errors import IMLError
 from test_experiment import ROOT, tiny_config
 
 
@@ -25,8 +27,8 @@ def _analyze(*args):
 # slow (more than a minute on 2 cores with the suite running): run with `-m slow`
 @pytest.mark.slow
 def test_grad_alignment_on_saved_checkpoints(finished_run):
-  result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=grad_alignment",
-                    "--config.analysis.grad_alignment.max_definitions=3")
+  result = _analyze(f"--workdir={finished_run}", "--analysis=grad_alignment",  # the config the run saved
+                    "--set=analysis.grad_alignment.max_definitions=3")
   assert result.returncode == 0, result.stderr
   summary = json.load(open(finished_run / "summary.json"))
   stage2 = summary["grad_alignment"]["stage2"]
@@ -76,6 +78,46 @@ def test_analysis_errors_name_the_field(finished_run, tmp_path):
   assert result.returncode == 2 and "no finished stage" in result.stderr
   result = _analyze("--analysis=alignment_vs_batch", f"--workdirs={tmp_path}", f"--out={tmp_path}/x.png")
   assert result.returncode == 2 and "no readable config.json and summary.json" in result.stderr
+
+
+@pytest.fixture()
+def saved_run(tmp_path):
+  """A workdir holding only the config a run saved."""
+  experiment.guard_workdir(tiny_config(n_seeds=2), str(tmp_path))
+  return tmp_path
+
+
+def test_the_saved_config_is_read_and_analysis_settings_change_with_their_types(saved_run):
+  config = analyze.run_config(None, str(saved_run), ["analysis.grad_alignment.max_definitions=3",
+                                                     "analysis.probes.c=0.5", "analysis.grad_alignment.enabled=true"])
+  assert config.n_seeds == 2 and config.stages.stage1.epochs == tiny_config().stages.stage1.epochs
+  assert config.analysis.grad_alignment.max_definitions == 3 and config.analysis.probes.c == 0.5
+  assert config.analysis.grad_alignment.enabled is True
+  given = tiny_config()
+  assert analyze.run_config(given, str(saved_run), []) is given
+
+
+@pytest.mark.parametrize("config, settings, message", [
+    (None, ["stages.stage1.epochs=9"], "expected field=value with a field under analysis. or eval.batch_size"),
+    (None, ["analysis.probes.nope=1"], "the config has no field analysis.probes.nope"),
+    (None, ["analysis.probes.folds=many"], "expected a value of type int"),
+    (None, ["analysis.grad_alignment.enabled=yes"], "expected true or false"),
+    ("file", ["analysis.probes.c=1"], "with --config, use --config.<field>=<value>"),
+])
+def test_bad_settings_are_one_line(saved_run, config, settings, message):
+  with pytest.raises(IMLError, match=re.escape(message)):
+    analyze.run_config(tiny_config() if config else None, str(saved_run), settings)
+
+
+def test_a_workdir_without_a_saved_config_asks_for_one(tmp_path):
+  with pytest.raises(IMLError, match="holds no saved config .*; pass the run's --config"):
+    analyze.run_config(None, str(tmp_path), [])
+
+
+def test_a_config_file_of_another_run_suggests_the_saved_one(saved_run):
+  with pytest.raises(IMLError, match="differing fields: n_seeds .*Leave out --config to analyse with the config the "
+                                     r"run saved \(config.json\)$"):
+    analyze.grad_alignment_on_checkpoints(tiny_config(n_seeds=3), str(saved_run))
 
 
 @pytest.mark.parametrize("config, task", [("vision.py", "vision"), ("toy1d.py", "toy1d")])
