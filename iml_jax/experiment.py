@@ -18,6 +18,7 @@ import os
 from typing import Iterator
 
 import jax
+from tqdm import tqdm
 
 from iml_jax import hf_import, io_utils, report, sharding, study
 from iml_jax.data import tasks
@@ -302,7 +303,13 @@ def _holds_checkpoints(config, workdir: str) -> bool:
 
 def run(config, workdir: str, allow_config_change: bool = False) -> dict:
   with seed_contexts(config, workdir, allow_config_change) as contexts:
-    for ctx in contexts:
-      for stage_run in plan_stage_runs(config, workdir, ctx.seed):
+    runs_per_seed = len(plan_stage_runs(config, workdir, config.seed))
+    progress = tqdm(total=config.n_seeds * runs_per_seed, unit="stage", position=0,
+                    disable=jax.process_index() != 0 or not config.progress_bar)  # above the stages' own bars
+    for number, ctx in enumerate(contexts, 1):
+      for index, stage_run in enumerate(plan_stage_runs(config, workdir, ctx.seed), 1):
+        progress.set_description(f"seed {number}/{config.n_seeds}, stage {index}/{runs_per_seed} ({stage_run.label})")
         run_stage(ctx, stage_run)
+        progress.update(1)
+    progress.close()
     return report.write_report(config, workdir, require_complete=True)

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import jax
 import numpy as np
@@ -117,9 +118,14 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
 
   alignment_pairs = alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None
   step = int(state.step)
+  schedule = train.learning_rate_schedule(stage_cfg.optimizer, total_steps)
+  # token positions per step (padding included): a decoder's `tokens`, an encoder-decoder's `inputs` + `targets`
+  tokens_per_step = 0 if ctx.model.reads_arrays else batch_size * sum(
+      template[k].shape[1] for k in ("tokens", "inputs", "targets") if k in template)
+  clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
   epoch_cache = (-1, None, None)
   loss = None
-  progress = tqdm(total=total_steps, initial=step, desc=f"seed {ctx.seed} {run.label}", unit="step",
+  progress = tqdm(total=total_steps, initial=step, desc=run.label, unit="step", position=1,
                   disable=jax.process_index() != 0 or not cfg.progress_bar, leave=False)
   while step < total_steps:
     epoch = step // per_epoch
@@ -136,10 +142,14 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
     progress.update(1)
     epoch_end = step % per_epoch == 0
     if step % cfg.log_every == 0 or epoch_end:
-      value = _finite_loss(loss, run, step)
+      value = _finite_loss(loss, run, step)  # waits for the step: the clock below measures finished work
+      now = time.perf_counter()
+      rates = {"perf/tokens_per_s": tokens_per_step * (step - clock[1]) / (now - clock[0])} if tokens_per_step else {}
+      clock = (now, step)
       progress.set_postfix(loss=f"{value:.4f}")
-      ctx.writer.write(run.label, step, {"train/loss": value}, seed=ctx.seed, seed_stage2=run.seed_stage2,
-                       stage=run.name, epoch=step / per_epoch)
+      ctx.writer.write(run.label, step, {"train/loss": value, "train/lr": float(schedule(step - 1))},
+                       timings=rates, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
+                       epoch=step / per_epoch)
     if epoch_end and ((step // per_epoch) % stage_cfg.eval_every == 0 or step == total_steps):
       _evaluate(ctx, run, state.params, eval_sets, step, step // per_epoch, final=step == total_steps)
       if alignment_pairs:

@@ -33,11 +33,14 @@ class MetricWriter:
     if io_utils.drop_jsonl_records(self.path, lambda record: record["run"] == run and record["step"] > step):
       self._purge_step[run] = step + 1
 
-  def write(self, run: str, step: int, scalars: dict[str, float], **fields) -> None:
-    """One JSONL record, one TensorBoard scalar per value under the run's own event file, one W&B log."""
+  def write(self, run: str, step: int, scalars: dict[str, float], timings: dict[str, float] | None = None,
+            **fields) -> None:
+    """One JSONL record, one TensorBoard scalar per value under the run's own event file, one W&B log.
+    `timings` (e.g. tokens/s) go to TensorBoard and W&B only: metrics.jsonl holds what a rerun reproduces."""
     if not self.enabled:
       return
     io_utils.append_jsonl(self.path, [{"run": run, "step": step, **fields, **scalars}])
+    scalars = {**scalars, **(timings or {})}
     if self._wandb is not None:
       self._wandb.log({f"{run}/{name}": value for name, value in scalars.items()} | {f"{run}/step": step})
     if self.tensorboard_dir is None:

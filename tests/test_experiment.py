@@ -15,6 +15,7 @@ import pytest
 from iml_jax import experiment, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.errors import IMLError
+from test_writers import read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -69,6 +70,23 @@ def test_end_to_end_through_main(finished_run):
     assert os.path.exists(workdir / directory / "DONE")
 
 
+def test_learning_rate_and_throughput_are_logged(finished_run):
+  """train/lr is the rate each logged step used (metrics.jsonl and TensorBoard); tokens/s only in TensorBoard:
+  metrics.jsonl holds only what a rerun reproduces."""
+  workdir, _ = finished_run
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  config = tiny_config()
+  for label, name in (("seed_0/stage1", "stage1"), ("seed_1/s2seed_0/stage2", "stage2")):
+    logged = [(r["step"], r["train/lr"]) for r in records if r["run"] == label and "train/loss" in r]
+    schedule = train.learning_rate_schedule(config.stages[name].optimizer, max(step for step, _ in logged))
+    assert [lr for _, lr in logged] == pytest.approx([float(schedule(step - 1)) for step, _ in logged], rel=1e-6)
+    assert logged[0][1] > 0
+  assert not any(key.startswith("perf/") for r in records for key in r)
+  (events,) = glob.glob(str(workdir / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*"))
+  rates = [v.simple_value for e in read_events(events) for v in e.summary.value if v.tag == "perf/tokens_per_s"]
+  assert rates and min(rates) > 0
+
+
 def test_every_output_gets_the_mode_the_umask_gives(finished_run):
   """One policy for results, markers, logs, plots and checkpoints alike: what an ordinary open gives."""
   workdir, _ = finished_run
@@ -84,9 +102,10 @@ def test_every_output_gets_the_mode_the_umask_gives(finished_run):
 def test_rerun_skips_finished_work(finished_run):
   workdir, _ = finished_run
   before = {p: os.path.getmtime(p) for p in glob.glob(str(workdir / "seed_*" / "**" / "DONE"), recursive=True)}
-  result = main(workdir)
+  result = main(workdir, "--config.progress_bar=True")
   assert result.returncode == 0, result.stderr
   assert before == {p: os.path.getmtime(p) for p in before}
+  assert "seed 2/2, stage 2/2 (seed_1/s2seed_0/stage2): 100%" in result.stderr  # the run's own progress line
 
 
 def _final_params(workdir, directory):
