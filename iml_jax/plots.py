@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 
 from iml_jax import io_utils
-from iml_jax.data.tasks import score_of
+from iml_jax.data.tasks import chance_level, score_of
 from iml_jax.errors import IMLError
 from iml_jax.stats import bootstrap_ci95, mean_ci95, per_seed, pooled_runs
 from iml_jax.study import PAPER_SUBSET_NAMES
@@ -32,8 +32,13 @@ def save_figure(figure, path: str) -> None:
 
 
 def plot_subsets(config, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:
-  """The task's score per subset over the epochs of all stages: mean and 95% t-interval over stage-1 seeds,
-  or (`pooled`, the paper's figure) mean and 95% bootstrap interval over all runs."""
+  save_figure(subsets_figure(config, rows, title, pooled), path)
+
+
+def subsets_figure(config, rows: list[dict], title: str = "", pooled: bool = False):
+  """The task's score per subset over the epochs of all stages (from the evaluation before training, epoch 0):
+  mean and 95% t-interval over stage-1 seeds, or (`pooled`, the paper's figure) mean and 95% bootstrap interval
+  over all runs; each stage named above its epochs, and the chance level where the task has one."""
   score = score_of(config)
   by_epoch = ({key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()} if pooled
         else per_seed(rows, score.name))
@@ -53,18 +58,25 @@ def plot_subsets(config, rows: list[dict], path: str, title: str = "", pooled: b
     axis.plot(epochs, [p[1] for p in points], marker="o", markersize=3, color=colour, label=label)
     axis.fill_between(epochs, np.clip([p[2][0] for p in points], 0, score.upper_bound),
                       np.clip([p[2][1] for p in points], 0, score.upper_bound), color=colour, alpha=0.2)
-  boundary = 0
-  for name in config.stage_names[:-1]:
-    boundary += config.stages[name].epochs
-    axis.axvline(boundary, color="black", linestyle=":", linewidth=1)
+  chance = chance_level(config)
+  if chance is not None:
+    axis.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
+  start = 0
+  for index, name in enumerate(config.stage_names):
+    if index:
+      axis.axvline(start, color="black", linestyle=":", linewidth=1)
+    end = start + config.stages[name].epochs
+    axis.text((start + end) / 2, 1.01, name, transform=axis.get_xaxis_transform(), ha="center", va="bottom",
+              fontsize=8)
+    start = end
   axis.set_xlabel("epoch (all stages)")
   axis.set_ylabel({"em": "exact match", "mse": "mean squared error"}.get(score.name, score.name))
   over = (f"95% bootstrap CI over {n_runs} pooled runs (as the paper)" if pooled
           else f"95% CI over {n_seeds} stage-1 seed(s)")
-  axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and {over}", fontsize=9)
+  axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and {over}", fontsize=9, pad=14)
   axis.legend(fontsize=8, loc="best")
   figure.tight_layout()
-  save_figure(figure, path)
+  return figure
 
 
 def _t_band(mean: float, half: float | None) -> tuple[float, float]:

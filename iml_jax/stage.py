@@ -127,6 +127,8 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   loss = None
   progress = tqdm(total=total_steps, initial=step, desc=run.label, unit="step", position=1,
                   disable=jax.process_index() != 0 or not cfg.progress_bar, leave=False)
+  if step == 0 and run.index == 0:  # the model before any training: the first point of every curve
+    _evaluate(ctx, run, state.params, eval_sets, 0, 0, final=False)
   while step < total_steps:
     epoch = step // per_epoch
     if epoch_cache[0] != epoch:
@@ -188,12 +190,13 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
 
 
 def _forget_logged_after(ctx: SeedContext, run: StageRun, step: int) -> None:
-  """A killed process may have evaluated and logged steps past the checkpoint the stage resumes from; the
-  resumed run records them again, so the earlier records are dropped and each step is recorded once."""
+  """A killed process may have evaluated and logged steps past the checkpoint the stage resumes from (every
+  step, the evaluation before training included, when there is none: `step` 0); the resumed run records them
+  again, so the earlier records are dropped and each step is recorded once."""
   if jax.process_index() != 0:
     return
   for name in ("eval.jsonl", "grad_alignment.jsonl"):
-    drop_jsonl_records(os.path.join(run.directory, name), lambda record: record["step"] > step)
+    drop_jsonl_records(os.path.join(run.directory, name), lambda record: step == 0 or record["step"] > step)
   ctx.writer.restart(run.label, step)
 
 

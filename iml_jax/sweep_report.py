@@ -6,6 +6,7 @@ seeds swept as runs count as stage-1 seeds exactly like `n_seeds` within one run
 import csv
 import io
 import os
+import re
 
 import jax
 
@@ -56,6 +57,12 @@ def summarize_settings(plan: dict, rows: list[dict], configs: dict) -> list[dict
 
 def _label(values: dict) -> str:
   return ", ".join(f"{k}={v}" for k, v in values.items()) or "all runs"
+
+
+def setting_plot_name(score_name: str, values: dict) -> str:
+  """A setting's figure, named by its values: em_stages.stage1.batch_size=32.png, em_all_runs.png."""
+  label = "__".join(f"{k}={v}" for k, v in values.items()) or "all_runs"
+  return f"{score_name}_{re.sub(r'[^A-Za-z0-9._=-]+', '-', label)}.png"
 
 
 def _as_number(text: str) -> float | None:
@@ -176,7 +183,9 @@ def write_sweep_report(workdir: str) -> dict:
   for index, entry in enumerate(summaries):
     pooled = [r for r in rows if r["run"] in entry["runs"]]
     if pooled:
-      path = os.path.join(workdir, "plots", f"{score.name}_setting_{index}.png")
+      path = os.path.join(workdir, "plots", setting_plot_name(score.name, entry["values"]))
+      if path in figures:  # values that differ only in characters a file name cannot hold
+        path = path.replace(".png", f"-{index}.png")
       plots.plot_subsets(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
       figures.append(path)
   figures = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + alignment_plot(plan, workdir) + figures

@@ -25,13 +25,14 @@ class MetricWriter:
       self._wandb = _start_wandb(workdir, wandb_cfg, self.hparams)
 
   def restart(self, run: str, step: int) -> None:
-    """Before `run` resumes after step `step`: a killed process may have logged steps past its last checkpoint,
-    which the resumed run logs again. Their records are dropped and TensorBoard hides their events (its purge
-    step), so every step is in the logs once."""
+    """Before `run` resumes from its checkpoint at step `step` (0: none, it starts over): a killed process may
+    have logged steps after that checkpoint, which the resumed run logs again. Their records are dropped and
+    TensorBoard hides their events (its purge step), so every step is in the logs once."""
     if not self.enabled:
       return
-    if io_utils.drop_jsonl_records(self.path, lambda record: record["run"] == run and record["step"] > step):
-      self._purge_step[run] = step + 1
+    replayed = lambda record: record["run"] == run and (step == 0 or record["step"] > step)  # noqa: E731
+    if io_utils.drop_jsonl_records(self.path, replayed):
+      self._purge_step[run] = step + 1 if step else 0
 
   def write(self, run: str, step: int, scalars: dict[str, float], timings: dict[str, float] | None = None,
             **fields) -> None:

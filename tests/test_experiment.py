@@ -61,6 +61,9 @@ def test_end_to_end_through_main(finished_run):
   rows = list(csv.DictReader(open(workdir / "results.csv")))
   assert set(rows[0]) == {"seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em", "f1"}
   assert {r["stage"] for r in rows} == {"stage1", "stage2"} and {r["seed"] for r in rows} == {"0", "1"}
+  # the first stage is evaluated before training (the curves' first point); a later stage starts where it ended
+  assert min(int(r["epoch"]) for r in rows if r["stage"] == "stage1") == 0
+  assert min(int(r["epoch"]) for r in rows if r["stage"] == "stage2") == 1
   summary = json.load(open(workdir / "summary.json"))
   assert set(summary["subsets"]) == {"qd1consis", "qd2incons", "d1consis", "d2consis"}
   gap = summary["iml_gap"]

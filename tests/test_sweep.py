@@ -142,7 +142,7 @@ def test_real_sweep_pools_seed_runs_and_reports(tmp_path):
   header = open(tmp_path / "results.csv").readline().strip().split(",")
   assert header == ["run", "seed", "seed_stage2", "stage", "epoch", "global_epoch", "subset", "em", "f1"]
   report_md = open(tmp_path / "report.md").read()
-  assert "| all runs | 2 |" in report_md and os.path.exists(tmp_path / "plots" / "em_setting_0.png")
+  assert "| all runs | 2 |" in report_md and os.path.exists(tmp_path / "plots" / "em_all_runs.png")
   again = subprocess.run([sys.executable, "-m", "iml_jax.report", f"--workdir={tmp_path}"], cwd=ROOT,
                          capture_output=True, text=True)
   assert again.returncode == 0, again.stderr

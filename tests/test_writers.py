@@ -63,10 +63,18 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
   (tmp_path / "fresh").mkdir()
   fresh = MetricWriter(str(tmp_path / "fresh"))
   fresh.restart("seed_0/stage1", 0)  # nothing logged before: no purge marker in a first run's events
+  fresh.write("seed_0/stage1", 0, {"eval/d1consis_EM": 0.5})
   fresh.write("seed_0/stage1", 10, {"train/loss": 1.0})
   fresh.close()
   (path,) = glob.glob(str(tmp_path / "fresh" / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*"))
   assert not any(e.HasField("session_log") for e in read_events(path))
+  again = MetricWriter(str(tmp_path / "fresh"))
+  again.restart("seed_0/stage1", 0)  # killed before its first checkpoint: everything it logged, step 0 included
+  again.write("seed_0/stage1", 0, {"eval/d1consis_EM": 0.5})
+  again.close()
+  assert [json.loads(line)["step"] for line in open(tmp_path / "fresh" / "metrics.jsonl")] == [0]
+  latest = sorted(glob.glob(str(tmp_path / "fresh" / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*")))
+  assert [e.step for e in read_events(latest[-1]) if e.HasField("session_log") and e.session_log.status == 1] == [0]
 
 
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):

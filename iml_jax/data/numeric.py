@@ -35,6 +35,7 @@ TRAIN_SUBSETS = {
 BASE_VOCABULARY = (["[PAD]", "[UNK]", "=", "%", "true", "false", "define1", "define2", "define3"]
                    + [str(i) for i in range(100)] + list(string.ascii_lowercase))
 ALIAS_LENGTH = 3
+CHANCE = 0.5  # the EM of a coin flip: half of every test set's questions are true (`tasks.chance_level`)
 
 
 def all_alias_strings() -> list[str]:

@@ -49,6 +49,11 @@ def score_of(config) -> metrics.Score:
   return getattr(_GENERATORS[config.task], "SCORE", metrics.EXACT_MATCH)
 
 
+def chance_level(config) -> float | None:
+  """The score of guessing, where the task defines one (the numeric task's true/false answers: 0.5)."""
+  return getattr(_GENERATORS[config.task], "CHANCE", None)
+
+
 def uses_stage2_split(config, train_subset: str) -> bool:
   """Whether a stage trains on the entities that `seed_stage2` re-partitions."""
   generator = _GENERATORS[config.task]

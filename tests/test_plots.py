@@ -1,0 +1,42 @@
+"""What the run figure shows: a curve from the evaluation before training, each stage named over its epochs, the
+chance level where the task has one; sweep figures named by their settings."""
+from iml_jax import config_defaults as cd
+from iml_jax import plots, sweep_report
+
+
+def _config(task="numeric"):
+  stages = dict(stage1=cd.stage("stage1", 4, 8), stage2=cd.stage("stage2", 2, 8))
+  data = cd.numeric_data() if task == "numeric" else cd.define_data()
+  return cd.base(task, data, cd.gpt_neox(), stages, n_seeds=2)
+
+
+def _rows():
+  return [dict(seed=seed, seed_stage2=0, stage=stage, epoch=epoch, global_epoch=offset + epoch, subset=subset,
+               em=0.5 + 0.05 * (offset + epoch) * (subset == "qd1consis"), f1=0.0)
+          for seed in (0, 1) for stage, offset, epochs in (("stage1", 0, (0, 2, 4)), ("stage2", 4, (1, 2)))
+          for epoch in epochs for subset in ("qd1consis", "d1consis")]
+
+
+def test_the_run_figure_starts_before_training_names_the_stages_and_shows_chance():
+  axis = plots.subsets_figure(_config(), _rows()).axes[0]
+  curves = {line.get_label(): line for line in axis.get_lines()}
+  assert list(curves["D1cons QA1"].get_xdata()) == [0, 2, 4, 5, 6]  # epoch 0: the model before any training
+  assert curves["D1cons QA1"].get_ydata()[-1] == 0.8
+  assert list(curves["chance"].get_ydata()) == [0.5, 0.5]
+  stage_names = {text.get_text(): text.get_position()[0] for text in axis.texts}
+  assert stage_names == {"stage1": 2.0, "stage2": 5.0}  # over the middle of each stage's epochs
+  boundaries = [line.get_xdata()[0] for line in axis.get_lines() if line.get_linestyle() == ":"]
+  assert boundaries == [4]
+  plots.plt.close("all")
+
+
+def test_a_task_without_a_chance_level_draws_none():
+  axis = plots.subsets_figure(_config("define"), _rows()).axes[0]
+  assert "chance" not in {line.get_label() for line in axis.get_lines()}
+  plots.plt.close("all")
+
+
+def test_sweep_figures_are_named_by_their_settings():
+  assert sweep_report.setting_plot_name("em", {}) == "em_all_runs.png"
+  assert sweep_report.setting_plot_name("em", {"stages.stage1.batch_size": 32, "model.init_from": "EleutherAI/x y"}) \
+      == "em_stages.stage1.batch_size=32__model.init_from=EleutherAI-x-y.png"
