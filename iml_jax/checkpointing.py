@@ -5,7 +5,13 @@ stage can restore `params` alone. Orbax writes to a temporary directory and rena
 so a killed save never leaves a checkpoint that `latest_step` would return; the next run, the workdir's only
 writer (iml_jax/workdir_lock.py), deletes such temporary directories when it opens the stage. Restores go straight
 into the shardings of the current mesh (a checkpoint written on 8 devices restores on 1).
+
+Beside each step, `<step>.sha256.json` holds the SHA-256 of every file Orbax wrote for it; a restore checks them
+first, so a damaged checkpoint is an error naming the file, never a silently different model. (A checkpoint saved
+before digests were kept, or by a process killed between Orbax's rename and the digest file, has nothing to check.)
 """
+import hashlib
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -14,6 +20,23 @@ from iml_jax.errors import IMLError
 
 
 UNFINISHED_SAVE_MARK = ".orbax-checkpoint-tmp"  # in the name of a save's directory until its final rename
+DIGESTS_SUFFIX = ".sha256.json"
+
+
+def file_digests(directory: str) -> dict[str, str]:
+  """SHA-256 of every file below `directory`, by path relative to it."""
+  digests = {}
+  for name in io_utils.listdir(directory):
+    path = f"{directory}/{name}"
+    if io_utils.isdir(path):
+      digests.update({f"{name}/{inner}": digest for inner, digest in file_digests(path).items()})
+    else:
+      digests[name] = hashlib.sha256(io_utils.read_bytes(path)).hexdigest()
+  return digests
+
+
+class DamagedCheckpoint(IMLError):
+  """A checkpoint file differs from the one saved (its digest): what the stage must do about it says the caller."""
 
 
 class StageCheckpoints:
@@ -41,9 +64,29 @@ class StageCheckpoints:
           params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
           meta=ocp.args.JsonSave(meta)), force=True)
       self.manager.wait_until_finished()
+      if jax.process_index() == 0:
+        io_utils.atomic_write_json(self._digests_path(step), file_digests(f"{self.directory}/{step}"))
+        kept = {str(s) for s in self.manager.all_steps()}
+        for name in io_utils.listdir(self.directory):  # the digests of checkpoints max_to_keep removed
+          if name.endswith(DIGESTS_SUFFIX) and name[:-len(DIGESTS_SUFFIX)] not in kept:
+            io_utils.remove(f"{self.directory}/{name}")
     except OSError as err:
       raise IMLError(f"saving checkpoint step {step} in {self.directory} failed ({err.strerror or err}); "
                      f"the earlier checkpoints are intact: free space and rerun to resume") from None
+
+  def _digests_path(self, step: int) -> str:
+    return f"{self.directory}/{step}{DIGESTS_SUFFIX}"
+
+  def verify(self, step: int) -> None:
+    """IMLError naming the first file of checkpoint `step` that differs from what was saved."""
+    path = self._digests_path(step)
+    if not io_utils.exists(path):
+      return
+    saved, found = io_utils.read_json(path), file_digests(f"{self.directory}/{step}")
+    for name in sorted(saved):
+      if found.get(name) != saved[name]:
+        raise DamagedCheckpoint(f"checkpoint file {self.directory}/{step}/{name} "
+                                f"{'is missing' if name not in found else 'differs from the file saved'}")
 
   def _check_compatible(self, step: int, item: str, abstract) -> None:
     """A clear message when the stored tree does not fit the model the config describes (structure,
@@ -64,6 +107,7 @@ class StageCheckpoints:
                      f"missing {missing}, unexpected {extra}, shape/dtype mismatches {differing}")
 
   def restore(self, step: int, abstract_params, abstract_opt_state) -> tuple:
+    self.verify(step)
     self._check_compatible(step, "params", abstract_params)
     restored = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_params),
@@ -71,6 +115,7 @@ class StageCheckpoints:
     return restored["params"], restored["opt_state"], restored["meta"]
 
   def restore_params(self, step: int, abstract_params):
+    self.verify(step)
     self._check_compatible(step, "params", abstract_params)
     return self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_params)))["params"]

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from iml_jax import evaluate, faults, grad_alignment, hf_import, memory, sharding, train
-from iml_jax.checkpointing import StageCheckpoints
+from iml_jax.checkpointing import DamagedCheckpoint, StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, score_of
 from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode_seq2seq
@@ -51,8 +51,12 @@ def final_params(directory: str, abstract_params):
     checkpoints.close()
     damaged_stage(directory, f"its marker {os.path.join(directory, DONE_FILE)} names step {step}, but its latest "
                              f"checkpoint is {'missing' if latest is None else f'step {latest}'}")
-  params = checkpoints.restore_params(step, abstract_params)
-  checkpoints.close()
+  try:
+    params = checkpoints.restore_params(step, abstract_params)
+  except DamagedCheckpoint as err:
+    damaged_stage(directory, str(err))
+  finally:
+    checkpoints.close()
   return params
 
 
@@ -177,7 +181,11 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
   (the first stage: pretrained weights or a fresh initialisation) with a fresh optimizer."""
   latest = checkpoints.latest_step()
   if latest is not None:
-    params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
+    try:
+      params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
+    except DamagedCheckpoint as err:
+      raise IMLError(f"{err}. Delete the directory {checkpoints.directory}/{latest} and rerun the same command: the "
+                     "stage resumes from the checkpoint before it, or from its start, with the same results") from None
     return train.TrainState(jax.device_put(np.int32(latest), abstract.step.sharding), params, opt_state)
   if run.init_from:
     init = final_params(run.init_from, abstract.params)

@@ -1,4 +1,5 @@
 import os
+import re
 
 import jax
 import numpy as np
@@ -7,7 +8,7 @@ from jax.sharding import Mesh
 
 from iml_jax import config_defaults as cd
 from iml_jax import sharding, train
-from iml_jax.checkpointing import StageCheckpoints
+from iml_jax.checkpointing import DamagedCheckpoint, StageCheckpoints
 from iml_jax.errors import IMLError
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
 
@@ -97,3 +98,34 @@ def test_a_full_disk_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
                                      r"earlier checkpoints are intact"):
     checkpoints.save(4, state.params, state.opt_state, {"step": 4})
   assert checkpoints.latest_step() == 2
+
+
+def _largest_file(directory):
+  files = [os.path.join(folder, name) for folder, _, names in os.walk(directory) for name in names]
+  return max(files, key=os.path.getsize)
+
+
+def test_a_damaged_checkpoint_file_is_named_before_anything_is_restored(tmp_path):
+  """A flipped bit in the stored arrays once restored a different model in silence; the digests saved beside each
+  step catch it, and a checkpoint max_to_keep removed takes its digests along."""
+  abstract, state = _state(sharding.make_mesh((-1, 1, 1)))
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"), max_to_keep=2)
+  for step in (1, 2, 3):
+    checkpoints.save(step, state.params, state.opt_state, {"step": step})
+  assert sorted(n for n in os.listdir(tmp_path / "ckpt") if n.endswith(".sha256.json")) == ["2.sha256.json",
+                                                                                             "3.sha256.json"]
+  victim = _largest_file(tmp_path / "ckpt" / "3")
+  data = bytearray(open(victim, "rb").read())
+  data[len(data) // 2] ^= 1
+  open(victim, "wb").write(bytes(data))
+  relative = os.path.relpath(victim, tmp_path / "ckpt")
+  with pytest.raises(DamagedCheckpoint, match=f"checkpoint file .*ckpt/{re.escape(relative)} differs from the file "
+                                              "saved"):
+    checkpoints.restore(3, abstract.params, abstract.opt_state)
+  with pytest.raises(DamagedCheckpoint, match="differs from the file saved"):
+    checkpoints.restore_params(3, abstract.params)
+  params = checkpoints.restore_params(2, abstract.params)  # the one before is intact
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, state.params)
+  os.remove(_largest_file(tmp_path / "ckpt" / "2"))
+  with pytest.raises(DamagedCheckpoint, match="is missing"):
+    checkpoints.restore_params(2, abstract.params)
