@@ -127,21 +127,15 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   tokens_per_step = 0 if ctx.model.reads_arrays else batch_size * sum(
       template[k].shape[1] for k in ("tokens", "inputs", "targets") if k in template)
   clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
-  epoch_cache = (-1, None, None)
+  batches = batching.StageBatches(data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key,
+                                  batch_size, per_epoch)
   loss = None
   progress = tqdm(total=total_steps, initial=step, desc=run.label, unit="step", position=1,
                   disable=jax.process_index() != 0 or not cfg.progress_bar, leave=False)
   if step == 0 and run.index == 0:  # the model before any training: the first point of every curve
     _evaluate(ctx, run, state.params, eval_sets, 0, 0, final=False)
   while step < total_steps:
-    epoch = step // per_epoch
-    if epoch_cache[0] != epoch:
-      encoded = _encode(ctx, data.train_for_epoch(epoch), alias_ids)
-      epoch_cache = (epoch, encoded, batching.epoch_permutation(run.order_key, epoch, num_examples))
-    _, encoded, permutation = epoch_cache
-    rows, weights = batching.batch_rows(permutation, step % per_epoch, batch_size)
-    batch = {**{k: v[rows] for k, v in encoded.items()}, "weights": weights}
-    batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
+    batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batches.at(step).items()}
     state, loss = train_step(state, batch)
     step += 1
     faults.reached("train_step")

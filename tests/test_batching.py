@@ -4,6 +4,7 @@ import numpy as np
 from iml_jax import experiment
 from iml_jax import workdir as workdir_layout
 from iml_jax.data import batching
+from iml_jax.data.common import Example, StageData
 from test_experiment import ROOT
 
 
@@ -42,3 +43,32 @@ def test_steps_per_epoch_count_as_the_hf_trainer():
   assert batching.steps_per_epoch(960, 256, 2) == 4
   assert batching.steps_per_epoch(16000, 256, 1) == 63  # no accumulation: the partial batch is a step
   assert batching.steps_per_epoch(100, 512, 64) == 1
+
+
+def _counting_encoder(calls):
+  def encode(examples):
+    calls.append(len(examples))
+    return {"tokens": np.array([[ord(ex.prompt[0]), len(ex.prompt)] for ex in examples])}
+  return encode
+
+
+def test_stage_batches_encode_fixed_examples_once_and_follow_the_step_indexed_order():
+  examples = [Example(chr(97 + i) * (i + 1), " x") for i in range(10)]
+  calls = []
+  batches = batching.StageBatches(StageData(examples, {}), _counting_encoder(calls), (3, 0, 1), 4, 3)
+  for step in range(9):  # three epochs of 3 steps (the last batch of each filled up with weight-0 rows)
+    permutation = batching.epoch_permutation((3, 0, 1), step // 3, 10)
+    rows, weights = batching.batch_rows(permutation, step % 3, 4)
+    batch = batches.at(step)
+    np.testing.assert_array_equal(batch["tokens"][:, 0], [97 + r for r in rows])
+    np.testing.assert_array_equal(batch["weights"], weights)
+  assert calls == [10]  # encoded once for the stage
+
+
+def test_stage_batches_encode_each_epoch_of_a_redrawing_task():
+  def redraw(epoch):
+    return [Example(chr(97 + epoch) * (i + 1), " x") for i in range(6)]
+  calls = []
+  batches = batching.StageBatches(StageData(redraw(0), {}, redraw), _counting_encoder(calls), (0,), 6, 1)
+  assert [int(batches.at(step)["tokens"][0, 0]) for step in range(3)] == [97, 98, 99]
+  assert calls == [6, 6, 6]

@@ -31,3 +31,25 @@ def batch_rows(permutation: np.ndarray, step_in_epoch: int, batch_size: int) -> 
     weights[len(rows):] = 0.0
     rows = np.concatenate([rows, np.zeros(batch_size - len(rows), dtype=rows.dtype)])
   return rows, weights
+
+
+class StageBatches:
+  """The host arrays of every training step of one stage, by step number: each epoch's examples encoded once —
+  once for the whole stage when the task does not redraw them — and cut into batches in `epoch_permutation`'s
+  order by `batch_rows` (a `weights` array marks the fill-up rows)."""
+
+  def __init__(self, data, encode, order_key: tuple[int, ...], batch_size: int, per_epoch: int):
+    self._data, self._encode, self._order_key = data, encode, order_key
+    self._batch_size, self._per_epoch = batch_size, per_epoch
+    self._epoch, self._encoded, self._permutation = None, None, None
+
+  def at(self, step: int) -> dict[str, np.ndarray]:
+    """The batch that trains global step `step` + 1 of the stage."""
+    epoch = step // self._per_epoch
+    if epoch != self._epoch:
+      if self._encoded is None or self._data.redraw is not None:
+        self._encoded = self._encode(self._data.train_for_epoch(epoch))
+      self._permutation = epoch_permutation(self._order_key, epoch, len(self._data.train))
+      self._epoch = epoch
+    rows, weights = batch_rows(self._permutation, step % self._per_epoch, self._batch_size)
+    return {**{name: array[rows] for name, array in self._encoded.items()}, "weights": weights}
