@@ -16,15 +16,14 @@ from iml_jax import study
 from iml_jax.errors import IMLError
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("model", "batch", "tiny"), "configs/batch_size.py")
-  model_key = args.get("model") or "pythia-1b"
-  model = cd.pretrained_arg(args, "pythia-1b", tuple(study.BATCH_GRIDS))
-  batch = int(args.get("batch") or 256)
+  args = cd.parse_arg(arg, dict(model="pythia-1b", batch=256, tiny=False), "configs/batch_size.py")
+  model_key = args["model"]
+  model = cd.pretrained_arg(args["model"], tuple(study.BATCH_GRIDS))
+  batch = args["batch"]
   if batch not in study.BATCH_GRIDS[model_key]:
     raise IMLError(f"configs/batch_size.py: batch={batch} is not in the {model_key} grid "
                    f"{sorted(study.BATCH_GRIDS[model_key])}")
   config = cd.study_define(model, "cvdb", n_seeds=5, n_seeds_stage2=1, fractions=dict(study.NO_D3))
   config = cd.one_stage(config, study.BATCH_GRIDS[model_key][batch], batch, grad_accum=max(batch // 512, 1))
   config.study = f"batch_size:batch={batch},model={model_key}"
-  return cd.shrink_for_tests(config) if "tiny" in args else config
+  return cd.shrink_for_tests(config) if args["tiny"] else config

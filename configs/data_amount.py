@@ -24,14 +24,13 @@ from iml_jax import study
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("num_ents", "tiny", "cpu"), "configs/data_amount.py")
-  num_ents = int(args.get("num_ents") or 1000)
-  if "cpu" in args:
+  args = cd.parse_arg(arg, dict(num_ents=1000, tiny=False, cpu=False), "configs/data_amount.py")
+  num_ents = args["num_ents"]
+  if args["cpu"]:
     config = cd.numeric_cpu_default()
     config.data.num_x = num_ents
-    return cd.shrink_numeric_default(config) if "tiny" in args else config
-  config = cd.study_define(cd.pretrained_arg(args, "pythia-1b"), "cvdb", n_seeds=10, num_entities=num_ents,
+    return cd.shrink_numeric_default(config) if args["tiny"] else config
+  config = cd.study_define(cd.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=10, num_entities=num_ents,
                            fractions=dict(study.NO_D3))
   config.study = f"data_amount:num_ents={num_ents}"
-  return cd.shrink_for_tests(config) if "tiny" in args else config
+  return cd.shrink_for_tests(config) if args["tiny"] else config

@@ -50,11 +50,10 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("tiny", "faithful", "reduced"), "configs/default.py")
-  config = cd.numeric_cpu_default(faithful="faithful" in args)
-  if "reduced" in args:
+  args = cd.parse_arg(arg, dict(tiny=False, faithful=False, reduced=False), "configs/default.py")
+  config = cd.numeric_cpu_default(faithful=args["faithful"])
+  if args["reduced"]:
     config.data.num_x = 500
     config.stages.stage1.update(epochs=35, eval_every=35)
     config.stages.stage2.eval_every = 50
-  return cd.shrink_numeric_default(config) if "tiny" in args else config
+  return cd.shrink_numeric_default(config) if args["tiny"] else config

@@ -22,8 +22,7 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("tiny",), "configs/define_synthetic.py")
+  args = cd.parse_arg(arg, dict(tiny=False), "configs/define_synthetic.py")
   adamw = lambda lr: cd.optimizer(name="adamw", lr=lr, b2=0.98, warmup_frac=0.02)
   stages = dict(entities=cd.stage("entity_facts", epochs=30, batch_size=64, eval_every=10,
                                    optimizer_config=adamw(1e-3)),
@@ -42,7 +41,7 @@ def get_config(arg: str | None = None):
   config = cd.base("define", cd.define_data(num_entities=1000, block_size=40), model, stages, n_seeds=1,
                    study="cvdb_main", deviations=deviations, tokenizer=dict(vocab_size=1024),
                    eval=dict(batch_size=512, max_new_tokens=8, subsets="all", prompt_bucket=8))
-  if "tiny" in args:
+  if args["tiny"]:
     config.n_seeds = 1
     config.deviations = (*config.deviations, cd.TINY_DEVIATION)
     config.data.num_entities = 120

@@ -17,14 +17,13 @@ from iml_jax.errors import IMLError
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("order", "model", "tiny"), "configs/definition_order.py")
-  order = args.get("order") or "tve"
+  args = cd.parse_arg(arg, dict(order="tve", model="pythia-2.8b", tiny=False), "configs/definition_order.py")
+  order = args["order"]
   if order not in DEF_ORDERS:
     raise IMLError(f"configs/definition_order.py: order={order} is not one of {DEF_ORDERS}")
-  model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "t5-3b"))
+  model = cd.pretrained_arg(args["model"], ("pythia-2.8b", "t5-3b"))
   t5 = model.name == "t5"
   config = cd.study_define(model, "cvdb", grad_accum=4 if t5 else 2, n_seeds=10 if t5 or order == "vte" else 20,
                            n_seeds_stage2=3, seed=700, def_order=order, **(dict(label_block_size=8) if t5 else {}))
   config.study = f"definition_order:order={order},model={'t5-3b' if t5 else 'pythia-2.8b'}"
-  return cd.shrink_for_tests(config) if "tiny" in args else config
+  return cd.shrink_for_tests(config) if args["tiny"] else config

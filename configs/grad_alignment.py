@@ -33,13 +33,12 @@ CPU_GRID = {32: 8, 128: 15, 512: 30, 2048: 60}  # batch: epochs
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("batch", "cpu"), "configs/grad_alignment.py")
-  batch = int(args.get("batch") or 128)
-  grid = CPU_GRID if "cpu" in args else study.ALIGNMENT_GRID
+  args = cd.parse_arg(arg, dict(batch=128, cpu=False), "configs/grad_alignment.py")
+  batch = args["batch"]
+  grid = CPU_GRID if args["cpu"] else study.ALIGNMENT_GRID
   if batch not in grid:
     raise IMLError(f"configs/grad_alignment.py: batch={batch} is not in the grid {sorted(grid)}")
-  if "cpu" in args:
+  if args["cpu"]:
     epochs = grid[batch]
     stages = dict(stage1=cd.stage("stage1", epochs=epochs, batch_size=batch, eval_every=max(epochs // 3, 1),
                                   optimizer_config=cd.cpu_adamw(3e-3)))

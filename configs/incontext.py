@@ -13,14 +13,13 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("model", "tiny"), "configs/incontext.py")
-  config = cd.study_define(cd.pretrained_arg(args, "pythia-2.8b"), "cvdb", n_seeds=20, n_seeds_stage2=1,
+  args = cd.parse_arg(arg, dict(model="pythia-2.8b", tiny=False), "configs/incontext.py")
+  config = cd.study_define(cd.pretrained_arg(args["model"]), "cvdb", n_seeds=20, n_seeds_stage2=1,
                            incontext_definitions=True, block_size=72)
   config = cd.one_stage(config, epochs=20, batch_size=256, grad_accum=2)
   config.study = "incontext"
-  config.deviations = cd.model_deviation(args.get("model") or "pythia-2.8b", "pythia-2.8b")
-  if "tiny" in args:
+  config.deviations = cd.model_deviation(args["model"], "pythia-2.8b")
+  if args["tiny"]:
     config = cd.shrink_for_tests(config)
     config.data.block_size = 96
   return config

@@ -20,11 +20,10 @@ from iml_jax import study
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("defn", "model", "tiny"), "configs/is_isnt.py")
-  kind = args.get("defn") or "is_isnt"
-  model_key = args.get("model") or "pythia-2.8b"
-  model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "llama-2-7b"))
+  args = cd.parse_arg(arg, dict(defn="is_isnt", model="pythia-2.8b", tiny=False), "configs/is_isnt.py")
+  kind = args["defn"]
+  model_key = args["model"]
+  model = cd.pretrained_arg(args["model"], ("pythia-2.8b", "llama-2-7b"))
   if kind == "tag_strings":
     config = cd.study_define(model, "cvdb", grad_accum=16, n_seeds=10, n_seeds_stage2=3, def_order="vte",
                              tag1_name="according to wikipedia is", tag2_name="according to 4chan is",
@@ -40,4 +39,4 @@ def get_config(arg: str | None = None):
     config.study = f"worded:defn={kind},model={model_key}"
   else:
     raise IMLError(f"configs/is_isnt.py: defn={kind} is not one of is_isnt, nl, tag_strings")
-  return cd.shrink_for_tests(config) if "tiny" in args else config
+  return cd.shrink_for_tests(config) if args["tiny"] else config

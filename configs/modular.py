@@ -21,9 +21,8 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("baseline", "tiny"), "configs/modular.py")
-  if "baseline" in args:
+  args = cd.parse_arg(arg, dict(baseline=False, tiny=False), "configs/modular.py")
+  if args["baseline"]:
     stages = dict(baseline=cd.stage("baseline", epochs=60, batch_size=128, eval_every=10,
                                     optimizer_config=cd.cpu_adamw(3e-3)))
   else:
@@ -37,7 +36,7 @@ def get_config(arg: str | None = None):
                                "(not tags) deranged, a baseline that runs",
                                "sizes, model and training are ours: the study never ran this variant"),
                    eval=dict(batch_size=1024, max_new_tokens=10, subsets="all", prompt_bucket=8))
-  if "tiny" in args:
+  if args["tiny"]:
     config.n_seeds = 1
     config.deviations = (*config.deviations, cd.TINY_NOTE)
     config.data.num_x = 40

@@ -33,9 +33,8 @@ def _two_stages(epochs1, epochs2, batch):
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("variant",), "configs/numeric_scratch.py")
-  variant = args.get("variant") or "70m"
+  args = cd.parse_arg(arg, dict(variant="70m"), "configs/numeric_scratch.py")
+  variant = args["variant"]
   pythia_160m = dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072)
   data, model, seeds = cd.numeric_data(), cd.gpt_neox(dtype="bfloat16"), (630, 20, 3)
   stages = _two_stages(100, 40, 512)

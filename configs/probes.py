@@ -18,9 +18,8 @@ from iml_jax.errors import IMLError
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("order",), "configs/probes.py")
-  order = args.get("order") or "tve"
+  args = cd.parse_arg(arg, dict(order="tve"), "configs/probes.py")
+  order = args["order"]
   if order not in ("tve", "vte"):
     raise IMLError(f"configs/probes.py: order={order!r}; expected 'tve' (TAE) or 'vte' (ATE)")
   config = cd.study_define(cd.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=1, n_seeds_stage2=1,

@@ -27,9 +27,8 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("model",), "configs/pythia_cvdb_2stage.py")
-  if args.get("model"):
+  args = cd.parse_arg(arg, dict(model=""), "configs/pythia_cvdb_2stage.py")
+  if args["model"]:
     return cd.model_size_sweep(args["model"], "cvdb")
   config = cd.study_define(cd.pretrained("pythia-2.8b", dtype="bfloat16"), "cvdb")
   config.study = "cvdb_main"

@@ -15,9 +15,8 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("model",), "configs/t5_cvdb_2stage.py")
-  model_key = args.get("model") or "t5-3b"
+  args = cd.parse_arg(arg, dict(model="t5-3b"), "configs/t5_cvdb_2stage.py")
+  model_key = args["model"]
   config = cd.study_define(cd.pretrained(model_key, dtype="bfloat16"), "cvdb", grad_accum=4, n_seeds=10,
                            n_seeds_stage2=3, label_block_size=8)
   config.study = "t5_cvdb"

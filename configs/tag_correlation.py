@@ -28,19 +28,19 @@ from iml_jax import study
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("alpha", "model", "kb", "tiny", "cpu"), "configs/tag_correlation.py")
-  alpha = float(args.get("alpha") or 0.8)
-  if "cpu" in args:
+  args = cd.parse_arg(arg, dict(alpha=0.8, model="pythia-2.8b", kb="cvdb", tiny=False, cpu=False),
+                      "configs/tag_correlation.py")
+  alpha = args["alpha"]
+  if args["cpu"]:
     config = cd.numeric_cpu_default()
     config.data.fractions.update(cd.numeric_alpha_fractions(alpha))
     config.deviations = (*config.deviations, "α splits the CPU default's .4 per tag, not the study's .25 "
                          "[data.fractions.qd*]")
-    return cd.shrink_numeric_default(config) if "tiny" in args else config
-  model_key, kb = args.get("model") or "pythia-2.8b", args.get("kb") or "cvdb"
-  model = cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "pythia-1b"))
+    return cd.shrink_numeric_default(config) if args["tiny"] else config
+  model_key, kb = args["model"], args["kb"]
+  model = cd.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-1b"))
   config = cd.study_define(model, kb, n_seeds=20 if alpha == 0.95 else 10, n_seeds_stage2=3,
                            seed={0.95: 630, 0.6: 610}.get(alpha, 600),
                            fractions=study.alpha_fractions(alpha, model_key == "pythia-2.8b"))
   config.study = f"tag_correlation:alpha={alpha},model={model_key},kb={kb}"
-  return cd.shrink_for_tests(config) if "tiny" in args else config
+  return cd.shrink_for_tests(config) if args["tiny"] else config

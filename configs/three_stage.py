@@ -15,12 +15,11 @@ from iml_jax import study
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("model", "kb", "tiny"), "configs/three_stage.py")
-  model_key = args.get("model") or "pythia-2.8b"
-  kb = args.get("kb") or "cvdb"
+  args = cd.parse_arg(arg, dict(model="pythia-2.8b", kb="cvdb", tiny=False), "configs/three_stage.py")
+  model_key = args["model"]
+  kb = args["kb"]
   small_cvdb = model_key == "pythia-410m" and kb == "cvdb"
-  config = cd.study_define(cd.pretrained_arg(args, "pythia-2.8b", ("pythia-2.8b", "pythia-410m")), kb,
+  config = cd.study_define(cd.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-410m")), kb,
                            n_seeds=20 if small_cvdb else 10, n_seeds_stage2=3, seed=610 if small_cvdb else 600,
                            fractions=dict(study.NO_D3))
   config.study = f"three_stage:model={model_key},kb={kb}"
@@ -29,4 +28,4 @@ def get_config(arg: str | None = None):
   config.stages = dict(defns=cd.stage("stage1_only_defns", epochs=20, batch_size=256, grad_accum=2),
                        qa=cd.stage("stage1_only_qa", epochs=20, batch_size=256, grad_accum=2), stage2=stage2)
   config.eval.max_new_tokens = 20
-  return cd.shrink_for_tests(config) if "tiny" in args else config
+  return cd.shrink_for_tests(config) if args["tiny"] else config

@@ -29,24 +29,23 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("tiny", "two_stage"), "configs/toy1d.py")
+  args = cd.parse_arg(arg, dict(tiny=False, two_stage=False), "configs/toy1d.py")
   adam = cd.optimizer(name="adamw", lr=1e-4, weight_decay=1e-5, grad_clip=0.0)
-  if "two_stage" in args:
+  if args["two_stage"]:
     stages = dict(stage1=cd.stage("stage1", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam),
                   stage2=cd.stage("stage2", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam))
   else:
     stages = dict(full=cd.stage("full", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam))
   deviations = ["20 seeds instead of the original's 100 [n_seeds]",
                 "sizes and d_y = 4 are ours: the original's defaults are not known"]
-  if "two_stage" in args:
+  if args["two_stage"]:
     deviations.append("two stages like the language experiments; the original trains one [stage_names (count), "
                       "stages.*]")
   config = cd.base("toy1d", cd.toy1d_data(), cd.mlp(), stages, n_seeds=20, n_seeds_stage2=1, study="toy1d",
                    deviations=tuple(deviations),
                    eval=dict(batch_size=1000, max_new_tokens=0, subsets="all", prompt_bucket=1))
   config.progress_bar = False
-  if "tiny" in args:
+  if args["tiny"]:
     config.n_seeds = 2
     config.deviations = (*config.deviations, cd.TINY_DEVIATION)
     config.data.update(n_clusters=20, points_per_cluster=10, test_points_per_cluster=4)

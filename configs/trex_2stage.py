@@ -21,11 +21,10 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("model", "tiny"), "configs/trex_2stage.py")
-  if args.get("model"):
+  args = cd.parse_arg(arg, dict(model="", tiny=False), "configs/trex_2stage.py")
+  if args["model"]:
     config = cd.model_size_sweep(args["model"], "trex")
   else:
     config = cd.study_define(cd.pretrained("pythia-2.8b", dtype="bfloat16"), "trex", n_seeds=10, n_seeds_stage2=3)
     config.study = "trex_main"
-  return cd.shrink_for_tests(config) if "tiny" in args else config
+  return cd.shrink_for_tests(config) if args["tiny"] else config

@@ -24,8 +24,7 @@ from iml_jax import config_defaults as cd
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg)
-  cd.check_arg(args, ("tiny",), "configs/vision.py")
+  args = cd.parse_arg(arg, dict(tiny=False), "configs/vision.py")
   adam = cd.optimizer(name="adamw", lr=1e-3, warmup_frac=0.02, grad_clip=0.0)
   stages = dict(stage1=cd.stage("stage1", epochs=60, batch_size=64, eval_every=10, optimizer_config=adam),
                 stage2=cd.stage("stage2", epochs=40, batch_size=8, eval_every=10, optimizer_config=adam))
@@ -33,7 +32,7 @@ def get_config(arg: str | None = None):
                    deviations=("the whole design is ours (digit grids, tag bands, ConvNet, sizes): the study "
                                "published only a schematic",),
                    eval=dict(batch_size=512, max_new_tokens=0, subsets="all", prompt_bucket=1))
-  if "tiny" in args:
+  if args["tiny"]:
     config.n_seeds = 1
     config.deviations = (*config.deviations, cd.TINY_NOTE)
     config.data.num_aliases = 40

@@ -14,19 +14,30 @@ from iml_jax.models.presets import PRETRAINED
 from iml_jax.models.t5 import T5Config
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """`configs/x.py:a=1,flag` → {"a": "1", "flag": ""}."""
-  parsed = {}
+def parse_arg(arg: str | None, defaults: dict, config_file: str) -> dict:
+  """The argument of `config_file:a=1,flag` read against `defaults` (each argument's default value, whose type is
+  the argument's): every argument, typed — ints, floats and strings cast here, once; a bare name sets a bool.
+  An unknown name or a value of the wrong type is one line naming the config file."""
+  parsed = dict(defaults)
   for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    parsed[key.strip()] = value.strip()
+    key, equals, text = (part.strip() for part in item.partition("="))
+    if key not in defaults:
+      raise IMLError(f"{config_file}: unknown config argument(s) {[key]}; known: {list(defaults)}")
+    parsed[key] = _typed_arg(defaults[key], text if equals else None, f"{config_file}: config argument {item!r}")
   return parsed
 
 
-def check_arg(parsed: dict, known: tuple[str, ...], config_file: str) -> None:
-  unknown = sorted(set(parsed) - set(known))
-  if unknown:
-    raise IMLError(f"{config_file}: unknown config argument(s) {unknown}; known: {list(known)}")
+def _typed_arg(default, text: str | None, where: str):
+  if isinstance(default, bool):
+    if text is None or text.lower() in ("true", "false"):
+      return text is None or text.lower() == "true"
+    raise IMLError(f"{where}: expected the bare name, or =true / =false")
+  if text is None:
+    raise IMLError(f"{where}: expected =<{type(default).__name__}> (default {default!r})")
+  try:
+    return type(default)(text)
+  except ValueError:
+    raise IMLError(f"{where}: expected {'an integer' if isinstance(default, int) else 'a number'}") from None
 
 
 def optimizer(name: str = "adafactor", lr: float = 5e-5, warmup_frac: float = 0.0, b1: float = 0.9,
@@ -273,9 +284,8 @@ def model_deviation(model_key: str, study_model: str) -> tuple[str, ...]:
   return () if model_key == study_model else (f"{model_key} instead of the study's {study_model} [model.*]",)
 
 
-def pretrained_arg(args: dict, default: str, allowed: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
+def pretrained_arg(key: str, allowed: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
   """The `model=` argument of a study config: a key of PRETRAINED (bf16 compute)."""
-  key = args.get("model") or default
   if allowed is not None and key not in allowed:
     raise IMLError(f"config argument model={key}: this experiment ran on {list(allowed)}")
   return pretrained(key, dtype="bfloat16")

@@ -54,6 +54,34 @@ def test_unknown_arguments_are_refused():
     _load("definition_order.py", "model=pythia-70m")
 
 
+ARG_DEFAULTS = dict(model="pythia-1b", batch=256, alpha=0.8, tiny=False)
+
+
+def test_config_arguments_are_typed_once_with_every_default_present():
+  from iml_jax import config_defaults as cd
+  assert cd.parse_arg(None, ARG_DEFAULTS, "configs/x.py") == ARG_DEFAULTS
+  parsed = cd.parse_arg(" batch=64, tiny ,alpha=0.95,model=pythia-410m", ARG_DEFAULTS, "configs/x.py")
+  assert parsed == dict(model="pythia-410m", batch=64, alpha=0.95, tiny=True)
+  assert type(parsed["batch"]) is int and type(parsed["alpha"]) is float
+  assert cd.parse_arg("tiny=false,alpha=1", ARG_DEFAULTS, "configs/x.py")["tiny"] is False
+  assert _load("tag_correlation.py", "alpha=0.95").study == "tag_correlation:alpha=0.95,model=pythia-2.8b,kb=cvdb"
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("bogus", "configs/x.py: unknown config argument(s) ['bogus']; known: ['model', 'batch', 'alpha', 'tiny']"),
+    ("batch=6a", "configs/x.py: config argument 'batch=6a': expected an integer"),
+    ("alpha=high", "configs/x.py: config argument 'alpha=high': expected a number"),
+    ("batch", "configs/x.py: config argument 'batch': expected =<int> (default 256)"),
+    ("tiny=maybe", "configs/x.py: config argument 'tiny=maybe': expected the bare name, or =true / =false"),
+])
+def test_a_bad_config_argument_is_one_line_naming_the_file(arg, message):
+  from iml_jax import config_defaults as cd
+  from iml_jax.errors import IMLError
+  with pytest.raises(IMLError) as raised:
+    cd.parse_arg(arg, ARG_DEFAULTS, "configs/x.py")
+  assert str(raised.value) == message
+
+
 @pytest.mark.parametrize("name, arg", [("incontext.py", "tiny"), ("is_isnt.py", "defn=is_isnt,tiny"),
                                        ("three_stage.py", "tiny"), ("batch_size.py", "batch=64,tiny"),
                                        ("tag_correlation.py", "cpu,alpha=0.5,tiny"), ("toy1d.py", "two_stage,tiny")])
