@@ -218,13 +218,13 @@ def test_temporary_files_of_a_killed_write_are_removed_by_the_next_run(finished,
     assert after[name] == before[name], name
 
 
-def test_a_flipped_bit_in_a_finished_stages_checkpoint_is_named_and_deleting_the_stage_recomputes_it(finished,
-                                                                                                    tmp_path):
-  """Stage 2 starts from stage 1's final checkpoint: one flipped bit there is damage, not a different model."""
+def test_a_flipped_bit_in_a_finished_stages_checkpoint_is_named_with_the_stage_to_delete(finished, tmp_path):
+  """Stage 2 starts from stage 1's final checkpoint: one flipped bit there is damage, not a different model
+  (deleting a damaged stage as told recomputes it identically: the test above)."""
   import shutil
 
   from test_checkpointing import _largest_file
-  workdir, before = finished
+  workdir, _ = finished
   copy = tmp_path / "copy"
   shutil.copytree(workdir, copy)
   shutil.rmtree(copy / STAGE2)
@@ -235,8 +235,3 @@ def test_a_flipped_bit_in_a_finished_stages_checkpoint_is_named_and_deleting_the
   with pytest.raises(IMLError, match=r"finished stage .*seed_0/stage1 is damaged: checkpoint file .*seed_0/stage1/"
                                      r"checkpoints/\d+/.* differs from the file saved. Delete the directory"):
     experiment.run(tiny_config(n_seeds=1), str(copy))
-  shutil.rmtree(copy / "seed_0" / "stage1")
-  experiment.run(tiny_config(n_seeds=1), str(copy))
-  after = snapshot(copy)
-  for name in ("results.csv", "summary.json", f"{STAGE2}/eval.jsonl", "seed_0/stage1/eval.jsonl"):
-    assert after[name] == before[name], name
