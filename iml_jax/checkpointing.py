@@ -21,6 +21,7 @@ from iml_jax.errors import IMLError
 
 UNFINISHED_SAVE_MARK = ".orbax-checkpoint-tmp"  # in the name of a save's directory until its final rename
 DIGESTS_SUFFIX = ".sha256.json"
+FINISHED_SAVE_FILE = "_CHECKPOINT_METADATA"  # Orbax writes it into a step's directory as the save completes
 
 
 def file_digests(directory: str) -> dict[str, str]:
@@ -46,9 +47,11 @@ class StageCheckpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
     if jax.process_index() == 0:
-      # Orbax's own clean-up option only runs with the next save, which a finished stage never makes.
+      # Orbax's own clean-up option only runs with the next save, which a finished stage never makes. A step
+      # directory without Orbax's metadata file is unfinished too: what a mount without atomic renames can leave.
       for name in io_utils.listdir(self.directory):
-        if UNFINISHED_SAVE_MARK in name:
+        if UNFINISHED_SAVE_MARK in name or (name.isdigit() and not io_utils.exists(
+            f"{self.directory}/{name}/{FINISHED_SAVE_FILE}")):
           io_utils.rmtree(f"{self.directory}/{name}")
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
         "params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),

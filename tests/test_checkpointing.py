@@ -74,6 +74,15 @@ def test_unfinished_save_is_invisible_and_removed(tmp_path):
   assert os.listdir(tmp_path / "ckpt") == []
 
 
+def test_an_empty_step_directory_is_an_unfinished_save(tmp_path):
+  """What a mount without atomic renames can leave: the stage resumes from the last complete checkpoint."""
+  _, state = _state(sharding.make_mesh((-1, 1, 1)))
+  StageCheckpoints(str(tmp_path / "ckpt")).save(2, state.params, state.opt_state, {"step": 2})
+  (tmp_path / "ckpt" / "4").mkdir()
+  assert StageCheckpoints(str(tmp_path / "ckpt")).latest_step() == 2
+  assert sorted(os.listdir(tmp_path / "ckpt")) == ["2", "2.sha256.json"]
+
+
 def test_a_checkpoint_of_another_dtype_is_a_clear_error(tmp_path):
   mesh = sharding.make_mesh((-1, 1, 1))
   abstract, state = _state(mesh)
