@@ -50,10 +50,11 @@ def _colab_runtime(tmp_path, tpu: bool):
 # The alignment notebook trains at several batch sizes (about 100 s on 2 cores): a slow test, so that CI keeps
 # the reduced default's headline check within its 20 minutes.
 # Each notebook's Colab branch on a CPU runtime; on a TPU runtime the setup and devices cells of one (what differs);
-# the cheapest notebook also from the checkout.
+# the cheapest notebook also from the checkout (slow: the same cells as its Colab CPU run).
 @pytest.mark.parametrize("name, runtime", [
     pytest.param(n, "colab_cpu", marks=[pytest.mark.slow] if n == "grad_alignment.ipynb" else [])
-    for n in sorted(NOTEBOOKS)] + [("results.ipynb", "colab_tpu"), ("results.ipynb", "local")])
+    for n in sorted(NOTEBOOKS)] + [("results.ipynb", "colab_tpu"),
+                                   pytest.param("results.ipynb", "local", marks=pytest.mark.slow)])
 def test_notebook_executes(name, runtime, tmp_path):
   """The Colab branch clones this checkout into /content and installs it (nothing else changes: every pin is
   already satisfied), the notebook runs, and its setup cell, run again, reuses the clone (no nested copy)."""

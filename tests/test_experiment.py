@@ -147,6 +147,8 @@ class _Preempted(Exception):
   pass
 
 
+# slow (48 s with the suite running; CI resumes a real SIGKILLed run in test_faults): run with `-m slow`
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
   config = tiny_config(n_seeds=1)
   config.checkpoint.every_steps = 3

@@ -103,6 +103,8 @@ def test_sigterm_while_starting_up_exits_143_and_the_rerun_finishes(tmp_path, un
   assert_same_outputs(tmp_path, uninterrupted)
 
 
+# slow (34 s with the suite running; CI refuses a busy workdir in test_workdir_lock): run with `-m slow`
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_workdir_exits_at_once_and_the_first_finishes_unharmed(tmp_path, uninterrupted):
   first = _start_and_wait_for_training(tmp_path)
   second = run(tmp_path)
