@@ -83,8 +83,11 @@ def test_a_bad_config_argument_is_one_line_naming_the_file(arg, message):
 
 
 # tag_correlation's CPU variant is the default's pipeline with other fractions (test_study checks them): slow.
-@pytest.mark.parametrize("name, arg", [("incontext.py", "tiny"), ("is_isnt.py", "defn=is_isnt,tiny"),
-                                       ("three_stage.py", "tiny"), ("batch_size.py", "batch=64,tiny"),
+# incontext and three_stage are slow too (37 s and 31 s with the suite running): run with `-m slow`
+@pytest.mark.parametrize("name, arg", [pytest.param("incontext.py", "tiny", marks=pytest.mark.slow),
+                                       ("is_isnt.py", "defn=is_isnt,tiny"),
+                                       pytest.param("three_stage.py", "tiny", marks=pytest.mark.slow),
+                                       ("batch_size.py", "batch=64,tiny"),
                                        pytest.param("tag_correlation.py", "cpu,alpha=0.5,tiny", marks=pytest.mark.slow),
                                        ("toy1d.py", "two_stage,tiny")])
 def test_tiny_runs_end_to_end(tmp_path, name, arg):

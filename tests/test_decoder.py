@@ -94,7 +94,8 @@ def test_invalid_model_config_names_the_field():
     DecoderConfig(vocab_size=10, tie_embeddings=True, output_bias=True)
 
 
-@pytest.mark.parametrize("variant", ["pythia", "llama_gqa"])
+# llama_gqa is slow (27 s with the suite running; CI runs pythia): run with `-m slow`
+@pytest.mark.parametrize("variant", ["pythia", pytest.param("llama_gqa", marks=pytest.mark.slow)])
 def test_attention_implementations_remat_and_scan_compute_the_same(variant):
   """`jax.nn.dot_product_attention` (XLA), rematerialised and scanned blocks give our einsum model's logits
   and grads."""

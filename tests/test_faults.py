@@ -133,6 +133,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_within_a_step(tmp_path, uninterrup
   assert_same_outputs(tmp_path, uninterrupted)
 
 
+# slow (71 s with the suite running; CI tests the path layer on the bucket, test_io_utils): run with `-m slow`
+@pytest.mark.slow
 def test_a_bucket_workdir_killed_then_resumed_equals_the_local_run(gcs, uninterrupted):
   """A gs:// workdir through the real clients (gcsfs, google-cloud-storage, TensorStore) and a stand-in GCS
   (tests/fake_gcs.py): killed right after a checkpoint reached the bucket, the rerun resumes from it and ends

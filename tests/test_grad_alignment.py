@@ -95,6 +95,8 @@ def test_statistics_equal_numpy_on_flat_gradients_with_padded_chunks(two_sets_an
   assert result.scalars()["grad/d1_cos"] == pytest.approx(pairs["d1"]["cos"].mean(), rel=2e-5)
 
 
+# slow (52 s with the suite running; sharded = unsharded training is in CI, test_train): run with `-m slow`
+@pytest.mark.slow
 def test_sharded_parameters_give_the_unsharded_statistics():
   model, params = _decoder()
   sets = {"d1": (_examples((D,), 1), _examples((D, K), 2))}

@@ -113,8 +113,10 @@ def test_gradient_accumulation_equals_one_big_batch():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params1, params4)
 
 
+# CI runs one fsdp_tensor mesh (with scanned layers); the other is slow: run with `-m slow`
 @pytest.mark.parametrize("rules, shape, scan_layers", [("dp", (8, 1, 1), False), ("fsdp", (2, 4, 1), False),
-                                                       ("fsdp_tensor", (2, 2, 2), False),
+                                                       pytest.param("fsdp_tensor", (2, 2, 2), False,
+                                                                    marks=pytest.mark.slow),
                                                        ("fsdp_tensor", (1, 4, 2), True)])
 def test_sharded_training_equals_one_device(rules, shape, scan_layers):
   assert len(jax.devices()) == 8
