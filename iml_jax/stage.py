@@ -105,7 +105,8 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   memory.check_fits(abstract, run.name)
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
   state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
-  _forget_logged_after(ctx, run, int(state.step))
+  step = int(state.step)
+  _forget_logged_after(ctx, run, step)
 
   # Every batch array is split along its first (batch) axis, whatever its rank.
   template = _encode(ctx, data.train[:1], alias_ids)
@@ -121,7 +122,6 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
                                            cfg.data.block_size, ctx.model.is_seq2seq)
 
   alignment_pairs = alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None
-  step = int(state.step)
   schedule = train.learning_rate_schedule(stage_cfg.optimizer, total_steps)
   # token positions per step (padding included): a decoder's `tokens`, an encoder-decoder's `inputs` + `targets`
   tokens_per_step = 0 if ctx.model.reads_arrays else batch_size * sum(
