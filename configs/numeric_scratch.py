@@ -59,7 +59,7 @@ def get_config(arg: str | None = None):
     seeds = (0, 40, 1)
   elif variant == "t5small":
     data.update(num_x=4000, block_size=8, label_block_size=4, **FLIPPED_SMALL)
-    model = cd.t5(dtype="bfloat16")
+    model = cd.language_model("t5", dtype="bfloat16")
     stages, seeds = _two_stages(400, 40, 4096), (0, 40, 5)
   elif variant != "70m":
     raise IMLError(f"configs/numeric_scratch.py: variant={variant} is not one of 70m, 70m_d3, 160m, 160m_i3, "

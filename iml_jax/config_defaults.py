@@ -9,9 +9,8 @@ import ml_collections
 
 from iml_jax import study
 from iml_jax.errors import IMLError
-from iml_jax.models.decoder import DecoderConfig
-from iml_jax.models.presets import PRETRAINED
-from iml_jax.models.t5 import T5Config
+from iml_jax.models import registry
+from iml_jax.models.families import FAMILIES, PRETRAINED
 
 
 def parse_arg(arg: str | None, defaults: dict, config_file: str) -> dict:
@@ -84,14 +83,21 @@ def vision_data(**overrides) -> ml_collections.ConfigDict:
   return data
 
 
-def convnet(**overrides) -> ml_collections.ConfigDict:
-  from iml_jax.models.convnet import ConvNetConfig
-  fields = {f.name: f.default for f in dataclasses.fields(ConvNetConfig)
-            if f.name not in ("image_height", "image_width", "cells", "classes")}
-  model = ml_collections.ConfigDict(dict(name="convnet", init_from="", allow_pickle_weights=False, vocab_multiple=1,
-                                         **fields))
+def _field_defaults(name: str, derived: tuple[str, ...]) -> dict:
+  """The default of every field of model `name`'s config class but those the run derives."""
+  return {f.name: f.default for f in dataclasses.fields(registry.SPECS[name].config_class) if f.name not in derived}
+
+
+def _array_model(name: str, derived: tuple[str, ...], overrides: dict) -> ml_collections.ConfigDict:
+  """An array model's config: no weights to load, no vocabulary; `derived` sizes come from the task's data."""
+  model = ml_collections.ConfigDict(dict(name=name, init_from="", allow_pickle_weights=False, vocab_multiple=1,
+                                         **_field_defaults(name, derived)))
   model.update(overrides)
   return model
+
+
+def convnet(**overrides) -> ml_collections.ConfigDict:
+  return _array_model("convnet", ("image_height", "image_width", "cells", "classes"), overrides)
 
 
 def toy1d_data(**overrides) -> ml_collections.ConfigDict:
@@ -104,12 +110,7 @@ def toy1d_data(**overrides) -> ml_collections.ConfigDict:
 
 
 def mlp(**overrides) -> ml_collections.ConfigDict:
-  from iml_jax.models.mlp import MLPConfig
-  fields = {f.name: f.default for f in dataclasses.fields(MLPConfig) if f.name not in ("in_features", "out_features")}
-  model = ml_collections.ConfigDict(dict(name="mlp", init_from="", allow_pickle_weights=False, vocab_multiple=1,
-                                         **fields))
-  model.update(overrides)
-  return model
+  return _array_model("mlp", ("in_features", "out_features"), overrides)
 
 
 def define_data(**overrides) -> ml_collections.ConfigDict:
@@ -125,19 +126,6 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
   return data
 
 
-# Each decoder family's architecture options (DecoderConfig fields); shapes default to its smallest model.
-_DECODER_FAMILY_OPTIONS = {
-    "gpt_neox": dict(d_model=512, n_layers=6, n_heads=8, d_mlp=2048),  # Pythia-70M
-    "gpt2": dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, position_embedding="learned",
-                 parallel_residual=False, activation="gelu_new", tie_embeddings=True),
-    "gpt_neo": dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072, position_embedding="learned",
-                    parallel_residual=False, activation="gelu_new", qkv_bias=False, scale_attention=False,
-                    local_layers=tuple(range(1, 12, 2)), local_window=256, tie_embeddings=True),
-    "gptj": dict(d_model=4096, n_layers=28, n_heads=16, d_mlp=16384, rotary_pct=0.25, shared_input_norm=True,
-                 activation="gelu_new", qkv_bias=False, attention_out_bias=False, output_bias=True),
-    "llama": dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008, rotary_pct=1.0, parallel_residual=False,
-                  norm="rmsnorm", activation="silu", gated_mlp=True, qkv_bias=False, proj_bias=False),
-}
 # allow_pickle_weights: load `*.bin` checkpoints, which can run arbitrary code (off: safetensors only).
 # vocab_multiple: the embedding gets rows up to a multiple of lcm(vocab_multiple, mesh tensor size), the extra
 # rows masked out of the logits; 128 (GPT-NeoX's choice) keeps checkpoints portable across tensor sizes.
@@ -147,29 +135,19 @@ _COMMON_MODEL_FIELDS = dict(init_from="", allow_pickle_weights=False, vocab_mult
 _DERIVED_MODEL_FIELDS = ("vocab_size", "valid_vocab", "family", "max_len")
 
 
-def decoder(name: str = "gpt_neox", **overrides) -> ml_collections.ConfigDict:
-  """A decoder-only model of family `name` with random init; vocab size comes from the tokenizer."""
-  if name not in _DECODER_FAMILY_OPTIONS:
-    raise IMLError(f"config field model.name = {name!r}: expected one of {sorted(_DECODER_FAMILY_OPTIONS)}")
-  defaults = {f.name: f.default for f in dataclasses.fields(DecoderConfig) if f.name not in _DERIVED_MODEL_FIELDS}
-  model = ml_collections.ConfigDict(dict(name=name, **{**defaults, **_COMMON_MODEL_FIELDS,
-                                                       **_DECODER_FAMILY_OPTIONS[name]}))
+def language_model(name: str = "gpt_neox", **overrides) -> ml_collections.ConfigDict:
+  """A language model of family `name` (models/families/<name>.py: its architecture, the shape of its smallest
+  model) with random init; vocab size comes from the tokenizer."""
+  if name not in FAMILIES:
+    raise IMLError(f"config field model.name = {name!r}: expected one of {sorted(FAMILIES)}")
+  model = ml_collections.ConfigDict(dict(name=name, **{**_field_defaults(name, _DERIVED_MODEL_FIELDS),
+                                                       **_COMMON_MODEL_FIELDS, **FAMILIES[name].options}))
   model.update(overrides)
   return model
 
 
 def gpt_neox(**overrides) -> ml_collections.ConfigDict:
-  return decoder("gpt_neox", **overrides)
-
-
-def t5(**overrides) -> ml_collections.ConfigDict:
-  """T5 v1.0 at t5-small's shape by default; v1.1 is activation='gelu_new', gated_mlp=True,
-  tie_embeddings=False, scale_decoder_outputs=False."""
-  defaults = {f.name: f.default for f in dataclasses.fields(T5Config) if f.name not in _DERIVED_MODEL_FIELDS}
-  model = ml_collections.ConfigDict(dict(name="t5", **{**defaults, **_COMMON_MODEL_FIELDS, "init_std": 0.05,
-                                                        "embedding_init_std": 1.0, **PRETRAINED["t5-small"][2]}))
-  model.update(overrides)
-  return model
+  return language_model("gpt_neox", **overrides)
 
 
 def pretrained(key: str, **overrides) -> ml_collections.ConfigDict:
@@ -177,8 +155,7 @@ def pretrained(key: str, **overrides) -> ml_collections.ConfigDict:
   if key not in PRETRAINED:
     raise IMLError(f"unknown pretrained model {key!r}; known: {sorted(PRETRAINED)}")
   family, hub_id, shape = PRETRAINED[key]
-  builder = t5 if family == "t5" else lambda **kw: decoder(family, **kw)
-  return builder(init_from=hub_id, **shape, **overrides)
+  return language_model(family, init_from=hub_id, **shape, **overrides)
 
 
 def cpu_adamw(lr: float) -> ml_collections.ConfigDict:

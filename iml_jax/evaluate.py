@@ -14,7 +14,6 @@ from iml_jax import metrics, sharding
 from iml_jax.data.common import Example
 from iml_jax.data.tokenization import TextTokenizer, encode_prompts, encode_seq2seq_inputs
 from iml_jax.models import registry
-from iml_jax.models.decoding import greedy_decode, greedy_decode_seq2seq
 
 
 @dataclasses.dataclass
@@ -49,11 +48,8 @@ def generate(model, params, prompts: np.ndarray, batch_size: int, max_new_tokens
   outputs = []
   for start in range(0, padded, batch_size):
     batch = sharding.put_global_batch(rows[start:start + batch_size], layout)
-    if model.is_seq2seq:
-      mask = sharding.put_global_batch(mask_rows[start:start + batch_size], layout)
-      out = greedy_decode_seq2seq(model, params, batch, mask, max_new_tokens, eos_id)
-    else:
-      out = greedy_decode(model, params, batch, max_new_tokens, eos_id)
+    mask = None if prompt_mask is None else sharding.put_global_batch(mask_rows[start:start + batch_size], layout)
+    out = registry.spec_of(model).generate(model, params, batch, mask, max_new_tokens, eos_id)
     outputs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
   return np.concatenate(outputs)[:n]
 

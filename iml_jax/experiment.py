@@ -101,7 +101,7 @@ def validate(config) -> None:
   if not isinstance(config.model.vocab_multiple, int) or config.model.vocab_multiple < 1:
     raise IMLError(f"config field model.vocab_multiple = {config.model.vocab_multiple!r}: expected an integer >= 1")
   fields = model_fields(config)
-  unknown = sorted(set(fields) - set(registry.config_fields(registry.config_class(config.model.name))))
+  unknown = sorted(set(fields) - set(registry.config_fields(config.model.name)))
   if unknown:
     raise IMLError(f"config fields {['model.' + k for k in unknown]} do not apply to model.name = "
                    f"{config.model.name!r}")
@@ -129,7 +129,7 @@ def model_fields(config) -> dict:
 
 
 def _reads_arrays(config) -> bool:
-  return config.model.name in tasks.ARRAY_TASK_MODELS.values()
+  return registry.SPECS[config.model.name].inputs == "arrays"
 
 
 def _input_fields(config, vocab_size: int) -> dict:
@@ -213,9 +213,9 @@ def pretrained_model(config) -> tuple[str | None, object]:
     return None, None
   folder = hf_import.resolve_model_folder(config.model.init_from)
   family, pretrained = hf_import.read_config(folder)
-  if family.model_type != config.model.name:
+  if family.name != config.model.name:
     raise IMLError(f"config field model.name = {config.model.name!r}, but {folder}/config.json holds a "
-                   f"{family.model_type!r} model")
+                   f"{family.name!r} model")
   hf_import.check_matches(pretrained, model_fields(config), folder)
   return folder, pretrained
 

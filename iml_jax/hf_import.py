@@ -1,6 +1,6 @@
 """Hugging Face checkpoint folders (config.json + safetensors) ↔ our Flax parameters, without torch.
 
-Families (`hf_families.py`): GPT-NeoX/Pythia, GPT-2, GPT-Neo, Llama, T5. Weights are read from
+Families (`models/families/`): GPT-NeoX/Pythia, GPT-2, GPT-Neo, GPT-J, Llama, T5. Weights are read from
 `model.safetensors` or a sharded `model.safetensors.index.json` with memory maps (bf16/fp16 → fp32).
 Pickle checkpoints (`*.bin`) are refused unless `allow_pickle`: loading them runs arbitrary code.
 """
@@ -15,7 +15,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from iml_jax.errors import IMLError
-from iml_jax.hf_families import FAMILIES, Family
+from iml_jax.models.families import FAMILIES, Family
 from iml_jax.io_utils import atomic_write_json
 from iml_jax.models import registry
 
@@ -57,9 +57,9 @@ def read_config(folder: str) -> tuple[Family, object]:
   if family is None:
     raise IMLError(f"{path}: model_type {hf.get('model_type')!r} is not supported; expected one of {sorted(FAMILIES)}")
   try:
-    cfg = family.config_from_hf(hf, path)
+    cfg = registry.make_config(family.name, **family.config_from_hf(hf, path))
   except KeyError as err:
-    raise IMLError(f"{path}: field {err.args[0]!r} is missing; a {family.model_type} config needs it") from None
+    raise IMLError(f"{path}: field {err.args[0]!r} is missing; a {family.name} config needs it") from None
   except TypeError as err:  # e.g. "hidden_size": "64" used in arithmetic while the config is built
     quoted = sorted(k for k, v in hf.items() if isinstance(v, str) and v.strip().replace(".", "", 1).isdigit())
     raise IMLError(f"{path}: " + (f"field(s) {quoted} hold numbers as strings; sizes must be JSON numbers" if quoted
@@ -91,7 +91,7 @@ def _weight_keys(folder: str) -> set[str]:
 
 def check_matches(cfg, fields: dict, folder: str) -> None:
   """The run config's model shape must describe the checkpoint it starts from."""
-  for name in registry.SHAPE_FIELDS[type(cfg)]:
+  for name in registry.spec_of(cfg).shape_fields:
     if name in fields and fields[name] != getattr(cfg, name):
       raise IMLError(f"config field model.{name} = {fields[name]}, but {folder}/config.json has {getattr(cfg, name)}")
 
@@ -181,20 +181,20 @@ def load_hf_model(folder: str, allow_pickle: bool = False) -> tuple[object, dict
       _set(params, path, np.ascontiguousarray(part))
   unfilled = _leaf_names(expected) - _leaf_names(params)
   if unfilled:
-    raise IMLError(f"{folder}: no {family.model_type} weight maps onto our parameters {sorted(unfilled)[:3]}")
+    raise IMLError(f"{folder}: no {family.name} weight maps onto our parameters {sorted(unfilled)[:3]}")
   return cfg, params
 
 
 def export_hf_model(folder: str, cfg, params) -> None:
   """Writes config.json + model.safetensors that `transformers` `from_pretrained` loads."""
-  family = FAMILIES[registry.family_of(cfg)]
+  family = registry.spec_of(cfg).family
   hf_config = family.config_to_hf(cfg)
-  described = family.config_from_hf(hf_config, folder)
-  lost = [f for f in registry.config_fields(type(cfg))
+  described = registry.make_config(family.name, **family.config_from_hf(hf_config, folder))
+  lost = [f for f in registry.config_fields(family.name)
           if f not in _NOT_EXPORTED and getattr(described, f) != getattr(cfg, f)]
   if lost:
-    raise IMLError(f"this {family.model_type} model cannot be written as a Hugging Face {family.model_type} "
-                   f"checkpoint: its fields {lost} have no {family.model_type} equivalent")
+    raise IMLError(f"this {family.name} model cannot be written as a Hugging Face {family.name} "
+                   f"checkpoint: its fields {lost} have no {family.name} equivalent")
   os.makedirs(folder, exist_ok=True)
   tensors = {}
   for rule in family.rules(cfg):
@@ -204,4 +204,4 @@ def export_hf_model(folder: str, cfg, params) -> None:
   save_file(tensors, tmp, metadata={"format": "pt"})
   os.replace(tmp, os.path.join(folder, "model.safetensors"))
   atomic_write_json(os.path.join(folder, "config.json"), {
-      "architectures": [family.architecture], "model_type": family.model_type, **hf_config})
+      "architectures": [family.architecture], "model_type": family.name, **hf_config})

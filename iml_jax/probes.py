@@ -15,18 +15,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from iml_jax.errors import IMLError
-from iml_jax.models.decoder import causal_inputs, residual_stream
+from iml_jax.models import registry
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def hidden_states(model, params, tokens_BxT: jax.Array) -> jax.Array:
   """[layers, B, T, D]: the residual stream after every block (T5: of the encoder, all tokens valid)."""
-  if model.is_seq2seq:
-    _, state = model.apply({"params": params}, tokens_BxT, jnp.ones(tokens_BxT.shape, bool),
-                           method=model.encode, mutable=["intermediates"])
-    return jnp.stack(state["intermediates"]["encoder"]["residual"]).astype(jnp.float32)
-  _, state = model.apply({"params": params}, tokens_BxT, *causal_inputs(tokens_BxT), mutable=["intermediates"])
-  return residual_stream(state["intermediates"], model.cfg).astype(jnp.float32)
+  return registry.spec_of(model).hidden_states(model, params, tokens_BxT).astype(jnp.float32)
 
 
 def one_question_per_alias(examples: list, aliases_in) -> list:

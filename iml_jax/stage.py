@@ -5,6 +5,7 @@ A stage's directory holds `checkpoints/`, `eval.jsonl` (EM/F1 per evaluated epoc
 restores the latest complete checkpoint; the data order is recomputed from the step number.
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -14,11 +15,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import evaluate, faults, grad_alignment, hf_import, memory, sharding, train
+from iml_jax import faults, grad_alignment, hf_import, memory, model_inputs, sharding, train
 from iml_jax.checkpointing import DamagedCheckpoint, StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, score_of
-from iml_jax.data.tokenization import TextTokenizer, encode_for_training, encode_seq2seq
+from iml_jax.data.tokenization import TextTokenizer
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
 from iml_jax.io_utils import append_jsonl, atomic_write_text, drop_jsonl_records
@@ -38,6 +39,11 @@ class SeedContext:
   rules: object
   writer: MetricWriter
   pretrained_folder: str | None = None  # Hugging Face weights the first stage starts from
+
+  @functools.cached_property
+  def inputs(self):
+    """How the model reads the task's examples: training arrays, eval sets, scores (model_inputs.py)."""
+    return model_inputs.for_model(self.model, self.config, self.task, self.tokenizer)
 
 
 def final_params(directory: str, abstract_params):
@@ -69,16 +75,7 @@ def alias_token_ids(ctx: SeedContext, stage_cfg) -> np.ndarray | None:
 
 def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
   """Examples as the stage trains them: the loss mask leaves out the alias tokens when the config says so."""
-  cfg = ctx.config
-  if ctx.model.reads_arrays:
-    return ctx.task.encode_arrays(examples)
-  excluded = alias_ids if cfg.loss.exclude_alias_tokens else None
-  if ctx.model.is_seq2seq:
-    return encode_seq2seq(ctx.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size,
-                          cfg.loss.mask_padding, excluded)
-  encoded = encode_for_training(ctx.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
-                                cfg.loss.mask_padding, excluded)
-  return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
+  return ctx.inputs.encode(examples, alias_ids if ctx.config.loss.exclude_alias_tokens else None)
 
 
 def run_stage(ctx: SeedContext, run: StageRun) -> None:
@@ -114,18 +111,11 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
   train_step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum,
                                      train.shardings_of(abstract), layout)
-  eval_names = [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]
-  if ctx.model.reads_arrays:
-    eval_sets = [evaluate.ArrayEvalSet(k, data.evals[k], ctx.task.encode_arrays(data.evals[k])) for k in eval_names]
-  else:
-    eval_sets = evaluate.prepare_eval_sets(ctx.tokenizer, data.evals, eval_names, cfg.eval.prompt_bucket,
-                                           cfg.data.block_size, ctx.model.is_seq2seq)
+  eval_sets = ctx.inputs.eval_sets(data.evals, [k for k in data.evals if _evaluated(cfg.eval.subsets, k)])
 
   alignment_pairs = alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None
   schedule = train.learning_rate_schedule(stage_cfg.optimizer, total_steps)
-  # token positions per step (padding included): a decoder's `tokens`, an encoder-decoder's `inputs` + `targets`
-  tokens_per_step = 0 if ctx.model.reads_arrays else batch_size * sum(
-      template[k].shape[1] for k in ("tokens", "inputs", "targets") if k in template)
+  tokens_per_step = batch_size * ctx.inputs.tokens_per_example(template)
   clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
   batches = batching.StageBatches(data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key,
                                   batch_size, per_epoch)
@@ -259,16 +249,10 @@ def _finite_loss(loss, run: StageRun, step: int) -> float:
 
 
 def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epoch: int, final: bool) -> None:
-  cfg = ctx.config
-  if ctx.model.reads_arrays:
-    results = evaluate.evaluate_arrays(ctx.model, params, eval_sets, cfg.eval.batch_size, ctx.mesh, ctx.rules,
-                                       ctx.task.score_arrays)
-  else:
-    results = evaluate.evaluate(ctx.model, params, ctx.tokenizer, eval_sets, cfg.eval.batch_size,
-                                cfg.eval.max_new_tokens, ctx.mesh, ctx.rules)
+  results = ctx.inputs.evaluate(ctx.model, params, eval_sets, ctx.mesh, ctx.rules)
   if jax.process_index() != 0:
     return
-  fields = score_of(cfg).fields
+  fields = score_of(ctx.config).fields
   records = [{"epoch": epoch, "step": step, "subset": name, **{f: r[f] for f in fields}}
              for name, r in results.items()]
   append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)

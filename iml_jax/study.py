@@ -16,7 +16,7 @@ import fnmatch
 import re
 
 from iml_jax.errors import IMLError
-from iml_jax.models.presets import PRETRAINED
+from iml_jax.models.families import PRETRAINED
 
 # The study's training defaults (docs/study.md §7.2): HF Trainer + Adafactor at lr 5e-5, linear decay
 # to 0 per stage, no warm-up, no weight decay, global gradient-norm clip 1.0, bf16 autocast; the loss
@@ -72,7 +72,7 @@ class Row:
   key: str
   title: str
   section: str
-  model: str | None  # a key of config_defaults.PRETRAINED (its shape; `pretrained`: its weights), or SWEEP_MEMBER
+  model: str | None  # a key of models/families PRETRAINED (its shape; `pretrained`: its weights), or SWEEP_MEMBER
   pretrained: bool
   stages: tuple[Stage, ...]
   fields: dict

@@ -72,10 +72,29 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import():
 
 
 def test_reporting_imports_no_training_code():
-  """A report, a sweep report and reading a workdir load neither Orbax, Flax, tensorboardX nor the stage loop."""
+  """A report, a sweep report, reading a workdir and the study's model table load neither Orbax, Flax,
+  tensorboardX nor the stage loop."""
   heavy = ("orbax.checkpoint", "flax.linen", "tensorboardX", "iml_jax.stage", "iml_jax.train", "iml_jax.checkpointing")
-  code = ("import sys\nimport iml_jax.report, iml_jax.sweep_report, iml_jax.workdir\n"
+  code = ("import sys\nimport iml_jax.report, iml_jax.sweep_report, iml_jax.workdir, iml_jax.models.families\n"
           f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "[]"
+
+
+MODEL_CLASSES = {"DecoderLM", "T5", "MLP", "ConvNet"}
+
+
+def test_only_the_model_registry_tells_models_apart():
+  """Outside models/, no module imports a model class to branch on it: what a model reads and how it runs is
+  its spec in models/registry.py."""
+  offenders = []
+  for module, path in _module_files().items():
+    if module.startswith("iml_jax.models"):
+      continue
+    for node in ast.walk(ast.parse(open(path).read())):
+      if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("iml_jax.models"):
+        offenders += [f"{module} imports {alias.name}" for alias in node.names if alias.name in MODEL_CLASSES]
+      if isinstance(node, ast.Attribute) and node.attr in ("is_seq2seq", "reads_arrays"):
+        offenders.append(f"{module} reads .{node.attr}")
+  assert not offenders

@@ -354,7 +354,7 @@ def test_t5_pipeline_trains_and_evaluates_seq2seq_from_pretrained(tmp_path, monk
 
   monkeypatch.setattr(train, "create_state", recording)
   config = _define_config(folder)
-  config.model = cd.t5(init_from=folder, d_model=32, d_kv=8, d_ff=48, n_heads=4, n_layers=2)
+  config.model = cd.language_model("t5", init_from=folder, d_model=32, d_kv=8, d_ff=48, n_heads=4, n_layers=2)
   config.data.label_block_size = 32  # this tokenizer saw little text: long encodings
   summary = experiment.run(config, str(tmp_path / "run"))
   _, hf_params = hf_import.load_hf_model(folder)

@@ -36,8 +36,6 @@ class ConvNetConfig:
 
 class ConvNet(nn.Module):
   cfg: ConvNetConfig
-  is_seq2seq = False
-  reads_arrays = True
 
   @nn.compact
   def __call__(self, images_BxHxWx1):

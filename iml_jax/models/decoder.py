@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from iml_jax.errors import IMLError
-from iml_jax.models import layers
+from iml_jax.models import decoding, layers
 
 LayerCache = tuple[jax.Array, jax.Array]  # keys, values: [B, S, G, K] each
 
@@ -152,8 +152,6 @@ class DecoderLM(nn.Module):
   (keys, values) pair per layer that the call writes at `cache_index` and returns updated.
   """
   cfg: DecoderConfig
-  is_seq2seq = False
-  reads_arrays = False
 
   def setup(self):
     cfg = self.cfg
@@ -241,3 +239,16 @@ def token_losses(model: DecoderLM, params, batch: dict) -> jax.Array:
   inputs = batch["tokens"][:, :-1]
   logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
   return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
+
+
+def generate(model: DecoderLM, params, prompts_BxP: jax.Array, prompt_mask_BxP, max_new_tokens: int,
+             eos_id: int) -> jax.Array:
+  """Greedy continuations [B, max_new_tokens] of left-padded prompts (the padding is the mask: None)."""
+  del prompt_mask_BxP
+  return decoding.greedy_decode(model, params, prompts_BxP, max_new_tokens, eos_id)
+
+
+def hidden_states(model: DecoderLM, params, tokens_BxT: jax.Array) -> jax.Array:
+  """[layers, B, T, D]: the residual stream after every block while the model reads `tokens_BxT`."""
+  _, state = model.apply({"params": params}, tokens_BxT, *causal_inputs(tokens_BxT), mutable=["intermediates"])
+  return residual_stream(state["intermediates"], model.cfg)

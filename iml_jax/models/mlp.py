@@ -30,8 +30,6 @@ class MLPConfig:
 
 class MLP(nn.Module):
   cfg: MLPConfig
-  is_seq2seq = False
-  reads_arrays = True
 
   @nn.compact
   def __call__(self, inputs_BxF):

@@ -1,5 +1,8 @@
-"""Model families by config name: which config class and module build them, and how they train."""
+"""Every model a config can name, in one table: `SPECS[model.name]` says which config class and Flax module
+build it, how it is initialised, trained, run and evaluated, what it reads, and (language models) its family
+module in `models/families/`. The rest of the package asks this table, never the model's class."""
 import dataclasses
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -7,56 +10,85 @@ import numpy as np
 
 from iml_jax.models import convnet, decoder, mlp, t5
 from iml_jax.models.convnet import ConvNet, ConvNetConfig
-from iml_jax.models.mlp import MLP, MLPConfig
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
+from iml_jax.models.families import FAMILIES, Family
+from iml_jax.models.mlp import MLP, MLPConfig
 from iml_jax.models.t5 import T5, T5Config
 
-DECODER_FAMILIES = ("gpt_neox", "gpt2", "gpt_neo", "gptj", "llama")
-MODELS = DECODER_FAMILIES + ("t5", "convnet", "mlp")
-# The fields a run config must agree on with a checkpoint it starts from.
-SHAPE_FIELDS = {DecoderConfig: ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
-                T5Config: ("d_model", "d_kv", "d_ff", "n_heads", "n_layers", "n_decoder_layers")}
+INPUT_KINDS = ("tokens", "seq2seq", "arrays")
 
 
-def config_class(name: str) -> type:
-  return {"t5": T5Config, "convnet": ConvNetConfig, "mlp": MLPConfig}.get(name, DecoderConfig)
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  config_class: type
+  module_class: type  # the Flax module, built from a config
+  init_params: Callable  # (model, rng) -> params
+  token_losses: Callable  # (model, params, batch) -> per-position losses
+  # What the model reads (model_inputs.py encodes and evaluates each kind): "tokens", one token sequence per
+  # example (decoder-only); "seq2seq", inputs and targets (encoder–decoder); "arrays", images or features.
+  inputs: str
+  generate: Callable | None = None  # text models: (model, params, prompts, prompt_mask, max_new, eos) -> tokens
+  hidden_states: Callable | None = None  # text models: (model, params, tokens) -> [layers, B, T, D]
+  predict: Callable | None = None  # array models: (model, params, inputs) -> classes or values
+  family: Family | None = None  # language models: architecture options, pretrained models, Hugging Face map
+  shape_fields: tuple[str, ...] = ()  # what a run config must agree on with a checkpoint it starts from
+
+
+def _decoder_spec(family: str) -> ModelSpec:
+  return ModelSpec(DecoderConfig, DecoderLM, decoder.init_params, decoder.token_losses, "tokens", decoder.generate,
+                   decoder.hidden_states, family=FAMILIES[family],
+                   shape_fields=("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"))
+
+
+SPECS: dict[str, ModelSpec] = {
+    **{name: _decoder_spec(name) for name in FAMILIES if name != "t5"},
+    "t5": ModelSpec(T5Config, T5, t5.init_params, t5.token_losses, "seq2seq", t5.generate, t5.hidden_states,
+                    family=FAMILIES["t5"],
+                    shape_fields=("d_model", "d_kv", "d_ff", "n_heads", "n_layers", "n_decoder_layers")),
+    "convnet": ModelSpec(ConvNetConfig, ConvNet, convnet.init_params, convnet.token_losses, "arrays",
+                         predict=convnet.predict),
+    "mlp": ModelSpec(MLPConfig, MLP, mlp.init_params, mlp.token_losses, "arrays", predict=mlp.predict),
+}
+MODELS = tuple(SPECS)
+
+
+def name_of(cfg) -> str:
+  """The `model.name` of a model config."""
+  if isinstance(cfg, DecoderConfig):
+    return cfg.family
+  return next(name for name, spec in SPECS.items() if spec.config_class is type(cfg))
+
+
+def spec_of(model_or_config) -> ModelSpec:
+  """The spec of a built model or of a model config."""
+  return SPECS[name_of(getattr(model_or_config, "cfg", model_or_config))]
 
 
 def make_config(name: str, **fields):
-  if name in DECODER_FAMILIES:
+  if SPECS[name].config_class is DecoderConfig:
     fields["family"] = name
-  return config_class(name)(**fields)
-
-
-def family_of(cfg) -> str:
-  return {T5Config: "t5", ConvNetConfig: "convnet", MLPConfig: "mlp"}.get(type(cfg)) or cfg.family
+  return SPECS[name].config_class(**fields)
 
 
 def build(cfg) -> nn.Module:
-  return {T5Config: T5, ConvNetConfig: ConvNet, MLPConfig: MLP}.get(type(cfg), DecoderLM)(cfg)
+  return spec_of(cfg).module_class(cfg)
 
 
-def config_fields(cls: type) -> tuple[str, ...]:
-  return tuple(f.name for f in dataclasses.fields(cls))
-
-
-def _module(model: nn.Module):
-  if model.reads_arrays:
-    return mlp if isinstance(model, MLP) else convnet
-  return t5 if model.is_seq2seq else decoder
+def config_fields(name: str) -> tuple[str, ...]:
+  return tuple(f.name for f in dataclasses.fields(SPECS[name].config_class))
 
 
 def init_params(model: nn.Module, rng: jax.Array):
-  return _module(model).init_params(model, rng)
+  return spec_of(model).init_params(model, rng)
 
 
 def token_losses(model: nn.Module, params, batch: dict) -> jax.Array:
-  return _module(model).token_losses(model, params, batch)
+  return spec_of(model).token_losses(model, params, batch)
 
 
 def predict(model: nn.Module, params, inputs) -> jax.Array:
   """An array model's predictions for a batch of inputs (classes or values)."""
-  return _module(model).predict(model, params, inputs)
+  return spec_of(model).predict(model, params, inputs)
 
 
 def unbox(tree):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from iml_jax.errors import IMLError
-from iml_jax.models import layers
+from iml_jax.models import decoding, layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,8 +155,6 @@ class T5(nn.Module):
   """`__call__(inputs, input_mask, decoder_inputs) -> logits` for teacher forcing; `encode` +
   `init_cache` + `decode` for cached generation."""
   cfg: T5Config
-  is_seq2seq = True
-  reads_arrays = False
 
   def setup(self):
     cfg = self.cfg
@@ -222,3 +220,16 @@ def token_losses(model: T5, params, batch: dict) -> jax.Array:
   decoder_inputs = shift_right(batch["targets"], model.cfg.decoder_start_id)
   logits = model.apply({"params": params}, batch["inputs"], batch["input_mask"], decoder_inputs)
   return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+
+
+def generate(model: T5, params, inputs_BxI: jax.Array, input_mask_BxI: jax.Array, max_new_tokens: int,
+             eos_id: int) -> jax.Array:
+  """Greedy outputs [B, max_new_tokens] for right-padded inputs and their mask."""
+  return decoding.greedy_decode_seq2seq(model, params, inputs_BxI, input_mask_BxI, max_new_tokens, eos_id)
+
+
+def hidden_states(model: T5, params, tokens_BxT: jax.Array) -> jax.Array:
+  """[layers, B, T, D]: the encoder's residual stream after every block while it reads `tokens_BxT` (all valid)."""
+  _, state = model.apply({"params": params}, tokens_BxT, jnp.ones(tokens_BxT.shape, bool), method=model.encode,
+                         mutable=["intermediates"])
+  return jnp.stack(state["intermediates"]["encoder"]["residual"])

@@ -1,0 +1,80 @@
+"""How each kind of model reads a task's examples (`ModelSpec.inputs` in models/registry.py), one class per
+kind: the arrays of a training batch, the evaluation sets and how they are scored. The stage loop and the
+analyses go through these, so none of them asks which model it runs."""
+import numpy as np
+
+from iml_jax import evaluate
+from iml_jax.data.tokenization import encode_for_training, encode_seq2seq
+from iml_jax.models import registry
+
+
+class TokenInputs:
+  """A decoder-only model: prompt and answer in one right-padded token sequence (`tokens`, `loss_mask`);
+  evaluated by greedy continuation of the left-padded prompts, scored by EM and F1."""
+
+  def __init__(self, config, task, tokenizer):
+    self.config, self.task, self.tokenizer = config, task, tokenizer
+
+  def encode(self, examples, excluded_ids: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Training arrays; the loss mask leaves out the tokens `excluded_ids` (None: none)."""
+    cfg = self.config
+    encoded = encode_for_training(self.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
+                                  cfg.loss.mask_padding, excluded_ids)
+    return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
+
+  def tokens_per_example(self, encoded: dict) -> int:
+    """Token positions an encoded example occupies, padding included."""
+    return encoded["tokens"].shape[1]
+
+  def eval_sets(self, evals: dict, names: list[str]) -> list:
+    return evaluate.prepare_eval_sets(self.tokenizer, evals, names, self.config.eval.prompt_bucket,
+                                      self.config.data.block_size, seq2seq=False)
+
+  def evaluate(self, model, params, eval_sets: list, mesh, rules) -> dict[str, dict]:
+    return evaluate.evaluate(model, params, self.tokenizer, eval_sets, self.config.eval.batch_size,
+                             self.config.eval.max_new_tokens, mesh, rules)
+
+
+class Seq2SeqInputs(TokenInputs):
+  """An encoder–decoder: the prompt as right-padded `inputs` with their mask, the answer as `targets`."""
+
+  def encode(self, examples, excluded_ids: np.ndarray | None) -> dict[str, np.ndarray]:
+    cfg = self.config
+    return encode_seq2seq(self.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size,
+                          cfg.loss.mask_padding, excluded_ids)
+
+  def tokens_per_example(self, encoded: dict) -> int:
+    return encoded["inputs"].shape[1] + encoded["targets"].shape[1]
+
+  def eval_sets(self, evals: dict, names: list[str]) -> list:
+    return evaluate.prepare_eval_sets(self.tokenizer, evals, names, self.config.eval.prompt_bucket,
+                                      self.config.data.block_size, seq2seq=True)
+
+
+class ArrayInputs:
+  """An image or feature model: the task turns examples into `inputs`, `targets` and `loss_mask` and scores the
+  predictions (no tokenizer, nothing excluded from the loss)."""
+
+  def __init__(self, config, task, tokenizer=None):
+    self.config, self.task = config, task
+
+  def encode(self, examples, excluded_ids=None) -> dict[str, np.ndarray]:
+    return self.task.encode_arrays(examples)
+
+  def tokens_per_example(self, encoded: dict) -> int:
+    return 0
+
+  def eval_sets(self, evals: dict, names: list[str]) -> list:
+    return [evaluate.ArrayEvalSet(name, evals[name], self.task.encode_arrays(evals[name])) for name in names]
+
+  def evaluate(self, model, params, eval_sets: list, mesh, rules) -> dict[str, dict]:
+    return evaluate.evaluate_arrays(model, params, eval_sets, self.config.eval.batch_size, mesh, rules,
+                                    self.task.score_arrays)
+
+
+_KINDS = {"tokens": TokenInputs, "seq2seq": Seq2SeqInputs, "arrays": ArrayInputs}
+
+
+def for_model(model, config, task, tokenizer):
+  """How `model` reads `task`'s examples under `config`."""
+  return _KINDS[registry.spec_of(model).inputs](config, task, tokenizer)
