@@ -141,7 +141,7 @@ def main(argv, flag_values):
   del argv
   logging.set_verbosity(logging.WARNING)
   from iml_jax import plots
-  from iml_jax.data.tasks import ARRAY_TASK_MODELS
+  from iml_jax.data import tasks
   from iml_jax.errors import IMLError
   analysis, workdir = flag_values["analysis"].value, flag_values["workdir"].value
   try:
@@ -150,7 +150,7 @@ def main(argv, flag_values):
       if not workdir:
         raise IMLError(f"--analysis={analysis} needs --workdir")
       config = run_config(flag_values["config"].value, workdir, flag_values["set"].value)
-      if config.task in ARRAY_TASK_MODELS:
+      if tasks.array_model(config):
         raise IMLError(f"--analysis={analysis} reads token sequences; config field task = {config.task!r} has arrays")
     if analysis == "grad_alignment":
       summary = grad_alignment_on_checkpoints(config, workdir, flag_values["stage"].value)

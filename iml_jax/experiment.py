@@ -45,14 +45,13 @@ _AT_LEAST_FOR_TEXT = {"eval.max_new_tokens": 1}
 
 def validate(config) -> None:
   """Every check that can fail before a file is written."""
-  text_task = config.task not in tasks.ARRAY_TASK_MODELS
-  for field, least in {**_AT_LEAST, **(_AT_LEAST_FOR_TEXT if text_task else {})}.items():
+  array_model = tasks.array_model(config)
+  for field, least in {**_AT_LEAST, **({} if array_model else _AT_LEAST_FOR_TEXT)}.items():
     value = functools.reduce(lambda node, key: node[key], field.split("."), config)
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
       raise IMLError(f"config field {field} = {value!r}: expected an integer >= {least}")
   if config.model.name not in registry.MODELS:
     raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {registry.MODELS}")
-  array_model = tasks.ARRAY_TASK_MODELS.get(config.task)
   if array_model != config.model.name and (array_model or _reads_arrays(config)):
     raise IMLError(f"config fields task = {config.task!r}, model.name = {config.model.name!r}: " + (
         f"task {config.task!r} needs model.name = {array_model!r}" if array_model else
@@ -269,7 +268,7 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False,
 
     def contexts():
       for seed in range(config.seed, config.seed + config.n_seeds):
-        task = tasks.Task(config, seed, folder)
+        task = tasks.for_seed(config, seed, folder)
         tokenizer = task.tokenizer(tokenizer_path(workdir, seed))
         model = registry.build(model_config(config, tokenizer, pretrained, folder))
         yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)

@@ -1,4 +1,6 @@
-"""One interface over the study's tasks for the experiment loop: tokenizer, stage data, alias tokens."""
+"""The study's tasks behind one protocol, one class per task: what the experiment loop asks of a task — each
+stage's data, the tokenizer, the alias tokens, which aliases an example mentions, and (array tasks) the arrays
+of its examples and their score. `TASKS[config.task]` is the only place a task is looked up by name."""
 import functools
 import re
 
@@ -9,62 +11,72 @@ from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, 
                                        word_level_tokenizer)
 from iml_jax.errors import IMLError
 
-TASKS = ("numeric", "define", "modular", "vision", "toy1d")
-# task -> its generator module (TRAIN_SUBSETS, STAGE2_SUBSETS, SUBSETS, check_config)
-_GENERATORS = {"numeric": numeric, "define": define, "modular": modular, "vision": vision, "toy1d": toy1d}
-# Tasks whose examples are arrays, not text: the one model that reads them, and their module's task class
-# (`encode(examples)` -> inputs / targets / loss_mask) and `score(arrays, predictions)`.
-ARRAY_TASK_MODELS = {"vision": "convnet", "toy1d": "mlp"}
-_ARRAY_TASKS = {"vision": vision.VisionTask, "toy1d": toy1d.ToyTask}
 _WRAPPED_ALIAS = re.compile(r"<\|[a-z]+\|>")
 KNOWLEDGE_BASES = ("synthetic", "cvdb", "trex")
 _EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
                       "entity_facts_")
 
 
-def validate(config) -> None:
-  """Checks the data fields before anything is written."""
-  if config.task not in TASKS:
-    raise IMLError(f"config field task = {config.task!r}: expected one of {TASKS}")
-  subsets = _GENERATORS[config.task].TRAIN_SUBSETS
-  for name in config.stage_names:
-    subset = config.stages[name].train_subset
-    if subset not in subsets:
-      raise IMLError(f"config field stages.{name}.train_subset = {subset!r}: expected one of {sorted(subsets)}")
-  if config.eval.subsets != "all":
-    known = define.SUBSETS + ("d2incons",) if config.task == "define" else _GENERATORS[config.task].SUBSETS
-    for name in config.eval.subsets.split(","):
-      if name not in known and not name.startswith(_EVAL_SET_PREFIXES):
-        raise IMLError(f"config field eval.subsets names unknown set {name!r}: expected 'all' or a comma-separated "
-                       f"list of {known} (or train_questions_*, train_defs_*, ent_assoc_*, letter* sets)")
-  _GENERATORS[config.task].check_config(config.data)
-  if config.task == "define":
-    if config.data.knowledge_base not in KNOWLEDGE_BASES:
-      raise IMLError(f"config field data.knowledge_base = {config.data.knowledge_base!r}: "
-                     f"expected one of {KNOWLEDGE_BASES}")
-
-
-def score_of(config) -> metrics.Score:
-  """The score a task's evaluations record (the 1-D toy: MSE; every other task: EM and F1)."""
-  return getattr(_GENERATORS[config.task], "SCORE", metrics.EXACT_MATCH)
-
-
-def chance_level(config) -> float | None:
-  """The score of guessing, where the task defines one (the numeric task's true/false answers: 0.5)."""
-  return getattr(_GENERATORS[config.task], "CHANCE", None)
-
-
-def uses_stage2_split(config, train_subset: str) -> bool:
-  """Whether a stage trains on the entities that `seed_stage2` re-partitions."""
-  generator = _GENERATORS[config.task]
-  return any(s in generator.STAGE2_SUBSETS for s in generator.TRAIN_SUBSETS[train_subset][1])
-
-
 class Task:
-  """The data side of one stage-1 seed."""
+  """The data side of one stage-1 seed of a task. A subclass names its generator module (TRAIN_SUBSETS,
+  STAGE2_SUBSETS, SUBSETS, check_config) and builds each stage's data; text tasks build a tokenizer."""
+  generator = None
+  score: metrics.Score = metrics.EXACT_MATCH  # what its evaluations record
+  chance: float | None = None  # the score of guessing, where the task defines one
+  array_model: str | None = None  # the one model that reads an array task's examples
 
   def __init__(self, config, seed: int, pretrained_folder: str | None = None):
     self.config, self.seed, self.pretrained_folder = config, seed, pretrained_folder
+
+  @classmethod
+  def eval_set_names(cls) -> tuple[str, ...]:
+    return cls.generator.SUBSETS
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    cls.generator.check_config(config.data)
+
+  def stage_data(self, seed_stage2: int, stage_index: int, train_subset: str) -> StageData:
+    raise NotImplementedError
+
+  def alias_tokens(self) -> list[str]:
+    """The tokens that spell aliases (trainable rows, or left out of the loss); none unless the task has them."""
+    return []
+
+  def aliases_in(self, example) -> list[str]:
+    """The alias strings an example mentions (a definition may also hold a `<|tag|>`); pairs definitions
+    with their questions for the gradient-alignment analysis."""
+    return _WRAPPED_ALIAS.findall(example.text)
+
+  def tokenizer(self, path: str) -> TextTokenizer | None:
+    """The seed's tokenizer: the pretrained model's, or loaded from `path` if saved there, else built and
+    saved there."""
+    if self.pretrained_folder:
+      return pretrained_tokenizer(self.pretrained_folder)
+    if io_utils.exists(path):
+      return TextTokenizer.load(path)
+    tokenizer = self._new_tokenizer()
+    tokenizer.save(path)
+    return tokenizer
+
+  def _new_tokenizer(self) -> TextTokenizer:
+    raise NotImplementedError
+
+
+class Define(Task):
+  """Definitions and questions about entities of a knowledge base (synthetic, CVDB or T-REx)."""
+  generator = define
+
+  @classmethod
+  def eval_set_names(cls):
+    return define.SUBSETS + ("d2incons",)
+
+  @classmethod
+  def check_config(cls, config):
+    define.check_config(config.data)
+    if config.data.knowledge_base not in KNOWLEDGE_BASES:
+      raise IMLError(f"config field data.knowledge_base = {config.data.knowledge_base!r}: "
+                     f"expected one of {KNOWLEDGE_BASES}")
 
   @functools.cached_property
   def _entities(self):
@@ -75,65 +87,140 @@ class Task:
       return trex.trex_knowledge_base(trex.load_triplets(data.trex_path), self.seed, data.num_entities)
     return entities.load_cvdb(data.cvdb_path, data.num_entities, data.equalize_gender, data.cvdb_encoding)
 
-  @functools.lru_cache(maxsize=None)
-  def _numeric(self, seed_stage2: int) -> numeric.NumericTask:
-    return numeric.NumericTask(self.config.data, self.seed, seed_stage2)
-
-  @functools.lru_cache(maxsize=None)
-  def _modular(self, seed_stage2: int) -> modular.ModularTask:
-    return modular.ModularTask(self.config.data, self.seed, seed_stage2)
-
-  @functools.lru_cache(maxsize=None)
-  def _array_task(self, seed_stage2: int):
-    return _ARRAY_TASKS[self.config.task](self.config.data, self.seed, seed_stage2)
-
-  def encode_arrays(self, examples) -> dict:
-    """The arrays of an array task's examples (they depend on the seed only)."""
-    return self._array_task(0).encode(examples)
-
-  def score_arrays(self, arrays: dict, predictions):
-    return _GENERATORS[self.config.task].score(arrays, predictions)
-
-  def stage_data(self, seed_stage2: int, stage_index: int, train_subset: str) -> StageData:
-    if self.config.task in ARRAY_TASK_MODELS:
-      return self._array_task(seed_stage2).stage_data(train_subset)
-    if self.config.task == "modular":
-      return self._modular(seed_stage2).stage_data(train_subset)
-    if self.config.task == "numeric":
-      return self._numeric(seed_stage2).stage_data(train_subset, redraw_key=stage_index)
+  def stage_data(self, seed_stage2, stage_index, train_subset):
     return define.build_define_data(self._entities, self.config.data, self.seed, seed_stage2, train_subset)
 
-  def alias_tokens(self) -> list[str]:
-    return self._numeric(0).alias_tokens() if self.config.task == "numeric" else []
+  def _new_tokenizer(self):
+    corpus = self.stage_data(0, 0, "full")
+    texts = [ex.text for ex in corpus.train] + [ex.text for v in corpus.evals.values() for ex in v]
+    texts += [ex.text for ex in self.stage_data(0, 0, "entity_facts").train]
+    return byte_level_bpe_tokenizer(texts, self.config.tokenizer.vocab_size)
 
-  def aliases_in(self, example) -> list[str]:
-    """The alias strings an example mentions (a definition may also hold a `<|tag|>`); pairs definitions
-    with their questions for the gradient-alignment analysis."""
-    if self.config.task == "numeric":  # "abc % 1 2 =", "define1 abc % 63"
-      words = example.prompt.split(" %")[0].split(" ")
-      return [" ".join(words[1:] if words[0].startswith("define") else words)]
-    if self.config.task == "modular":  # "v v v v 0 7 =", "t t % v v v v ="
-      words = example.prompt.split()
-      return ["".join(words[words.index("%") + 1:-1] if "%" in words else words[:modular.ALIAS_LENGTH])]
-    return _WRAPPED_ALIAS.findall(example.text)
 
-  def tokenizer(self, path: str) -> TextTokenizer | None:
-    """The seed's tokenizer: the pretrained model's, or loaded from `path` if saved there, else built and
-    saved there; None for array tasks."""
-    if self.config.task in ARRAY_TASK_MODELS:
-      return None
-    if self.pretrained_folder:
-      return pretrained_tokenizer(self.pretrained_folder)
-    if io_utils.exists(path):
-      return TextTokenizer.load(path)
-    if self.config.task == "numeric":
-      tokenizer = word_level_tokenizer(self._numeric(0).vocabulary())
-    elif self.config.task == "modular":
-      tokenizer = word_level_tokenizer(modular.VOCABULARY)
-    else:
-      corpus = self.stage_data(0, 0, "full")
-      texts = [ex.text for ex in corpus.train] + [ex.text for v in corpus.evals.values() for ex in v]
-      texts += [ex.text for ex in self.stage_data(0, 0, "entity_facts").train]
-      tokenizer = byte_level_bpe_tokenizer(texts, self.config.tokenizer.vocab_size)
-    tokenizer.save(path)
-    return tokenizer
+class Numeric(Task):
+  """Set inclusion: "abc % 1 2 =", "define1 abc % 63"; one token per alias, true/false answers."""
+  generator = numeric
+  chance = numeric.CHANCE
+
+  @functools.lru_cache(maxsize=None)
+  def _generated(self, seed_stage2: int) -> numeric.NumericTask:
+    return numeric.NumericTask(self.config.data, self.seed, seed_stage2)
+
+  def stage_data(self, seed_stage2, stage_index, train_subset):
+    return self._generated(seed_stage2).stage_data(train_subset, redraw_key=stage_index)
+
+  def alias_tokens(self):
+    return self._generated(0).alias_tokens()
+
+  def aliases_in(self, example):
+    words = example.prompt.split(" %")[0].split(" ")
+    return [" ".join(words[1:] if words[0].startswith("define") else words)]
+
+  def _new_tokenizer(self):
+    return word_level_tokenizer(self._generated(0).vocabulary())
+
+
+class Modular(Task):
+  """Modular arithmetic with character-spaced aliases: "v v v v 0 7 =", "t t % v v v v ="."""
+  generator = modular
+
+  @functools.lru_cache(maxsize=None)
+  def _generated(self, seed_stage2: int) -> modular.ModularTask:
+    return modular.ModularTask(self.config.data, self.seed, seed_stage2)
+
+  def stage_data(self, seed_stage2, stage_index, train_subset):
+    return self._generated(seed_stage2).stage_data(train_subset)
+
+  def aliases_in(self, example):
+    words = example.prompt.split()
+    return ["".join(words[words.index("%") + 1:-1] if "%" in words else words[:modular.ALIAS_LENGTH])]
+
+  def _new_tokenizer(self):
+    return word_level_tokenizer(modular.VOCABULARY)
+
+
+class ArrayTask(Task):
+  """A task whose examples are arrays, not text: no tokenizer; the generator's task class encodes examples
+  (`encode(examples)` -> inputs / targets / loss_mask) and its module scores predictions."""
+  generated_class = None
+
+  @functools.lru_cache(maxsize=None)
+  def _generated(self, seed_stage2: int):
+    return self.generated_class(self.config.data, self.seed, seed_stage2)
+
+  def stage_data(self, seed_stage2, stage_index, train_subset):
+    return self._generated(seed_stage2).stage_data(train_subset)
+
+  def tokenizer(self, path):
+    return None
+
+  def encode_arrays(self, examples) -> dict:
+    """The arrays of the task's examples (they depend on the seed only)."""
+    return self._generated(0).encode(examples)
+
+  def score_arrays(self, arrays: dict, predictions) -> dict:
+    return self.generator.score(arrays, predictions)
+
+
+class Vision(ArrayTask):
+  """Digit-grid aliases and A/B-grid entities, read by a ConvNet."""
+  generator, generated_class, array_model = vision, vision.VisionTask, "convnet"
+
+
+class Toy1D(ArrayTask):
+  """The 1-D regression toy, read by an MLP; scored by squared error."""
+  generator, generated_class, array_model = toy1d, toy1d.ToyTask, "mlp"
+  score = toy1d.SCORE
+
+
+TASKS: dict[str, type[Task]] = {"numeric": Numeric, "define": Define, "modular": Modular, "vision": Vision,
+                                "toy1d": Toy1D}
+
+
+def task_class(config) -> type[Task]:
+  if config.task not in TASKS:
+    raise IMLError(f"config field task = {config.task!r}: expected one of {tuple(TASKS)}")
+  return TASKS[config.task]
+
+
+def for_seed(config, seed: int, pretrained_folder: str | None = None) -> Task:
+  """The task of `config` for stage-1 seed `seed`."""
+  return task_class(config)(config, seed, pretrained_folder)
+
+
+def validate(config) -> None:
+  """Checks the data fields before anything is written."""
+  cls = task_class(config)
+  subsets = cls.generator.TRAIN_SUBSETS
+  for name in config.stage_names:
+    subset = config.stages[name].train_subset
+    if subset not in subsets:
+      raise IMLError(f"config field stages.{name}.train_subset = {subset!r}: expected one of {sorted(subsets)}")
+  if config.eval.subsets != "all":
+    known = cls.eval_set_names()
+    for name in config.eval.subsets.split(","):
+      if name not in known and not name.startswith(_EVAL_SET_PREFIXES):
+        raise IMLError(f"config field eval.subsets names unknown set {name!r}: expected 'all' or a comma-separated "
+                       f"list of {known} (or train_questions_*, train_defs_*, ent_assoc_*, letter* sets)")
+  cls.check_config(config)
+
+
+def array_model(config) -> str | None:
+  """The model an array task's examples need (None: a text task, or no such task)."""
+  return getattr(TASKS.get(config.task), "array_model", None)
+
+
+def score_of(config) -> metrics.Score:
+  """The score a task's evaluations record (the 1-D toy: MSE; every other task: EM and F1)."""
+  return task_class(config).score
+
+
+def chance_level(config) -> float | None:
+  """The score of guessing, where the task defines one (the numeric task's true/false answers: 0.5)."""
+  return task_class(config).chance
+
+
+def uses_stage2_split(config, train_subset: str) -> bool:
+  """Whether a stage trains on the entities that `seed_stage2` re-partitions."""
+  generator = task_class(config).generator
+  return any(s in generator.STAGE2_SUBSETS for s in generator.TRAIN_SUBSETS[train_subset][1])
