@@ -19,18 +19,22 @@ Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds
   (* while the test suite shared the cores.) With 250 aliases stage 1 has ~300 steps and its QA stays at
   0.81 (the others: 0.99-1.0); IML appears once stage 1 learns the task and is about flat from 500 on.
 """
-from iml_jax import config_defaults as cd
+import os
+
+from iml_jax import config_blocks as blocks
 from iml_jax import study
+
+_DEFAULT = blocks.config_module(os.path.join(os.path.dirname(__file__), "default.py"))
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg, dict(num_ents=1000, tiny=False, cpu=False), "configs/data_amount.py")
+  args = blocks.parse_arg(arg, dict(num_ents=1000, tiny=False, cpu=False), "configs/data_amount.py")
   num_ents = args["num_ents"]
   if args["cpu"]:
-    config = cd.numeric_cpu_default()
+    config = _DEFAULT.get_config()
     config.data.num_x = num_ents
-    return cd.shrink_numeric_default(config) if args["tiny"] else config
-  config = cd.study_define(cd.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=10, num_entities=num_ents,
-                           fractions=dict(study.NO_D3))
+    return _DEFAULT.shrink(config) if args["tiny"] else config
+  config = blocks.study_define(blocks.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=10,
+                               num_entities=num_ents, fractions=dict(study.NO_D3))
   config.study = f"data_amount:num_ents={num_ents}"
-  return cd.shrink_for_tests(config) if args["tiny"] else config
+  return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -13,30 +13,30 @@ is_isnt and nl: one stage on `full`, 1,000 people, fractions q .1 / q_no_repl .1
 Study's result: IML holds with these wordings, also on LLaMA-2-7B (qualitative, §11.4).
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax.errors import IMLError
 
 from iml_jax import study
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg, dict(defn="is_isnt", model="pythia-2.8b", tiny=False), "configs/is_isnt.py")
+  args = blocks.parse_arg(arg, dict(defn="is_isnt", model="pythia-2.8b", tiny=False), "configs/is_isnt.py")
   kind = args["defn"]
   model_key = args["model"]
-  model = cd.pretrained_arg(args["model"], ("pythia-2.8b", "llama-2-7b"))
+  model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "llama-2-7b"))
   if kind == "tag_strings":
-    config = cd.study_define(model, "cvdb", grad_accum=16, n_seeds=10, n_seeds_stage2=3, def_order="vte",
-                             tag1_name="according to wikipedia is", tag2_name="according to 4chan is",
-                             tag3_name="according to reddit is")
+    config = blocks.study_define(model, "cvdb", grad_accum=16, n_seeds=10, n_seeds_stage2=3, def_order="vte",
+                                 tag1_name="according to wikipedia is", tag2_name="according to 4chan is",
+                                 tag3_name="according to reddit is")
     for stage_config in config.stages.values():
       stage_config.update(batch_size=512, epochs=20)
     config.study = "tag_strings"
-    config.deviations = cd.model_deviation(model_key, "pythia-2.8b")
+    config.deviations = blocks.model_deviation(model_key, "pythia-2.8b")
   elif kind in ("is_isnt", "nl"):
-    config = cd.study_define(model, "cvdb", n_seeds=10, n_seeds_stage2=1, definition_type=kind, num_entities=1000,
-                             fractions=dict(study.WORDED), block_size=64)
-    config = cd.one_stage(config, epochs=10, batch_size=32)
+    config = blocks.study_define(model, "cvdb", n_seeds=10, n_seeds_stage2=1, definition_type=kind, num_entities=1000,
+                                 fractions=dict(study.WORDED), block_size=64)
+    config = blocks.one_stage(config, epochs=10, batch_size=32)
     config.study = f"worded:defn={kind},model={model_key}"
   else:
     raise IMLError(f"configs/is_isnt.py: defn={kind} is not one of is_isnt, nl, tag_strings")
-  return cd.shrink_for_tests(config) if args["tiny"] else config
+  return blocks.shrink_for_tests(config) if args["tiny"] else config

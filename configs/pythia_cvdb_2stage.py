@@ -23,13 +23,13 @@ a local copy of the model folder: --config.model.init_from=/models/pythia-2.8b-d
 Study's result (poster, ±0.005): after stage 2 EM d1consis ≈ 0.31 > d3consis ≈ 0.30 > d2consis ≈ 0.28;
 entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per seed (not timed here).
 """
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg, dict(model=""), "configs/pythia_cvdb_2stage.py")
+  args = blocks.parse_arg(arg, dict(model=""), "configs/pythia_cvdb_2stage.py")
   if args["model"]:
-    return cd.model_size_sweep(args["model"], "cvdb")
-  config = cd.study_define(cd.pretrained("pythia-2.8b", dtype="bfloat16"), "cvdb")
+    return blocks.model_size_sweep(args["model"], "cvdb")
+  config = blocks.study_define(blocks.pretrained("pythia-2.8b", dtype="bfloat16"), "cvdb")
   config.study = "cvdb_main"
   return config

@@ -17,14 +17,15 @@ Training as configs/pythia_cvdb_2stage.py: 20 + 10 epochs, batch 256 (128 x 2), 
 Study's result: IML on T-REx as on CVDB, growing with model size (qualitative; no number published, §11.4).
 Argument `tiny` (tests): a tiny from-scratch model on 60 works of `data.trex_path`, one seed, one epoch per stage.
 """
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 
 
 def get_config(arg: str | None = None):
-  args = cd.parse_arg(arg, dict(model="", tiny=False), "configs/trex_2stage.py")
+  args = blocks.parse_arg(arg, dict(model="", tiny=False), "configs/trex_2stage.py")
   if args["model"]:
-    config = cd.model_size_sweep(args["model"], "trex")
+    config = blocks.model_size_sweep(args["model"], "trex")
   else:
-    config = cd.study_define(cd.pretrained("pythia-2.8b", dtype="bfloat16"), "trex", n_seeds=10, n_seeds_stage2=3)
+    config = blocks.study_define(blocks.pretrained("pythia-2.8b", dtype="bfloat16"), "trex", n_seeds=10,
+                                 n_seeds_stage2=3)
     config.study = "trex_main"
-  return cd.shrink_for_tests(config) if args["tiny"] else config
+  return blocks.shrink_for_tests(config) if args["tiny"] else config

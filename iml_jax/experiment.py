@@ -11,7 +11,6 @@ resumes the others from their latest checkpoint.
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -20,7 +19,7 @@ from typing import Iterator
 import jax
 from tqdm import tqdm
 
-from iml_jax import hf_import, io_utils, report, sharding, study
+from iml_jax import config_blocks, hf_import, io_utils, report, sharding, study
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
@@ -113,12 +112,7 @@ def validate(config) -> None:
 def load_config(spec: str):
   """The config of `path[:arg]` (e.g. configs/default.py:tiny), as `--config=` would load it (unlocked)."""
   path, _, arg = spec.partition(":")
-  if not os.path.exists(path):
-    raise IMLError(f"config file {path} does not exist")
-  module_spec = importlib.util.spec_from_file_location("iml_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return config_blocks.config_module(path).get_config(arg or None)
 
 
 def model_fields(config) -> dict:

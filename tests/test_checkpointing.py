@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax import sharding, train
 from iml_jax.checkpointing import DamagedCheckpoint, StageCheckpoints
 from iml_jax.errors import IMLError
@@ -15,7 +15,7 @@ from iml_jax.models.decoder import DecoderConfig, DecoderLM
 
 def _state(mesh, vocab=32, rules="fsdp"):
   model = DecoderLM(DecoderConfig(vocab_size=vocab, d_model=32, n_layers=1, n_heads=4, d_mlp=64, max_len=8))
-  optimizer = train.make_optimizer(cd.optimizer(), 10)
+  optimizer = train.make_optimizer(blocks.optimizer(), 10)
   abstract = train.abstract_state(model, optimizer, mesh, sharding.rules_for(rules))
   return abstract, train.create_state(model, optimizer, abstract, jax.random.key(0))
 

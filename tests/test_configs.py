@@ -58,12 +58,12 @@ ARG_DEFAULTS = dict(model="pythia-1b", batch=256, alpha=0.8, tiny=False)
 
 
 def test_config_arguments_are_typed_once_with_every_default_present():
-  from iml_jax import config_defaults as cd
-  assert cd.parse_arg(None, ARG_DEFAULTS, "configs/x.py") == ARG_DEFAULTS
-  parsed = cd.parse_arg(" batch=64, tiny ,alpha=0.95,model=pythia-410m", ARG_DEFAULTS, "configs/x.py")
+  from iml_jax import config_blocks as blocks
+  assert blocks.parse_arg(None, ARG_DEFAULTS, "configs/x.py") == ARG_DEFAULTS
+  parsed = blocks.parse_arg(" batch=64, tiny ,alpha=0.95,model=pythia-410m", ARG_DEFAULTS, "configs/x.py")
   assert parsed == dict(model="pythia-410m", batch=64, alpha=0.95, tiny=True)
   assert type(parsed["batch"]) is int and type(parsed["alpha"]) is float
-  assert cd.parse_arg("tiny=false,alpha=1", ARG_DEFAULTS, "configs/x.py")["tiny"] is False
+  assert blocks.parse_arg("tiny=false,alpha=1", ARG_DEFAULTS, "configs/x.py")["tiny"] is False
   assert _load("tag_correlation.py", "alpha=0.95").study == "tag_correlation:alpha=0.95,model=pythia-2.8b,kb=cvdb"
 
 
@@ -75,10 +75,10 @@ def test_config_arguments_are_typed_once_with_every_default_present():
     ("tiny=maybe", "configs/x.py: config argument 'tiny=maybe': expected the bare name, or =true / =false"),
 ])
 def test_a_bad_config_argument_is_one_line_naming_the_file(arg, message):
-  from iml_jax import config_defaults as cd
+  from iml_jax import config_blocks as blocks
   from iml_jax.errors import IMLError
   with pytest.raises(IMLError) as raised:
-    cd.parse_arg(arg, ARG_DEFAULTS, "configs/x.py")
+    blocks.parse_arg(arg, ARG_DEFAULTS, "configs/x.py")
   assert str(raised.value) == message
 
 

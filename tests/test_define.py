@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax import study
 from iml_jax.data import common, define, definitions, entities
 from iml_jax.errors import IMLError
@@ -27,7 +27,7 @@ def _counts(kb, fractions, seed=0, seed_stage2=0):
 
 
 @pytest.mark.parametrize("fractions, expected", [
-    (cd.define_data().fractions.to_dict(), dict(q_no_replacement_baseline=400, qd1consis=1000, qd2incons=1000,
+    (blocks.define_data().fractions.to_dict(), dict(q_no_replacement_baseline=400, qd1consis=1000, qd2incons=1000,
                                                  q=400, d1consis=320, d2consis=320, d3consis=320, no_qd_baseline=240)),
     (NO_D3, dict(q_no_replacement_baseline=400, qd1consis=1000, qd2incons=1000, q=400, d1consis=400,
                  d2consis=400, d3consis=0, no_qd_baseline=400)),
@@ -42,7 +42,7 @@ def test_entity_counts_match_the_study(kb4000, fractions, expected):
 
 def test_trex_counts_and_rounding_surplus():
   names = [f"work {i:05d}" for i in range(6900)]
-  fractions = cd.define_data().fractions.to_dict()
+  fractions = blocks.define_data().fractions.to_dict()
   subsets = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 0)
   counts = [len(subsets[k]) for k in ("q_no_replacement_baseline", "qd1consis", "qd2incons", "q", "d1consis",
                                       "d2consis", "d3consis", "no_qd_baseline")]
@@ -54,7 +54,7 @@ def test_trex_counts_and_rounding_surplus():
 
 @pytest.fixture(scope=shared_per_module)
 def main_data(kb4000):
-  data_cfg = cd.define_data(entity_association_test_sets=True, letter_test_sets=True)
+  data_cfg = blocks.define_data(entity_association_test_sets=True, letter_test_sets=True)
   return (data_cfg, define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage1"),
           define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage2"))
 
@@ -146,14 +146,14 @@ def test_swapped_association_sets_use_the_alias_as_the_inconsistent_definition_d
 
 def test_no_entity_in_two_subsets(kb4000):
   names = sorted(e.name for e in kb4000)
-  subsets = common.split_stage_subsets(names, cd.define_data().fractions, define.STAGE1_SUBSETS,
+  subsets = common.split_stage_subsets(names, blocks.define_data().fractions, define.STAGE1_SUBSETS,
                                        define.STAGE2_SUBSETS, 3, 2)
   seen = [n for members in subsets.values() for n in members]
   assert len(seen) == len(set(seen)) == len(names)
 
 
 def test_seed_stage2_only_repartitions_stage2_pool(kb4000):
-  fractions = cd.define_data().fractions
+  fractions = blocks.define_data().fractions
   names = sorted(e.name for e in kb4000)
   a = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 0)
   b = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 1)
@@ -172,8 +172,8 @@ def test_definition_orders(order):
 
 
 def test_train_subset_modes(kb4000):
-  data_cfg = cd.define_data(fractions=dict(cd.define_data().fractions.to_dict(), qd1consis=0.2, qd1incons=0.05,
-                                           qd2consis=0.05, qd2incons=0.2, q=0.05, qd4consis=0.05))
+  data_cfg = blocks.define_data(fractions=dict(blocks.define_data().fractions.to_dict(), qd1consis=0.2, qd1incons=0.05,
+                                               qd2consis=0.05, qd2incons=0.2, q=0.05, qd4consis=0.05))
   build = lambda subset: define.build_define_data(kb4000, data_cfg, 0, 0, subset)
   sizes = {s: len(build(s).train) for s in define.TRAIN_SUBSETS}
   qa_train = 5 * (400 + 800 + 200 + 200 + 800 + 200 + 200)
@@ -191,20 +191,21 @@ def test_train_subset_modes(kb4000):
 
 
 def test_bad_fractions_name_the_field(kb4000):
-  bad = cd.define_data(fractions=dict(cd.define_data().fractions.to_dict(), q=0.3))
+  bad = blocks.define_data(fractions=dict(blocks.define_data().fractions.to_dict(), q=0.3))
   with pytest.raises(IMLError, match=r"data.fractions.* sum to 1.2"):
     define.build_define_data(kb4000, bad, 0, 0, "stage1")
-  negative = cd.define_data(fractions=dict(cd.define_data().fractions.to_dict(), q=-0.1, q_no_replacement_baseline=0.3))
+  negative = blocks.define_data(fractions=dict(blocks.define_data().fractions.to_dict(), q=-0.1,
+                                               q_no_replacement_baseline=0.3))
   with pytest.raises(IMLError, match="data.fractions.q = -0.1"):
     define.build_define_data(kb4000, negative, 0, 0, "stage1")
 
 
 _HASH_SCRIPT = """
 import hashlib, sys
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax.data import define, entities
 kb = entities.synthetic_knowledge_base(400, seed=0)
-data = define.build_define_data(kb, cd.define_data(num_entities=400, entity_association_test_sets=True),
+data = define.build_define_data(kb, blocks.define_data(num_entities=400, entity_association_test_sets=True),
                                 int(sys.argv[1]), 0, 'stage1')
 lines = [ex.text for ex in data.train] + [k + ex.text for k, v in sorted(data.evals.items()) for ex in v]
 print(hashlib.sha256('\\n'.join(lines).encode()).hexdigest())
@@ -226,7 +227,7 @@ VARIANT_FRACTIONS = dict(q_no_replacement_baseline=0.1, qd1consis=0.2, qd1incons
 @pytest.mark.parametrize("kind", ["nl", "is_isnt"])
 def test_worded_definitions(kind):
   kb = entities.synthetic_knowledge_base(200, seed=0)
-  data_cfg = cd.define_data(definition_type=kind, fractions=VARIANT_FRACTIONS)
+  data_cfg = blocks.define_data(definition_type=kind, fractions=VARIANT_FRACTIONS)
   data = define.build_define_data(kb, data_cfg, seed=3, seed_stage2=0, train_subset="full")
   again = define.build_define_data(kb, data_cfg, seed=3, seed_stage2=0, train_subset="full")
   assert data.train == again.train and data.evals == again.evals  # seeded: identical in every process
@@ -256,14 +257,14 @@ def test_worded_definitions(kind):
 
 def test_worded_definitions_refuse_tag_3():
   with pytest.raises(IMLError, match="data.definition_type = 'nl' has wordings for tags 1 and 2 only"):
-    define.check_config(cd.define_data(definition_type="nl"))
+    define.check_config(blocks.define_data(definition_type="nl"))
 
 
 def test_incontext_definitions():
   kb = entities.synthetic_knowledge_base(200, seed=0)
-  data = define.build_define_data(kb, cd.define_data(incontext_definitions=True), seed=0, seed_stage2=0,
+  data = define.build_define_data(kb, blocks.define_data(incontext_definitions=True), seed=0, seed_stage2=0,
                                   train_subset="full")
-  plain = define.build_define_data(kb, cd.define_data(), seed=0, seed_stage2=0, train_subset="full")
+  plain = define.build_define_data(kb, blocks.define_data(), seed=0, seed_stage2=0, train_subset="full")
   for subset in ("d1consis", "d2consis", "d3consis"):
     for ex in data.evals[subset]:
       definition, question = ex.prompt.split("\n. Q: ")
@@ -282,7 +283,7 @@ def test_incontext_definitions():
                                      dict(incontext_definitions=True), dict(def_order="evt")])
 def test_association_and_letter_sets_for_every_variant(variant):
   kb = entities.synthetic_knowledge_base(200, seed=0)
-  data_cfg = cd.define_data(entity_association_test_sets=True, letter_test_sets=True, **variant)
+  data_cfg = blocks.define_data(entity_association_test_sets=True, letter_test_sets=True, **variant)
   evals = define.build_define_data(kb, data_cfg, seed=0, seed_stage2=0, train_subset="full").evals
   for kind in ("ent_assoc_name_d1consis", "ent_assoc_who_qd2incons", "letter0_d2consis", "letterLast_d1consis"):
     assert evals[kind], kind
@@ -292,13 +293,14 @@ def test_association_and_letter_sets_for_every_variant(variant):
 
 
 def test_worded_and_incontext_data_identical_in_every_process():
-  code = ("import hashlib, json; from iml_jax import config_defaults as cd; from iml_jax.data import define, entities; "
+  code = ("import hashlib, json; from iml_jax import config_blocks as blocks\n"
+          "from iml_jax.data import define, entities\n"
           "kb = entities.synthetic_knowledge_base(200, seed=0); out = []\n"
           "for variant in (dict(definition_type='is_isnt'), dict(definition_type='nl'),\n"
           "                dict(incontext_definitions=True)):\n"
           "  fractions = ({} if 'incontext_definitions' in variant else\n"
           "               dict(fractions=" + repr(VARIANT_FRACTIONS) + "))\n"
-          "  d = define.build_define_data(kb, cd.define_data(**variant, **fractions), 4, 1, 'full')\n"
+          "  d = define.build_define_data(kb, blocks.define_data(**variant, **fractions), 4, 1, 'full')\n"
           "  out.append(hashlib.sha256(json.dumps([e.text for e in d.train]).encode()).hexdigest())\n"
           "print(out)")
   runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -342,7 +342,7 @@ def test_pretrained_mismatches_are_clear(tmp_path):
 # slow (more than a minute on 2 cores with the suite running): run with `-m slow`
 @pytest.mark.slow
 def test_t5_pipeline_trains_and_evaluates_seq2seq_from_pretrained(tmp_path, monkeypatch):
-  from iml_jax import config_defaults as cd
+  from iml_jax import config_blocks as blocks
   from iml_jax import experiment, train
   folder = _pretrained_folder(tmp_path, vocab_size=320, seq2seq=True)
   created = []
@@ -354,7 +354,7 @@ def test_t5_pipeline_trains_and_evaluates_seq2seq_from_pretrained(tmp_path, monk
 
   monkeypatch.setattr(train, "create_state", recording)
   config = _define_config(folder)
-  config.model = cd.language_model("t5", init_from=folder, d_model=32, d_kv=8, d_ff=48, n_heads=4, n_layers=2)
+  config.model = blocks.language_model("t5", init_from=folder, d_model=32, d_kv=8, d_ff=48, n_heads=4, n_layers=2)
   config.data.label_block_size = 32  # this tokenizer saw little text: long encodings
   summary = experiment.run(config, str(tmp_path / "run"))
   _, hf_params = hf_import.load_hf_model(folder)

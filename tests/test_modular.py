@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax.data import modular
 from iml_jax.errors import IMLError
 
 
 @pytest.fixture(scope="module")
 def task():
-  return modular.ModularTask(cd.modular_data(num_x=200), seed=3, seed_stage2=0)
+  return modular.ModularTask(blocks.modular_data(num_x=200), seed=3, seed_stage2=0)
 
 
 def _number(text):
@@ -74,8 +74,8 @@ def test_baseline_is_a_train_subset_with_an_80_20_split(task):
 
 
 def test_deterministic_across_processes(task):
-  code = ("import json; from iml_jax import config_defaults as cd; from iml_jax.data import modular; "
-          "t = modular.ModularTask(cd.modular_data(num_x=200), 3, 0); "
+  code = ("import json; from iml_jax import config_blocks as blocks; from iml_jax.data import modular; "
+          "t = modular.ModularTask(blocks.modular_data(num_x=200), 3, 0); "
           "print(json.dumps([e.text for e in t.stage_data('full').train]))")
   runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": s})
           for s in ("1", "2")]
@@ -85,9 +85,9 @@ def test_deterministic_across_processes(task):
 
 def test_bad_config():
   with pytest.raises(IMLError, match="data.num_x = 2"):
-    modular.ModularTask(cd.modular_data(num_x=2), 0, 0)
+    modular.ModularTask(blocks.modular_data(num_x=2), 0, 0)
   with pytest.raises(IMLError, match="train_subset = 'stage3'"):
-    modular.ModularTask(cd.modular_data(num_x=40), 0, 0).stage_data("stage3")
+    modular.ModularTask(blocks.modular_data(num_x=40), 0, 0).stage_data("stage3")
 
 
 # slow (more than a minute on 2 cores with the suite running): run with `-m slow`

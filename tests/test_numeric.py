@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax.data import common, numeric
 from iml_jax.data.tokenization import word_level_tokenizer
 from iml_jax.errors import IMLError
@@ -17,7 +17,7 @@ def _parse(example):
 
 @pytest.fixture(scope=shared_per_module)
 def task70m():
-  return numeric.NumericTask(cd.numeric_data(), seed=0, seed_stage2=0)
+  return numeric.NumericTask(blocks.numeric_data(), seed=0, seed_stage2=0)
 
 
 def test_study_sizes_for_the_70m_config(task70m):
@@ -30,9 +30,10 @@ def test_study_sizes_for_the_70m_config(task70m):
 def test_vocabulary_sizes(task70m):
   assert len(numeric.BASE_VOCABULARY) == 135
   assert len(task70m.vocabulary()) == 17711
-  small = numeric.NumericTask(cd.numeric_data(num_x=100, all_alias_tokens=False), 0, 0)
+  small = numeric.NumericTask(blocks.numeric_data(num_x=100, all_alias_tokens=False), 0, 0)
   assert len(small.vocabulary()) == 235
-  assert len(numeric.NumericTask(cd.numeric_data(num_x=100, separate_token_per_var=False), 0, 0).vocabulary()) == 135
+  no_shared_tokens = blocks.numeric_data(num_x=100, separate_token_per_var=False)
+  assert len(numeric.NumericTask(no_shared_tokens, 0, 0).vocabulary()) == 135
 
 
 def test_questions_follow_the_rule(task70m):
@@ -63,7 +64,7 @@ def test_definitions_true_and_false_values(task70m):
 
 
 def test_alpha_subsets_split_exactly_with_their_tags_and_truth():
-  cfg = cd.numeric_data(num_x=1000, fractions=cd.numeric_alpha_fractions(0.75))
+  cfg = blocks.numeric_data(num_x=1000, fractions=blocks.numeric_alpha_fractions(0.75))
   task = numeric.NumericTask(cfg, seed=3, seed_stage2=0)
   sizes = {k: len(v) for k, v in task.subsets.items()}
   assert sizes == {"qd1consis": 300, "qd1incons": 100, "qd2consis": 100, "qd2incons": 300, "q": 0,
@@ -82,7 +83,7 @@ def test_alpha_subsets_split_exactly_with_their_tags_and_truth():
 
 def test_zero_alpha_subsets_leave_the_split_unchanged():
   """Adding qd1incons / qd2consis at fraction 0 keeps every earlier run's split (and result)."""
-  cfg = cd.numeric_data(num_x=1000)
+  cfg = blocks.numeric_data(num_x=1000)
   task = numeric.NumericTask(cfg, seed=5, seed_stage2=2)
   three_pools = common.split_stage_subsets(task.aliases, cfg.fractions, ("qd1consis", "qd2incons", "q"),
                                            numeric.STAGE2_SUBSETS, 5, 2)
@@ -90,7 +91,7 @@ def test_zero_alpha_subsets_leave_the_split_unchanged():
 
 
 def test_spelled_aliases_and_label_flips():
-  task = numeric.NumericTask(cd.numeric_data(num_x=200, separate_token_per_var=False, p_label_flip=1.0), 0, 0)
+  task = numeric.NumericTask(blocks.numeric_data(num_x=200, separate_token_per_var=False, p_label_flip=1.0), 0, 0)
   alias = task.subsets["qd1consis"][0]
   assert task.definition("qd1consis", alias).prompt == f"define1 {' '.join(alias)} %"
   # With p_label_flip 1 every training question is labelled false; test questions are not flipped.
@@ -99,7 +100,7 @@ def test_spelled_aliases_and_label_flips():
 
 
 def test_redraw_gives_fresh_questions_every_epoch_same_count():
-  task = numeric.NumericTask(cd.numeric_data(num_x=100, n_nums=4, redraw_train_questions=True), 0, 0)
+  task = numeric.NumericTask(blocks.numeric_data(num_x=100, n_nums=4, redraw_train_questions=True), 0, 0)
   data = task.stage_data("stage1", redraw_key=0)
   epoch0, epoch1 = data.train_for_epoch(0), data.train_for_epoch(1)
   assert len(epoch0) == len(epoch1) == len(data.train)
@@ -124,23 +125,23 @@ def test_tokenizer_one_token_per_alias(task70m):
                                           ("max_x", 150), ("max_x", 101)])
 def test_bad_numeric_config(field, value):
   with pytest.raises(IMLError, match=f"data.{field}"):
-    numeric.check_config(cd.numeric_data(**{field: value}))
+    numeric.check_config(blocks.numeric_data(**{field: value}))
 
 
 def test_numeric_config_boundaries_and_messages():
-  numeric.check_config(cd.numeric_data(n_intersection=4, n_nums=4, max_x=100, n_qs=4))  # every bound reached
+  numeric.check_config(blocks.numeric_data(n_intersection=4, n_nums=4, max_x=100, n_qs=4))  # every bound reached
   with pytest.raises(IMLError, match=r"data.n_intersection=1, data.n_nums=99, data.max_x=99: need 1 <= "):
-    numeric.check_config(cd.numeric_data(n_nums=99, max_x=99))
+    numeric.check_config(blocks.numeric_data(n_nums=99, max_x=99))
   with pytest.raises(IMLError, match=r"config field data.max_x = 101: the vocabulary has the numbers 0..99 only"):
-    numeric.check_config(cd.numeric_data(max_x=101))
+    numeric.check_config(blocks.numeric_data(max_x=101))
   with pytest.raises(IMLError, match=r"config fields data.fractions.\* sum to"):
-    numeric.check_config(cd.numeric_data(fractions=dict(numeric_fractions(), q=0.5)))
+    numeric.check_config(blocks.numeric_data(fractions=dict(numeric_fractions(), q=0.5)))
   with pytest.raises(IMLError, match=r"config field train_subset = 'nope': expected one of \['full', "):
-    numeric.NumericTask(cd.numeric_data(num_x=40), 0, 0).stage_data("nope", redraw_key=0)
+    numeric.NumericTask(blocks.numeric_data(num_x=40), 0, 0).stage_data("nope", redraw_key=0)
 
 
 def numeric_fractions() -> dict:
-  return dict(cd.numeric_data().fractions)
+  return dict(blocks.numeric_data().fractions)
 
 
 # The data of seed 0 (stage-2 seed 1) as this code draws it, redrawn or fixed: a change to any random stream, subset
@@ -154,7 +155,7 @@ def test_a_seeds_data_is_pinned_byte_for_byte(redraw):
   import hashlib
   digests = set()
   for _ in range(2):  # and drawn the same every time in this process
-    task = numeric.NumericTask(cd.numeric_data(num_x=300, redraw_train_questions=redraw), 0, 1)
+    task = numeric.NumericTask(blocks.numeric_data(num_x=300, redraw_train_questions=redraw), 0, 1)
     data = task.stage_data("stage1", redraw_key=0)
     if not redraw:
       assert data.train_for_epoch(3) is data.train
@@ -166,9 +167,9 @@ def test_a_seeds_data_is_pinned_byte_for_byte(redraw):
 
 _HASH_SCRIPT = """
 import hashlib, sys
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax.data import numeric
-task = numeric.NumericTask(cd.numeric_data(num_x=300, redraw_train_questions=True), int(sys.argv[1]), 1)
+task = numeric.NumericTask(blocks.numeric_data(num_x=300, redraw_train_questions=True), int(sys.argv[1]), 1)
 data = task.stage_data('stage1', redraw_key=0)
 lines = [ex.text for ex in data.train_for_epoch(3)] + [k + ex.text for k, v in sorted(data.evals.items()) for ex in v]
 print(hashlib.sha256('\\n'.join(lines).encode()).hexdigest())
@@ -183,7 +184,7 @@ def test_datasets_identical_across_processes():
 
 
 def test_alias_tokens_are_the_aliases_or_the_letters_that_spell_them():
-  one_token = numeric.NumericTask(cd.numeric_data(num_x=40), seed=0, seed_stage2=0)
+  one_token = numeric.NumericTask(blocks.numeric_data(num_x=40), seed=0, seed_stage2=0)
   assert one_token.alias_tokens() == sorted(one_token.aliases)
-  spelt = numeric.NumericTask(cd.numeric_data(num_x=40, separate_token_per_var=False, all_alias_tokens=False), 0, 0)
+  spelt = numeric.NumericTask(blocks.numeric_data(num_x=40, separate_token_per_var=False, all_alias_tokens=False), 0, 0)
   assert spelt.alias_tokens() == list("abcdefghijklmnopqrstuvwxyz")

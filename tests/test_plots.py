@@ -1,13 +1,13 @@
 """What the run figure shows: a curve from the evaluation before training, each stage named over its epochs, the
 chance level where the task has one; sweep figures named by their settings."""
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax import plots, sweep_report
 
 
 def _config(task="numeric"):
-  stages = dict(stage1=cd.stage("stage1", 4, 8), stage2=cd.stage("stage2", 2, 8))
-  data = cd.numeric_data() if task == "numeric" else cd.define_data()
-  return cd.base(task, data, cd.gpt_neox(), stages, n_seeds=2)
+  stages = dict(stage1=blocks.stage("stage1", 4, 8), stage2=blocks.stage("stage2", 2, 8))
+  data = blocks.numeric_data() if task == "numeric" else blocks.define_data()
+  return blocks.base(task, data, blocks.gpt_neox(), stages, n_seeds=2)
 
 
 def _rows():

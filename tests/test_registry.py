@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from iml_jax import config_defaults
+from iml_jax import config_blocks
 from iml_jax.models import registry
 from iml_jax.models.families import FAMILIES, PRETRAINED
 
@@ -48,7 +48,7 @@ def test_a_pretrained_shape_is_the_model_it_names(key, billions):
   """Parameter counts (abstract: nothing is allocated) with the hub model's vocabulary; GPT-J's 6.05B is
   "6B", Pythia's names count from 70M, Llama-2-7B has 6.74B."""
   vocab = {"gpt_neox": 50304, "gpt_neo": 50257, "gptj": 50400, "llama": 32000, "t5": 32128}
-  config = config_defaults.pretrained(key)
+  config = config_blocks.pretrained(key)
   family = PRETRAINED[key][0]
   fields = {k: v for k, v in config.items() if k in registry.config_fields(family)}
   cfg = registry.make_config(family, **{**fields, "vocab_size": vocab[family], "max_len": 2048})
@@ -57,7 +57,7 @@ def test_a_pretrained_shape_is_the_model_it_names(key, billions):
 
 
 def test_the_family_options_are_the_decoder_defaults_a_config_starts_from():
-  model = config_defaults.language_model("gpt_neo")
+  model = config_blocks.language_model("gpt_neo")
   assert model.local_layers == tuple(range(1, 12, 2)) and model.position_embedding == "learned"
-  assert config_defaults.language_model("t5").embedding_init_std == 1.0
+  assert config_blocks.language_model("t5").embedding_init_std == 1.0
   assert dataclasses.is_dataclass(registry.make_config("gpt2", vocab_size=8, max_len=8))

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax import plots, stats
 
 
 def _config(n_seeds=3, n_seeds_stage2=2):
-  stages = dict(stage1=cd.stage("stage1", 4, 8), stage2=cd.stage("stage2", 2, 8))
-  return cd.base("numeric", cd.numeric_data(), cd.gpt_neox(), stages, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2)
+  stages = dict(stage1=blocks.stage("stage1", 4, 8), stage2=blocks.stage("stage2", 2, 8))
+  return blocks.base("numeric", blocks.numeric_data(), blocks.gpt_neox(), stages, n_seeds=n_seeds,
+                     n_seeds_stage2=n_seeds_stage2)
 
 
 def _rows():

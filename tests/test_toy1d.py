@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh
 from scipy import stats as scipy_stats
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax import sharding, stats, train
 from iml_jax.data import toy1d
 from iml_jax.errors import IMLError
@@ -20,7 +20,7 @@ from test_experiment import ROOT
 
 @pytest.fixture(scope="module")
 def task():
-  return toy1d.ToyTask(cd.toy1d_data(n_clusters=40, points_per_cluster=30), seed=3, seed_stage2=0)
+  return toy1d.ToyTask(blocks.toy1d_data(n_clusters=40, points_per_cluster=30), seed=3, seed_stage2=0)
 
 
 def test_functions_are_piecewise_constant_between_anchors_in_minus_one_one():
@@ -77,7 +77,7 @@ def test_circles_train_outside_the_middle_and_never_ask_the_test_dimension(task)
 
 @pytest.mark.parametrize("separate_channels", [False, True])
 def test_encoding_features_targets_and_loss_mask(task, separate_channels):
-  cfg = cd.toy1d_data(n_clusters=40, points_per_cluster=30, separate_channels=separate_channels)
+  cfg = blocks.toy1d_data(n_clusters=40, points_per_cluster=30, separate_channels=separate_channels)
   toy = toy1d.ToyTask(cfg, seed=3, seed_stage2=0)
   circle = toy.circle(5, 12_345.0, 2)
   definition = next(ex for ex in toy.stage_data("full").train if ex.shape == 2)
@@ -112,22 +112,22 @@ def test_score_is_mean_squared_error_over_supervised_outputs():
 
 def test_bad_toy_configs_name_the_field():
   with pytest.raises(IMLError, match="data.cluster_spread = 600.0: expected a number in \\(0, 500\\]"):
-    toy1d.check_config(cd.toy1d_data(cluster_spread=600.0))
+    toy1d.check_config(blocks.toy1d_data(cluster_spread=600.0))
   with pytest.raises(IMLError, match="data.d_pos_enc = 5"):
-    toy1d.check_config(cd.toy1d_data(d_pos_enc=5))
+    toy1d.check_config(blocks.toy1d_data(d_pos_enc=5))
   from iml_jax import experiment
   config = experiment.load_config(f"{ROOT}/configs/toy1d.py:tiny")
   config.stages.full.trainable = "alias_embeddings"
   with pytest.raises(IMLError, match="stages.full.trainable = 'alias_embeddings': model 'mlp' has no token"):
     experiment.validate(config)
-  config.model = cd.gpt_neox(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
+  config.model = blocks.gpt_neox(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
   with pytest.raises(IMLError, match="task 'toy1d' needs model.name = 'mlp'"):
     experiment.validate(config)
 
 
 def _mlp_setup(mesh, rules):
   model = registry.build(registry.make_config("mlp", in_features=39, out_features=4, hidden=32, n_layers=2))
-  optimizer = train.make_optimizer(cd.optimizer(name="sgd", lr=0.1), 10)
+  optimizer = train.make_optimizer(blocks.optimizer(name="sgd", lr=0.1), 10)
   rule_set = sharding.rules_for(rules)
   abstract = train.abstract_state(model, optimizer, mesh, rule_set)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
@@ -137,7 +137,7 @@ def _mlp_setup(mesh, rules):
 
 
 def _toy_batch(seed):
-  toy = toy1d.ToyTask(cd.toy1d_data(n_clusters=40, points_per_cluster=30), seed=seed, seed_stage2=0)
+  toy = toy1d.ToyTask(blocks.toy1d_data(n_clusters=40, points_per_cluster=30), seed=seed, seed_stage2=0)
   arrays = toy.encode(toy.stage_data("full").train[:16])
   return {**arrays, "weights": np.ones(16, np.float32)}
 
@@ -165,7 +165,7 @@ def test_training_loss_is_the_masked_mse_and_sharded_training_equals_one_device(
 
 
 def test_report_gap_is_signed_so_that_lower_d1_error_is_iml():
-  config = cd.base("toy1d", cd.toy1d_data(), cd.mlp(), dict(full=cd.stage("full", 1, 8)), n_seeds=3)
+  config = blocks.base("toy1d", blocks.toy1d_data(), blocks.mlp(), dict(full=blocks.stage("full", 1, 8)), n_seeds=3)
   d1, d2 = [0.10, 0.20, 0.15], [0.30, 0.25, 0.35]
   rows = [dict(seed=s, seed_stage2=0, stage="full", epoch=1, global_epoch=1, subset=subset, mse=value)
           for subset, values in (("d1consis", d1), ("d2consis", d2)) for s, value in enumerate(values)]
@@ -193,8 +193,8 @@ def test_tiny_run_through_main(tmp_path):
 
 
 def test_same_arrays_in_every_process():
-  code = ("import hashlib; from iml_jax import config_defaults as cd; from iml_jax.data import toy1d; "
-          "t = toy1d.ToyTask(cd.toy1d_data(n_clusters=20), 1, 0); d = t.stage_data('full'); "
+  code = ("import hashlib; from iml_jax import config_blocks as blocks; from iml_jax.data import toy1d; "
+          "t = toy1d.ToyTask(blocks.toy1d_data(n_clusters=20), 1, 0); d = t.stage_data('full'); "
           "a = t.encode(d.train + d.evals['d1consis']); "
           "print(hashlib.sha256(b''.join(a[k].tobytes() for k in sorted(a))).hexdigest())")
   digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

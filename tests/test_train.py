@@ -5,7 +5,7 @@ import optax
 import pytest
 from jax.sharding import Mesh
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax import sharding, train
 from iml_jax.models import registry
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
@@ -44,7 +44,7 @@ def test_adafactor_matches_hf_semantics():
   params = {"matrix": rng.normal(size=(5, 3)).astype(np.float32), "vector": rng.normal(size=(4,)).astype(np.float32)}
   grads = [{k: rng.normal(size=v.shape).astype(np.float32) * (3.0 if t == 0 else 0.1) for k, v in params.items()}
            for t in range(6)]
-  optimizer = train.make_optimizer(cd.optimizer(name="adafactor", lr=0.01), total_steps=6)
+  optimizer = train.make_optimizer(blocks.optimizer(name="adafactor", lr=0.01), total_steps=6)
   state = optimizer.init(params)
   current = {k: jnp.asarray(v) for k, v in params.items()}
   for g in grads:
@@ -56,9 +56,9 @@ def test_adafactor_matches_hf_semantics():
 
 
 def test_schedule_starts_at_full_lr_and_reaches_zero():
-  schedule = train.learning_rate_schedule(cd.optimizer(lr=1.0), total_steps=10)
+  schedule = train.learning_rate_schedule(blocks.optimizer(lr=1.0), total_steps=10)
   assert float(schedule(0)) == 1.0 and float(schedule(5)) == pytest.approx(0.5) and float(schedule(10)) == 0.0
-  warm = train.learning_rate_schedule(cd.optimizer(lr=1.0, warmup_frac=0.2), total_steps=10)
+  warm = train.learning_rate_schedule(blocks.optimizer(lr=1.0, warmup_frac=0.2), total_steps=10)
   assert float(warm(0)) == 0.0 and float(warm(2)) == pytest.approx(1.0) and float(warm(10)) == 0.0
 
 
@@ -70,7 +70,7 @@ def _setup(mesh, opt=None, grad_accum=1, trainable="all", alias_ids=None, rules=
                                 d_mlp=64, max_len=8, init_std=0.1, embedding_init_std=0.1, scan_layers=scan_layers))
   abstract_params = train.unbox(jax.eval_shape(lambda: train.init_params(model, jax.random.key(0))))
   mask = train.trainable_mask(abstract_params, trainable, alias_ids)
-  optimizer = train.make_optimizer(opt or cd.optimizer(name="adamw", lr=3e-3), total, mask)
+  optimizer = train.make_optimizer(opt or blocks.optimizer(name="adamw", lr=3e-3), total, mask)
   rule_set = sharding.rules_for(rules)
   abstract = train.abstract_state(model, optimizer, mesh, rule_set)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
@@ -91,7 +91,7 @@ def _batch(seed=0, n=16):
 
 def _run(mesh, steps=5, **kwargs):
   # SGD: Adam-style normalisation would blow float noise in ~0 gradients (e.g. key biases) up to lr.
-  kwargs.setdefault("opt", cd.optimizer(name="sgd", lr=0.5))
+  kwargs.setdefault("opt", blocks.optimizer(name="sgd", lr=0.5))
   _, state, step, layout = _setup(mesh, **kwargs)
   losses = []
   for i in range(steps):
@@ -146,7 +146,7 @@ def test_parameters_and_optimizer_state_are_split_as_the_rules_say(rules, shape,
 
 
 def test_adafactor_factored_statistics_follow_their_parameter():
-  _, state, _, _ = _setup(sharding.make_mesh((2, 2, 2)), rules="fsdp_tensor", opt=cd.optimizer())
+  _, state, _, _ = _setup(sharding.make_mesh((2, 2, 2)), rules="fsdp_tensor", opt=blocks.optimizer())
   stats = {jax.tree_util.keystr(path).split(".")[-1]: leaf for path, leaf in
            jax.tree_util.tree_leaves_with_path(state.opt_state)
            if jax.tree_util.keystr(path).endswith("['layers_0']['mlp']['dense_h_to_4h']['kernel']")}
@@ -157,7 +157,7 @@ def test_adafactor_factored_statistics_follow_their_parameter():
 
 def test_loss_decreases_and_tiny_set_is_memorised():
   mesh = _one_device_mesh()
-  model, state, step, layout = _setup(mesh, opt=cd.optimizer(name="adamw", lr=1e-2), total=150)
+  model, state, step, layout = _setup(mesh, opt=blocks.optimizer(name="adamw", lr=1e-2), total=150)
   batch = _batch(0, n=8)
   batch["tokens"][:, 0] = np.arange(1, 9)  # distinct first tokens: every continuation is learnable
   batch["loss_mask"][:] = 1.0
@@ -177,7 +177,7 @@ def test_alias_rows_only_change_the_chosen_embedding_rows():
   alias_ids = np.array([3, 7, 11])
   _, before, _, _ = _setup(mesh, trainable="alias_embeddings", alias_ids=alias_ids)
   before = jax.device_get(before.params)
-  after, _ = _run(mesh, trainable="alias_embeddings", alias_ids=alias_ids, opt=cd.optimizer(name="adamw", lr=1e-2))
+  after, _ = _run(mesh, trainable="alias_embeddings", alias_ids=alias_ids, opt=blocks.optimizer(name="adamw", lr=1e-2))
   changed = np.abs(after["embed_in"]["embedding"] - before["embed_in"]["embedding"]).sum(-1) > 0
   assert set(np.flatnonzero(changed)) == set(alias_ids)
   flat_before, flat_after = jax.tree_util.tree_leaves_with_path(before), jax.tree.leaves(after)
@@ -192,7 +192,7 @@ def test_seq2seq_training_learns_pairs_that_greedy_decoding_returns():
   from iml_jax.models.decoding import greedy_decode_seq2seq
   mesh = _one_device_mesh()
   model = t5.T5(t5.T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, n_heads=4, n_layers=1, init_std=0.1))
-  optimizer = train.make_optimizer(cd.optimizer(name="adamw", lr=1e-2), 200)
+  optimizer = train.make_optimizer(blocks.optimizer(name="adamw", lr=1e-2), 200)
   rules = sharding.rules_for("dp")
   abstract = train.abstract_state(model, optimizer, mesh, rules)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
@@ -211,7 +211,7 @@ def test_seq2seq_training_learns_pairs_that_greedy_decoding_returns():
   np.testing.assert_array_equal(np.asarray(decoded), batch["targets"])
 
 
-@pytest.mark.parametrize("opt", [cd.optimizer(lr=1e-2), cd.optimizer(name="adamw", lr=3e-3, weight_decay=0.1)],
+@pytest.mark.parametrize("opt", [blocks.optimizer(lr=1e-2), blocks.optimizer(name="adamw", lr=3e-3, weight_decay=0.1)],
                          ids=["adafactor", "adamw"])
 def test_scanned_layers_train_exactly_like_unrolled_ones(opt):
   """Stacked layer parameters are optimised per layer: Adafactor's factored statistics and update clipping

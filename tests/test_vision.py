@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from iml_jax import config_defaults as cd
+from iml_jax import config_blocks as blocks
 from iml_jax.data import vision
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
@@ -16,7 +16,7 @@ from test_experiment import ROOT
 
 @pytest.fixture(scope="module")
 def task():
-  return vision.VisionTask(cd.vision_data(num_aliases=40), seed=1, seed_stage2=0)
+  return vision.VisionTask(blocks.vision_data(num_aliases=40), seed=1, seed_stage2=0)
 
 
 def _frame(image, cell, task):
@@ -64,7 +64,7 @@ def test_subsets_cells_and_held_out_handwriting(task):
 
 
 def test_deterministic_encoding(task):
-  again = vision.VisionTask(cd.vision_data(num_aliases=40), seed=1, seed_stage2=0)
+  again = vision.VisionTask(blocks.vision_data(num_aliases=40), seed=1, seed_stage2=0)
   examples = task.stage_data("full").train[:20]
   first, second = task.encode(examples), again.encode(examples)
   for key in first:
@@ -86,7 +86,7 @@ def test_mnist_without_tensorflow_datasets_is_a_clear_error(monkeypatch):
   with pytest.raises(IMLError, match="data.digits = 'mnist' needs tensorflow-datasets"):
     vision.load_digits("mnist")
   with pytest.raises(IMLError, match="data.digits = 'usps'"):
-    vision.check_config(cd.vision_data(digits="usps"))
+    vision.check_config(blocks.vision_data(digits="usps"))
 
 
 def test_tiny_run_through_main(tmp_path):
@@ -100,8 +100,8 @@ def test_tiny_run_through_main(tmp_path):
 
 
 def test_same_images_in_every_process():
-  code = ("import hashlib; from iml_jax import config_defaults as cd; from iml_jax.data import vision; "
-          "t = vision.VisionTask(cd.vision_data(num_aliases=40), 1, 0); d = t.stage_data('full'); "
+  code = ("import hashlib; from iml_jax import config_blocks as blocks; from iml_jax.data import vision; "
+          "t = vision.VisionTask(blocks.vision_data(num_aliases=40), 1, 0); d = t.stage_data('full'); "
           "print(hashlib.sha256(t.encode(d.train + d.evals['d1consis'])['inputs'].tobytes()).hexdigest())")
   digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}

@@ -1,9 +1,13 @@
-"""Building blocks for `configs/*.py`: every field a run reads, with the study's defaults.
+"""Building blocks for `configs/*.py`: every field a run reads with the study's defaults (`base`, `optimizer`,
+`stage`, each task's data), model configs by family or pretrained key, the study's recipes, the typed `:arg`
+parser, the test-size shrinker, and loading a config file.
 
 Config files start from these and change what their experiment changes, so each file reads as the
 list of its differences from the study's setup.
 """
 import dataclasses
+import importlib.util
+import os
 
 import ml_collections
 
@@ -11,6 +15,17 @@ from iml_jax import study
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
 from iml_jax.models.families import FAMILIES, PRETRAINED
+
+
+def config_module(path: str):
+  """The config file at `path` as a module (configs/ is a folder of files, not a package); a config built on
+  another loads it with `config_module(os.path.join(os.path.dirname(__file__), "default.py"))`."""
+  if not os.path.exists(path):
+    raise IMLError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"iml_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def parse_arg(arg: str | None, defaults: dict, config_file: str) -> dict:
@@ -159,69 +174,8 @@ def pretrained(key: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def cpu_adamw(lr: float) -> ml_collections.ConfigDict:
-  """AdamW as the CPU-scale numeric runs use it (configs/default.py)."""
+  """AdamW as the CPU-scale runs use it (configs/default.py)."""
   return optimizer(name="adamw", lr=lr, b2=0.98, warmup_frac=0.02, grad_clip=0.0)
-
-
-def numeric_cpu_scale(stages: dict, **overrides) -> ml_collections.ConfigDict:
-  """Set inclusion sized for 2 CPU cores (configs/default.py's docstring says why each setting)."""
-  data = numeric_data(num_x=1000, n_nums=4, all_alias_tokens=False, redraw_train_questions=True, block_size=10)
-  # The Pythia block (partial rotary, parallel residual). Init std 1/sqrt(64) (Flax's default scale):
-  # with GPT-2's 0.02, Stage 1 does not generalise within the budget.
-  model = gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
-  return base("numeric", data, model, stages, study="numeric:variant=70m",
-              loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=True),
-              eval=dict(batch_size=1024, max_new_tokens=2, subsets="all", prompt_bucket=8), **overrides)
-
-
-# What the CPU default does differently from the study's Pythia-70M set-inclusion run; the first three are
-# what makes IML visible at this scale (docs/cpu_scale.md), the rest is size.
-REDRAWN_QUESTIONS = "Stage-1 questions are redrawn from their rule every epoch [data.redraw_train_questions]"
-ALIAS_LOSS_EXCLUDED = "the alias token is left out of the loss [loss.exclude_alias_tokens]"
-ALIAS_ROWS_STAGE2 = "Stage 2 trains only the alias tokens' embedding rows, at lr 2e-2 [stages.stage2.trainable]"
-CPU_SCALE_DEVIATIONS = (
-    "AdamW (b2 0.98, 2% warm-up, no clipping) at CPU learning rates instead of Adafactor at 5e-5 "
-    "[stages.*.optimizer.*]",
-    "CPU size: fewer aliases (study: 8,000), a 2-layer d=64 model with init std 0.125 (study: Pythia-70M), "
-    "batch 128 / 64 and 45 / 50 epochs (study: 512, 100 / 40) [data.num_x, model.*, stages.*.batch_size, "
-    "stages.*.epochs]",
-    "4 numbers per question (study: 8; with 8 the small model does not learn Stage 1) [data.n_nums, data.block_size]",
-    "tokens only for the aliases in use (study: all 17,576 three-letter strings) [data.all_alias_tokens]",
-    "fp32 compute (study: bf16 autocast) [model.dtype]",
-    "fewer seeds, from 0, one stage-2 seed each (study: 20 from 630 x 3) [seed, n_seeds, n_seeds_stage2]",
-    "2 new tokens decoded, the answer and the pad after it (study: 4) [eval.max_new_tokens]",
-)
-
-
-def numeric_cpu_default(faithful: bool = False) -> ml_collections.ConfigDict:
-  """The embedded default run (configs/default.py documents it and its measured result). `faithful` drops
-  the three deviations that make IML visible at CPU scale and keeps only the CPU-size ones."""
-  stages = dict(
-      stage1=stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=cpu_adamw(3e-3)),
-      stage2=stage("stage2", epochs=50, batch_size=64, eval_every=25, trainable="alias_embeddings",
-                   optimizer_config=cpu_adamw(2e-2)))
-  config = numeric_cpu_scale(stages, n_seeds=5, deviations=(
-      REDRAWN_QUESTIONS, ALIAS_LOSS_EXCLUDED, ALIAS_ROWS_STAGE2, *CPU_SCALE_DEVIATIONS))
-  if faithful:
-    config.data.redraw_train_questions = False
-    config.loss.exclude_alias_tokens = False
-    config.stages.stage2.trainable = "all"
-    config.stages.stage2.optimizer.lr = 3e-4  # 2e-2 on every parameter wrecks the model
-    config.deviations = CPU_SCALE_DEVIATIONS
-  return config
-
-
-def shrink_numeric_default(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """configs/default.py:tiny — the default's pipeline at a size tests run in seconds."""
-  config.deviations = (*config.deviations, TINY_DEVIATION)
-  config.n_seeds = 2
-  config.data.num_x = 60
-  config.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
-  config.stages.stage1.update(epochs=2, batch_size=32, eval_every=1)
-  config.stages.stage2.update(epochs=2, batch_size=8, eval_every=1)
-  config.eval.batch_size = 64
-  config.log_every = 5
-  return config
 
 
 def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.ConfigDict:
