@@ -20,7 +20,7 @@ def main(process_id: int, port: int, out: str) -> None:
                              local_device_ids=[0, 1])
   assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
   mesh = sharding.make_mesh((2, 2, 1))  # data across processes, fsdp within each
-  model, state, step, layout = test_train._setup(mesh, rules="fsdp", opt=test_train.cd.optimizer(name="sgd", lr=0.5))
+  model, state, step, layout = test_train._setup(mesh, rules="fsdp", opt=test_train.blocks.optimizer(name="sgd", lr=0.5))
   losses = []
   for i in range(3):
     batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in test_train._batch(i).items()}

@@ -32,7 +32,7 @@ def test_two_processes_equal_one(tmp_path):
   two = np.load(out)
 
   mesh = test_train._one_device_mesh()
-  model, state, step, layout = test_train._setup(mesh, rules="fsdp", opt=test_train.cd.optimizer(name="sgd", lr=0.5))
+  model, state, step, layout = test_train._setup(mesh, rules="fsdp", opt=test_train.blocks.optimizer(name="sgd", lr=0.5))
   losses = []
   for i in range(3):
     state, loss = step(state, {k: sharding.put_global_batch(v, layout[k]) for k, v in test_train._batch(i).items()})
