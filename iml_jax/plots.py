@@ -1,11 +1,12 @@
 """The figures of a run and of a sweep, each written atomically as one PNG through the path layer."""
+import dataclasses
 import io
 import os
 
 import matplotlib
 import numpy as np
 
-from iml_jax import io_utils
+from iml_jax import io_utils, metrics
 from iml_jax.data.tasks import chance_level, score_of
 from iml_jax.errors import IMLError
 from iml_jax.stats import bootstrap_ci95, mean_ci95, per_seed, pooled_runs
@@ -31,15 +32,29 @@ def save_figure(figure, path: str) -> None:
   io_utils.atomic_write_bytes(path, png.getvalue())
 
 
-def plot_subsets(config, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:
-  save_figure(subsets_figure(config, rows, title, pooled), path)
+@dataclasses.dataclass(frozen=True)
+class CurveFrame:
+  """What a figure of scores over epochs needs to know about the run: the score, the stages in training order
+  with their epochs, and the score of guessing (None: the task has none)."""
+  score: metrics.Score
+  stage_epochs: tuple[tuple[str, int], ...]
+  chance: float | None = None
 
 
-def subsets_figure(config, rows: list[dict], title: str = "", pooled: bool = False):
-  """The task's score per subset over the epochs of all stages (from the evaluation before training, epoch 0):
+def curve_frame(config) -> CurveFrame:
+  return CurveFrame(score_of(config), tuple((name, config.stages[name].epochs) for name in config.stage_names),
+                    chance_level(config))
+
+
+def plot_subsets(frame: CurveFrame, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:
+  save_figure(subsets_figure(frame, rows, title, pooled), path)
+
+
+def subsets_figure(frame: CurveFrame, rows: list[dict], title: str = "", pooled: bool = False):
+  """The score per subset over the epochs of all stages (from the evaluation before training, epoch 0):
   mean and 95% t-interval over stage-1 seeds, or (`pooled`, the paper's figure) mean and 95% bootstrap interval
   over all runs; each stage named above its epochs, and the chance level where the task has one."""
-  score = score_of(config)
+  score = frame.score
   by_epoch = ({key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()} if pooled
         else per_seed(rows, score.name))
   n_seeds = len({r["seed"] for r in rows})
@@ -58,14 +73,13 @@ def subsets_figure(config, rows: list[dict], title: str = "", pooled: bool = Fal
     axis.plot(epochs, [p[1] for p in points], marker="o", markersize=3, color=colour, label=label)
     axis.fill_between(epochs, np.clip([p[2][0] for p in points], 0, score.upper_bound),
                       np.clip([p[2][1] for p in points], 0, score.upper_bound), color=colour, alpha=0.2)
-  chance = chance_level(config)
-  if chance is not None:
-    axis.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
+  if frame.chance is not None:
+    axis.axhline(frame.chance, color="gray", linestyle="--", linewidth=1, label="chance")
   start = 0
-  for index, name in enumerate(config.stage_names):
+  for index, (name, epochs) in enumerate(frame.stage_epochs):
     if index:
       axis.axvline(start, color="black", linestyle=":", linewidth=1)
-    end = start + config.stages[name].epochs
+    end = start + epochs
     axis.text((start + end) / 2, 1.01, name, transform=axis.get_xaxis_transform(), ha="center", va="bottom",
               fontsize=8)
     start = end

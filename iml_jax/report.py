@@ -17,7 +17,7 @@ from iml_jax import workdir as workdir_layout
 from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json, atomic_write_text
-from iml_jax.plots import plot_subsets
+from iml_jax.plots import curve_frame, plot_subsets
 from iml_jax.stats import format_table, summarize, summarize_alignment
 from iml_jax.workdir import collect_rows, result_columns
 
@@ -47,8 +47,8 @@ def write_report(config, workdir: str, require_complete: bool = False) -> dict:
     plot = os.path.join("plots", f"{score.name}_per_subset.png")
     paper_plot = os.path.join("plots", f"{score.name}_per_subset_pooled.png")
     if rows:
-      plot_subsets(config, rows, os.path.join(workdir, plot))
-      plot_subsets(config, rows, os.path.join(workdir, paper_plot), pooled=True)
+      plot_subsets(curve_frame(config), rows, os.path.join(workdir, plot))
+      plot_subsets(curve_frame(config), rows, os.path.join(workdir, paper_plot), pooled=True)
     atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(
         ["# Run report", "", "```", format_table(summary), "```", ""] +
         ([f"![{score.label} per subset]({plot})", "", f"As the paper plots it: ![{score.label} per subset, runs "

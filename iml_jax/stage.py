@@ -78,55 +78,90 @@ def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[st
   return ctx.inputs.encode(examples, alias_ids if ctx.config.loss.exclude_alias_tokens else None)
 
 
+@dataclasses.dataclass
+class PreparedStage:
+  """What the step loop of one stage needs, built before its first step: the train state (resumed or fresh),
+  the compiled step, the batches by step number, the evaluation sets and the checkpoint manager."""
+  run: StageRun
+  per_epoch: int
+  total_steps: int
+  state: train.TrainState
+  train_step: object
+  batches: batching.StageBatches
+  layout: dict  # batch array name -> its sharding (split along the batch axis)
+  eval_sets: list
+  alignment_pairs: dict | None
+  trainable: object  # the trainable-parameter mask
+  schedule: object  # step -> learning rate
+  tokens_per_step: int  # token positions per step, padding included (0: array models)
+  checkpoints: StageCheckpoints
+
+  def global_batch(self, step: int) -> dict:
+    """The batch that trains step `step` + 1, as global arrays laid out over the mesh."""
+    return {k: sharding.put_global_batch(v, self.layout[k]) for k, v in self.batches.at(step).items()}
+
+
 def run_stage(ctx: SeedContext, run: StageRun) -> None:
   if is_done(run.directory):
     read_done(run.directory)  # a damaged finished stage is an error naming the file, never silently reused
     return
   if faults.stop_requested():  # SIGTERM while starting up or between stages: no step to save
     raise faults.Preempted(run.label, None)
+  prepared = prepare_stage(ctx, run)
+  train_loop(ctx, prepared)
+  prepared.checkpoints.close()
+  mark_done(run.directory, prepared.total_steps, ctx.config.stages[run.name].epochs)
+  faults.reached("stage_done")
+
+
+def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
+  """The stage's data, optimizer and train state (checked to fit, resumed from its latest checkpoint), compiled
+  step and evaluation sets; what a killed process logged after the resumed step is dropped."""
   cfg, stage_cfg = ctx.config, ctx.config.stages[run.name]
   data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
-  num_examples = len(data.train)
-  if num_examples == 0:
+  if not data.train:
     raise IMLError(f"config field stages.{run.name}.train_subset = {stage_cfg.train_subset!r} selects no "
                    "training examples with the configured fractions")
-  batch_size = stage_cfg.batch_size
-  per_epoch = batching.steps_per_epoch(num_examples, batch_size, stage_cfg.grad_accum)
+  per_epoch = batching.steps_per_epoch(len(data.train), stage_cfg.batch_size, stage_cfg.grad_accum)
   total_steps = per_epoch * stage_cfg.epochs
 
-  abstract_params = registry.abstract_params(ctx.model)
   alias_ids = alias_token_ids(ctx, stage_cfg)
-  mask = train.trainable_mask(abstract_params, stage_cfg.trainable, alias_ids)
+  mask = train.trainable_mask(registry.abstract_params(ctx.model), stage_cfg.trainable, alias_ids)
   optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
   abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
   memory.check_fits(abstract, run.name)
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
   state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
-  step = int(state.step)
-  _forget_logged_after(ctx, run, step)
+  _forget_logged_after(ctx, run, int(state.step))
 
   # Every batch array is split along its first (batch) axis, whatever its rank.
   template = _encode(ctx, data.train[:1], alias_ids)
   layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, v.ndim) for k, v in template.items()}
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
-  train_step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum,
-                                     train.shardings_of(abstract), layout)
-  eval_sets = ctx.inputs.eval_sets(data.evals, [k for k in data.evals if _evaluated(cfg.eval.subsets, k)])
+  return PreparedStage(
+      run, per_epoch, total_steps, state,
+      train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, train.shardings_of(abstract), layout),
+      batching.StageBatches(data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key,
+                            stage_cfg.batch_size, per_epoch),
+      layout, ctx.inputs.eval_sets(data.evals, [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]),
+      alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None, mask,
+      train.learning_rate_schedule(stage_cfg.optimizer, total_steps),
+      stage_cfg.batch_size * ctx.inputs.tokens_per_example(template), checkpoints)
 
-  alignment_pairs = alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None
-  schedule = train.learning_rate_schedule(stage_cfg.optimizer, total_steps)
-  tokens_per_step = batch_size * ctx.inputs.tokens_per_example(template)
+
+def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
+  """Steps from the prepared state to the stage's end: losses logged every `log_every` steps and at each epoch's
+  end, evaluations every `eval_every` epochs, checkpoints periodically, at the end and when asked to stop."""
+  cfg, run, per_epoch, total_steps = ctx.config, prepared.run, prepared.per_epoch, prepared.total_steps
+  stage_cfg = cfg.stages[run.name]
+  state, step, loss = prepared.state, int(prepared.state.step), None
   clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
-  batches = batching.StageBatches(data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key,
-                                  batch_size, per_epoch)
-  loss = None
   progress = tqdm(total=total_steps, initial=step, desc=run.label, unit="step", position=1,
                   disable=jax.process_index() != 0 or not cfg.progress_bar, leave=False)
   if step == 0 and run.index == 0:  # the model before any training: the first point of every curve
-    _evaluate(ctx, run, state.params, eval_sets, 0, 0, final=False)
+    _evaluate(ctx, run, state.params, prepared.eval_sets, 0, 0, final=False)
   while step < total_steps:
-    batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batches.at(step).items()}
-    state, loss = train_step(state, batch)
+    state, loss = prepared.train_step(state, prepared.global_batch(step))
     step += 1
     faults.reached("train_step")
     progress.update(1)
@@ -134,30 +169,29 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
     if step % cfg.log_every == 0 or epoch_end:
       value = _finite_loss(loss, run, step)  # waits for the step: the clock below measures finished work
       now = time.perf_counter()
-      rates = {"perf/tokens_per_s": tokens_per_step * (step - clock[1]) / (now - clock[0])} if tokens_per_step else {}
+      rates = ({"perf/tokens_per_s": prepared.tokens_per_step * (step - clock[1]) / (now - clock[0])}
+               if prepared.tokens_per_step else {})
       clock = (now, step)
       progress.set_postfix(loss=f"{value:.4f}")
-      ctx.writer.write(run.label, step, {"train/loss": value, "train/lr": float(schedule(step - 1))},
+      ctx.writer.write(run.label, step, {"train/loss": value, "train/lr": float(prepared.schedule(step - 1))},
                        timings=rates, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
                        epoch=step / per_epoch)
     if epoch_end and ((step // per_epoch) % stage_cfg.eval_every == 0 or step == total_steps):
-      _evaluate(ctx, run, state.params, eval_sets, step, step // per_epoch, final=step == total_steps)
-      if alignment_pairs:
-        measure_alignment(ctx, run, state.params, alignment_pairs, mask, step, step // per_epoch)
+      _evaluate(ctx, run, state.params, prepared.eval_sets, step, step // per_epoch, final=step == total_steps)
+      if prepared.alignment_pairs:
+        measure_alignment(ctx, run, state.params, prepared.alignment_pairs, prepared.trainable, step,
+                          step // per_epoch)
     periodic = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
     stop = step < total_steps and faults.stop_requested()
     if step == total_steps or periodic or stop:
       _finite_loss(loss, run, step)
-      checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
+      prepared.checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
       faults.reached("checkpoint_saved")
     if stop:
       progress.close()
-      checkpoints.close()
+      prepared.checkpoints.close()
       raise faults.Preempted(run.label, step)
   progress.close()
-  checkpoints.close()
-  mark_done(run.directory, total_steps, stage_cfg.epochs)
-  faults.reached("stage_done")
 
 
 def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpoints) -> train.TrainState:

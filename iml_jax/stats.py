@@ -76,7 +76,11 @@ def summarize(config, rows: list[dict]) -> dict:
                        f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)], "seeds": sorted(seeds)}
   summary = {"stage": last, "metric": score.name, "epoch": final_epoch,
              "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
-             "subsets": subsets, "missing": missing_runs(config, stage_rows, final_epoch), "iml_gap": None}
+             "subsets": subsets, "iml_gap": None,
+             "missing": missing_runs([(seed, run.seed_stage2, run.label)
+                                      for seed in range(config.seed, config.seed + config.n_seeds)
+                                      for run in plan_stage_runs(config, "", seed) if run.name == last],
+                                     stage_rows, final_epoch)}
   summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
   summary["study"] = study_summary(config)
   if "d1consis" in subsets and "d2consis" in subsets:
@@ -93,15 +97,13 @@ def summarize(config, rows: list[dict]) -> dict:
   return summary
 
 
-def missing_runs(config, stage_rows: list[dict], final_epoch: int) -> list[str]:
-  """'<stage run>: <subset>' for every planned run of the last stage without a `final_epoch` record of a subset
-  that the stage evaluates (has a record of at any epoch of any run)."""
+def missing_runs(planned: list[tuple[int, int, str]], stage_rows: list[dict], final_epoch: int) -> list[str]:
+  """'<stage run>: <subset>' for every planned run of the stage — (seed, stage-2 seed, label) — without a
+  `final_epoch` record of a subset that the stage evaluates (has a record of at any epoch of any run)."""
   found = {(r["seed"], r["seed_stage2"], r["subset"]) for r in stage_rows if r["global_epoch"] == final_epoch}
   subsets = sorted({r["subset"] for r in stage_rows})
-  last = config.stage_names[-1]
-  return [f"{run.label}: {subset}" for seed in range(config.seed, config.seed + config.n_seeds)
-          for run in plan_stage_runs(config, "", seed) if run.name == last
-          for subset in subsets if (seed, run.seed_stage2, subset) not in found]
+  return [f"{label}: {subset}" for seed, seed_stage2, label in planned for subset in subsets
+          if (seed, seed_stage2, subset) not in found]
 
 
 def study_summary(config) -> dict:

@@ -186,7 +186,7 @@ def write_sweep_report(workdir: str) -> dict:
       path = os.path.join(workdir, "plots", setting_plot_name(score.name, entry["values"]))
       if path in figures:  # values that differ only in characters a file name cannot hold
         path = path.replace(".png", f"-{index}.png")
-      plots.plot_subsets(configs[entry["runs"][0]], pooled, path, title=_label(entry["values"]))
+      plots.plot_subsets(plots.curve_frame(configs[entry["runs"][0]]), pooled, path, title=_label(entry["values"]))
       figures.append(path)
   figures = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + alignment_plot(plan, workdir) + figures
   atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, figures, workdir, score))

@@ -86,7 +86,7 @@ def test_plot_and_table(tmp_path):
                          em=0.9, f1=0.9) for s in range(3)]
   for pooled in (False, True):
     path = tmp_path / "plots" / f"em_{pooled}.png"
-    plots.plot_subsets(config, rows, str(path), pooled=pooled)
+    plots.plot_subsets(plots.curve_frame(config), rows, str(path), pooled=pooled)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = stats.format_table(stats.summarize(config, rows))
   assert "IML gap EM(d1consis) - EM(d2consis)  +0.133" in table

@@ -10,7 +10,22 @@ one optimizer step; micro-batches left over at the end of an epoch make no step.
 order changes every epoch), and 960 give 4 (the last step partial). Without accumulation every example
 counts exactly once per epoch.
 """
+from typing import TypedDict
+
 import numpy as np
+
+
+class Batch(TypedDict, total=False):
+  """The host arrays of one training step, each [batch, ...]. `weights` (0 marks a fill-up row) is always there;
+  a decoder-only model reads `tokens` and `loss_mask` [batch, length - 1], an encoder–decoder `inputs` and
+  `input_mask` [batch, input length] and `targets` and `loss_mask` [batch, target length], an array model
+  `inputs` and `targets` and `loss_mask` [batch, outputs] (model_inputs.py encodes each kind)."""
+  weights: np.ndarray
+  tokens: np.ndarray
+  inputs: np.ndarray
+  input_mask: np.ndarray
+  targets: np.ndarray
+  loss_mask: np.ndarray
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, grad_accum: int = 1) -> int:
@@ -43,7 +58,7 @@ class StageBatches:
     self._batch_size, self._per_epoch = batch_size, per_epoch
     self._epoch, self._encoded, self._permutation = None, None, None
 
-  def at(self, step: int) -> dict[str, np.ndarray]:
+  def at(self, step: int) -> Batch:
     """The batch that trains global step `step` + 1 of the stage."""
     epoch = step // self._per_epoch
     if epoch != self._epoch:
@@ -52,4 +67,4 @@ class StageBatches:
       self._permutation = epoch_permutation(self._order_key, epoch, len(self._data.train))
       self._epoch = epoch
     rows, weights = batch_rows(self._permutation, step % self._per_epoch, self._batch_size)
-    return {**{name: array[rows] for name, array in self._encoded.items()}, "weights": weights}
+    return Batch(**{name: array[rows] for name, array in self._encoded.items()}, weights=weights)

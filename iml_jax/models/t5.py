@@ -54,21 +54,21 @@ class T5Config:
     return self.n_decoder_layers or self.n_layers
 
 
-def relative_position_bucket(relative_position, bidirectional: bool, num_buckets: int, max_distance: int):
+def relative_position_bucket(relative_position_LxS, bidirectional: bool, num_buckets: int, max_distance: int):
   """Mesh-TensorFlow's bucketing of (key − query) distances: exact when small, logarithmic up to max_distance."""
-  buckets = 0
+  buckets_LxS = 0
   if bidirectional:
     num_buckets //= 2
-    buckets = (relative_position > 0).astype(jnp.int32) * num_buckets
-    distance = jnp.abs(relative_position)
+    buckets_LxS = (relative_position_LxS > 0).astype(jnp.int32) * num_buckets
+    distance_LxS = jnp.abs(relative_position_LxS)
   else:
-    distance = -jnp.minimum(relative_position, 0)
+    distance_LxS = -jnp.minimum(relative_position_LxS, 0)
   max_exact = num_buckets // 2
-  is_small = distance < max_exact
-  large = max_exact + (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
-                       / math.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(jnp.int32)
-  large = jnp.minimum(large, num_buckets - 1)
-  return buckets + jnp.where(is_small, distance, large)
+  is_small_LxS = distance_LxS < max_exact
+  large_LxS = max_exact + (jnp.log(jnp.maximum(distance_LxS, 1).astype(jnp.float32) / max_exact)
+                           / math.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(jnp.int32)
+  large_LxS = jnp.minimum(large_LxS, num_buckets - 1)
+  return buckets_LxS + jnp.where(is_small_LxS, distance_LxS, large_LxS)
 
 
 class Attention(nn.Module):
@@ -80,8 +80,9 @@ class Attention(nn.Module):
     self.q, self.k, self.v = proj("q"), proj("k"), proj("v")
     self.o = layers.dense(cfg.d_model, ("heads", "embed"), cfg.init_std, cfg.dtype, "o", use_bias=False)
 
-  def _heads(self, x):
-    return x.reshape(x.shape[:2] + (self.cfg.n_heads, self.cfg.d_kv))
+  def _heads(self, x_BxLxF):
+    """[B, L, heads * d_kv] -> [B, L, heads, d_kv]."""
+    return x_BxLxF.reshape(x_BxLxF.shape[:2] + (self.cfg.n_heads, self.cfg.d_kv))
 
   def keys_values(self, x_BxSxD):
     return self._heads(self.k(x_BxSxD)), self._heads(self.v(x_BxSxD))
@@ -108,14 +109,16 @@ class Layer(nn.Module):
   def cross_keys_values(self, encoded_BxIxD):
     return self.cross_attention.keys_values(encoded_BxIxD)
 
-  def __call__(self, x, mask, bias, self_cache=None, cache_index=0, cross_kv=None, cross_mask=None):
-    h = self.self_attention_norm(x)
-    k, v, self_cache = layers.write_cache(self_cache, *self.self_attention.keys_values(h), cache_index)
-    x = x + self.self_attention(h, (k, v), mask, bias)
+  def __call__(self, x_BxLxD, mask_BxLxS, bias_1xHxLxS, self_cache=None, cache_index=0, cross_kv=None,
+               cross_mask_Bx1xI=None):
+    h_BxLxD = self.self_attention_norm(x_BxLxD)
+    k_BxSxHxK, v_BxSxHxK, self_cache = layers.write_cache(self_cache, *self.self_attention.keys_values(h_BxLxD),
+                                                          cache_index)
+    x_BxLxD = x_BxLxD + self.self_attention(h_BxLxD, (k_BxSxHxK, v_BxSxHxK), mask_BxLxS, bias_1xHxLxS)
     if self.is_decoder:
-      x = x + self.cross_attention(self.cross_attention_norm(x), cross_kv, cross_mask, None)
-    x = x + self.mlp(self.mlp_norm(x))
-    return nn.with_logical_constraint(x, ("batch", "length", "embed")), self_cache
+      x_BxLxD = x_BxLxD + self.cross_attention(self.cross_attention_norm(x_BxLxD), cross_kv, cross_mask_Bx1xI, None)
+    x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+    return nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed")), self_cache
 
 
 class Stack(nn.Module):
@@ -132,23 +135,25 @@ class Stack(nn.Module):
     self.final_layer_norm = layers.norm("rmsnorm", cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
 
   def position_bias(self, query_positions_L, key_positions_S):
-    buckets = relative_position_bucket(key_positions_S[None, :] - query_positions_L[:, None], not self.is_decoder,
-                                       self.cfg.relative_buckets, self.cfg.relative_max_distance)
-    return jnp.transpose(self.relative_attention_bias(buckets), (2, 0, 1))[None].astype(jnp.float32)
+    """[1, heads, L, S]: the learned bias of each head for each (query, key) distance bucket."""
+    buckets_LxS = relative_position_bucket(key_positions_S[None, :] - query_positions_L[:, None],
+                                           not self.is_decoder, self.cfg.relative_buckets,
+                                           self.cfg.relative_max_distance)
+    return jnp.transpose(self.relative_attention_bias(buckets_LxS), (2, 0, 1))[None].astype(jnp.float32)
 
   def cross_keys_values(self, encoded_BxIxD):
     return tuple(layer.cross_keys_values(encoded_BxIxD) for layer in self.layers)
 
-  def __call__(self, x, mask, query_positions, key_positions, caches=None, cache_index=0, cross_kvs=None,
-               cross_mask=None):
-    bias = self.position_bias(query_positions, key_positions)
+  def __call__(self, x_BxLxD, mask_BxLxS, query_positions_L, key_positions_S, caches=None, cache_index=0,
+               cross_kvs=None, cross_mask_Bx1xI=None):
+    bias_1xHxLxS = self.position_bias(query_positions_L, key_positions_S)
     new_caches = []
     for i, layer in enumerate(self.layers):
-      x, cache = layer(x, mask, bias, None if caches is None else caches[i], cache_index,
-                       None if cross_kvs is None else cross_kvs[i], cross_mask)
-      self.sow("intermediates", "residual", x)  # the residual stream after each block, for probes
+      x_BxLxD, cache = layer(x_BxLxD, mask_BxLxS, bias_1xHxLxS, None if caches is None else caches[i], cache_index,
+                             None if cross_kvs is None else cross_kvs[i], cross_mask_Bx1xI)
+      self.sow("intermediates", "residual", x_BxLxD)  # the residual stream after each block, for probes
       new_caches.append(cache)
-    return self.final_layer_norm(x), tuple(new_caches)
+    return self.final_layer_norm(x_BxLxD), tuple(new_caches)
 
 
 class T5(nn.Module):
@@ -167,9 +172,9 @@ class T5(nn.Module):
                                   use_bias=False, valid_vocab=cfg.valid_vocab)
 
   def encode(self, inputs_BxI, input_mask_BxI):
-    positions = jnp.arange(inputs_BxI.shape[1])
-    mask = jnp.broadcast_to(input_mask_BxI[:, None, :], inputs_BxI.shape + inputs_BxI.shape[1:])
-    return self.encoder(self.shared(inputs_BxI), mask, positions, positions)[0]
+    positions_I = jnp.arange(inputs_BxI.shape[1])
+    mask_BxIxI = jnp.broadcast_to(input_mask_BxI[:, None, :], inputs_BxI.shape + inputs_BxI.shape[1:])
+    return self.encoder(self.shared(inputs_BxI), mask_BxIxI, positions_I, positions_I)[0]
 
   def _logits(self, x_BxLxD):
     if self.cfg.scale_decoder_outputs:
@@ -181,29 +186,31 @@ class T5(nn.Module):
     """One cached step (or several): `cache` = (self-attention caches, cross-attention keys/values)."""
     self_caches, cross_kvs = cache
     length, cache_len = tokens_BxL.shape[1], self_caches[0][0].shape[1]
-    query_positions = cache_index + jnp.arange(length)
-    key_positions = jnp.arange(cache_len)
-    causal = key_positions[None, :] <= query_positions[:, None]
+    query_positions_L = cache_index + jnp.arange(length)
+    key_positions_S = jnp.arange(cache_len)
+    causal_LxS = key_positions_S[None, :] <= query_positions_L[:, None]
     batch = tokens_BxL.shape[0]
-    x, self_caches = self.decoder(self.shared(tokens_BxL), jnp.broadcast_to(causal, (batch, length, cache_len)),
-                                  query_positions, key_positions, self_caches, cache_index, cross_kvs,
-                                  input_mask_BxI[:, None, :])
-    return self._logits(x), (self_caches, cross_kvs)
+    x_BxLxD, self_caches = self.decoder(self.shared(tokens_BxL),
+                                        jnp.broadcast_to(causal_LxS, (batch, length, cache_len)), query_positions_L,
+                                        key_positions_S, self_caches, cache_index, cross_kvs,
+                                        input_mask_BxI[:, None, :])
+    return self._logits(x_BxLxD), (self_caches, cross_kvs)
 
   def init_cache(self, encoded_BxIxD, length: int):
     batch = encoded_BxIxD.shape[0]
-    zeros = jnp.zeros((batch, length, self.cfg.n_heads, self.cfg.d_kv), jnp.dtype(self.cfg.dtype))
-    self_caches = tuple((zeros, zeros) for _ in range(self.cfg.decoder_layers))
+    zeros_BxSxHxK = jnp.zeros((batch, length, self.cfg.n_heads, self.cfg.d_kv), jnp.dtype(self.cfg.dtype))
+    self_caches = tuple((zeros_BxSxHxK, zeros_BxSxHxK) for _ in range(self.cfg.decoder_layers))
     return self_caches, self.decoder.cross_keys_values(encoded_BxIxD)
 
   def __call__(self, inputs_BxI, input_mask_BxI, decoder_inputs_BxL):
-    encoded = self.encode(inputs_BxI, input_mask_BxI)
+    encoded_BxIxD = self.encode(inputs_BxI, input_mask_BxI)
     length = decoder_inputs_BxL.shape[1]
-    positions = jnp.arange(length)
-    causal = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (inputs_BxI.shape[0], length, length))
-    x, _ = self.decoder(self.shared(decoder_inputs_BxL), causal, positions, positions,
-                        cross_kvs=self.decoder.cross_keys_values(encoded), cross_mask=input_mask_BxI[:, None, :])
-    return self._logits(x)
+    positions_L = jnp.arange(length)
+    causal_BxLxL = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (inputs_BxI.shape[0], length, length))
+    x_BxLxD, _ = self.decoder(self.shared(decoder_inputs_BxL), causal_BxLxL, positions_L, positions_L,
+                              cross_kvs=self.decoder.cross_keys_values(encoded_BxIxD),
+                              cross_mask_Bx1xI=input_mask_BxI[:, None, :])
+    return self._logits(x_BxLxD)
 
 
 def shift_right(targets_BxL: jax.Array, start_id: int) -> jax.Array:
