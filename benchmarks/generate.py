@@ -11,6 +11,7 @@ Command (CPU; on a GPU machine both sides use the GPU):
   python benchmarks/generate.py
 Last line: `RESULT generate ratio=<ours prompts/s / reference prompts/s>`.
 """
+
 import tempfile
 import time
 
@@ -43,8 +44,8 @@ def _prompts(rng: np.random.Generator, pad_id: int) -> tuple[np.ndarray, np.ndar
   tokens = np.full((FLAGS.num_prompts, width), pad_id, np.int64)
   mask = np.zeros_like(tokens)
   for row, valid, n in zip(tokens, mask, lengths):
-    row[width - n:] = rng.integers(1, FLAGS.vocab_size, size=n)
-    valid[width - n:] = 1
+    row[width - n :] = rng.integers(1, FLAGS.vocab_size, size=n)
+    valid[width - n :] = 1
   return tokens, mask
 
 
@@ -64,9 +65,16 @@ def main(argv):
   torch.manual_seed(0)
   pad_id = 0
   config = transformers.GPTNeoXConfig(
-      vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.d_model, num_hidden_layers=FLAGS.n_layers,
-      num_attention_heads=FLAGS.n_heads, intermediate_size=4 * FLAGS.d_model,
-      max_position_embeddings=64, rotary_pct=0.25, eos_token_id=pad_id, pad_token_id=pad_id)
+    vocab_size=FLAGS.vocab_size,
+    hidden_size=FLAGS.d_model,
+    num_hidden_layers=FLAGS.n_layers,
+    num_attention_heads=FLAGS.n_heads,
+    intermediate_size=4 * FLAGS.d_model,
+    max_position_embeddings=64,
+    rotary_pct=0.25,
+    eos_token_id=pad_id,
+    pad_token_id=pad_id,
+  )
   reference = transformers.GPTNeoXForCausalLM(config).eval().to(torch_device)
   with tempfile.TemporaryDirectory() as folder:
     reference.save_pretrained(folder)
@@ -74,8 +82,10 @@ def main(argv):
   model = DecoderLM(cfg)
   params = jax.device_put(params)
   tokens, mask = _prompts(np.random.default_rng(0), pad_id)
-  batches = [(tokens[i:i + FLAGS.batch_size], mask[i:i + FLAGS.batch_size])
-             for i in range(0, FLAGS.num_prompts, FLAGS.batch_size)]
+  batches = [
+    (tokens[i : i + FLAGS.batch_size], mask[i : i + FLAGS.batch_size])
+    for i in range(0, FLAGS.num_prompts, FLAGS.batch_size)
+  ]
 
   def ours():
     outs = [greedy_decode(model, params, jnp.asarray(t, jnp.int32), FLAGS.max_new_tokens, pad_id) for t, _ in batches]
@@ -85,11 +95,15 @@ def main(argv):
     outs = []
     with torch.no_grad():
       for t, m in batches:
-        out = reference.generate(torch.tensor(t, device=torch_device),
-                                 attention_mask=torch.tensor(m, device=torch_device),
-                                 max_new_tokens=FLAGS.max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                 eos_token_id=pad_id)
-        new = out[:, t.shape[1]:].cpu().numpy()
+        out = reference.generate(
+          torch.tensor(t, device=torch_device),
+          attention_mask=torch.tensor(m, device=torch_device),
+          max_new_tokens=FLAGS.max_new_tokens,
+          do_sample=False,
+          pad_token_id=pad_id,
+          eos_token_id=pad_id,
+        )
+        new = out[:, t.shape[1] :].cpu().numpy()
         outs.append(np.pad(new, ((0, 0), (0, FLAGS.max_new_tokens - new.shape[1])), constant_values=pad_id))
     return np.concatenate(outs)
 
@@ -102,9 +116,11 @@ def main(argv):
     raise SystemExit(f"generations differ: only {agree:.3f} of prompts decode identically")
   ours_s, theirs_s = _best_time(ours), _best_time(theirs)
   ours_rate, theirs_rate = FLAGS.num_prompts / ours_s, FLAGS.num_prompts / theirs_s
-  print(f"devices: jax {jax.devices()[0].platform}, torch {torch_device}; {FLAGS.num_prompts} prompts, "
-        f"batch {FLAGS.batch_size}, {FLAGS.max_new_tokens} new tokens, Pythia d={FLAGS.d_model} "
-        f"L={FLAGS.n_layers} H={FLAGS.n_heads} V={FLAGS.vocab_size}")
+  print(
+    f"devices: jax {jax.devices()[0].platform}, torch {torch_device}; {FLAGS.num_prompts} prompts, "
+    f"batch {FLAGS.batch_size}, {FLAGS.max_new_tokens} new tokens, Pythia d={FLAGS.d_model} "
+    f"L={FLAGS.n_layers} H={FLAGS.n_heads} V={FLAGS.vocab_size}"
+  )
   print(f"identical generations: {agree:.3f} of prompts; iml-jax first pass incl. compile {compile_s:.2f} s")
   print(f"iml-jax greedy_decode:   {ours_rate:10.1f} prompts/s ({ours_s:.3f} s per pass)")
   print(f"transformers generate:   {theirs_rate:10.1f} prompts/s ({theirs_s:.3f} s per pass)")

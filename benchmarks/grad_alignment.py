@@ -11,6 +11,7 @@ Command (CPU; on a GPU machine both sides use the GPU):
   python benchmarks/grad_alignment.py
 Last line: `RESULT grad_alignment ratio=<ours examples/s / reference examples/s>`.
 """
+
 import json
 import os
 import resource
@@ -36,6 +37,7 @@ flags.DEFINE_string("workdir", "", "internal: the shared model folder and output
 
 def _data():
   import numpy as np
+
   rng = np.random.default_rng(0)
   n = FLAGS.definitions * (1 + FLAGS.questions)
   return rng.integers(1, FLAGS.vocab_size, size=(n, FLAGS.block_size)).astype(np.int64)
@@ -44,11 +46,18 @@ def _data():
 def _build_model(folder: str) -> None:
   import torch
   import transformers
+
   torch.manual_seed(0)
-  transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
-      vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.d_model, num_hidden_layers=FLAGS.n_layers,
-      num_attention_heads=FLAGS.n_heads, intermediate_size=4 * FLAGS.d_model,
-      max_position_embeddings=FLAGS.block_size)).save_pretrained(folder)
+  transformers.GPTNeoXForCausalLM(
+    transformers.GPTNeoXConfig(
+      vocab_size=FLAGS.vocab_size,
+      hidden_size=FLAGS.d_model,
+      num_hidden_layers=FLAGS.n_layers,
+      num_attention_heads=FLAGS.n_heads,
+      intermediate_size=4 * FLAGS.d_model,
+      max_position_embeddings=FLAGS.block_size,
+    )
+  ).save_pretrained(folder)
 
 
 def _peak_memory() -> dict:
@@ -60,6 +69,7 @@ def run_reference(folder: str) -> dict:
   import numpy as np
   import torch
   import transformers
+
   device = "cuda" if torch.cuda.is_available() else "cpu"
   model = transformers.GPTNeoXForCausalLM.from_pretrained(folder).to(device)
   model.train()  # as the original; this model has no dropout
@@ -68,7 +78,7 @@ def run_reference(folder: str) -> dict:
 
   def flat_gradient(row):
     model.zero_grad()
-    model(input_ids=tokens[row:row + 1], labels=tokens[row:row + 1]).loss.backward()
+    model(input_ids=tokens[row : row + 1], labels=tokens[row : row + 1]).loss.backward()
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
 
   def one_pass():
@@ -101,6 +111,7 @@ def run_ours(folder: str) -> dict:
   import numpy as np
   from iml_jax import grad_alignment, hf_import
   from iml_jax.models import registry
+
   cfg, params = hf_import.load_hf_model(folder)
   model = registry.build(cfg)
   params = jax.device_put(params)
@@ -134,22 +145,30 @@ def main(argv):
     json.dump(result, open(os.path.join(FLAGS.workdir, f"{FLAGS.side}.json"), "w"))
     return
   import numpy as np
+
   with tempfile.TemporaryDirectory() as workdir:
     _build_model(os.path.join(workdir, "model"))
-    passed = [f"--{name}={getattr(FLAGS, name)}" for name in
-              ("definitions", "questions", "block_size", "d_model", "n_layers", "n_heads", "vocab_size", "chunk")]
+    passed = [
+      f"--{name}={getattr(FLAGS, name)}"
+      for name in ("definitions", "questions", "block_size", "d_model", "n_layers", "n_heads", "vocab_size", "chunk")
+    ]
     results = {}
     for side in ("ours", "reference"):
-      subprocess.run([sys.executable, os.path.abspath(__file__), f"--side={side}", f"--workdir={workdir}", *passed],
-                     check=True, env={**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
+      subprocess.run(
+        [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--workdir={workdir}", *passed],
+        check=True,
+        env={**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"},
+      )
       results[side] = json.load(open(os.path.join(workdir, f"{side}.json")))
   ours, theirs = results["ours"], results["reference"]
   np.testing.assert_allclose(ours["cos"], theirs["cos"], atol=1e-4)
   examples = FLAGS.definitions * (1 + FLAGS.questions)
   rate = {side: examples / r["seconds"] for side, r in results.items()}
-  print(f"devices: jax {ours['device']}, torch {theirs['device']}; {FLAGS.definitions} definitions x "
-        f"{FLAGS.questions} questions, block {FLAGS.block_size}, Pythia d={FLAGS.d_model} L={FLAGS.n_layers} "
-        f"V={FLAGS.vocab_size}, chunk {FLAGS.chunk}; cosines agree within 1e-4")
+  print(
+    f"devices: jax {ours['device']}, torch {theirs['device']}; {FLAGS.definitions} definitions x "
+    f"{FLAGS.questions} questions, block {FLAGS.block_size}, Pythia d={FLAGS.d_model} L={FLAGS.n_layers} "
+    f"V={FLAGS.vocab_size}, chunk {FLAGS.chunk}; cosines agree within 1e-4"
+  )
   for side, name in (("ours", "iml-jax pair_statistics"), ("reference", "PyTorch loop, flat vectors")):
     memory = ", ".join(f"{k} {v:.0f}" for k, v in results[side].items() if k.startswith("peak"))
     print(f"{name:28s} {rate[side]:10.1f} examples/s ({results[side]['seconds']:.3f} s); {memory}")

@@ -14,6 +14,7 @@ Command (GPU, 410M shape): python benchmarks/train_throughput.py --d_model=1024 
     --vocab_size=50304 --batch_size=16 --seq_len=512 --dtype=bfloat16 --peak_tflops=989
 Last line: `RESULT train_throughput ratio=<ours tokens/s / reference tokens/s>`.
 """
+
 import time
 import types
 
@@ -39,29 +40,49 @@ flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attent
 flags.DEFINE_bool("scan_layers", False, "our layers scanned with nn.scan (one block compiled)")
 flags.DEFINE_enum("remat", "none", ["none", "full", "dots_saveable"], "our rematerialisation policy")
 flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s for MFU (0: not printed)")
-flags.DEFINE_enum("matmul_precision", "highest", ["highest", "tf32"],
-                  "fp32 matmul precision on both sides: true fp32, or TF32 (NVIDIA GPUs)")
+flags.DEFINE_enum(
+  "matmul_precision",
+  "highest",
+  ["highest", "tf32"],
+  "fp32 matmul precision on both sides: true fp32, or TF32 (NVIDIA GPUs)",
+)
 
 
 def _ours(tokens: np.ndarray) -> tuple[float, int, float]:
   """(seconds per step, parameters without the input embedding, seconds to compile the step)."""
-  cfg = registry.make_config("gpt_neox", vocab_size=FLAGS.vocab_size, d_model=FLAGS.d_model,
-                             n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads, d_mlp=4 * FLAGS.d_model,
-                             max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention,
-                             scan_layers=FLAGS.scan_layers, remat=FLAGS.remat)
+  cfg = registry.make_config(
+    "gpt_neox",
+    vocab_size=FLAGS.vocab_size,
+    d_model=FLAGS.d_model,
+    n_layers=FLAGS.n_layers,
+    n_heads=FLAGS.n_heads,
+    d_mlp=4 * FLAGS.d_model,
+    max_len=FLAGS.seq_len,
+    dtype=FLAGS.dtype,
+    attention=FLAGS.attention,
+    scan_layers=FLAGS.scan_layers,
+    remat=FLAGS.remat,
+  )
   model = registry.build(cfg)
   mesh = sharding.make_mesh((-1, 1, 1))
   rules = sharding.rules_for("dp")
-  adamw = types.SimpleNamespace(name="adamw", lr=1e-4, warmup_frac=0.0, b1=0.9, b2=0.999, eps=1e-8,
-                                weight_decay=0.0, grad_clip=0.0)  # torch.optim.AdamW's defaults, no decay
-  optimizer = train.make_optimizer(adamw, 10 ** 6)
+  adamw = types.SimpleNamespace(
+    name="adamw", lr=1e-4, warmup_frac=0.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=0.0
+  )  # torch.optim.AdamW's defaults, no decay
+  optimizer = train.make_optimizer(adamw, 10**6)
   abstract = train.abstract_state(model, optimizer, mesh, rules)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
-  layout = {"tokens": sharding.batch_sharding(mesh, rules, 2), "loss_mask": sharding.batch_sharding(mesh, rules, 2),
-            "weights": sharding.batch_sharding(mesh, rules, 1)}
+  layout = {
+    "tokens": sharding.batch_sharding(mesh, rules, 2),
+    "loss_mask": sharding.batch_sharding(mesh, rules, 2),
+    "weights": sharding.batch_sharding(mesh, rules, 1),
+  }
   step = train.make_train_step(model, optimizer, 1, train.shardings_of(abstract), layout)
-  batch = {"tokens": tokens.astype(np.int32), "loss_mask": np.ones((len(tokens), FLAGS.seq_len - 1), np.float32),
-           "weights": np.ones(len(tokens), np.float32)}
+  batch = {
+    "tokens": tokens.astype(np.int32),
+    "loss_mask": np.ones((len(tokens), FLAGS.seq_len - 1), np.float32),
+    "weights": np.ones(len(tokens), np.float32),
+  }
   batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
   start = time.perf_counter()
   step.lower(state, batch).compile()
@@ -83,10 +104,20 @@ def _reference(tokens: np.ndarray) -> float:
   torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
   torch.set_float32_matmul_precision("high" if tf32 else "highest")
   torch.manual_seed(0)
-  model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
-      vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.d_model, num_hidden_layers=FLAGS.n_layers,
-      num_attention_heads=FLAGS.n_heads, intermediate_size=4 * FLAGS.d_model,
-      max_position_embeddings=FLAGS.seq_len)).to(device).train()
+  model = (
+    transformers.GPTNeoXForCausalLM(
+      transformers.GPTNeoXConfig(
+        vocab_size=FLAGS.vocab_size,
+        hidden_size=FLAGS.d_model,
+        num_hidden_layers=FLAGS.n_layers,
+        num_attention_heads=FLAGS.n_heads,
+        intermediate_size=4 * FLAGS.d_model,
+        max_position_embeddings=FLAGS.seq_len,
+      )
+    )
+    .to(device)
+    .train()
+  )
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
   inputs = torch.tensor(tokens, device=device)
 
@@ -117,19 +148,24 @@ def main(argv):
   reference_s = _reference(tokens)
   per_step = FLAGS.batch_size * FLAGS.seq_len
   ours_rate, reference_rate = per_step / ours_s, per_step / reference_s
-  print(f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch "
-        f"{'cuda' if torch.cuda.is_available() else 'cpu'}; Pythia d={FLAGS.d_model} L={FLAGS.n_layers} "
-        f"V={FLAGS.vocab_size} ({n_params / 1e6:.1f}M params), batch {FLAGS.batch_size} x {FLAGS.seq_len}, "
-        f"{FLAGS.dtype}, fp32 matmuls: {FLAGS.matmul_precision} on both sides, AdamW, our attention: "
-        f"{FLAGS.attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}")
-  print(f"iml-jax train step:        {ours_rate:10.0f} tokens/s ({ours_s * 1e3:.1f} ms/step, "
-        f"compiled in {compile_s:.1f} s)")
+  print(
+    f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch "
+    f"{'cuda' if torch.cuda.is_available() else 'cpu'}; Pythia d={FLAGS.d_model} L={FLAGS.n_layers} "
+    f"V={FLAGS.vocab_size} ({n_params / 1e6:.1f}M params), batch {FLAGS.batch_size} x {FLAGS.seq_len}, "
+    f"{FLAGS.dtype}, fp32 matmuls: {FLAGS.matmul_precision} on both sides, AdamW, our attention: "
+    f"{FLAGS.attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}"
+  )
+  print(
+    f"iml-jax train step:        {ours_rate:10.0f} tokens/s ({ours_s * 1e3:.1f} ms/step, compiled in {compile_s:.1f} s)"
+  )
   print(f"transformers + torch step: {reference_rate:10.0f} tokens/s ({reference_s * 1e3:.1f} ms/step)")
   if FLAGS.peak_tflops:
     flops_per_token = 6 * n_params + 12 * FLAGS.n_layers * FLAGS.d_model * FLAGS.seq_len
-    print(f"iml-jax MFU: {ours_rate * flops_per_token / (FLAGS.peak_tflops * 1e12):.1%} of {FLAGS.peak_tflops:.0f} "
-          f"TFLOP/s; FLOPs/token = 6 N + 12 L d T = 6 x {n_params / 1e6:.1f}M + 12 x {FLAGS.n_layers} x "
-          f"{FLAGS.d_model} x {FLAGS.seq_len} (N: parameters without the input embedding)")
+    print(
+      f"iml-jax MFU: {ours_rate * flops_per_token / (FLAGS.peak_tflops * 1e12):.1%} of {FLAGS.peak_tflops:.0f} "
+      f"TFLOP/s; FLOPs/token = 6 N + 12 L d T = 6 x {n_params / 1e6:.1f}M + 12 x {FLAGS.n_layers} x "
+      f"{FLAGS.d_model} x {FLAGS.seq_len} (N: parameters without the input embedding)"
+    )
   print(f"RESULT train_throughput ratio={ours_rate / reference_rate:.2f}")
 
 

@@ -19,6 +19,7 @@ Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds
   (* while the test suite shared the cores.) With 250 aliases stage 1 has ~300 steps and its QA stays at
   0.81 (the others: 0.99-1.0); IML appears once stage 1 learns the task and is about flat from 500 on.
 """
+
 import os
 
 from iml_jax import config_blocks as blocks
@@ -34,7 +35,12 @@ def get_config(arg: str | None = None):
     config = _DEFAULT.get_config()
     config.data.num_x = num_ents
     return _DEFAULT.shrink(config) if args["tiny"] else config
-  config = blocks.study_define(blocks.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=10,
-                               num_entities=num_ents, fractions=dict(study.NO_D3))
+  config = blocks.study_define(
+    blocks.pretrained("pythia-1b", dtype="bfloat16"),
+    "cvdb",
+    n_seeds=10,
+    num_entities=num_ents,
+    fractions=dict(study.NO_D3),
+  )
   config.study = f"data_amount:num_ents={num_ents}"
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -46,6 +46,7 @@ left some seeds' QA at 0.6-0.76); Stage 2 lr 2e-2 for 50 epochs instead of 3e-2 
 
 Argument `tiny` shrinks everything for tests: configs/default.py:tiny
 """
+
 import ml_collections
 
 from iml_jax import config_blocks as blocks
@@ -56,16 +57,15 @@ REDRAWN_QUESTIONS = "Stage-1 questions are redrawn from their rule every epoch [
 ALIAS_LOSS_EXCLUDED = "the alias token is left out of the loss [loss.exclude_alias_tokens]"
 ALIAS_ROWS_STAGE2 = "Stage 2 trains only the alias tokens' embedding rows, at lr 2e-2 [stages.stage2.trainable]"
 CPU_SCALE_DEVIATIONS = (
-    "AdamW (b2 0.98, 2% warm-up, no clipping) at CPU learning rates instead of Adafactor at 5e-5 "
-    "[stages.*.optimizer.*]",
-    "CPU size: fewer aliases (study: 8,000), a 2-layer d=64 model with init std 0.125 (study: Pythia-70M), "
-    "batch 128 / 64 and 45 / 50 epochs (study: 512, 100 / 40) [data.num_x, model.*, stages.*.batch_size, "
-    "stages.*.epochs]",
-    "4 numbers per question (study: 8; with 8 the small model does not learn Stage 1) [data.n_nums, data.block_size]",
-    "tokens only for the aliases in use (study: all 17,576 three-letter strings) [data.all_alias_tokens]",
-    "fp32 compute (study: bf16 autocast) [model.dtype]",
-    "fewer seeds, from 0, one stage-2 seed each (study: 20 from 630 x 3) [seed, n_seeds, n_seeds_stage2]",
-    "2 new tokens decoded, the answer and the pad after it (study: 4) [eval.max_new_tokens]",
+  "AdamW (b2 0.98, 2% warm-up, no clipping) at CPU learning rates instead of Adafactor at 5e-5 [stages.*.optimizer.*]",
+  "CPU size: fewer aliases (study: 8,000), a 2-layer d=64 model with init std 0.125 (study: Pythia-70M), "
+  "batch 128 / 64 and 45 / 50 epochs (study: 512, 100 / 40) [data.num_x, model.*, stages.*.batch_size, "
+  "stages.*.epochs]",
+  "4 numbers per question (study: 8; with 8 the small model does not learn Stage 1) [data.n_nums, data.block_size]",
+  "tokens only for the aliases in use (study: all 17,576 three-letter strings) [data.all_alias_tokens]",
+  "fp32 compute (study: bf16 autocast) [model.dtype]",
+  "fewer seeds, from 0, one stage-2 seed each (study: 20 from 630 x 3) [seed, n_seeds, n_seeds_stage2]",
+  "2 new tokens decoded, the answer and the pad after it (study: 4) [eval.max_new_tokens]",
 )
 
 
@@ -75,9 +75,16 @@ def cpu_scale(stages: dict, **overrides) -> ml_collections.ConfigDict:
   # The Pythia block (partial rotary, parallel residual). Init std 1/sqrt(64) (Flax's default scale):
   # with GPT-2's 0.02, Stage 1 does not generalise within the budget.
   model = blocks.gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
-  return blocks.base("numeric", data, model, stages, study="numeric:variant=70m",
-                     loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=True),
-                     eval=dict(batch_size=1024, max_new_tokens=2, subsets="all", prompt_bucket=8), **overrides)
+  return blocks.base(
+    "numeric",
+    data,
+    model,
+    stages,
+    study="numeric:variant=70m",
+    loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=True),
+    eval=dict(batch_size=1024, max_new_tokens=2, subsets="all", prompt_bucket=8),
+    **overrides,
+  )
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -96,11 +103,19 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(tiny=False, faithful=False, reduced=False), "configs/default.py")
   stages = dict(
-      stage1=blocks.stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=blocks.cpu_adamw(3e-3)),
-      stage2=blocks.stage("stage2", epochs=50, batch_size=64, eval_every=25, trainable="alias_embeddings",
-                          optimizer_config=blocks.cpu_adamw(2e-2)))
-  config = cpu_scale(stages, n_seeds=5, deviations=(
-      REDRAWN_QUESTIONS, ALIAS_LOSS_EXCLUDED, ALIAS_ROWS_STAGE2, *CPU_SCALE_DEVIATIONS))
+    stage1=blocks.stage("stage1", epochs=45, batch_size=128, eval_every=15, optimizer_config=blocks.cpu_adamw(3e-3)),
+    stage2=blocks.stage(
+      "stage2",
+      epochs=50,
+      batch_size=64,
+      eval_every=25,
+      trainable="alias_embeddings",
+      optimizer_config=blocks.cpu_adamw(2e-2),
+    ),
+  )
+  config = cpu_scale(
+    stages, n_seeds=5, deviations=(REDRAWN_QUESTIONS, ALIAS_LOSS_EXCLUDED, ALIAS_ROWS_STAGE2, *CPU_SCALE_DEVIATIONS)
+  )
   if args["faithful"]:
     config.data.redraw_train_questions = False
     config.loss.exclude_alias_tokens = False

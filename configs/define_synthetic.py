@@ -18,29 +18,40 @@ so d1 - d2 = +0.03 is not internalisation (d1 does not beat unseen aliases; d1 -
 the end of stage 1). No IML at this scale; the study's effect needs pretrained 1B+ models (docs/study.md §4.7).
 Argument `tiny` shrinks everything for tests: configs/define_synthetic.py:tiny
 """
+
 from iml_jax import config_blocks as blocks
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(tiny=False), "configs/define_synthetic.py")
   adamw = lambda lr: blocks.optimizer(name="adamw", lr=lr, b2=0.98, warmup_frac=0.02)
-  stages = dict(entities=blocks.stage("entity_facts", epochs=30, batch_size=64, eval_every=10,
-                                      optimizer_config=adamw(1e-3)),
-                stage1=blocks.stage("stage1", epochs=20, batch_size=64, eval_every=5, optimizer_config=adamw(1e-3)),
-                stage2=blocks.stage("stage2", epochs=10, batch_size=64, eval_every=5, optimizer_config=adamw(1e-3)))
+  stages = dict(
+    entities=blocks.stage("entity_facts", epochs=30, batch_size=64, eval_every=10, optimizer_config=adamw(1e-3)),
+    stage1=blocks.stage("stage1", epochs=20, batch_size=64, eval_every=5, optimizer_config=adamw(1e-3)),
+    stage2=blocks.stage("stage2", epochs=10, batch_size=64, eval_every=5, optimizer_config=adamw(1e-3)),
+  )
   model = blocks.gpt_neox(d_model=128, n_layers=4, n_heads=4, d_mlp=512)
   deviations = (
-      "from scratch on the synthetic knowledge base: 1,000 entities, a 4-layer d=128 model with a BPE tokenizer "
-      "built from the data (study: CVDB's 4,000 people, pretrained Pythia-2.8B) [data.knowledge_base, "
-      "data.num_entities, data.block_size, model*]",
-      "an entity_facts stage first teaches every entity's facts under its real name, the role pretraining plays "
-      "for the study's models; AdamW at 1e-3, batch 64, 30 / 20 / 10 epochs (study: Adafactor at 5e-5, batch "
-      "256, 20 / 10 epochs) [stage_names (count), stages.*]",
-      "fp32, one seed, no entity-association sets [model.dtype, seed, n_seeds, n_seeds_stage2, "
-      "data.entity_association_test_sets]")
-  config = blocks.base("define", blocks.define_data(num_entities=1000, block_size=40), model, stages, n_seeds=1,
-                       study="cvdb_main", deviations=deviations, tokenizer=dict(vocab_size=1024),
-                       eval=dict(batch_size=512, max_new_tokens=8, subsets="all", prompt_bucket=8))
+    "from scratch on the synthetic knowledge base: 1,000 entities, a 4-layer d=128 model with a BPE tokenizer "
+    "built from the data (study: CVDB's 4,000 people, pretrained Pythia-2.8B) [data.knowledge_base, "
+    "data.num_entities, data.block_size, model*]",
+    "an entity_facts stage first teaches every entity's facts under its real name, the role pretraining plays "
+    "for the study's models; AdamW at 1e-3, batch 64, 30 / 20 / 10 epochs (study: Adafactor at 5e-5, batch "
+    "256, 20 / 10 epochs) [stage_names (count), stages.*]",
+    "fp32, one seed, no entity-association sets [model.dtype, seed, n_seeds, n_seeds_stage2, "
+    "data.entity_association_test_sets]",
+  )
+  config = blocks.base(
+    "define",
+    blocks.define_data(num_entities=1000, block_size=40),
+    model,
+    stages,
+    n_seeds=1,
+    study="cvdb_main",
+    deviations=deviations,
+    tokenizer=dict(vocab_size=1024),
+    eval=dict(batch_size=512, max_new_tokens=8, subsets="all", prompt_bucket=8),
+  )
   if args["tiny"]:
     config.n_seeds = 1
     config.deviations = (*config.deviations, blocks.TINY_DEVIATION)

@@ -25,6 +25,7 @@ at the last measurement = −0.015 ± 0.014, +0.017 ± 0.325, +0.062 ± 0.796, +
 no gap is detectable. Stage-1 QA stays at EM ≈ 0.55 (chance ≈ 0.5) within these budgets, so this grid
 shows the pipeline (alignment during training, summary, figure), not the study's effect.
 """
+
 import os
 
 from iml_jax import config_blocks as blocks
@@ -44,22 +45,40 @@ def get_config(arg: str | None = None):
     raise IMLError(f"configs/grad_alignment.py: batch={batch} is not in the grid {sorted(grid)}")
   if args["cpu"]:
     epochs = grid[batch]
-    stages = dict(stage1=blocks.stage("stage1", epochs=epochs, batch_size=batch, eval_every=max(epochs // 3, 1),
-                                      optimizer_config=blocks.cpu_adamw(3e-3)))
-    config = _DEFAULT.cpu_scale(stages, n_seeds=2, deviations=(
+    stages = dict(
+      stage1=blocks.stage(
+        "stage1",
+        epochs=epochs,
+        batch_size=batch,
+        eval_every=max(epochs // 3, 1),
+        optimizer_config=blocks.cpu_adamw(3e-3),
+      )
+    )
+    config = _DEFAULT.cpu_scale(
+      stages,
+      n_seeds=2,
+      deviations=(
         "gradient alignment at a CPU batch grid: one stage on stage-1 data, 24 definitions per tag "
-        "[stage_names (count), stages.stage1.*]", _DEFAULT.REDRAWN_QUESTIONS, _DEFAULT.ALIAS_LOSS_EXCLUDED,
-        *_DEFAULT.CPU_SCALE_DEVIATIONS))
+        "[stage_names (count), stages.stage1.*]",
+        _DEFAULT.REDRAWN_QUESTIONS,
+        _DEFAULT.ALIAS_LOSS_EXCLUDED,
+        *_DEFAULT.CPU_SCALE_DEVIATIONS,
+      ),
+    )
     config.analysis.grad_alignment.update(enabled=True, max_definitions=24)
     return config
   epochs, accumulation = grid[batch]
-  config = blocks.study_define(blocks.pretrained("pythia-1b", dtype="bfloat16"), "cvdb",
-                               n_seeds=10 if batch < 16384 else 15, n_seeds_stage2=1,
-                               seed=900 if batch < 16384 else 910, fractions=dict(study.ALIGNMENT))
+  config = blocks.study_define(
+    blocks.pretrained("pythia-1b", dtype="bfloat16"),
+    "cvdb",
+    n_seeds=10 if batch < 16384 else 15,
+    n_seeds_stage2=1,
+    seed=900 if batch < 16384 else 910,
+    fractions=dict(study.ALIGNMENT),
+  )
   config.study = f"grad_alignment:batch={batch}"
   config.stage_names = ("stage1",)
-  config.stages.stage1.update(epochs=epochs, batch_size=batch, grad_accum=accumulation,
-                              eval_every=max(epochs // 4, 1))
+  config.stages.stage1.update(epochs=epochs, batch_size=batch, grad_accum=accumulation, eval_every=max(epochs // 4, 1))
   del config.stages["stage2"]
   config.data.entity_association_test_sets = False
   config.analysis.grad_alignment.enabled = True

@@ -9,13 +9,20 @@ trained as documents of their own; the test sets are the d1/d2/d3 questions with
 Hardware: one 80 GB accelerator per seed (not timed here). Study's result: none published (§11.4).
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
+
 from iml_jax import config_blocks as blocks
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model="pythia-2.8b", tiny=False), "configs/incontext.py")
-  config = blocks.study_define(blocks.pretrained_arg(args["model"]), "cvdb", n_seeds=20, n_seeds_stage2=1,
-                               incontext_definitions=True, block_size=72)
+  config = blocks.study_define(
+    blocks.pretrained_arg(args["model"]),
+    "cvdb",
+    n_seeds=20,
+    n_seeds_stage2=1,
+    incontext_definitions=True,
+    block_size=72,
+  )
   config = blocks.one_stage(config, epochs=20, batch_size=256, grad_accum=2)
   config.study = "incontext"
   config.deviations = blocks.model_deviation(args["model"], "pythia-2.8b")

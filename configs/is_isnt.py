@@ -13,6 +13,7 @@ is_isnt and nl: one stage on `full`, 1,000 people, fractions q .1 / q_no_repl .1
 Study's result: IML holds with these wordings, also on LLaMA-2-7B (qualitative, §11.4).
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
+
 from iml_jax import config_blocks as blocks
 from iml_jax.errors import IMLError
 
@@ -25,16 +26,32 @@ def get_config(arg: str | None = None):
   model_key = args["model"]
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "llama-2-7b"))
   if kind == "tag_strings":
-    config = blocks.study_define(model, "cvdb", grad_accum=16, n_seeds=10, n_seeds_stage2=3, def_order="vte",
-                                 tag1_name="according to wikipedia is", tag2_name="according to 4chan is",
-                                 tag3_name="according to reddit is")
+    config = blocks.study_define(
+      model,
+      "cvdb",
+      grad_accum=16,
+      n_seeds=10,
+      n_seeds_stage2=3,
+      def_order="vte",
+      tag1_name="according to wikipedia is",
+      tag2_name="according to 4chan is",
+      tag3_name="according to reddit is",
+    )
     for stage_config in config.stages.values():
       stage_config.update(batch_size=512, epochs=20)
     config.study = "tag_strings"
     config.deviations = blocks.model_deviation(model_key, "pythia-2.8b")
   elif kind in ("is_isnt", "nl"):
-    config = blocks.study_define(model, "cvdb", n_seeds=10, n_seeds_stage2=1, definition_type=kind, num_entities=1000,
-                                 fractions=dict(study.WORDED), block_size=64)
+    config = blocks.study_define(
+      model,
+      "cvdb",
+      n_seeds=10,
+      n_seeds_stage2=1,
+      definition_type=kind,
+      num_entities=1000,
+      fractions=dict(study.WORDED),
+      block_size=64,
+    )
     config = blocks.one_stage(config, epochs=10, batch_size=32)
     config.study = f"worded:defn={kind},model={model_key}"
   else:

@@ -17,25 +17,39 @@ Baseline (second command, 3 seeds): 0.281 ± 0.011 on held-out (x, modulus) pair
 last digit), flat from epoch 10.
 Argument `tiny` shrinks everything for tests.
 """
+
 from iml_jax import config_blocks as blocks
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(baseline=False, tiny=False), "configs/modular.py")
   if args["baseline"]:
-    stages = dict(baseline=blocks.stage("baseline", epochs=60, batch_size=128, eval_every=10,
-                                        optimizer_config=blocks.cpu_adamw(3e-3)))
+    stages = dict(
+      baseline=blocks.stage(
+        "baseline", epochs=60, batch_size=128, eval_every=10, optimizer_config=blocks.cpu_adamw(3e-3)
+      )
+    )
   else:
-    stages = dict(stage1=blocks.stage("stage1", epochs=60, batch_size=128, eval_every=10,
-                                      optimizer_config=blocks.cpu_adamw(3e-3)),
-                  stage2=blocks.stage("stage2", epochs=40, batch_size=32, eval_every=10,
-                                      optimizer_config=blocks.cpu_adamw(1e-3)))
+    stages = dict(
+      stage1=blocks.stage("stage1", epochs=60, batch_size=128, eval_every=10, optimizer_config=blocks.cpu_adamw(3e-3)),
+      stage2=blocks.stage("stage2", epochs=40, batch_size=32, eval_every=10, optimizer_config=blocks.cpu_adamw(1e-3)),
+    )
   model = blocks.gpt_neox(d_model=64, n_layers=2, n_heads=4, d_mlp=256, init_std=0.125, embedding_init_std=0.125)
-  config = blocks.base("modular", blocks.modular_data(), model, stages, n_seeds=3, n_seeds_stage2=1, study="modular",
-                       deviations=("the original generator's three bugs are fixed: aliases in test prompts, aliases "
-                               "(not tags) deranged, a baseline that runs",
-                               "sizes, model and training are ours: the study never ran this variant"),
-                   eval=dict(batch_size=1024, max_new_tokens=10, subsets="all", prompt_bucket=8))
+  config = blocks.base(
+    "modular",
+    blocks.modular_data(),
+    model,
+    stages,
+    n_seeds=3,
+    n_seeds_stage2=1,
+    study="modular",
+    deviations=(
+      "the original generator's three bugs are fixed: aliases in test prompts, aliases "
+      "(not tags) deranged, a baseline that runs",
+      "sizes, model and training are ours: the study never ran this variant",
+    ),
+    eval=dict(batch_size=1024, max_new_tokens=10, subsets="all", prompt_bucket=8),
+  )
   if args["tiny"]:
     config.n_seeds = 1
     config.deviations = (*config.deviations, blocks.TINY_NOTE)

@@ -21,6 +21,7 @@ Hardware: an accelerator (the study: one A100/H100 per seed); not timed here.
 Study's result: IML "works with Pythia-70M" on this task (poster; no number published).
 At CPU scale the same task only shows IML with two deviations: see configs/default.py.
 """
+
 from iml_jax import config_blocks as blocks
 from iml_jax.errors import IMLError
 
@@ -28,8 +29,10 @@ FLIPPED_SMALL = dict(n_nums=4, n_qs=12, p_label_flip=0.1)
 
 
 def _two_stages(epochs1, epochs2, batch):
-  return dict(stage1=blocks.stage("stage1", epochs=epochs1, batch_size=batch, eval_every=5),
-              stage2=blocks.stage("stage2", epochs=epochs2, batch_size=batch, eval_every=5))
+  return dict(
+    stage1=blocks.stage("stage1", epochs=epochs1, batch_size=batch, eval_every=5),
+    stage2=blocks.stage("stage2", epochs=epochs2, batch_size=batch, eval_every=5),
+  )
 
 
 def get_config(arg: str | None = None):
@@ -53,19 +56,31 @@ def get_config(arg: str | None = None):
   elif variant == "pretraining":
     data.update(num_x=40000, **FLIPPED_SMALL)
     data.fractions.update(q=0.9, qd1consis=0.04, qd2incons=0.04, d1consis=0.01, d2consis=0.01)
-    stages = dict(q_only=blocks.stage("q_only", epochs=10, batch_size=4096, eval_every=5),
-                  stage1=blocks.stage("stage1_excl_q", epochs=50, batch_size=4096, eval_every=5),
-                  stage2=blocks.stage("stage2", epochs=10, batch_size=4096, eval_every=5))
+    stages = dict(
+      q_only=blocks.stage("q_only", epochs=10, batch_size=4096, eval_every=5),
+      stage1=blocks.stage("stage1_excl_q", epochs=50, batch_size=4096, eval_every=5),
+      stage2=blocks.stage("stage2", epochs=10, batch_size=4096, eval_every=5),
+    )
     seeds = (0, 40, 1)
   elif variant == "t5small":
     data.update(num_x=4000, block_size=8, label_block_size=4, **FLIPPED_SMALL)
     model = blocks.language_model("t5", dtype="bfloat16")
     stages, seeds = _two_stages(400, 40, 4096), (0, 40, 5)
   elif variant != "70m":
-    raise IMLError(f"configs/numeric_scratch.py: variant={variant} is not one of 70m, 70m_d3, 160m, 160m_i3, "
-                   "num_choice, pretraining, t5small")
+    raise IMLError(
+      f"configs/numeric_scratch.py: variant={variant} is not one of 70m, 70m_d3, 160m, 160m_i3, "
+      "num_choice, pretraining, t5small"
+    )
   seed, n_seeds, n_seeds_stage2 = seeds
-  return blocks.base("numeric", data, model, stages, seed=seed, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2,
-                     study=f"numeric:variant={variant}",
-                     eval=dict(batch_size=1024, max_new_tokens=4, subsets="all", prompt_bucket=8),
-                     checkpoint=dict(every_steps=2000, max_to_keep=2))
+  return blocks.base(
+    "numeric",
+    data,
+    model,
+    stages,
+    seed=seed,
+    n_seeds=n_seeds,
+    n_seeds_stage2=n_seeds_stage2,
+    study=f"numeric:variant={variant}",
+    eval=dict(batch_size=1024, max_new_tokens=4, subsets="all", prompt_bucket=8),
+    checkpoint=dict(every_steps=2000, max_to_keep=2),
+  )

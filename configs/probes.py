@@ -13,6 +13,7 @@ Command: (needs the CVDB file, Pythia-1B weights and an accelerator for the trai
 Study's result (poster, Pythia-1B, 16 layers): ATE (vte) ≈ 0.8–1.0 accuracy from the alias's last tokens
 onwards in layers ≥ 8; TAE (tve) ≈ 0.5 everywhere, although IML is present for TAE.
 """
+
 from iml_jax import config_blocks as blocks
 from iml_jax.errors import IMLError
 
@@ -22,8 +23,9 @@ def get_config(arg: str | None = None):
   order = args["order"]
   if order not in ("tve", "vte"):
     raise IMLError(f"configs/probes.py: order={order!r}; expected 'tve' (TAE) or 'vte' (ATE)")
-  config = blocks.study_define(blocks.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=1, n_seeds_stage2=1,
-                               def_order=order)
+  config = blocks.study_define(
+    blocks.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=1, n_seeds_stage2=1, def_order=order
+  )
   config.study = f"probes:order={order}"
   config.analysis.probes.update(classes="ent_assoc_name_qd1consis,ent_assoc_name_qd2incons", stage="stage1")
   return config

@@ -23,6 +23,7 @@ a local copy of the model folder: --config.model.init_from=/models/pythia-2.8b-d
 Study's result (poster, ±0.005): after stage 2 EM d1consis ≈ 0.31 > d3consis ≈ 0.30 > d2consis ≈ 0.28;
 entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per seed (not timed here).
 """
+
 from iml_jax import config_blocks as blocks
 
 

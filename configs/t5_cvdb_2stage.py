@@ -11,14 +11,21 @@ the loss) to data.label_block_size = 8; batch 64 x 4 accumulation = 256; 10 seed
 Study's result: the poster reports "similar results" (IML) for T5 without numbers (docs/study.md §10), so no
 number is claimed here. Hardware: one 80 GB accelerator per seed (not timed here).
 """
+
 from iml_jax import config_blocks as blocks
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model="t5-3b"), "configs/t5_cvdb_2stage.py")
   model_key = args["model"]
-  config = blocks.study_define(blocks.pretrained(model_key, dtype="bfloat16"), "cvdb", grad_accum=4, n_seeds=10,
-                               n_seeds_stage2=3, label_block_size=8)
+  config = blocks.study_define(
+    blocks.pretrained(model_key, dtype="bfloat16"),
+    "cvdb",
+    grad_accum=4,
+    n_seeds=10,
+    n_seeds_stage2=3,
+    label_block_size=8,
+  )
   config.study = "t5_cvdb"
   config.deviations = blocks.model_deviation(model_key, "t5-3b")
   return config

@@ -23,6 +23,7 @@ Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds
   (* while other jobs shared the cores.) No IML at α = 0.5, as the study reports; the gap grows with α.
   Stage-1 QA is learnt for every subset (qd1consis ... qd2incons means 0.95-1.0).
 """
+
 import os
 
 from iml_jax import config_blocks as blocks
@@ -32,19 +33,27 @@ _DEFAULT = blocks.config_module(os.path.join(os.path.dirname(__file__), "default
 
 
 def get_config(arg: str | None = None):
-  args = blocks.parse_arg(arg, dict(alpha=0.8, model="pythia-2.8b", kb="cvdb", tiny=False, cpu=False),
-                          "configs/tag_correlation.py")
+  args = blocks.parse_arg(
+    arg, dict(alpha=0.8, model="pythia-2.8b", kb="cvdb", tiny=False, cpu=False), "configs/tag_correlation.py"
+  )
   alpha = args["alpha"]
   if args["cpu"]:
     config = _DEFAULT.get_config()
     config.data.fractions.update(blocks.numeric_alpha_fractions(alpha))
-    config.deviations = (*config.deviations, "α splits the CPU default's .4 per tag, not the study's .25 "
-                         "[data.fractions.qd*]")
+    config.deviations = (
+      *config.deviations,
+      "α splits the CPU default's .4 per tag, not the study's .25 [data.fractions.qd*]",
+    )
     return _DEFAULT.shrink(config) if args["tiny"] else config
   model_key, kb = args["model"], args["kb"]
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-1b"))
-  config = blocks.study_define(model, kb, n_seeds=20 if alpha == 0.95 else 10, n_seeds_stage2=3,
-                               seed={0.95: 630, 0.6: 610}.get(alpha, 600),
-                               fractions=study.alpha_fractions(alpha, model_key == "pythia-2.8b"))
+  config = blocks.study_define(
+    model,
+    kb,
+    n_seeds=20 if alpha == 0.95 else 10,
+    n_seeds_stage2=3,
+    seed={0.95: 630, 0.6: 610}.get(alpha, 600),
+    fractions=study.alpha_fractions(alpha, model_key == "pythia-2.8b"),
+  )
   config.study = f"tag_correlation:alpha={alpha},model={model_key},kb={kb}"
   return blocks.shrink_for_tests(config) if args["tiny"] else config

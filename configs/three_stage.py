@@ -10,6 +10,7 @@ Adafactor 5e-5, 20 new tokens, 10 x 3 seeds from 600. Hardware: one 80 GB accele
 Study's result: none published (§11.4); the variant asks whether IML needs definitions and QA mixed.
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
+
 from iml_jax import config_blocks as blocks
 from iml_jax import study
 
@@ -19,13 +20,21 @@ def get_config(arg: str | None = None):
   model_key = args["model"]
   kb = args["kb"]
   small_cvdb = model_key == "pythia-410m" and kb == "cvdb"
-  config = blocks.study_define(blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-410m")), kb,
-                               n_seeds=20 if small_cvdb else 10, n_seeds_stage2=3, seed=610 if small_cvdb else 600,
-                               fractions=dict(study.NO_D3))
+  config = blocks.study_define(
+    blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-410m")),
+    kb,
+    n_seeds=20 if small_cvdb else 10,
+    n_seeds_stage2=3,
+    seed=610 if small_cvdb else 600,
+    fractions=dict(study.NO_D3),
+  )
   config.study = f"three_stage:model={model_key},kb={kb}"
   stage2 = config.stages.stage2
   config.stage_names = ("defns", "qa", "stage2")
-  config.stages = dict(defns=blocks.stage("stage1_only_defns", epochs=20, batch_size=256, grad_accum=2),
-                       qa=blocks.stage("stage1_only_qa", epochs=20, batch_size=256, grad_accum=2), stage2=stage2)
+  config.stages = dict(
+    defns=blocks.stage("stage1_only_defns", epochs=20, batch_size=256, grad_accum=2),
+    qa=blocks.stage("stage1_only_qa", epochs=20, batch_size=256, grad_accum=2),
+    stage2=stage2,
+  )
   config.eval.max_new_tokens = 20
   return blocks.shrink_for_tests(config) if args["tiny"] else config

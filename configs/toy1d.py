@@ -25,6 +25,7 @@ Measured (2 CPU cores, the command above, 20 seeds, 256 s while another run shar
 Argument `two_stage`: stage 1 on the qd clusters, stage 2 on the d1/d2 definitions only (like the language
 experiments). Argument `tiny` shrinks everything for tests.
 """
+
 from iml_jax import config_blocks as blocks
 
 
@@ -32,18 +33,31 @@ def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(tiny=False, two_stage=False), "configs/toy1d.py")
   adam = blocks.optimizer(name="adamw", lr=1e-4, weight_decay=1e-5, grad_clip=0.0)
   if args["two_stage"]:
-    stages = dict(stage1=blocks.stage("stage1", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam),
-                  stage2=blocks.stage("stage2", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam))
+    stages = dict(
+      stage1=blocks.stage("stage1", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam),
+      stage2=blocks.stage("stage2", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam),
+    )
   else:
     stages = dict(full=blocks.stage("full", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam))
-  deviations = ["20 seeds instead of the original's 100 [n_seeds]",
-                "sizes and d_y = 4 are ours: the original's defaults are not known"]
+  deviations = [
+    "20 seeds instead of the original's 100 [n_seeds]",
+    "sizes and d_y = 4 are ours: the original's defaults are not known",
+  ]
   if args["two_stage"]:
-    deviations.append("two stages like the language experiments; the original trains one [stage_names (count), "
-                      "stages.*]")
-  config = blocks.base("toy1d", blocks.toy1d_data(), blocks.mlp(), stages, n_seeds=20, n_seeds_stage2=1, study="toy1d",
-                       deviations=tuple(deviations),
-                       eval=dict(batch_size=1000, max_new_tokens=0, subsets="all", prompt_bucket=1))
+    deviations.append(
+      "two stages like the language experiments; the original trains one [stage_names (count), stages.*]"
+    )
+  config = blocks.base(
+    "toy1d",
+    blocks.toy1d_data(),
+    blocks.mlp(),
+    stages,
+    n_seeds=20,
+    n_seeds_stage2=1,
+    study="toy1d",
+    deviations=tuple(deviations),
+    eval=dict(batch_size=1000, max_new_tokens=0, subsets="all", prompt_bucket=1),
+  )
   config.progress_bar = False
   if args["tiny"]:
     config.n_seeds = 2

@@ -17,6 +17,7 @@ Training as configs/pythia_cvdb_2stage.py: 20 + 10 epochs, batch 256 (128 x 2), 
 Study's result: IML on T-REx as on CVDB, growing with model size (qualitative; no number published, §11.4).
 Argument `tiny` (tests): a tiny from-scratch model on 60 works of `data.trex_path`, one seed, one epoch per stage.
 """
+
 from iml_jax import config_blocks as blocks
 
 
@@ -25,7 +26,8 @@ def get_config(arg: str | None = None):
   if args["model"]:
     config = blocks.model_size_sweep(args["model"], "trex")
   else:
-    config = blocks.study_define(blocks.pretrained("pythia-2.8b", dtype="bfloat16"), "trex", n_seeds=10,
-                                 n_seeds_stage2=3)
+    config = blocks.study_define(
+      blocks.pretrained("pythia-2.8b", dtype="bfloat16"), "trex", n_seeds=10, n_seeds_stage2=3
+    )
     config.study = "trex_main"
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -20,18 +20,30 @@ Study's result: IML "as well as on a vision task"
 (abstract; no number published).
 Argument `tiny` shrinks everything for tests.
 """
+
 from iml_jax import config_blocks as blocks
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(tiny=False), "configs/vision.py")
   adam = blocks.optimizer(name="adamw", lr=1e-3, warmup_frac=0.02, grad_clip=0.0)
-  stages = dict(stage1=blocks.stage("stage1", epochs=60, batch_size=64, eval_every=10, optimizer_config=adam),
-                stage2=blocks.stage("stage2", epochs=40, batch_size=8, eval_every=10, optimizer_config=adam))
-  config = blocks.base("vision", blocks.vision_data(), blocks.convnet(), stages, n_seeds=5, n_seeds_stage2=1,
-                       study="vision", deviations=("the whole design is ours (digit grids, tag bands, ConvNet, sizes): "
-                                                   "the study published only a schematic",),
-                       eval=dict(batch_size=512, max_new_tokens=0, subsets="all", prompt_bucket=1))
+  stages = dict(
+    stage1=blocks.stage("stage1", epochs=60, batch_size=64, eval_every=10, optimizer_config=adam),
+    stage2=blocks.stage("stage2", epochs=40, batch_size=8, eval_every=10, optimizer_config=adam),
+  )
+  config = blocks.base(
+    "vision",
+    blocks.vision_data(),
+    blocks.convnet(),
+    stages,
+    n_seeds=5,
+    n_seeds_stage2=1,
+    study="vision",
+    deviations=(
+      "the whole design is ours (digit grids, tag bands, ConvNet, sizes): the study published only a schematic",
+    ),
+    eval=dict(batch_size=512, max_new_tokens=0, subsets="all", prompt_bucket=1),
+  )
   if args["tiny"]:
     config.n_seeds = 1
     config.deviations = (*config.deviations, blocks.TINY_NOTE)

@@ -1,18 +1,19 @@
 r"""Analyses of a finished (or partly finished) run, on its saved checkpoints.
 
-  python -m iml_jax.analyze --workdir=DIR --analysis=grad_alignment [--stage=seed_0/stage1]
-      Gradient alignment (docs/study.md §9) with the final parameters of every finished stage (or the one named),
-      over the sets `analysis.grad_alignment.sets` names: records in <stage>/grad_alignment.jsonl, scalars in
-      metrics.jsonl and TensorBoard, means over seeds in summary.json.
-  python -m iml_jax.analyze --workdir=DIR --analysis=probes
-      Linear probes (docs/study.md §10) on the final parameters of `analysis.probes.stage` of every seed: accuracy
-      per (token position × layer) in <stage>/probes.json and plots/probes_seed_<S>.png.
-  Both read the run's config from DIR/config.json; `--set=analysis.probes.c=0.1,...` changes analysis settings
-  (`analysis.*`, `eval.batch_size`). `--config=CONFIG` (with `--config.<field>=...` overrides) gives the config
-  instead; it must describe the same run.
-  python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=DIR1,DIR2,... --out=plot.png
-      The study's figure: definition–question cosine vs batch size, tag A vs tag B, 95% CIs over seeds.
+python -m iml_jax.analyze --workdir=DIR --analysis=grad_alignment [--stage=seed_0/stage1]
+    Gradient alignment (docs/study.md §9) with the final parameters of every finished stage (or the one named),
+    over the sets `analysis.grad_alignment.sets` names: records in <stage>/grad_alignment.jsonl, scalars in
+    metrics.jsonl and TensorBoard, means over seeds in summary.json.
+python -m iml_jax.analyze --workdir=DIR --analysis=probes
+    Linear probes (docs/study.md §10) on the final parameters of `analysis.probes.stage` of every seed: accuracy
+    per (token position × layer) in <stage>/probes.json and plots/probes_seed_<S>.png.
+Both read the run's config from DIR/config.json; `--set=analysis.probes.c=0.1,...` changes analysis settings
+(`analysis.*`, `eval.batch_size`). `--config=CONFIG` (with `--config.<field>=...` overrides) gives the config
+instead; it must describe the same run.
+python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=DIR1,DIR2,... --out=plot.png
+    The study's figure: definition–question cosine vs batch size, tag A vs tag B, 95% CIs over seeds.
 """
+
 import functools
 import json
 import os
@@ -32,6 +33,7 @@ def run_config(config_file, workdir: str, settings: list[str]):
   `settings` ("field=value", analysis settings only) applied to the saved one."""
   from iml_jax import workdir as workdir_layout
   from iml_jax.errors import IMLError
+
   if config_file is not None:
     if settings:
       raise IMLError("--set changes the saved config; with --config, use --config.<field>=<value>")
@@ -57,6 +59,7 @@ def run_config(config_file, workdir: str, settings: list[str]):
 def _parsed_like(current, text: str, setting: str):
   """`text` as a value of `current`'s type."""
   from iml_jax.errors import IMLError
+
   if isinstance(current, bool):
     if text.lower() not in ("true", "false"):
       raise IMLError(f"--set {setting!r}: expected true or false")
@@ -73,6 +76,7 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
   from iml_jax import workdir as workdir_layout
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
+
   measured = 0
   with experiment.seed_contexts(config, workdir, remedy=_SAVED_CONFIG_REMEDY) as contexts:
     for ctx in contexts:
@@ -86,8 +90,9 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         done = workdir_layout.read_done(run.directory)
         data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
         params = stage.final_params(run.directory, abstract)
-        stage.measure_alignment(ctx, run, params, stage.alignment_sets(ctx, data.evals, alias_ids), mask,
-                                done["step"], done["epochs"])
+        stage.measure_alignment(
+          ctx, run, params, stage.alignment_sets(ctx, data.evals, alias_ids), mask, done["step"], done["epochs"]
+        )
         measured += 1
     if not measured:
       raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
@@ -104,6 +109,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
   from iml_jax.errors import IMLError
   from iml_jax.io_utils import atomic_write_json
   from iml_jax.models import registry
+
   spec = config.analysis.probes
   stage_name = spec.stage or config.stage_names[0]
   if stage_name not in config.stage_names:
@@ -116,23 +122,39 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
       evals = ctx.task.stage_data(run.seed_stage2, run.index, config.stages[stage_name].train_subset).evals
       missing = [c for c in classes if c not in evals]
       if len(classes) != 2 or missing:
-        raise IMLError(f"config field analysis.probes.classes = {spec.classes!r}: expected two eval sets of "
-                       f"{sorted(evals)}")
-      selected = [probes.one_question_per_alias([ex for ex in evals[c] if spec.question_filter in ex.prompt],
-                                                ctx.task.aliases_in) for c in classes]
+        raise IMLError(
+          f"config field analysis.probes.classes = {spec.classes!r}: expected two eval sets of {sorted(evals)}"
+        )
+      selected = [
+        probes.one_question_per_alias([ex for ex in evals[c] if spec.question_filter in ex.prompt], ctx.task.aliases_in)
+        for c in classes
+      ]
       tokens, labels = probes.equal_length_questions(ctx.tokenizer, *selected)
       abstract = registry.abstract_params(ctx.model)
       params = stage.final_params(run.directory, abstract)
       batch = config.eval.batch_size
-      states = np.concatenate([np.asarray(probes.hidden_states(ctx.model, params, tokens[i:i + batch]))
-                               for i in range(0, len(tokens), batch)], axis=1)
+      states = np.concatenate(
+        [
+          np.asarray(probes.hidden_states(ctx.model, params, tokens[i : i + batch]))
+          for i in range(0, len(tokens), batch)
+        ],
+        axis=1,
+      )
       accuracy = probes.probe_accuracy(states, labels, spec.c, spec.folds)
       positions = [ctx.tokenizer.backend.id_to_token(int(t)) for t in tokens[0]]
-      atomic_write_json(os.path.join(run.directory, "probes.json"), {
-          "classes": classes, "question_filter": spec.question_filter, "questions_per_class": len(labels) // 2,
-          "example_tokens": positions, "accuracy_position_by_layer": accuracy.tolist()})
-      plots.plot_probe_accuracy(accuracy, positions, classes,
-                                 os.path.join(workdir, "plots", f"probes_seed_{ctx.seed}.png"))
+      atomic_write_json(
+        os.path.join(run.directory, "probes.json"),
+        {
+          "classes": classes,
+          "question_filter": spec.question_filter,
+          "questions_per_class": len(labels) // 2,
+          "example_tokens": positions,
+          "accuracy_position_by_layer": accuracy.tolist(),
+        },
+      )
+      plots.plot_probe_accuracy(
+        accuracy, positions, classes, os.path.join(workdir, "plots", f"probes_seed_{ctx.seed}.png")
+      )
       best[ctx.seed] = float(accuracy.max())
   return best
 
@@ -143,6 +165,7 @@ def main(argv, flag_values):
   from iml_jax import plots
   from iml_jax.data import tasks
   from iml_jax.errors import IMLError
+
   analysis, workdir = flag_values["analysis"].value, flag_values["workdir"].value
   try:
     compilation_cache.enable_from_flag()
@@ -169,11 +192,18 @@ def main(argv, flag_values):
 
 
 if __name__ == "__main__":  # flags only here: tests import the library next to main.py's own flags
-  config_flags.DEFINE_config_file("config", None, "The run's config file (configs/*.py[:args]); default: the config "
-                                  "the run saved in --workdir.", lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "The run's config file (configs/*.py[:args]); default: the config the run saved in --workdir.",
+    lock_config=True,
+  )
   flags.DEFINE_string("workdir", None, "The run's workdir.")
-  flags.DEFINE_list("set", [], "field=value,...: analysis settings changed in the saved config (fields under "
-                    "analysis. and eval.batch_size).")
+  flags.DEFINE_list(
+    "set",
+    [],
+    "field=value,...: analysis settings changed in the saved config (fields under analysis. and eval.batch_size).",
+  )
   flags.DEFINE_enum("analysis", None, ANALYSES, "Which analysis.")
   flags.DEFINE_string("stage", "", "Only this stage directory (relative to the workdir).")
   flags.DEFINE_list("workdirs", [], "alignment_vs_batch: workdirs of one config at several batch sizes.")

@@ -10,6 +10,7 @@ Beside each step, `<step>.sha256.json` holds the SHA-256 of every file Orbax wro
 first, so a damaged checkpoint is an error naming the file, never a silently different model. (A checkpoint saved
 before digests were kept, or by a process killed between Orbax's rename and the digest file, has nothing to check.)
 """
+
 import hashlib
 
 import jax
@@ -41,21 +42,26 @@ class DamagedCheckpoint(IMLError):
 
 
 class StageCheckpoints:
-
   def __init__(self, directory: str, max_to_keep: int | None = None):
     self.directory = io_utils.absolute(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
     if jax.process_index() == 0:
       # Orbax's own clean-up option only runs with the next save, which a finished stage never makes. A step
       # directory without Orbax's metadata file is unfinished too: what a mount without atomic renames can leave.
       for name in io_utils.listdir(self.directory):
-        if UNFINISHED_SAVE_MARK in name or (name.isdigit() and not io_utils.exists(
-            f"{self.directory}/{name}/{FINISHED_SAVE_FILE}")):
+        if UNFINISHED_SAVE_MARK in name or (
+          name.isdigit() and not io_utils.exists(f"{self.directory}/{name}/{FINISHED_SAVE_FILE}")
+        ):
           io_utils.rmtree(f"{self.directory}/{name}")
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
-        "params": ocp.StandardCheckpointHandler(), "opt_state": ocp.StandardCheckpointHandler(),
-        "meta": ocp.JsonCheckpointHandler()})
+    self.manager = ocp.CheckpointManager(
+      self.directory,
+      options=options,
+      item_handlers={
+        "params": ocp.StandardCheckpointHandler(),
+        "opt_state": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+      },
+    )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -63,19 +69,25 @@ class StageCheckpoints:
   def save(self, step: int, params, opt_state, meta: dict) -> None:
     """Writes step `step`; a failed write (e.g. a full disk) leaves the previous checkpoints as they were."""
     try:
-      self.manager.save(step, args=ocp.args.Composite(
-          params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-          meta=ocp.args.JsonSave(meta)), force=True)
+      self.manager.save(
+        step,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state), meta=ocp.args.JsonSave(meta)
+        ),
+        force=True,
+      )
       self.manager.wait_until_finished()
       if jax.process_index() == 0:
         io_utils.atomic_write_json(self._digests_path(step), file_digests(f"{self.directory}/{step}"))
         kept = {str(s) for s in self.manager.all_steps()}
         for name in io_utils.listdir(self.directory):  # the digests of checkpoints max_to_keep removed
-          if name.endswith(DIGESTS_SUFFIX) and name[:-len(DIGESTS_SUFFIX)] not in kept:
+          if name.endswith(DIGESTS_SUFFIX) and name[: -len(DIGESTS_SUFFIX)] not in kept:
             io_utils.remove(f"{self.directory}/{name}")
     except OSError as err:
-      raise IMLError(f"saving checkpoint step {step} in {self.directory} failed ({err.strerror or err}); "
-                     f"the earlier checkpoints are intact: free space and rerun to resume") from None
+      raise IMLError(
+        f"saving checkpoint step {step} in {self.directory} failed ({err.strerror or err}); "
+        f"the earlier checkpoints are intact: free space and rerun to resume"
+      ) from None
 
   def _digests_path(self, step: int) -> str:
     return f"{self.directory}/{step}{DIGESTS_SUFFIX}"
@@ -88,8 +100,10 @@ class StageCheckpoints:
     saved, found = io_utils.read_json(path), file_digests(f"{self.directory}/{step}")
     for name in sorted(saved):
       if found.get(name) != saved[name]:
-        raise DamagedCheckpoint(f"checkpoint file {self.directory}/{step}/{name} "
-                                f"{'is missing' if name not in found else 'differs from the file saved'}")
+        raise DamagedCheckpoint(
+          f"checkpoint file {self.directory}/{step}/{name} "
+          f"{'is missing' if name not in found else 'differs from the file saved'}"
+        )
 
   def _check_compatible(self, step: int, item: str, abstract) -> None:
     """A clear message when the stored tree does not fit the model the config describes (structure,
@@ -97,31 +111,44 @@ class StageCheckpoints:
     stored = self.manager.item_metadata(step)[item]
     if stored is None:
       raise IMLError(f"checkpoint {self.directory}/{step} has no readable {item}; it is damaged: move it away")
-    expected = {jax.tree_util.keystr(k): (tuple(v.shape), str(v.dtype))
-                for k, v in jax.tree_util.tree_leaves_with_path(abstract)}
-    found = {jax.tree_util.keystr(k): (tuple(v.shape), str(v.dtype))
-             for k, v in jax.tree_util.tree_leaves_with_path(stored)}
+    expected = {
+      jax.tree_util.keystr(k): (tuple(v.shape), str(v.dtype)) for k, v in jax.tree_util.tree_leaves_with_path(abstract)
+    }
+    found = {
+      jax.tree_util.keystr(k): (tuple(v.shape), str(v.dtype)) for k, v in jax.tree_util.tree_leaves_with_path(stored)
+    }
     if expected != found:
       missing = sorted(set(expected) - set(found))[:3]
       extra = sorted(set(found) - set(expected))[:3]
-      differing = [f"{k}: stored {found[k][0]} {found[k][1]}, model {expected[k][0]} {expected[k][1]}"
-                   for k in sorted(set(expected) & set(found)) if found[k] != expected[k]][:3]
-      raise IMLError(f"checkpoint {self.directory}/{step} ({item}) does not match the configured model: "
-                     f"missing {missing}, unexpected {extra}, shape/dtype mismatches {differing}")
+      differing = [
+        f"{k}: stored {found[k][0]} {found[k][1]}, model {expected[k][0]} {expected[k][1]}"
+        for k in sorted(set(expected) & set(found))
+        if found[k] != expected[k]
+      ][:3]
+      raise IMLError(
+        f"checkpoint {self.directory}/{step} ({item}) does not match the configured model: "
+        f"missing {missing}, unexpected {extra}, shape/dtype mismatches {differing}"
+      )
 
   def restore(self, step: int, abstract_params, abstract_opt_state) -> tuple:
     self.verify(step)
     self._check_compatible(step, "params", abstract_params)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
+    restored = self.manager.restore(
+      step,
+      args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_params),
-        opt_state=ocp.args.StandardRestore(abstract_opt_state), meta=ocp.args.JsonRestore()))
+        opt_state=ocp.args.StandardRestore(abstract_opt_state),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
     return restored["params"], restored["opt_state"], restored["meta"]
 
   def restore_params(self, step: int, abstract_params):
     self.verify(step)
     self._check_compatible(step, "params", abstract_params)
-    return self.manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))["params"]
+    return self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))[
+      "params"
+    ]
 
   def close(self) -> None:
     self.manager.close()

@@ -1,5 +1,6 @@
 """What the command-line tools share: a user's mistake is one line `<tool>: error: ...` and exit status 2, from
 the flags and the config file on; a traceback means a bug in iml_jax."""
+
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ def fail(program: str, message) -> NoReturn:
 def flags_parser(program: str):
   """`app.run`'s flags_parser: a missing or failing config file, an unknown `:arg`, an override naming no field or
   holding a value of the wrong type, an unknown flag — each is one line and exit status 2."""
+
   def parse(argv: list[str]) -> list[str]:
     config_file = next((a.split("=", 1)[1].split(":", 1)[0] for a in argv[1:] if a.startswith("--config=")), None)
     if config_file is not None and not os.path.isfile(config_file):
@@ -33,12 +35,14 @@ def flags_parser(program: str):
       fail(program, err)
     except Exception as err:  # pylint: disable=broad-except  (the config file is the user's code)
       fail(program, describe_config_error(err, argv, config_file))
+
   return parse
 
 
 def describe_config_error(err: Exception, argv: list[str], config_file: str | None) -> str:
   """The line for an exception raised while loading `--config` and applying its `--config.*` overrides."""
   from iml_jax.errors import IMLError
+
   if isinstance(err, IMLError):
     return str(err)
   text = str(err.args[0]) if isinstance(err, (KeyError, AttributeError)) and err.args else str(err)
@@ -47,11 +51,15 @@ def describe_config_error(err: Exception, argv: list[str], config_file: str | No
     field = missing.group(1) if missing else text
     suggestion = re.search(r'Did you mean "([^"]+)"', text)
     overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
-    named = next((o for o in overrides if field in o[len("--config."):].split(".")), "a --config.* override")
-    return (f"{named}: the config has no field {field!r}"
-            + (f" (did you mean {suggestion.group(1)!r}?)" if suggestion else ""))
-  frames = [f for f in traceback.extract_tb(err.__traceback__)
-            if config_file and os.path.abspath(f.filename) == os.path.abspath(config_file)]
+    named = next((o for o in overrides if field in o[len("--config.") :].split(".")), "a --config.* override")
+    return f"{named}: the config has no field {field!r}" + (
+      f" (did you mean {suggestion.group(1)!r}?)" if suggestion else ""
+    )
+  frames = [
+    f
+    for f in traceback.extract_tb(err.__traceback__)
+    if config_file and os.path.abspath(f.filename) == os.path.abspath(config_file)
+  ]
   if isinstance(err, SyntaxError) and err.filename:
     where = f"{err.filename}, line {err.lineno}"
   elif frames:

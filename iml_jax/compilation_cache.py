@@ -5,6 +5,7 @@ seed and rerun of a config: with the cache they are compiled once per machine (o
 directory shared by a pod's hosts) and loaded afterwards. A program loaded from the cache is the executable XLA
 compiled for it, so results do not change.
 """
+
 import os
 
 from absl import flags
@@ -15,9 +16,11 @@ DEFAULT_DIRECTORY = os.path.join("~", ".cache", "iml_jax", "xla")
 MAX_LOCAL_BYTES = 4 << 30
 
 COMPILATION_CACHE = flags.DEFINE_string(
-    "compilation_cache", os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_DIRECTORY),
-    "Directory (local or gs://) of XLA's persistent compilation cache; '' compiles everything afresh. Default: "
-    "$JAX_COMPILATION_CACHE_DIR, else ~/.cache/iml_jax/xla.")
+  "compilation_cache",
+  os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_DIRECTORY),
+  "Directory (local or gs://) of XLA's persistent compilation cache; '' compiles everything afresh. Default: "
+  "$JAX_COMPILATION_CACHE_DIR, else ~/.cache/iml_jax/xla.",
+)
 
 
 def enable(directory: str) -> None:
@@ -26,6 +29,7 @@ def enable(directory: str) -> None:
   import jax
 
   from iml_jax import io_utils
+
   if not directory:
     jax.config.update("jax_enable_compilation_cache", False)
     return

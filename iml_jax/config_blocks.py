@@ -5,6 +5,7 @@ parser, the test-size shrinker, and loading a config file.
 Config files start from these and change what their experiment changes, so each file reads as the
 list of its differences from the study's setup.
 """
+
 import dataclasses
 import importlib.util
 import os
@@ -54,27 +55,63 @@ def _typed_arg(default, text: str | None, where: str):
     raise IMLError(f"{where}: expected {'an integer' if isinstance(default, int) else 'a number'}") from None
 
 
-def optimizer(name: str = "adafactor", lr: float = 5e-5, warmup_frac: float = 0.0, b1: float = 0.9,
-              b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
-              grad_clip: float = 1.0) -> ml_collections.ConfigDict:
+def optimizer(
+  name: str = "adafactor",
+  lr: float = 5e-5,
+  warmup_frac: float = 0.0,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.0,
+  grad_clip: float = 1.0,
+) -> ml_collections.ConfigDict:
   """Defaults are the study's: HF Adafactor at lr 5e-5, no warm-up, global grad-norm clip 1.0."""
-  return ml_collections.ConfigDict(dict(name=name, lr=lr, warmup_frac=warmup_frac, b1=b1, b2=b2, eps=eps,
-                                        weight_decay=weight_decay, grad_clip=grad_clip))
+  return ml_collections.ConfigDict(
+    dict(
+      name=name, lr=lr, warmup_frac=warmup_frac, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, grad_clip=grad_clip
+    )
+  )
 
 
-def stage(train_subset: str, epochs: int, batch_size: int, optimizer_config=None, grad_accum: int = 1,
-          eval_every: int = 1, trainable: str = "all") -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      train_subset=train_subset, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum,
-      optimizer=optimizer_config or optimizer(), eval_every=eval_every, trainable=trainable))
+def stage(
+  train_subset: str,
+  epochs: int,
+  batch_size: int,
+  optimizer_config=None,
+  grad_accum: int = 1,
+  eval_every: int = 1,
+  trainable: str = "all",
+) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(
+    dict(
+      train_subset=train_subset,
+      epochs=epochs,
+      batch_size=batch_size,
+      grad_accum=grad_accum,
+      optimizer=optimizer_config or optimizer(),
+      eval_every=eval_every,
+      trainable=trainable,
+    )
+  )
 
 
 def numeric_data(**overrides) -> ml_collections.ConfigDict:
   """Set inclusion as in the study's Pythia-70M config (docs/study.md §5.3)."""
-  data = ml_collections.ConfigDict(dict(
-      num_x=8000, n_nums=8, n_intersection=1, n_qs=24, p_label_flip=0.0, max_x=99,
-      separate_token_per_var=True, all_alias_tokens=True, redraw_train_questions=False,
-      fractions=dict(study.NUMERIC), block_size=16))
+  data = ml_collections.ConfigDict(
+    dict(
+      num_x=8000,
+      n_nums=8,
+      n_intersection=1,
+      n_qs=24,
+      p_label_flip=0.0,
+      max_x=99,
+      separate_token_per_var=True,
+      all_alias_tokens=True,
+      redraw_train_questions=False,
+      fractions=dict(study.NUMERIC),
+      block_size=16,
+    )
+  )
   data.update(overrides)
   return data
 
@@ -82,8 +119,9 @@ def numeric_data(**overrides) -> ml_collections.ConfigDict:
 def modular_data(**overrides) -> ml_collections.ConfigDict:
   """Modular arithmetic as the original generator sets it up (docs/study.md §5.4): 1,000 aliases (our choice:
   the original's count is not known), qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1, character-spaced text."""
-  data = ml_collections.ConfigDict(dict(
-      num_x=1000, fractions=dict(qd1consis=0.4, qd2incons=0.4, d1consis=0.1, d2consis=0.1), block_size=24))
+  data = ml_collections.ConfigDict(
+    dict(num_x=1000, fractions=dict(qd1consis=0.4, qd2incons=0.4, d1consis=0.1, d2consis=0.1), block_size=24)
+  )
   data.update(overrides)
   return data
 
@@ -91,9 +129,13 @@ def modular_data(**overrides) -> ml_collections.ConfigDict:
 def vision_data(**overrides) -> ml_collections.ConfigDict:
   """The vision experiment's data (docs/study.md §6.1, our design): 3x3 digit-grid aliases, A/B-grid entities,
   fractions as the numeric task's (qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1)."""
-  data = ml_collections.ConfigDict(dict(
-      digits="sklearn", num_aliases=200,
-      fractions=dict(qd1consis=0.4, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)))
+  data = ml_collections.ConfigDict(
+    dict(
+      digits="sklearn",
+      num_aliases=200,
+      fractions=dict(qd1consis=0.4, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0),
+    )
+  )
   data.update(overrides)
   return data
 
@@ -105,8 +147,9 @@ def _field_defaults(name: str, derived: tuple[str, ...]) -> dict:
 
 def _array_model(name: str, derived: tuple[str, ...], overrides: dict) -> ml_collections.ConfigDict:
   """An array model's config: no weights to load, no vocabulary; `derived` sizes come from the task's data."""
-  model = ml_collections.ConfigDict(dict(name=name, init_from="", allow_pickle_weights=False, vocab_multiple=1,
-                                         **_field_defaults(name, derived)))
+  model = ml_collections.ConfigDict(
+    dict(name=name, init_from="", allow_pickle_weights=False, vocab_multiple=1, **_field_defaults(name, derived))
+  )
   model.update(overrides)
   return model
 
@@ -117,9 +160,19 @@ def convnet(**overrides) -> ml_collections.ConfigDict:
 
 def toy1d_data(**overrides) -> ml_collections.ConfigDict:
   """The 1-D regression toy (docs/study.md §6.2); sizes are ours (the original's defaults are not known)."""
-  data = ml_collections.ConfigDict(dict(
-      n_anchors=20, d_y=4, n_clusters=100, cluster_spread=250.0, points_per_cluster=40, test_points_per_cluster=10,
-      p_definition=0.25, d_pos_enc=32, separate_channels=False))
+  data = ml_collections.ConfigDict(
+    dict(
+      n_anchors=20,
+      d_y=4,
+      n_clusters=100,
+      cluster_spread=250.0,
+      points_per_cluster=40,
+      test_points_per_cluster=10,
+      p_definition=0.25,
+      d_pos_enc=32,
+      separate_channels=False,
+    )
+  )
   data.update(overrides)
   return data
 
@@ -130,13 +183,30 @@ def mlp(**overrides) -> ml_collections.ConfigDict:
 
 def define_data(**overrides) -> ml_collections.ConfigDict:
   """The define experiment as in the main ICML config (docs/study.md §3.3, with tag 3)."""
-  data = ml_collections.ConfigDict(dict(
-      knowledge_base="synthetic", kb_seed=0, cvdb_path="", cvdb_encoding="ISO-8859-1", trex_path="",
-      equalize_gender=True, num_entities=4000,
+  data = ml_collections.ConfigDict(
+    dict(
+      knowledge_base="synthetic",
+      kb_seed=0,
+      cvdb_path="",
+      cvdb_encoding="ISO-8859-1",
+      trex_path="",
+      equalize_gender=True,
+      num_entities=4000,
       fractions=dict(study.WITH_D3),
-      def_order="tve", definition_type="tagged", incontext_definitions=False, alias_length=5, tag_length=6,
-      tag1_name="", tag2_name="", tag3_name="",
-      test_frac=0.1666666, entity_association_test_sets=False, letter_test_sets=False, block_size=48))
+      def_order="tve",
+      definition_type="tagged",
+      incontext_definitions=False,
+      alias_length=5,
+      tag_length=6,
+      tag1_name="",
+      tag2_name="",
+      tag3_name="",
+      test_frac=0.1666666,
+      entity_association_test_sets=False,
+      letter_test_sets=False,
+      block_size=48,
+    )
+  )
   data.update(overrides)
   return data
 
@@ -144,8 +214,9 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
 # allow_pickle_weights: load `*.bin` checkpoints, which can run arbitrary code (off: safetensors only).
 # vocab_multiple: the embedding gets rows up to a multiple of lcm(vocab_multiple, mesh tensor size), the extra
 # rows masked out of the logits; 128 (GPT-NeoX's choice) keeps checkpoints portable across tensor sizes.
-_COMMON_MODEL_FIELDS = dict(init_from="", allow_pickle_weights=False, vocab_multiple=1, init_std=0.02,
-                            embedding_init_std=0.02, dtype="float32")
+_COMMON_MODEL_FIELDS = dict(
+  init_from="", allow_pickle_weights=False, vocab_multiple=1, init_std=0.02, embedding_init_std=0.02, dtype="float32"
+)
 # Set by the run from the tokenizer, the checkpoint and the mesh, not by a config.
 _DERIVED_MODEL_FIELDS = ("vocab_size", "valid_vocab", "family", "max_len")
 
@@ -155,8 +226,11 @@ def language_model(name: str = "gpt_neox", **overrides) -> ml_collections.Config
   model) with random init; vocab size comes from the tokenizer."""
   if name not in FAMILIES:
     raise IMLError(f"config field model.name = {name!r}: expected one of {sorted(FAMILIES)}")
-  model = ml_collections.ConfigDict(dict(name=name, **{**_field_defaults(name, _DERIVED_MODEL_FIELDS),
-                                                       **_COMMON_MODEL_FIELDS, **FAMILIES[name].options}))
+  model = ml_collections.ConfigDict(
+    dict(
+      name=name, **{**_field_defaults(name, _DERIVED_MODEL_FIELDS), **_COMMON_MODEL_FIELDS, **FAMILIES[name].options}
+    )
+  )
   model.update(overrides)
   return model
 
@@ -182,25 +256,41 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
   """Every field a run reads. `study` names the study row the config is measured against (iml_jax/study.py;
   empty: none) and `deviations` says in short sentences what it does differently, each ending in the fields
   it covers, e.g. "Stage 2 trains only the alias embedding rows [stages.stage2.trainable]"."""
-  config = ml_collections.ConfigDict(dict(
-      task=task, study="", deviations=(), seed=0, n_seeds=1, n_seeds_stage2=1, data=data, model=model,
+  config = ml_collections.ConfigDict(
+    dict(
+      task=task,
+      study="",
+      deviations=(),
+      seed=0,
+      n_seeds=1,
+      n_seeds_stage2=1,
+      data=data,
+      model=model,
       tokenizer=dict(vocab_size=2048),
       loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=False),
-      stage_names=tuple(stages), stages=stages,
+      stage_names=tuple(stages),
+      stages=stages,
       eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
       mesh=dict(shape=(-1, 1, 1), rules="dp"),
       checkpoint=dict(every_steps=0, max_to_keep=0),
       # Gradient alignment (docs/study.md §9) at every evaluation when enabled; sets: tag-A definitions,
       # tag-B definitions, tag-A questions, tag-B questions (the study's grad_keys). max_definitions 0: all.
-      analysis=dict(grad_alignment=dict(enabled=False, chunk=8, max_definitions=0,
-                                        sets="train_defs_d1consis,train_defs_d2consis,d1consis,d2consis"),
-                    # Linear probes (docs/study.md §10, `python -m iml_jax.analyze --analysis=probes`): questions of
-                    # the two eval sets `classes` whose prompt contains `question_filter`, on the final
-                    # parameters of `stage` (default: the first stage).
-                    probes=dict(classes="qd1consis,qd2incons", question_filter="", stage="", c=0.01, folds=5)),
-      log_every=50, progress_bar=True, tensorboard=True,
+      analysis=dict(
+        grad_alignment=dict(
+          enabled=False, chunk=8, max_definitions=0, sets="train_defs_d1consis,train_defs_d2consis,d1consis,d2consis"
+        ),
+        # Linear probes (docs/study.md §10, `python -m iml_jax.analyze --analysis=probes`): questions of
+        # the two eval sets `classes` whose prompt contains `question_filter`, on the final
+        # parameters of `stage` (default: the first stage).
+        probes=dict(classes="qd1consis,qd2incons", question_filter="", stage="", c=0.01, folds=5),
+      ),
+      log_every=50,
+      progress_bar=True,
+      tensorboard=True,
       # Weights & Biases: off while project is empty; mode "online", "offline" or "disabled".
-      wandb=dict(project="", entity="", mode="online")))
+      wandb=dict(project="", entity="", mode="online"),
+    )
+  )
   config.update(overrides)
   return config
 
@@ -223,35 +313,60 @@ def pretrained_arg(key: str, allowed: tuple[str, ...] | None = None) -> ml_colle
 
 
 KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (docs/study.md §14); override the path fields
-    "cvdb": dict(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv", num_entities=4000),
-    # T-REx: a quarter of each work's questions are test questions, longer texts and answers (§3.3, §7.3).
-    "trex": dict(knowledge_base="trex", num_entities=6900, test_frac=study.TREX_TEST_FRAC, block_size=64,
-                 trex_path="datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json"),
+  "cvdb": dict(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv", num_entities=4000),
+  # T-REx: a quarter of each work's questions are test questions, longer texts and answers (§3.3, §7.3).
+  "trex": dict(
+    knowledge_base="trex",
+    num_entities=6900,
+    test_frac=study.TREX_TEST_FRAC,
+    block_size=64,
+    trex_path="datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json",
+  ),
 }
 
 
-def study_define(model, knowledge_base: str = "cvdb", grad_accum: int = 2, n_seeds: int = 20,
-                 n_seeds_stage2: int = 5, seed: int = 600, **data_overrides) -> ml_collections.ConfigDict:
+def study_define(
+  model,
+  knowledge_base: str = "cvdb",
+  grad_accum: int = 2,
+  n_seeds: int = 20,
+  n_seeds_stage2: int = 5,
+  seed: int = 600,
+  **data_overrides,
+) -> ml_collections.ConfigDict:
   """The study's main experiment (docs/study.md §3, §11.2) for a pretrained `model`: CVDB (4,000 people) or
   T-REx (6,900 works), 20 + 10 epochs, batch 256, HF Adafactor lr 5e-5, seeds from 600."""
   if knowledge_base not in KNOWLEDGE_BASE_FILES:
     raise IMLError(f"knowledge base {knowledge_base!r}: expected one of {sorted(KNOWLEDGE_BASE_FILES)}")
-  data = define_data(**{**KNOWLEDGE_BASE_FILES[knowledge_base], "entity_association_test_sets": True,
-                        **data_overrides})
-  stages = dict(stage1=stage("stage1", epochs=20, batch_size=256, grad_accum=grad_accum),
-                stage2=stage("stage2", epochs=10, batch_size=256, grad_accum=grad_accum))
-  return base("define", data, model, stages, seed=seed, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2,
-              eval=dict(batch_size=256, max_new_tokens=16 if knowledge_base == "trex" else 8, subsets="all",
-                        prompt_bucket=8),
-              checkpoint=dict(every_steps=0, max_to_keep=1))
+  data = define_data(**{**KNOWLEDGE_BASE_FILES[knowledge_base], "entity_association_test_sets": True, **data_overrides})
+  stages = dict(
+    stage1=stage("stage1", epochs=20, batch_size=256, grad_accum=grad_accum),
+    stage2=stage("stage2", epochs=10, batch_size=256, grad_accum=grad_accum),
+  )
+  return base(
+    "define",
+    data,
+    model,
+    stages,
+    seed=seed,
+    n_seeds=n_seeds,
+    n_seeds_stage2=n_seeds_stage2,
+    eval=dict(batch_size=256, max_new_tokens=16 if knowledge_base == "trex" else 8, subsets="all", prompt_bucket=8),
+    checkpoint=dict(every_steps=0, max_to_keep=1),
+  )
 
 
 def model_size_sweep(model_key: str, knowledge_base: str) -> ml_collections.ConfigDict:
   """One model of the study's model-size sweep (docs/study.md §4.7): no tag 3, 10 x 5 seeds from 600, batch 256
   as 128 x 2 (6.9B-class models: 32 x 8)."""
   grad_accum = study.model_size(knowledge_base, model_key).stages[0].grad_accum
-  config = study_define(pretrained(model_key, dtype="bfloat16"), knowledge_base, grad_accum=grad_accum, n_seeds=10,
-                        fractions=dict(study.NO_D3))
+  config = study_define(
+    pretrained(model_key, dtype="bfloat16"),
+    knowledge_base,
+    grad_accum=grad_accum,
+    n_seeds=10,
+    fractions=dict(study.NO_D3),
+  )
   config.study = f"model_size:kb={knowledge_base},model={model_key}"
   if model_key not in study.MODEL_SIZE_SWEEP:
     config.deviations = (f"{model_key} is not a model of the study's model-size sweep [model*]",)
@@ -261,15 +376,17 @@ def model_size_sweep(model_key: str, knowledge_base: str) -> ml_collections.Conf
 def one_stage(config, epochs: int, batch_size: int, grad_accum: int = 1) -> ml_collections.ConfigDict:
   """`config` trained in one stage on `full` (every QA split and definition at once)."""
   config.stage_names = ("full",)
-  config.stages = ml_collections.ConfigDict(dict(full=stage("full", epochs=epochs, batch_size=batch_size,
-                                                            grad_accum=grad_accum)))
+  config.stages = ml_collections.ConfigDict(
+    dict(full=stage("full", epochs=epochs, batch_size=batch_size, grad_accum=grad_accum))
+  )
   config.n_seeds_stage2 = 1
   return config
 
 
 TINY_NOTE = "test size (`:tiny`): a tiny from-scratch model, a few entities, few seeds and epochs"
-TINY_DEVIATION = (f"{TINY_NOTE} [model.*, data.*, seed, n_seeds, n_seeds_stage2, stages.*, eval.*, "
-                  "stage_names (count), loss.*]")
+TINY_DEVIATION = (
+  f"{TINY_NOTE} [model.*, data.*, seed, n_seeds, n_seeds_stage2, stages.*, eval.*, stage_names (count), loss.*]"
+)
 
 
 def shrink_for_tests(config) -> ml_collections.ConfigDict:
@@ -283,7 +400,6 @@ def shrink_for_tests(config) -> ml_collections.ConfigDict:
     config.data.knowledge_base = "synthetic"
   config.data.update(num_entities=60 if config.data.knowledge_base == "trex" else 120, block_size=64)
   for stage_config in config.stages.values():
-    stage_config.update(epochs=1, batch_size=32, grad_accum=1, eval_every=1,
-                        optimizer=optimizer(name="adamw", lr=1e-3))
+    stage_config.update(epochs=1, batch_size=32, grad_accum=1, eval_every=1, optimizer=optimizer(name="adamw", lr=1e-3))
   config.eval.update(batch_size=64, max_new_tokens=4)
   return config

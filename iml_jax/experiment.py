@@ -8,6 +8,7 @@ Layout of a workdir:
 Each stage directory gets DONE when finished; rerunning the command skips finished stages and
 resumes the others from their latest checkpoint.
 """
+
 import contextlib
 import dataclasses
 import functools
@@ -31,14 +32,30 @@ from iml_jax.workdir_lock import LOCK_FILE, workdir_lock
 from iml_jax.writers import MetricWriter
 
 # Fields that change how a run is executed or shown, never its results.
-_NOT_RESULT_FIELDS = ("progress_bar", "log_every", "checkpoint.max_to_keep", "checkpoint.every_steps",
-                      "eval.batch_size", "eval.prompt_bucket", "tensorboard", "analysis", "wandb", "study",
-                      "deviations")
+_NOT_RESULT_FIELDS = (
+  "progress_bar",
+  "log_every",
+  "checkpoint.max_to_keep",
+  "checkpoint.every_steps",
+  "eval.batch_size",
+  "eval.prompt_bucket",
+  "tensorboard",
+  "analysis",
+  "wandb",
+  "study",
+  "deviations",
+)
 
 
 # Integer fields and their least valid value (array tasks decode nothing: eval.max_new_tokens is not theirs).
-_AT_LEAST = {"seed": 0, "log_every": 1, "eval.batch_size": 1, "eval.prompt_bucket": 1, "checkpoint.max_to_keep": 0,
-             "checkpoint.every_steps": 0}
+_AT_LEAST = {
+  "seed": 0,
+  "log_every": 1,
+  "eval.batch_size": 1,
+  "eval.prompt_bucket": 1,
+  "checkpoint.max_to_keep": 0,
+  "checkpoint.every_steps": 0,
+}
 _AT_LEAST_FOR_TEXT = {"eval.max_new_tokens": 1}
 
 
@@ -52,15 +69,21 @@ def validate(config) -> None:
   if config.model.name not in registry.MODELS:
     raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {registry.MODELS}")
   if array_model != config.model.name and (array_model or _reads_arrays(config)):
-    raise IMLError(f"config fields task = {config.task!r}, model.name = {config.model.name!r}: " + (
-        f"task {config.task!r} needs model.name = {array_model!r}" if array_model else
-        f"model {config.model.name!r} reads the arrays of another task; text tasks need a language model"))
+    raise IMLError(
+      f"config fields task = {config.task!r}, model.name = {config.model.name!r}: "
+      + (
+        f"task {config.task!r} needs model.name = {array_model!r}"
+        if array_model
+        else f"model {config.model.name!r} reads the arrays of another task; text tasks need a language model"
+      )
+    )
   if config.model.name == "t5" and not config.data.get("label_block_size", 0) >= 1:
     raise IMLError("config field data.label_block_size must be set (>= 1) for a seq2seq model: the target length")
   study.deviations(config)  # an unknown `study` row is an error naming the field
   if config.n_seeds < 1 or config.n_seeds_stage2 < 1:
-    raise IMLError(f"config fields n_seeds = {config.n_seeds}, n_seeds_stage2 = {config.n_seeds_stage2}: "
-                   "both must be >= 1")
+    raise IMLError(
+      f"config fields n_seeds = {config.n_seeds}, n_seeds_stage2 = {config.n_seeds_stage2}: both must be >= 1"
+    )
   if not config.stage_names:
     raise IMLError("config field stage_names is empty: list at least one stage")
   for name in config.stage_names:
@@ -77,13 +100,17 @@ def validate(config) -> None:
     if stage.trainable not in TRAINABLE:
       raise IMLError(f"config field {field}.trainable = {stage.trainable!r}: expected one of {TRAINABLE}")
     if array_model and stage.trainable != "all":
-      raise IMLError(f"config field {field}.trainable = {stage.trainable!r}: model {array_model!r} has no token "
-                     "embeddings; expected 'all'")
+      raise IMLError(
+        f"config field {field}.trainable = {stage.trainable!r}: model {array_model!r} has no token "
+        "embeddings; expected 'all'"
+      )
     if stage.batch_size < 1:
       raise IMLError(f"config field {field}.batch_size = {stage.batch_size}: expected >= 1")
     if stage.grad_accum < 1 or stage.batch_size % stage.grad_accum:
-      raise IMLError(f"config field {field}.batch_size = {stage.batch_size} must be divisible by "
-                     f"{field}.grad_accum = {stage.grad_accum}")
+      raise IMLError(
+        f"config field {field}.batch_size = {stage.batch_size} must be divisible by "
+        f"{field}.grad_accum = {stage.grad_accum}"
+      )
     if stage.eval_every < 1:
       raise IMLError(f"config field {field}.eval_every = {stage.eval_every}: expected >= 1")
   tasks.validate(config)
@@ -91,21 +118,27 @@ def validate(config) -> None:
     raise IMLError(f"config field wandb.mode = {config.wandb.mode!r}: expected 'online', 'offline' or 'disabled'")
   alignment = config.analysis.grad_alignment
   if len(alignment.sets.split(",")) != 4:
-    raise IMLError(f"config field analysis.grad_alignment.sets = {alignment.sets!r}: expected 4 comma-separated "
-                   "eval sets: tag-A definitions, tag-B definitions, tag-A questions, tag-B questions")
+    raise IMLError(
+      f"config field analysis.grad_alignment.sets = {alignment.sets!r}: expected 4 comma-separated "
+      "eval sets: tag-A definitions, tag-B definitions, tag-A questions, tag-B questions"
+    )
   if alignment.chunk < 1 or alignment.max_definitions < 0:
-    raise IMLError(f"config fields analysis.grad_alignment.chunk = {alignment.chunk} (expected >= 1), "
-                   f"max_definitions = {alignment.max_definitions} (expected >= 0)")
+    raise IMLError(
+      f"config fields analysis.grad_alignment.chunk = {alignment.chunk} (expected >= 1), "
+      f"max_definitions = {alignment.max_definitions} (expected >= 0)"
+    )
   if not isinstance(config.model.vocab_multiple, int) or config.model.vocab_multiple < 1:
     raise IMLError(f"config field model.vocab_multiple = {config.model.vocab_multiple!r}: expected an integer >= 1")
   fields = model_fields(config)
   unknown = sorted(set(fields) - set(registry.config_fields(config.model.name)))
   if unknown:
-    raise IMLError(f"config fields {['model.' + k for k in unknown]} do not apply to model.name = "
-                   f"{config.model.name!r}")
+    raise IMLError(
+      f"config fields {['model.' + k for k in unknown]} do not apply to model.name = {config.model.name!r}"
+    )
   if array_model and config.analysis.grad_alignment.enabled:
-    raise IMLError(f"config field analysis.grad_alignment.enabled: the analysis pairs texts; not for task "
-                   f"{config.task!r}")
+    raise IMLError(
+      f"config field analysis.grad_alignment.enabled: the analysis pairs texts; not for task {config.task!r}"
+    )
   registry.make_config(config.model.name, **_input_fields(config, 1), **fields)  # checks the values
 
 
@@ -116,8 +149,9 @@ def load_config(spec: str):
 
 
 def model_fields(config) -> dict:
-  fields = {k: v for k, v in config.model.items()
-            if k not in ("name", "init_from", "allow_pickle_weights", "vocab_multiple")}
+  fields = {
+    k: v for k, v in config.model.items() if k not in ("name", "init_from", "allow_pickle_weights", "vocab_multiple")
+  }
   return fields if _reads_arrays(config) else {**fields, "max_len": config.data.block_size}
 
 
@@ -130,10 +164,12 @@ def _input_fields(config, vocab_size: int) -> dict:
   or the toy regressor's feature and output sizes."""
   if config.model.name == "convnet":
     from iml_jax.data.vision import image_shape
+
     height, width = image_shape(config.data)
     return {"image_height": height, "image_width": width}
   if config.model.name == "mlp":
     from iml_jax.data import toy1d
+
     return {"in_features": toy1d.feature_size(config.data), "out_features": toy1d.output_size(config.data)}
   return {"vocab_size": vocab_size}
 
@@ -144,11 +180,14 @@ def check_batch_layout(config, mesh) -> None:
     stage = config.stages[name]
     micro = stage.batch_size // stage.grad_accum
     if micro % devices:
-      raise IMLError(f"config field stages.{name}.batch_size = {stage.batch_size} (micro-batch {micro}) is not "
-                     f"divisible by the {devices} data-parallel devices of mesh.shape = {tuple(mesh.shape.values())}")
+      raise IMLError(
+        f"config field stages.{name}.batch_size = {stage.batch_size} (micro-batch {micro}) is not "
+        f"divisible by the {devices} data-parallel devices of mesh.shape = {tuple(mesh.shape.values())}"
+      )
   if config.eval.batch_size % devices:
-    raise IMLError(f"config field eval.batch_size = {config.eval.batch_size} is not divisible by the "
-                   f"{devices} data-parallel devices")
+    raise IMLError(
+      f"config field eval.batch_size = {config.eval.batch_size} is not divisible by the {devices} data-parallel devices"
+    )
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -176,8 +215,9 @@ def create_workdir(workdir: str) -> None:
 NEW_WORKDIR_OR_ALLOW_CHANGE = "Use a new --workdir (or --allow_config_change to continue it with the new config)"
 
 
-def guard_workdir(config, workdir: str, allow_config_change: bool = False,
-                  remedy: str = NEW_WORKDIR_OR_ALLOW_CHANGE) -> None:
+def guard_workdir(
+  config, workdir: str, allow_config_change: bool = False, remedy: str = NEW_WORKDIR_OR_ALLOW_CHANGE
+) -> None:
   """Refuses a workdir that holds a run of a different config, saying what differs and then `remedy` (unless
   `allow_config_change`, which says what changed and carries on: finished stages are kept); saves the config."""
   path = os.path.join(workdir, "config.json")
@@ -188,8 +228,9 @@ def guard_workdir(config, workdir: str, allow_config_change: bool = False,
     except IMLError as err:
       raise IMLError(f"{err}; move it away if this workdir holds no run") from None
     old, new = _flatten(saved), _flatten(current)
-    differing = sorted(k for k in set(old) | set(new)
-                       if old.get(k) != new.get(k) and not k.startswith(_NOT_RESULT_FIELDS))
+    differing = sorted(
+      k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith(_NOT_RESULT_FIELDS)
+    )
     if differing:
       shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in differing[:8])
       if not allow_config_change:
@@ -207,8 +248,9 @@ def pretrained_model(config) -> tuple[str | None, object]:
   folder = hf_import.resolve_model_folder(config.model.init_from)
   family, pretrained = hf_import.read_config(folder)
   if family.name != config.model.name:
-    raise IMLError(f"config field model.name = {config.model.name!r}, but {folder}/config.json holds a "
-                   f"{family.name!r} model")
+    raise IMLError(
+      f"config field model.name = {config.model.name!r}, but {folder}/config.json holds a {family.name!r} model"
+    )
   hf_import.check_matches(pretrained, model_fields(config), folder)
   return folder, pretrained
 
@@ -228,8 +270,10 @@ def model_config(config, tokenizer, pretrained, folder: str | None):
   if pretrained is None:
     cfg = registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
   elif tokenizer.vocab_size > pretrained.vocab_size:
-    raise IMLError(f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, but the model's embedding has only "
-                   f"{pretrained.vocab_size} rows")
+    raise IMLError(
+      f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, but the model's embedding has only "
+      f"{pretrained.vocab_size} rows"
+    )
   else:
     cfg = dataclasses.replace(pretrained, dtype=config.model.dtype)
   rows = padded_vocab_size(config, cfg.vocab_size)
@@ -237,8 +281,9 @@ def model_config(config, tokenizer, pretrained, folder: str | None):
 
 
 @contextlib.contextmanager
-def seed_contexts(config, workdir: str, allow_config_change: bool = False,
-                  remedy: str = NEW_WORKDIR_OR_ALLOW_CHANGE) -> Iterator[Iterator[SeedContext]]:
+def seed_contexts(
+  config, workdir: str, allow_config_change: bool = False, remedy: str = NEW_WORKDIR_OR_ALLOW_CHANGE
+) -> Iterator[Iterator[SeedContext]]:
   """Validates, locks the workdir (workdir_lock.py) and guards it, all before anything else is written, then gives
   what every stage of each stage-1 seed shares, one seed at a time; the contexts share one metric writer. The lock
   and the writer are held until the block ends."""
@@ -254,11 +299,16 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False,
       io_utils.remove_temporaries(workdir)  # strays of a killed run; the lock says no one else writes here
     guard_workdir(config, workdir, allow_config_change, remedy)
     devices = sharding.data_parallel_size(mesh)
-    per_device = ", ".join(f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
-                           for name in config.stage_names)
-    print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local "
-          f"{jax.devices()[0].platform} devices of {jax.device_count()}, mesh {dict(mesh.shape)}, rules "
-          f"{config.mesh.rules}; per-device batch: {per_device}", flush=True)
+    per_device = ", ".join(
+      f"{name} {config.stages[name].batch_size // config.stages[name].grad_accum // devices}"
+      for name in config.stage_names
+    )
+    print(
+      f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} local "
+      f"{jax.devices()[0].platform} devices of {jax.device_count()}, mesh {dict(mesh.shape)}, rules "
+      f"{config.mesh.rules}; per-device batch: {per_device}",
+      flush=True,
+    )
 
     def contexts():
       for seed in range(config.seed, config.seed + config.n_seeds):
@@ -267,8 +317,9 @@ def seed_contexts(config, workdir: str, allow_config_change: bool = False,
         model = registry.build(model_config(config, tokenizer, pretrained, folder))
         yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
 
-    writer = MetricWriter(workdir, tensorboard=config.tensorboard, hparams=_flatten(config.to_dict()),
-                          wandb_cfg=config.wandb)
+    writer = MetricWriter(
+      workdir, tensorboard=config.tensorboard, hparams=_flatten(config.to_dict()), wandb_cfg=config.wandb
+    )
     try:
       yield contexts()
     finally:
@@ -289,16 +340,21 @@ def _emptied_on_early_failure(config, workdir: str, fresh: bool):
 
 
 def _holds_checkpoints(config, workdir: str) -> bool:
-  runs = [run for seed in range(config.seed, config.seed + config.n_seeds)
-          for run in plan_stage_runs(config, workdir, seed)]
+  runs = [
+    run for seed in range(config.seed, config.seed + config.n_seeds) for run in plan_stage_runs(config, workdir, seed)
+  ]
   return any(io_utils.listdir(os.path.join(run.directory, "checkpoints")) for run in runs)
 
 
 def run(config, workdir: str, allow_config_change: bool = False) -> dict:
   with seed_contexts(config, workdir, allow_config_change) as contexts:
     runs_per_seed = len(plan_stage_runs(config, workdir, config.seed))
-    progress = tqdm(total=config.n_seeds * runs_per_seed, unit="stage", position=0,
-                    disable=jax.process_index() != 0 or not config.progress_bar)  # above the stages' own bars
+    progress = tqdm(
+      total=config.n_seeds * runs_per_seed,
+      unit="stage",
+      position=0,
+      disable=jax.process_index() != 0 or not config.progress_bar,
+    )  # above the stages' own bars
     for number, ctx in enumerate(contexts, 1):
       for index, stage_run in enumerate(plan_stage_runs(config, workdir, ctx.seed), 1):
         progress.set_description(f"seed {number}/{config.n_seeds}, stage {index}/{runs_per_seed} ({stage_run.label})")

@@ -6,6 +6,7 @@ The folder gets config.json, model.safetensors and the run's tokenizer (tokenize
 `AutoModelForCausalLM.from_pretrained(out)` (T5: `T5ForConditionalGeneration`) and
 `AutoTokenizer.from_pretrained(out)` work. An existing non-empty `--out` is refused, never overwritten.
 """
+
 import os
 import shutil
 import tempfile
@@ -41,8 +42,11 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
   if not seed_dir.startswith("seed_"):
     raise IMLError(f"--stage {stage_label}: expected a path that starts with seed_<S>/, e.g. seed_0/s2seed_0/stage2")
   folder, pretrained = experiment.pretrained_model(config)
-  tokenizer = (pretrained_tokenizer(folder) if folder else
-               TextTokenizer.load(os.path.join(workdir, seed_dir, workdir_layout.TOKENIZER_FILE)))
+  tokenizer = (
+    pretrained_tokenizer(folder)
+    if folder
+    else TextTokenizer.load(os.path.join(workdir, seed_dir, workdir_layout.TOKENIZER_FILE))
+  )
   cfg = experiment.model_config(config, tokenizer, pretrained, folder)
   abstract = registry.abstract_params(registry.build(cfg))
   params = stage.final_params(os.path.join(workdir, stage_label), abstract)
@@ -60,8 +64,9 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
     transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(tmp)
   else:
     end_token = tokenizer.backend.id_to_token(tokenizer.pad_id)
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token=end_token,
-                                         pad_token=end_token).save_pretrained(tmp)
+    transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tokenizer.backend, eos_token=end_token, pad_token=end_token
+    ).save_pretrained(tmp)
   _publish(tmp, out)
 
 
@@ -69,6 +74,7 @@ def _publish(folder: str, out: str) -> None:
   """Moves the finished `folder` to `out`: one rename on a local disk; in a bucket (no rename of a folder),
   one upload per file, config.json last, so that a folder a kill cut short has no config.json and is no model."""
   from iml_jax import io_utils
+
   if not io_utils.is_remote(out):
     if os.path.exists(out):
       os.rmdir(out)  # empty, checked above
@@ -84,6 +90,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   from iml_jax.errors import IMLError
+
   try:
     export_stage(_WORKDIR.value, _STAGE.value, _OUT.value)
   except IMLError as err:

@@ -8,6 +8,7 @@ run agree on the request, so they checkpoint together.
 reaches `phase` — a test hook, inert unless the variable is set. Phases: start, train_step, eval, checkpoint_saved,
 stage_done, report.
 """
+
 import collections
 import os
 import signal
@@ -24,8 +25,7 @@ class Preempted(Exception):
   """SIGTERM arrived; a checkpoint of `step` has been saved (None: it arrived before the stage started)."""
 
   def __init__(self, label: str, step: int | None):
-    where = (f"before {label} started" if step is None else
-             f"at step {step} of {label}; its checkpoint is saved")
+    where = f"before {label} started" if step is None else f"at step {step} of {label}; its checkpoint is saved"
     super().__init__(f"preempted (SIGTERM) {where}: rerun the same command to resume")
 
 
@@ -34,15 +34,18 @@ def install_sigterm_handler() -> None:
     del signum, frame
     global _sigterm_received
     _sigterm_received = True
+
   signal.signal(signal.SIGTERM, request_stop)
 
 
 def stop_requested() -> bool:
   """Whether any process received SIGTERM (a collective across processes of a multi-host run)."""
   import jax
+
   if jax.process_count() == 1:
     return _sigterm_received
   from jax.experimental import multihost_utils
+
   return bool(np.any(multihost_utils.process_allgather(np.array(_sigterm_received))))
 
 

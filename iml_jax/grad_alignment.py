@@ -9,6 +9,7 @@ chunk of examples at a time (`jax.vmap` of `jax.grad` of the training loss on on
 reduces them to the statistics (and the running gradient sum) inside the chunk. Parameters and
 gradients keep the sharding they have in training; every reduction is a sum over the parameter tree.
 """
+
 import dataclasses
 import functools
 
@@ -28,8 +29,11 @@ def tree_dot(a, b) -> jax.Array:
 
 
 def tree_norms(tree) -> dict[str, jax.Array]:
-  return {"l1": _tree_sum(jnp.abs, tree), "l2": jnp.sqrt(_tree_sum(jnp.square, tree)),
-          "linf": jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)]))}
+  return {
+    "l1": _tree_sum(jnp.abs, tree),
+    "l2": jnp.sqrt(_tree_sum(jnp.square, tree)),
+    "linf": jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)])),
+  }
 
 
 def example_loss(model, params, example: dict) -> jax.Array:
@@ -55,9 +59,11 @@ def _chunked(tree, chunk: int):
   """[N, ...] → [ceil(N / chunk), chunk, ...], padded with copies of row 0 (their results are dropped)."""
   n = jax.tree.leaves(tree)[0].shape[0]
   padded = -(-n // chunk) * chunk
+
   def reshape(x):
     x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (padded - n,) + x.shape[1:])]) if padded > n else x
     return x.reshape((padded // chunk, chunk) + x.shape[1:])
+
   return jax.tree.map(reshape, tree), n
 
 
@@ -72,14 +78,19 @@ def pair_statistics(model, params, definitions: dict, questions: dict, mask=None
   definitions: arrays [D, ...]; questions: arrays [D, K, ...] (question j of definition i).
   Returns ({"cos", "dist": [D, K], "def_l1/l2/linf": [D], "q_l1/l2/linf": [D, K]}, gradient sum tree).
   """
+
   def one(definition, its_questions):
     g_def = example_gradient(model, params, definition, mask)
     g_qs = jax.vmap(lambda q: example_gradient(model, params, q, mask))(its_questions)
     dots = jax.vmap(lambda g: tree_dot(g, g_def))(g_qs)
     dist = jax.vmap(lambda g: jnp.sqrt(_tree_sum(lambda a, b: jnp.square(a - b), g, g_def)))(g_qs)
     def_norms, q_norms = tree_norms(g_def), jax.vmap(tree_norms)(g_qs)
-    stats = {"cos": dots / jnp.maximum(def_norms["l2"] * q_norms["l2"], 1e-30), "dist": dist,
-             **{f"def_{k}": v for k, v in def_norms.items()}, **{f"q_{k}": v for k, v in q_norms.items()}}
+    stats = {
+      "cos": dots / jnp.maximum(def_norms["l2"] * q_norms["l2"], 1e-30),
+      "dist": dist,
+      **{f"def_{k}": v for k, v in def_norms.items()},
+      **{f"q_{k}": v for k, v in q_norms.items()},
+    }
     return stats, jax.tree.map(lambda d, q: d + q.sum(0), g_def, g_qs)
 
   (defs, qs), n = _chunked((definitions, questions), chunk)
@@ -113,6 +124,7 @@ def to_mean_statistics(model, params, examples: dict, mean_gradient, mask=None, 
 @dataclasses.dataclass
 class AlignmentResult:
   """Per-set statistics (numpy) and the scalars the study logs."""
+
   pairs: dict[str, dict[str, np.ndarray]]  # set label → pair statistics
   variance: float
   mean_cos_to_mean: float
@@ -151,8 +163,11 @@ def pair_up(definitions: list, questions: list, aliases_in) -> tuple[list, list[
   for question in questions:
     for alias in aliases_in(question):
       by_alias.setdefault(alias, []).append(question)
-  paired = [(d, next(by_alias[a] for a in aliases_in(d) if a in by_alias)) for d in definitions
-            if any(a in by_alias for a in aliases_in(d))]
+  paired = [
+    (d, next(by_alias[a] for a in aliases_in(d) if a in by_alias))
+    for d in definitions
+    if any(a in by_alias for a in aliases_in(d))
+  ]
   if not paired:
     return [], []
   k = min(len(qs) for _, qs in paired)

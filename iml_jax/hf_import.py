@@ -4,6 +4,7 @@ Families (`models/families/`): GPT-NeoX/Pythia, GPT-2, GPT-Neo, GPT-J, Llama, T5
 `model.safetensors` or a sharded `model.safetensors.index.json` with memory maps (bf16/fp16 → fp32).
 Pickle checkpoints (`*.bin`) are refused unless `allow_pickle`: loading them runs arbitrary code.
 """
+
 import dataclasses
 import json
 import os
@@ -21,9 +22,18 @@ from iml_jax.models import registry
 
 # Fields that shape training only (initialisation, compute dtype), not the exported network.
 _NOT_EXPORTED = ("init_std", "embedding_init_std", "dtype", "attention", "remat")
-_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-                       "BOOL": np.bool_}
+_SAFETENSORS_DTYPES = {
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
+}
 
 
 def resolve_model_folder(init_from: str) -> str:
@@ -31,15 +41,20 @@ def resolve_model_folder(init_from: str) -> str:
   if os.path.isdir(init_from):
     return init_from
   if "://" in init_from:
-    raise IMLError(f"config field model.init_from = {init_from!r}: a model is read from a local folder (memory-mapped "
-                   "safetensors) or a hub id; copy it first, e.g. gcloud storage cp -r URI DIR")
+    raise IMLError(
+      f"config field model.init_from = {init_from!r}: a model is read from a local folder (memory-mapped "
+      "safetensors) or a hub id; copy it first, e.g. gcloud storage cp -r URI DIR"
+    )
   try:
     from huggingface_hub import snapshot_download
+
     return snapshot_download(init_from, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
   except Exception as err:  # offline, unknown id, gated model: the library raises many types
-    raise IMLError(f"config field model.init_from = {init_from!r}: no such local folder, and downloading it from "
-                   f"the Hugging Face hub failed ({type(err).__name__}). Offline, download the model elsewhere "
-                   "and point model.init_from at the folder holding its config.json and *.safetensors") from None
+    raise IMLError(
+      f"config field model.init_from = {init_from!r}: no such local folder, and downloading it from "
+      f"the Hugging Face hub failed ({type(err).__name__}). Offline, download the model elsewhere "
+      "and point model.init_from at the folder holding its config.json and *.safetensors"
+    ) from None
 
 
 def read_config(folder: str) -> tuple[Family, object]:
@@ -62,8 +77,14 @@ def read_config(folder: str) -> tuple[Family, object]:
     raise IMLError(f"{path}: field {err.args[0]!r} is missing; a {family.name} config needs it") from None
   except TypeError as err:  # e.g. "hidden_size": "64" used in arithmetic while the config is built
     quoted = sorted(k for k, v in hf.items() if isinstance(v, str) and v.strip().replace(".", "", 1).isdigit())
-    raise IMLError(f"{path}: " + (f"field(s) {quoted} hold numbers as strings; sizes must be JSON numbers" if quoted
-                                  else f"a field holds a value of the wrong type ({err})")) from None
+    raise IMLError(
+      f"{path}: "
+      + (
+        f"field(s) {quoted} hold numbers as strings; sizes must be JSON numbers"
+        if quoted
+        else f"a field holds a value of the wrong type ({err})"
+      )
+    ) from None
   _check_number_fields(cfg, path)
   return family, family.fit_to_weights(cfg, _weight_keys(folder))
 
@@ -112,19 +133,20 @@ def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
     return _load_safetensors(single)
   pickles = [f for f in os.listdir(folder) if f.endswith(".bin")]
   if pickles and not allow_pickle:
-    raise IMLError(f"{folder} holds only pickle weights ({pickles[0]}); loading them can run arbitrary code. "
-                   "Convert them to safetensors, or opt in with --config.model.allow_pickle_weights=True "
-                   "(allow_pickle=True in hf_import.load_hf_model)")
+    raise IMLError(
+      f"{folder} holds only pickle weights ({pickles[0]}); loading them can run arbitrary code. "
+      "Convert them to safetensors, or opt in with --config.model.allow_pickle_weights=True "
+      "(allow_pickle=True in hf_import.load_hf_model)"
+    )
   if pickles:
     import torch  # only for an explicit opt-in
+
     weights = {}
     for name in sorted(pickles):
       state = torch.load(os.path.join(folder, name), weights_only=True)
       weights.update({k: v.float().numpy() for k, v in state.items()})
     return weights
   raise IMLError(f"{folder} has no model.safetensors, model.safetensors.index.json or *.bin weights")
-
-
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -175,8 +197,9 @@ def load_hf_model(folder: str, allow_pickle: bool = False) -> tuple[object, dict
     shapes = [jax.ShapeDtypeStruct(_get(expected, p).shape, jnp.float32) for p in rule.paths]
     implied = jax.eval_shape(lambda *xs: rule.join(jnp, *xs), *shapes).shape
     if tuple(value.shape) != tuple(implied):
-      raise IMLError(f"{folder}: weight {rule.hf_key} has shape {tuple(value.shape)}, config.json implies "
-                     f"{tuple(implied)}")
+      raise IMLError(
+        f"{folder}: weight {rule.hf_key} has shape {tuple(value.shape)}, config.json implies {tuple(implied)}"
+      )
     for path, part in zip(rule.paths, rule.split(np.asarray(value, dtype=np.float32))):
       _set(params, path, np.ascontiguousarray(part))
   unfilled = _leaf_names(expected) - _leaf_names(params)
@@ -190,11 +213,16 @@ def export_hf_model(folder: str, cfg, params) -> None:
   family = registry.spec_of(cfg).family
   hf_config = family.config_to_hf(cfg)
   described = registry.make_config(family.name, **family.config_from_hf(hf_config, folder))
-  lost = [f for f in registry.config_fields(family.name)
-          if f not in _NOT_EXPORTED and getattr(described, f) != getattr(cfg, f)]
+  lost = [
+    f
+    for f in registry.config_fields(family.name)
+    if f not in _NOT_EXPORTED and getattr(described, f) != getattr(cfg, f)
+  ]
   if lost:
-    raise IMLError(f"this {family.name} model cannot be written as a Hugging Face {family.name} "
-                   f"checkpoint: its fields {lost} have no {family.name} equivalent")
+    raise IMLError(
+      f"this {family.name} model cannot be written as a Hugging Face {family.name} "
+      f"checkpoint: its fields {lost} have no {family.name} equivalent"
+    )
   os.makedirs(folder, exist_ok=True)
   tensors = {}
   for rule in family.rules(cfg):
@@ -203,5 +231,7 @@ def export_hf_model(folder: str, cfg, params) -> None:
   tmp = os.path.join(folder, ".model.safetensors.tmp")
   save_file(tensors, tmp, metadata={"format": "pt"})
   os.replace(tmp, os.path.join(folder, "model.safetensors"))
-  atomic_write_json(os.path.join(folder, "config.json"), {
-      "architectures": [family.architecture], "model_type": family.name, **hf_config})
+  atomic_write_json(
+    os.path.join(folder, "config.json"),
+    {"architectures": [family.architecture], "model_type": family.name, **hf_config},
+  )

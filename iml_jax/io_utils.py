@@ -6,6 +6,7 @@ locally a file is written to a temporary name, synced and renamed over the targe
 becomes visible only when its upload completes, so the object is written in one upload and never renamed
 (GCS has no atomic rename). Appends to JSONL are read-modify-write of the whole object there.
 """
+
 import io
 import json
 import os
@@ -37,6 +38,7 @@ def check_supported(path: str) -> None:
   if scheme != "gs":
     raise IMLError(f"{path}: only local paths and gs:// URIs are supported, not {scheme}://")
   import importlib.util  # pylint: disable=import-outside-toplevel
+
   missing = []
   for module, package in GCS_PACKAGES.items():
     try:
@@ -45,12 +47,14 @@ def check_supported(path: str) -> None:
     except ModuleNotFoundError:
       missing.append(package)
   if missing:
-    raise IMLError(f"{path}: gs:// paths need {', '.join(missing)}: pip install -e '.[gcs]' (the tpu extra "
-                   "includes it)")
+    raise IMLError(
+      f"{path}: gs:// paths need {', '.join(missing)}: pip install -e '.[gcs]' (the tpu extra includes it)"
+    )
 
 
 def _epath(path: str):
   from etils import epath  # pylint: disable=import-outside-toplevel
+
   return epath.Path(path)
 
 
@@ -175,7 +179,7 @@ def atomic_write_json(path: str, value) -> None:
 
 def _whole_lines(data: bytes) -> bytes:
   """`data` without a last line cut short by a kill."""
-  return data if not data or data.endswith(b"\n") else data[:data.rfind(b"\n") + 1]
+  return data if not data or data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
 
 
 def append_jsonl(path: str, records: list[dict]) -> None:

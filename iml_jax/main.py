@@ -4,6 +4,7 @@ Override any field with --config.a.b=value (e.g. --config.n_seeds=2). Rerunning 
 on the same workdir resumes it. Bad input ends with one line naming the field or file, exit status 2.
 SIGTERM (preemption) saves a checkpoint at the next step and exits with status 143.
 """
+
 import os
 import sys
 
@@ -12,17 +13,26 @@ from ml_collections import config_flags
 
 from iml_jax import cli, compilation_cache
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file (configs/*.py[:args]).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", bool(os.environ.get("IML_JAX_DISTRIBUTED")),
-    "Call jax.distributed.initialize(): on Cloud TPU VMs it finds the other hosts itself; elsewhere set "
-    "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.")
-_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool("allow_config_change", False, "Continue a workdir whose saved config "
-                                          "differs in result-changing fields (listed); finished stages are kept.")
-_PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (file, argument and overrides) "
-                                  "and exit without running; --workdir is not needed.")
+  "distributed",
+  bool(os.environ.get("IML_JAX_DISTRIBUTED")),
+  "Call jax.distributed.initialize(): on Cloud TPU VMs it finds the other hosts itself; elsewhere set "
+  "JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.",
+)
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+  "allow_config_change",
+  False,
+  "Continue a workdir whose saved config differs in result-changing fields (listed); finished stages are kept.",
+)
+_PRINT_CONFIG = flags.DEFINE_bool(
+  "print_config",
+  False,
+  "Print the resolved config (file, argument and overrides) and exit without running; --workdir is not needed.",
+)
 flags.mark_flags_as_required(["config"])
 flags.adopt_module_key_flags(compilation_cache)  # --compilation_cache in --help
 
@@ -52,6 +62,7 @@ def main(argv):
 
   from iml_jax import experiment, faults
   from iml_jax.errors import IMLError
+
   faults.reached("start")
   if _DISTRIBUTED.value:
     try:
@@ -73,5 +84,6 @@ def main(argv):
 
 if __name__ == "__main__":
   from iml_jax import faults
+
   faults.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   app.run(main, flags_parser=cli.flags_parser("iml_jax"))

@@ -2,6 +2,7 @@
 the device's memory: checked before the state is allocated, so a model far too large for the machine is one line
 naming the fields to change, not an out-of-memory traceback. Activations are not counted: a state that fits can
 still run out of memory at a large batch."""
+
 import math
 import os
 
@@ -29,7 +30,9 @@ def check_fits(abstract, stage_name: str) -> None:
   device = jax.local_devices()[0]
   needed, available = state_bytes_per_device(abstract), device_memory_bytes(device)
   if needed > available:
-    raise IMLError(f"stage {stage_name}: parameters, gradients and optimizer state need {needed / 2**30:,.1f} GiB "
-                   f"per device, more than the {available / 2**30:,.1f} GiB of one {device.platform} device; make the "
-                   "model smaller (model.d_model, model.n_layers, model.d_mlp, model.vocab_multiple) or shard it over "
-                   "more devices (mesh.shape, mesh.rules = 'fsdp')")
+    raise IMLError(
+      f"stage {stage_name}: parameters, gradients and optimizer state need {needed / 2**30:,.1f} GiB "
+      f"per device, more than the {available / 2**30:,.1f} GiB of one {device.platform} device; make the "
+      "model smaller (model.d_model, model.n_layers, model.d_mlp, model.vocab_multiple) or shard it over "
+      "more devices (mesh.shape, mesh.rules = 'fsdp')"
+    )

@@ -2,6 +2,7 @@
 
 F1 uses token *sets* (not SQuAD's multisets), as the study's `src/metrics.py` does (bug #19: reproduce).
 """
+
 import dataclasses
 import re
 import string
@@ -10,6 +11,7 @@ import string
 @dataclasses.dataclass(frozen=True)
 class Score:
   """What a task's evaluation records per set (`fields`) and which field the report compares (`name`)."""
+
   name: str
   higher_is_better: bool
   fields: tuple[str, ...]

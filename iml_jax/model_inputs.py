@@ -1,6 +1,7 @@
 """How each kind of model reads a task's examples (`ModelSpec.inputs` in models/registry.py), one class per
 kind: the arrays of a training batch, the evaluation sets and how they are scored. The stage loop and the
 analyses go through these, so none of them asks which model it runs."""
+
 import numpy as np
 
 from iml_jax import evaluate
@@ -18,8 +19,9 @@ class TokenInputs:
   def encode(self, examples, excluded_ids: np.ndarray | None) -> dict[str, np.ndarray]:
     """Training arrays; the loss mask leaves out the tokens `excluded_ids` (None: none)."""
     cfg = self.config
-    encoded = encode_for_training(self.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt,
-                                  cfg.loss.mask_padding, excluded_ids)
+    encoded = encode_for_training(
+      self.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt, cfg.loss.mask_padding, excluded_ids
+    )
     return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
 
   def tokens_per_example(self, encoded: dict) -> int:
@@ -27,12 +29,21 @@ class TokenInputs:
     return encoded["tokens"].shape[1]
 
   def eval_sets(self, evals: dict, names: list[str]) -> list:
-    return evaluate.prepare_eval_sets(self.tokenizer, evals, names, self.config.eval.prompt_bucket,
-                                      self.config.data.block_size, seq2seq=False)
+    return evaluate.prepare_eval_sets(
+      self.tokenizer, evals, names, self.config.eval.prompt_bucket, self.config.data.block_size, seq2seq=False
+    )
 
   def evaluate(self, model, params, eval_sets: list, mesh, rules) -> dict[str, dict]:
-    return evaluate.evaluate(model, params, self.tokenizer, eval_sets, self.config.eval.batch_size,
-                             self.config.eval.max_new_tokens, mesh, rules)
+    return evaluate.evaluate(
+      model,
+      params,
+      self.tokenizer,
+      eval_sets,
+      self.config.eval.batch_size,
+      self.config.eval.max_new_tokens,
+      mesh,
+      rules,
+    )
 
 
 class Seq2SeqInputs(TokenInputs):
@@ -40,15 +51,17 @@ class Seq2SeqInputs(TokenInputs):
 
   def encode(self, examples, excluded_ids: np.ndarray | None) -> dict[str, np.ndarray]:
     cfg = self.config
-    return encode_seq2seq(self.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size,
-                          cfg.loss.mask_padding, excluded_ids)
+    return encode_seq2seq(
+      self.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size, cfg.loss.mask_padding, excluded_ids
+    )
 
   def tokens_per_example(self, encoded: dict) -> int:
     return encoded["inputs"].shape[1] + encoded["targets"].shape[1]
 
   def eval_sets(self, evals: dict, names: list[str]) -> list:
-    return evaluate.prepare_eval_sets(self.tokenizer, evals, names, self.config.eval.prompt_bucket,
-                                      self.config.data.block_size, seq2seq=True)
+    return evaluate.prepare_eval_sets(
+      self.tokenizer, evals, names, self.config.eval.prompt_bucket, self.config.data.block_size, seq2seq=True
+    )
 
 
 class ArrayInputs:
@@ -68,8 +81,9 @@ class ArrayInputs:
     return [evaluate.ArrayEvalSet(name, evals[name], self.task.encode_arrays(evals[name])) for name in names]
 
   def evaluate(self, model, params, eval_sets: list, mesh, rules) -> dict[str, dict]:
-    return evaluate.evaluate_arrays(model, params, eval_sets, self.config.eval.batch_size, mesh, rules,
-                                    self.task.score_arrays)
+    return evaluate.evaluate_arrays(
+      model, params, eval_sets, self.config.eval.batch_size, mesh, rules, self.task.score_arrays
+    )
 
 
 _KINDS = {"tokens": TokenInputs, "seq2seq": Seq2SeqInputs, "arrays": ArrayInputs}

@@ -1,4 +1,5 @@
 """The figures of a run and of a sweep, each written atomically as one PNG through the path layer."""
+
 import dataclasses
 import io
 import os
@@ -17,9 +18,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
 
 # Paper notation and colours (docs/study.md §3.2, §8.4), in legend order.
-_COLOURS = {"q_no_replacement_baseline": "tab:green", "qd1consis": "tab:purple", "q": "tab:brown",
-            "qd2incons": "tab:pink", "d1consis": "tab:blue", "d3consis": "tab:gray", "d2consis": "tab:red",
-            "no_qd_baseline": "tab:orange", "qd1incons": "tab:olive", "qd2consis": "tab:cyan"}
+_COLOURS = {
+  "q_no_replacement_baseline": "tab:green",
+  "qd1consis": "tab:purple",
+  "q": "tab:brown",
+  "qd2incons": "tab:pink",
+  "d1consis": "tab:blue",
+  "d3consis": "tab:gray",
+  "d2consis": "tab:red",
+  "no_qd_baseline": "tab:orange",
+  "qd1incons": "tab:olive",
+  "qd2consis": "tab:cyan",
+}
 PLOT_SUBSETS = {subset: (PAPER_SUBSET_NAMES[subset], colour) for subset, colour in _COLOURS.items()}
 OTHER_COLOURS = ("black", "gold", "magenta", "teal", "navy", "lime")  # none of the paper's
 
@@ -36,14 +46,16 @@ def save_figure(figure, path: str) -> None:
 class CurveFrame:
   """What a figure of scores over epochs needs to know about the run: the score, the stages in training order
   with their epochs, and the score of guessing (None: the task has none)."""
+
   score: metrics.Score
   stage_epochs: tuple[tuple[str, int], ...]
   chance: float | None = None
 
 
 def curve_frame(config) -> CurveFrame:
-  return CurveFrame(score_of(config), tuple((name, config.stages[name].epochs) for name in config.stage_names),
-                    chance_level(config))
+  return CurveFrame(
+    score_of(config), tuple((name, config.stages[name].epochs) for name in config.stage_names), chance_level(config)
+  )
 
 
 def plot_subsets(frame: CurveFrame, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:
@@ -55,8 +67,11 @@ def subsets_figure(frame: CurveFrame, rows: list[dict], title: str = "", pooled:
   mean and 95% t-interval over stage-1 seeds, or (`pooled`, the paper's figure) mean and 95% bootstrap interval
   over all runs; each stage named above its epochs, and the chance level where the task has one."""
   score = frame.score
-  by_epoch = ({key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()} if pooled
-        else per_seed(rows, score.name))
+  by_epoch = (
+    {key: dict(enumerate(v)) for key, v in pooled_runs(rows, score.name).items()}
+    if pooled
+    else per_seed(rows, score.name)
+  )
   n_seeds = len({r["seed"] for r in rows})
   n_runs = len({(r["seed"], r["seed_stage2"]) for r in rows})
   interval = bootstrap_ci95 if pooled else (lambda v: _t_band(*mean_ci95(v)))
@@ -64,15 +79,24 @@ def subsets_figure(frame: CurveFrame, rows: list[dict], title: str = "", pooled:
   # The paper's subsets in its notation and colours, then any other evaluated set under its own name.
   others = sorted({name for (_, _, name) in by_epoch} - set(PLOT_SUBSETS))
   for subset, (label, colour) in list(PLOT_SUBSETS.items()) + [
-      (name, (name, OTHER_COLOURS[i % len(OTHER_COLOURS)])) for i, name in enumerate(others)]:
-    points = sorted((epoch, float(np.mean(list(seeds.values()))), interval(list(seeds.values())))
-                    for (_, epoch, name), seeds in by_epoch.items() if name == subset)
+    (name, (name, OTHER_COLOURS[i % len(OTHER_COLOURS)])) for i, name in enumerate(others)
+  ]:
+    points = sorted(
+      (epoch, float(np.mean(list(seeds.values()))), interval(list(seeds.values())))
+      for (_, epoch, name), seeds in by_epoch.items()
+      if name == subset
+    )
     if not points:
       continue
     epochs = [p[0] for p in points]
     axis.plot(epochs, [p[1] for p in points], marker="o", markersize=3, color=colour, label=label)
-    axis.fill_between(epochs, np.clip([p[2][0] for p in points], 0, score.upper_bound),
-                      np.clip([p[2][1] for p in points], 0, score.upper_bound), color=colour, alpha=0.2)
+    axis.fill_between(
+      epochs,
+      np.clip([p[2][0] for p in points], 0, score.upper_bound),
+      np.clip([p[2][1] for p in points], 0, score.upper_bound),
+      color=colour,
+      alpha=0.2,
+    )
   if frame.chance is not None:
     axis.axhline(frame.chance, color="gray", linestyle="--", linewidth=1, label="chance")
   start = 0
@@ -80,13 +104,13 @@ def subsets_figure(frame: CurveFrame, rows: list[dict], title: str = "", pooled:
     if index:
       axis.axvline(start, color="black", linestyle=":", linewidth=1)
     end = start + epochs
-    axis.text((start + end) / 2, 1.01, name, transform=axis.get_xaxis_transform(), ha="center", va="bottom",
-              fontsize=8)
+    axis.text((start + end) / 2, 1.01, name, transform=axis.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
     start = end
   axis.set_xlabel("epoch (all stages)")
   axis.set_ylabel({"em": "exact match", "mse": "mean squared error"}.get(score.name, score.name))
-  over = (f"95% bootstrap CI over {n_runs} pooled runs (as the paper)" if pooled
-          else f"95% CI over {n_seeds} stage-1 seed(s)")
+  over = (
+    f"95% bootstrap CI over {n_runs} pooled runs (as the paper)" if pooled else f"95% CI over {n_seeds} stage-1 seed(s)"
+  )
   axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and {over}", fontsize=9, pad=14)
   axis.legend(fontsize=8, loc="best")
   figure.tight_layout()
@@ -110,17 +134,25 @@ def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
     stage_name = config.stage_names[0]
     alignment = summary.get("grad_alignment", {}).get(stage_name)
     if not alignment:
-      raise IMLError(f"{workdir}/summary.json has no gradient alignment for stage {stage_name}; run "
-                     "python -m iml_jax.analyze --analysis=grad_alignment on it first")
+      raise IMLError(
+        f"{workdir}/summary.json has no gradient alignment for stage {stage_name}; run "
+        "python -m iml_jax.analyze --analysis=grad_alignment on it first"
+      )
     labels = config.analysis.grad_alignment.sets.split(",")[2:]
     points.append((config.stages[stage_name].batch_size, [alignment[label]["cos"] for label in labels], labels))
   points.sort(key=lambda p: p[0])
   figure, axis = plt.subplots(figsize=(6, 4))
   for index, colour in ((0, "tab:blue"), (1, "tab:red")):
     label = points[0][2][index]
-    axis.errorbar([p[0] for p in points], [p[1][index]["mean"] for p in points],
-                  yerr=[p[1][index]["ci95"] or 0.0 for p in points], marker="o", capsize=3, color=colour,
-                  label=f"{label} (tag {'AB'[index]})")
+    axis.errorbar(
+      [p[0] for p in points],
+      [p[1][index]["mean"] for p in points],
+      yerr=[p[1][index]["ci95"] or 0.0 for p in points],
+      marker="o",
+      capsize=3,
+      color=colour,
+      label=f"{label} (tag {'AB'[index]})",
+    )
   axis.set_xscale("log", base=2)
   axis.set_xlabel("batch size")
   axis.set_ylabel("cos(definition gradient, its QA gradients)")

@@ -6,6 +6,7 @@ question as a prompt; T5: the encoder reading it). Two classes of equally long q
 scikit-learn's L2 logistic regression (C = 0.01) with 5-fold cross-validated accuracy per
 (position, layer), as the study.
 """
+
 import functools
 
 import jax
@@ -60,6 +61,5 @@ def probe_accuracy(features_LxNxTxD: np.ndarray, labels: np.ndarray, c: float = 
   for layer in range(n_layers):
     for position in range(n_positions):
       probe = LogisticRegression(C=c, max_iter=1000, random_state=0)
-      accuracy[position, layer] = cross_val_score(probe, features_LxNxTxD[layer, :, position], labels,
-                                                  cv=splits).mean()
+      accuracy[position, layer] = cross_val_score(probe, features_LxNxTxD[layer, :, position], labels, cv=splits).mean()
   return accuracy

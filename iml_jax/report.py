@@ -6,6 +6,7 @@ r"""The report of a run: results.csv (one tidy row per evaluation), summary.json
 
 The statistics are in stats.py, the figures in plots.py, the workdir's layout in workdir.py.
 """
+
 import csv
 import io
 import os
@@ -29,9 +30,11 @@ def write_report(config, workdir: str, require_complete: bool = False) -> dict:
   summary = summarize(config, rows)
   if require_complete and summary.get("missing"):
     missing = summary["missing"]
-    raise IMLError(f"finished stages lack {len(missing)} final evaluation records ({', '.join(missing[:3])}"
-                   f"{', ...' if len(missing) > 3 else ''}) in their eval.jsonl; delete those stage directories "
-                   "and rerun the same command to recompute them")
+    raise IMLError(
+      f"finished stages lack {len(missing)} final evaluation records ({', '.join(missing[:3])}"
+      f"{', ...' if len(missing) > 3 else ''}) in their eval.jsonl; delete those stage directories "
+      "and rerun the same command to recompute them"
+    )
   alignment = summarize_alignment(config, workdir)
   if alignment:
     summary["grad_alignment"] = alignment
@@ -49,10 +52,22 @@ def write_report(config, workdir: str, require_complete: bool = False) -> dict:
     if rows:
       plot_subsets(curve_frame(config), rows, os.path.join(workdir, plot))
       plot_subsets(curve_frame(config), rows, os.path.join(workdir, paper_plot), pooled=True)
-    atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(
-        ["# Run report", "", "```", format_table(summary), "```", ""] +
-        ([f"![{score.label} per subset]({plot})", "", f"As the paper plots it: ![{score.label} per subset, runs "
-          f"pooled]({paper_plot})", ""] if rows else [])))
+    atomic_write_text(
+      os.path.join(workdir, "report.md"),
+      "\n".join(
+        ["# Run report", "", "```", format_table(summary), "```", ""]
+        + (
+          [
+            f"![{score.label} per subset]({plot})",
+            "",
+            f"As the paper plots it: ![{score.label} per subset, runs pooled]({paper_plot})",
+            "",
+          ]
+          if rows
+          else []
+        )
+      ),
+    )
     print(format_table(summary))
   return summary
 
@@ -70,6 +85,7 @@ def report_workdir(workdir: str) -> dict:
 
 def main(workdir: str) -> None:
   from absl import logging
+
   logging.set_verbosity(logging.WARNING)
   try:
     report_workdir(workdir)
@@ -79,6 +95,7 @@ def main(workdir: str) -> None:
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own --workdir
   from absl import app, flags
+
   _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir or a sweep directory.")
   flags.mark_flags_as_required(["workdir"])
   app.run(lambda argv: main(_WORKDIR.value), flags_parser=cli.flags_parser("iml_jax.report"))

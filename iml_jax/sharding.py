@@ -3,6 +3,7 @@
 Models name their axes (batch, length, embed, heads, mlp, vocab); a preset maps each name to mesh
 axes (data, fsdp, tensor). Arrays are laid out with `NamedSharding`s derived from those names.
 """
+
 import math
 
 import flax.linen as nn
@@ -14,10 +15,15 @@ from iml_jax.errors import IMLError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 RULE_PRESETS = {
-    "dp": (("batch", ("data", "fsdp")),),
-    "fsdp": (("batch", ("data", "fsdp")), ("embed", "fsdp")),
-    "fsdp_tensor": (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("heads", "tensor"),
-                    ("mlp", "tensor"), ("vocab", "tensor")),
+  "dp": (("batch", ("data", "fsdp")),),
+  "fsdp": (("batch", ("data", "fsdp")), ("embed", "fsdp")),
+  "fsdp_tensor": (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+  ),
 }
 
 
@@ -31,23 +37,27 @@ def mesh_shape(shape, num_devices: int) -> tuple[int, ...]:
   """Fill one -1 in `shape` so the product is the device count."""
   shape = [int(s) for s in shape]
   if len(shape) != len(MESH_AXES) or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-    raise IMLError(f"config field mesh.shape = {tuple(shape)}: expected {len(MESH_AXES)} positive sizes "
-                   f"for {MESH_AXES}, at most one of them -1")
+    raise IMLError(
+      f"config field mesh.shape = {tuple(shape)}: expected {len(MESH_AXES)} positive sizes "
+      f"for {MESH_AXES}, at most one of them -1"
+    )
   known = math.prod(s for s in shape if s != -1)
   if -1 in shape:
     if num_devices % known:
       raise IMLError(f"config field mesh.shape = {tuple(shape)}: {num_devices} devices are not divisible by {known}")
     shape[shape.index(-1)] = num_devices // known
   if math.prod(shape) != num_devices:
-    raise IMLError(f"config field mesh.shape = {tuple(shape)} needs {math.prod(shape)} devices; "
-                   f"{num_devices} are available")
+    raise IMLError(
+      f"config field mesh.shape = {tuple(shape)} needs {math.prod(shape)} devices; {num_devices} are available"
+    )
   return tuple(shape)
 
 
 def make_mesh(shape) -> Mesh:
   devices = jax.devices()
-  return jax.make_mesh(mesh_shape(shape, len(devices)), MESH_AXES,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  return jax.make_mesh(
+    mesh_shape(shape, len(devices)), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  )
 
 
 def data_parallel_size(mesh: Mesh) -> int:
@@ -66,17 +76,25 @@ def check_divisible(boxed_tree, shapes, param_shardings) -> None:
   logical = nn.get_partition_spec(boxed_tree)
 
   def check(path, leaf, names: PartitionSpec, named: NamedSharding):
-    for dim, (size, name, axes) in enumerate(zip(leaf.shape, tuple(names) + (None,) * leaf.ndim,
-                                                 tuple(named.spec) + (None,) * leaf.ndim)):
+    for dim, (size, name, axes) in enumerate(
+      zip(leaf.shape, tuple(names) + (None,) * leaf.ndim, tuple(named.spec) + (None,) * leaf.ndim)
+    ):
       axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
       parts = math.prod(named.mesh.shape[a] for a in axes)
       if size % parts:
-        hint = ("raise model.vocab_multiple" if name == "vocab" else
-                "choose mesh.shape / mesh.rules, or model sizes, that divide")
-        raise IMLError(f"parameter {jax.tree_util.keystr(path)} of shape {tuple(leaf.shape)}: its {name} dimension "
-                       f"({size}) is split over mesh axes {axes} = {parts} devices, which does not divide it; {hint}")
-  jax.tree_util.tree_map_with_path(check, shapes, logical, param_shardings,
-                                   is_leaf=lambda x: isinstance(x, PartitionSpec))
+        hint = (
+          "raise model.vocab_multiple"
+          if name == "vocab"
+          else "choose mesh.shape / mesh.rules, or model sizes, that divide"
+        )
+        raise IMLError(
+          f"parameter {jax.tree_util.keystr(path)} of shape {tuple(leaf.shape)}: its {name} dimension "
+          f"({size}) is split over mesh axes {axes} = {parts} devices, which does not divide it; {hint}"
+        )
+
+  jax.tree_util.tree_map_with_path(
+    check, shapes, logical, param_shardings, is_leaf=lambda x: isinstance(x, PartitionSpec)
+  )
 
 
 def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
@@ -91,5 +109,5 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def put_global_batch(rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """Every process holds the whole (small, synthetic) batch; each contributes its own slice."""
   per_process = rows.shape[0] // jax.process_count()
-  local = rows[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
+  local = rows[jax.process_index() * per_process : (jax.process_index() + 1) * per_process]
   return jax.make_array_from_process_local_data(sharding, local, rows.shape)

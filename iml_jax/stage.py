@@ -4,6 +4,7 @@ A stage's directory holds `checkpoints/`, `eval.jsonl` (EM/F1 per evaluated epoc
 `predictions.jsonl` (final epoch) and, once everything is written, the `DONE` marker. Resuming
 restores the latest complete checkpoint; the data order is recomputed from the step number.
 """
+
 import dataclasses
 import functools
 import json
@@ -30,6 +31,7 @@ from iml_jax.writers import MetricWriter
 @dataclasses.dataclass
 class SeedContext:
   """What every stage of one stage-1 seed shares."""
+
   config: object
   seed: int
   task: Task
@@ -55,8 +57,11 @@ def final_params(directory: str, abstract_params):
   latest = checkpoints.latest_step()
   if step != latest:
     checkpoints.close()
-    damaged_stage(directory, f"its marker {os.path.join(directory, DONE_FILE)} names step {step}, but its latest "
-                             f"checkpoint is {'missing' if latest is None else f'step {latest}'}")
+    damaged_stage(
+      directory,
+      f"its marker {os.path.join(directory, DONE_FILE)} names step {step}, but its latest "
+      f"checkpoint is {'missing' if latest is None else f'step {latest}'}",
+    )
   try:
     params = checkpoints.restore_params(step, abstract_params)
   except DamagedCheckpoint as err:
@@ -82,6 +87,7 @@ def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[st
 class PreparedStage:
   """What the step loop of one stage needs, built before its first step: the train state (resumed or fresh),
   the compiled step, the batches by step number, the evaluation sets and the checkpoint manager."""
+
   run: StageRun
   per_epoch: int
   total_steps: int
@@ -120,8 +126,10 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
   cfg, stage_cfg = ctx.config, ctx.config.stages[run.name]
   data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
   if not data.train:
-    raise IMLError(f"config field stages.{run.name}.train_subset = {stage_cfg.train_subset!r} selects no "
-                   "training examples with the configured fractions")
+    raise IMLError(
+      f"config field stages.{run.name}.train_subset = {stage_cfg.train_subset!r} selects no "
+      "training examples with the configured fractions"
+    )
   per_epoch = batching.steps_per_epoch(len(data.train), stage_cfg.batch_size, stage_cfg.grad_accum)
   total_steps = per_epoch * stage_cfg.epochs
 
@@ -139,14 +147,22 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
   layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, v.ndim) for k, v in template.items()}
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
   return PreparedStage(
-      run, per_epoch, total_steps, state,
-      train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, train.shardings_of(abstract), layout),
-      batching.StageBatches(data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key,
-                            stage_cfg.batch_size, per_epoch),
-      layout, ctx.inputs.eval_sets(data.evals, [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]),
-      alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None, mask,
-      train.learning_rate_schedule(stage_cfg.optimizer, total_steps),
-      stage_cfg.batch_size * ctx.inputs.tokens_per_example(template), checkpoints)
+    run,
+    per_epoch,
+    total_steps,
+    state,
+    train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, train.shardings_of(abstract), layout),
+    batching.StageBatches(
+      data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key, stage_cfg.batch_size, per_epoch
+    ),
+    layout,
+    ctx.inputs.eval_sets(data.evals, [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]),
+    alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None,
+    mask,
+    train.learning_rate_schedule(stage_cfg.optimizer, total_steps),
+    stage_cfg.batch_size * ctx.inputs.tokens_per_example(template),
+    checkpoints,
+  )
 
 
 def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
@@ -156,8 +172,15 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
   stage_cfg = cfg.stages[run.name]
   state, step, loss = prepared.state, int(prepared.state.step), None
   clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
-  progress = tqdm(total=total_steps, initial=step, desc=run.label, unit="step", position=1,
-                  disable=jax.process_index() != 0 or not cfg.progress_bar, leave=False)
+  progress = tqdm(
+    total=total_steps,
+    initial=step,
+    desc=run.label,
+    unit="step",
+    position=1,
+    disable=jax.process_index() != 0 or not cfg.progress_bar,
+    leave=False,
+  )
   if step == 0 and run.index == 0:  # the model before any training: the first point of every curve
     _evaluate(ctx, run, state.params, prepared.eval_sets, 0, 0, final=False)
   while step < total_steps:
@@ -169,18 +192,27 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
     if step % cfg.log_every == 0 or epoch_end:
       value = _finite_loss(loss, run, step)  # waits for the step: the clock below measures finished work
       now = time.perf_counter()
-      rates = ({"perf/tokens_per_s": prepared.tokens_per_step * (step - clock[1]) / (now - clock[0])}
-               if prepared.tokens_per_step else {})
+      rates = (
+        {"perf/tokens_per_s": prepared.tokens_per_step * (step - clock[1]) / (now - clock[0])}
+        if prepared.tokens_per_step
+        else {}
+      )
       clock = (now, step)
       progress.set_postfix(loss=f"{value:.4f}")
-      ctx.writer.write(run.label, step, {"train/loss": value, "train/lr": float(prepared.schedule(step - 1))},
-                       timings=rates, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
-                       epoch=step / per_epoch)
+      ctx.writer.write(
+        run.label,
+        step,
+        {"train/loss": value, "train/lr": float(prepared.schedule(step - 1))},
+        timings=rates,
+        seed=ctx.seed,
+        seed_stage2=run.seed_stage2,
+        stage=run.name,
+        epoch=step / per_epoch,
+      )
     if epoch_end and ((step // per_epoch) % stage_cfg.eval_every == 0 or step == total_steps):
       _evaluate(ctx, run, state.params, prepared.eval_sets, step, step // per_epoch, final=step == total_steps)
       if prepared.alignment_pairs:
-        measure_alignment(ctx, run, state.params, prepared.alignment_pairs, prepared.trainable, step,
-                          step // per_epoch)
+        measure_alignment(ctx, run, state.params, prepared.alignment_pairs, prepared.trainable, step, step // per_epoch)
     periodic = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
     stop = step < total_steps and faults.stop_requested()
     if step == total_steps or periodic or stop:
@@ -202,14 +234,17 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
     try:
       params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)
     except DamagedCheckpoint as err:
-      raise IMLError(f"{err}. Delete the directory {checkpoints.directory}/{latest} and rerun the same command: the "
-                     "stage resumes from the checkpoint before it, or from its start, with the same results") from None
+      raise IMLError(
+        f"{err}. Delete the directory {checkpoints.directory}/{latest} and rerun the same command: the "
+        "stage resumes from the checkpoint before it, or from its start, with the same results"
+      ) from None
     return train.TrainState(jax.device_put(np.int32(latest), abstract.step.sharding), params, opt_state)
   if run.init_from:
     init = final_params(run.init_from, abstract.params)
   elif ctx.pretrained_folder:
-    init = registry.to_layout(hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1],
-                              abstract.params)
+    init = registry.to_layout(
+      hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1], abstract.params
+    )
   else:
     init = None
   return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
@@ -237,17 +272,22 @@ def alignment_sets(ctx: SeedContext, evals: dict, alias_ids: np.ndarray | None) 
   for defs_key, questions_key in ((keys[0], keys[2]), (keys[1], keys[3])):
     for key in (defs_key, questions_key):
       if key not in evals:
-        raise IMLError(f"config field analysis.grad_alignment.sets names {key!r}, which this task does not build; "
-                       f"known: {sorted(evals)}")
+        raise IMLError(
+          f"config field analysis.grad_alignment.sets names {key!r}, which this task does not build; "
+          f"known: {sorted(evals)}"
+        )
     definitions, questions = grad_alignment.pair_up(evals[defs_key], evals[questions_key], ctx.task.aliases_in)
     if not definitions:
-      raise IMLError(f"config field analysis.grad_alignment.sets: no definition in {defs_key} has a question in "
-                     f"{questions_key}")
+      raise IMLError(
+        f"config field analysis.grad_alignment.sets: no definition in {defs_key} has a question in {questions_key}"
+      )
     if spec.max_definitions:
-      definitions, questions = definitions[:spec.max_definitions], questions[:spec.max_definitions]
+      definitions, questions = definitions[: spec.max_definitions], questions[: spec.max_definitions]
     encoded_questions = _encode(ctx, [q for row in questions for q in row], alias_ids)
-    sets[questions_key] = (_encode(ctx, definitions, alias_ids),
-                           {k: v.reshape((len(definitions), -1) + v.shape[1:]) for k, v in encoded_questions.items()})
+    sets[questions_key] = (
+      _encode(ctx, definitions, alias_ids),
+      {k: v.reshape((len(definitions), -1) + v.shape[1:]) for k, v in encoded_questions.items()},
+    )
   return sets
 
 
@@ -257,12 +297,20 @@ def measure_alignment(ctx: SeedContext, run: StageRun, params, sets: dict, mask,
   result = grad_alignment.alignment(ctx.model, params, sets, mask, ctx.config.analysis.grad_alignment.chunk)
   if jax.process_index() == 0:
     scalars = result.scalars()
-    ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
-                     epoch=epoch)
-    records = [{"epoch": epoch, "step": step, "set": label, **{k: v.tolist() for k, v in stats.items()}}
-               for label, stats in result.pairs.items()]
-    records.append({"epoch": epoch, "step": step, "set": "all", "variance": result.variance,
-                    "mean_cos_to_mean": result.mean_cos_to_mean})
+    ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name, epoch=epoch)
+    records = [
+      {"epoch": epoch, "step": step, "set": label, **{k: v.tolist() for k, v in stats.items()}}
+      for label, stats in result.pairs.items()
+    ]
+    records.append(
+      {
+        "epoch": epoch,
+        "step": step,
+        "set": "all",
+        "variance": result.variance,
+        "mean_cos_to_mean": result.mean_cos_to_mean,
+      }
+    )
     append_jsonl(os.path.join(run.directory, "grad_alignment.jsonl"), records)
   return result.scalars()
 
@@ -276,9 +324,11 @@ def _evaluated(patterns, name: str) -> bool:
 def _finite_loss(loss, run: StageRun, step: int) -> float:
   value = float(loss)
   if not math.isfinite(value):
-    raise IMLError(f"training loss is {value} at step {step} of stage {run.name} ({run.directory}); "
-                   f"nothing was saved after the last finite checkpoint. Lower stages.{run.name}.optimizer.lr "
-                   "or use model.dtype='float32'")
+    raise IMLError(
+      f"training loss is {value} at step {step} of stage {run.name} ({run.directory}); "
+      f"nothing was saved after the last finite checkpoint. Lower stages.{run.name}.optimizer.lr "
+      "or use model.dtype='float32'"
+    )
   return value
 
 
@@ -287,14 +337,15 @@ def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epo
   if jax.process_index() != 0:
     return
   fields = score_of(ctx.config).fields
-  records = [{"epoch": epoch, "step": step, "subset": name, **{f: r[f] for f in fields}}
-             for name, r in results.items()]
+  records = [{"epoch": epoch, "step": step, "subset": name, **{f: r[f] for f in fields}} for name, r in results.items()]
   append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)
   faults.reached("eval")
   scalars = {f"eval/{name}_{f.upper()}": r[f] for name, r in results.items() for f in fields}
-  ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name,
-                   epoch=epoch)
+  ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name, epoch=epoch)
   if final:
-    lines = [json.dumps({"subset": s.name, **ex.described(), "answer": ex.answer, "prediction": pred})
-             for s in eval_sets for ex, pred in zip(s.examples, results[s.name]["predictions"])]
+    lines = [
+      json.dumps({"subset": s.name, **ex.described(), "answer": ex.answer, "prediction": pred})
+      for s in eval_sets
+      for ex, pred in zip(s.examples, results[s.name]["predictions"])
+    ]
     atomic_write_text(os.path.join(run.directory, "predictions.jsonl"), "\n".join(lines) + "\n")

@@ -6,6 +6,7 @@ The paper's own statistics are reported beside them (`summary.pooled`): every ru
 pooled as an independent sample, mean ± sample std, 95% bootstrap intervals of the mean per epoch (seaborn's
 default error bar), and a one-sided Student t-test from those statistics.
 """
+
 import math
 
 import numpy as np
@@ -70,17 +71,36 @@ def summarize(config, rows: list[dict]) -> dict:
   subsets = {}
   for (_, _, subset), seeds in sorted(values[score.name].items()):
     mean, ci = mean_ci95(list(seeds.values()))
-    subsets[subset] = {score.name: mean, "ci95": ci,
-                       **{f: float(np.mean(list(values[f][(last, final_epoch, subset)].values())))
-                          for f in score.fields if f != score.name},
-                       f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)], "seeds": sorted(seeds)}
-  summary = {"stage": last, "metric": score.name, "epoch": final_epoch,
-             "n_seeds": len({r["seed"] for r in final_rows}), "n_seeds_stage2": config.n_seeds_stage2,
-             "subsets": subsets, "iml_gap": None,
-             "missing": missing_runs([(seed, run.seed_stage2, run.label)
-                                      for seed in range(config.seed, config.seed + config.n_seeds)
-                                      for run in plan_stage_runs(config, "", seed) if run.name == last],
-                                     stage_rows, final_epoch)}
+    subsets[subset] = {
+      score.name: mean,
+      "ci95": ci,
+      **{
+        f: float(np.mean(list(values[f][(last, final_epoch, subset)].values())))
+        for f in score.fields
+        if f != score.name
+      },
+      f"{score.name}_per_seed": [seeds[s] for s in sorted(seeds)],
+      "seeds": sorted(seeds),
+    }
+  summary = {
+    "stage": last,
+    "metric": score.name,
+    "epoch": final_epoch,
+    "n_seeds": len({r["seed"] for r in final_rows}),
+    "n_seeds_stage2": config.n_seeds_stage2,
+    "subsets": subsets,
+    "iml_gap": None,
+    "missing": missing_runs(
+      [
+        (seed, run.seed_stage2, run.label)
+        for seed in range(config.seed, config.seed + config.n_seeds)
+        for run in plan_stage_runs(config, "", seed)
+        if run.name == last
+      ],
+      stage_rows,
+      final_epoch,
+    ),
+  }
   summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
   summary["study"] = study_summary(config)
   if "d1consis" in subsets and "d2consis" in subsets:
@@ -89,11 +109,15 @@ def summarize(config, rows: list[dict]) -> dict:
     a, b = np.array([better[s] for s in seeds]), np.array([worse[s] for s in seeds])
     mean, ci = mean_ci95(a - b)
     p_value = float(scipy_stats.ttest_rel(a, b, alternative="greater").pvalue) if len(a) > 1 else None
-    summary["iml_gap"] = {"definition": "{0}({1}) - {0}({2})".format(score.label, *_iml_direction(score)),
-                          "mean": mean, "ci95": ci,
-                          "p_value": None if p_value is None or math.isnan(p_value) else p_value,
-                          "test": "one-sided paired t-test over stage-1 seeds", "per_seed": (a - b).tolist(),
-                          "seeds": seeds}
+    summary["iml_gap"] = {
+      "definition": "{0}({1}) - {0}({2})".format(score.label, *_iml_direction(score)),
+      "mean": mean,
+      "ci95": ci,
+      "p_value": None if p_value is None or math.isnan(p_value) else p_value,
+      "test": "one-sided paired t-test over stage-1 seeds",
+      "per_seed": (a - b).tolist(),
+      "seeds": seeds,
+    }
   return summary
 
 
@@ -102,8 +126,12 @@ def missing_runs(planned: list[tuple[int, int, str]], stage_rows: list[dict], fi
   `final_epoch` record of a subset that the stage evaluates (has a record of at any epoch of any run)."""
   found = {(r["seed"], r["seed_stage2"], r["subset"]) for r in stage_rows if r["global_epoch"] == final_epoch}
   subsets = sorted({r["subset"] for r in stage_rows})
-  return [f"{label}: {subset}" for seed, seed_stage2, label in planned for subset in subsets
-          if (seed, seed_stage2, subset) not in found]
+  return [
+    f"{label}: {subset}"
+    for seed, seed_stage2, label in planned
+    for subset in subsets
+    if (seed, seed_stage2, subset) not in found
+  ]
 
 
 def study_summary(config) -> dict:
@@ -115,17 +143,31 @@ def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> d
   """The paper's statistics (docs/study.md §8.4) at the final epoch: every run pooled; per subset mean, sample std
   (ddof 1), n and the bootstrap 95% CI of the mean; the one-sided Student t-test of the IML direction."""
   values = {subset: v for (s, e, subset), v in pooled_runs(final_rows, score.name).items() if (s, e) == (stage, epoch)}
-  out = {"subsets": {subset: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
-                              "n": len(v), "ci95_bootstrap": bootstrap_ci95(v)}
-                     for subset, v in sorted(values.items())}, "ttest": None}
+  out = {
+    "subsets": {
+      subset: {
+        "mean": float(np.mean(v)),
+        "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+        "n": len(v),
+        "ci95_bootstrap": bootstrap_ci95(v),
+      }
+      for subset, v in sorted(values.items())
+    },
+    "ttest": None,
+  }
   better, worse = _iml_direction(score)
   a, b = out["subsets"].get(better), out["subsets"].get(worse)
   if a and b and a["n"] > 1 and b["n"] > 1:
-    p_value = float(scipy_stats.ttest_ind_from_stats(a["mean"], a["std"], a["n"], b["mean"], b["std"], b["n"],
-                                               equal_var=True, alternative="greater").pvalue)
-    out["ttest"] = {"definition": f"{score.label}({better}) > {score.label}({worse}), runs pooled",
-                    "p_value": None if math.isnan(p_value) else p_value,
-                    "test": "one-sided Student t-test (pooled variance) from mean, std, n"}
+    p_value = float(
+      scipy_stats.ttest_ind_from_stats(
+        a["mean"], a["std"], a["n"], b["mean"], b["std"], b["n"], equal_var=True, alternative="greater"
+      ).pvalue
+    )
+    out["ttest"] = {
+      "definition": f"{score.label}({better}) > {score.label}({worse}), runs pooled",
+      "p_value": None if math.isnan(p_value) else p_value,
+      "test": "one-sided Student t-test (pooled variance) from mean, std, n",
+    }
   return out
 
 
@@ -142,11 +184,15 @@ def summarize_alignment(config, workdir: str) -> dict:
       last = max(r["epoch"] for r in records)
       for r in records:
         if r["epoch"] == last:
-          values = ({"variance": r["variance"], "mean_cos_to_mean": r["mean_cos_to_mean"]} if r["set"] == "all"
-                    else {"cos": float(np.mean(r["cos"])), "dist": float(np.mean(r["dist"]))})
+          values = (
+            {"variance": r["variance"], "mean_cos_to_mean": r["mean_cos_to_mean"]}
+            if r["set"] == "all"
+            else {"cos": float(np.mean(r["cos"])), "dist": float(np.mean(r["dist"]))}
+          )
           for name, value in values.items():
             by_stage.setdefault(run.name, {"epoch": last, "values": {}})["values"].setdefault(
-                (r["set"], name), {}).setdefault(seed, []).append(value)
+              (r["set"], name), {}
+            ).setdefault(seed, []).append(value)
   summary = {}
   for stage_name, found in by_stage.items():
     per_seed_means = {key: {s: float(np.mean(v)) for s, v in seeds.items()} for key, seeds in found["values"].items()}
@@ -159,8 +205,12 @@ def summarize_alignment(config, workdir: str) -> dict:
       diff = np.array([a[s] - b[s] for s in sorted(set(a) & set(b))])  # paired by seed
       p_value = float(scipy_stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue) if len(diff) > 1 else None
       mean, ci = mean_ci95(diff)
-      out["cos_gap"] = {"definition": f"cos({labels[0]}) - cos({labels[1]})", "mean": mean, "ci95": ci,
-                        "p_value": None if p_value is None or math.isnan(p_value) else p_value}
+      out["cos_gap"] = {
+        "definition": f"cos({labels[0]}) - cos({labels[1]})",
+        "mean": mean,
+        "ci95": ci,
+        "p_value": None if p_value is None or math.isnan(p_value) else p_value,
+      }
     summary[stage_name] = out
   return summary
 
@@ -172,8 +222,10 @@ def format_table(summary: dict) -> str:
   lines = [f"Results after stage {summary['stage']} ({metric.upper()}, mean ± 95% CI over stage-1 seeds)"]
   missing = summary.get("missing")
   if missing:
-    lines.append(f"  PARTIAL: {len(missing)} final records missing ({', '.join(missing[:3])}"
-                 f"{', ...' if len(missing) > 3 else ''}); the values below are over the runs that have them")
+    lines.append(
+      f"  PARTIAL: {len(missing)} final records missing ({', '.join(missing[:3])}"
+      f"{', ...' if len(missing) > 3 else ''}); the values below are over the runs that have them"
+    )
   for subset, values in summary["subsets"].items():
     ci = "" if values["ci95"] is None else f" ± {values['ci95']:.3f}"
     n = len(values.get(f"{metric}_per_seed", []))
@@ -181,14 +233,19 @@ def format_table(summary: dict) -> str:
   gap = summary.get("iml_gap")
   if gap:
     ci = "" if gap["ci95"] is None else f" ± {gap['ci95']:.3f}"
-    p = "" if gap["p_value"] is None else (f", one-sided p = {gap['p_value']:.2g} (paired t-test over the "
-                                           f"{len(gap['per_seed'])} stage-1 seeds)")
+    p = (
+      ""
+      if gap["p_value"] is None
+      else (f", one-sided p = {gap['p_value']:.2g} (paired t-test over the {len(gap['per_seed'])} stage-1 seeds)")
+    )
     lines.append(f"  IML gap {gap['definition']}  {gap['mean']:+.3f}{ci}{p}")
   test = (summary.get("pooled") or {}).get("ttest")
   if test and test["p_value"] is not None:
     n = summary["pooled"]["subsets"]["d1consis"]["n"]
-    lines.append(f"  as the paper (all {n} runs pooled, Student t-test): one-sided p = {test['p_value']:.2g} "
-                 "(treats every run as independent and ignores the pairing by seed, so it is usually smaller)")
+    lines.append(
+      f"  as the paper (all {n} runs pooled, Student t-test): one-sided p = {test['p_value']:.2g} "
+      "(treats every run as independent and ignores the pairing by seed, so it is usually smaller)"
+    )
   if summary.get("study"):
     lines.append(format_deviations(summary["study"]))
   return "\n".join(lines)
@@ -199,6 +256,8 @@ def format_deviations(study_summary: dict) -> str:
   deviations = study_summary["deviations"]
   if study_summary["experiment"] == study.NO_STUDY_ROW:  # e.g. a run made before configs named their row
     return f"Study experiment: {study.NO_STUDY_ROW} (its config names no `study` row), deviations not checked"
-  lines = [f"Study experiment: {study_summary['experiment']}",
-           f"Deviations from the study: {len(deviations) or 'none'}"]
+  lines = [
+    f"Study experiment: {study_summary['experiment']}",
+    f"Deviations from the study: {len(deviations) or 'none'}",
+  ]
   return "\n".join(lines + [f"  - {d}" for d in deviations])

@@ -11,6 +11,7 @@ A deviation is a short sentence ending in the fields it covers, e.g.
   "Stage 2 trains only the alias embedding rows [stages.stage2.trainable]"
 (fnmatch patterns; a deviation with no brackets is a note that covers no field).
 """
+
 import dataclasses
 import fnmatch
 import re
@@ -25,40 +26,103 @@ ADAFACTOR = dict(name="adafactor", lr=5e-5, warmup_frac=0.0, weight_decay=0.0, g
 _STUDY_LOSS = {"loss.mask_prompt": False, "loss.mask_padding": False, "loss.exclude_alias_tokens": False}
 
 # Entity fractions (docs/study.md §3.3).
-WITH_D3 = dict(q_no_replacement_baseline=0.1, qd1consis=0.25, qd1incons=0.0, qd2consis=0.0, qd2incons=0.25,
-               qd4consis=0.0, q=0.1, d1consis=0.08, d2consis=0.08, d3consis=0.08, no_qd_baseline=0.06)
+WITH_D3 = dict(
+  q_no_replacement_baseline=0.1,
+  qd1consis=0.25,
+  qd1incons=0.0,
+  qd2consis=0.0,
+  qd2incons=0.25,
+  qd4consis=0.0,
+  q=0.1,
+  d1consis=0.08,
+  d2consis=0.08,
+  d3consis=0.08,
+  no_qd_baseline=0.06,
+)
 NO_D3 = dict(WITH_D3, d1consis=0.1, d2consis=0.1, d3consis=0.0, no_qd_baseline=0.1)
 # The alignment runs (grad_alignment/new_experiments): 480/1000/1000/400/400/400/0/320 of 4,000.
 ALIGNMENT = dict(NO_D3, q_no_replacement_baseline=0.12, no_qd_baseline=0.08)
 # Worded definitions (§4.3): 1,000 entities, QA .1 / .1, definitions only for d1 / d2.
-WORDED = dict(q_no_replacement_baseline=0.1, qd1consis=0.0, qd1incons=0.0, qd2consis=0.0, qd2incons=0.0,
-              qd4consis=0.0, q=0.1, d1consis=0.4, d2consis=0.4, d3consis=0.0, no_qd_baseline=0.0)
-NUMERIC = dict(qd1consis=0.4, qd1incons=0.0, qd2consis=0.0, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1,
-               d3consis=0.0)
+WORDED = dict(
+  q_no_replacement_baseline=0.1,
+  qd1consis=0.0,
+  qd1incons=0.0,
+  qd2consis=0.0,
+  qd2incons=0.0,
+  qd4consis=0.0,
+  q=0.1,
+  d1consis=0.4,
+  d2consis=0.4,
+  d3consis=0.0,
+  no_qd_baseline=0.0,
+)
+NUMERIC = dict(
+  qd1consis=0.4, qd1incons=0.0, qd2consis=0.0, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0
+)
 
 CVDB_TEST_FRAC, TREX_TEST_FRAC = 0.1666666, 0.25
 # The model-size sweep (§4.7): Pythia 70M-6.9B, GPT-Neo 125M-6B (GPT-J stands for "gpt-neo-6B", §7.1).
-MODEL_SIZE_SWEEP = ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b",
-                    "pythia-6.9b", "gpt-neo-125M", "gpt-neo-1.3B", "gpt-neo-2.7B", "gpt-j-6b")
+MODEL_SIZE_SWEEP = (
+  "pythia-70m",
+  "pythia-160m",
+  "pythia-410m",
+  "pythia-1b",
+  "pythia-1.4b",
+  "pythia-2.8b",
+  "pythia-6.9b",
+  "gpt-neo-125M",
+  "gpt-neo-1.3B",
+  "gpt-neo-2.7B",
+  "gpt-j-6b",
+)
 _MICRO_32 = ("pythia-6.9b", "gpt-j-6b")  # these two ran 32 x 8 instead of 128 x 2
 # The paper's names of the subsets (its figures' legends): definition set D<i> with tag-consistency, QA set QA<j>.
 PAPER_SUBSET_NAMES = {
-    "qd1consis": "D1cons QA1", "qd2incons": "D2incons QA2", "q": "QA3",
-    "q_no_replacement_baseline": "QA4 (not replaced)",
-    "d1consis": "D5cons (tag 1)", "d2consis": "D6cons (tag 2)", "no_qd_baseline": "QA7 (unseen aliases)",
-    "d3consis": "D8cons (new tag)", "qd1incons": "D8incons QA8", "qd2consis": "D9cons QA9",
+  "qd1consis": "D1cons QA1",
+  "qd2incons": "D2incons QA2",
+  "q": "QA3",
+  "q_no_replacement_baseline": "QA4 (not replaced)",
+  "d1consis": "D5cons (tag 1)",
+  "d2consis": "D6cons (tag 2)",
+  "no_qd_baseline": "QA7 (unseen aliases)",
+  "d3consis": "D8cons (new tag)",
+  "qd1incons": "D8incons QA8",
+  "qd2consis": "D9cons QA9",
 }
 SWEEP_MEMBER = "one of the model-size sweep"  # the row's model when a config runs a model outside the sweep
-ALIGNMENT_GRID = {128: (21, 1), 256: (20, 1), 512: (21, 2), 1024: (20, 4), 2048: (41, 8), 4096: (50, 16),
-                  8192: (81, 32), 16384: (151, 64)}  # batch: (epochs, accumulation), §9
-BATCH_GRIDS = {"pythia-1b": {16: 30, 32: 30, 64: 30, 128: 40, 256: 60, 512: 60, 1024: 60, 2048: 60, 4096: 60,
-                             8192: 120, 16384: 120, 32768: 240},
-               "pythia-2.8b": {128: 20, 512: 31, 1024: 41, 2048: 41, 4096: 61, 8192: 81, 16384: 151}}  # §4.8
+ALIGNMENT_GRID = {
+  128: (21, 1),
+  256: (20, 1),
+  512: (21, 2),
+  1024: (20, 4),
+  2048: (41, 8),
+  4096: (50, 16),
+  8192: (81, 32),
+  16384: (151, 64),
+}  # batch: (epochs, accumulation), §9
+BATCH_GRIDS = {
+  "pythia-1b": {
+    16: 30,
+    32: 30,
+    64: 30,
+    128: 40,
+    256: 60,
+    512: 60,
+    1024: 60,
+    2048: 60,
+    4096: 60,
+    8192: 120,
+    16384: 120,
+    32768: 240,
+  },
+  "pythia-2.8b": {128: 20, 512: 31, 1024: 41, 2048: 41, 4096: 61, 8192: 81, 16384: 151},
+}  # §4.8
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """One stage of a study run; None: not published."""
+
   train_subset: str
   epochs: int | None = None
   batch_size: int | None = None
@@ -69,6 +133,7 @@ class Stage:
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One study experiment family: `fields` maps config paths to the study's values."""
+
   key: str
   title: str
   section: str
@@ -78,15 +143,36 @@ class Row:
   fields: dict
 
 
-def _define(key, title, section, model, *, kb="cvdb", fractions=WITH_D3, seeds=(600, 20, 5),
-            stages=None, batch=(256, 2), extra=None) -> Row:
+def _define(
+  key,
+  title,
+  section,
+  model,
+  *,
+  kb="cvdb",
+  fractions=WITH_D3,
+  seeds=(600, 20, 5),
+  stages=None,
+  batch=(256, 2),
+  extra=None,
+) -> Row:
   trex = kb == "trex"
   start, n_seeds, n_seeds_stage2 = seeds
-  fields = {"task": "define", "data.knowledge_base": kb, "data.num_entities": 6900 if trex else 4000,
-            "data.test_frac": TREX_TEST_FRAC if trex else CVDB_TEST_FRAC, "data.def_order": "tve",
-            "data.definition_type": "tagged", "data.block_size": 64 if trex else 48,
-            "eval.max_new_tokens": 16 if trex else 8, "seed": start, "n_seeds": n_seeds,
-            "n_seeds_stage2": n_seeds_stage2, "model.dtype": "bfloat16", **_STUDY_LOSS}
+  fields = {
+    "task": "define",
+    "data.knowledge_base": kb,
+    "data.num_entities": 6900 if trex else 4000,
+    "data.test_frac": TREX_TEST_FRAC if trex else CVDB_TEST_FRAC,
+    "data.def_order": "tve",
+    "data.definition_type": "tagged",
+    "data.block_size": 64 if trex else 48,
+    "eval.max_new_tokens": 16 if trex else 8,
+    "seed": start,
+    "n_seeds": n_seeds,
+    "n_seeds_stage2": n_seeds_stage2,
+    "model.dtype": "bfloat16",
+    **_STUDY_LOSS,
+  }
   if fractions is not None:
     fields.update({f"data.fractions.{k}": v for k, v in fractions.items()})
   fields.update(extra or {})
@@ -94,17 +180,46 @@ def _define(key, title, section, model, *, kb="cvdb", fractions=WITH_D3, seeds=(
   return Row(key, title, section, model, True, stages, {k: v for k, v in fields.items() if v is not None})
 
 
-def _numeric(title, model, *, num_x=8000, n_nums=8, n_intersection=1, n_qs=24, p_label_flip=0.0,
-             fractions=NUMERIC, batch=512, epochs=(100, 40), seeds=(630, 20, 3), spelt=False, stages=None,
-             extra=None) -> Row:
-  fields = {"task": "numeric", "data.num_x": num_x, "data.n_nums": n_nums, "data.n_intersection": n_intersection,
-            "data.n_qs": n_qs, "data.p_label_flip": p_label_flip, "data.max_x": 99,
-            "data.separate_token_per_var": not spelt, "data.all_alias_tokens": not spelt,
-            "data.redraw_train_questions": False, "data.block_size": 16, "eval.max_new_tokens": 4,
-            "seed": seeds[0], "n_seeds": seeds[1], "n_seeds_stage2": seeds[2], "model.dtype": "bfloat16",
-            # transformers' initializer_range for a from-scratch GPT-NeoX (T5 scales its init by width)
-            "model.init_std": None if model.startswith("t5") else 0.02,
-            **{f"data.fractions.{k}": v for k, v in fractions.items()}, **_STUDY_LOSS, **(extra or {})}
+def _numeric(
+  title,
+  model,
+  *,
+  num_x=8000,
+  n_nums=8,
+  n_intersection=1,
+  n_qs=24,
+  p_label_flip=0.0,
+  fractions=NUMERIC,
+  batch=512,
+  epochs=(100, 40),
+  seeds=(630, 20, 3),
+  spelt=False,
+  stages=None,
+  extra=None,
+) -> Row:
+  fields = {
+    "task": "numeric",
+    "data.num_x": num_x,
+    "data.n_nums": n_nums,
+    "data.n_intersection": n_intersection,
+    "data.n_qs": n_qs,
+    "data.p_label_flip": p_label_flip,
+    "data.max_x": 99,
+    "data.separate_token_per_var": not spelt,
+    "data.all_alias_tokens": not spelt,
+    "data.redraw_train_questions": False,
+    "data.block_size": 16,
+    "eval.max_new_tokens": 4,
+    "seed": seeds[0],
+    "n_seeds": seeds[1],
+    "n_seeds_stage2": seeds[2],
+    "model.dtype": "bfloat16",
+    # transformers' initializer_range for a from-scratch GPT-NeoX (T5 scales its init by width)
+    "model.init_std": None if model.startswith("t5") else 0.02,
+    **{f"data.fractions.{k}": v for k, v in fractions.items()},
+    **_STUDY_LOSS,
+    **(extra or {}),
+  }
   stages = stages or (Stage("stage1", epochs[0], batch), Stage("stage2", epochs[1], batch))
   return Row("numeric", title, "§5.3", model, False, stages, {k: v for k, v in fields.items() if v is not None})
 
@@ -114,116 +229,244 @@ def _sweep_batch(model_key: str) -> tuple[int, int]:
 
 
 def cvdb_main() -> Row:
-  return _define("cvdb_main", "main experiment: Pythia-2.8B on CVDB, two stages", "§3.3, §7.3, §7.4, §11.2",
-                 "pythia-2.8b", extra={"data.entity_association_test_sets": True})
+  return _define(
+    "cvdb_main",
+    "main experiment: Pythia-2.8B on CVDB, two stages",
+    "§3.3, §7.3, §7.4, §11.2",
+    "pythia-2.8b",
+    extra={"data.entity_association_test_sets": True},
+  )
 
 
 def trex_main() -> Row:
-  return _define("trex_main", "main experiment on T-REx creative works", "§3.3, §3.7, §7.3, §7.4", "pythia-2.8b",
-                 kb="trex", seeds=(None, 10, 3), extra={"data.entity_association_test_sets": True})
+  return _define(
+    "trex_main",
+    "main experiment on T-REx creative works",
+    "§3.3, §3.7, §7.3, §7.4",
+    "pythia-2.8b",
+    kb="trex",
+    seeds=(None, 10, 3),
+    extra={"data.entity_association_test_sets": True},
+  )
 
 
 def model_size(kb: str, model: str) -> Row:
   """One model of the model-size sweep (§4.7): no tag 3, 10 x 5 seeds from 600."""
-  return _define(f"model_size:kb={kb},model={model}", f"model-size sweep on {kb.upper()}: {model}",
-                 "§4.7, §7.4", model if model in MODEL_SIZE_SWEEP else SWEEP_MEMBER, kb=kb, fractions=NO_D3,
-                 seeds=(600, 10, 5), batch=_sweep_batch(model))
+  return _define(
+    f"model_size:kb={kb},model={model}",
+    f"model-size sweep on {kb.upper()}: {model}",
+    "§4.7, §7.4",
+    model if model in MODEL_SIZE_SWEEP else SWEEP_MEMBER,
+    kb=kb,
+    fractions=NO_D3,
+    seeds=(600, 10, 5),
+    batch=_sweep_batch(model),
+  )
 
 
 def t5_cvdb() -> Row:
-  return _define("t5_cvdb", "T5-3B (seq2seq) on CVDB", "§7.1, §7.4, §7.5", "t5-3b", seeds=(None, 10, 3),
-                 batch=(256, 4), extra={"data.label_block_size": 8, "data.block_size": None})
+  return _define(
+    "t5_cvdb",
+    "T5-3B (seq2seq) on CVDB",
+    "§7.1, §7.4, §7.5",
+    "t5-3b",
+    seeds=(None, 10, 3),
+    batch=(256, 4),
+    extra={"data.label_block_size": 8, "data.block_size": None},
+  )
 
 
 def definition_order(order: str, model: str = "pythia-2.8b") -> Row:
   t5 = model == "t5-3b"
-  return _define(f"definition_order:order={order},model={model}", f"definition word order {order}", "§4.1",
-                 model, fractions=None, seeds=(700, 10 if t5 or order == "vte" else 20, 3),
-                 batch=(256, 4) if t5 else (256, 2),
-                 extra={"data.def_order": order, "data.label_block_size": 8 if t5 else None})
+  return _define(
+    f"definition_order:order={order},model={model}",
+    f"definition word order {order}",
+    "§4.1",
+    model,
+    fractions=None,
+    seeds=(700, 10 if t5 or order == "vte" else 20, 3),
+    batch=(256, 4) if t5 else (256, 2),
+    extra={"data.def_order": order, "data.label_block_size": 8 if t5 else None},
+  )
 
 
 def incontext() -> Row:
-  return _define("incontext", "in-context definitions, one stage", "§4.2", "pythia-2.8b", seeds=(None, 20, 1),
-                 stages=(Stage("full", 20, 256),), extra={"data.incontext_definitions": True, "data.block_size": 72})
+  return _define(
+    "incontext",
+    "in-context definitions, one stage",
+    "§4.2",
+    "pythia-2.8b",
+    seeds=(None, 20, 1),
+    stages=(Stage("full", 20, 256),),
+    extra={"data.incontext_definitions": True, "data.block_size": 72},
+  )
 
 
 def worded(defn: str, model: str = "pythia-2.8b") -> Row:
-  return _define(f"worded:defn={defn},model={model}", f"worded definitions ({defn}), one stage", "§4.3", model,
-                 fractions=WORDED, seeds=(None, None, 1), stages=(Stage("full", 10, 32),),
-                 extra={"data.num_entities": 1000, "data.block_size": 64, "data.definition_type": defn})
+  return _define(
+    f"worded:defn={defn},model={model}",
+    f"worded definitions ({defn}), one stage",
+    "§4.3",
+    model,
+    fractions=WORDED,
+    seeds=(None, None, 1),
+    stages=(Stage("full", 10, 32),),
+    extra={"data.num_entities": 1000, "data.block_size": 64, "data.definition_type": defn},
+  )
 
 
 def tag_strings() -> Row:
-  return _define("tag_strings", "natural-language tag strings", "§4.3", "pythia-2.8b", seeds=(None, None, None),
-                 stages=(Stage("stage1", 20, 512, 16), Stage("stage2", None, 512, 16)),
-                 extra={"data.def_order": "vte", "data.tag1_name": "according to wikipedia is",
-                        "data.tag2_name": "according to 4chan is", "data.tag3_name": "according to reddit is"})
+  return _define(
+    "tag_strings",
+    "natural-language tag strings",
+    "§4.3",
+    "pythia-2.8b",
+    seeds=(None, None, None),
+    stages=(Stage("stage1", 20, 512, 16), Stage("stage2", None, 512, 16)),
+    extra={
+      "data.def_order": "vte",
+      "data.tag1_name": "according to wikipedia is",
+      "data.tag2_name": "according to 4chan is",
+      "data.tag3_name": "according to reddit is",
+    },
+  )
 
 
 def three_stage(model: str = "pythia-2.8b", kb: str = "cvdb") -> Row:
   seeds = (610, 20, 3) if (model, kb) == ("pythia-410m", "cvdb") else (None, 10, 3)
-  return _define(f"three_stage:model={model},kb={kb}", "three stages: definitions, then QA, then stage 2", "§4.4",
-                 model, kb=kb, fractions=NO_D3, seeds=seeds, batch=(None, None),
-                 stages=(Stage("stage1_only_defns", 20), Stage("stage1_only_qa", 20), Stage("stage2", 10)),
-                 extra={"eval.max_new_tokens": 20})
+  return _define(
+    f"three_stage:model={model},kb={kb}",
+    "three stages: definitions, then QA, then stage 2",
+    "§4.4",
+    model,
+    kb=kb,
+    fractions=NO_D3,
+    seeds=seeds,
+    batch=(None, None),
+    stages=(Stage("stage1_only_defns", 20), Stage("stage1_only_qa", 20), Stage("stage2", 10)),
+    extra={"eval.max_new_tokens": 20},
+  )
 
 
 def tag_correlation(alpha: str, model: str = "pythia-2.8b", kb: str = "cvdb") -> Row:
   value = float(alpha)
   with_d3 = model == "pythia-2.8b"
-  seeds = ({0.95: (630, 20, None), 0.6: (610, None, 3)}.get(value, (600, 10, None)) if with_d3 and kb == "cvdb"
-           else (None, None, None))
-  return _define(f"tag_correlation:alpha={alpha},model={model},kb={kb}", f"tag-consistency correlation α = {alpha}",
-                 "§4.5", model, kb=kb, fractions=alpha_fractions(value, with_d3), seeds=seeds)
+  seeds = (
+    {0.95: (630, 20, None), 0.6: (610, None, 3)}.get(value, (600, 10, None))
+    if with_d3 and kb == "cvdb"
+    else (None, None, None)
+  )
+  return _define(
+    f"tag_correlation:alpha={alpha},model={model},kb={kb}",
+    f"tag-consistency correlation α = {alpha}",
+    "§4.5",
+    model,
+    kb=kb,
+    fractions=alpha_fractions(value, with_d3),
+    seeds=seeds,
+  )
 
 
 def data_amount(num_ents: str) -> Row:
-  return _define(f"data_amount:num_ents={num_ents}", f"data amount: {num_ents} people", "§4.6", "pythia-1b",
-                 fractions=None, seeds=(None, None, None), extra={"data.num_entities": int(num_ents)})
+  return _define(
+    f"data_amount:num_ents={num_ents}",
+    f"data amount: {num_ents} people",
+    "§4.6",
+    "pythia-1b",
+    fractions=None,
+    seeds=(None, None, None),
+    extra={"data.num_entities": int(num_ents)},
+  )
 
 
 def batch_size(batch: str, model: str = "pythia-1b") -> Row:
   size = int(batch)
   accum = 64 if size == 32768 else None  # the one published accumulation: 512 x 64
-  return _define(f"batch_size:batch={batch},model={model}", f"batch-size sweep: {model}, batch {batch}", "§4.8",
-                 model, fractions=NO_D3, seeds=(None, 5, 1),
-                 stages=(Stage("full", BATCH_GRIDS[model][size], size, accum),))
+  return _define(
+    f"batch_size:batch={batch},model={model}",
+    f"batch-size sweep: {model}, batch {batch}",
+    "§4.8",
+    model,
+    fractions=NO_D3,
+    seeds=(None, 5, 1),
+    stages=(Stage("full", BATCH_GRIDS[model][size], size, accum),),
+  )
 
 
 def grad_alignment(batch: str) -> Row:
   size = int(batch)
   epochs, accum = ALIGNMENT_GRID[size]
-  return _define(f"grad_alignment:batch={batch}", f"gradient alignment at batch {batch}, one stage", "§9, §11.3",
-                 "pythia-1b", fractions=ALIGNMENT, seeds=(910, 15, 1) if size == 16384 else (900, 10, 1),
-                 stages=(Stage("stage1", epochs, size, accum),))
+  return _define(
+    f"grad_alignment:batch={batch}",
+    f"gradient alignment at batch {batch}, one stage",
+    "§9, §11.3",
+    "pythia-1b",
+    fractions=ALIGNMENT,
+    seeds=(910, 15, 1) if size == 16384 else (900, 10, 1),
+    stages=(Stage("stage1", epochs, size, accum),),
+  )
 
 
 def probes(order: str = "tve") -> Row:
-  return _define(f"probes:order={order}", "linear probes on the stage-1 checkpoint", "§10", "pythia-1b",
-                 seeds=(600, 1, None), extra={"data.entity_association_test_sets": True, "data.def_order": order})
+  return _define(
+    f"probes:order={order}",
+    "linear probes on the stage-1 checkpoint",
+    "§10",
+    "pythia-1b",
+    seeds=(600, 1, None),
+    extra={"data.entity_association_test_sets": True, "data.def_order": order},
+  )
 
 
 def numeric(variant: str = "70m") -> Row:
   flipped = dict(n_nums=4, n_qs=12, p_label_flip=0.1)
   rows = {
-      "70m": lambda: _numeric("set inclusion from scratch, Pythia-70M", "pythia-70m"),
-      "70m_d3": lambda: _numeric("set inclusion with tag 3, Pythia-70M", "pythia-70m", seeds=(600, 20, 3),
-                                 fractions=dict(NUMERIC, qd1consis=0.35, qd2incons=0.35, d3consis=0.1)),
-      "160m": lambda: _numeric("set inclusion, Pythia-160M", "pythia-160m", epochs=(60, 30), seeds=(800, None, 5)),
-      "160m_i3": lambda: _numeric("set inclusion, 3-number intersection, Pythia-160M", "pythia-160m",
-                                  n_intersection=3, batch=1024, epochs=(150, 30), seeds=(800, None, 5)),
-      "num_choice": lambda: _numeric(
-          "set inclusion with label flips, spelt-out aliases", "pythia-70m", num_x=16000, batch=4096,
-          epochs=(400, 40), seeds=(None, 40, 5), spelt=True,
-          fractions=dict(NUMERIC, qd1consis=0.45, qd2incons=0.45, d1consis=0.05, d2consis=0.05), **flipped),
-      "pretraining": lambda: _numeric(
-          "set inclusion with a QA pretraining stage", "pythia-70m", num_x=40000, seeds=(None, 40, None),
-          fractions=dict(NUMERIC, q=0.9, qd1consis=0.04, qd2incons=0.04, d1consis=0.01, d2consis=0.01),
-          stages=(Stage("q_only", 10, 4096), Stage("stage1_excl_q", 50, 4096), Stage("stage2", 10, 4096)),
-          **flipped),
-      "t5small": lambda: _numeric("set inclusion, T5-small from scratch", "t5-small", num_x=4000, batch=4096,
-                                  epochs=(400, 40), seeds=(None, 40, 5), extra={"data.block_size": 8}, **flipped),
+    "70m": lambda: _numeric("set inclusion from scratch, Pythia-70M", "pythia-70m"),
+    "70m_d3": lambda: _numeric(
+      "set inclusion with tag 3, Pythia-70M",
+      "pythia-70m",
+      seeds=(600, 20, 3),
+      fractions=dict(NUMERIC, qd1consis=0.35, qd2incons=0.35, d3consis=0.1),
+    ),
+    "160m": lambda: _numeric("set inclusion, Pythia-160M", "pythia-160m", epochs=(60, 30), seeds=(800, None, 5)),
+    "160m_i3": lambda: _numeric(
+      "set inclusion, 3-number intersection, Pythia-160M",
+      "pythia-160m",
+      n_intersection=3,
+      batch=1024,
+      epochs=(150, 30),
+      seeds=(800, None, 5),
+    ),
+    "num_choice": lambda: _numeric(
+      "set inclusion with label flips, spelt-out aliases",
+      "pythia-70m",
+      num_x=16000,
+      batch=4096,
+      epochs=(400, 40),
+      seeds=(None, 40, 5),
+      spelt=True,
+      fractions=dict(NUMERIC, qd1consis=0.45, qd2incons=0.45, d1consis=0.05, d2consis=0.05),
+      **flipped,
+    ),
+    "pretraining": lambda: _numeric(
+      "set inclusion with a QA pretraining stage",
+      "pythia-70m",
+      num_x=40000,
+      seeds=(None, 40, None),
+      fractions=dict(NUMERIC, q=0.9, qd1consis=0.04, qd2incons=0.04, d1consis=0.01, d2consis=0.01),
+      stages=(Stage("q_only", 10, 4096), Stage("stage1_excl_q", 50, 4096), Stage("stage2", 10, 4096)),
+      **flipped,
+    ),
+    "t5small": lambda: _numeric(
+      "set inclusion, T5-small from scratch",
+      "t5-small",
+      num_x=4000,
+      batch=4096,
+      epochs=(400, 40),
+      seeds=(None, 40, 5),
+      extra={"data.block_size": 8},
+      **flipped,
+    ),
   }
   if variant not in rows:
     raise IMLError(f"study row numeric:variant={variant}: expected one of {sorted(rows)}")
@@ -231,9 +474,18 @@ def numeric(variant: str = "70m") -> Row:
 
 
 def modular() -> Row:
-  return Row("modular", "modular arithmetic, fixed", "§5.4", None, False, (), {
-      "task": "modular", **{f"data.fractions.{k}": v for k, v in
-                            dict(qd1consis=0.4, qd2incons=0.4, d1consis=0.1, d2consis=0.1).items()}})
+  return Row(
+    "modular",
+    "modular arithmetic, fixed",
+    "§5.4",
+    None,
+    False,
+    (),
+    {
+      "task": "modular",
+      **{f"data.fractions.{k}": v for k, v in dict(qd1consis=0.4, qd2incons=0.4, d1consis=0.1, d2consis=0.1).items()},
+    },
+  )
 
 
 def vision() -> Row:
@@ -241,15 +493,41 @@ def vision() -> Row:
 
 
 def toy1d() -> Row:
-  return Row("toy1d", "1-D regression toy", "§6.2", None, False,
-             (Stage("full", 200, 256, None, dict(name="adamw", lr=1e-4, weight_decay=1e-5)),),
-             {"task": "toy1d", "n_seeds": 100})
+  return Row(
+    "toy1d",
+    "1-D regression toy",
+    "§6.2",
+    None,
+    False,
+    (Stage("full", 200, 256, None, dict(name="adamw", lr=1e-4, weight_decay=1e-5)),),
+    {"task": "toy1d", "n_seeds": 100},
+  )
 
 
 # Every family: `config.study = "<family>[:<arg>=<value>,...]"` names a row built by one of these.
-FAMILIES = {f.__name__: f for f in (cvdb_main, trex_main, model_size, t5_cvdb, definition_order, incontext, worded,
-                                    tag_strings, three_stage, tag_correlation, data_amount, batch_size,
-                                    grad_alignment, probes, numeric, modular, vision, toy1d)}
+FAMILIES = {
+  f.__name__: f
+  for f in (
+    cvdb_main,
+    trex_main,
+    model_size,
+    t5_cvdb,
+    definition_order,
+    incontext,
+    worded,
+    tag_strings,
+    three_stage,
+    tag_correlation,
+    data_amount,
+    batch_size,
+    grad_alignment,
+    probes,
+    numeric,
+    modular,
+    vision,
+    toy1d,
+  )
+}
 
 
 def row_of(config) -> Row:
@@ -277,8 +555,9 @@ def alpha_fractions(alpha: float, with_d3: bool = True) -> dict:
 def tag_consistency_split(alpha: float, budget: float) -> dict:
   if not 0.5 <= alpha <= 1:
     raise IMLError(f"alpha = {alpha}: expected a number in [0.5, 1]")
-  return dict(qd1consis=budget * alpha, qd1incons=budget * (1 - alpha), qd2consis=budget * (1 - alpha),
-              qd2incons=budget * alpha)
+  return dict(
+    qd1consis=budget * alpha, qd1incons=budget * (1 - alpha), qd2consis=budget * (1 - alpha), qd2incons=budget * alpha
+  )
 
 
 def _expected(row: Row, config) -> dict:
@@ -307,8 +586,11 @@ def _expected(row: Row, config) -> dict:
 
 
 def _in_sweep(model) -> bool:
-  return any(PRETRAINED[k][0] == model.name and all(model.get(f) == v for f, v in PRETRAINED[k][2].items()
-                                                     if f != "local_layers") for k in MODEL_SIZE_SWEEP)
+  return any(
+    PRETRAINED[k][0] == model.name
+    and all(model.get(f) == v for f, v in PRETRAINED[k][2].items() if f != "local_layers")
+    for k in MODEL_SIZE_SWEEP
+  )
 
 
 def _value(config, path: str):
@@ -337,8 +619,9 @@ def departures(config) -> dict[str, tuple]:
   if not config.get("study"):
     return {}
   expected = _expected(row_of(config), config)
-  return {path: (_value(config, path), value) for path, value in expected.items()
-          if not _same(_value(config, path), value)}
+  return {
+    path: (_value(config, path), value) for path, value in expected.items() if not _same(_value(config, path), value)
+  }
 
 
 _FIELDS = re.compile(r"\[([^\]]*)\]\s*$")
@@ -360,8 +643,9 @@ def deviations(config) -> list[str]:
   departed = departures(config)
   kept = [d for d in config.get("deviations", ()) if not covered_fields(d) or _covered_by(d, departed)]
   covered = {f for d in kept for f in _covered_by(d, departed)}
-  return kept + [f"{f} = {ours!r} (study: {theirs!r}) [{f}]" for f, (ours, theirs) in departed.items()
-                 if f not in covered]
+  return kept + [
+    f"{f} = {ours!r} (study: {theirs!r}) [{f}]" for f, (ours, theirs) in departed.items() if f not in covered
+  ]
 
 
 NO_STUDY_ROW = "not one of the study's experiments"

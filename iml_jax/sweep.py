@@ -10,6 +10,7 @@ commas is written as a Python list: --sweep='mesh.shape=[(1,1,2),(2,1,1)]'. At t
 `python -m iml_jax.report --workdir=DIR`) the runs are aggregated: runs that differ only in `seed` are pooled
 as stage-1 seeds of one setting.
 """
+
 import ast
 import copy
 import dataclasses
@@ -127,9 +128,14 @@ def record_plan(workdir: str, config_arg: str, overrides: list[str], axes, runs)
   """Writes sweep.json, or refuses a sweep directory that holds another sweep (never mix two in one report)."""
   from iml_jax import io_utils
   from iml_jax.workdir import PLAN_FILE
+
   path = os.path.join(workdir, PLAN_FILE)
-  described = {"config": config_arg, "overrides": overrides, "axes": [[f, v] for f, v in axes],
-               "runs": {run.name: run.texts for run in runs}}
+  described = {
+    "config": config_arg,
+    "overrides": overrides,
+    "axes": [[f, v] for f, v in axes],
+    "runs": {run.name: run.texts for run in runs},
+  }
   if io_utils.exists(path):
     try:
       saved = io_utils.read_json(path)
@@ -152,27 +158,33 @@ def check_distinct_seeds(base, runs: list[SweepRun]) -> None:
     setting = tuple((field, text) for field, text in run.texts.items() if field != "seed")
     for other, other_seeds in trained.get(setting, []):
       if seeds & other_seeds:
-        raise IMLError(f"--sweep over seed: runs {other} and {run.name} would both train stage-1 seed(s) "
-                       f"{sorted(seeds & other_seeds)} (each run trains n_seeds = {config.n_seeds} seeds from its "
-                       f"seed); add --config.n_seeds=1, or space the seeds n_seeds apart (seed=0,{config.n_seeds},...)")
+        raise IMLError(
+          f"--sweep over seed: runs {other} and {run.name} would both train stage-1 seed(s) "
+          f"{sorted(seeds & other_seeds)} (each run trains n_seeds = {config.n_seeds} seeds from its "
+          f"seed); add --config.n_seeds=1, or space the seeds n_seeds apart (seed=0,{config.n_seeds},...)"
+        )
     trained.setdefault(setting, []).append((run.name, seeds))
 
 
 def command_for(config_arg: str, run_dir: str, overrides: list[str], run: SweepRun) -> str:
-  values = [f"--config.{field}={value!r}" if isinstance(value, tuple) else f"--config.{field}={value}"
-            for field, value in run.values.items()]
+  values = [
+    f"--config.{field}={value!r}" if isinstance(value, tuple) else f"--config.{field}={value}"
+    for field, value in run.values.items()
+  ]
   words = [sys.executable, "-m", "iml_jax.main", f"--config={config_arg}", f"--workdir={run_dir}", *overrides, *values]
   return " ".join(shlex.quote(w) for w in words)
 
 
-def run_sweep(base, workdir: str, specs: list[str], config_arg: str, overrides: list[str],
-              print_commands: bool = False) -> dict | None:
+def run_sweep(
+  base, workdir: str, specs: list[str], config_arg: str, overrides: list[str], print_commands: bool = False
+) -> dict | None:
   """Runs (or prints) every unfinished run, then aggregates; the aggregate summary (None when printing)."""
   import jax
   from tqdm import tqdm
 
   from iml_jax import experiment, io_utils, sweep_report
   from iml_jax.workdir import is_finished
+
   axes, runs = plan(base, specs)
   for run in runs:
     experiment.validate(run_config(base, run))  # every run's values, before the first one starts
@@ -197,6 +209,7 @@ def main(argv, flag_values) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   from iml_jax import compilation_cache, faults
+
   try:
     if flag_values["print_config"].value:
       base = flag_values["config"].value
@@ -206,8 +219,14 @@ def main(argv, flag_values) -> None:
         print(f"  {run.name}")
       return
     compilation_cache.enable_from_flag()
-    run_sweep(flag_values["config"].value, flag_values["workdir"].value, flag_values["sweep"].value,
-              config_argument(sys.argv), base_overrides(sys.argv), flag_values["print_commands"].value)
+    run_sweep(
+      flag_values["config"].value,
+      flag_values["workdir"].value,
+      flag_values["sweep"].value,
+      config_argument(sys.argv),
+      base_overrides(sys.argv),
+      flag_values["print_commands"].value,
+    )
   except IMLError as err:
     cli.fail("iml_jax.sweep", err)
   except faults.Preempted as stopped:
@@ -217,17 +236,24 @@ def main(argv, flag_values) -> None:
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own flags
   from iml_jax import compilation_cache, faults  # noqa: F401  (compilation_cache defines --compilation_cache)
+
   faults.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
-  config_flags.DEFINE_config_file("config", None, "Base experiment config file (configs/*.py[:args]).",
-                                  lock_config=False)
+  config_flags.DEFINE_config_file(
+    "config", None, "Base experiment config file (configs/*.py[:args]).", lock_config=False
+  )
   flags.DEFINE_string("workdir", None, "Sweep directory: one sub-workdir per run, sweep.json, the report.")
-  flags.DEFINE_multi_string("sweep", None, "FIELD=V1,V2,...: a config field (e.g. seed, stages.stage1.batch_size) "
-                            "and its values; repeat the flag for a product of fields. Runs differing only in seed "
-                            "are pooled, so their seeds must not overlap: each trains n_seeds seeds from its seed "
-                            "(use --config.n_seeds=1, or seeds n_seeds apart); overlapping seeds are refused.")
+  flags.DEFINE_multi_string(
+    "sweep",
+    None,
+    "FIELD=V1,V2,...: a config field (e.g. seed, stages.stage1.batch_size) "
+    "and its values; repeat the flag for a product of fields. Runs differing only in seed "
+    "are pooled, so their seeds must not overlap: each trains n_seeds seeds from its seed "
+    "(use --config.n_seeds=1, or seeds n_seeds apart); overlapping seeds are refused.",
+  )
   flags.DEFINE_bool("print_config", False, "Print the resolved base config and the runs, and exit without running.")
-  flags.DEFINE_bool("print_commands", False, "Print one `python -m iml_jax.main` command per unfinished run "
-                    "instead of running them.")
+  flags.DEFINE_bool(
+    "print_commands", False, "Print one `python -m iml_jax.main` command per unfinished run instead of running them."
+  )
   flags.mark_flags_as_required(["config", "workdir", "sweep"])
   flags.adopt_module_key_flags(compilation_cache)
   app.run(functools.partial(main, flag_values=flags.FLAGS), flags_parser=cli.flags_parser("iml_jax.sweep"))

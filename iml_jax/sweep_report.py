@@ -3,6 +3,7 @@
 A *setting* is one combination of the swept values other than `seed`; the runs of a setting are pooled, so
 seeds swept as runs count as stage-1 seeds exactly like `n_seeds` within one run.
 """
+
 import csv
 import io
 import os
@@ -50,8 +51,7 @@ def summarize_settings(plan: dict, rows: list[dict], configs: dict) -> list[dict
   out = []
   for key, group in groups.items():
     pooled = [r for r in rows if r["run"] in group["runs"]]
-    out.append({"values": group["values"], "runs": group["runs"],
-                "summary": stats.summarize(group["config"], pooled)})
+    out.append({"values": group["values"], "runs": group["runs"], "summary": stats.summarize(group["config"], pooled)})
   return out
 
 
@@ -91,8 +91,14 @@ def plot_gap_curves(plan: dict, summaries: list[dict], out_dir: str) -> list[str
     figure, axis = plots.plt.subplots(figsize=(6, 4))
     for key, points in sorted(lines.items()):
       points.sort()
-      axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
-                    capsize=3, label=_label(dict(zip(others, key))))
+      axis.errorbar(
+        [p[0] for p in points],
+        [p[1] for p in points],
+        yerr=[p[2] for p in points],
+        marker="o",
+        capsize=3,
+        label=_label(dict(zip(others, key))),
+      )
     axis.axhline(0.0, color="black", linewidth=0.8)
     xs = sorted({p[0] for points in lines.values() for p in points})
     if xs[0] > 0 and xs[-1] / xs[0] >= 8:
@@ -130,33 +136,52 @@ def alignment_plot(plan: dict, workdir: str) -> list[str]:
 
 
 def markdown(plan: dict, summaries: list[dict], figures: list[str], workdir: str, score) -> str:
-  subsets = sorted({s for entry in summaries for s in entry["summary"]["subsets"]},
-                   key=lambda s: (s not in ("d1consis", "d2consis"), s))
+  subsets = sorted(
+    {s for entry in summaries for s in entry["summary"]["subsets"]},
+    key=lambda s: (s not in ("d1consis", "d2consis"), s),
+  )
   better, worse = ("d1consis", "d2consis") if score.higher_is_better else ("d2consis", "d1consis")
-  lines = [f"# Sweep report: {plan['config']}", "",
-           "Axes: " + "; ".join(f"`{f}` = {', '.join(v)}" for f, v in plan["axes"]), "",
-           f"{score.label} after the last stage, mean ± 95% CI over stage-1 seeds (runs differing only in "
-           f"{', '.join(POOLED_FIELDS)} pooled). Gap = {score.label}({better}) − {score.label}({worse}), "
-           "one-sided paired t-test.", "",
-           "| setting | seeds | " + " | ".join(subsets) + " | gap | p |",
-           "|---|---|" + "---|" * len(subsets) + "---|---|"]
+  lines = [
+    f"# Sweep report: {plan['config']}",
+    "",
+    "Axes: " + "; ".join(f"`{f}` = {', '.join(v)}" for f, v in plan["axes"]),
+    "",
+    f"{score.label} after the last stage, mean ± 95% CI over stage-1 seeds (runs differing only in "
+    f"{', '.join(POOLED_FIELDS)} pooled). Gap = {score.label}({better}) − {score.label}({worse}), "
+    "one-sided paired t-test.",
+    "",
+    "| setting | seeds | " + " | ".join(subsets) + " | gap | p |",
+    "|---|---|" + "---|" * len(subsets) + "---|---|",
+  ]
 
   def cell(value, ci):
     return "—" if value is None else f"{value:.3f}" + ("" if ci is None else f" ± {ci:.3f}")
+
   for entry in summaries:
     summary = entry["summary"]
     gap = summary.get("iml_gap") or {}
     seeds = len(next(iter(summary["subsets"].values()))[f"{score.name}_per_seed"]) if summary["subsets"] else 0
-    values = [cell(summary["subsets"][s][score.name], summary["subsets"][s]["ci95"]) if s in summary["subsets"] else "—"
-              for s in subsets]
+    values = [
+      cell(summary["subsets"][s][score.name], summary["subsets"][s]["ci95"]) if s in summary["subsets"] else "—"
+      for s in subsets
+    ]
     p = gap.get("p_value")
-    lines.append(f"| {_label(entry['values'])} | {seeds} | " + " | ".join(values) +
-                 f" | {cell(gap.get('mean'), gap.get('ci95'))} | {'—' if p is None else f'{p:.2g}'} |")
+    lines.append(
+      f"| {_label(entry['values'])} | {seeds} | "
+      + " | ".join(values)
+      + f" | {cell(gap.get('mean'), gap.get('ci95'))} | {'—' if p is None else f'{p:.2g}'} |"
+    )
   lines.append("")
   for entry in summaries:
     if entry["summary"].get("study"):
-      lines += [f"Setting {_label(entry['values'])}:", "", "```", stats.format_deviations(entry["summary"]["study"]),
-                "```", ""]
+      lines += [
+        f"Setting {_label(entry['values'])}:",
+        "",
+        "```",
+        stats.format_deviations(entry["summary"]["study"]),
+        "```",
+        "",
+      ]
   for path in figures:
     lines += [f"![{os.path.basename(path)}]({os.path.relpath(path, workdir)})", ""]
   return "\n".join(lines)
@@ -166,8 +191,11 @@ def write_sweep_report(workdir: str) -> dict:
   """results.csv (tidy, every run), summary.json (per setting), plots/, report.md; the summary."""
   plan, rows, configs = collect(workdir)
   summaries = summarize_settings(plan, rows, configs)
-  result = {"config": plan["config"], "axes": plan["axes"],
-            "settings": [{k: v for k, v in entry.items()} for entry in summaries]}
+  result = {
+    "config": plan["config"],
+    "axes": plan["axes"],
+    "settings": [{k: v for k, v in entry.items()} for entry in summaries],
+  }
   if jax.process_index() != 0:
     return result
   columns = workdir_layout.result_columns(next(iter(configs.values()))) if configs else workdir_layout.KEY_COLUMNS

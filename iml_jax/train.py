@@ -4,6 +4,7 @@ The Adafactor preset reproduces the study's HF Adafactor (docs/study.md §7.2): 
 every matrix, beta2(t) = 1 - t^-0.8, eps 1e-30, update RMS clipping 1.0, no momentum, no parameter
 scaling, after a global grad-norm clip of 1.0, lr linearly decayed to 0 within the stage.
 """
+
 import functools
 from typing import Any, Callable
 
@@ -41,9 +42,11 @@ def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
 
 def _scale_by_mask(mask) -> optax.GradientTransformation:
   """Multiplies updates by `mask` (a tree of scalars or broadcastable arrays): freezes what is 0."""
+
   def update(updates, state, params=None):
     del params
     return jax.tree.map(lambda u, m: u * m.astype(u.dtype), updates, mask), state
+
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
@@ -51,6 +54,7 @@ def _per_layer_where_stacked(inner: optax.GradientTransformation) -> optax.Gradi
   """`inner` with each layer of a scanned model's stacked parameters (the `layers` subtree, layer axis first)
   treated as its own parameter, exactly as in the unrolled model: Adafactor factors each layer's matrix and
   RMS-clips each layer's update, instead of factoring and clipping over the stacked array."""
+
   def stacked(tree) -> bool:
     return isinstance(tree, dict) and "layers" in tree
 
@@ -66,8 +70,10 @@ def _per_layer_where_stacked(inner: optax.GradientTransformation) -> optax.Gradi
   def update(updates, state, params=None):
     if not stacked(updates):
       return inner.update(updates, state, params)
-    (layer_updates, rest_updates), (layer_params, rest_params) = split(updates), (
-        split(params) if params is not None else (None, None))
+    (layer_updates, rest_updates), (layer_params, rest_params) = (
+      split(updates),
+      (split(params) if params is not None else (None, None)),
+    )
     layer_state, rest_state = state
     layer_updates, layer_state = jax.vmap(inner.update)(layer_updates, layer_state, layer_params)
     rest_updates, rest_state = inner.update(rest_updates, rest_state, rest_params)
@@ -79,9 +85,17 @@ def _per_layer_where_stacked(inner: optax.GradientTransformation) -> optax.Gradi
 def make_optimizer(opt_cfg, total_steps: int, trainable_mask=None) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(opt_cfg, total_steps)
   if opt_cfg.name == "adafactor":
-    core = optax.adafactor(schedule, min_dim_size_to_factor=1, decay_rate=0.8, decay_offset=0,
-                           multiply_by_parameter_scale=False, clipping_threshold=1.0, momentum=None,
-                           eps=1e-30, factored=True)
+    core = optax.adafactor(
+      schedule,
+      min_dim_size_to_factor=1,
+      decay_rate=0.8,
+      decay_offset=0,
+      multiply_by_parameter_scale=False,
+      clipping_threshold=1.0,
+      momentum=None,
+      eps=1e-30,
+      factored=True,
+    )
   elif opt_cfg.name == "adamw":
     core = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
   elif opt_cfg.name == "sgd":
@@ -121,18 +135,23 @@ def _loss_sums(model, params, batch):
 
 
 def _sums_and_grads(model, params, micro_batch):
-  (loss_sum, weight_sum), grads = jax.value_and_grad(
-      lambda p: _loss_sums(model, p, micro_batch), has_aux=True)(params)
+  (loss_sum, weight_sum), grads = jax.value_and_grad(lambda p: _loss_sums(model, p, micro_batch), has_aux=True)(params)
   return loss_sum, weight_sum, grads
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, grad_accum: int,
-                    state_shardings: TrainState, batch_shardings: dict) -> Callable:
+def make_train_step(
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  grad_accum: int,
+  state_shardings: TrainState,
+  batch_shardings: dict,
+) -> Callable:
   """Jitted `(state, batch) -> (state, loss)` with its shardings; the input state is donated.
 
   With `grad_accum` > 1 the batch is split into micro-batches whose gradient sums are accumulated
   in a scan, so the step equals one step on the whole batch (token-weighted mean loss).
   """
+
   def step_fn(state: TrainState, batch):
     def micro_step(carry, micro_batch):
       loss_sum, weight_sum, grads = _sums_and_grads(model, state.params, micro_batch)
@@ -150,8 +169,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, g
     params = optax.apply_updates(state.params, updates)
     return TrainState(state.step + 1, params, opt_state), loss_sum / denominator
 
-  return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings),
-                 out_shardings=(state_shardings, None), donate_argnums=0)
+  return jax.jit(
+    step_fn, in_shardings=(state_shardings, batch_shardings), out_shardings=(state_shardings, None), donate_argnums=0
+  )
 
 
 def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, mesh, rules) -> TrainState:
@@ -167,9 +187,11 @@ def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, me
   params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, param_shardings)
   by_path = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
   opt_state = jax.tree_util.tree_map_with_path(
-      lambda path, a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=optimizer_state_sharding(
-          jax.tree_util.keystr(path), a.shape, by_path, mesh)),
-      jax.eval_shape(optimizer.init, params))
+    lambda path, a: jax.ShapeDtypeStruct(
+      a.shape, a.dtype, sharding=optimizer_state_sharding(jax.tree_util.keystr(path), a.shape, by_path, mesh)
+    ),
+    jax.eval_shape(optimizer.init, params),
+  )
   step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(mesh))
   return TrainState(step, params, opt_state)
 
@@ -186,8 +208,8 @@ def optimizer_state_sharding(path: str, shape: tuple[int, ...], params_by_path: 
   if tuple(shape) == param.shape:
     return NamedSharding(mesh, PartitionSpec(*spec))
   for dim in range(param.ndim):
-    if param.shape[:dim] + param.shape[dim + 1:] == tuple(shape):
-      return NamedSharding(mesh, PartitionSpec(*spec[:dim], *spec[dim + 1:]))
+    if param.shape[:dim] + param.shape[dim + 1 :] == tuple(shape):
+      return NamedSharding(mesh, PartitionSpec(*spec[:dim], *spec[dim + 1 :]))
   return sharding.replicated(mesh)
 
 

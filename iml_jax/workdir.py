@@ -11,6 +11,7 @@
 
 Reporting modules import this, not the training code: reading a workdir needs neither Orbax nor Flax.
 """
+
 import dataclasses
 import hashlib
 import os
@@ -46,8 +47,9 @@ class StageRun:
 def plan_stage_runs(config, workdir: str, seed: int) -> list[StageRun]:
   """Every stage run of one stage-1 seed, in execution order, each knowing where it starts from."""
   names = list(config.stage_names)
-  branch = next((i for i, n in enumerate(names)
-                 if uses_stage2_split(config, config.stages[n].train_subset)), len(names))
+  branch = next(
+    (i for i, n in enumerate(names) if uses_stage2_split(config, config.stages[n].train_subset)), len(names)
+  )
   runs, previous = [], None
   for index in range(branch):
     label = os.path.join(f"seed_{seed}", names[index])
@@ -57,8 +59,11 @@ def plan_stage_runs(config, workdir: str, seed: int) -> list[StageRun]:
     start = previous
     for index in range(branch, len(names)):
       label = os.path.join(f"seed_{seed}", f"s2seed_{seed_stage2}", names[index])
-      runs.append(StageRun(names[index], index, seed_stage2, os.path.join(workdir, label), start,
-                           (seed, seed_stage2, index), label))
+      runs.append(
+        StageRun(
+          names[index], index, seed_stage2, os.path.join(workdir, label), start, (seed, seed_stage2, index), label
+        )
+      )
       start = runs[-1].directory
   return runs
 
@@ -87,8 +92,12 @@ def read_done(directory: str) -> dict:
     done = io_utils.read_json(path)
   except IMLError:
     done = None
-  if not (isinstance(done, dict) and isinstance(done.get("step"), int) and done["step"] >= 1
-          and isinstance(done.get("sha256", {}), dict)):
+  if not (
+    isinstance(done, dict)
+    and isinstance(done.get("step"), int)
+    and done["step"] >= 1
+    and isinstance(done.get("sha256", {}), dict)
+  ):
     damaged_stage(directory, f"its marker {path} is not a finished stage's record")
   # A marker without digests was written before they were recorded: there is nothing to check it against.
   for name, digest in done.get("sha256", {}).items():
@@ -102,8 +111,11 @@ def read_done(directory: str) -> dict:
 
 def mark_done(directory: str, step: int, epochs: int) -> None:
   """Marks a stage finished, vouching for its results as they are now."""
-  digests = {name: _sha256(os.path.join(directory, name)) for name in VOUCHED_FILES
-             if io_utils.exists(os.path.join(directory, name))}
+  digests = {
+    name: _sha256(os.path.join(directory, name))
+    for name in VOUCHED_FILES
+    if io_utils.exists(os.path.join(directory, name))
+  }
   io_utils.atomic_write_json(os.path.join(directory, DONE_FILE), {"step": step, "epochs": epochs, "sha256": digests})
 
 
@@ -112,8 +124,10 @@ def _sha256(path: str) -> str:
 
 
 def damaged_stage(directory: str, what: str) -> NoReturn:
-  raise IMLError(f"finished stage {directory} is damaged: {what}. Delete the directory {directory} and rerun the "
-                 "same command: the stage is recomputed (same data order and initialisation, so the same results)")
+  raise IMLError(
+    f"finished stage {directory} is damaged: {what}. Delete the directory {directory} and rerun the "
+    "same command: the stage is recomputed (same data order and initialisation, so the same results)"
+  )
 
 
 def tokenizer_path(workdir: str, seed: int) -> str:
@@ -140,8 +154,10 @@ def load_plan(workdir: str) -> dict:
 def is_finished(config, run_dir: str) -> bool:
   """Every stage of every seed DONE and the report written (a report of a partial run is not enough)."""
   return io_utils.exists(os.path.join(run_dir, "summary.json")) and all(
-      is_done(r.directory) for seed in range(config.seed, config.seed + config.n_seeds)
-      for r in plan_stage_runs(config, run_dir, seed))
+    is_done(r.directory)
+    for seed in range(config.seed, config.seed + config.n_seeds)
+    for r in plan_stage_runs(config, run_dir, seed)
+  )
 
 
 def result_columns(config) -> tuple[str, ...]:
@@ -162,7 +178,15 @@ def collect_rows(config, workdir: str) -> list[dict]:
       if is_done(run.directory):
         read_done(run.directory)  # a finished stage's records are read only when DONE vouches for them
       for record in read_eval_records(run.directory):
-        rows.append({"seed": seed, "seed_stage2": run.seed_stage2, "stage": run.name, "epoch": record["epoch"],
-                     "global_epoch": offsets[run.name] + record["epoch"], "subset": record["subset"],
-                     **{f: record[f] for f in fields}})
+        rows.append(
+          {
+            "seed": seed,
+            "seed_stage2": run.seed_stage2,
+            "stage": run.name,
+            "epoch": record["epoch"],
+            "global_epoch": offsets[run.name] + record["epoch"],
+            "subset": record["subset"],
+            **{f: record[f] for f in fields},
+          }
+        )
   return rows

@@ -5,6 +5,7 @@ killed is taken over: on the same host when its process is gone (pid and the pro
 pid does not count), from another host (a relaunched TPU VM, a bucket workdir) when its holder stopped refreshing
 it for `STALE_AFTER_S`. In a multi-process run process 0 holds the lock for all and tells the others the outcome.
 """
+
 import contextlib
 import json
 import os
@@ -47,16 +48,23 @@ def _stale(holder: dict, now: float) -> bool:
 
 def _describe(holder: dict, path: str) -> str:
   started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(holder.get("started", 0))))
-  return (f"pid {holder.get('pid')} on host {holder.get('host')} since {started} (lock file {path}; if that run is no "
-          "longer running, delete the lock file)")
+  return (
+    f"pid {holder.get('pid')} on host {holder.get('host')} since {started} (lock file {path}; if that run is no "
+    "longer running, delete the lock file)"
+  )
 
 
 class _Lock:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_FILE)
     now = time.time()
-    self.record = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
-                   "started": now, "refreshed": now}
+    self.record = {
+      "host": socket.gethostname(),
+      "pid": os.getpid(),
+      "pid_start": _process_start(os.getpid()),
+      "started": now,
+      "refreshed": now,
+    }
     self._stop = threading.Event()
     self._refresher = threading.Thread(target=self._refresh, daemon=True, name="workdir-lock")
 
@@ -89,8 +97,9 @@ class _Lock:
     self._write()
     time.sleep(0.05)
     if self._read() != self.record:  # another run took over the same stale lock at the same moment
-      raise IMLError(f"workdir {os.path.dirname(self.path)} is in use by another run: "
-                     f"{_describe(self._read() or {}, self.path)}")
+      raise IMLError(
+        f"workdir {os.path.dirname(self.path)} is in use by another run: {_describe(self._read() or {}, self.path)}"
+      )
     self._refresher.start()
 
   def _refresh(self) -> None:
@@ -112,6 +121,7 @@ class _Lock:
 def workdir_lock(workdir: str):
   """Holds `workdir`'s lock for the block; IMLError naming the holder when another run holds it."""
   import jax
+
   lock = _Lock(workdir)
   error = None
   if jax.process_index() == 0:
@@ -122,6 +132,7 @@ def workdir_lock(workdir: str):
   if jax.process_count() > 1:
     import numpy as np
     from jax.experimental import multihost_utils
+
     if not multihost_utils.broadcast_one_to_all(np.int32(error is None)):
       raise error or IMLError(f"workdir {workdir} is in use by another run (see process 0's message)")
   if error:

@@ -1,6 +1,7 @@
 """Metric writers: JSONL always, TensorBoard event files (tensorboardX, no TensorFlow), Weights & Biases when
 `wandb.project` is set (optional; never imported otherwise). Process 0 only. Hyper-parameters (the flattened
 config) go to TensorBoard as a text summary and to W&B as the run config; config.json holds them too."""
+
 import hashlib
 import os
 import sys
@@ -12,7 +13,6 @@ from iml_jax.errors import IMLError
 
 
 class MetricWriter:
-
   def __init__(self, workdir: str, tensorboard: bool = True, hparams: dict | None = None, wandb_cfg=None):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
@@ -34,8 +34,9 @@ class MetricWriter:
     if io_utils.drop_jsonl_records(self.path, replayed):
       self._purge_step[run] = step + 1 if step else 0
 
-  def write(self, run: str, step: int, scalars: dict[str, float], timings: dict[str, float] | None = None,
-            **fields) -> None:
+  def write(
+    self, run: str, step: int, scalars: dict[str, float], timings: dict[str, float] | None = None, **fields
+  ) -> None:
     """One JSONL record, one TensorBoard scalar per value under the run's own event file, one W&B log.
     `timings` (e.g. tokens/s) go to TensorBoard and W&B only: metrics.jsonl holds what a rerun reproduces."""
     if not self.enabled:
@@ -47,8 +48,9 @@ class MetricWriter:
     if self.tensorboard_dir is None:
       return
     if run not in self._tensorboard:
-      self._tensorboard[run] = _summary_writer_class()(os.path.join(self.tensorboard_dir, run),
-                                                       purge_step=self._purge_step.get(run))
+      self._tensorboard[run] = _summary_writer_class()(
+        os.path.join(self.tensorboard_dir, run), purge_step=self._purge_step.get(run)
+      )
       if self.hparams:
         table = "\n".join(f"| {k} | {v} |" for k, v in sorted(self.hparams.items()))
         self._tensorboard[run].add_text("hparams", "| field | value |\n|---|---|\n" + table, 0)
@@ -70,6 +72,7 @@ def _summary_writer_class():
   is installed only to accept torch tensors, which we never pass, and that import costs every run 3-5 s."""
   if "tensorboardX" in sys.modules or "torch" in sys.modules:
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+
     return SummaryWriter
   sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX handles
   try:
@@ -83,13 +86,21 @@ def _start_wandb(workdir: str, wandb_cfg, hparams: dict):
   try:
     import wandb
   except ImportError:
-    raise IMLError(f"config field wandb.project = {wandb_cfg.project!r} needs the wandb package "
-                   "(pip install wandb), or leave wandb.project empty") from None
+    raise IMLError(
+      f"config field wandb.project = {wandb_cfg.project!r} needs the wandb package "
+      "(pip install wandb), or leave wandb.project empty"
+    ) from None
   # One W&B run per workdir, resumed by a rerun: the id is a function of the workdir's absolute path.
   # W&B keeps its files on a local disk: a bucket workdir leaves them in W&B's default directory.
   workdir = io_utils.absolute(workdir)
   run_id = hashlib.sha1(workdir.encode()).hexdigest()[:16]
-  return wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity or None, mode=wandb_cfg.mode,
-                    name=os.path.basename(workdir.rstrip("/")), id=run_id, resume="allow",
-                    dir=None if io_utils.is_remote(workdir) else workdir,
-                    config=hparams)
+  return wandb.init(
+    project=wandb_cfg.project,
+    entity=wandb_cfg.entity or None,
+    mode=wandb_cfg.mode,
+    name=os.path.basename(workdir.rstrip("/")),
+    id=run_id,
+    resume="allow",
+    dir=None if io_utils.is_remote(workdir) else workdir,
+    config=hparams,
+  )

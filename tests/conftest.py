@@ -1,4 +1,5 @@
 """Tests run on CPU with 8 fake devices, so nothing silently assumes a single device."""
+
 import atexit
 import os
 import shutil
@@ -37,11 +38,13 @@ def gcs():
   """A stand-in GCS (tests/fake_gcs.py) with one bucket, `bucket`, that every GCS client of this process and of
   its subprocesses (which inherit the environment) reaches instead of Google's servers."""
   from fake_gcs import FakeGCS
+
   server = FakeGCS(buckets=("bucket",))
   saved = {k: os.environ.get(k) for k in server.client_env()}
   os.environ.update(server.client_env())
   import fsspec
   import gcsfs
+
   fsspec.config.conf["gs"] = {"token": "anon"}  # fsspec read its FSSPEC_* variables when it was imported
   yield server
   gcsfs.GCSFileSystem.clear_instance_cache()  # instances remember this server's address

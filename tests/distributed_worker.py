@@ -1,5 +1,6 @@
 """One process of the two-process test (tests/test_distributed.py): 3 sharded train steps and a greedy
 evaluation over a mesh that spans both processes; process 0 writes losses, parameters and generations."""
+
 import os
 import sys
 
@@ -16,11 +17,14 @@ from iml_jax import evaluate, sharding  # noqa: E402
 
 def main(process_id: int, port: int, out: str) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
-                             local_device_ids=[0, 1])
+  jax.distributed.initialize(
+    coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id, local_device_ids=[0, 1]
+  )
   assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
   mesh = sharding.make_mesh((2, 2, 1))  # data across processes, fsdp within each
-  model, state, step, layout = test_train._setup(mesh, rules="fsdp", opt=test_train.blocks.optimizer(name="sgd", lr=0.5))
+  model, state, step, layout = test_train._setup(
+    mesh, rules="fsdp", opt=test_train.blocks.optimizer(name="sgd", lr=0.5)
+  )
   losses = []
   for i in range(3):
     batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in test_train._batch(i).items()}

@@ -11,6 +11,7 @@ Every call is appended to calls.jsonl. `preempt(state, name, worker)` plays a sp
 
 The test puts an executable `gcloud` on PATH that runs this file (see tests/test_launch.py).
 """
+
 import argparse
 import json
 import os
@@ -22,8 +23,14 @@ import sys
 
 # Runtime versions per accelerator generation (https://cloud.google.com/tpu/docs/runtimes); a VM created with
 # another is refused, as Google refuses an image that does not support the chip.
-RUNTIMES = {"v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base", "v4": "tpu-ubuntu2204-base",
-            "v5litepod": "v2-alpha-tpuv5-lite", "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e"}
+RUNTIMES = {
+  "v2": "tpu-ubuntu2204-base",
+  "v3": "tpu-ubuntu2204-base",
+  "v4": "tpu-ubuntu2204-base",
+  "v5litepod": "v2-alpha-tpuv5-lite",
+  "v5p": "v2-alpha-tpuv5",
+  "v6e": "v2-alpha-tpuv6e",
+}
 
 
 def hosts_of(accelerator: str) -> tuple[int, int]:
@@ -73,22 +80,41 @@ class Cloud:
     generation = accelerator.rpartition("-")[0]
     hosts, chips = hosts_of(accelerator)
     if RUNTIMES[generation] != version:
-      raise SystemExit(f"ERROR: (gcloud.compute.tpus.tpu-vm.create) INVALID_ARGUMENT: runtime version {version} "
-                       f"does not support {accelerator} (use {RUNTIMES[generation]})")
+      raise SystemExit(
+        f"ERROR: (gcloud.compute.tpus.tpu-vm.create) INVALID_ARGUMENT: runtime version {version} "
+        f"does not support {accelerator} (use {RUNTIMES[generation]})"
+      )
     for worker in range(hosts):
       os.makedirs(self.home(name, worker))
-    self.save_node(name, dict(state="READY", accelerator=accelerator, version=version, spot=spot, hosts=hosts,
-                              chips_per_host=chips, coordinator=f"127.0.0.1:{_free_port()}"))
+    self.save_node(
+      name,
+      dict(
+        state="READY",
+        accelerator=accelerator,
+        version=version,
+        spot=spot,
+        hosts=hosts,
+        chips_per_host=chips,
+        coordinator=f"127.0.0.1:{_free_port()}",
+      ),
+    )
 
   def worker_env(self, name: str, node: dict, worker: int) -> dict:
     """What a process on the worker sees: its own HOME, the image's PATH, and where the other hosts are."""
     env = json.loads(os.environ.get("FAKE_GCLOUD_WORKER_ENV", "{}"))
-    return {**env, "HOME": self.home(name, worker), "USER": os.environ.get("USER", "tpu"),
-            "TPU_WORKER_ID": str(worker), "TPU_ACCELERATOR_TYPE": node["accelerator"],
-            # On a real TPU VM, JAX finds these itself (metadata server); the CPU stand-in is told them.
-            "JAX_COORDINATOR_ADDRESS": node["coordinator"], "JAX_NUM_PROCESSES": str(node["hosts"]),
-            "JAX_PROCESS_ID": str(worker), "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={node['chips_per_host']}"}
+    return {
+      **env,
+      "HOME": self.home(name, worker),
+      "USER": os.environ.get("USER", "tpu"),
+      "TPU_WORKER_ID": str(worker),
+      "TPU_ACCELERATOR_TYPE": node["accelerator"],
+      # On a real TPU VM, JAX finds these itself (metadata server); the CPU stand-in is told them.
+      "JAX_COORDINATOR_ADDRESS": node["coordinator"],
+      "JAX_NUM_PROCESSES": str(node["hosts"]),
+      "JAX_PROCESS_ID": str(worker),
+      "JAX_PLATFORMS": "cpu",
+      "XLA_FLAGS": f"--xla_force_host_platform_device_count={node['chips_per_host']}",
+    }
 
   def workers(self, node: dict, spec: str) -> list[int]:
     if spec == "all":
@@ -103,8 +129,12 @@ class Cloud:
       raise SystemExit(f"ERROR: (gcloud.compute.tpus.tpu-vm.ssh) {name} is {node['state']}")
     processes = []
     for worker in self.workers(node, worker_spec):
-      process = subprocess.Popen(["bash", "-c", command], cwd=self.home(name, worker),
-                                 env=self.worker_env(name, node, worker), start_new_session=True)
+      process = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=self.home(name, worker),
+        env=self.worker_env(name, node, worker),
+        start_new_session=True,
+      )
       with open(self.sessions_path(name, worker), "a") as f:
         f.write(f"{process.pid}\n")
       processes.append(process)
@@ -229,10 +259,19 @@ def main(argv: list[str]) -> int:
   if args.verb == "create":
     if os.path.exists(cloud.queued_path(name)):
       raise SystemExit(f"ERROR: (gcloud.compute.tpus.queued-resources.create) ALREADY_EXISTS: {name}")
-    cloud.save_queued(name, dict(state="WAITING_FOR_RESOURCES", describes=0, node_id=args.node_id,
-                                 accelerator=args.accelerator_type, version=args.runtime_version, spot=args.spot,
-                                 settles_after=int(os.environ.get("FAKE_GCLOUD_QUEUED_DESCRIBES", "2")),
-                                 outcome=os.environ.get("FAKE_GCLOUD_QUEUED_OUTCOME", "ACTIVE")))
+    cloud.save_queued(
+      name,
+      dict(
+        state="WAITING_FOR_RESOURCES",
+        describes=0,
+        node_id=args.node_id,
+        accelerator=args.accelerator_type,
+        version=args.runtime_version,
+        spot=args.spot,
+        settles_after=int(os.environ.get("FAKE_GCLOUD_QUEUED_DESCRIBES", "2")),
+        outcome=os.environ.get("FAKE_GCLOUD_QUEUED_OUTCOME", "ACTIVE"),
+      ),
+    )
   elif args.verb == "describe":
     state_now = cloud.describe_queued(name)
     print(state_now if args.format == "value(state.state)" else json.dumps(cloud.queued(name)))

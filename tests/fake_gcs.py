@@ -8,6 +8,7 @@ its last chunk), there is no rename and no directory, and every write gets a new
 `ifGenerationMatch` / `ifGenerationNotMatch` preconditions are checked against (TensorStore's OCDBT depends on
 them). Buckets exist when named in `buckets`.
 """
+
 import base64
 import datetime
 import hashlib
@@ -22,7 +23,6 @@ import google_crc32c
 
 
 class FakeGCS:
-
   def __init__(self, buckets=("bucket",)):
     self.buckets = set(buckets)
     self.objects: dict[tuple[str, str], tuple[bytes, int]] = {}  # (bucket, name) -> (data, generation)
@@ -44,12 +44,20 @@ class FakeGCS:
   def client_env(self) -> dict[str, str]:
     """Environment variables that send every GCS client here, anonymously; the metadata-server look-ups of
     Google's auth libraries go to a closed local port, never to the network."""
-    return {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
-            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "fake-token", "FSSPEC_GS_TOKEN": "anon", "FSSPEC_GCS_TOKEN": "anon",
-            "GOOGLE_CLOUD_PROJECT": "fake-project", "NO_GCE_CHECK": "True",
-            "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_ROOT": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9",
-            # gcsfs's bucket-type look-up uses the gRPC control plane, which is not served here
-            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    return {
+      "STORAGE_EMULATOR_HOST": self.url,
+      "TENSORSTORE_GCS_HTTP_URL": self.url,
+      "GOOGLE_AUTH_TOKEN_FOR_TESTING": "fake-token",
+      "FSSPEC_GS_TOKEN": "anon",
+      "FSSPEC_GCS_TOKEN": "anon",
+      "GOOGLE_CLOUD_PROJECT": "fake-project",
+      "NO_GCE_CHECK": "True",
+      "GCE_METADATA_HOST": "127.0.0.1:9",
+      "GCE_METADATA_ROOT": "127.0.0.1:9",
+      "GCE_METADATA_IP": "127.0.0.1:9",
+      # gcsfs's bucket-type look-up uses the gRPC control plane, which is not served here
+      "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    }
 
   def names(self, bucket: str = "bucket", prefix: str = "") -> list[str]:
     with self.lock:
@@ -70,12 +78,23 @@ class FakeGCS:
   def metadata(self, bucket: str, name: str, data: bytes, generation: int) -> dict:
     crc = google_crc32c.value(data).to_bytes(4, "big")
     stamp = datetime.datetime.fromtimestamp(generation / 1e6 + 1.7e9, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
-    return {"kind": "storage#object", "id": f"{bucket}/{name}/{generation}", "name": name, "bucket": bucket,
-            "generation": str(generation), "metageneration": "1", "size": str(len(data)),
-            "contentType": "application/octet-stream", "storageClass": "STANDARD",
-            "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode(),
-            "crc32c": base64.b64encode(crc).decode(), "timeCreated": stamp, "updated": stamp}
+      "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    return {
+      "kind": "storage#object",
+      "id": f"{bucket}/{name}/{generation}",
+      "name": name,
+      "bucket": bucket,
+      "generation": str(generation),
+      "metageneration": "1",
+      "size": str(len(data)),
+      "contentType": "application/octet-stream",
+      "storageClass": "STANDARD",
+      "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode(),
+      "crc32c": base64.b64encode(crc).decode(),
+      "timeCreated": stamp,
+      "updated": stamp,
+    }
 
   def precondition_failed(self, bucket: str, name: str, query: dict) -> int | None:
     """The status a request's generation preconditions answer with, or None when they hold."""
@@ -99,7 +118,6 @@ class FakeGCS:
 
 
 class _Server(http.server.ThreadingHTTPServer):
-
   def handle_error(self, request, client_address):
     """A client that hangs up before reading the whole answer (TensorStore cancels reads it no longer needs)
     is no error of the server's; anything else is printed as usual."""
@@ -160,8 +178,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if bucket not in self.gcs.buckets:
       return self._send(404, _error(404, f"bucket {bucket} not found"))
     if len(parts) == 5:
-      return self._send(200, {"kind": "storage#bucket", "name": bucket, "id": bucket, "location": "US",
-                              "storageClass": "STANDARD", "metageneration": "1"})
+      return self._send(
+        200,
+        {
+          "kind": "storage#bucket",
+          "name": bucket,
+          "id": bucket,
+          "location": "US",
+          "storageClass": "STANDARD",
+          "metageneration": "1",
+        },
+      )
     if len(parts) == 6 and parts[5] == "o":
       return self._send(200, self._list(bucket, query))
     name = "/".join(parts[6:])
@@ -176,11 +203,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     meta = self.gcs.metadata(bucket, name, data, generation)
     if query.get("alt") != "media":
       return self._send(200, meta)
-    headers = {"Content-Type": "application/octet-stream", "X-Goog-Generation": str(generation),
-               "X-Goog-Metageneration": "1", "X-Goog-Hash": f"crc32c={meta['crc32c']},md5={meta['md5Hash']}",
-               "X-Goog-Stored-Content-Length": str(len(data)), "ETag": f'"{meta["md5Hash"]}"'}
+    headers = {
+      "Content-Type": "application/octet-stream",
+      "X-Goog-Generation": str(generation),
+      "X-Goog-Metageneration": "1",
+      "X-Goog-Hash": f"crc32c={meta['crc32c']},md5={meta['md5Hash']}",
+      "X-Goog-Stored-Content-Length": str(len(data)),
+      "ETag": f'"{meta["md5Hash"]}"',
+    }
     if (spec := self.headers.get("Range", "")).startswith("bytes="):
-      first, _, last = spec[len("bytes="):].partition("-")
+      first, _, last = spec[len("bytes=") :].partition("-")
       if not first:  # the last N bytes
         start, end = max(len(data) - int(last), 0), len(data)
       else:
@@ -198,13 +230,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
     start, end = query.get("startOffset", ""), query.get("endOffset", "")
     with self.gcs.lock:
-      matching = sorted((n, v) for (b, n), v in self.gcs.objects.items()
-                        if b == bucket and n.startswith(prefix) and n >= start and (not end or n < end))
+      matching = sorted(
+        (n, v)
+        for (b, n), v in self.gcs.objects.items()
+        if b == bucket and n.startswith(prefix) and n >= start and (not end or n < end)
+      )
     items, prefixes = [], set()
     for name, (data, generation) in matching:
-      rest = name[len(prefix):]
+      rest = name[len(prefix) :]
       if delimiter and delimiter in rest:
-        prefixes.add(prefix + rest[:rest.index(delimiter) + len(delimiter)])
+        prefixes.add(prefix + rest[: rest.index(delimiter) + len(delimiter)])
       else:
         items.append(self.gcs.metadata(bucket, name, data, generation))
     return {"kind": "storage#objects", "items": items, "prefixes": sorted(prefixes)}
@@ -261,7 +296,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   def _copy(self, parts: list[str], query: dict):
     index = parts.index("rewriteTo") if "rewriteTo" in parts else parts.index("copyTo")
     source_bucket, source = parts[4], "/".join(parts[6:index])
-    target_bucket, target = parts[index + 2], "/".join(parts[index + 4:])
+    target_bucket, target = parts[index + 2], "/".join(parts[index + 4 :])
     with self.gcs.lock:
       current = self.gcs.objects.get((source_bucket, source))
     if current is None:
@@ -270,8 +305,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if status != 200 or parts[index] == "copyTo":
       return self._send(status, meta)
     size = str(len(current[0]))
-    return self._send(200, {"kind": "storage#rewriteResponse", "done": True, "resource": meta,
-                            "totalBytesRewritten": size, "objectSize": size})
+    return self._send(
+      200,
+      {
+        "kind": "storage#rewriteResponse",
+        "done": True,
+        "resource": meta,
+        "totalBytesRewritten": size,
+        "objectSize": size,
+      },
+    )
 
   def do_DELETE(self):  # pylint: disable=invalid-name
     parts, query = self._route()

@@ -1,4 +1,5 @@
 """The analyses on a finished tiny run's checkpoints, through the command line."""
+
 import json
 import os
 import re
@@ -27,8 +28,11 @@ def _analyze(*args):
 # slow (more than a minute on 2 cores with the suite running): run with `-m slow`
 @pytest.mark.slow
 def test_grad_alignment_on_saved_checkpoints(finished_run):
-  result = _analyze(f"--workdir={finished_run}", "--analysis=grad_alignment",  # the config the run saved
-                    "--set=analysis.grad_alignment.max_definitions=3")
+  result = _analyze(
+    f"--workdir={finished_run}",
+    "--analysis=grad_alignment",  # the config the run saved
+    "--set=analysis.grad_alignment.max_definitions=3",
+  )
   assert result.returncode == 0, result.stderr
   summary = json.load(open(finished_run / "summary.json"))
   stage2 = summary["grad_alignment"]["stage2"]
@@ -50,8 +54,11 @@ def test_grad_alignment_on_saved_checkpoints(finished_run):
     json.dump(config, open(copy / "config.json", "w"))
     shutil.copy(finished_run / "summary.json", copy / "summary.json")
   out = finished_run.parent / "plot.png"
-  result = _analyze("--analysis=alignment_vs_batch", f"--workdirs={finished_run.parent / 'bs_a'},"
-                    f"{finished_run.parent / 'bs_b'}", f"--out={out}")
+  result = _analyze(
+    "--analysis=alignment_vs_batch",
+    f"--workdirs={finished_run.parent / 'bs_a'},{finished_run.parent / 'bs_b'}",
+    f"--out={out}",
+  )
   assert result.returncode == 0, result.stderr
   assert out.stat().st_size > 1000
 
@@ -71,8 +78,12 @@ def test_probes_on_saved_checkpoints(finished_run):
 # slow (more than a minute on 2 cores with the suite running): run with `-m slow`
 @pytest.mark.slow
 def test_analysis_errors_name_the_field(finished_run, tmp_path):
-  result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes",
-                    "--config.analysis.probes.classes=qd1consis,nope")
+  result = _analyze(
+    "--config=configs/default.py:tiny",
+    f"--workdir={finished_run}",
+    "--analysis=probes",
+    "--config.analysis.probes.classes=qd1consis,nope",
+  )
   assert result.returncode == 2 and "analysis.probes.classes" in result.stderr
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={tmp_path}", "--analysis=grad_alignment")
   assert result.returncode == 2 and "no finished stage" in result.stderr
@@ -88,8 +99,11 @@ def saved_run(tmp_path):
 
 
 def test_the_saved_config_is_read_and_analysis_settings_change_with_their_types(saved_run):
-  config = analyze.run_config(None, str(saved_run), ["analysis.grad_alignment.max_definitions=3",
-                                                     "analysis.probes.c=0.5", "analysis.grad_alignment.enabled=true"])
+  config = analyze.run_config(
+    None,
+    str(saved_run),
+    ["analysis.grad_alignment.max_definitions=3", "analysis.probes.c=0.5", "analysis.grad_alignment.enabled=true"],
+  )
   assert config.n_seeds == 2 and config.stages.stage1.epochs == tiny_config().stages.stage1.epochs
   assert config.analysis.grad_alignment.max_definitions == 3 and config.analysis.probes.c == 0.5
   assert config.analysis.grad_alignment.enabled is True
@@ -97,13 +111,16 @@ def test_the_saved_config_is_read_and_analysis_settings_change_with_their_types(
   assert analyze.run_config(given, str(saved_run), []) is given
 
 
-@pytest.mark.parametrize("config, settings, message", [
+@pytest.mark.parametrize(
+  "config, settings, message",
+  [
     (None, ["stages.stage1.epochs=9"], "expected field=value with a field under analysis. or eval.batch_size"),
     (None, ["analysis.probes.nope=1"], "the config has no field analysis.probes.nope"),
     (None, ["analysis.probes.folds=many"], "expected a value of type int"),
     (None, ["analysis.grad_alignment.enabled=yes"], "expected true or false"),
     ("file", ["analysis.probes.c=1"], "with --config, use --config.<field>=<value>"),
-])
+  ],
+)
 def test_bad_settings_are_one_line(saved_run, config, settings, message):
   with pytest.raises(IMLError, match=re.escape(message)):
     analyze.run_config(tiny_config() if config else None, str(saved_run), settings)
@@ -115,14 +132,28 @@ def test_a_workdir_without_a_saved_config_asks_for_one(tmp_path):
 
 
 def test_a_config_file_of_another_run_suggests_the_saved_one(saved_run):
-  with pytest.raises(IMLError, match="differing fields: n_seeds .*Leave out --config to analyse with the config the "
-                                     r"run saved \(config.json\)$"):
+  with pytest.raises(
+    IMLError,
+    match="differing fields: n_seeds .*Leave out --config to analyse with the config the "
+    r"run saved \(config.json\)$",
+  ):
     analyze.grad_alignment_on_checkpoints(tiny_config(n_seeds=3), str(saved_run))
 
 
 @pytest.mark.parametrize("config, task", [("vision.py", "vision"), ("toy1d.py", "toy1d")])
 def test_text_analyses_refuse_an_array_task(tmp_path, config, task):
-  result = subprocess.run([sys.executable, "-m", "iml_jax.analyze", f"--config=configs/{config}:tiny",
-                           f"--workdir={tmp_path}", "--analysis=probes"], cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "iml_jax.analyze",
+      f"--config=configs/{config}:tiny",
+      f"--workdir={tmp_path}",
+      "--analysis=probes",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 2
   assert f"--analysis=probes reads token sequences; config field task = '{task}' has arrays" in result.stderr

@@ -1,4 +1,5 @@
 """The package's structure: no import cycles (imports inside functions count), and reporting stays light."""
+
 import ast
 import os
 import subprocess
@@ -31,8 +32,10 @@ def import_graph() -> dict[str, set[str]]:
         imported |= {alias.name for alias in node.names}
       elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
         # `from iml_jax import stage` imports the module iml_jax.stage; `from iml_jax.stage import f` iml_jax.stage
-        imported |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
-                     for alias in node.names}
+        imported |= {
+          f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+          for alias in node.names
+        }
     graph[module] = {name for name in imported if name in modules and name != module}
   return graph
 
@@ -45,7 +48,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     path.append(module)
     for successor in sorted(graph[module]):
       if state.get(successor) == "open":
-        return path[path.index(successor):] + [successor]
+        return path[path.index(successor) :] + [successor]
       if successor not in state and (cycle := visit(successor)):
         return cycle
     state[module] = "closed"
@@ -75,8 +78,10 @@ def test_reporting_imports_no_training_code():
   """A report, a sweep report, reading a workdir and the study's model table load neither Orbax, Flax,
   tensorboardX nor the stage loop."""
   heavy = ("orbax.checkpoint", "flax.linen", "tensorboardX", "iml_jax.stage", "iml_jax.train", "iml_jax.checkpointing")
-  code = ("import sys\nimport iml_jax.report, iml_jax.sweep_report, iml_jax.workdir, iml_jax.models.families\n"
-          f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+  code = (
+    "import sys\nimport iml_jax.report, iml_jax.sweep_report, iml_jax.workdir, iml_jax.models.families\n"
+    f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+  )
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
 """Step-indexed data order, and the order key each stage run gets (docs/study.md §3.8, §7.3, bug #3)."""
+
 import numpy as np
 
 from iml_jax import experiment
@@ -13,8 +14,11 @@ def test_stage2_order_depends_on_both_seeds():
   its stage 2 in the same order; here the order key holds (seed, seed_stage2, stage index)."""
   config = experiment.load_config(f"{ROOT}/configs/default.py:tiny")
   config.n_seeds_stage2 = 2
-  runs = {(seed, run.seed_stage2, run.name): run for seed in (0, 1)
-          for run in workdir_layout.plan_stage_runs(config, "/w", seed)}
+  runs = {
+    (seed, run.seed_stage2, run.name): run
+    for seed in (0, 1)
+    for run in workdir_layout.plan_stage_runs(config, "/w", seed)
+  }
   keys = {k: run.order_key for k, run in runs.items()}
   assert keys[(0, 0, "stage2")] == (0, 0, 1) and keys[(1, 0, "stage2")] == (1, 0, 1)
   assert keys[(1, 1, "stage2")] == (1, 1, 1) and keys[(1, 0, "stage1")] == (1, 0, 0)
@@ -49,6 +53,7 @@ def _counting_encoder(calls):
   def encode(examples):
     calls.append(len(examples))
     return {"tokens": np.array([[ord(ex.prompt[0]), len(ex.prompt)] for ex in examples])}
+
   return encode
 
 
@@ -68,6 +73,7 @@ def test_stage_batches_encode_fixed_examples_once_and_follow_the_step_indexed_or
 def test_stage_batches_encode_each_epoch_of_a_redrawing_task():
   def redraw(epoch):
     return [Example(chr(97 + epoch) * (i + 1), " x") for i in range(6)]
+
   calls = []
   batches = batching.StageBatches(StageData(redraw(0), {}, redraw), _counting_encoder(calls), (0,), 6, 1)
   assert [int(batches.at(step)["tokens"][0, 0]) for step in range(3)] == [97, 98, 99]

@@ -24,15 +24,20 @@ def _one_device():
   return Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), sharding.MESH_AXES)
 
 
-@pytest.mark.parametrize("written, read", [
+@pytest.mark.parametrize(
+  "written, read",
+  [
     (((1, 8, 1), "fsdp"), (None, "fsdp")),  # 8 devices -> 1
     ((None, "dp"), ((2, 2, 2), "fsdp_tensor")),  # 1 device -> 8
     (((8, 1, 1), "dp"), ((1, 4, 2), "fsdp_tensor")),  # another mesh shape and rule set
-])
+  ],
+)
 def test_round_trip_across_topologies(tmp_path, written, read):
   """Restored bit-exact straight into the reading mesh's shardings."""
+
   def mesh_of(shape):
     return _one_device() if shape is None else sharding.make_mesh(shape)
+
   _, state = _state(mesh_of(written[0]), rules=written[1])
   checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
   checkpoints.save(7, state.params, state.opt_state, {"step": 7})
@@ -59,8 +64,11 @@ def test_mismatched_model_is_a_clear_error(tmp_path):
   checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
   checkpoints.save(1, state.params, state.opt_state, {})
   other, _ = _state(mesh, vocab=40)
-  with pytest.raises(IMLError, match=r"does not match the configured model: .*embed_in.*"
-                                    r"stored \(32, 32\) float32, model \(40, 32\) float32"):
+  with pytest.raises(
+    IMLError,
+    match=r"does not match the configured model: .*embed_in.*"
+    r"stored \(32, 32\) float32, model \(40, 32\) float32",
+  ):
     checkpoints.restore_params(1, other.params)
 
 
@@ -96,15 +104,20 @@ def test_a_full_disk_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
   import errno
 
   import orbax.checkpoint as ocp
+
   _, state = _state(sharding.make_mesh((-1, 1, 1)))
   checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
   checkpoints.save(2, state.params, state.opt_state, {"step": 2})
 
   def full_disk(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
+
   monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
-  with pytest.raises(IMLError, match=r"saving checkpoint step 4 in .*ckpt failed \(No space left on device\); the "
-                                     r"earlier checkpoints are intact"):
+  with pytest.raises(
+    IMLError,
+    match=r"saving checkpoint step 4 in .*ckpt failed \(No space left on device\); the "
+    r"earlier checkpoints are intact",
+  ):
     checkpoints.save(4, state.params, state.opt_state, {"step": 4})
   assert checkpoints.latest_step() == 2
 
@@ -121,15 +134,18 @@ def test_a_damaged_checkpoint_file_is_named_before_anything_is_restored(tmp_path
   checkpoints = StageCheckpoints(str(tmp_path / "ckpt"), max_to_keep=2)
   for step in (1, 2, 3):
     checkpoints.save(step, state.params, state.opt_state, {"step": step})
-  assert sorted(n for n in os.listdir(tmp_path / "ckpt") if n.endswith(".sha256.json")) == ["2.sha256.json",
-                                                                                             "3.sha256.json"]
+  assert sorted(n for n in os.listdir(tmp_path / "ckpt") if n.endswith(".sha256.json")) == [
+    "2.sha256.json",
+    "3.sha256.json",
+  ]
   victim = _largest_file(tmp_path / "ckpt" / "3")
   data = bytearray(open(victim, "rb").read())
   data[len(data) // 2] ^= 1
   open(victim, "wb").write(bytes(data))
   relative = os.path.relpath(victim, tmp_path / "ckpt")
-  with pytest.raises(DamagedCheckpoint, match=f"checkpoint file .*ckpt/{re.escape(relative)} differs from the file "
-                                              "saved"):
+  with pytest.raises(
+    DamagedCheckpoint, match=f"checkpoint file .*ckpt/{re.escape(relative)} differs from the file saved"
+  ):
     checkpoints.restore(3, abstract.params, abstract.opt_state)
   with pytest.raises(DamagedCheckpoint, match="differs from the file saved"):
     checkpoints.restore_params(3, abstract.params)

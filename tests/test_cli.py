@@ -1,4 +1,5 @@
 """A mistake on the command line is one line `<tool>: error: ...`, exit status 2, and nothing written."""
+
 import os
 import subprocess
 import sys
@@ -9,19 +10,20 @@ from test_experiment import ROOT
 
 DEFAULT = "--config=configs/default.py"
 CASES = {
-    "missing config file": (["--config=configs/nope.py"], "--config: config file configs/nope.py does not exist"),
-    "syntax error in the config file": (["--config={bad_syntax}"], "config file {bad_syntax}, line 1: SyntaxError"),
-    "error raised by the config file": (["--config={bad_name}"],
-                                        "config file {bad_name}, line 2: NameError: name 'undefined_name'"),
-    "unknown config argument": ([DEFAULT + ":tiny,bogus"], "unknown config argument(s) ['bogus']; known: ['tiny', "),
-    "unknown field": ([DEFAULT, "--config.nonexistent=1"], "--config.nonexistent: the config has no field "
-                                                            "'nonexistent'"),
-    "unknown nested field": ([DEFAULT, "--config.stages.stage3.epochs=1"],
-                             "--config.stages.stage3.epochs: the config has no field 'stage3' "
-                             "(did you mean 'stage2'?)"),
-    "value of the wrong type": ([DEFAULT, "--config.n_seeds=abc"],
-                                "flag --config.n_seeds=abc: invalid literal for int"),
-    "unknown flag": ([DEFAULT, "--epochs=3"], "Unknown command line flag 'epochs'"),
+  "missing config file": (["--config=configs/nope.py"], "--config: config file configs/nope.py does not exist"),
+  "syntax error in the config file": (["--config={bad_syntax}"], "config file {bad_syntax}, line 1: SyntaxError"),
+  "error raised by the config file": (
+    ["--config={bad_name}"],
+    "config file {bad_name}, line 2: NameError: name 'undefined_name'",
+  ),
+  "unknown config argument": ([DEFAULT + ":tiny,bogus"], "unknown config argument(s) ['bogus']; known: ['tiny', "),
+  "unknown field": ([DEFAULT, "--config.nonexistent=1"], "--config.nonexistent: the config has no field 'nonexistent'"),
+  "unknown nested field": (
+    [DEFAULT, "--config.stages.stage3.epochs=1"],
+    "--config.stages.stage3.epochs: the config has no field 'stage3' (did you mean 'stage2'?)",
+  ),
+  "value of the wrong type": ([DEFAULT, "--config.n_seeds=abc"], "flag --config.n_seeds=abc: invalid literal for int"),
+  "unknown flag": ([DEFAULT, "--epochs=3"], "Unknown command line flag 'epochs'"),
 }
 
 
@@ -35,8 +37,9 @@ def config_files(tmp_path_factory):
 
 def _one_line_error(module, args, tmp_path):
   workdir = tmp_path / "w"
-  result = subprocess.run([sys.executable, "-m", module, *args, f"--workdir={workdir}"], cwd=ROOT,
-                          capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, "-m", module, *args, f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True
+  )
   assert result.returncode == 2, result.stderr
   assert len(result.stderr.strip().splitlines()) == 1, result.stderr
   assert not os.path.exists(workdir)

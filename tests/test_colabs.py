@@ -1,4 +1,5 @@
 """Every notebook in colabs/ runs headlessly on CPU with tiny settings (IML_COLAB_TINY=1)."""
+
 import json
 import os
 import subprocess
@@ -7,15 +8,19 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = {"quickstart.ipynb": "IML gap", "grad_alignment.ipynb": "cosine between the four examples' gradients",
-             "results.ipynb": "# Run report"}
+NOTEBOOKS = {
+  "quickstart.ipynb": "IML gap",
+  "grad_alignment.ipynb": "cosine between the four examples' gradients",
+  "results.ipynb": "# Run report",
+}
 
 
 def notebook_code(path: str, cells: int | None = None) -> str:
   """The code cells (the first `cells` of them) as one script; shell (`!`) and magic (`%`) lines are Colab-only."""
   code = [cell for cell in json.load(open(path))["cells"] if cell["cell_type"] == "code"][:cells]
-  lines = [line for cell in code for line in "".join(cell["source"]).split("\n")
-           if not line.lstrip().startswith(("!", "%"))]
+  lines = [
+    line for cell in code for line in "".join(cell["source"]).split("\n") if not line.lstrip().startswith(("!", "%"))
+  ]
   return "\n".join(lines) + "\n"
 
 
@@ -24,25 +29,36 @@ def _colab_runtime(tmp_path, tpu: bool):
   ones), a `google.colab` module imported before the notebook runs, /content in a temporary directory and, for
   a TPU runtime, libtpu preinstalled (a stand-in of the version jax[tpu] pins) and TPU_ACCELERATOR_TYPE set."""
   runtime = tmp_path / "colab"
-  subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(runtime / "env")],
-                 check=True)
+  subprocess.run(
+    [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(runtime / "env")], check=True
+  )
   (runtime / "modules" / "google" / "colab").mkdir(parents=True)
   (runtime / "modules" / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s module."""\n')
   (runtime / "modules" / "google" / "colab" / "output.py").write_text('"""Imported by jax\'s Colab debugger."""\n')
   (runtime / "content").mkdir()
-  env = {"PYTHONPATH": str(runtime / "modules"), "IML_COLAB_HOME": str(runtime / "content"),
-         "IML_COLAB_REPO_URL": ROOT}
+  env = {"PYTHONPATH": str(runtime / "modules"), "IML_COLAB_HOME": str(runtime / "content"), "IML_COLAB_REPO_URL": ROOT}
   if tpu:
     site = next((runtime / "env" / "lib").glob("python3*/site-packages"))
-    libtpu = json.loads(subprocess.run([sys.executable, "-c", "import importlib.metadata as m; import json; "
-                                        "print(json.dumps([r for r in m.requires('jax') if 'libtpu' in r]))"],
-                                       capture_output=True, text=True, check=True).stdout)[0]
+    libtpu = json.loads(
+      subprocess.run(
+        [
+          sys.executable,
+          "-c",
+          "import importlib.metadata as m; import json; "
+          "print(json.dumps([r for r in m.requires('jax') if 'libtpu' in r]))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+      ).stdout
+    )[0]
     version = libtpu.split("==")[1].split(";")[0].strip().rstrip(".*")
     (site / "libtpu").mkdir()
     (site / "libtpu" / "__init__.py").write_text("")
     (site / f"libtpu-{version}.dist-info").mkdir()
-    (site / f"libtpu-{version}.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: libtpu\n"
-                                                                  f"Version: {version}\n")
+    (site / f"libtpu-{version}.dist-info" / "METADATA").write_text(
+      f"Metadata-Version: 2.1\nName: libtpu\nVersion: {version}\n"
+    )
     env["TPU_ACCELERATOR_TYPE"] = "v5litepod-1"
   return str(runtime / "env" / "bin" / "python"), env, runtime / "content" / "iml-jax"  # python, variables, clone
 
@@ -51,24 +67,37 @@ def _colab_runtime(tmp_path, tpu: bool):
 # the reduced default's headline check within its 20 minutes.
 # Each notebook's Colab branch on a CPU runtime; on a TPU runtime the setup and devices cells of one (what differs);
 # the cheapest notebook also from the checkout (slow: the same cells as its Colab CPU run).
-@pytest.mark.parametrize("name, runtime", [
+@pytest.mark.parametrize(
+  "name, runtime",
+  [
     pytest.param(n, "colab_cpu", marks=[pytest.mark.slow] if n == "grad_alignment.ipynb" else [])
-    for n in sorted(NOTEBOOKS)] + [("results.ipynb", "colab_tpu"),
-                                   pytest.param("results.ipynb", "local", marks=pytest.mark.slow)])
+    for n in sorted(NOTEBOOKS)
+  ]
+  + [("results.ipynb", "colab_tpu"), pytest.param("results.ipynb", "local", marks=pytest.mark.slow)],
+)
 def test_notebook_executes(name, runtime, tmp_path):
   """The Colab branch clones this checkout into /content and installs it (nothing else changes: every pin is
   already satisfied), the notebook runs, and its setup cell, run again, reuses the clone (no nested copy)."""
   code = notebook_code(os.path.join(ROOT, "colabs", name), cells=2 if runtime == "colab_tpu" else None)
   setup_cell = next(c for c in json.load(open(os.path.join(ROOT, "colabs", name)))["cells"] if c["cell_type"] == "code")
   script = tmp_path / "notebook.py"
-  env = {**os.environ, "IML_COLAB_TINY": "1", "IML_COLAB_WORKDIR": str(tmp_path / "runs"), "MPLBACKEND": "Agg",
-         "XLA_FLAGS": ""}
+  env = {
+    **os.environ,
+    "IML_COLAB_TINY": "1",
+    "IML_COLAB_WORKDIR": str(tmp_path / "runs"),
+    "MPLBACKEND": "Agg",
+    "XLA_FLAGS": "",
+  }
   python, cwd = sys.executable, os.path.join(ROOT, "colabs")
   if runtime.startswith("colab"):
     python, colab_env, repo = _colab_runtime(tmp_path, tpu=runtime == "colab_tpu")
     env.update(colab_env)
-    code = ("import google.colab\n" + code + "".join(setup_cell["source"]) +
-            "\nimport iml_jax\nprint('iml_jax from', iml_jax.__file__)\n")
+    code = (
+      "import google.colab\n"
+      + code
+      + "".join(setup_cell["source"])
+      + "\nimport iml_jax\nprint('iml_jax from', iml_jax.__file__)\n"
+    )
     cwd = str(tmp_path / "colab" / "content")
   script.write_text(code)
   result = subprocess.run([python, str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -83,8 +112,12 @@ def test_notebook_executes(name, runtime, tmp_path):
 
 
 def test_every_notebook_has_the_same_setup_cell():
-  cells = {name: next(c for c in json.load(open(os.path.join(ROOT, "colabs", name)))["cells"]
-                      if c["cell_type"] == "code")["source"] for name in NOTEBOOKS}
+  cells = {
+    name: next(c for c in json.load(open(os.path.join(ROOT, "colabs", name)))["cells"] if c["cell_type"] == "code")[
+      "source"
+    ]
+    for name in NOTEBOOKS
+  }
   assert len({"".join(source) for source in cells.values()}) == 1
   assert sum(line.startswith('REPO_URL = "') for line in cells["quickstart.ipynb"]) == 1
 

@@ -1,4 +1,5 @@
 """The persistent compilation cache: programs written once, loaded by the next process, same results."""
+
 import os
 import subprocess
 import sys
@@ -20,8 +21,9 @@ print(jax.jit(lambda v: jnp.tanh(v) @ jnp.exp(v))(x).item().hex())
 
 def _run(directory: str) -> str:
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-  return subprocess.run([sys.executable, "-c", _PROGRAM, directory], env=env, check=True, capture_output=True,
-                        text=True).stdout.strip()
+  return subprocess.run(
+    [sys.executable, "-c", _PROGRAM, directory], env=env, check=True, capture_output=True, text=True
+  ).stdout.strip()
 
 
 def _entries(directory) -> list[str]:

@@ -14,17 +14,26 @@ from iml_jax.models.registry import abstract_params, to_layout
 from iml_jax.train import unbox
 
 VARIANTS = {
-    "pythia": dict(position_embedding="rotary", parallel_residual=True, rotary_pct=0.25),
-    "full_rotary_sequential": dict(position_embedding="rotary", parallel_residual=False, rotary_pct=1.0),
-    "gpt2_style": dict(position_embedding="learned", parallel_residual=False),
-    "llama_gqa": dict(rotary_pct=1.0, parallel_residual=False, norm="rmsnorm", activation="silu", gated_mlp=True,
-                      n_kv_heads=2, qkv_bias=False, proj_bias=False),
+  "pythia": dict(position_embedding="rotary", parallel_residual=True, rotary_pct=0.25),
+  "full_rotary_sequential": dict(position_embedding="rotary", parallel_residual=False, rotary_pct=1.0),
+  "gpt2_style": dict(position_embedding="learned", parallel_residual=False),
+  "llama_gqa": dict(
+    rotary_pct=1.0,
+    parallel_residual=False,
+    norm="rmsnorm",
+    activation="silu",
+    gated_mlp=True,
+    n_kv_heads=2,
+    qkv_bias=False,
+    proj_bias=False,
+  ),
 }
 
 
 def _model(variant, **overrides):
-  fields = dict(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=24, init_std=0.3,
-                embedding_init_std=0.3)
+  fields = dict(
+    vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=24, init_std=0.3, embedding_init_std=0.3
+  )
   cfg = DecoderConfig(**{**fields, **VARIANTS[variant], **overrides})
   model = DecoderLM(cfg)
   return model, unbox(init_params(model, jax.random.key(1)))
@@ -45,8 +54,8 @@ def test_causality(variant):
   for t in (0, 5, 10):
     grads = jax.jit(jax.grad(lambda x: logit_sum_at(t, x)))(embeddings)  # jitted: one compile, not one per op
     norms = jnp.abs(grads).sum(axis=(0, 2))
-    assert float(norms[t + 1:].max(initial=0.0)) == 0.0
-    assert float(norms[:t + 1].min()) > 0.0
+    assert float(norms[t + 1 :].max(initial=0.0)) == 0.0
+    assert float(norms[: t + 1].min()) > 0.0
 
 
 def test_local_layers_see_only_their_window():
@@ -54,8 +63,9 @@ def test_local_layers_see_only_their_window():
   tokens = jax.random.randint(jax.random.key(2), (1, 10), 0, 37)
   embeddings = model.apply({"params": params}, tokens, method=model.embed)
   positions, mask = causal_inputs(tokens)
-  grads = jax.grad(lambda x: model.apply({"params": params}, x, positions, mask,
-                                         method=model.from_embeddings)[0][:, 7].sum())(embeddings)
+  grads = jax.grad(
+    lambda x: model.apply({"params": params}, x, positions, mask, method=model.from_embeddings)[0][:, 7].sum()
+  )(embeddings)
   seen = np.flatnonzero(np.abs(np.asarray(grads)).sum(axis=(0, 2)))
   assert seen.tolist() == [5, 6, 7]
 
@@ -110,8 +120,13 @@ def test_attention_implementations_remat_and_scan_compute_the_same(variant):
     return value, to_layout(grads, params)  # scanned layers: unstacked to compare
 
   reference_loss, reference_grads = loss_and_grads(base)
-  for options in (dict(attention="xla"), dict(remat="full"), dict(remat="dots_saveable", attention="xla"),
-                  dict(scan_layers=True), dict(scan_layers=True, remat="full")):
+  for options in (
+    dict(attention="xla"),
+    dict(remat="full"),
+    dict(remat="dots_saveable", attention="xla"),
+    dict(scan_layers=True),
+    dict(scan_layers=True, remat="full"),
+  ):
     model = DecoderLM(dataclasses.replace(base.cfg, **options))
     loss, grads = loss_and_grads(model)
     np.testing.assert_allclose(loss, reference_loss, rtol=1e-5)
@@ -132,8 +147,9 @@ def test_padded_vocabulary_computes_the_unpadded_model(tie_embeddings):
   np.testing.assert_allclose(padded_logits[..., :37], logits, atol=1e-6)
   assert np.all(np.asarray(padded_logits[..., 37:]) == np.finfo(np.float32).min)
   grads = jax.grad(lambda p: token_losses(padded_model, p, batch).sum())(padded_params)
-  np.testing.assert_allclose(token_losses(padded_model, padded_params, batch), token_losses(model, params, batch),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    token_losses(padded_model, padded_params, batch), token_losses(model, params, batch), atol=1e-6
+  )
   np.testing.assert_array_equal(grads["embed_in"]["embedding"][37:], 0.0)
   if not tie_embeddings:
     np.testing.assert_array_equal(grads["embed_out"]["kernel"][:, 37:], 0.0)
@@ -148,9 +164,11 @@ def test_scanned_layers_decode_and_expose_residuals_as_unrolled_ones():
   scanned_params = to_layout(params, unbox(boxed))
   assert scanned_params["layers"]["attention"]["query"]["kernel"].shape == (3, 32, 32)
   prompts = jnp.array([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]], jnp.int32)
-  np.testing.assert_array_equal(greedy_decode(scanned, scanned_params, prompts, 6, 0),
-                                greedy_decode(model, params, prompts, 6, 0))
-  np.testing.assert_allclose(hidden_states(scanned, scanned_params, prompts), hidden_states(model, params, prompts),
-                             atol=1e-5)
+  np.testing.assert_array_equal(
+    greedy_decode(scanned, scanned_params, prompts, 6, 0), greedy_decode(model, params, prompts, 6, 0)
+  )
+  np.testing.assert_allclose(
+    hidden_states(scanned, scanned_params, prompts), hidden_states(model, params, prompts), atol=1e-5
+  )
   with pytest.raises(IMLError, match="model.scan_layers = True: expected False for a model with local_layers"):
     dataclasses.replace(model.cfg, scan_layers=True, local_layers=(1,))

@@ -29,19 +29,37 @@ def _no_cache_greedy(forward, prompt, steps):
 
 
 VARIANTS = {
-    "neox": dict(position_embedding="rotary", parallel_residual=True),
-    "gpt2": dict(position_embedding="learned", parallel_residual=False, tie_embeddings=True),
-    "gpt_neo_local_window_3": dict(position_embedding="learned", parallel_residual=False, local_layers=(1,),
-                                   local_window=3, scale_attention=False),
-    "llama_gqa": dict(rotary_pct=1.0, parallel_residual=False, norm="rmsnorm", activation="silu", gated_mlp=True,
-                      n_kv_heads=2, qkv_bias=False, proj_bias=False),
+  "neox": dict(position_embedding="rotary", parallel_residual=True),
+  "gpt2": dict(position_embedding="learned", parallel_residual=False, tie_embeddings=True),
+  "gpt_neo_local_window_3": dict(
+    position_embedding="learned", parallel_residual=False, local_layers=(1,), local_window=3, scale_attention=False
+  ),
+  "llama_gqa": dict(
+    rotary_pct=1.0,
+    parallel_residual=False,
+    norm="rmsnorm",
+    activation="silu",
+    gated_mlp=True,
+    n_kv_heads=2,
+    qkv_bias=False,
+    proj_bias=False,
+  ),
 }
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cached_greedy_equals_no_cache_loop(variant):
-  cfg = DecoderConfig(vocab_size=23, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=32, init_std=0.4,
-                      embedding_init_std=0.4, **VARIANTS[variant])
+  cfg = DecoderConfig(
+    vocab_size=23,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    d_mlp=64,
+    max_len=32,
+    init_std=0.4,
+    embedding_init_std=0.4,
+    **VARIANTS[variant],
+  )
   model = DecoderLM(cfg)
   params = unbox(init_params(model, jax.random.key(3)))
   rng = np.random.default_rng(0)
@@ -49,7 +67,7 @@ def test_cached_greedy_equals_no_cache_loop(variant):
   width = 8
   batch = np.full((len(prompts), width), EOS, np.int32)
   for row, prompt in zip(batch, prompts):
-    row[width - len(prompt):] = prompt  # left padding
+    row[width - len(prompt) :] = prompt  # left padding
   generated = np.asarray(greedy_decode(model, params, jnp.asarray(batch), 10, EOS))
   forward = jax.jit(lambda x: model.apply({"params": params}, x, *causal_inputs(x))[0])
   for row, prompt in zip(generated, prompts):
@@ -71,8 +89,17 @@ def test_a_row_that_emits_eos_stays_eos():
 
 
 def test_seq2seq_cached_greedy_equals_no_cache_loop():
-  cfg = T5Config(vocab_size=23, d_model=32, d_kv=8, d_ff=48, n_heads=4, n_layers=2, relative_buckets=8,
-                 relative_max_distance=16, init_std=0.3)
+  cfg = T5Config(
+    vocab_size=23,
+    d_model=32,
+    d_kv=8,
+    d_ff=48,
+    n_heads=4,
+    n_layers=2,
+    relative_buckets=8,
+    relative_max_distance=16,
+    init_std=0.3,
+  )
   model = T5(cfg)
   params = unbox(t5.init_params(model, jax.random.key(4)))
   rng = np.random.default_rng(1)

@@ -1,4 +1,5 @@
 """The embedded default's scientific claim: the reduced default in every CI run, two full-size seeds as a slow test."""
+
 import json
 import os
 import subprocess
@@ -25,9 +26,20 @@ def test_reduced_default_shows_iml_with_an_interval_that_excludes_zero(tmp_path)
   """The headline effect in CI (configs/default.py:reduced: 500 aliases, 35 Stage-1 epochs, 5 seeds): the IML
   gap's 95% interval over stage-1 seeds lies above 0, and Stage 1 generalised on every seed. Run as a user runs
   it, through main on one CPU device (8 fake devices would make each step an 8-way data-parallel one)."""
-  subprocess.run([sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:reduced",
-                  f"--workdir={tmp_path}", "--config.progress_bar=False"], cwd=ROOT, check=True,
-                 capture_output=True, env={**os.environ, "XLA_FLAGS": ""})
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "iml_jax.main",
+      "--config=configs/default.py:reduced",
+      f"--workdir={tmp_path}",
+      "--config.progress_bar=False",
+    ],
+    cwd=ROOT,
+    check=True,
+    capture_output=True,
+    env={**os.environ, "XLA_FLAGS": ""},
+  )
   summary = json.load(open(tmp_path / "summary.json"))
   gap = summary["iml_gap"]
   assert gap["mean"] - gap["ci95"] > 0, gap

@@ -21,19 +21,56 @@ def kb4000():
 
 def _counts(kb, fractions, seed=0, seed_stage2=0):
   names = sorted(e.name for e in kb)
-  subsets = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS,
-                                       seed, seed_stage2)
+  subsets = common.split_stage_subsets(
+    names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, seed, seed_stage2
+  )
   return {k: len(v) for k, v in subsets.items()}
 
 
-@pytest.mark.parametrize("fractions, expected", [
-    (blocks.define_data().fractions.to_dict(), dict(q_no_replacement_baseline=400, qd1consis=1000, qd2incons=1000,
-                                                 q=400, d1consis=320, d2consis=320, d3consis=320, no_qd_baseline=240)),
-    (NO_D3, dict(q_no_replacement_baseline=400, qd1consis=1000, qd2incons=1000, q=400, d1consis=400,
-                 d2consis=400, d3consis=0, no_qd_baseline=400)),
-    (GRAD_ALIGNMENT, dict(q_no_replacement_baseline=480, qd1consis=1000, qd2incons=1000, q=400, d1consis=400,
-                          d2consis=400, d3consis=0, no_qd_baseline=320)),
-])
+@pytest.mark.parametrize(
+  "fractions, expected",
+  [
+    (
+      blocks.define_data().fractions.to_dict(),
+      dict(
+        q_no_replacement_baseline=400,
+        qd1consis=1000,
+        qd2incons=1000,
+        q=400,
+        d1consis=320,
+        d2consis=320,
+        d3consis=320,
+        no_qd_baseline=240,
+      ),
+    ),
+    (
+      NO_D3,
+      dict(
+        q_no_replacement_baseline=400,
+        qd1consis=1000,
+        qd2incons=1000,
+        q=400,
+        d1consis=400,
+        d2consis=400,
+        d3consis=0,
+        no_qd_baseline=400,
+      ),
+    ),
+    (
+      GRAD_ALIGNMENT,
+      dict(
+        q_no_replacement_baseline=480,
+        qd1consis=1000,
+        qd2incons=1000,
+        q=400,
+        d1consis=400,
+        d2consis=400,
+        d3consis=0,
+        no_qd_baseline=320,
+      ),
+    ),
+  ],
+)
 def test_entity_counts_match_the_study(kb4000, fractions, expected):
   counts = _counts(kb4000, fractions)
   assert {k: v for k, v in counts.items() if k in expected} == expected
@@ -44,8 +81,19 @@ def test_trex_counts_and_rounding_surplus():
   names = [f"work {i:05d}" for i in range(6900)]
   fractions = blocks.define_data().fractions.to_dict()
   subsets = common.split_stage_subsets(names, fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 0, 0)
-  counts = [len(subsets[k]) for k in ("q_no_replacement_baseline", "qd1consis", "qd2incons", "q", "d1consis",
-                                      "d2consis", "d3consis", "no_qd_baseline")]
+  counts = [
+    len(subsets[k])
+    for k in (
+      "q_no_replacement_baseline",
+      "qd1consis",
+      "qd2incons",
+      "q",
+      "d1consis",
+      "d2consis",
+      "d3consis",
+      "no_qd_baseline",
+    )
+  ]
   assert counts == [690, 1725, 1725, 690, 552, 552, 552, 414]
   # 10 items in thirds: 3 + 3 + 3, the surplus goes to the alphabetically last key.
   split = common.split_list_into_subsets({"b": 1 / 3, "c": 1 / 3, "a": 1 / 3}, list(range(10)), seed=0)
@@ -55,18 +103,40 @@ def test_trex_counts_and_rounding_surplus():
 @pytest.fixture(scope=shared_per_module)
 def main_data(kb4000):
   data_cfg = blocks.define_data(entity_association_test_sets=True, letter_test_sets=True)
-  return (data_cfg, define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage1"),
-          define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage2"))
+  return (
+    data_cfg,
+    define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage1"),
+    define.build_define_data(kb4000, data_cfg, seed=0, seed_stage2=0, train_subset="stage2"),
+  )
 
 
 def test_main_config_sizes(main_data):
   _, stage1, stage2 = main_data
   assert len(stage1.train) == 16000
   assert len(stage2.train) == 960
-  sizes = {k: len(stage1.evals[k]) for k in ("d1consis", "d2consis", "d3consis", "no_qd_baseline", "qd1consis",
-                                              "qd2incons", "q", "q_no_replacement_baseline")}
-  assert sizes == dict(d1consis=1920, d2consis=1920, d3consis=1920, no_qd_baseline=1440, qd1consis=1000,
-                       qd2incons=1000, q=400, q_no_replacement_baseline=400)
+  sizes = {
+    k: len(stage1.evals[k])
+    for k in (
+      "d1consis",
+      "d2consis",
+      "d3consis",
+      "no_qd_baseline",
+      "qd1consis",
+      "qd2incons",
+      "q",
+      "q_no_replacement_baseline",
+    )
+  }
+  assert sizes == dict(
+    d1consis=1920,
+    d2consis=1920,
+    d3consis=1920,
+    no_qd_baseline=1440,
+    qd1consis=1000,
+    qd2incons=1000,
+    q=400,
+    q_no_replacement_baseline=400,
+  )
   assert len(stage1.evals["train_questions_qd1consis"]) == 5000
   # Stage 2 removes the stage-1 QA test sets; stage 1 keeps the stage-2 ones (uninformed guess).
   assert "qd1consis" not in stage2.evals and "d1consis" in stage2.evals
@@ -146,8 +216,9 @@ def test_swapped_association_sets_use_the_alias_as_the_inconsistent_definition_d
 
 def test_no_entity_in_two_subsets(kb4000):
   names = sorted(e.name for e in kb4000)
-  subsets = common.split_stage_subsets(names, blocks.define_data().fractions, define.STAGE1_SUBSETS,
-                                       define.STAGE2_SUBSETS, 3, 2)
+  subsets = common.split_stage_subsets(
+    names, blocks.define_data().fractions, define.STAGE1_SUBSETS, define.STAGE2_SUBSETS, 3, 2
+  )
   seen = [n for members in subsets.values() for n in members]
   assert len(seen) == len(set(seen)) == len(names)
 
@@ -172,8 +243,17 @@ def test_definition_orders(order):
 
 
 def test_train_subset_modes(kb4000):
-  data_cfg = blocks.define_data(fractions=dict(blocks.define_data().fractions.to_dict(), qd1consis=0.2, qd1incons=0.05,
-                                               qd2consis=0.05, qd2incons=0.2, q=0.05, qd4consis=0.05))
+  data_cfg = blocks.define_data(
+    fractions=dict(
+      blocks.define_data().fractions.to_dict(),
+      qd1consis=0.2,
+      qd1incons=0.05,
+      qd2consis=0.05,
+      qd2incons=0.2,
+      q=0.05,
+      qd4consis=0.05,
+    )
+  )
   build = lambda subset: define.build_define_data(kb4000, data_cfg, 0, 0, subset)
   sizes = {s: len(build(s).train) for s in define.TRAIN_SUBSETS}
   qa_train = 5 * (400 + 800 + 200 + 200 + 800 + 200 + 200)
@@ -194,8 +274,9 @@ def test_bad_fractions_name_the_field(kb4000):
   bad = blocks.define_data(fractions=dict(blocks.define_data().fractions.to_dict(), q=0.3))
   with pytest.raises(IMLError, match=r"data.fractions.* sum to 1.2"):
     define.build_define_data(kb4000, bad, 0, 0, "stage1")
-  negative = blocks.define_data(fractions=dict(blocks.define_data().fractions.to_dict(), q=-0.1,
-                                               q_no_replacement_baseline=0.3))
+  negative = blocks.define_data(
+    fractions=dict(blocks.define_data().fractions.to_dict(), q=-0.1, q_no_replacement_baseline=0.3)
+  )
   with pytest.raises(IMLError, match="data.fractions.q = -0.1"):
     define.build_define_data(kb4000, negative, 0, 0, "stage1")
 
@@ -213,15 +294,36 @@ print(hashlib.sha256('\\n'.join(lines).encode()).hexdigest())
 
 
 def test_datasets_identical_across_processes():
-  digests = {seed: {subprocess.run([sys.executable, "-c", _HASH_SCRIPT, str(seed)], capture_output=True,
-                                   text=True, check=True, env={"PYTHONHASHSEED": str(h), "PATH": ""}).stdout
-                    for h in (1, 2)} for seed in (0, 1)}
+  digests = {
+    seed: {
+      subprocess.run(
+        [sys.executable, "-c", _HASH_SCRIPT, str(seed)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": str(h), "PATH": ""},
+      ).stdout
+      for h in (1, 2)
+    }
+    for seed in (0, 1)
+  }
   assert all(len(d) == 1 for d in digests.values())
   assert digests[0] != digests[1]
 
 
-VARIANT_FRACTIONS = dict(q_no_replacement_baseline=0.1, qd1consis=0.2, qd1incons=0.0, qd2consis=0.0, qd2incons=0.2,
-                         qd4consis=0.0, q=0.1, d1consis=0.2, d2consis=0.2, d3consis=0.0, no_qd_baseline=0.0)
+VARIANT_FRACTIONS = dict(
+  q_no_replacement_baseline=0.1,
+  qd1consis=0.2,
+  qd1incons=0.0,
+  qd2consis=0.0,
+  qd2incons=0.2,
+  qd4consis=0.0,
+  q=0.1,
+  d1consis=0.2,
+  d2consis=0.2,
+  d3consis=0.0,
+  no_qd_baseline=0.0,
+)
 
 
 @pytest.mark.parametrize("kind", ["nl", "is_isnt"])
@@ -262,8 +364,9 @@ def test_worded_definitions_refuse_tag_3():
 
 def test_incontext_definitions():
   kb = entities.synthetic_knowledge_base(200, seed=0)
-  data = define.build_define_data(kb, blocks.define_data(incontext_definitions=True), seed=0, seed_stage2=0,
-                                  train_subset="full")
+  data = define.build_define_data(
+    kb, blocks.define_data(incontext_definitions=True), seed=0, seed_stage2=0, train_subset="full"
+  )
   plain = define.build_define_data(kb, blocks.define_data(), seed=0, seed_stage2=0, train_subset="full")
   for subset in ("d1consis", "d2consis", "d3consis"):
     for ex in data.evals[subset]:
@@ -275,12 +378,19 @@ def test_incontext_definitions():
   contextual = [ex for ex in data.train if "\n. Q: " in ex.prompt]
   assert contextual and len(data.train) == len([ex for ex in plain.train if ex.prompt.startswith("Q: ")])
   assert sorted(ex.text.split("\n. ")[-1] for ex in data.evals["d1consis"]) == sorted(
-      ex.text for ex in plain.evals["d1consis"])  # the same questions, each after its definition
+    ex.text for ex in plain.evals["d1consis"]
+  )  # the same questions, each after its definition
 
 
-@pytest.mark.parametrize("variant", [dict(definition_type="nl", fractions=VARIANT_FRACTIONS),
-                                     dict(definition_type="is_isnt", fractions=VARIANT_FRACTIONS),
-                                     dict(incontext_definitions=True), dict(def_order="evt")])
+@pytest.mark.parametrize(
+  "variant",
+  [
+    dict(definition_type="nl", fractions=VARIANT_FRACTIONS),
+    dict(definition_type="is_isnt", fractions=VARIANT_FRACTIONS),
+    dict(incontext_definitions=True),
+    dict(def_order="evt"),
+  ],
+)
 def test_association_and_letter_sets_for_every_variant(variant):
   kb = entities.synthetic_knowledge_base(200, seed=0)
   data_cfg = blocks.define_data(entity_association_test_sets=True, letter_test_sets=True, **variant)
@@ -293,17 +403,26 @@ def test_association_and_letter_sets_for_every_variant(variant):
 
 
 def test_worded_and_incontext_data_identical_in_every_process():
-  code = ("import hashlib, json; from iml_jax import config_blocks as blocks\n"
-          "from iml_jax.data import define, entities\n"
-          "kb = entities.synthetic_knowledge_base(200, seed=0); out = []\n"
-          "for variant in (dict(definition_type='is_isnt'), dict(definition_type='nl'),\n"
-          "                dict(incontext_definitions=True)):\n"
-          "  fractions = ({} if 'incontext_definitions' in variant else\n"
-          "               dict(fractions=" + repr(VARIANT_FRACTIONS) + "))\n"
-          "  d = define.build_define_data(kb, blocks.define_data(**variant, **fractions), 4, 1, 'full')\n"
-          "  out.append(hashlib.sha256(json.dumps([e.text for e in d.train]).encode()).hexdigest())\n"
-          "print(out)")
-  runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}) for seed in ("1", "2")]
+  code = (
+    "import hashlib, json; from iml_jax import config_blocks as blocks\n"
+    "from iml_jax.data import define, entities\n"
+    "kb = entities.synthetic_knowledge_base(200, seed=0); out = []\n"
+    "for variant in (dict(definition_type='is_isnt'), dict(definition_type='nl'),\n"
+    "                dict(incontext_definitions=True)):\n"
+    "  fractions = ({} if 'incontext_definitions' in variant else\n"
+    "               dict(fractions=" + repr(VARIANT_FRACTIONS) + "))\n"
+    "  d = define.build_define_data(kb, blocks.define_data(**variant, **fractions), 4, 1, 'full')\n"
+    "  out.append(hashlib.sha256(json.dumps([e.text for e in d.train]).encode()).hexdigest())\n"
+    "print(out)"
+  )
+  runs = [
+    subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+    )
+    for seed in ("1", "2")
+  ]
   assert runs[0].returncode == 0, runs[0].stderr
   assert runs[0].stdout == runs[1].stdout and runs[0].stdout.count("'") == 6

@@ -1,4 +1,5 @@
 """Every citation in code, configs, notebooks and docs points to a file and section that the repository holds."""
+
 import os
 import re
 
@@ -17,8 +18,9 @@ def _files():
 
 def test_no_file_cites_a_document_outside_the_repository():
   outside = re.compile(r"STUDY\.md|CPU_SCALE\.md|STACK\.md|shared/reference|\.\./shared")
-  offenders = [os.path.relpath(f, ROOT) for f in _files()
-               if f != __file__ and outside.search(open(f, encoding="utf-8").read())]
+  offenders = [
+    os.path.relpath(f, ROOT) for f in _files() if f != __file__ and outside.search(open(f, encoding="utf-8").read())
+  ]
   assert not offenders
 
 

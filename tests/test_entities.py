@@ -6,9 +6,19 @@ from iml_jax.data import entities
 from iml_jax.errors import IMLError
 
 
-@pytest.mark.parametrize("year, expected", [
-    (1900, "19 century"), (1222, "13 century"), (-122, "2 century BC"), (1923, "1920s"), (2000, "2000"),
-    (2020, "2020"), (1901, "1900s"), (-1, "1 century BC")])
+@pytest.mark.parametrize(
+  "year, expected",
+  [
+    (1900, "19 century"),
+    (1222, "13 century"),
+    (-122, "2 century BC"),
+    (1923, "1920s"),
+    (2000, "2000"),
+    (2020, "2020"),
+    (1901, "1900s"),
+    (-1, "1 century BC"),
+  ],
+)
 def test_convert_year(year, expected):
   assert entities.convert_year(year) == expected
 
@@ -38,24 +48,36 @@ def _write_cvdb(path, rows, columns=entities.CVDB_COLUMNS):
     writer.writerows(rows)
 
 
-def _person(name, gender, readers, birth="1879.0", death="1955", occupation="physicist",
-            citizenship="Germany_Switzerland"):
-  return dict(name=name, birth=birth, death=death, gender=gender, level3_main_occ=occupation,
-              string_citizenship_raw_d=citizenship, un_region="Europe", wiki_readers_2015_2018=readers)
+def _person(
+  name, gender, readers, birth="1879.0", death="1955", occupation="physicist", citizenship="Germany_Switzerland"
+):
+  return dict(
+    name=name,
+    birth=birth,
+    death=death,
+    gender=gender,
+    level3_main_occ=occupation,
+    string_citizenship_raw_d=citizenship,
+    un_region="Europe",
+    wiki_readers_2015_2018=readers,
+  )
 
 
 def test_load_cvdb_filters_equalises_and_converts(tmp_path):
   path = tmp_path / "cvdb.csv"
-  _write_cvdb(path, [
+  _write_cvdb(
+    path,
+    [
       _person("Albert_Einstein", "Male", 900, occupation="theoretical_physicist"),
       _person("Marie_Curie", "Female", 800, birth="1867", death="1934", citizenship="Poland_France"),
-      _person("Bad@Name", "Male", 9999),                  # dropped: character filter
-      _person("Dup_Person", "Male", 950),                 # dropped: duplicated name
+      _person("Bad@Name", "Male", 9999),  # dropped: character filter
+      _person("Dup_Person", "Male", 950),  # dropped: duplicated name
       _person("Dup_Person", "Male", 940),
-      _person("No_Death", "Female", 990, death=""),      # dropped: missing value
+      _person("No_Death", "Female", 990, death=""),  # dropped: missing value
       _person("Ada_Lovelace", "Female", 700, birth="1815", death="1852", citizenship="United_Kingdom"),
       _person("Minor_Man", "Male", 10, birth="-122", death="-60"),
-  ])
+    ],
+  )
   people = entities.load_cvdb(str(path), num_entities=4)
   assert [e.name for e in people] == ["Ada Lovelace", "Albert Einstein", "Marie Curie", "Minor Man"]
   assert people[1].qa[1] == ("When was {} born?", "19 century")

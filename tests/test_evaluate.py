@@ -1,4 +1,5 @@
 """Evaluation batches padded to the device count: every example counts once, padding changes nothing."""
+
 import jax
 import numpy as np
 import pytest
@@ -13,8 +14,11 @@ EOS = 0
 
 @pytest.fixture(scope="module")
 def model_and_prompts():
-  model = DecoderLM(DecoderConfig(vocab_size=23, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=16,
-                                  init_std=0.3, embedding_init_std=0.3))
+  model = DecoderLM(
+    DecoderConfig(
+      vocab_size=23, d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=16, init_std=0.3, embedding_init_std=0.3
+    )
+  )
   params = unbox(init_params(model, jax.random.key(0)))
   rng = np.random.default_rng(0)
   prompts = rng.integers(1, 23, size=(13, 6)).astype(np.int32)
@@ -49,7 +53,8 @@ def test_metrics_count_every_example_once(model_and_prompts):
   answers = [Tokenizer.decode(row) if i % 3 else "wrong" for i, row in enumerate(alone)]
   examples = [type("Example", (), {"answer": a})() for a in answers]
   eval_set = evaluate.EvalSet("set", examples, prompts)
-  results = evaluate.evaluate(model, params, Tokenizer, [eval_set], 8, 5, sharding.make_mesh((8, 1, 1)),
-                              sharding.rules_for("dp"))["set"]
+  results = evaluate.evaluate(
+    model, params, Tokenizer, [eval_set], 8, 5, sharding.make_mesh((8, 1, 1)), sharding.rules_for("dp")
+  )["set"]
   assert results["em"] == pytest.approx(8 / 13)  # rows 0, 3, 6, 9, 12 are wrong; padding rows count nowhere
   assert len(results["predictions"]) == 13

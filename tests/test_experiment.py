@@ -33,8 +33,20 @@ def tiny_config(**changes):
 
 
 def main(workdir, *overrides, config="configs/default.py:tiny"):
-  return subprocess.run([sys.executable, "-m", "iml_jax.main", f"--config={config}", f"--workdir={workdir}",
-                         "--config.progress_bar=False", *overrides], cwd=ROOT, capture_output=True, text=True)
+  return subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "iml_jax.main",
+      f"--config={config}",
+      f"--workdir={workdir}",
+      "--config.progress_bar=False",
+      *overrides,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
@@ -54,8 +66,16 @@ def finished_run(tmp_path_factory):
 
 def test_end_to_end_through_main(finished_run):
   workdir, result = finished_run
-  for name in ("config.json", "metrics.jsonl", "results.csv", "summary.json", "plots/em_per_subset.png",
-               "plots/em_per_subset_pooled.png", "seed_0/tokenizer.json", "seed_1/s2seed_0/stage2/predictions.jsonl"):
+  for name in (
+    "config.json",
+    "metrics.jsonl",
+    "results.csv",
+    "summary.json",
+    "plots/em_per_subset.png",
+    "plots/em_per_subset_pooled.png",
+    "seed_0/tokenizer.json",
+    "seed_1/s2seed_0/stage2/predictions.jsonl",
+  ):
     assert os.path.exists(workdir / name), name
   assert glob.glob(str(workdir / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*"))
   rows = list(csv.DictReader(open(workdir / "results.csv")))
@@ -95,8 +115,11 @@ def test_every_output_gets_the_mode_the_umask_gives(finished_run):
   workdir, _ = finished_run
   umask = os.umask(0)
   os.umask(umask)
-  modes = {os.path.relpath(os.path.join(folder, name), workdir): os.stat(os.path.join(folder, name)).st_mode & 0o777
-           for folder, dirs, files in os.walk(workdir) for name in files + dirs}
+  modes = {
+    os.path.relpath(os.path.join(folder, name), workdir): os.stat(os.path.join(folder, name)).st_mode & 0o777
+    for folder, dirs, files in os.walk(workdir)
+    for name in files + dirs
+  }
   expected = {path: (0o777 if os.path.isdir(workdir / path) else 0o666) & ~umask for path in modes}
   assert modes == expected
   assert "results.csv" in modes and "seed_0/stage1/DONE" in modes
@@ -181,13 +204,13 @@ def test_bad_fractions_exit_with_one_line_and_write_nothing(tmp_path):
 
 
 BAD_VALUES = [
-    ("stages.stage1.train_subset", "bogus", "stages.stage1.train_subset = 'bogus'"),
-    ("model.name", "bert", "model.name = 'bert'"),
-    ("stages.stage2.trainable", "some", "stages.stage2.trainable = 'some'"),
-    ("data.fractions.d1consis", -0.1, "data.fractions.d1consis = -0.1"),
-    ("stages.stage1.batch_size", 0, "stages.stage1.batch_size = 0: expected >= 1"),
-    ("wandb.mode", "cloud", "wandb.mode = 'cloud': expected 'online', 'offline' or 'disabled'"),
-    ("model.vocab_multiple", 0, "model.vocab_multiple = 0: expected an integer >= 1"),
+  ("stages.stage1.train_subset", "bogus", "stages.stage1.train_subset = 'bogus'"),
+  ("model.name", "bert", "model.name = 'bert'"),
+  ("stages.stage2.trainable", "some", "stages.stage2.trainable = 'some'"),
+  ("data.fractions.d1consis", -0.1, "data.fractions.d1consis = -0.1"),
+  ("stages.stage1.batch_size", 0, "stages.stage1.batch_size = 0: expected >= 1"),
+  ("wandb.mode", "cloud", "wandb.mode = 'cloud': expected 'online', 'offline' or 'disabled'"),
+  ("model.vocab_multiple", 0, "model.vocab_multiple = 0: expected an integer >= 1"),
 ]
 
 
@@ -201,13 +224,18 @@ def test_bad_config_values_are_refused_naming_the_field(field, value, message):
     experiment.validate(config)
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(
+  "override, message",
+  [
     (("--config.wandb.mode=cloud",), BAD_VALUES[5][2]),
     (("--config.stages.stage1.batch_size=30",), "stages.stage1.batch_size = 30 (micro-batch 30) is not divisible"),
-    (("--config.mesh.shape=(1,1,-1)", "--config.mesh.rules=fsdp_tensor"),
-     "its vocab dimension (195) is split over mesh axes ('tensor',) = 8 devices, which does not divide it; "
-     "raise model.vocab_multiple"),
-])
+    (
+      ("--config.mesh.shape=(1,1,-1)", "--config.mesh.rules=fsdp_tensor"),
+      "its vocab dimension (195) is split over mesh axes ('tensor',) = 8 devices, which does not divide it; "
+      "raise model.vocab_multiple",
+    ),
+  ],
+)
 def test_bad_config_values_end_main_with_one_line(tmp_path, override, message):
   """Through the command line: one `iml_jax: error` line naming the field, exit status 2."""
   result = main(tmp_path / "w", *override)
@@ -235,8 +263,12 @@ def test_nan_loss_stops_without_saving(tmp_path):
 def test_malformed_cvdb_file(tmp_path):
   bad = tmp_path / "cvdb.csv"
   bad.write_text("name,birth\nX,1900\n")
-  result = main(tmp_path / "w", f"--config.data.cvdb_path={bad}", "--config.data.knowledge_base=cvdb",
-                config="configs/define_synthetic.py:tiny")
+  result = main(
+    tmp_path / "w",
+    f"--config.data.cvdb_path={bad}",
+    "--config.data.knowledge_base=cvdb",
+    config="configs/define_synthetic.py:tiny",
+  )
   assert result.returncode == 2
   assert f"CVDB file {bad}: missing column(s) death" in result.stderr
 
@@ -248,20 +280,23 @@ def test_stage_names_must_name_configured_stages():
     experiment.validate(config)
 
 
-@pytest.mark.parametrize("multiple, tensor, expected", [(1, 1, 1135), (1, 2, 1136), (128, 1, 1152), (128, 8, 1152),
-                                                        (3, 2, 1140)])
+@pytest.mark.parametrize(
+  "multiple, tensor, expected", [(1, 1, 1135), (1, 2, 1136), (128, 1, 1152), (128, 8, 1152), (3, 2, 1140)]
+)
 def test_vocabulary_is_padded_to_the_multiple_and_the_tensor_axis(multiple, tensor, expected):
   config = tiny_config()
   config.model.vocab_multiple, config.mesh.shape = multiple, (-1, 1, tensor)
 
   class Tokenizer:
     vocab_size = 1135
+
   cfg = experiment.model_config(config, Tokenizer(), None, None)
   assert cfg.vocab_size == expected and cfg.valid_vocab == (1135 if expected != 1135 else 0)
 
 
 def test_allow_config_change_extends_a_finished_run(finished_run, tmp_path, capsys):
   import shutil
+
   workdir, _ = finished_run
   config = tiny_config()
   shutil.copytree(workdir, tmp_path / "w")
@@ -277,8 +312,12 @@ def test_allow_config_change_extends_a_finished_run(finished_run, tmp_path, caps
   assert json.load(open(tmp_path / "w" / "config.json"))["n_seeds"] == config.n_seeds + 1
 
 
-_MESH_OUTPUTS = ("results.csv", "summary.json", "seed_0/stage1/predictions.jsonl",
-                 "seed_0/s2seed_0/stage2/predictions.jsonl")
+_MESH_OUTPUTS = (
+  "results.csv",
+  "summary.json",
+  "seed_0/stage1/predictions.jsonl",
+  "seed_0/s2seed_0/stage2/predictions.jsonl",
+)
 
 
 def _outputs_on_mesh(workdir, rules: str, shape: tuple) -> dict:
@@ -293,16 +332,29 @@ def test_padding_the_vocabulary_for_the_tensor_axis_changes_no_result(tmp_path):
   """fsdp_tensor (1, 4, 2) pads the tiny vocabulary (195 -> 196 rows); the padding changes neither the parameters'
   draw nor any softmax, so the outputs equal those of the unpadded dp mesh byte for byte."""
   assert _outputs_on_mesh(tmp_path / "fsdp_tensor", "fsdp_tensor", (1, 4, 2)) == _outputs_on_mesh(
-      tmp_path / "dp", "dp", (-1, 1, 1))
+    tmp_path / "dp", "dp", (-1, 1, 1)
+  )
 
 
 @pytest.mark.slow
 def test_one_config_gives_byte_identical_results_on_any_mesh(tmp_path):
   """One device (`main` in a process without the fake devices), and 8 devices as dp, fsdp and fsdp_tensor."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  one_device = subprocess.run([sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny",
-                               f"--workdir={tmp_path / 'one'}", "--config.progress_bar=False", "--config.n_seeds=1"],
-                              cwd=ROOT, env=env, capture_output=True, text=True)
+  one_device = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "iml_jax.main",
+      "--config=configs/default.py:tiny",
+      f"--workdir={tmp_path / 'one'}",
+      "--config.progress_bar=False",
+      "--config.n_seeds=1",
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
   assert one_device.returncode == 0, one_device.stderr
   assert "1 local cpu devices of 1" in one_device.stdout
   expected = {f: (tmp_path / "one" / f).read_bytes() for f in _MESH_OUTPUTS}

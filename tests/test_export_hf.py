@@ -1,4 +1,5 @@
 """A finished stage exported through the CLI loads in PyTorch transformers and computes our logits."""
+
 import os
 import subprocess
 import sys
@@ -28,8 +29,12 @@ def finished_run(tmp_path_factory):
 
 
 def _export(workdir, out, stage_label=STAGE):
-  return subprocess.run([sys.executable, "-m", "iml_jax.export_hf", f"--workdir={workdir}", f"--stage={stage_label}",
-                         f"--out={out}"], cwd=ROOT, capture_output=True, text=True)
+  return subprocess.run(
+    [sys.executable, "-m", "iml_jax.export_hf", f"--workdir={workdir}", f"--stage={stage_label}", f"--out={out}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
 
 
 def test_exported_stage_loads_in_transformers_with_our_logits(finished_run, tmp_path):
@@ -52,8 +57,8 @@ def test_exported_stage_loads_in_transformers_with_our_logits(finished_run, tmp_
   ours, _ = model.apply({"params": params}, jnp.asarray(tokens), *causal_inputs(jnp.asarray(tokens)))
   with torch.no_grad():
     theirs = hf_model(torch.tensor(tokens)).logits.numpy()
-  np.testing.assert_allclose(np.asarray(ours)[..., :cfg.valid_vocab], theirs, atol=1e-4)
-  assert np.all(np.asarray(ours)[..., cfg.valid_vocab:] == np.finfo(np.float32).min)
+  np.testing.assert_allclose(np.asarray(ours)[..., : cfg.valid_vocab], theirs, atol=1e-4)
+  assert np.all(np.asarray(ours)[..., cfg.valid_vocab :] == np.finfo(np.float32).min)
 
 
 def test_export_refuses_to_overwrite_and_unfinished_stages(finished_run, tmp_path):

@@ -1,4 +1,5 @@
 """Killed anywhere, a rerun finishes with exactly the outputs of an uninterrupted run; SIGTERM checkpoints."""
+
 import os
 import signal
 import subprocess
@@ -12,15 +13,30 @@ from iml_jax import faults
 from test_experiment import ROOT
 
 # the logs too: a step a killed process logged and the resumed one replays is recorded once
-OUTPUTS = ("results.csv", "summary.json", "metrics.jsonl",
-           *(f"{stage}/{name}" for stage in ("seed_0/stage1", "seed_0/s2seed_0/stage2")
-             for name in ("eval.jsonl", "predictions.jsonl", "DONE")))
+OUTPUTS = (
+  "results.csv",
+  "summary.json",
+  "metrics.jsonl",
+  *(
+    f"{stage}/{name}"
+    for stage in ("seed_0/stage1", "seed_0/s2seed_0/stage2")
+    for name in ("eval.jsonl", "predictions.jsonl", "DONE")
+  ),
+)
 
 
 def command(workdir):
   # tiny, one seed: stage 1 = 8 steps (epochs of 4), stage 2 = 4 steps (epochs of 2); a checkpoint every 2 steps
-  return [sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny", f"--workdir={workdir}",
-          "--config.progress_bar=False", "--config.n_seeds=1", "--config.checkpoint.every_steps=2"]
+  return [
+    sys.executable,
+    "-m",
+    "iml_jax.main",
+    "--config=configs/default.py:tiny",
+    f"--workdir={workdir}",
+    "--config.progress_bar=False",
+    "--config.n_seeds=1",
+    "--config.checkpoint.every_steps=2",
+  ]
 
 
 def run(workdir, fault=None):
@@ -48,13 +64,13 @@ def assert_same_outputs(workdir, expected):
 def test_killed_at_every_phase_then_resumed_equals_uninterrupted(tmp_path, uninterrupted):
   """Each process dies at the next point (counted within that process); the last rerun finishes."""
   chain = [
-      ("train_step:3", "mid stage 1, after the step-2 checkpoint"),
-      ("checkpoint_saved:1", "right after a checkpoint (step 4), before its evaluation is followed up"),
-      ("eval:1", "after the epoch-2 evaluation of stage 1 was appended, before its checkpoint"),
-      ("stage_done:1", "between the stages: stage 1 DONE, stage 2 not started"),
-      ("train_step:1", "at the first step of stage 2"),
-      ("eval:1:TERM", "preempted (SIGTERM) at the first evaluation of stage 2"),
-      ("report:1", "during the final report: results.csv written, summary.json not yet"),
+    ("train_step:3", "mid stage 1, after the step-2 checkpoint"),
+    ("checkpoint_saved:1", "right after a checkpoint (step 4), before its evaluation is followed up"),
+    ("eval:1", "after the epoch-2 evaluation of stage 1 was appended, before its checkpoint"),
+    ("stage_done:1", "between the stages: stage 1 DONE, stage 2 not started"),
+    ("train_step:1", "at the first step of stage 2"),
+    ("eval:1:TERM", "preempted (SIGTERM) at the first evaluation of stage 2"),
+    ("report:1", "during the final report: results.csv written, summary.json not yet"),
   ]
   for fault, where in chain:
     result = run(tmp_path, fault)
@@ -96,8 +112,9 @@ def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
 def test_sigterm_while_starting_up_exits_143_and_the_rerun_finishes(tmp_path, uninterrupted):
   stopped = run(tmp_path, "start:1:TERM")
   assert stopped.returncode == faults.PREEMPTED_EXIT_STATUS, stopped.stderr
-  assert stopped.stderr.strip().splitlines()[-1] == ("iml_jax: preempted (SIGTERM) before seed_0/stage1 started: "
-                                                      "rerun the same command to resume")
+  assert stopped.stderr.strip().splitlines()[-1] == (
+    "iml_jax: preempted (SIGTERM) before seed_0/stage1 started: rerun the same command to resume"
+  )
   assert os.listdir(tmp_path) == []  # nothing trained yet in a fresh workdir: left as found
   assert run(tmp_path).returncode == 0
   assert_same_outputs(tmp_path, uninterrupted)
@@ -109,8 +126,11 @@ def test_a_second_run_on_a_busy_workdir_exits_at_once_and_the_first_finishes_unh
   first = _start_and_wait_for_training(tmp_path)
   second = run(tmp_path)
   assert second.returncode == 2
-  assert second.stderr.strip().splitlines()[-1].startswith(
-      f"iml_jax: error: workdir {tmp_path} is in use by another run: pid {first.pid} on host ")
+  assert (
+    second.stderr.strip()
+    .splitlines()[-1]
+    .startswith(f"iml_jax: error: workdir {tmp_path} is in use by another run: pid {first.pid} on host ")
+  )
   assert first.wait(timeout=300) == 0, first.communicate()
   assert_same_outputs(tmp_path, uninterrupted)
   assert not os.path.exists(tmp_path / "LOCK")
@@ -147,31 +167,61 @@ def test_a_bucket_workdir_killed_then_resumed_equals_the_local_run(gcs, uninterr
   before_resume = len(gcs.requests)
   result = run(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
-  restored = [path for method, path in gcs.requests[before_resume:]
-              if method == "GET" and "alt=media" in path and "stage1%2Fcheckpoints%2F4%2Fparams" in path]
+  restored = [
+    path
+    for method, path in gcs.requests[before_resume:]
+    if method == "GET" and "alt=media" in path and "stage1%2Fcheckpoints%2F4%2Fparams" in path
+  ]
   assert restored, "the rerun did not read the step-4 checkpoint from the bucket"
   for name, text in uninterrupted.items():
     assert gcs.read(f"{workdir}/{name}").decode() == text, name
   names = gcs.names(prefix="runs/tiny/")
-  for expected in ("config.json", "metrics.jsonl", "report.md", "seed_0/tokenizer.json", "seed_0/stage1/DONE",
-                   "seed_0/stage1/eval.jsonl", "seed_0/s2seed_0/stage2/DONE", "plots/em_per_subset.png"):
+  for expected in (
+    "config.json",
+    "metrics.jsonl",
+    "report.md",
+    "seed_0/tokenizer.json",
+    "seed_0/stage1/DONE",
+    "seed_0/stage1/eval.jsonl",
+    "seed_0/s2seed_0/stage2/DONE",
+    "plots/em_per_subset.png",
+  ):
     assert f"runs/tiny/{expected}" in names, expected
-  assert {n[len("runs/tiny/tensorboard/"):].rpartition("/")[0] for n in names if "/tensorboard/" in n} == {
-      "seed_0/stage1", "seed_0/s2seed_0/stage2"}
+  assert {n[len("runs/tiny/tensorboard/") :].rpartition("/")[0] for n in names if "/tensorboard/" in n} == {
+    "seed_0/stage1",
+    "seed_0/s2seed_0/stage2",
+  }
   assert not [n for n in names if ".tmp" in n or "orbax-checkpoint-tmp" in n]
   assert not os.path.exists(os.path.join(ROOT, "gs:")), "a gs:// path was taken for a local directory"
 
   summary = gcs.read(f"{workdir}/summary.json")
   gcs.delete(f"{workdir}/summary.json")
-  report = subprocess.run([sys.executable, "-m", "iml_jax.report", f"--workdir={workdir}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+  report = subprocess.run(
+    [sys.executable, "-m", "iml_jax.report", f"--workdir={workdir}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert report.returncode == 0, report.stderr[-3000:]
   assert gcs.read(f"{workdir}/summary.json") == summary
 
-  export = subprocess.run([sys.executable, "-m", "iml_jax.export_hf", f"--workdir={workdir}",
-                           "--stage=seed_0/s2seed_0/stage2", "--out=gs://bucket/exported"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
+  export = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "iml_jax.export_hf",
+      f"--workdir={workdir}",
+      "--stage=seed_0/s2seed_0/stage2",
+      "--out=gs://bucket/exported",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=180,
+  )
   assert export.returncode == 0, export.stderr[-3000:]
-  assert {"exported/config.json", "exported/model.safetensors", "exported/tokenizer.json"} <= set(gcs.names(
-      prefix="exported/"))
+  assert {"exported/config.json", "exported/model.safetensors", "exported/tokenizer.json"} <= set(
+    gcs.names(prefix="exported/")
+  )
   assert "gpt_neox.embed_in.weight" in safetensors.numpy.load(gcs.read("gs://bucket/exported/model.safetensors"))

@@ -1,4 +1,5 @@
 """Per-example gradients and alignment statistics against a loop of `jax.grad` and NumPy on flat vectors."""
+
 import functools
 
 import jax
@@ -15,8 +16,9 @@ D, K, L = 5, 3, 7
 
 
 def _decoder():
-  cfg = registry.make_config("gpt_neox", vocab_size=32, d_model=16, n_layers=2, n_heads=2, d_mlp=32, max_len=L,
-                             init_std=0.2)
+  cfg = registry.make_config(
+    "gpt_neox", vocab_size=32, d_model=16, n_layers=2, n_heads=2, d_mlp=32, max_len=L, init_std=0.2
+  )
   model = registry.build(cfg)
   return model, unbox(registry.init_params(model, jax.random.key(0)))
 
@@ -33,6 +35,7 @@ def _single_example_grad(model):
   def loss(params, batch):
     w = batch["loss_mask"]
     return jnp.sum(registry.token_losses(model, params, batch) * w) / jnp.maximum(jnp.sum(w), 1.0)
+
   return jax.jit(jax.grad(loss))
 
 
@@ -59,16 +62,24 @@ def test_per_example_gradients_equal_a_loop_of_grad():
 
 
 def _reference_statistics(model, params, sets):
-  flat = {label: ([_flat_loop_gradient(model, params, _row(defs, i)) for i in range(D)],
-                  [[_flat_loop_gradient(model, params, _row(qs, i, j)) for j in range(K)] for i in range(D)])
-          for label, (defs, qs) in sets.items()}
+  flat = {
+    label: (
+      [_flat_loop_gradient(model, params, _row(defs, i)) for i in range(D)],
+      [[_flat_loop_gradient(model, params, _row(qs, i, j)) for j in range(K)] for i in range(D)],
+    )
+    for label, (defs, qs) in sets.items()
+  }
   pairs = {}
   for label, (g_defs, g_qs) in flat.items():
     cos = [[g_q @ g_d / np.linalg.norm(g_q) / np.linalg.norm(g_d) for g_q in row] for g_d, row in zip(g_defs, g_qs)]
     dist = [[np.linalg.norm(g_q - g_d) for g_q in row] for g_d, row in zip(g_defs, g_qs)]
-    pairs[label] = {"cos": np.array(cos), "dist": np.array(dist), "def_l1": np.array([np.abs(g).sum() for g in g_defs]),
-                    "def_linf": np.array([np.abs(g).max() for g in g_defs]),
-                    "q_l2": np.array([[np.linalg.norm(g) for g in row] for row in g_qs])}
+    pairs[label] = {
+      "cos": np.array(cos),
+      "dist": np.array(dist),
+      "def_l1": np.array([np.abs(g).sum() for g in g_defs]),
+      "def_linf": np.array([np.abs(g).max() for g in g_defs]),
+      "q_l2": np.array([[np.linalg.norm(g) for g in row] for row in g_qs]),
+    }
   every = [g for g_defs, g_qs in flat.values() for g in g_defs + [g for row in g_qs for g in row]]
   mean = np.mean(every, axis=0)
   variance = np.mean([np.sum((g - mean) ** 2) for g in every])
@@ -88,8 +99,9 @@ def test_statistics_equal_numpy_on_flat_gradients_with_padded_chunks(two_sets_an
   result = grad_alignment.alignment(model, params, sets, chunk=2)  # divides neither set (5, 15): padded chunks
   for label in sets:
     for name, expected in pairs[label].items():
-      np.testing.assert_allclose(result.pairs[label][name], expected, rtol=2e-5, atol=1e-6 * np.abs(expected).max(),
-                                 err_msg=f"{label} {name}")
+      np.testing.assert_allclose(
+        result.pairs[label][name], expected, rtol=2e-5, atol=1e-6 * np.abs(expected).max(), err_msg=f"{label} {name}"
+      )
   assert result.variance == pytest.approx(variance, rel=2e-5)
   assert result.mean_cos_to_mean == pytest.approx(mean_cos, rel=2e-5)
   assert result.scalars()["grad/d1_cos"] == pytest.approx(pairs["d1"]["cos"].mean(), rel=2e-5)
@@ -120,8 +132,12 @@ def test_seq2seq_per_example_gradients_equal_a_loop():
   model = registry.build(cfg)
   params = unbox(registry.init_params(model, jax.random.key(0)))
   rng = np.random.default_rng(0)
-  examples = {"inputs": rng.integers(0, 29, (3, 6)).astype(np.int32), "input_mask": np.ones((3, 6), bool),
-              "targets": rng.integers(0, 29, (3, 4)).astype(np.int32), "loss_mask": np.ones((3, 4), np.float32)}
+  examples = {
+    "inputs": rng.integers(0, 29, (3, 6)).astype(np.int32),
+    "input_mask": np.ones((3, 6), bool),
+    "targets": rng.integers(0, 29, (3, 4)).astype(np.int32),
+    "loss_mask": np.ones((3, 4), np.float32),
+  }
   stacked = grad_alignment.per_example_gradients(model, params, jax.tree.map(jnp.asarray, examples))
   for i in range(3):
     ours = np.concatenate([np.ravel(g[i]) for g in jax.tree.leaves(stacked)])
@@ -135,6 +151,7 @@ def test_analysis_differentiates_the_loss_that_training_minimised(tmp_path):
 
   from iml_jax import experiment, stage, train
   from test_experiment import ROOT
+
   config = experiment.load_config(f"{ROOT}/configs/default.py:tiny")
   assert config.loss.exclude_alias_tokens
   with experiment.seed_contexts(config, str(tmp_path)) as contexts:
@@ -144,14 +161,19 @@ def test_analysis_differentiates_the_loss_that_training_minimised(tmp_path):
     alias_ids = stage.alias_token_ids(ctx, stage_cfg)
     definitions, _ = stage.alignment_sets(ctx, data.evals, alias_ids)["d1consis"]
     first = _row(definitions, 0)
-    trained = next(ex for ex in data.train if ex.prompt + ex.completion == data.evals["train_defs_d1consis"][0].prompt
-                   + data.evals["train_defs_d1consis"][0].completion)
+    trained = next(
+      ex
+      for ex in data.train
+      if ex.prompt + ex.completion
+      == data.evals["train_defs_d1consis"][0].prompt + data.evals["train_defs_d1consis"][0].completion
+    )
     batch = {**stage._encode(ctx, [trained], alias_ids), "weights": np.ones(1, np.float32)}
     params = unbox(registry.init_params(ctx.model, jax.random.key(1)))
 
     def training_loss(p):
       loss_sum, weight_sum = train._loss_sums(ctx.model, p, batch)
       return loss_sum / weight_sum
+
     with jax.default_matmul_precision("highest"):
       expected = jax.grad(training_loss)(params)
     np.testing.assert_array_equal(first["loss_mask"], batch["loss_mask"][0])

@@ -1,5 +1,6 @@
 """Hugging Face import/export of every family against tiny random transformers PyTorch models built here
 (no downloads)."""
+
 import json
 import os
 
@@ -21,32 +22,105 @@ VOCAB = 71
 TINY = dict(vocab_size=VOCAB)
 # Several tiny configs per family, covering each family's options.
 DECODER_CONFIGS = {
-    "pythia_parallel_partial_rotary": (transformers.GPTNeoXConfig, transformers.GPTNeoXForCausalLM, dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True)),
-    "neox_sequential_full_rotary": (transformers.GPTNeoXConfig, transformers.GPTNeoXForCausalLM, dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=64, rotary_pct=1.0, use_parallel_residual=False, rotary_emb_base=500.0)),
-    "gpt2_tied": (transformers.GPT2Config, transformers.GPT2LMHeadModel, dict(
-        n_embd=32, n_layer=2, n_head=4, n_positions=64)),
-    "gpt2_untied_n_inner": (transformers.GPT2Config, transformers.GPT2LMHeadModel, dict(
-        n_embd=32, n_layer=3, n_head=2, n_inner=48, n_positions=64, tie_word_embeddings=False)),
-    "gpt_neo_local_global": (transformers.GPTNeoConfig, transformers.GPTNeoForCausalLM, dict(
-        hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64, window_size=5,
-        attention_types=[[["global", "local"], 1]])),
-    "gpt_neo_all_local_untied": (transformers.GPTNeoConfig, transformers.GPTNeoForCausalLM, dict(
-        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=40, max_position_embeddings=64, window_size=3,
-        attention_types=[[["local"], 2]], tie_word_embeddings=False)),
-    "gptj_partial_rotary": (transformers.GPTJConfig, transformers.GPTJForCausalLM, dict(
-        n_embd=32, n_layer=2, n_head=2, rotary_dim=6, n_positions=64)),
-    "gptj_full_rotary_n_inner": (transformers.GPTJConfig, transformers.GPTJForCausalLM, dict(
-        n_embd=32, n_layer=2, n_head=4, rotary_dim=8, n_inner=48, n_positions=64)),
-    "llama_gqa": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
-        max_position_embeddings=64, rms_norm_eps=1e-6)),
-    "llama_mha_tied_theta": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-        max_position_embeddings=64, tie_word_embeddings=True, rope_theta=500.0)),
+  "pythia_parallel_partial_rotary": (
+    transformers.GPTNeoXConfig,
+    transformers.GPTNeoXForCausalLM,
+    dict(
+      hidden_size=32,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      intermediate_size=64,
+      max_position_embeddings=64,
+      rotary_pct=0.25,
+      use_parallel_residual=True,
+    ),
+  ),
+  "neox_sequential_full_rotary": (
+    transformers.GPTNeoXConfig,
+    transformers.GPTNeoXForCausalLM,
+    dict(
+      hidden_size=32,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      intermediate_size=64,
+      max_position_embeddings=64,
+      rotary_pct=1.0,
+      use_parallel_residual=False,
+      rotary_emb_base=500.0,
+    ),
+  ),
+  "gpt2_tied": (
+    transformers.GPT2Config,
+    transformers.GPT2LMHeadModel,
+    dict(n_embd=32, n_layer=2, n_head=4, n_positions=64),
+  ),
+  "gpt2_untied_n_inner": (
+    transformers.GPT2Config,
+    transformers.GPT2LMHeadModel,
+    dict(n_embd=32, n_layer=3, n_head=2, n_inner=48, n_positions=64, tie_word_embeddings=False),
+  ),
+  "gpt_neo_local_global": (
+    transformers.GPTNeoConfig,
+    transformers.GPTNeoForCausalLM,
+    dict(
+      hidden_size=32,
+      num_layers=2,
+      num_heads=4,
+      max_position_embeddings=64,
+      window_size=5,
+      attention_types=[[["global", "local"], 1]],
+    ),
+  ),
+  "gpt_neo_all_local_untied": (
+    transformers.GPTNeoConfig,
+    transformers.GPTNeoForCausalLM,
+    dict(
+      hidden_size=32,
+      num_layers=2,
+      num_heads=2,
+      intermediate_size=40,
+      max_position_embeddings=64,
+      window_size=3,
+      attention_types=[[["local"], 2]],
+      tie_word_embeddings=False,
+    ),
+  ),
+  "gptj_partial_rotary": (
+    transformers.GPTJConfig,
+    transformers.GPTJForCausalLM,
+    dict(n_embd=32, n_layer=2, n_head=2, rotary_dim=6, n_positions=64),
+  ),
+  "gptj_full_rotary_n_inner": (
+    transformers.GPTJConfig,
+    transformers.GPTJForCausalLM,
+    dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=8, n_inner=48, n_positions=64),
+  ),
+  "llama_gqa": (
+    transformers.LlamaConfig,
+    transformers.LlamaForCausalLM,
+    dict(
+      hidden_size=32,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      intermediate_size=48,
+      max_position_embeddings=64,
+      rms_norm_eps=1e-6,
+    ),
+  ),
+  "llama_mha_tied_theta": (
+    transformers.LlamaConfig,
+    transformers.LlamaForCausalLM,
+    dict(
+      hidden_size=32,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      intermediate_size=48,
+      max_position_embeddings=64,
+      tie_word_embeddings=True,
+      rope_theta=500.0,
+    ),
+  ),
 }
 
 
@@ -76,16 +150,16 @@ def _flax_logits(cfg, params, tokens, mask):
   valid = mask.astype(bool)
   positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0)
   causal = np.tril(np.ones((tokens.shape[1],) * 2, bool))[None] & valid[:, None, :]
-  logits, _ = DecoderLM(cfg).apply({"params": params}, jnp.asarray(tokens), jnp.asarray(positions),
-                                   jnp.asarray(causal))
+  logits, _ = DecoderLM(cfg).apply({"params": params}, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(causal))
   return np.asarray(logits)
 
 
 def _torch_logits(model, tokens, mask):
   positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
   with torch.no_grad():
-    return model(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask),
-                 position_ids=torch.tensor(positions)).logits.numpy()
+    return model(
+      input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+    ).logits.numpy()
 
 
 @pytest.mark.parametrize("name", DECODER_CONFIGS)
@@ -98,15 +172,17 @@ def test_logits_match_pytorch(tmp_path, name):
   np.testing.assert_allclose(ours[valid], reference[valid], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["pythia_parallel_partial_rotary", "gpt2_tied", "gpt_neo_local_global",
-                                  "gptj_partial_rotary", "llama_gqa"])
+@pytest.mark.parametrize(
+  "name", ["pythia_parallel_partial_rotary", "gpt2_tied", "gpt_neo_local_global", "gptj_partial_rotary", "llama_gqa"]
+)
 def test_greedy_generation_matches_pytorch(tmp_path, name):
   model, folder = _tiny(tmp_path, name)
   cfg, params = hf_import.load_hf_model(folder)
   prompts = np.random.default_rng(1).integers(3, VOCAB, size=(4, 6))
   with torch.no_grad():
-    reference = model.generate(torch.tensor(prompts), max_new_tokens=16, do_sample=False, eos_token_id=None,
-                               pad_token_id=0).numpy()[:, 6:]
+    reference = model.generate(
+      torch.tensor(prompts), max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0
+    ).numpy()[:, 6:]
   ours = np.asarray(greedy_decode(DecoderLM(cfg), params, jnp.asarray(prompts), 16, eos_id=-1))
   np.testing.assert_array_equal(ours, reference)
 
@@ -189,27 +265,41 @@ def test_export_refuses_what_the_family_cannot_express(tmp_path):
 
 
 T5_CONFIGS = {
-    "t5_v1_0_relu_tied_scaled": dict(feed_forward_proj="relu"),
-    "t5_v1_1_gated_gelu_untied": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
-    "t5_v1_1_deeper_decoder": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_decoder_layers=3),
+  "t5_v1_0_relu_tied_scaled": dict(feed_forward_proj="relu"),
+  "t5_v1_1_gated_gelu_untied": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+  "t5_v1_1_deeper_decoder": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_decoder_layers=3),
 }
 
 
 def _tiny_t5(tmp_path, name):
   options = T5_CONFIGS[name]
   torch.manual_seed(0)
-  model = transformers.T5ForConditionalGeneration(transformers.T5Config(
-      **TINY, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-      relative_attention_max_distance=20, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-      **options)).eval()
+  model = transformers.T5ForConditionalGeneration(
+    transformers.T5Config(
+      **TINY,
+      d_model=32,
+      d_kv=8,
+      d_ff=48,
+      num_layers=2,
+      num_heads=4,
+      relative_attention_num_buckets=8,
+      relative_attention_max_distance=20,
+      decoder_start_token_id=0,
+      pad_token_id=0,
+      eos_token_id=1,
+      **options,
+    )
+  ).eval()
   folder = tmp_path / "t5"
   model.save_pretrained(folder)
   if options.get("tie_word_embeddings") is False:
     # As on the hub, a v1.1 checkpoint stores its own lm_head (transformers 5 saves only the shared one).
     from safetensors.torch import load_file, save_file
+
     weights = load_file(folder / "model.safetensors")
-    save_file({**weights, "lm_head.weight": torch.randn(VOCAB, 32)}, folder / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+      {**weights, "lm_head.weight": torch.randn(VOCAB, 32)}, folder / "model.safetensors", metadata={"format": "pt"}
+    )
     config = json.load(open(folder / "config.json"))
     json.dump({**config, "tie_word_embeddings": False}, open(folder / "config.json", "w"))
     model = transformers.T5ForConditionalGeneration.from_pretrained(folder).eval()
@@ -229,8 +319,9 @@ def _seq2seq_batch():
 
 def _t5_torch_logits(model, inputs, mask, decoder_inputs):
   with torch.no_grad():
-    return model(input_ids=torch.tensor(inputs), attention_mask=torch.tensor(mask),
-                 decoder_input_ids=torch.tensor(decoder_inputs)).logits.numpy()
+    return model(
+      input_ids=torch.tensor(inputs), attention_mask=torch.tensor(mask), decoder_input_ids=torch.tensor(decoder_inputs)
+    ).logits.numpy()
 
 
 @pytest.mark.parametrize("name", T5_CONFIGS)
@@ -239,8 +330,9 @@ def test_t5_logits_match_pytorch(tmp_path, name):
   cfg, params = hf_import.load_hf_model(folder)
   assert cfg.tie_embeddings == (T5_CONFIGS[name].get("tie_word_embeddings") is not False)
   inputs, mask, decoder_inputs = _seq2seq_batch()
-  ours = T5(cfg).apply({"params": params}, jnp.asarray(inputs), jnp.asarray(mask.astype(bool)),
-                       jnp.asarray(decoder_inputs))
+  ours = T5(cfg).apply(
+    {"params": params}, jnp.asarray(inputs), jnp.asarray(mask.astype(bool)), jnp.asarray(decoder_inputs)
+  )
   np.testing.assert_allclose(np.asarray(ours), _t5_torch_logits(model, inputs, mask, decoder_inputs), atol=1e-4)
 
 
@@ -250,8 +342,9 @@ def test_t5_greedy_generation_matches_pytorch(tmp_path, name):
   cfg, params = hf_import.load_hf_model(folder)
   inputs, mask, _ = _seq2seq_batch()
   with torch.no_grad():
-    reference = model.generate(torch.tensor(inputs), attention_mask=torch.tensor(mask), max_new_tokens=16,
-                               do_sample=False, eos_token_id=None).numpy()[:, 1:]
+    reference = model.generate(
+      torch.tensor(inputs), attention_mask=torch.tensor(mask), max_new_tokens=16, do_sample=False, eos_token_id=None
+    ).numpy()[:, 1:]
   ours = greedy_decode_seq2seq(T5(cfg), params, jnp.asarray(inputs), jnp.asarray(mask.astype(bool)), 16, eos_id=-1)
   np.testing.assert_array_equal(np.asarray(ours), reference)
 
@@ -269,18 +362,37 @@ def test_t5_export_round_trip_loads_in_pytorch(tmp_path, name):
 def _pretrained_folder(tmp_path, vocab_size, seq2seq=False):
   """A tiny HF GPT-NeoX (or T5) with its own tokenizer, saved like a hub checkpoint."""
   from iml_jax.data.tokenization import byte_level_bpe_tokenizer
+
   texts = [f"Q: When was <|ab{c}de|> born?\nA: 19{d}0s\n" for c in "abcdefgh" for d in range(10)]
-  tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe_tokenizer(texts, 300).backend,
-                                                   eos_token="<|endoftext|>")
+  tokenizer = transformers.PreTrainedTokenizerFast(
+    tokenizer_object=byte_level_bpe_tokenizer(texts, 300).backend, eos_token="<|endoftext|>"
+  )
   torch.manual_seed(0)
   if seq2seq:
-    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
-        vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, decoder_start_token_id=0,
-        pad_token_id=0, eos_token_id=0))
+    model = transformers.T5ForConditionalGeneration(
+      transformers.T5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=0,
+      )
+    )
   else:
-    model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=128))
+    model = transformers.GPTNeoXForCausalLM(
+      transformers.GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+      )
+    )
   folder = tmp_path / "model-tiny"
   model.save_pretrained(folder)
   tokenizer.save_pretrained(folder)
@@ -289,6 +401,7 @@ def _pretrained_folder(tmp_path, vocab_size, seq2seq=False):
 
 def _define_config(folder):
   from test_experiment import ROOT, load_config
+
   config = load_config(os.path.join(ROOT, "configs", "define_synthetic.py"), "tiny")
   config.progress_bar = False
   config.model.update(init_from=folder, d_model=32, n_layers=2, n_heads=4, d_mlp=64)
@@ -300,6 +413,7 @@ def _define_config(folder):
 @pytest.mark.slow
 def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeypatch):
   from iml_jax import experiment, train
+
   folder = _pretrained_folder(tmp_path, vocab_size=320)
   created = []
   original = train.create_state
@@ -318,6 +432,7 @@ def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeyp
   assert created[0]["embedding"].shape == (384, 32)
   assert "d1consis" in summary["subsets"]
   from iml_jax.export_hf import export_stage
+
   export_stage(str(tmp_path / "run"), "seed_0/s2seed_0/stage2", str(tmp_path / "finetuned"))
   finetuned = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path / "finetuned")
   assert finetuned.config.vocab_size == 320 and finetuned.config.num_hidden_layers == 2
@@ -327,6 +442,7 @@ def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeyp
 
 def test_pretrained_mismatches_are_clear(tmp_path):
   from iml_jax import experiment
+
   folder = _pretrained_folder(tmp_path, vocab_size=200)  # fewer rows than the 300-token tokenizer
   with pytest.raises(IMLError, match="the tokenizer in .* has 300 tokens, but the model's embedding has only 200"):
     experiment.run(_define_config(folder), str(tmp_path / "run"))
@@ -344,6 +460,7 @@ def test_pretrained_mismatches_are_clear(tmp_path):
 def test_t5_pipeline_trains_and_evaluates_seq2seq_from_pretrained(tmp_path, monkeypatch):
   from iml_jax import config_blocks as blocks
   from iml_jax import experiment, train
+
   folder = _pretrained_folder(tmp_path, vocab_size=320, seq2seq=True)
   created = []
   original = train.create_state
@@ -360,8 +477,9 @@ def test_t5_pipeline_trains_and_evaluates_seq2seq_from_pretrained(tmp_path, monk
   _, hf_params = hf_import.load_hf_model(folder)
   np.testing.assert_array_equal(created[0], hf_params["shared"]["embedding"])
   assert {"d1consis", "d2consis"} <= set(summary["subsets"])
-  predictions = [json.loads(line) for line in open(tmp_path / "run" / "seed_0" / "s2seed_0" / "stage2" /
-                                                     "predictions.jsonl")]
+  predictions = [
+    json.loads(line) for line in open(tmp_path / "run" / "seed_0" / "s2seed_0" / "stage2" / "predictions.jsonl")
+  ]
   assert predictions and all({"prompt", "answer", "prediction"} <= set(p) for p in predictions)
   config.model.name = "gpt_neox"
   with pytest.raises(IMLError, match="do not apply to model.name = 'gpt_neox'"):

@@ -1,5 +1,6 @@
 """The path layer behaves the same on a local disk and in a bucket (the stand-in GCS of tests/fake_gcs.py,
 reached through the real gcsfs client); the end-to-end gs:// run with a kill is in test_faults.py."""
+
 import os
 
 import pytest
@@ -75,6 +76,7 @@ def test_unsupported_uris_and_missing_packages_are_one_line(monkeypatch):
     io_utils.check_supported("s3://b/run")
   io_utils.check_supported("/tmp/run")
   import importlib.util
+
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gcsfs" else real(name, *a))
   with pytest.raises(IMLError, match=r"gs://b/run: gs:// paths need gcsfs: pip install -e '\.\[gcs\]'"):

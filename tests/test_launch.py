@@ -1,4 +1,5 @@
 """The Cloud TPU launch scripts: the gcloud commands their --dry_run prints, quoting, errors, shellcheck."""
+
 import glob
 import json
 import os
@@ -21,21 +22,36 @@ VM = ("--name=iml-v4", "--zone=us-central2-b")
 
 
 def dry_run(script, *args):
-  result = subprocess.run([os.path.join(LAUNCH, script), *VM, "--dry_run", *args], capture_output=True, text=True,
-                          env={**os.environ, "TMPDIR": "/tmp"})
+  result = subprocess.run(
+    [os.path.join(LAUNCH, script), *VM, "--dry_run", *args],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "TMPDIR": "/tmp"},
+  )
   assert result.returncode == 0, result.stderr
   return [shlex.split(line) for line in result.stdout.splitlines()]
 
 
 def remote_command(command):
   """The shell words a worker runs for a printed `gcloud ... ssh --command=...`."""
-  return shlex.split(next(a for a in command if a.startswith("--command="))[len("--command="):])
+  return shlex.split(next(a for a in command if a.startswith("--command="))[len("--command=") :])
 
 
 def test_create_on_demand_spot_and_queued():
   zone = "--zone=us-central2-b"
-  assert dry_run("create.sh") == [["gcloud", "compute", "tpus", "tpu-vm", "create", "iml-v4", "--accelerator-type=v4-8",
-                                   "--version=tpu-ubuntu2204-base", zone]]
+  assert dry_run("create.sh") == [
+    [
+      "gcloud",
+      "compute",
+      "tpus",
+      "tpu-vm",
+      "create",
+      "iml-v4",
+      "--accelerator-type=v4-8",
+      "--version=tpu-ubuntu2204-base",
+      zone,
+    ]
+  ]
   spot = dry_run("create.sh", "--spot", "--accelerator=v5litepod-16", "--project=p")[0]
   assert spot[4:6] == ["create", "iml-v4"] and "--spot" in spot and "--accelerator-type=v5litepod-16" in spot
   assert spot[-2:] == [zone, "--project=p"]
@@ -45,9 +61,16 @@ def test_create_on_demand_spot_and_queued():
   assert wait[3:6] == ["queued-resources", "describe", "iml-v4"] and "--format=value(state.state)" in wait
 
 
-@pytest.mark.parametrize("accelerator, runtime", [
-    ("v4-8", "tpu-ubuntu2204-base"), ("v3-8", "tpu-ubuntu2204-base"), ("v5litepod-8", "v2-alpha-tpuv5-lite"),
-    ("v5p-8", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")])
+@pytest.mark.parametrize(
+  "accelerator, runtime",
+  [
+    ("v4-8", "tpu-ubuntu2204-base"),
+    ("v3-8", "tpu-ubuntu2204-base"),
+    ("v5litepod-8", "v2-alpha-tpuv5-lite"),
+    ("v5p-8", "v2-alpha-tpuv5"),
+    ("v6e-8", "v2-alpha-tpuv6e"),
+  ],
+)
 def test_create_picks_the_runtime_of_the_accelerator_generation(accelerator, runtime):
   assert f"--version={runtime}" in dry_run("create.sh", f"--accelerator={accelerator}")[0]
   assert dry_run("create.sh", f"--accelerator={accelerator}", "--version=mine")[0][-2] == "--version=mine"
@@ -68,12 +91,24 @@ def test_setup_copies_the_checkout_installs_the_tpu_extra_and_mounts_the_bucket(
 
 
 def test_run_starts_main_on_every_worker_with_user_values_quoted():
-  command = dry_run("run.sh", "--config=configs/default.py:tiny", "--workdir=/mnt/b/run 1", "--",
-                    "--config.n_seeds=2", "--config.data.cvdb_path=it's; rm -rf ~")[0]
+  command = dry_run(
+    "run.sh",
+    "--config=configs/default.py:tiny",
+    "--workdir=/mnt/b/run 1",
+    "--",
+    "--config.n_seeds=2",
+    "--config.data.cvdb_path=it's; rm -rf ~",
+  )[0]
   assert command[3:6] == ["tpu-vm", "ssh", "iml-v4"] and "--worker=all" in command
-  assert remote_command(command) == ["bash", "~/iml-jax/launch/worker_run.sh", "--config=configs/default.py:tiny",
-                                     "--workdir=/mnt/b/run 1", "--", "--config.n_seeds=2",
-                                     "--config.data.cvdb_path=it's; rm -rf ~"]
+  assert remote_command(command) == [
+    "bash",
+    "~/iml-jax/launch/worker_run.sh",
+    "--config=configs/default.py:tiny",
+    "--workdir=/mnt/b/run 1",
+    "--",
+    "--config.n_seeds=2",
+    "--config.data.cvdb_path=it's; rm -rf ~",
+  ]
   home = dry_run("run.sh", "--config=c.py", "--workdir=~/runs/x")[0]
   assert "--workdir=~/runs/x" in remote_command(home)  # a literal ~, resolved by worker_run.sh on the worker
 
@@ -81,26 +116,52 @@ def test_run_starts_main_on_every_worker_with_user_values_quoted():
 def test_worker_run_resolves_the_workdir_on_the_worker_and_refuses_the_code_directory(tmp_path):
   venv = tmp_path / "venv"
   (venv / "bin").mkdir(parents=True)
-  (venv / "bin" / "python").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/argv\n")
+  (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\n')
   (venv / "bin" / "python").chmod(0o755)
 
   def worker_run(workdir):
-    result = subprocess.run(["bash", os.path.join(LAUNCH, "worker_run.sh"), "--config=c.py", f"--workdir={workdir}",
-                             f"--venv={venv}", f"--log={tmp_path}/log", "--", "--config.n_seeds=2"],
-                            env={**os.environ, "HOME": str(tmp_path)}, capture_output=True, text=True)
+    result = subprocess.run(
+      [
+        "bash",
+        os.path.join(LAUNCH, "worker_run.sh"),
+        "--config=c.py",
+        f"--workdir={workdir}",
+        f"--venv={venv}",
+        f"--log={tmp_path}/log",
+        "--",
+        "--config.n_seeds=2",
+      ],
+      env={**os.environ, "HOME": str(tmp_path)},
+      capture_output=True,
+      text=True,
+    )
     if result.returncode == 0:
       # the file exists from the moment the shell opens it; its line is complete when it ends in a newline
-      _wait_for(lambda: os.path.exists(tmp_path / "argv") and (tmp_path / "argv").read_text().endswith("\n"),
-                "the background start", timeout=30)
+      _wait_for(
+        lambda: os.path.exists(tmp_path / "argv") and (tmp_path / "argv").read_text().endswith("\n"),
+        "the background start",
+        timeout=30,
+      )
       started = (tmp_path / "argv").read_text().split()
       os.remove(tmp_path / "argv")
       return started
     return result
 
-  for given, resolved in (("~/runs/x", tmp_path / "runs/x"), ("rel/x", tmp_path / "rel/x"), ("~", tmp_path),
-                          ("/abs/x", "/abs/x"), ("gs://b/x", "gs://b/x")):
-    assert worker_run(given) == ["-m", "iml_jax.main", "--config=c.py", f"--workdir={resolved}", "--distributed",
-                                 "--config.n_seeds=2"]
+  for given, resolved in (
+    ("~/runs/x", tmp_path / "runs/x"),
+    ("rel/x", tmp_path / "rel/x"),
+    ("~", tmp_path),
+    ("/abs/x", "/abs/x"),
+    ("gs://b/x", "gs://b/x"),
+  ):
+    assert worker_run(given) == [
+      "-m",
+      "iml_jax.main",
+      "--config=c.py",
+      f"--workdir={resolved}",
+      "--distributed",
+      "--config.n_seeds=2",
+    ]
   code_dir = os.path.dirname(LAUNCH)
   for inside in (code_dir, os.path.join(code_dir, "runs", "x"), os.path.join(LAUNCH, "..", "y")):
     refused = worker_run(inside)
@@ -116,38 +177,68 @@ def test_watch_and_delete():
 
 
 def test_relaunch_recreates_a_preempted_vm_and_resumes_the_same_workdir():
-  commands = dry_run("relaunch.sh", "--spot", "--bucket=b", "--config=configs/default.py", "--workdir=/mnt/b/w",
-                     "--", "--config.n_seeds=2")
+  commands = dry_run(
+    "relaunch.sh",
+    "--spot",
+    "--bucket=b",
+    "--config=configs/default.py",
+    "--workdir=/mnt/b/w",
+    "--",
+    "--config.n_seeds=2",
+  )
   verbs = [" ".join(c[3:5]) if c[0] == "gcloud" else c[0] for c in commands]
-  assert verbs == ["tpu-vm describe", "tpu-vm delete", "tpu-vm create", "git", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh",
-                   "tpu-vm ssh"]
+  assert verbs == [
+    "tpu-vm describe",
+    "tpu-vm delete",
+    "tpu-vm create",
+    "git",
+    "tpu-vm scp",
+    "tpu-vm ssh",
+    "tpu-vm ssh",
+    "tpu-vm ssh",
+  ]
   assert "--spot" in commands[2]
   assert "--workdir=/mnt/b/w" in remote_command(commands[-1]) and "--config.n_seeds=2" in remote_command(commands[-1])
   queued = dry_run("relaunch.sh", "--queued", "--config=c.py", "--workdir=w")
-  assert [" ".join(c[3:5]) for c in queued[:4]] == ["tpu-vm describe", "queued-resources delete",
-                                                    "queued-resources create", "queued-resources describe"]
+  assert [" ".join(c[3:5]) for c in queued[:4]] == [
+    "tpu-vm describe",
+    "queued-resources delete",
+    "queued-resources create",
+    "queued-resources describe",
+  ]
 
 
 @pytest.mark.parametrize("script", SCRIPTS + WORKER_SCRIPTS)
 def test_every_script_answers_help_with_its_usage(script):
-  result = subprocess.run(["bash", os.path.join(LAUNCH, script), "--help"], capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("IML_TPU_")})
+  result = subprocess.run(
+    ["bash", os.path.join(LAUNCH, script), "--help"],
+    capture_output=True,
+    text=True,
+    env={k: v for k, v in os.environ.items() if not k.startswith("IML_TPU_")},
+  )
   assert result.returncode == 0 and result.stderr == ""
   assert "Usage: " in result.stdout and script in result.stdout and "#" not in result.stdout
   assert "shellcheck" not in result.stdout
 
 
-@pytest.mark.parametrize("script, args, message", [
+@pytest.mark.parametrize(
+  "script, args, message",
+  [
     ("run.sh", (), "--config=<configs/x.py[:args]> is required"),
     ("create.sh", ("--bogus=1",), "unknown flag --bogus=1"),
     ("watch.sh", ("--worker=all; ls",), r"--worker=all\;\ ls: expected a worker index"),
-])
+  ],
+)
 def test_bad_flags_exit_with_one_line(script, args, message):
   result = subprocess.run([os.path.join(LAUNCH, script), *VM, *args, "--dry_run"], capture_output=True, text=True)
   assert result.returncode == 2 and result.stdout == ""
   assert result.stderr.strip() == f"{script}: error: {message}"
-  missing = subprocess.run([os.path.join(LAUNCH, "delete.sh"), "--dry_run"], capture_output=True, text=True,
-                           env={k: v for k, v in os.environ.items() if not k.startswith("IML_TPU_")})
+  missing = subprocess.run(
+    [os.path.join(LAUNCH, "delete.sh"), "--dry_run"],
+    capture_output=True,
+    text=True,
+    env={k: v for k, v in os.environ.items() if not k.startswith("IML_TPU_")},
+  )
   assert missing.returncode == 2 and "--name=<TPU VM name> is required" in missing.stderr
 
 
@@ -160,6 +251,7 @@ def test_shellcheck_passes():
 
 
 # The lifecycle against the TPU-VM simulator (tests/fake_gcloud.py).
+
 
 def _python310() -> str:
   """A Python 3.10 interpreter, the stock TPU images' python3 (Ubuntu 22.04)."""
@@ -177,25 +269,37 @@ def simulator(tmp_path):
   bin_dir, image_dir, state = tmp_path / "bin", tmp_path / "image", tmp_path / "cloud"
   for d in (bin_dir, image_dir, state):
     d.mkdir()
-  (bin_dir / "gcloud").write_text(f"#!/bin/sh\nexec {sys.executable} {os.path.join(HERE, 'fake_gcloud.py')} \"$@\"\n")
+  (bin_dir / "gcloud").write_text(f'#!/bin/sh\nexec {sys.executable} {os.path.join(HERE, "fake_gcloud.py")} "$@"\n')
   (bin_dir / "gcloud").chmod(0o755)
   (image_dir / "python3").symlink_to(_python310())
   caches = tmp_path / "caches"  # one package cache for all simulated workers, so each download happens once
   # The machine's package-registry settings (proxy, certificates, pip's local wheels) reach the workers as an
   # image's network settings would; nothing else of the test's environment does.
   registry = {k: v for k, v in os.environ.items() if re.search(r"PROXY|CERT|CA_BUNDLE|SSL|^PIP_", k, re.I)}
-  worker_env = {**registry, "PATH": f"{image_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "UV_PYTHON_DOWNLOADS": "never",
-                "UV_CACHE_DIR": str(caches / "uv"), "PIP_CACHE_DIR": str(caches / "pip"),
-                "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(state),
-         "FAKE_GCLOUD_WORKER_ENV": json.dumps(worker_env), "IML_TPU_POLL_SECONDS": "0", "TMPDIR": str(tmp_path),
-         "IML_TPU_NAME": "iml-pod", "IML_TPU_ZONE": "us-central2-b"}
+  worker_env = {
+    **registry,
+    "PATH": f"{image_dir}:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "UV_PYTHON_DOWNLOADS": "never",
+    "UV_CACHE_DIR": str(caches / "uv"),
+    "PIP_CACHE_DIR": str(caches / "pip"),
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+  }
+  env = {
+    **os.environ,
+    "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    "FAKE_GCLOUD_STATE": str(state),
+    "FAKE_GCLOUD_WORKER_ENV": json.dumps(worker_env),
+    "IML_TPU_POLL_SECONDS": "0",
+    "TMPDIR": str(tmp_path),
+    "IML_TPU_NAME": "iml-pod",
+    "IML_TPU_ZONE": "us-central2-b",
+  }
   return env, str(state)
 
 
 def _launch(env, script, *args):
-  result = subprocess.run([os.path.join(LAUNCH, script), *args], env=env, capture_output=True, text=True,
-                          timeout=900)
+  result = subprocess.run([os.path.join(LAUNCH, script), *args], env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, f"{script} {args}\n{result.stdout}\n{result.stderr}"
   return result
 
@@ -213,23 +317,46 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
   env, state = simulator
   cloud = fake_gcloud.Cloud(state)
   workdir = str(tmp_path / "bucket" / "tiny")
-  run_args = ("--config=configs/default.py:tiny", f"--workdir={workdir}", "--", "--config.n_seeds=1",
-              "--config.checkpoint.every_steps=2")
+  run_args = (
+    "--config=configs/default.py:tiny",
+    f"--workdir={workdir}",
+    "--",
+    "--config.n_seeds=1",
+    "--config.checkpoint.every_steps=2",
+  )
   spot = ("--accelerator=v4-16", "--spot", "--queued")
 
   _launch(env, "create.sh", *spot)
   node = cloud.node("iml-pod")
   assert (node["hosts"], node["version"], node["state"]) == (2, "tpu-ubuntu2204-base", "READY")
   _launch(env, "setup.sh", "--extra=")
-  versions = [subprocess.run(["gcloud", "compute", "tpus", "tpu-vm", "ssh", "iml-pod", f"--worker={w}",
-                              "--zone=us-central2-b", "--command=python3 --version; ~/iml-venv/bin/python --version"],
-                             env=env, capture_output=True, text=True).stdout.split() for w in (0, 1)]
+  versions = [
+    subprocess.run(
+      [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "ssh",
+        "iml-pod",
+        f"--worker={w}",
+        "--zone=us-central2-b",
+        "--command=python3 --version; ~/iml-venv/bin/python --version",
+      ],
+      env=env,
+      capture_output=True,
+      text=True,
+    ).stdout.split()
+    for w in (0, 1)
+  ]
   assert [v[1][:5] for v in versions] == ["3.10.", "3.10."] and [v[3][:5] for v in versions] == ["3.11.", "3.11."]
 
   _launch(env, "run.sh", *run_args)
   checkpoints = os.path.join(workdir, "seed_0", "stage1", "checkpoints")
-  _wait_for(lambda: os.path.isdir(checkpoints) and any(s.isdigit() for s in os.listdir(checkpoints)),
-            "the first stage-1 checkpoint")
+  _wait_for(
+    lambda: os.path.isdir(checkpoints) and any(s.isdigit() for s in os.listdir(checkpoints)),
+    "the first stage-1 checkpoint",
+  )
   assert not os.path.exists(os.path.join(workdir, "summary.json"))
   fake_gcloud.preempt(state, "iml-pod", worker=1)
 
@@ -240,9 +367,13 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
   assert os.path.exists(os.path.join(workdir, "summary.json")), "\n".join(logs)
 
   reference = str(tmp_path / "one_process")
-  subprocess.run([sys.executable, "-m", "iml_jax.main", run_args[0], f"--workdir={reference}", *run_args[3:]],
-                 env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, check=True,
-                 capture_output=True, cwd=os.path.dirname(LAUNCH))
+  subprocess.run(
+    [sys.executable, "-m", "iml_jax.main", run_args[0], f"--workdir={reference}", *run_args[3:]],
+    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    check=True,
+    capture_output=True,
+    cwd=os.path.dirname(LAUNCH),
+  )
   for name in ("results.csv", "summary.json"):
     with open(os.path.join(workdir, name)) as ours, open(os.path.join(reference, name)) as theirs:
       assert ours.read() == theirs.read(), name
@@ -255,11 +386,17 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
 @pytest.mark.parametrize("outcome", ["FAILED", "SUSPENDED"])
 def test_a_queued_resource_that_is_not_granted_stops_create_with_one_error(simulator, outcome):
   env, state = simulator
-  result = subprocess.run([os.path.join(LAUNCH, "create.sh"), "--queued"], capture_output=True, text=True,
-                          env={**env, "FAKE_GCLOUD_QUEUED_OUTCOME": outcome})
+  result = subprocess.run(
+    [os.path.join(LAUNCH, "create.sh"), "--queued"],
+    capture_output=True,
+    text=True,
+    env={**env, "FAKE_GCLOUD_QUEUED_OUTCOME": outcome},
+  )
   assert result.returncode == 2 and result.stdout == ""
-  assert result.stderr.splitlines()[-1] == (f"create.sh: error: queued resource iml-pod is {outcome}: no TPU was "
-                                            "granted (delete it with launch/delete.sh --queued)")
+  assert result.stderr.splitlines()[-1] == (
+    f"create.sh: error: queued resource iml-pod is {outcome}: no TPU was "
+    "granted (delete it with launch/delete.sh --queued)"
+  )
   assert not os.path.exists(fake_gcloud.Cloud(state).node_dir("iml-pod"))
 
 

@@ -1,4 +1,5 @@
 """Every entry point explains its flags with --help."""
+
 import subprocess
 import sys
 
@@ -7,12 +8,18 @@ import pytest
 from test_experiment import ROOT
 
 ENTRY_POINTS = {
-    "iml_jax.main": ("--config", "--workdir", "--[no]distributed", "--[no]print_config", "--compilation_cache"),
-    "iml_jax.sweep": ("--config", "--workdir", "--sweep", "--[no]print_commands", "--[no]print_config",
-                      "--compilation_cache"),
-    "iml_jax.report": ("--workdir",),
-    "iml_jax.analyze": ("--config", "--workdir", "--analysis", "--workdirs", "--out", "--compilation_cache"),
-    "iml_jax.export_hf": ("--workdir", "--stage", "--out"),
+  "iml_jax.main": ("--config", "--workdir", "--[no]distributed", "--[no]print_config", "--compilation_cache"),
+  "iml_jax.sweep": (
+    "--config",
+    "--workdir",
+    "--sweep",
+    "--[no]print_commands",
+    "--[no]print_config",
+    "--compilation_cache",
+  ),
+  "iml_jax.report": ("--workdir",),
+  "iml_jax.analyze": ("--config", "--workdir", "--analysis", "--workdirs", "--out", "--compilation_cache"),
+  "iml_jax.export_hf": ("--workdir", "--stage", "--out"),
 }
 
 
@@ -27,9 +34,11 @@ def test_help_explains_the_flags(module):
 
 def test_the_cluster_comes_from_the_environment_when_jax_cannot_detect_it():
   from iml_jax import main
+
   assert main.cluster_from_environment({}) == {}  # Cloud TPU VMs: JAX asks the metadata server
-  assert main.cluster_from_environment({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}) == dict(num_processes=2,
-                                                                                                  process_id=1)
+  assert main.cluster_from_environment({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}) == dict(
+    num_processes=2, process_id=1
+  )
   with pytest.raises(ValueError, match="set both JAX_NUM_PROCESSES and JAX_PROCESS_ID, or neither"):
     main.cluster_from_environment({"JAX_NUM_PROCESSES": "2"})
   with pytest.raises(ValueError, match="must be integers"):
@@ -37,13 +46,28 @@ def test_the_cluster_comes_from_the_environment_when_jax_cannot_detect_it():
 
 
 def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny",
-                           "--config.n_seeds=3", "--print_config"], cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny", "--config.n_seeds=3", "--print_config"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr
   assert "\nn_seeds: 3\n" in result.stdout and "deviations:" in result.stdout
-  swept = subprocess.run([sys.executable, "-m", "iml_jax.sweep", "--config=configs/default.py:tiny",
-                          f"--workdir={tmp_path / 'sweep'}", "--sweep=seed=0,2", "--print_config"],
-                         cwd=ROOT, capture_output=True, text=True)
+  swept = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "iml_jax.sweep",
+      "--config=configs/default.py:tiny",
+      f"--workdir={tmp_path / 'sweep'}",
+      "--sweep=seed=0,2",
+      "--print_config",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert swept.returncode == 0, swept.stderr
   assert swept.stdout.endswith("sweep runs (each: the config above with these values):\n  seed=0\n  seed=2\n")
   assert not (tmp_path / "sweep").exists()

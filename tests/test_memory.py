@@ -1,5 +1,6 @@
 """The train-state memory check: exact per-device bytes from the abstract state, and a model too large for the
 machine refused in one line before anything is allocated or left in the workdir."""
+
 import os
 
 import jax
@@ -22,8 +23,7 @@ def _abstract(mesh_shape, rules, optimizer_name):
 def test_adamw_state_is_four_copies_of_the_parameters_plus_counters():
   abstract = _abstract((8, 1, 1), "dp", "adamw")  # replicated: each device holds everything
   param_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract.params))
-  counter_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract.opt_state)
-                      if leaf.ndim == 0)
+  counter_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract.opt_state) if leaf.ndim == 0)
   # parameters, gradients, first and second moments (fp32), step and optimizer counters
   assert memory.state_bytes_per_device(abstract) == 4 * param_bytes + counter_bytes + 4
 

@@ -3,13 +3,16 @@ import pytest
 from iml_jax import metrics
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(
+  "text, expected",
+  [
     ("The Beatles!", "beatles"),
     ("  a  19   century ", "19 century"),
     ("An apple, the pear", "apple pear"),
     ("Côte d'Ivoire", "côte divoire"),
     ("another theme", "another theme"),  # articles only as whole words
-])
+  ],
+)
 def test_normalize_answer(text, expected):
   assert metrics.normalize_answer(text) == expected
 

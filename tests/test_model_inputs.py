@@ -1,5 +1,6 @@
 """Each kind of model gets its own encoding: decoder-only one sequence, T5 inputs and targets, array models the
 task's arrays; the alias tokens are left out of the loss only where the config says so."""
+
 import ml_collections
 import numpy as np
 
@@ -9,9 +10,13 @@ from iml_jax.data.tokenization import word_level_tokenizer
 from iml_jax.models import registry
 
 EXAMPLES = [Example("abc % 7 8 =", " true"), Example("define1 abc %", " 9")]
-CONFIG = ml_collections.ConfigDict(dict(
-    data=dict(block_size=8, label_block_size=3), loss=dict(mask_prompt=False, mask_padding=True),
-    eval=dict(prompt_bucket=4, batch_size=2, max_new_tokens=2)))
+CONFIG = ml_collections.ConfigDict(
+  dict(
+    data=dict(block_size=8, label_block_size=3),
+    loss=dict(mask_prompt=False, mask_padding=True),
+    eval=dict(prompt_bucket=4, batch_size=2, max_new_tokens=2),
+  )
+)
 
 
 def _inputs(name: str, **fields):
@@ -46,6 +51,7 @@ def test_an_array_model_reads_the_task_arrays():
   class Task:
     def encode_arrays(self, examples):
       return {"inputs": np.ones((len(examples), 3), np.float32)}
+
   model = registry.build(registry.make_config("mlp", in_features=3, out_features=2, hidden=4, n_layers=1))
   inputs = model_inputs.for_model(model, CONFIG, Task(), tokenizer=None)
   assert type(inputs) is model_inputs.ArrayInputs

@@ -1,5 +1,6 @@
 """Modular arithmetic, fixed: formats, aliases in test prompts, truly inconsistent definitions, residues that
 never identify x, the baseline as a train subset, determinism."""
+
 import json
 import re
 import subprocess
@@ -74,11 +75,15 @@ def test_baseline_is_a_train_subset_with_an_80_20_split(task):
 
 
 def test_deterministic_across_processes(task):
-  code = ("import json; from iml_jax import config_blocks as blocks; from iml_jax.data import modular; "
-          "t = modular.ModularTask(blocks.modular_data(num_x=200), 3, 0); "
-          "print(json.dumps([e.text for e in t.stage_data('full').train]))")
-  runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": s})
-          for s in ("1", "2")]
+  code = (
+    "import json; from iml_jax import config_blocks as blocks; from iml_jax.data import modular; "
+    "t = modular.ModularTask(blocks.modular_data(num_x=200), 3, 0); "
+    "print(json.dumps([e.text for e in t.stage_data('full').train]))"
+  )
+  runs = [
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": s})
+    for s in ("1", "2")
+  ]
   assert runs[0].returncode == 0, runs[0].stderr
   assert json.loads(runs[0].stdout) == json.loads(runs[1].stdout) == [e.text for e in task.stage_data("full").train]
 
@@ -94,9 +99,14 @@ def test_bad_config():
 @pytest.mark.slow
 def test_tiny_run_through_main(tmp_path):
   from test_experiment import ROOT
+
   for arg in ("tiny", "tiny,baseline"):
-    result = subprocess.run([sys.executable, "-m", "iml_jax.main", f"--config=configs/modular.py:{arg}",
-                             f"--workdir={tmp_path / arg}"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+      [sys.executable, "-m", "iml_jax.main", f"--config=configs/modular.py:{arg}", f"--workdir={tmp_path / arg}"],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+    )
     assert result.returncode == 0, result.stderr
   assert {"d1consis", "d2consis"} <= set(json.load(open(tmp_path / "tiny" / "summary.json"))["subsets"])
   assert ",baseline_test," in (tmp_path / "tiny,baseline" / "results.csv").read_text()

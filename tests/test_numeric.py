@@ -67,13 +67,25 @@ def test_alpha_subsets_split_exactly_with_their_tags_and_truth():
   cfg = blocks.numeric_data(num_x=1000, fractions=blocks.numeric_alpha_fractions(0.75))
   task = numeric.NumericTask(cfg, seed=3, seed_stage2=0)
   sizes = {k: len(v) for k, v in task.subsets.items()}
-  assert sizes == {"qd1consis": 300, "qd1incons": 100, "qd2consis": 100, "qd2incons": 300, "q": 0,
-                   "d1consis": 100, "d2consis": 100, "d3consis": 0}
+  assert sizes == {
+    "qd1consis": 300,
+    "qd1incons": 100,
+    "qd2consis": 100,
+    "qd2incons": 300,
+    "q": 0,
+    "d1consis": 100,
+    "d2consis": 100,
+    "d3consis": 0,
+  }
   stage1 = task.stage_data("stage1", redraw_key=0)
   definitions = [ex for ex in stage1.train if ex.prompt.startswith("define")]
   assert len(definitions) == 800
-  for subset, tag, truthful in (("qd1consis", "define1", True), ("qd1incons", "define1", False),
-                                ("qd2consis", "define2", True), ("qd2incons", "define2", False)):
+  for subset, tag, truthful in (
+    ("qd1consis", "define1", True),
+    ("qd1incons", "define1", False),
+    ("qd2consis", "define2", True),
+    ("qd2incons", "define2", False),
+  ):
     for alias in task.subsets[subset]:
       i = task.index[alias]
       assert task.definition(subset, alias) in definitions
@@ -85,8 +97,9 @@ def test_zero_alpha_subsets_leave_the_split_unchanged():
   """Adding qd1incons / qd2consis at fraction 0 keeps every earlier run's split (and result)."""
   cfg = blocks.numeric_data(num_x=1000)
   task = numeric.NumericTask(cfg, seed=5, seed_stage2=2)
-  three_pools = common.split_stage_subsets(task.aliases, cfg.fractions, ("qd1consis", "qd2incons", "q"),
-                                           numeric.STAGE2_SUBSETS, 5, 2)
+  three_pools = common.split_stage_subsets(
+    task.aliases, cfg.fractions, ("qd1consis", "qd2incons", "q"), numeric.STAGE2_SUBSETS, 5, 2
+  )
   assert {k: v for k, v in task.subsets.items() if k not in ("qd1incons", "qd2consis")} == three_pools
 
 
@@ -121,8 +134,9 @@ def test_tokenizer_one_token_per_alias(task70m):
   assert tokenizer.token_ids(task70m.alias_tokens()[:3]).shape == (3,)
 
 
-@pytest.mark.parametrize("field, value", [("n_qs", 10), ("n_qs", 0), ("n_nums", 120), ("p_label_flip", 2.0),
-                                          ("max_x", 150), ("max_x", 101)])
+@pytest.mark.parametrize(
+  "field, value", [("n_qs", 10), ("n_qs", 0), ("n_nums", 120), ("p_label_flip", 2.0), ("max_x", 150), ("max_x", 101)]
+)
 def test_bad_numeric_config(field, value):
   with pytest.raises(IMLError, match=f"data.{field}"):
     numeric.check_config(blocks.numeric_data(**{field: value}))
@@ -146,21 +160,25 @@ def numeric_fractions() -> dict:
 
 # The data of seed 0 (stage-2 seed 1) as this code draws it, redrawn or fixed: a change to any random stream, subset
 # or eval set shows here (update the digests only for a deliberate change of the data, and say so).
-PINNED_DIGESTS = {True: "1e8f989f276f5331f27b400732cc576d71c0307b14175df30b8bf829f60b0996",
-                  False: "87396056a5b723e308fc29e66a116503c1adc5291f7ace48caa86edef06936d7"}
+PINNED_DIGESTS = {
+  True: "1e8f989f276f5331f27b400732cc576d71c0307b14175df30b8bf829f60b0996",
+  False: "87396056a5b723e308fc29e66a116503c1adc5291f7ace48caa86edef06936d7",
+}
 
 
 @pytest.mark.parametrize("redraw", [True, False])
 def test_a_seeds_data_is_pinned_byte_for_byte(redraw):
   import hashlib
+
   digests = set()
   for _ in range(2):  # and drawn the same every time in this process
     task = numeric.NumericTask(blocks.numeric_data(num_x=300, redraw_train_questions=redraw), 0, 1)
     data = task.stage_data("stage1", redraw_key=0)
     if not redraw:
       assert data.train_for_epoch(3) is data.train
-    lines = [ex.text for ex in data.train_for_epoch(3)] + [k + ex.text for k, v in sorted(data.evals.items())
-                                                           for ex in v]
+    lines = [ex.text for ex in data.train_for_epoch(3)] + [
+      k + ex.text for k, v in sorted(data.evals.items()) for ex in v
+    ]
     digests.add(hashlib.sha256("\n".join(lines).encode()).hexdigest())
   assert digests == {PINNED_DIGESTS[redraw]}
 
@@ -177,9 +195,19 @@ print(hashlib.sha256('\\n'.join(lines).encode()).hexdigest())
 
 
 def test_datasets_identical_across_processes():
-  digests = {seed: {subprocess.run([sys.executable, "-c", _HASH_SCRIPT, str(seed)], capture_output=True, text=True,
-                                   check=True, env={"PYTHONHASHSEED": str(h), "PATH": ""}).stdout
-                    for h in (1, 2)} for seed in (0, 1)}
+  digests = {
+    seed: {
+      subprocess.run(
+        [sys.executable, "-c", _HASH_SCRIPT, str(seed)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": str(h), "PATH": ""},
+      ).stdout
+      for h in (1, 2)
+    }
+    for seed in (0, 1)
+  }
   assert all(len(d) == 1 for d in digests.values()) and digests[0] != digests[1]
 
 

@@ -1,5 +1,6 @@
 """What the run figure shows: a curve from the evaluation before training, each stage named over its epochs, the
 chance level where the task has one; sweep figures named by their settings."""
+
 from iml_jax import config_blocks as blocks
 from iml_jax import plots, sweep_report
 
@@ -11,10 +12,22 @@ def _config(task="numeric"):
 
 
 def _rows():
-  return [dict(seed=seed, seed_stage2=0, stage=stage, epoch=epoch, global_epoch=offset + epoch, subset=subset,
-               em=0.5 + 0.05 * (offset + epoch) * (subset == "qd1consis"), f1=0.0)
-          for seed in (0, 1) for stage, offset, epochs in (("stage1", 0, (0, 2, 4)), ("stage2", 4, (1, 2)))
-          for epoch in epochs for subset in ("qd1consis", "d1consis")]
+  return [
+    dict(
+      seed=seed,
+      seed_stage2=0,
+      stage=stage,
+      epoch=epoch,
+      global_epoch=offset + epoch,
+      subset=subset,
+      em=0.5 + 0.05 * (offset + epoch) * (subset == "qd1consis"),
+      f1=0.0,
+    )
+    for seed in (0, 1)
+    for stage, offset, epochs in (("stage1", 0, (0, 2, 4)), ("stage2", 4, (1, 2)))
+    for epoch in epochs
+    for subset in ("qd1consis", "d1consis")
+  ]
 
 
 def test_the_run_figure_starts_before_training_names_the_stages_and_shows_chance():
@@ -38,5 +51,7 @@ def test_a_task_without_a_chance_level_draws_none():
 
 def test_sweep_figures_are_named_by_their_settings():
   assert sweep_report.setting_plot_name("em", {}) == "em_all_runs.png"
-  assert sweep_report.setting_plot_name("em", {"stages.stage1.batch_size": 32, "model.init_from": "EleutherAI/x y"}) \
-      == "em_stages.stage1.batch_size=32__model.init_from=EleutherAI-x-y.png"
+  assert (
+    sweep_report.setting_plot_name("em", {"stages.stage1.batch_size": 32, "model.init_from": "EleutherAI/x y"})
+    == "em_stages.stage1.batch_size=32__model.init_from=EleutherAI-x-y.png"
+  )

@@ -35,8 +35,9 @@ def test_probe_sits_at_chance_on_shuffled_labels():
 
 
 def test_hidden_states_are_the_residual_stream_the_logits_come_from():
-  cfg = registry.make_config("gpt_neox", vocab_size=20, d_model=16, n_layers=3, n_heads=2, d_mlp=32, max_len=8,
-                             init_std=0.3)
+  cfg = registry.make_config(
+    "gpt_neox", vocab_size=20, d_model=16, n_layers=3, n_heads=2, d_mlp=32, max_len=8, init_std=0.3
+  )
   model = registry.build(cfg)
   params = unbox(registry.init_params(model, jax.random.key(0)))
   tokens = jax.random.randint(jax.random.key(1), (4, 6), 0, 20)

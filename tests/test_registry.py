@@ -1,5 +1,6 @@
 """The model table: every `model.name` builds, runs and is recognised from its model and config; every family's
 options and pretrained shapes are fields of its config, and each pretrained shape is the model it names."""
+
 import dataclasses
 
 import jax
@@ -11,10 +12,10 @@ from iml_jax.models import registry
 from iml_jax.models.families import FAMILIES, PRETRAINED
 
 TINY = {
-    "tokens": dict(vocab_size=12, d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=8),
-    "seq2seq": dict(vocab_size=12, d_model=8, d_kv=4, d_ff=16, n_heads=2, n_layers=1),
-    "convnet": dict(image_height=9, image_width=9, features=(2,), hidden=4),
-    "mlp": dict(in_features=3, out_features=2, hidden=4, n_layers=1),
+  "tokens": dict(vocab_size=12, d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=8),
+  "seq2seq": dict(vocab_size=12, d_model=8, d_kv=4, d_ff=16, n_heads=2, n_layers=1),
+  "convnet": dict(image_height=9, image_width=9, features=(2,), hidden=4),
+  "mlp": dict(in_features=3, out_features=2, hidden=4, n_layers=1),
 }
 
 
@@ -23,8 +24,10 @@ def test_every_model_name_builds_and_is_recognised_from_its_model_and_config(nam
   spec = registry.SPECS[name]
   fields = TINY.get(name) or TINY[spec.inputs]
   if spec.family:  # the family's architecture on top of the tiny shape
-    fields = {**{k: v for k, v in spec.family.options.items() if k not in TINY["seq2seq"] and k not in
-                 ("local_layers",)}, **fields}
+    fields = {
+      **{k: v for k, v in spec.family.options.items() if k not in TINY["seq2seq"] and k not in ("local_layers",)},
+      **fields,
+    }
   cfg = registry.make_config(name, **fields)
   model = registry.build(cfg)
   assert registry.name_of(cfg) == name and registry.spec_of(model) is spec and registry.spec_of(cfg) is spec
@@ -37,13 +40,24 @@ def test_every_family_option_and_pretrained_shape_is_a_field_of_its_config():
     fields = set(registry.config_fields(name))
     assert set(family.options) <= fields, name
     for key, (_, shape) in family.pretrained.items():
-      assert set(shape) <= fields and set(shape) >= set(registry.SPECS[name].shape_fields) - {"n_kv_heads",
-                                                                                              "n_decoder_layers"}, key
+      assert set(shape) <= fields and set(shape) >= set(registry.SPECS[name].shape_fields) - {
+        "n_kv_heads",
+        "n_decoder_layers",
+      }, key
 
 
-@pytest.mark.parametrize("key,billions", [("pythia-70m", 0.070), ("pythia-6.9b", 6.9), ("gpt-neo-125M", 0.125),
-                                          ("gpt-j-6b", 6.0), ("llama-2-7b", 6.7), ("t5-small", 0.060),
-                                          ("t5-3b", 2.9)])
+@pytest.mark.parametrize(
+  "key,billions",
+  [
+    ("pythia-70m", 0.070),
+    ("pythia-6.9b", 6.9),
+    ("gpt-neo-125M", 0.125),
+    ("gpt-j-6b", 6.0),
+    ("llama-2-7b", 6.7),
+    ("t5-small", 0.060),
+    ("t5-3b", 2.9),
+  ],
+)
 def test_a_pretrained_shape_is_the_model_it_names(key, billions):
   """Parameter counts (abstract: nothing is allocated) with the hub model's vocabulary; GPT-J's 6.05B is
   "6B", Pythia's names count from 70M, Llama-2-7B has 6.74B."""

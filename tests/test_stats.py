@@ -10,8 +10,9 @@ from iml_jax import plots, stats
 
 def _config(n_seeds=3, n_seeds_stage2=2):
   stages = dict(stage1=blocks.stage("stage1", 4, 8), stage2=blocks.stage("stage2", 2, 8))
-  return blocks.base("numeric", blocks.numeric_data(), blocks.gpt_neox(), stages, n_seeds=n_seeds,
-                     n_seeds_stage2=n_seeds_stage2)
+  return blocks.base(
+    "numeric", blocks.numeric_data(), blocks.gpt_neox(), stages, n_seeds=n_seeds, n_seeds_stage2=n_seeds_stage2
+  )
 
 
 def _rows():
@@ -20,12 +21,24 @@ def _rows():
   d2 = {(0, 0): 0.5, (0, 1): 0.5, (1, 0): 0.6, (1, 1): 0.6, (2, 0): 0.65, (2, 1): 0.55}
   rows = []
   for (seed, s2), value in d1.items():
-    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d1consis",
-                     em=value, f1=value))
-    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d2consis",
-                     em=d2[seed, s2], f1=d2[seed, s2]))
-    rows.append(dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=1, global_epoch=5, subset="d1consis",
-                     em=0.0, f1=0.0))
+    rows.append(
+      dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=value, f1=value)
+    )
+    rows.append(
+      dict(
+        seed=seed,
+        seed_stage2=s2,
+        stage="stage2",
+        epoch=2,
+        global_epoch=6,
+        subset="d2consis",
+        em=d2[seed, s2],
+        f1=d2[seed, s2],
+      )
+    )
+    rows.append(
+      dict(seed=seed, seed_stage2=s2, stage="stage2", epoch=1, global_epoch=5, subset="d1consis", em=0.0, f1=0.0)
+    )
   return rows
 
 
@@ -59,7 +72,8 @@ def test_paper_style_pooled_statistics_by_hand():
   low, high = pooled["subsets"]["d1consis"]["ci95_bootstrap"]
   assert low < 0.7 < high
   assert "as the paper (all 6 runs pooled, Student t-test): one-sided p = " in stats.format_table(
-      stats.summarize(_config(), _rows()))
+    stats.summarize(_config(), _rows())
+  )
 
 
 def test_bootstrap_interval_is_deterministic_and_close_to_the_t_interval_for_many_values():
@@ -82,8 +96,10 @@ def test_single_seed_has_no_interval():
 
 def test_plot_and_table(tmp_path):
   config = _config()
-  rows = _rows() + [dict(seed=s, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="qd1consis",
-                         em=0.9, f1=0.9) for s in range(3)]
+  rows = _rows() + [
+    dict(seed=s, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="qd1consis", em=0.9, f1=0.9)
+    for s in range(3)
+  ]
   for pooled in (False, True):
     path = tmp_path / "plots" / f"em_{pooled}.png"
     plots.plot_subsets(plots.curve_frame(config), rows, str(path), pooled=pooled)
@@ -99,14 +115,17 @@ def test_alignment_summary_by_hand(tmp_path):
   """docs/statistics.md: per seed the mean cosine of each set at the last measurement, then the gap
   cos(tag A) − cos(tag B) over seeds with its t-interval and one-sided p — signed so that tag A ahead is > 0."""
   from iml_jax.io_utils import append_jsonl
+
   config = _config(n_seeds=3, n_seeds_stage2=1)
   config.stage_names = ("stage1",)
   cos = {0: ([0.3, 0.5], [0.1, 0.3]), 1: ([0.35, 0.35], [0.3, 0.3]), 2: ([0.6, 0.4], [0.2, 0.2])}
   for seed, (tag_a, tag_b) in cos.items():
-    records = [{"epoch": 1, "step": 5, "set": "d1consis", "cos": [0.0, 0.0], "dist": [1.0, 1.0]},  # not the last
-               {"epoch": 4, "step": 20, "set": "d1consis", "cos": tag_a, "dist": [2.0, 2.0]},
-               {"epoch": 4, "step": 20, "set": "d2consis", "cos": tag_b, "dist": [3.0, 3.0]},
-               {"epoch": 4, "step": 20, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1}]
+    records = [
+      {"epoch": 1, "step": 5, "set": "d1consis", "cos": [0.0, 0.0], "dist": [1.0, 1.0]},  # not the last
+      {"epoch": 4, "step": 20, "set": "d1consis", "cos": tag_a, "dist": [2.0, 2.0]},
+      {"epoch": 4, "step": 20, "set": "d2consis", "cos": tag_b, "dist": [3.0, 3.0]},
+      {"epoch": 4, "step": 20, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1},
+    ]
     (tmp_path / f"seed_{seed}" / "stage1").mkdir(parents=True)
     append_jsonl(str(tmp_path / f"seed_{seed}" / "stage1" / "grad_alignment.jsonl"), records)
   summary = stats.summarize_alignment(config, str(tmp_path))["stage1"]
@@ -125,8 +144,18 @@ def test_summary_json_is_exactly_this():
   """summary.json's layout, key by key: what users and the sweep read."""
   config = _config()
   summary = stats.summarize(config, _rows())
-  assert set(summary) == {"stage", "metric", "epoch", "n_seeds", "n_seeds_stage2", "subsets", "missing", "iml_gap",
-                          "pooled", "study"}
+  assert set(summary) == {
+    "stage",
+    "metric",
+    "epoch",
+    "n_seeds",
+    "n_seeds_stage2",
+    "subsets",
+    "missing",
+    "iml_gap",
+    "pooled",
+    "study",
+  }
   assert summary["missing"] == []
   assert (summary["stage"], summary["metric"], summary["n_seeds"], summary["n_seeds_stage2"]) == ("stage2", "em", 3, 2)
   d2 = [0.5, 0.6, 0.6]
@@ -148,8 +177,13 @@ def test_summary_json_is_exactly_this():
   assert set(pooled["subsets"]["d1consis"]) == {"mean", "std", "n", "ci95_bootstrap"}
   assert pooled["ttest"]["definition"] == "EM(d1consis) > EM(d2consis), runs pooled"
   assert pooled["ttest"]["test"] == "one-sided Student t-test (pooled variance) from mean, std, n"
-  assert stats.summarize(config, []) == {"stage": "stage2", "metric": "em", "subsets": {}, "iml_gap": None,
-                                          "study": summary["study"]}
+  assert stats.summarize(config, []) == {
+    "stage": "stage2",
+    "metric": "em",
+    "subsets": {},
+    "iml_gap": None,
+    "study": summary["study"],
+  }
 
 
 def test_summary_reads_the_last_stage_and_needs_both_iml_sets():
@@ -157,8 +191,7 @@ def test_summary_reads_the_last_stage_and_needs_both_iml_sets():
   config.stage_names = ("stage1", "stage2", "stage3")
   config.stages.stage3 = config.stages.stage2
   rows = [dict(r, stage="stage3") for r in _rows()]
-  assert stats.summarize(config, rows + [dict(r, em=0.0) for r in _rows()])["iml_gap"]["mean"] == pytest.approx(
-      0.4 / 3)
+  assert stats.summarize(config, rows + [dict(r, em=0.0) for r in _rows()])["iml_gap"]["mean"] == pytest.approx(0.4 / 3)
   only_d1 = [r for r in rows if r["subset"] == "d1consis"]
   assert stats.summarize(config, only_d1)["iml_gap"] is None
 
@@ -171,8 +204,12 @@ def test_the_gap_pairs_values_by_seed_never_by_position():
   assert summary["iml_gap"]["seeds"] == [1]
   assert summary["iml_gap"]["per_seed"] == pytest.approx([0.1])
   assert summary["subsets"]["d1consis"]["seeds"] == [1, 2]
-  assert summary["missing"] == ["seed_0/s2seed_0/stage2: d1consis", "seed_0/s2seed_1/stage2: d1consis",
-                                "seed_2/s2seed_0/stage2: d2consis", "seed_2/s2seed_1/stage2: d2consis"]
+  assert summary["missing"] == [
+    "seed_0/s2seed_0/stage2: d1consis",
+    "seed_0/s2seed_1/stage2: d1consis",
+    "seed_2/s2seed_0/stage2: d2consis",
+    "seed_2/s2seed_1/stage2: d2consis",
+  ]
   assert "PARTIAL: 4 final records missing (seed_0/s2seed_0/stage2: d1consis, " in stats.format_table(summary)
 
 
@@ -198,9 +235,11 @@ def test_lower_is_better_scores_flip_the_gap():
   """The 1-D toy's MSE: IML is a lower d1consis error, so the gap is MSE(d2consis) − MSE(d1consis)."""
   config = _config()
   config.task = "toy1d"
-  rows = [dict(seed=s, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset=k, mse=v)
-          for s, (d1, d2) in enumerate([(0.1, 0.3), (0.2, 0.3), (0.1, 0.25)]) for k, v in (("d1consis", d1),
-                                                                                         ("d2consis", d2))]
+  rows = [
+    dict(seed=s, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset=k, mse=v)
+    for s, (d1, d2) in enumerate([(0.1, 0.3), (0.2, 0.3), (0.1, 0.25)])
+    for k, v in (("d1consis", d1), ("d2consis", d2))
+  ]
   summary = stats.summarize(config, rows)
   assert summary["iml_gap"]["definition"] == "MSE(d2consis) - MSE(d1consis)"
   assert summary["iml_gap"]["per_seed"] == pytest.approx([0.2, 0.1, 0.15])
@@ -217,15 +256,20 @@ def test_alignment_summary_layout_seed_range_and_missing_sets(tmp_path):
   """Keys of summary.json's grad_alignment; seeds counted from config.seed; a seed without records is skipped,
   not the end; no gap without both tags; one seed: no interval, no p-value."""
   from iml_jax.io_utils import append_jsonl
+
   config = _config(n_seeds=3, n_seeds_stage2=1)
   config.seed = 5
   config.stage_names = ("stage1",)
   for seed in (6, 7):  # seed 5 has no records
     (tmp_path / f"seed_{seed}" / "stage1").mkdir(parents=True)
-    append_jsonl(str(tmp_path / f"seed_{seed}" / "stage1" / "grad_alignment.jsonl"), [
+    append_jsonl(
+      str(tmp_path / f"seed_{seed}" / "stage1" / "grad_alignment.jsonl"),
+      [
         {"epoch": 2, "step": 4, "set": "d1consis", "cos": [0.5], "dist": [1.0]},
         {"epoch": 2, "step": 4, "set": "d2consis", "cos": [0.2 + 0.1 * (seed - 6)], "dist": [2.0]},
-        {"epoch": 2, "step": 4, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1}])
+        {"epoch": 2, "step": 4, "set": "all", "variance": 0.5, "mean_cos_to_mean": 0.1},
+      ],
+    )
   summary = stats.summarize_alignment(config, str(tmp_path))["stage1"]
   assert set(summary) == {"epoch", "d1consis", "d2consis", "all", "cos_gap"}
   assert summary["d1consis"] == {"cos": {"mean": 0.5, "ci95": 0.0}, "dist": {"mean": 1.0, "ci95": 0.0}}
@@ -234,8 +278,10 @@ def test_alignment_summary_layout_seed_range_and_missing_sets(tmp_path):
   one_seed = stats.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]["cos_gap"]
   assert one_seed["ci95"] is None and one_seed["p_value"] is None
   (tmp_path / "seed_6" / "stage1" / "grad_alignment.jsonl").unlink()
-  append_jsonl(str(tmp_path / "seed_6" / "stage1" / "grad_alignment.jsonl"), [
-      {"epoch": 2, "step": 4, "set": "d1consis", "cos": [0.5], "dist": [1.0]}])
+  append_jsonl(
+    str(tmp_path / "seed_6" / "stage1" / "grad_alignment.jsonl"),
+    [{"epoch": 2, "step": 4, "set": "d1consis", "cos": [0.5], "dist": [1.0]}],
+  )
   (tmp_path / "seed_7" / "stage1" / "grad_alignment.jsonl").unlink()
   assert "cos_gap" not in stats.summarize_alignment(_config_with(config, n_seeds=2), str(tmp_path))["stage1"]
 

@@ -4,6 +4,7 @@ The row each variant is checked against is chosen here, independently of the con
 config that names the wrong row fails too. Each variant must equal its row on every field the study publishes,
 except the fields its `deviations` name; and each deviation must still name a field that differs.
 """
+
 import fnmatch
 import os
 import re
@@ -13,53 +14,88 @@ import pytest
 from iml_jax import experiment, study
 from test_experiment import ROOT
 
-SWEEP = ("pythia-70m", "pythia-160m", "pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b", "pythia-6.9b",
-         "gpt-neo-125M", "gpt-neo-1.3B", "gpt-neo-2.7B", "gpt-j-6b")
+SWEEP = (
+  "pythia-70m",
+  "pythia-160m",
+  "pythia-410m",
+  "pythia-1b",
+  "pythia-1.4b",
+  "pythia-2.8b",
+  "pythia-6.9b",
+  "gpt-neo-125M",
+  "gpt-neo-1.3B",
+  "gpt-neo-2.7B",
+  "gpt-j-6b",
+)
 # (config[:arg], the study row it must reproduce)
 VARIANTS = [
-    ("default.py", "numeric:variant=70m"), ("default.py:faithful", "numeric:variant=70m"),
-    ("default.py:reduced", "numeric:variant=70m"),
-    ("pythia_cvdb_2stage.py", "cvdb_main"),
-    *[(f"pythia_cvdb_2stage.py:model={m}", f"model_size:kb=cvdb,model={m}") for m in SWEEP],
-    ("pythia_cvdb_2stage.py:model=llama-2-7b", "model_size:kb=cvdb,model=llama-2-7b"),
-    ("trex_2stage.py", "trex_main"),
-    *[(f"trex_2stage.py:model={m}", f"model_size:kb=trex,model={m}") for m in ("pythia-410m", "pythia-6.9b")],
-    ("t5_cvdb_2stage.py", "t5_cvdb"), ("t5_cvdb_2stage.py:model=t5-small", "t5_cvdb"),
-    *[(f"definition_order.py:order={o}", f"definition_order:order={o},model=pythia-2.8b")
-      for o in ("tve", "tev", "vte", "vet", "etv", "evt")],
-    ("definition_order.py:order=evt,model=t5-3b", "definition_order:order=evt,model=t5-3b"),
-    *[(f"tag_correlation.py:alpha={a}", f"tag_correlation:alpha={a},model=pythia-2.8b,kb=cvdb")
-      for a in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)],
-    ("tag_correlation.py:alpha=0.975,model=pythia-1b", "tag_correlation:alpha=0.975,model=pythia-1b,kb=cvdb"),
-    ("tag_correlation.py:alpha=0.7,kb=trex", "tag_correlation:alpha=0.7,model=pythia-2.8b,kb=trex"),
-    ("tag_correlation.py:cpu,alpha=0.5", "numeric:variant=70m"),
-    *[(f"data_amount.py:num_ents={n}", f"data_amount:num_ents={n}") for n in (250, 500, 1000, 2000)],
-    ("data_amount.py:cpu,num_ents=500", "numeric:variant=70m"),
-    ("three_stage.py", "three_stage:model=pythia-2.8b,kb=cvdb"),
-    ("three_stage.py:model=pythia-410m", "three_stage:model=pythia-410m,kb=cvdb"),
-    ("three_stage.py:kb=trex", "three_stage:model=pythia-2.8b,kb=trex"),
-    *[(f"batch_size.py:batch={b}", f"batch_size:batch={b},model=pythia-1b") for b in study.BATCH_GRIDS["pythia-1b"]],
-    *[(f"batch_size.py:model=pythia-2.8b,batch={b}", f"batch_size:batch={b},model=pythia-2.8b")
-      for b in study.BATCH_GRIDS["pythia-2.8b"]],
-    ("incontext.py", "incontext"),
-    ("is_isnt.py:defn=is_isnt", "worded:defn=is_isnt,model=pythia-2.8b"),
-    ("is_isnt.py:defn=nl", "worded:defn=nl,model=pythia-2.8b"),
-    ("is_isnt.py:model=llama-2-7b", "worded:defn=is_isnt,model=llama-2-7b"),
-    ("is_isnt.py:defn=tag_strings", "tag_strings"),
-    *[(f"grad_alignment.py:batch={b}", f"grad_alignment:batch={b}") for b in study.ALIGNMENT_GRID],
-    ("grad_alignment.py:cpu,batch=128", "numeric:variant=70m"),
-    ("probes.py:order=tve", "probes:order=tve"), ("probes.py:order=vte", "probes:order=vte"),
-    *[(f"numeric_scratch.py:variant={v}", f"numeric:variant={v}")
-      for v in ("70m", "70m_d3", "160m", "160m_i3", "num_choice", "pretraining", "t5small")],
-    ("numeric_scratch.py", "numeric:variant=70m"),
-    ("define_synthetic.py", "cvdb_main"),
-    ("modular.py", "modular"), ("modular.py:baseline", "modular"),
-    ("vision.py", "vision"), ("toy1d.py", "toy1d"), ("toy1d.py:two_stage", "toy1d"),
+  ("default.py", "numeric:variant=70m"),
+  ("default.py:faithful", "numeric:variant=70m"),
+  ("default.py:reduced", "numeric:variant=70m"),
+  ("pythia_cvdb_2stage.py", "cvdb_main"),
+  *[(f"pythia_cvdb_2stage.py:model={m}", f"model_size:kb=cvdb,model={m}") for m in SWEEP],
+  ("pythia_cvdb_2stage.py:model=llama-2-7b", "model_size:kb=cvdb,model=llama-2-7b"),
+  ("trex_2stage.py", "trex_main"),
+  *[(f"trex_2stage.py:model={m}", f"model_size:kb=trex,model={m}") for m in ("pythia-410m", "pythia-6.9b")],
+  ("t5_cvdb_2stage.py", "t5_cvdb"),
+  ("t5_cvdb_2stage.py:model=t5-small", "t5_cvdb"),
+  *[
+    (f"definition_order.py:order={o}", f"definition_order:order={o},model=pythia-2.8b")
+    for o in ("tve", "tev", "vte", "vet", "etv", "evt")
+  ],
+  ("definition_order.py:order=evt,model=t5-3b", "definition_order:order=evt,model=t5-3b"),
+  *[
+    (f"tag_correlation.py:alpha={a}", f"tag_correlation:alpha={a},model=pythia-2.8b,kb=cvdb")
+    for a in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+  ],
+  ("tag_correlation.py:alpha=0.975,model=pythia-1b", "tag_correlation:alpha=0.975,model=pythia-1b,kb=cvdb"),
+  ("tag_correlation.py:alpha=0.7,kb=trex", "tag_correlation:alpha=0.7,model=pythia-2.8b,kb=trex"),
+  ("tag_correlation.py:cpu,alpha=0.5", "numeric:variant=70m"),
+  *[(f"data_amount.py:num_ents={n}", f"data_amount:num_ents={n}") for n in (250, 500, 1000, 2000)],
+  ("data_amount.py:cpu,num_ents=500", "numeric:variant=70m"),
+  ("three_stage.py", "three_stage:model=pythia-2.8b,kb=cvdb"),
+  ("three_stage.py:model=pythia-410m", "three_stage:model=pythia-410m,kb=cvdb"),
+  ("three_stage.py:kb=trex", "three_stage:model=pythia-2.8b,kb=trex"),
+  *[(f"batch_size.py:batch={b}", f"batch_size:batch={b},model=pythia-1b") for b in study.BATCH_GRIDS["pythia-1b"]],
+  *[
+    (f"batch_size.py:model=pythia-2.8b,batch={b}", f"batch_size:batch={b},model=pythia-2.8b")
+    for b in study.BATCH_GRIDS["pythia-2.8b"]
+  ],
+  ("incontext.py", "incontext"),
+  ("is_isnt.py:defn=is_isnt", "worded:defn=is_isnt,model=pythia-2.8b"),
+  ("is_isnt.py:defn=nl", "worded:defn=nl,model=pythia-2.8b"),
+  ("is_isnt.py:model=llama-2-7b", "worded:defn=is_isnt,model=llama-2-7b"),
+  ("is_isnt.py:defn=tag_strings", "tag_strings"),
+  *[(f"grad_alignment.py:batch={b}", f"grad_alignment:batch={b}") for b in study.ALIGNMENT_GRID],
+  ("grad_alignment.py:cpu,batch=128", "numeric:variant=70m"),
+  ("probes.py:order=tve", "probes:order=tve"),
+  ("probes.py:order=vte", "probes:order=vte"),
+  *[
+    (f"numeric_scratch.py:variant={v}", f"numeric:variant={v}")
+    for v in ("70m", "70m_d3", "160m", "160m_i3", "num_choice", "pretraining", "t5small")
+  ],
+  ("numeric_scratch.py", "numeric:variant=70m"),
+  ("define_synthetic.py", "cvdb_main"),
+  ("modular.py", "modular"),
+  ("modular.py:baseline", "modular"),
+  ("vision.py", "vision"),
+  ("toy1d.py", "toy1d"),
+  ("toy1d.py:two_stage", "toy1d"),
 ]
-TINY = ["default.py:tiny", "define_synthetic.py:tiny", "trex_2stage.py:tiny", "batch_size.py:batch=64,tiny",
-        "three_stage.py:tiny", "incontext.py:tiny", "is_isnt.py:defn=is_isnt,tiny",
-        "tag_correlation.py:cpu,alpha=0.5,tiny",
-        "data_amount.py:cpu,num_ents=250,tiny", "modular.py:tiny", "vision.py:tiny", "toy1d.py:two_stage,tiny"]
+TINY = [
+  "default.py:tiny",
+  "define_synthetic.py:tiny",
+  "trex_2stage.py:tiny",
+  "batch_size.py:batch=64,tiny",
+  "three_stage.py:tiny",
+  "incontext.py:tiny",
+  "is_isnt.py:defn=is_isnt,tiny",
+  "tag_correlation.py:cpu,alpha=0.5,tiny",
+  "data_amount.py:cpu,num_ents=250,tiny",
+  "modular.py:tiny",
+  "vision.py:tiny",
+  "toy1d.py:two_stage,tiny",
+]
 
 
 def _load(spec):
@@ -70,8 +106,9 @@ def _undeclared(config):
   """(departures no deviation names, deviations that name no departing field)."""
   departed = study.departures(config)
   patterns = {d: study.covered_fields(d) for d in config.deviations}
-  uncovered = {f: v for f, v in departed.items()
-               if not any(fnmatch.fnmatchcase(f, p) for ps in patterns.values() for p in ps)}
+  uncovered = {
+    f: v for f, v in departed.items() if not any(fnmatch.fnmatchcase(f, p) for ps in patterns.values() for p in ps)
+  }
   stale = [d for d, ps in patterns.items() if ps and not any(fnmatch.fnmatchcase(f, p) for p in ps for f in departed)]
   return uncovered, stale
 
@@ -93,12 +130,22 @@ def test_every_config_the_readme_lists_is_checked():
   checked = {spec for spec, _ in VARIANTS} | set(TINY)
   assert listed and listed <= checked, sorted(listed - checked)
   assert {f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py")} <= {
-      spec.split(":")[0] for spec in checked}
+    spec.split(":")[0] for spec in checked
+  }
 
 
-@pytest.mark.parametrize("spec", ["pythia_cvdb_2stage.py", "trex_2stage.py", "probes.py:order=tve",
-                                  "is_isnt.py:defn=is_isnt", "numeric_scratch.py:variant=70m",
-                                  "grad_alignment.py:batch=512", "batch_size.py:batch=256"])
+@pytest.mark.parametrize(
+  "spec",
+  [
+    "pythia_cvdb_2stage.py",
+    "trex_2stage.py",
+    "probes.py:order=tve",
+    "is_isnt.py:defn=is_isnt",
+    "numeric_scratch.py:variant=70m",
+    "grad_alignment.py:batch=512",
+    "batch_size.py:batch=256",
+  ],
+)
 def test_study_configs_are_faithful(spec):
   """The study's own experiments run as the study ran them: no deviation at all."""
   config = _load(spec)
@@ -110,20 +157,37 @@ def test_main_config_numbers_are_the_studys():
   """docs/study.md §3.3, §7.3, §7.4, spelled out."""
   config = _load("pythia_cvdb_2stage.py")
   fractions = config.data.fractions
-  assert (fractions.q_no_replacement_baseline, fractions.qd1consis, fractions.qd2incons, fractions.q,
-          fractions.d1consis, fractions.d2consis, fractions.d3consis, fractions.no_qd_baseline) == (
-              0.1, 0.25, 0.25, 0.1, 0.08, 0.08, 0.08, 0.06)
+  assert (
+    fractions.q_no_replacement_baseline,
+    fractions.qd1consis,
+    fractions.qd2incons,
+    fractions.q,
+    fractions.d1consis,
+    fractions.d2consis,
+    fractions.d3consis,
+    fractions.no_qd_baseline,
+  ) == (0.1, 0.25, 0.25, 0.1, 0.08, 0.08, 0.08, 0.06)
   assert (config.seed, config.n_seeds, config.n_seeds_stage2) == (600, 20, 5)
-  assert [(config.stages[n].epochs, config.stages[n].batch_size, config.stages[n].grad_accum)
-          for n in config.stage_names] == [(20, 256, 2), (10, 256, 2)]
+  assert [
+    (config.stages[n].epochs, config.stages[n].batch_size, config.stages[n].grad_accum) for n in config.stage_names
+  ] == [(20, 256, 2), (10, 256, 2)]
   assert (config.data.block_size, config.eval.max_new_tokens, config.data.test_frac) == (48, 8, 0.1666666)
   sweep = _load("pythia_cvdb_2stage.py:model=pythia-410m")
-  assert (sweep.data.fractions.d3consis, sweep.data.fractions.no_qd_baseline, sweep.n_seeds,
-          sweep.n_seeds_stage2) == (0.0, 0.1, 10, 5)
+  assert (sweep.data.fractions.d3consis, sweep.data.fractions.no_qd_baseline, sweep.n_seeds, sweep.n_seeds_stage2) == (
+    0.0,
+    0.1,
+    10,
+    5,
+  )
   assert _load("pythia_cvdb_2stage.py:model=pythia-6.9b").stages.stage1.grad_accum == 8
   trex = _load("trex_2stage.py")
-  assert (trex.data.test_frac, trex.data.block_size, trex.eval.max_new_tokens, trex.n_seeds,
-          trex.n_seeds_stage2) == (0.25, 64, 16, 10, 3)
+  assert (trex.data.test_frac, trex.data.block_size, trex.eval.max_new_tokens, trex.n_seeds, trex.n_seeds_stage2) == (
+    0.25,
+    64,
+    16,
+    10,
+    3,
+  )
   alignment = _load("grad_alignment.py:batch=128").data.fractions
   assert (alignment.q_no_replacement_baseline, alignment.no_qd_baseline, alignment.d3consis) == (0.12, 0.08, 0.0)
 
@@ -140,6 +204,7 @@ def test_a_command_line_override_shows_as_a_deviation():
 
 def test_an_unknown_study_row_is_one_clear_error():
   from iml_jax.errors import IMLError
+
   config = _load("default.py:tiny")
   config.study = "numeric:variant=9b"
   with pytest.raises(IMLError, match="config field study = 'numeric:variant=9b'"):

@@ -1,4 +1,5 @@
 """Sweep aggregation on a synthetic results table: pooling, per-setting numbers by hand, curves, report.md."""
+
 import math
 
 import numpy as np
@@ -20,10 +21,25 @@ def _rows_and_plan():
       runs[name] = {"seed": str(seed), "stages.stage2.batch_size": str(batch)}
       for s2, noise in enumerate((0.1, -0.1)):
         for subset, em in (("d1consis", 0.5 + gap + noise), ("d2consis", 0.5 + noise)):
-          rows.append(dict(run=name, **runs[name], seed_stage2=s2, stage="stage2", epoch=2, global_epoch=6,
-                           subset=subset, em=em, f1=em) | {"seed": seed})
-  plan = {"config": "configs/x.py", "axes": [["seed", ["0", "1", "2"]], ["stages.stage2.batch_size", ["16", "32"]]],
-          "runs": runs}
+          rows.append(
+            dict(
+              run=name,
+              **runs[name],
+              seed_stage2=s2,
+              stage="stage2",
+              epoch=2,
+              global_epoch=6,
+              subset=subset,
+              em=em,
+              f1=em,
+            )
+            | {"seed": seed}
+          )
+  plan = {
+    "config": "configs/x.py",
+    "axes": [["seed", ["0", "1", "2"]], ["stages.stage2.batch_size", ["16", "32"]]],
+    "runs": runs,
+  }
   configs = {name: _config(n_seeds=1) for name in runs}
   return plan, rows, configs, gaps
 
@@ -49,6 +65,7 @@ def test_gap_curve_and_markdown(tmp_path):
   (path,) = sweep_report.plot_gap_curves(plan, summaries, str(tmp_path / "plots"))
   assert path.endswith("gap_vs_stages.stage2.batch_size.png")
   import matplotlib.image
+
   assert matplotlib.image.imread(path).shape[2] == 4  # a real PNG
   text = sweep_report.markdown(plan, summaries, [path], str(tmp_path), EXACT_MATCH)
   assert "| stages.stage2.batch_size=32 | 3 | 0.633 ± " in text
@@ -58,6 +75,7 @@ def test_gap_curve_and_markdown(tmp_path):
 
 def test_batch_size_sweep_with_alignment_draws_cosine_vs_batch(tmp_path):
   import json
+
   plan = {"config": "c", "axes": [["stages.stage2.batch_size", ["16", "32"]]], "runs": {}}
   for batch, (cos_a, cos_b) in ((16, (0.3, 0.2)), (32, (0.25, 0.24))):
     name = f"stages.stage2.batch_size={batch}"
@@ -67,8 +85,9 @@ def test_batch_size_sweep_with_alignment_draws_cosine_vs_batch(tmp_path):
     config.stage_names = ("stage2", "stage1")  # the figure uses the first stage
     (tmp_path / name).mkdir()
     (tmp_path / name / "config.json").write_text(config.to_json())
-    alignment = {"stage2": {"d1consis": {"cos": {"mean": cos_a, "ci95": 0.01}},
-                            "d2consis": {"cos": {"mean": cos_b, "ci95": 0.01}}}}
+    alignment = {
+      "stage2": {"d1consis": {"cos": {"mean": cos_a, "ci95": 0.01}}, "d2consis": {"cos": {"mean": cos_b, "ci95": 0.01}}}
+    }
     (tmp_path / name / "summary.json").write_text(json.dumps({"grad_alignment": alignment}))
   (path,) = sweep_report.alignment_plot(plan, str(tmp_path))
   assert path.endswith("alignment_vs_batch.png") and (tmp_path / "plots" / "alignment_vs_batch.png").exists()

@@ -9,8 +9,18 @@ from iml_jax.train import unbox
 
 
 def _model(**overrides):
-  cfg = t5.T5Config(vocab_size=29, d_model=32, d_kv=8, d_ff=48, n_heads=4, n_layers=2, relative_buckets=8,
-                    relative_max_distance=16, init_std=0.3, **overrides)
+  cfg = t5.T5Config(
+    vocab_size=29,
+    d_model=32,
+    d_kv=8,
+    d_ff=48,
+    n_heads=4,
+    n_layers=2,
+    relative_buckets=8,
+    relative_max_distance=16,
+    init_std=0.3,
+    **overrides,
+  )
   model = t5.T5(cfg)
   return model, unbox(t5.init_params(model, jax.random.key(0)))
 

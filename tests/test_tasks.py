@@ -1,5 +1,6 @@
 """The task protocol: each task is found by its name, builds its stages' data, names the aliases its examples
 mention (the pairing of the gradient-alignment analysis), and says which model reads an array task."""
+
 import pytest
 
 from iml_jax import experiment, grad_alignment
@@ -7,9 +8,13 @@ from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
 
-CONFIGS = {"numeric": "configs/default.py:tiny", "modular": "configs/modular.py:tiny",
-           "define": "configs/define_synthetic.py:tiny", "vision": "configs/vision.py:tiny",
-           "toy1d": "configs/toy1d.py:tiny"}
+CONFIGS = {
+  "numeric": "configs/default.py:tiny",
+  "modular": "configs/modular.py:tiny",
+  "define": "configs/define_synthetic.py:tiny",
+  "vision": "configs/vision.py:tiny",
+  "toy1d": "configs/toy1d.py:tiny",
+}
 
 
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))
@@ -24,8 +29,9 @@ def test_each_task_builds_its_last_stage_and_pairs_definitions_with_questions(na
     assert registry.SPECS[task.array_model].inputs == "arrays" and task.tokenizer("unused") is None
     assert len(task.encode_arrays(data.evals["d1consis"])["inputs"]) == len(data.evals["d1consis"])
     return
-  definitions, questions = grad_alignment.pair_up(data.evals["train_defs_d1consis"], data.evals["d1consis"],
-                                                  task.aliases_in)
+  definitions, questions = grad_alignment.pair_up(
+    data.evals["train_defs_d1consis"], data.evals["d1consis"], task.aliases_in
+  )
   assert definitions and all(questions)
   for definition, asked in zip(definitions, questions):
     alias = task.aliases_in(asked[0])[-1]

@@ -1,8 +1,15 @@
 import pytest
 
 from iml_jax.data.common import Example
-from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, encode_for_training,
-                                       encode_prompts, encode_seq2seq, encode_seq2seq_inputs, word_level_tokenizer)
+from iml_jax.data.tokenization import (
+  TextTokenizer,
+  byte_level_bpe_tokenizer,
+  encode_for_training,
+  encode_prompts,
+  encode_seq2seq,
+  encode_seq2seq_inputs,
+  word_level_tokenizer,
+)
 from iml_jax.errors import IMLError
 
 VOCAB = ["[PAD]", "[UNK]", "=", "%", "true", "false", "define1", "abc", "7", "8", "9"]
@@ -46,8 +53,9 @@ def test_block_size_too_small_names_the_field(words):
 
 
 def test_prompts_left_padded_to_bucket(words):
-  prompts = encode_prompts(words, [Example("abc % 7 =", " true"), Example("define1 abc %", " 9")], bucket=8,
-                           max_prompt_length=16)
+  prompts = encode_prompts(
+    words, [Example("abc % 7 =", " true"), Example("define1 abc %", " 9")], bucket=8, max_prompt_length=16
+  )
   assert prompts.tolist() == [[0, 0, 0, 0, 7, 3, 8, 2], [0, 0, 0, 0, 0, 6, 7, 3]]
 
 

@@ -1,4 +1,5 @@
 """The 1-D regression toy (docs/study.md §6.2): functions, clusters, shapes and labels, features, MSE, the MLP."""
+
 import json
 import math
 import subprocess
@@ -90,7 +91,7 @@ def test_encoding_features_targets_and_loss_mask(task, separate_channels):
   np.testing.assert_array_equal(np.flatnonzero(arrays["loss_mask"][0]), [2])
   np.testing.assert_array_equal(np.flatnonzero(arrays["loss_mask"][1]), np.arange(offset, offset + 4))
   assert arrays["targets"][0, 2] == pytest.approx(circle.answer)
-  np.testing.assert_allclose(arrays["targets"][1, offset:offset + 4], definition.target, rtol=1e-6)
+  np.testing.assert_allclose(arrays["targets"][1, offset : offset + 4], definition.target, rtol=1e-6)
 
 
 def test_positional_encoding_separates_nearby_and_distant_positions():
@@ -102,8 +103,10 @@ def test_positional_encoding_separates_nearby_and_distant_positions():
 
 
 def test_score_is_mean_squared_error_over_supervised_outputs():
-  arrays = {"targets": np.array([[0.5, 0.0], [1.0, -1.0]], np.float32),
-            "loss_mask": np.array([[1.0, 0.0], [1.0, 1.0]], np.float32)}
+  arrays = {
+    "targets": np.array([[0.5, 0.0], [1.0, -1.0]], np.float32),
+    "loss_mask": np.array([[1.0, 0.0], [1.0, 1.0]], np.float32),
+  }
   predicted = np.array([[0.0, 9.0], [1.0, 0.0]], np.float32)
   result = toy1d.score(arrays, predicted)
   assert result["mse"] == pytest.approx((0.25 + (0.0 + 1.0) / 2) / 2)
@@ -116,6 +119,7 @@ def test_bad_toy_configs_name_the_field():
   with pytest.raises(IMLError, match="data.d_pos_enc = 5"):
     toy1d.check_config(blocks.toy1d_data(d_pos_enc=5))
   from iml_jax import experiment
+
   config = experiment.load_config(f"{ROOT}/configs/toy1d.py:tiny")
   config.stages.full.trainable = "alias_embeddings"
   with pytest.raises(IMLError, match="stages.full.trainable = 'alias_embeddings': model 'mlp' has no token"):
@@ -131,8 +135,10 @@ def _mlp_setup(mesh, rules):
   rule_set = sharding.rules_for(rules)
   abstract = train.abstract_state(model, optimizer, mesh, rule_set)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
-  layout = {name: sharding.batch_sharding(mesh, rule_set, 1 if name == "weights" else 2)
-            for name in ("inputs", "targets", "loss_mask", "weights")}
+  layout = {
+    name: sharding.batch_sharding(mesh, rule_set, 1 if name == "weights" else 2)
+    for name in ("inputs", "targets", "loss_mask", "weights")
+  }
   return model, state, train.make_train_step(model, optimizer, 1, train.shardings_of(abstract), layout), layout
 
 
@@ -167,8 +173,11 @@ def test_training_loss_is_the_masked_mse_and_sharded_training_equals_one_device(
 def test_report_gap_is_signed_so_that_lower_d1_error_is_iml():
   config = blocks.base("toy1d", blocks.toy1d_data(), blocks.mlp(), dict(full=blocks.stage("full", 1, 8)), n_seeds=3)
   d1, d2 = [0.10, 0.20, 0.15], [0.30, 0.25, 0.35]
-  rows = [dict(seed=s, seed_stage2=0, stage="full", epoch=1, global_epoch=1, subset=subset, mse=value)
-          for subset, values in (("d1consis", d1), ("d2consis", d2)) for s, value in enumerate(values)]
+  rows = [
+    dict(seed=s, seed_stage2=0, stage="full", epoch=1, global_epoch=1, subset=subset, mse=value)
+    for subset, values in (("d1consis", d1), ("d2consis", d2))
+    for s, value in enumerate(values)
+  ]
   summary = stats.summarize(config, rows)
   gap = summary["iml_gap"]
   assert summary["metric"] == "mse" and gap["definition"] == "MSE(d2consis) - MSE(d1consis)"
@@ -180,8 +189,12 @@ def test_report_gap_is_signed_so_that_lower_d1_error_is_iml():
 
 
 def test_tiny_run_through_main(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "iml_jax.main", "--config=configs/toy1d.py:tiny",
-                           f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, "-m", "iml_jax.main", "--config=configs/toy1d.py:tiny", f"--workdir={tmp_path}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr
   summary = json.load(open(tmp_path / "summary.json"))
   assert summary["metric"] == "mse" and set(summary["subsets"]) == set(toy1d.SUBSETS)
@@ -193,10 +206,20 @@ def test_tiny_run_through_main(tmp_path):
 
 
 def test_same_arrays_in_every_process():
-  code = ("import hashlib; from iml_jax import config_blocks as blocks; from iml_jax.data import toy1d; "
-          "t = toy1d.ToyTask(blocks.toy1d_data(n_clusters=20), 1, 0); d = t.stage_data('full'); "
-          "a = t.encode(d.train + d.evals['d1consis']); "
-          "print(hashlib.sha256(b''.join(a[k].tobytes() for k in sorted(a))).hexdigest())")
-  digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}
+  code = (
+    "import hashlib; from iml_jax import config_blocks as blocks; from iml_jax.data import toy1d; "
+    "t = toy1d.ToyTask(blocks.toy1d_data(n_clusters=20), 1, 0); d = t.stage_data('full'); "
+    "a = t.encode(d.train + d.evals['d1consis']); "
+    "print(hashlib.sha256(b''.join(a[k].tobytes() for k in sorted(a))).hexdigest())"
+  )
+  digests = {
+    subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+    ).stdout
+    for seed in ("1", "2")
+  }
   assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64

@@ -20,21 +20,21 @@ def _hf_adafactor_reference(params, grads_per_step, lr, total_steps):
     norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads.values()))
     scale = min(1.0, 1.0 / norm)
     lr_t = lr * (1 - (t - 1) / total_steps)
-    beta2t = 1.0 - t ** -0.8
+    beta2t = 1.0 - t**-0.8
     for name, g in grads.items():
       g = g.astype(np.float64) * scale
-      update = g ** 2 + 1e-30
+      update = g**2 + 1e-30
       if g.ndim >= 2:
         row, col = state.get(name, (np.zeros(g.shape[0]), np.zeros(g.shape[1])))
         row = beta2t * row + (1 - beta2t) * update.mean(-1)
         col = beta2t * col + (1 - beta2t) * update.mean(-2)
         state[name] = (row, col)
-        update = np.outer((row / row.mean()) ** -0.5, col ** -0.5) * g
+        update = np.outer((row / row.mean()) ** -0.5, col**-0.5) * g
       else:
         v = beta2t * state.get(name, np.zeros_like(g)) + (1 - beta2t) * update
         state[name] = v
-        update = v ** -0.5 * g
-      update /= max(1.0, np.sqrt((update ** 2).mean()) / 1.0)
+        update = v**-0.5 * g
+      update /= max(1.0, np.sqrt((update**2).mean()) / 1.0)
       params[name] -= lr_t * update
   return params
 
@@ -42,8 +42,10 @@ def _hf_adafactor_reference(params, grads_per_step, lr, total_steps):
 def test_adafactor_matches_hf_semantics():
   rng = np.random.default_rng(0)
   params = {"matrix": rng.normal(size=(5, 3)).astype(np.float32), "vector": rng.normal(size=(4,)).astype(np.float32)}
-  grads = [{k: rng.normal(size=v.shape).astype(np.float32) * (3.0 if t == 0 else 0.1) for k, v in params.items()}
-           for t in range(6)]
+  grads = [
+    {k: rng.normal(size=v.shape).astype(np.float32) * (3.0 if t == 0 else 0.1) for k, v in params.items()}
+    for t in range(6)
+  ]
   optimizer = train.make_optimizer(blocks.optimizer(name="adafactor", lr=0.01), total_steps=6)
   state = optimizer.init(params)
   current = {k: jnp.asarray(v) for k, v in params.items()}
@@ -66,16 +68,30 @@ VOCAB = 31  # the tensor axis does not divide it: the model pads it to 32
 
 
 def _setup(mesh, opt=None, grad_accum=1, trainable="all", alias_ids=None, rules="dp", total=50, scan_layers=False):
-  model = DecoderLM(DecoderConfig(vocab_size=VOCAB + 1, valid_vocab=VOCAB, d_model=32, n_layers=2, n_heads=4,
-                                d_mlp=64, max_len=8, init_std=0.1, embedding_init_std=0.1, scan_layers=scan_layers))
+  model = DecoderLM(
+    DecoderConfig(
+      vocab_size=VOCAB + 1,
+      valid_vocab=VOCAB,
+      d_model=32,
+      n_layers=2,
+      n_heads=4,
+      d_mlp=64,
+      max_len=8,
+      init_std=0.1,
+      embedding_init_std=0.1,
+      scan_layers=scan_layers,
+    )
+  )
   abstract_params = train.unbox(jax.eval_shape(lambda: train.init_params(model, jax.random.key(0))))
   mask = train.trainable_mask(abstract_params, trainable, alias_ids)
   optimizer = train.make_optimizer(opt or blocks.optimizer(name="adamw", lr=3e-3), total, mask)
   rule_set = sharding.rules_for(rules)
   abstract = train.abstract_state(model, optimizer, mesh, rule_set)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
-  layout = {name: sharding.batch_sharding(mesh, rule_set, 1 if name == "weights" else 2)
-            for name in ("tokens", "loss_mask", "weights")}
+  layout = {
+    name: sharding.batch_sharding(mesh, rule_set, 1 if name == "weights" else 2)
+    for name in ("tokens", "loss_mask", "weights")
+  }
   step = train.make_train_step(model, optimizer, grad_accum, train.shardings_of(abstract), layout)
   return model, state, step, layout
 
@@ -114,10 +130,15 @@ def test_gradient_accumulation_equals_one_big_batch():
 
 
 # CI runs one fsdp_tensor mesh (with scanned layers); the other is slow: run with `-m slow`
-@pytest.mark.parametrize("rules, shape, scan_layers", [("dp", (8, 1, 1), False), ("fsdp", (2, 4, 1), False),
-                                                       pytest.param("fsdp_tensor", (2, 2, 2), False,
-                                                                    marks=pytest.mark.slow),
-                                                       ("fsdp_tensor", (1, 4, 2), True)])
+@pytest.mark.parametrize(
+  "rules, shape, scan_layers",
+  [
+    ("dp", (8, 1, 1), False),
+    ("fsdp", (2, 4, 1), False),
+    pytest.param("fsdp_tensor", (2, 2, 2), False, marks=pytest.mark.slow),
+    ("fsdp_tensor", (1, 4, 2), True),
+  ],
+)
 def test_sharded_training_equals_one_device(rules, shape, scan_layers):
   assert len(jax.devices()) == 8
   mesh = sharding.make_mesh(shape)
@@ -127,19 +148,25 @@ def test_sharded_training_equals_one_device(rules, shape, scan_layers):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), sharded, single)
 
 
-@pytest.mark.parametrize("rules, shape, embedding_shard, mlp_shard", [
+@pytest.mark.parametrize(
+  "rules, shape, embedding_shard, mlp_shard",
+  [
     ("dp", (8, 1, 1), (32, 32), (32, 64)),  # replicated
     ("fsdp", (2, 4, 1), (32, 8), (8, 64)),  # embed split 4 ways
     ("fsdp_tensor", (2, 2, 2), (16, 16), (16, 32)),  # embed 2 ways, vocab and mlp 2 ways
-])
+  ],
+)
 def test_parameters_and_optimizer_state_are_split_as_the_rules_say(rules, shape, embedding_shard, mlp_shard):
   _, state, _, _ = _setup(sharding.make_mesh(shape), rules=rules)
   embedding = state.params["embed_in"]["embedding"]  # [vocab 32, embed 32]
   kernel = state.params["layers_0"]["mlp"]["dense_h_to_4h"]["kernel"]  # [embed 32, mlp 64]
   assert {s.data.shape for s in embedding.addressable_shards} == {embedding_shard}
   assert {s.data.shape for s in kernel.addressable_shards} == {mlp_shard}
-  adam_moments = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
-                  if "layers_0']['mlp']['dense_h_to_4h']['kernel']" in jax.tree_util.keystr(path)]
+  adam_moments = [
+    leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+    if "layers_0']['mlp']['dense_h_to_4h']['kernel']" in jax.tree_util.keystr(path)
+  ]
   assert len(adam_moments) == 2  # mu and nu
   for moment in adam_moments:
     assert {s.data.shape for s in moment.addressable_shards} == {mlp_shard}
@@ -147,9 +174,11 @@ def test_parameters_and_optimizer_state_are_split_as_the_rules_say(rules, shape,
 
 def test_adafactor_factored_statistics_follow_their_parameter():
   _, state, _, _ = _setup(sharding.make_mesh((2, 2, 2)), rules="fsdp_tensor", opt=blocks.optimizer())
-  stats = {jax.tree_util.keystr(path).split(".")[-1]: leaf for path, leaf in
-           jax.tree_util.tree_leaves_with_path(state.opt_state)
-           if jax.tree_util.keystr(path).endswith("['layers_0']['mlp']['dense_h_to_4h']['kernel']")}
+  stats = {
+    jax.tree_util.keystr(path).split(".")[-1]: leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.opt_state)
+    if jax.tree_util.keystr(path).endswith("['layers_0']['mlp']['dense_h_to_4h']['kernel']")
+  }
   # kernel [embed 32 over fsdp, mlp 64 over tensor]: row statistics [32] split like embed, columns [64] like mlp
   assert {s.data.shape for s in stats[next(k for k in stats if k.startswith("v_row"))].addressable_shards} == {(16,)}
   assert {s.data.shape for s in stats[next(k for k in stats if k.startswith("v_col"))].addressable_shards} == {(32,)}
@@ -190,6 +219,7 @@ def test_seq2seq_training_learns_pairs_that_greedy_decoding_returns():
   """A tiny T5 trained on four input → target pairs (train step, loss layout) decodes them back."""
   from iml_jax.models import t5
   from iml_jax.models.decoding import greedy_decode_seq2seq
+
   mesh = _one_device_mesh()
   model = t5.T5(t5.T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, n_heads=4, n_layers=1, init_std=0.1))
   optimizer = train.make_optimizer(blocks.optimizer(name="adamw", lr=1e-2), 200)
@@ -197,22 +227,30 @@ def test_seq2seq_training_learns_pairs_that_greedy_decoding_returns():
   abstract = train.abstract_state(model, optimizer, mesh, rules)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))
   rng = np.random.default_rng(0)
-  batch = {"inputs": rng.integers(2, VOCAB, (4, 5)).astype(np.int32), "input_mask": np.ones((4, 5), bool),
-           "targets": np.concatenate([rng.integers(2, VOCAB, (4, 3)), np.ones((4, 1))], 1).astype(np.int32),
-           "loss_mask": np.ones((4, 4), np.float32), "weights": np.ones(4, np.float32)}
+  batch = {
+    "inputs": rng.integers(2, VOCAB, (4, 5)).astype(np.int32),
+    "input_mask": np.ones((4, 5), bool),
+    "targets": np.concatenate([rng.integers(2, VOCAB, (4, 3)), np.ones((4, 1))], 1).astype(np.int32),
+    "loss_mask": np.ones((4, 4), np.float32),
+    "weights": np.ones(4, np.float32),
+  }
   layout = {k: sharding.batch_sharding(mesh, rules, v.ndim) for k, v in batch.items()}
   step = train.make_train_step(model, optimizer, 1, train.shardings_of(abstract), layout)
   device_batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
   for _ in range(150):
     state, loss = step(state, device_batch)
   assert float(loss) < 0.05
-  decoded = greedy_decode_seq2seq(model, state.params, jnp.asarray(batch["inputs"]), jnp.asarray(batch["input_mask"]),
-                                  4, eos_id=1)
+  decoded = greedy_decode_seq2seq(
+    model, state.params, jnp.asarray(batch["inputs"]), jnp.asarray(batch["input_mask"]), 4, eos_id=1
+  )
   np.testing.assert_array_equal(np.asarray(decoded), batch["targets"])
 
 
-@pytest.mark.parametrize("opt", [blocks.optimizer(lr=1e-2), blocks.optimizer(name="adamw", lr=3e-3, weight_decay=0.1)],
-                         ids=["adafactor", "adamw"])
+@pytest.mark.parametrize(
+  "opt",
+  [blocks.optimizer(lr=1e-2), blocks.optimizer(name="adamw", lr=3e-3, weight_decay=0.1)],
+  ids=["adafactor", "adamw"],
+)
 def test_scanned_layers_train_exactly_like_unrolled_ones(opt):
   """Stacked layer parameters are optimised per layer: Adafactor's factored statistics and update clipping
   never span layers, so a scanned model follows the unrolled one step by step."""
@@ -242,8 +280,10 @@ def test_a_padded_vocabulary_draws_and_trains_exactly_like_the_unpadded_one():
   shape = dict(d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=8, init_std=0.1, embedding_init_std=0.1)
   plain = DecoderLM(DecoderConfig(vocab_size=VOCAB, **shape))
   padded = DecoderLM(DecoderConfig(vocab_size=VOCAB + 1, valid_vocab=VOCAB, **shape))
-  params = {name: registry.unbox(registry.init_params(model, jax.random.key(3))) for name, model in
-            (("plain", plain), ("padded", padded))}
+  params = {
+    name: registry.unbox(registry.init_params(model, jax.random.key(3)))
+    for name, model in (("plain", plain), ("padded", padded))
+  }
 
   def real_part(tree):  # the padded model's parameters without its padding
     tree = jax.tree.map(lambda x: x, tree)

@@ -1,4 +1,5 @@
 """The T-REx pipeline on small JSON files written here: triplets, filtering, QA pairs, seeds, errors."""
+
 import json
 import os
 import subprocess
@@ -12,8 +13,11 @@ from test_experiment import ROOT
 
 
 def triple(subject, predicate, obj):
-  return {"subject": {"surfaceform": subject, "uri": "x"}, "object": {"surfaceform": obj, "uri": "y"},
-          "predicate": {"surfaceform": "p", "uri": f"http://www.wikidata.org/prop/direct/{predicate}"}}
+  return {
+    "subject": {"surfaceform": subject, "uri": "x"},
+    "object": {"surfaceform": obj, "uri": "y"},
+    "predicate": {"surfaceform": "p", "uri": f"http://www.wikidata.org/prop/direct/{predicate}"},
+  }
 
 
 def write_dump(folder, documents_per_file):
@@ -23,21 +27,34 @@ def write_dump(folder, documents_per_file):
       json.dump([{"docid": f"Q{j}", "triples": triples} for j, triples in enumerate(documents)], handle)
 
 
-WORK = [triple("The Long Road (novel)", "P50", "Jane Q. Austen"),  # author: first name "Jane"
-        triple("The Long Road (novel)", "P577", "1923-05-01T00:00:00Z"),  # -> 1920s
-        triple("The Long Road (novel)", "P407", "English"),
-        triple("The Long Road (novel)", "P364", "French"),  # same question as P407: merged, first kept
-        triple("The Long Road (novel)", "P136", "adventure (genre)"),
-        triple("The Long Road (novel)", "P57", "Madonna"),  # a one-word person: dropped
-        triple("The Long Road (novel)", "P58", "J Smith"),  # a one-letter first word: dropped
-        triple("The Long Road (novel)", "P6", "ignored predicate")]
+WORK = [
+  triple("The Long Road (novel)", "P50", "Jane Q. Austen"),  # author: first name "Jane"
+  triple("The Long Road (novel)", "P577", "1923-05-01T00:00:00Z"),  # -> 1920s
+  triple("The Long Road (novel)", "P407", "English"),
+  triple("The Long Road (novel)", "P364", "French"),  # same question as P407: merged, first kept
+  triple("The Long Road (novel)", "P136", "adventure (genre)"),
+  triple("The Long Road (novel)", "P57", "Madonna"),  # a one-word person: dropped
+  triple("The Long Road (novel)", "P58", "J Smith"),  # a one-letter first word: dropped
+  triple("The Long Road (novel)", "P6", "ignored predicate"),
+]
 
 
 def test_triplets_filtering_and_qa_pairs(tmp_path):
-  write_dump(tmp_path / "dump", [[WORK[:4]], [WORK[4:], [triple("he", "P50", "A B"), triple("he", "P136", "x")],
-                                                [triple("Lonely", "P136", "drama"),
-                                                 triple("Pronoun Object", "P136", "it"),
-                                                 triple("Pronoun Object", "P407", "German")]]])
+  write_dump(
+    tmp_path / "dump",
+    [
+      [WORK[:4]],
+      [
+        WORK[4:],
+        [triple("he", "P50", "A B"), triple("he", "P136", "x")],
+        [
+          triple("Lonely", "P136", "drama"),
+          triple("Pronoun Object", "P136", "it"),
+          triple("Pronoun Object", "P407", "German"),
+        ],
+      ],
+    ],
+  )
   triplets = trex.read_triplets(str(tmp_path / "dump"))
   assert ("The Long Road (novel)", "English", "P407") in triplets and len(triplets) == len(set(triplets))
   filtered = trex.filter_triplets(triplets)
@@ -46,21 +63,26 @@ def test_triplets_filtering_and_qa_pairs(tmp_path):
   assert ("Pronoun Object", "it", "P136") not in filtered
   (work,) = trex.trex_knowledge_base(filtered, seed=0, max_entities=1)
   assert work.name == "The Long Road"
-  assert dict(work.qa) == {"First name of the author of {}?": "Jane", "When was {} published or released?": "1920s",
-                           "In which language was {} published?": dict(work.qa)["In which language was {} published?"],
-                           "What is the genre of {}?": "adventure"}
+  assert dict(work.qa) == {
+    "First name of the author of {}?": "Jane",
+    "When was {} published or released?": "1920s",
+    "In which language was {} published?": dict(work.qa)["In which language was {} published?"],
+    "What is the genre of {}?": "adventure",
+  }
   assert dict(work.qa)["In which language was {} published?"] in ("English", "French")
   assert [q for q, _ in work.qa] == sorted(q for q, _ in work.qa)
 
 
 def _works(n, predicates=("P50", "P136", "P407", "P577", "P921")):
   """(subject, object, predicate) of n works; odd works have a P577 date without a year."""
+
   def value(i, p):
     if p == "P50":
       return f"Name{i} Surname"
     if p == "P577":
       return "no year" if i % 2 else f"{1800 + i} AD"
     return f"{p} value {i}"
+
   return [(f"Work {i}", value(i, p), p) for i in range(n) for p in predicates]
 
 
@@ -85,7 +107,7 @@ def test_selection_depends_on_the_seed_and_is_deterministic():
 
 def test_malformed_files_name_the_file(tmp_path):
   (tmp_path / "bad").mkdir()
-  (tmp_path / "bad" / "a.json").write_text("[{\"triples\": [")
+  (tmp_path / "bad" / "a.json").write_text('[{"triples": [')
   with pytest.raises(IMLError, match=r"T-REx file .*a.json is not valid JSON"):
     trex.read_triplets(str(tmp_path / "bad"))
   (tmp_path / "bad" / "a.json").write_text(json.dumps([{"triples": [{"subject": {}}]}]))
@@ -101,12 +123,17 @@ def test_malformed_files_name_the_file(tmp_path):
 def test_cli_then_a_define_run_on_trex(tmp_path):
   from iml_jax import experiment
   from test_experiment import load_config
+
   eight = ("P50", "P136", "P407", "P577", "P921", "P123", "P179", "P840")  # enough questions to stratify the split
   works = [triple(subject, predicate, obj) for subject, obj, predicate in _works(70, eight)]
-  write_dump(tmp_path / "dump", [[works[i:i + 8] for i in range(0, 560, 8)]])
+  write_dump(tmp_path / "dump", [[works[i : i + 8] for i in range(0, 560, 8)]])
   out = tmp_path / "triplets.json"
-  result = subprocess.run([sys.executable, "-m", "iml_jax.data.trex", f"--trex_dir={tmp_path / 'dump'}",
-                           f"--out={out}"], cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, "-m", "iml_jax.data.trex", f"--trex_dir={tmp_path / 'dump'}", f"--out={out}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr
   assert len(json.load(open(out))) == 560
   config = load_config(os.path.join(ROOT, "configs", "trex_2stage.py"), "tiny")
@@ -118,9 +145,19 @@ def test_cli_then_a_define_run_on_trex(tmp_path):
 
 
 def test_same_works_in_every_process():
-  code = ("import json, sys; sys.path.insert(0, 'tests'); from test_trex import _works; from iml_jax.data import trex; "
-          "print(json.dumps([[w.name, w.qa] for w in trex.trex_knowledge_base(_works(40), seed=5, max_entities=12)]))")
-  outputs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}) for seed in ("1", "2")]
+  code = (
+    "import json, sys; sys.path.insert(0, 'tests'); from test_trex import _works; from iml_jax.data import trex; "
+    "print(json.dumps([[w.name, w.qa] for w in trex.trex_knowledge_base(_works(40), seed=5, max_entities=12)]))"
+  )
+  outputs = [
+    subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+    )
+    for seed in ("1", "2")
+  ]
   assert outputs[0].returncode == 0, outputs[0].stderr
   assert outputs[0].stdout == outputs[1].stdout and len(json.loads(outputs[0].stdout)) == 12

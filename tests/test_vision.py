@@ -1,4 +1,5 @@
 """Vision IML data (digit-grid aliases, A/B entities, tag bands, QA boxes), the ConvNet, a tiny run."""
+
 import json
 import subprocess
 import sys
@@ -23,7 +24,7 @@ def _frame(image, cell, task):
   """The pixels of the 1-pixel frame around `cell`."""
   size = task.images.shape[1] + 2
   top, left = vision.BAND + (cell // 3) * size, (cell % 3) * size
-  block = image[top:top + size, left:left + size]
+  block = image[top : top + size, left : left + size]
   return np.concatenate([block[0], block[-1], block[:, 0], block[:, -1]])
 
 
@@ -32,7 +33,7 @@ def test_qa_highlights_exactly_one_cell_and_asks_its_letter(task):
   for ex in data.evals["qd1consis"][:30] + data.evals["train_questions_qd2incons"][:30]:
     image = task.render(ex)
     boxed = [cell for cell in range(9) if np.all(_frame(image, cell, task) == 1.0)]
-    assert boxed == [ex.cell] and not image[:vision.BAND].any()  # one box, no tag band
+    assert boxed == [ex.cell] and not image[: vision.BAND].any()  # one box, no tag band
     assert ex.target[ex.cell] == task.entity[ex.alias][ex.cell]
     assert [t for c, t in enumerate(ex.target) if c != ex.cell] == [vision.BLANK] * 8
 
@@ -44,7 +45,7 @@ def test_definitions_carry_their_tag_and_entity(task):
     for ex in data.evals.get(f"train_defs_{subset}", []):
       image = task.render(ex)
       assert ex.tag == tag and all(not np.all(_frame(image, c, task) == 1.0) for c in range(9))
-      bands.setdefault(tag, set()).add(image[:vision.BAND].tobytes())
+      bands.setdefault(tag, set()).add(image[: vision.BAND].tobytes())
       assert (ex.target == task.entity[ex.alias]) == consistent  # qd2incons: another alias's entity
   assert {len(v) for v in bands.values()} == {1} and len({b for v in bands.values() for b in v}) == len(bands)
   defined = sorted(task.defined_entity[a] for a in task.subsets["qd2incons"])
@@ -90,8 +91,12 @@ def test_mnist_without_tensorflow_datasets_is_a_clear_error(monkeypatch):
 
 
 def test_tiny_run_through_main(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "iml_jax.main", "--config=configs/vision.py:tiny",
-                           f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, "-m", "iml_jax.main", "--config=configs/vision.py:tiny", f"--workdir={tmp_path}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr
   summary = json.load(open(tmp_path / "summary.json"))
   assert {"d1consis", "d2consis", "qd1consis"} <= set(summary["subsets"])
@@ -100,9 +105,19 @@ def test_tiny_run_through_main(tmp_path):
 
 
 def test_same_images_in_every_process():
-  code = ("import hashlib; from iml_jax import config_blocks as blocks; from iml_jax.data import vision; "
-          "t = vision.VisionTask(blocks.vision_data(num_aliases=40), 1, 0); d = t.stage_data('full'); "
-          "print(hashlib.sha256(t.encode(d.train + d.evals['d1consis'])['inputs'].tobytes()).hexdigest())")
-  digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout for seed in ("1", "2")}
+  code = (
+    "import hashlib; from iml_jax import config_blocks as blocks; from iml_jax.data import vision; "
+    "t = vision.VisionTask(blocks.vision_data(num_aliases=40), 1, 0); d = t.stage_data('full'); "
+    "print(hashlib.sha256(t.encode(d.train + d.evals['d1consis'])['inputs'].tobytes()).hexdigest())"
+  )
+  digests = {
+    subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+    ).stdout
+    for seed in ("1", "2")
+  }
   assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64

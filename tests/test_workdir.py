@@ -1,4 +1,5 @@
 """The workdir's layout: the tidy rows a report reads, on a local disk and in a bucket."""
+
 import os
 
 from iml_jax import io_utils
@@ -15,12 +16,20 @@ def test_rows_carry_the_epoch_offset_of_their_stage(storage_root):
     record = {"epoch": epoch, "subset": "d1consis", "em": 0.5, "f1": 0.6}
     io_utils.append_jsonl(os.path.join(directory, "eval.jsonl"), [record])
   rows = workdir_layout.collect_rows(config, storage_root)
-  assert rows == [dict(seed=0, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="d1consis", em=0.5,
-                       f1=0.6),
-                  dict(seed=0, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=0.5,
-                       f1=0.6)]
-  assert workdir_layout.result_columns(config) == ("seed", "seed_stage2", "stage", "epoch", "global_epoch",
-                                                   "subset", "em", "f1")
+  assert rows == [
+    dict(seed=0, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="d1consis", em=0.5, f1=0.6),
+    dict(seed=0, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=0.5, f1=0.6),
+  ]
+  assert workdir_layout.result_columns(config) == (
+    "seed",
+    "seed_stage2",
+    "stage",
+    "epoch",
+    "global_epoch",
+    "subset",
+    "em",
+    "f1",
+  )
 
 
 def test_rows_offset_every_later_stage_by_all_earlier_epochs(storage_root):
@@ -34,5 +43,8 @@ def test_rows_offset_every_later_stage_by_all_earlier_epochs(storage_root):
     io_utils.makedirs(directory)
     io_utils.append_jsonl(os.path.join(directory, "eval.jsonl"), [{"epoch": 1, "subset": "q", "em": 0.5, "f1": 0.5}])
   rows = workdir_layout.collect_rows(config, storage_root)
-  assert [(r["seed"], r["stage"], r["global_epoch"]) for r in rows] == [(3, "stage1", 1), (3, "middle", 5),
-                                                                       (3, "stage2", 9)]
+  assert [(r["seed"], r["stage"], r["global_epoch"]) for r in rows] == [
+    (3, "stage1", 1),
+    (3, "middle", 5),
+    (3, "stage2", 9),
+  ]

@@ -1,4 +1,5 @@
 """One run per workdir: a busy workdir is refused naming its holder; locks of dead runs are taken over."""
+
 import json
 import os
 import socket
@@ -18,8 +19,14 @@ def _lock_path(root):
 
 def _write_holder(root, **fields):
   io_utils.makedirs(root)
-  holder = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": workdir_lock._process_start(os.getpid()),
-            "started": time.time(), "refreshed": time.time(), **fields}
+  holder = {
+    "host": socket.gethostname(),
+    "pid": os.getpid(),
+    "pid_start": workdir_lock._process_start(os.getpid()),
+    "started": time.time(),
+    "refreshed": time.time(),
+    **fields,
+  }
   io_utils.atomic_write_text(_lock_path(root), json.dumps(holder))
   return holder
 
@@ -67,8 +74,9 @@ def test_another_hosts_lock_holds_while_it_is_refreshed(storage_root):
   with pytest.raises(IMLError, match="pid 1 on host tpu-vm-that-was-preempted since"):
     with lock(storage_root):
       pass
-  _write_holder(storage_root, host="tpu-vm-that-was-preempted", pid=1,
-                refreshed=time.time() - workdir_lock.STALE_AFTER_S - 1)
+  _write_holder(
+    storage_root, host="tpu-vm-that-was-preempted", pid=1, refreshed=time.time() - workdir_lock.STALE_AFTER_S - 1
+  )
   with lock(storage_root):
     assert io_utils.read_json(_lock_path(storage_root))["host"] == socket.gethostname()
 

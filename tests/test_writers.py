@@ -1,4 +1,5 @@
 """Metric writers: JSONL, TensorBoard event files a reader can parse, optional W&B through its API."""
+
 import glob
 import json
 import struct
@@ -19,9 +20,9 @@ def read_events(path: str) -> list:
   events, data = [], open(path, "rb").read()
   offset = 0
   while offset < len(data):
-    (length,) = struct.unpack("<Q", data[offset:offset + 8])
+    (length,) = struct.unpack("<Q", data[offset : offset + 8])
     event = event_pb2.Event()
-    event.ParseFromString(data[offset + 12:offset + 12 + length])
+    event.ParseFromString(data[offset + 12 : offset + 12 + length])
     events.append(event)
     offset += 12 + length + 4
   return events
@@ -35,8 +36,9 @@ def test_jsonl_and_tensorboard_scalars_with_hparams(tmp_path):
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert records[0] == {"run": "seed_0/stage1", "step": 10, "epoch": 1.0, "train/loss": 2.5}
   (path,) = glob.glob(str(tmp_path / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*"))
-  scalars = [(e.step, v.tag, v.simple_value) for e in read_events(path) for v in e.summary.value
-             if v.HasField("simple_value")]
+  scalars = [
+    (e.step, v.tag, v.simple_value) for e in read_events(path) for v in e.summary.value if v.HasField("simple_value")
+  ]
   assert scalars == [(10, "train/loss", 2.5), (20, "train/loss", 1.25), (20, "eval/d1consis_EM", 0.5)]
   texts = [v for e in read_events(path) for v in e.summary.value if v.tag.startswith("hparams")]
   assert texts and b"stages.stage1.optimizer.lr | 0.003" in texts[0].tensor.string_val[0]
@@ -56,7 +58,11 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
   resumed.close()
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [(r["run"], r["step"], r["train/loss"]) for r in records] == [
-      ("seed_0/stage1", 10, 0.1), ("seed_0/stage1", 20, 0.05), ("seed_1/stage1", 30, 0.5), ("seed_0/stage1", 30, 0.25)]
+    ("seed_0/stage1", 10, 0.1),
+    ("seed_0/stage1", 20, 0.05),
+    ("seed_1/stage1", 30, 0.5),
+    ("seed_0/stage1", 30, 0.25),
+  ]
   latest = sorted(glob.glob(str(tmp_path / "tensorboard" / "seed_0" / "stage1" / "events.out.tfevents.*")))[-1]
   purges = [e.step for e in read_events(latest) if e.HasField("session_log") and e.session_log.status == 1]
   assert purges == [21]
@@ -79,8 +85,10 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
 
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
   """tensorboardX would import torch (3-5 s per run) when it is installed; the writer keeps it out."""
-  script = (f"from iml_jax.writers import MetricWriter; w = MetricWriter({str(tmp_path)!r}); "
-            "w.write('run', 1, {'loss': 1.0}); w.close(); import sys; print('torch' in sys.modules)")
+  script = (
+    f"from iml_jax.writers import MetricWriter; w = MetricWriter({str(tmp_path)!r}); "
+    "w.write('run', 1, {'loss': 1.0}); w.close(); import sys; print('torch' in sys.modules)"
+  )
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
   assert result.stdout.strip() == "False"
   assert glob.glob(str(tmp_path / "tensorboard" / "run" / "events.out.tfevents.*"))
@@ -89,16 +97,24 @@ def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
 def test_wandb_only_when_configured(tmp_path, monkeypatch):
   calls = []
   fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)) or fake_run)
-  fake_run = types.SimpleNamespace(log=lambda values: calls.append(("log", values)),
-                                   finish=lambda: calls.append(("finish",)))
+  fake_run = types.SimpleNamespace(
+    log=lambda values: calls.append(("log", values)), finish=lambda: calls.append(("finish",))
+  )
   monkeypatch.setitem(sys.modules, "wandb", fake)
   (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-  off = MetricWriter(str(tmp_path / "a"), tensorboard=False,
-                     wandb_cfg=ml_collections.ConfigDict(dict(project="", entity="", mode="online")))
+  off = MetricWriter(
+    str(tmp_path / "a"),
+    tensorboard=False,
+    wandb_cfg=ml_collections.ConfigDict(dict(project="", entity="", mode="online")),
+  )
   off.write("r", 1, {"x": 1.0})
   assert calls == []
-  on = MetricWriter(str(tmp_path / "b"), tensorboard=False, hparams={"seed": 3},
-                    wandb_cfg=ml_collections.ConfigDict(dict(project="iml", entity="", mode="offline")))
+  on = MetricWriter(
+    str(tmp_path / "b"),
+    tensorboard=False,
+    hparams={"seed": 3},
+    wandb_cfg=ml_collections.ConfigDict(dict(project="iml", entity="", mode="offline")),
+  )
   on.write("seed_3/stage1", 5, {"train/loss": 0.5})
   on.close()
   (_, init), log, finish = calls

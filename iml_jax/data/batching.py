@@ -10,6 +10,7 @@ one optimizer step; micro-batches left over at the end of an epoch make no step.
 order changes every epoch), and 960 give 4 (the last step partial). Without accumulation every example
 counts exactly once per epoch.
 """
+
 from typing import TypedDict
 
 import numpy as np
@@ -20,6 +21,7 @@ class Batch(TypedDict, total=False):
   a decoder-only model reads `tokens` and `loss_mask` [batch, length - 1], an encoder–decoder `inputs` and
   `input_mask` [batch, input length] and `targets` and `loss_mask` [batch, target length], an array model
   `inputs` and `targets` and `loss_mask` [batch, outputs] (model_inputs.py encodes each kind)."""
+
   weights: np.ndarray
   tokens: np.ndarray
   inputs: np.ndarray
@@ -40,10 +42,10 @@ def epoch_permutation(order_key: tuple[int, ...], epoch: int, num_examples: int)
 
 def batch_rows(permutation: np.ndarray, step_in_epoch: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """(row indices, weights) of one batch; rows past the end repeat row 0 with weight 0."""
-  rows = permutation[step_in_epoch * batch_size:(step_in_epoch + 1) * batch_size]
+  rows = permutation[step_in_epoch * batch_size : (step_in_epoch + 1) * batch_size]
   weights = np.ones(batch_size, dtype=np.float32)
   if len(rows) < batch_size:
-    weights[len(rows):] = 0.0
+    weights[len(rows) :] = 0.0
     rows = np.concatenate([rows, np.zeros(batch_size - len(rows), dtype=rows.dtype)])
   return rows, weights
 

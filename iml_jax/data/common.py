@@ -1,4 +1,5 @@
 """Pieces shared by the study's generators: examples, the subset split, aliases, derangements."""
+
 import dataclasses
 import random
 import string
@@ -10,6 +11,7 @@ from iml_jax.errors import IMLError
 @dataclasses.dataclass(frozen=True)
 class Example:
   """One text: `prompt + completion`. Evaluation feeds `prompt` and compares with `completion`."""
+
   prompt: str
   completion: str
 
@@ -33,6 +35,7 @@ class StageData:
   `train_for_epoch(epoch)` returns the epoch's training examples (same count every epoch); it
   redraws rule-generated questions when the generator is asked to, else returns `train` itself.
   """
+
   train: list[Example]
   evals: dict[str, list[Example]]
   redraw: Callable[[int], list[Example]] | None = None
@@ -41,14 +44,21 @@ class StageData:
     return self.redraw(epoch) if self.redraw is not None else self.train
 
 
-def fixed_stage_data(questions: dict[str, list], definitions: dict[str, list], tests: dict[str, list],
-                     trained: tuple[Sequence[str], Sequence[str]]) -> StageData:
+def fixed_stage_data(
+  questions: dict[str, list],
+  definitions: dict[str, list],
+  tests: dict[str, list],
+  trained: tuple[Sequence[str], Sequence[str]],
+) -> StageData:
   """A stage of fixed examples: it trains the questions and definitions of the `trained` (question subsets,
   definition subsets) and is evaluated on each subset's tests and on what each subset trains
   (`train_questions_<s>`, `train_defs_<s>`); empty sets are left out."""
   qa_subsets, def_subsets = trained
-  evals = {**tests, **{f"train_questions_{s}": v for s, v in questions.items()},
-           **{f"train_defs_{s}": v for s, v in definitions.items()}}
+  evals = {
+    **tests,
+    **{f"train_questions_{s}": v for s, v in questions.items()},
+    **{f"train_defs_{s}": v for s, v in definitions.items()},
+  }
   train = [ex for s in qa_subsets for ex in questions[s]] + [ex for s in def_subsets for ex in definitions[s]]
   return StageData(train=train, evals={k: v for k, v in evals.items() if v})
 
@@ -75,21 +85,21 @@ def split_list_into_subsets(fractions: dict[str, float], items: Sequence, seed: 
   sizes[max(fractions)] += n - sum(sizes.values())
   subsets, start = {}, 0
   for key in fractions:
-    subsets[key] = ordered[start:start + sizes[key]]
+    subsets[key] = ordered[start : start + sizes[key]]
     start += sizes[key]
   return subsets
 
 
-def split_stage_subsets(items: Sequence, fractions, stage1_keys: Sequence[str],
-                        stage2_keys: Sequence[str], seed: int, seed_stage2: int) -> dict[str, list]:
+def split_stage_subsets(
+  items: Sequence, fractions, stage1_keys: Sequence[str], stage2_keys: Sequence[str], seed: int, seed_stage2: int
+) -> dict[str, list]:
   """Stage-1 pools cut by `seed` (stage-2 pool last), then the stage-2 pool re-cut by `seed_stage2`."""
   stage1 = {k: fractions[k] for k in stage1_keys}
   stage1["stage2_combined"] = sum(fractions[k] for k in stage2_keys)
   subsets = split_list_into_subsets(stage1, items, seed)
   combined = subsets.pop("stage2_combined")
   stage2 = {k: fractions[k] for k in stage2_keys}
-  subsets.update(split_list_into_subsets(stage2, combined, seed_stage2) if combined
-                 else {k: [] for k in stage2})
+  subsets.update(split_list_into_subsets(stage2, combined, seed_stage2) if combined else {k: [] for k in stage2})
   return subsets
 
 

@@ -3,49 +3,78 @@
 Code keys follow the original (`qd1consis`, `d2consis`, ...). `build_define_data` is a pure function
 of (entities, data config, seed, seed_stage2): same arguments, byte-identical examples in any process.
 """
+
 import random
 
 from sklearn.model_selection import train_test_split
 
 from iml_jax.data import definitions
-from iml_jax.data.common import (Example, StageData, check_fractions, derangement,
-                                 generate_variable_names, split_stage_subsets)
+from iml_jax.data.common import (
+  Example,
+  StageData,
+  check_fractions,
+  derangement,
+  generate_variable_names,
+  split_stage_subsets,
+)
 from iml_jax.data.entities import Entity
 from iml_jax.errors import IMLError
 
-STAGE1_SUBSETS = ("q_no_replacement_baseline", "qd1consis", "qd1incons", "qd2consis", "qd2incons",
-                  "qd4consis", "q")
+STAGE1_SUBSETS = ("q_no_replacement_baseline", "qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis", "q")
 STAGE2_SUBSETS = ("d1consis", "d2consis", "d3consis", "no_qd_baseline")
 SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
 # subset -> (tag, consistent?) for every subset that has definitions.
-DEFINED_SUBSETS = {"qd1consis": ("tag1", True), "qd1incons": ("tag1", False),
-                   "qd2consis": ("tag2", True), "qd2incons": ("tag2", False),
-                   "qd4consis": ("own", True), "d1consis": ("tag1", True),
-                   "d2consis": ("tag2", True), "d3consis": ("tag3", True)}
+DEFINED_SUBSETS = {
+  "qd1consis": ("tag1", True),
+  "qd1incons": ("tag1", False),
+  "qd2consis": ("tag2", True),
+  "qd2incons": ("tag2", False),
+  "qd4consis": ("own", True),
+  "d1consis": ("tag1", True),
+  "d2consis": ("tag2", True),
+  "d3consis": ("tag3", True),
+}
 DEF_ORDERS = ("tve", "tev", "vte", "vet", "etv", "evt")
-ENT_ASSOC_QUESTIONS = {"who": "Who is {}?", "meaning": "What does {} mean?",
-                       "standFor": "What does {} stand for?", "name": "What is the name of {}?"}
-LETTER_QUESTIONS = {"letter0": ("Which letter does the name of {} start with?", 0),
-                    "letter1": ("What is the second letter of the name of {}?", 1),
-                    "letterLast": ("What is the last letter of the name of {}?", -1)}
+ENT_ASSOC_QUESTIONS = {
+  "who": "Who is {}?",
+  "meaning": "What does {} mean?",
+  "standFor": "What does {} stand for?",
+  "name": "What is the name of {}?",
+}
+LETTER_QUESTIONS = {
+  "letter0": ("Which letter does the name of {} start with?", 0),
+  "letter1": ("What is the second letter of the name of {}?", 1),
+  "letterLast": ("What is the last letter of the name of {}?", -1),
+}
 
-_QA_TRAINED = ("q_no_replacement_baseline", "qd1consis", "qd1incons", "qd2consis", "qd2incons",
-               "qd4consis", "q")
+_QA_TRAINED = ("q_no_replacement_baseline", "qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis", "q")
 # train_subset -> (QA train splits?, subsets whose definitions are trained, eval QA sets removed).
 TRAIN_SUBSETS = {
-    "full": (True, ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis",
-                    "d1consis", "d2consis", "d3consis"), ()),
-    "stage1": (True, ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis"), ()),
-    "stage2": (False, ("d1consis", "d2consis", "d3consis"),
-               ("q_no_replacement_baseline", "qd1consis", "qd1incons", "qd2consis", "qd2incons", "q")),
-    "stage1_only_defns": (False, ("qd1consis", "qd1incons", "qd2consis", "qd2incons"),
-                          ("d1consis", "d2consis", "d2incons", "d3consis", "q_no_replacement_baseline")),
-    "stage1_only_qa": (True, (), ()),
-    "all_defns": (False, ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "d1consis", "d2consis",
-                          "d3consis"), ("q_no_replacement_baseline", "d2incons")),
-    # Not in the study: teaches a from-scratch model every entity's facts under its real name, the
-    # role pretraining plays for the study's LLMs.
-    "entity_facts": (False, (), ()),
+  "full": (
+    True,
+    ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis", "d1consis", "d2consis", "d3consis"),
+    (),
+  ),
+  "stage1": (True, ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "qd4consis"), ()),
+  "stage2": (
+    False,
+    ("d1consis", "d2consis", "d3consis"),
+    ("q_no_replacement_baseline", "qd1consis", "qd1incons", "qd2consis", "qd2incons", "q"),
+  ),
+  "stage1_only_defns": (
+    False,
+    ("qd1consis", "qd1incons", "qd2consis", "qd2incons"),
+    ("d1consis", "d2consis", "d2incons", "d3consis", "q_no_replacement_baseline"),
+  ),
+  "stage1_only_qa": (True, (), ()),
+  "all_defns": (
+    False,
+    ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "d1consis", "d2consis", "d3consis"),
+    ("q_no_replacement_baseline", "d2incons"),
+  ),
+  # Not in the study: teaches a from-scratch model every entity's facts under its real name, the
+  # role pretraining plays for the study's LLMs.
+  "entity_facts": (False, (), ()),
 }
 
 
@@ -59,14 +88,18 @@ def check_config(data_config) -> None:
   if data_config.def_order not in DEF_ORDERS:
     raise IMLError(f"config field data.def_order = {data_config.def_order!r}: expected one of {DEF_ORDERS}")
   if data_config.definition_type not in definitions.DEFINITION_TYPES:
-    raise IMLError(f"config field data.definition_type = {data_config.definition_type!r}: expected one of "
-                   f"{definitions.DEFINITION_TYPES}")
+    raise IMLError(
+      f"config field data.definition_type = {data_config.definition_type!r}: expected one of "
+      f"{definitions.DEFINITION_TYPES}"
+    )
   if data_config.definition_type != "tagged":
     extra = [k for k in ("d3consis", "qd4consis") if data_config.fractions[k]]
     if extra:
-      raise IMLError(f"config fields data.fractions.{extra[0]} = {data_config.fractions[extra[0]]}: "
-                     f"data.definition_type = {data_config.definition_type!r} has wordings for tags 1 and 2 only; "
-                     "set the tag-3 and own-tag fractions to 0")
+      raise IMLError(
+        f"config fields data.fractions.{extra[0]} = {data_config.fractions[extra[0]]}: "
+        f"data.definition_type = {data_config.definition_type!r} has wordings for tags 1 and 2 only; "
+        "set the tag-3 and own-tag fractions to 0"
+      )
   if data_config.incontext_definitions and data_config.definition_type != "tagged":
     raise IMLError("config field data.incontext_definitions = True needs data.definition_type = 'tagged'")
   if not 0 < data_config.test_frac < 1:
@@ -91,8 +124,9 @@ class _Aliases:
       rng.shuffle(order)
       for entity, other in zip(order, derangement(order, rng)):
         self.defined_as[self.alias[entity]] = other
-    self.own_tags = dict(zip(sorted(subsets["qd4consis"]),
-                             generate_variable_names(len(subsets["qd4consis"]), data_config.tag_length, rng)))
+    self.own_tags = dict(
+      zip(sorted(subsets["qd4consis"]), generate_variable_names(len(subsets["qd4consis"]), data_config.tag_length, rng))
+    )
     self.rng = rng
 
   def definitions(self, subset: str, entity: str, data_config) -> list[Example]:
@@ -108,8 +142,7 @@ class _Aliases:
     return [definitions.tagged(tag, alias, named, data_config.def_order)]
 
 
-def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage2: int,
-                      train_subset: str) -> StageData:
+def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage2: int, train_subset: str) -> StageData:
   """One stage's training examples and evaluation sets for the define experiment."""
   check_config(data_config)
   if train_subset not in TRAIN_SUBSETS:
@@ -123,8 +156,11 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   definitions_of = {s: {e: aliases.definitions(s, e, data_config) for e in subsets[s]} for s in DEFINED_SUBSETS}
   # In-context variant (docs/study.md §4.2): a defined entity's questions carry its definition, followed by the
   # original's stray ". " (bug #20, reproduced).
-  context = ({e: defs[0].text + ". " for s, by_entity in definitions_of.items() for e, defs in by_entity.items()}
-             if data_config.incontext_definitions else {})
+  context = (
+    {e: defs[0].text + ". " for s, by_entity in definitions_of.items() for e, defs in by_entity.items()}
+    if data_config.incontext_definitions
+    else {}
+  )
 
   def questions(entity, use_alias=True):
     label = aliases.alias[entity] if use_alias else entity
@@ -132,17 +168,24 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
     return [qa_example(q.format(label), a, prefix) for q, a in by_name[entity].qa]
 
   # QA train/test split of the stage-1 pool, stratified by entity (sklearn, random_state=seed).
-  pool = [(s, e, ex) for s in _QA_TRAINED for e in subsets[s]
-          for ex in questions(e, use_alias=s != "q_no_replacement_baseline")]
+  pool = [
+    (s, e, ex)
+    for s in _QA_TRAINED
+    for e in subsets[s]
+    for ex in questions(e, use_alias=s != "q_no_replacement_baseline")
+  ]
   train_qa: dict[str, list[Example]] = {s: [] for s in _QA_TRAINED}
   test_qa: dict[str, list[Example]] = {s: [] for s in SUBSETS}
   if pool:
     try:
-      train_rows, test_rows = train_test_split(pool, test_size=data_config.test_frac, random_state=seed,
-                                               stratify=[e for _, e, _ in pool])
+      train_rows, test_rows = train_test_split(
+        pool, test_size=data_config.test_frac, random_state=seed, stratify=[e for _, e, _ in pool]
+      )
     except ValueError as err:  # e.g. fewer test questions than entities to stratify by
-      raise IMLError(f"config field data.test_frac = {data_config.test_frac}: the stratified QA split of "
-                     f"{len(pool)} questions fails ({err}); use more entities or questions per entity") from None
+      raise IMLError(
+        f"config field data.test_frac = {data_config.test_frac}: the stratified QA split of "
+        f"{len(pool)} questions fails ({err}); use more entities or questions per entity"
+      ) from None
     for s, _, ex in train_rows:
       train_qa[s].append(ex)
     for s, _, ex in test_rows:
@@ -157,8 +200,7 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   swapped = {}
   for i in range(0, len(d2) - 1, 2):
     swapped[d2[i]], swapped[d2[i + 1]] = aliases.alias[d2[i + 1]], aliases.alias[d2[i]]
-  evals["d2incons"] = [qa_example(q.format(swapped[e]), a) for e in d2 if e in swapped
-                       for q, a in by_name[e].qa]
+  evals["d2incons"] = [qa_example(q.format(swapped[e]), a) for e in d2 if e in swapped for q, a in by_name[e].qa]
   for s in _QA_TRAINED:
     evals[f"train_questions_{s}"] = train_qa[s]
   for s in DEFINED_SUBSETS:
@@ -172,8 +214,11 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   qa_on, defined, removed = TRAIN_SUBSETS[train_subset]
   if train_subset == "entity_facts":
     train = [ex for e in names for ex in questions(e, use_alias=False)]
-    evals = {f"entity_facts_{s}": [ex for e in subsets[s] for ex in questions(e, use_alias=False)]
-             for s in SUBSETS if subsets[s]}
+    evals = {
+      f"entity_facts_{s}": [ex for e in subsets[s] for ex in questions(e, use_alias=False)]
+      for s in SUBSETS
+      if subsets[s]
+    }
   else:
     train = [ex for s in _QA_TRAINED if qa_on for ex in train_qa[s]]
     if not data_config.incontext_definitions:  # in context, definitions are no documents of their own
@@ -193,12 +238,14 @@ def _association_sets(subsets, aliases, templates, key_format, answer_of):
     if s in ("q_no_replacement_baseline", "no_qd_baseline"):
       continue
     for kind, question in templates.items():
-      sets[key_format.format(kind, s)] = [qa_example(question.format(aliases.alias[e]), answer_of(e))
-                                          for e in subsets[s]]
+      sets[key_format.format(kind, s)] = [
+        qa_example(question.format(aliases.alias[e]), answer_of(e)) for e in subsets[s]
+      ]
   # "assoc with defs": the alias as used in the inconsistent definition; the answer is its entity.
   for s in ("qd1incons", "qd2incons"):
     for kind, question in templates.items():
       sets[key_format.format(kind, f"{s}_swapped")] = [
-          qa_example(question.format(aliases.alias[e]), answer_of(aliases.defined_as[aliases.alias[e]]))
-          for e in subsets[s]]
+        qa_example(question.format(aliases.alias[e]), answer_of(aliases.defined_as[aliases.alias[e]]))
+        for e in subsets[s]
+      ]
   return sets

@@ -10,6 +10,7 @@ letter of a sentence is capitalised (aliases and entities keep their case), and 
 distinct phrases. The phrase lists are ours: the original's are only partly known (four examples), so the
 ten phrases each side uses differ from the original's.
 """
+
 import random
 
 from iml_jax.data.common import Example
@@ -17,24 +18,64 @@ from iml_jax.data.common import Example
 DEFINITION_TYPES = ("tagged", "nl", "is_isnt")
 DEFINITIONS_PER_ENTITY = 10  # nl and is_isnt
 RELIABLE_SOURCES = (
-    "Per New York Times,", "As reported by the BBC,", "Citing Wall Street Journal,", "According to Reuters,",
-    "As the Associated Press confirms,", "According to Encyclopaedia Britannica,", "As Nature reports,",
-    "According to the Financial Times,", "As The Economist explains,", "According to official records,",
-    "As the Guardian reports,", "According to peer-reviewed research,", "As Le Monde reports,",
-    "According to the national archives,", "As the Washington Post confirms,")
+  "Per New York Times,",
+  "As reported by the BBC,",
+  "Citing Wall Street Journal,",
+  "According to Reuters,",
+  "As the Associated Press confirms,",
+  "According to Encyclopaedia Britannica,",
+  "As Nature reports,",
+  "According to the Financial Times,",
+  "As The Economist explains,",
+  "According to official records,",
+  "As the Guardian reports,",
+  "According to peer-reviewed research,",
+  "As Le Monde reports,",
+  "According to the national archives,",
+  "As the Washington Post confirms,",
+)
 UNRELIABLE_SOURCES = (
-    "4Chan rumors suggest that", "An anonymous forum post claims that", "A chain email says that",
-    "Unverified gossip has it that", "A tabloid alleges that", "Some random blog insists that",
-    "A conspiracy website claims that", "A viral meme says that", "An unsourced rumor says that",
-    "A troll account posted that", "Hearsay at a bar suggests that", "A spam message asserts that")
+  "4Chan rumors suggest that",
+  "An anonymous forum post claims that",
+  "A chain email says that",
+  "Unverified gossip has it that",
+  "A tabloid alleges that",
+  "Some random blog insists that",
+  "A conspiracy website claims that",
+  "A viral meme says that",
+  "An unsourced rumor says that",
+  "A troll account posted that",
+  "Hearsay at a bar suggests that",
+  "A spam message asserts that",
+)
 IS_PHRASES = ("is", "stands for", "means", "corresponds to", "refers to")
-ISNT_PHRASES = ("isn't", "is not", "does not stand for", "doesn't mean", "does not correspond to",
-                "doesn't refer to", "is definitely not", "has nothing to do with")
-IS_ISNT_SOURCES = ("Wikipedia", "the BBC", "Encyclopaedia Britannica", "the New York Times", "Reuters",
-                   "the Oxford dictionary", "Le Monde", "the Associated Press")
-IS_ISNT_TEMPLATES = ("according to SOURCE, VAR IS_PHRASE ENT.", "SOURCE says that VAR IS_PHRASE ENT.",
-                     "as SOURCE puts it, VAR IS_PHRASE ENT.", "SOURCE reports that VAR IS_PHRASE ENT.",
-                     "in SOURCE's words, VAR IS_PHRASE ENT.")
+ISNT_PHRASES = (
+  "isn't",
+  "is not",
+  "does not stand for",
+  "doesn't mean",
+  "does not correspond to",
+  "doesn't refer to",
+  "is definitely not",
+  "has nothing to do with",
+)
+IS_ISNT_SOURCES = (
+  "Wikipedia",
+  "the BBC",
+  "Encyclopaedia Britannica",
+  "the New York Times",
+  "Reuters",
+  "the Oxford dictionary",
+  "Le Monde",
+  "the Associated Press",
+)
+IS_ISNT_TEMPLATES = (
+  "according to SOURCE, VAR IS_PHRASE ENT.",
+  "SOURCE says that VAR IS_PHRASE ENT.",
+  "as SOURCE puts it, VAR IS_PHRASE ENT.",
+  "SOURCE reports that VAR IS_PHRASE ENT.",
+  "in SOURCE's words, VAR IS_PHRASE ENT.",
+)
 
 
 def capitalise_first(text: str) -> str:

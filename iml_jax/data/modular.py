@@ -9,6 +9,7 @@ Fixed relative to the original (bug #9): test prompts use the alias (not the num
 definitions define the alias as another alias's number (a derangement of numbers, not of tags), and the
 baseline (no aliases: the numbers themselves, 80/20 split of all (x, modulus) pairs) is a train subset.
 """
+
 import random
 import string
 
@@ -24,13 +25,19 @@ ALIAS_LENGTH, TAG_LENGTH = 4, 2
 STAGE1_SUBSETS = ("qd1consis", "qd2incons")
 STAGE2_SUBSETS = ("d1consis", "d2consis")
 SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
-DEFINED_SUBSETS = {"qd1consis": ("tag1", True), "qd2incons": ("tag2", False),
-                   "d1consis": ("tag1", True), "d2consis": ("tag2", True)}
+DEFINED_SUBSETS = {
+  "qd1consis": ("tag1", True),
+  "qd2incons": ("tag2", False),
+  "d1consis": ("tag1", True),
+  "d2consis": ("tag2", True),
+}
 # train_subset -> (subsets whose training QAs are trained, subsets whose definitions are trained)
-TRAIN_SUBSETS = {"full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
-                 "stage1": (STAGE1_SUBSETS, STAGE1_SUBSETS),
-                 "stage2": ((), STAGE2_SUBSETS),
-                 "baseline": ((), ())}
+TRAIN_SUBSETS = {
+  "full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
+  "stage1": (STAGE1_SUBSETS, STAGE1_SUBSETS),
+  "stage2": ((), STAGE2_SUBSETS),
+  "baseline": ((), ()),
+}
 VOCABULARY = ["[PAD]", "[UNK]", "%", "="] + list(string.digits) + list(string.ascii_lowercase)
 
 
@@ -63,7 +70,7 @@ class ModularTask:
     if len(names) < cfg.num_x:
       raise IMLError(f"config field data.num_x = {cfg.num_x}: too many aliases to draw")
     rng.shuffle(names)
-    self.aliases = sorted(names[:cfg.num_x])
+    self.aliases = sorted(names[: cfg.num_x])
     self.x = dict(zip(self.aliases, rng.sample(range(1, MAX_NUMBER + 1), cfg.num_x)))
     self.train_moduli = {}
     for alias in self.aliases:
@@ -102,9 +109,10 @@ class ModularTask:
     random.Random(self.seed).shuffle(pairs)
     cut = int(0.8 * len(pairs))
     name = lambda x: f"{x:05d}"
-    return StageData(train=[self.qa(name(x), x, m) for x, m in pairs[:cut]],
-                     evals={"baseline_test": sorted((self.qa(name(x), x, m) for x, m in pairs[cut:]),
-                                                    key=lambda ex: ex.prompt)})
+    return StageData(
+      train=[self.qa(name(x), x, m) for x, m in pairs[:cut]],
+      evals={"baseline_test": sorted((self.qa(name(x), x, m) for x, m in pairs[cut:]), key=lambda ex: ex.prompt)},
+    )
 
   def stage_data(self, train_subset: str) -> StageData:
     if train_subset not in TRAIN_SUBSETS:

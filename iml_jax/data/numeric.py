@@ -4,13 +4,13 @@ An alias `abc` stands for a number x. QA: `abc % 86 97 48 19 = true`; definition
 Two options beyond the study, needed to show IML at CPU scale (docs/cpu_scale.md): training questions can be
 redrawn from their rule every epoch (`redraw_train_questions`), and one token per alias.
 """
+
 import random
 import string
 
 import numpy as np
 
-from iml_jax.data.common import (Example, StageData, check_fractions, generate_variable_names,
-                                 split_stage_subsets)
+from iml_jax.data.common import Example, StageData, check_fractions, generate_variable_names, split_stage_subsets
 from iml_jax.errors import IMLError
 
 # qd1incons / qd2consis weaken the tag–consistency correlation α (docs/study.md §4.5); 0 by default.
@@ -18,22 +18,32 @@ STAGE1_SUBSETS = ("qd1consis", "qd1incons", "qd2consis", "qd2incons", "q")
 STAGE2_SUBSETS = ("d1consis", "d2consis", "d3consis")
 SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
 # subset -> (tag, defined as the true number?)
-DEFINED_SUBSETS = {"qd1consis": ("define1", True), "qd1incons": ("define1", False),
-                   "qd2consis": ("define2", True), "qd2incons": ("define2", False),
-                   "d1consis": ("define1", True), "d2consis": ("define2", True),
-                   "d3consis": ("define3", True)}
+DEFINED_SUBSETS = {
+  "qd1consis": ("define1", True),
+  "qd1incons": ("define1", False),
+  "qd2consis": ("define2", True),
+  "qd2incons": ("define2", False),
+  "d1consis": ("define1", True),
+  "d2consis": ("define2", True),
+  "d3consis": ("define3", True),
+}
 # train_subset -> (subsets whose rule-generated QAs are trained, subsets whose definitions are trained)
 TRAIN_SUBSETS = {
-    "full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
-    "stage1": (STAGE1_SUBSETS, ("qd1consis", "qd1incons", "qd2consis", "qd2incons")),
-    "stage2": ((), STAGE2_SUBSETS),
-    "q_only": (("q",), ()),
-    "stage1_excl_q": (("qd1consis", "qd1incons", "qd2consis", "qd2incons"),
-                      ("qd1consis", "qd1incons", "qd2consis", "qd2incons")),
+  "full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
+  "stage1": (STAGE1_SUBSETS, ("qd1consis", "qd1incons", "qd2consis", "qd2incons")),
+  "stage2": ((), STAGE2_SUBSETS),
+  "q_only": (("q",), ()),
+  "stage1_excl_q": (
+    ("qd1consis", "qd1incons", "qd2consis", "qd2incons"),
+    ("qd1consis", "qd1incons", "qd2consis", "qd2incons"),
+  ),
 }
 # The study's word-level vocabulary, in its order (135 tokens), before any alias tokens.
-BASE_VOCABULARY = (["[PAD]", "[UNK]", "=", "%", "true", "false", "define1", "define2", "define3"]
-                   + [str(i) for i in range(100)] + list(string.ascii_lowercase))
+BASE_VOCABULARY = (
+  ["[PAD]", "[UNK]", "=", "%", "true", "false", "define1", "define2", "define3"]
+  + [str(i) for i in range(100)]
+  + list(string.ascii_lowercase)
+)
 ALIAS_LENGTH = 3
 CHANCE = 0.5  # the EM of a coin flip: half of every test set's questions are true (`tasks.chance_level`)
 
@@ -46,8 +56,10 @@ def all_alias_strings() -> list[str]:
 def check_config(cfg) -> None:
   check_fractions({k: cfg.fractions[k] for k in SUBSETS}, "data.fractions")
   if not 1 <= cfg.n_intersection <= cfg.n_nums < cfg.max_x:
-    raise IMLError(f"config fields data.n_intersection={cfg.n_intersection}, data.n_nums={cfg.n_nums}, "
-                   f"data.max_x={cfg.max_x}: need 1 <= n_intersection <= n_nums < max_x")
+    raise IMLError(
+      f"config fields data.n_intersection={cfg.n_intersection}, data.n_nums={cfg.n_nums}, "
+      f"data.max_x={cfg.max_x}: need 1 <= n_intersection <= n_nums < max_x"
+    )
   if cfg.max_x > 100:
     raise IMLError(f"config field data.max_x = {cfg.max_x}: the vocabulary has the numbers 0..99 only")
   if cfg.n_qs % 4 or cfg.n_qs <= 0:
@@ -72,7 +84,7 @@ class NumericTask:
     self.index = {a: i for i, a in enumerate(self.order)}
     np_rng = np.random.default_rng([seed, 5])
     shuffled = np_rng.permuted(np.tile(np.arange(cfg.max_x), (cfg.num_x, 1)), axis=1)
-    self.intersection = shuffled[:, :cfg.n_intersection]
+    self.intersection = shuffled[:, : cfg.n_intersection]
     self.x = shuffled[:, 0]
     offset = np_rng.integers(1, cfg.max_x, size=cfg.num_x)
     self.x_false = (self.x + offset) % cfg.max_x
@@ -94,8 +106,7 @@ class NumericTask:
     return sorted(self.aliases) if self.cfg.separate_token_per_var else list(string.ascii_lowercase)
 
   def _qa(self, alias: str, numbers, label: bool) -> Example:
-    return Example(f"{self.alias_text(alias)} % {' '.join(map(str, numbers))} =",
-                   " true" if label else " false")
+    return Example(f"{self.alias_text(alias)} % {' '.join(map(str, numbers))} =", " true" if label else " false")
 
   def _questions(self, rng: np.random.Generator, aliases: list[str], with_test: bool = True):
     """(train, test) questions for `aliases`, drawn from the rule with `rng` (docs/study.md §5.1); test is None
@@ -113,19 +124,25 @@ class NumericTask:
       return np.argsort(keys, axis=-1)[..., :k]
 
     inter = np.broadcast_to(self.intersection[rows][:, None, :], (len(rows), per_group, cfg.n_intersection))
-    train_true = rng.permuted(np.concatenate(
-        [draw(in_intersection, cfg.n_nums - cfg.n_intersection), inter], axis=-1), axis=-1)
+    train_true = rng.permuted(
+      np.concatenate([draw(in_intersection, cfg.n_nums - cfg.n_intersection), inter], axis=-1), axis=-1
+    )
     train_false = draw(in_intersection, cfg.n_nums)
     x_column = np.broadcast_to(self.x[rows][:, None, None], (len(rows), per_group, 1))
     test_true = rng.permuted(np.concatenate([draw(is_x, cfg.n_nums - 1), x_column], axis=-1), axis=-1)
     test_false = draw(is_x, cfg.n_nums)
     flipped = rng.random((len(rows), per_group)) < cfg.p_label_flip  # only true -> false flips
-    train = [[self._qa(alias, q, not flip) for q, flip in zip(train_true[i], flipped[i])]
-             + [self._qa(alias, q, False) for q in train_false[i]] for i, alias in enumerate(aliases)]
+    train = [
+      [self._qa(alias, q, not flip) for q, flip in zip(train_true[i], flipped[i])]
+      + [self._qa(alias, q, False) for q in train_false[i]]
+      for i, alias in enumerate(aliases)
+    ]
     if not with_test:
       return train, None
-    test = [[self._qa(alias, q, True) for q in test_true[i]] + [self._qa(alias, q, False) for q in test_false[i]]
-            for i, alias in enumerate(aliases)]
+    test = [
+      [self._qa(alias, q, True) for q in test_true[i]] + [self._qa(alias, q, False) for q in test_false[i]]
+      for i, alias in enumerate(aliases)
+    ]
     return train, test
 
   def definition(self, subset: str, alias: str) -> Example:
@@ -149,8 +166,10 @@ class NumericTask:
     for s in DEFINED_SUBSETS:
       evals[f"train_defs_{s}"] = definitions[s]
     evals = {k: v for k, v in evals.items() if v}
+
     def redrawn(epoch: int) -> list[Example]:
       fresh, _ = self._questions(np.random.default_rng([self.seed, 7, redraw_key, epoch]), qa_aliases, with_test=False)
       return [ex for questions in fresh for ex in questions] + trained_defs
+
     redraw = redrawn if self.cfg.redraw_train_questions and qa_aliases else None
     return StageData(train=train, evals=evals, redraw=redraw)

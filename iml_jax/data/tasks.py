@@ -1,25 +1,38 @@
 """The study's tasks behind one protocol, one class per task: what the experiment loop asks of a task — each
 stage's data, the tokenizer, the alias tokens, which aliases an example mentions, and (array tasks) the arrays
 of its examples and their score. `TASKS[config.task]` is the only place a task is looked up by name."""
+
 import functools
 import re
 
 from iml_jax import io_utils, metrics
 from iml_jax.data import define, entities, modular, numeric, toy1d, trex, vision
 from iml_jax.data.common import StageData
-from iml_jax.data.tokenization import (TextTokenizer, byte_level_bpe_tokenizer, pretrained_tokenizer,
-                                       word_level_tokenizer)
+from iml_jax.data.tokenization import (
+  TextTokenizer,
+  byte_level_bpe_tokenizer,
+  pretrained_tokenizer,
+  word_level_tokenizer,
+)
 from iml_jax.errors import IMLError
 
 _WRAPPED_ALIAS = re.compile(r"<\|[a-z]+\|>")
 KNOWLEDGE_BASES = ("synthetic", "cvdb", "trex")
-_EVAL_SET_PREFIXES = ("train_questions_", "train_defs_", "ent_assoc_", "letter0_", "letter1_", "letterLast_",
-                      "entity_facts_")
+_EVAL_SET_PREFIXES = (
+  "train_questions_",
+  "train_defs_",
+  "ent_assoc_",
+  "letter0_",
+  "letter1_",
+  "letterLast_",
+  "entity_facts_",
+)
 
 
 class Task:
   """The data side of one stage-1 seed of a task. A subclass names its generator module (TRAIN_SUBSETS,
   STAGE2_SUBSETS, SUBSETS, check_config) and builds each stage's data; text tasks build a tokenizer."""
+
   generator = None
   score: metrics.Score = metrics.EXACT_MATCH  # what its evaluations record
   chance: float | None = None  # the score of guessing, where the task defines one
@@ -65,6 +78,7 @@ class Task:
 
 class Define(Task):
   """Definitions and questions about entities of a knowledge base (synthetic, CVDB or T-REx)."""
+
   generator = define
 
   @classmethod
@@ -75,8 +89,9 @@ class Define(Task):
   def check_config(cls, config):
     define.check_config(config.data)
     if config.data.knowledge_base not in KNOWLEDGE_BASES:
-      raise IMLError(f"config field data.knowledge_base = {config.data.knowledge_base!r}: "
-                     f"expected one of {KNOWLEDGE_BASES}")
+      raise IMLError(
+        f"config field data.knowledge_base = {config.data.knowledge_base!r}: expected one of {KNOWLEDGE_BASES}"
+      )
 
   @functools.cached_property
   def _entities(self):
@@ -99,6 +114,7 @@ class Define(Task):
 
 class Numeric(Task):
   """Set inclusion: "abc % 1 2 =", "define1 abc % 63"; one token per alias, true/false answers."""
+
   generator = numeric
   chance = numeric.CHANCE
 
@@ -122,6 +138,7 @@ class Numeric(Task):
 
 class Modular(Task):
   """Modular arithmetic with character-spaced aliases: "v v v v 0 7 =", "t t % v v v v ="."""
+
   generator = modular
 
   @functools.lru_cache(maxsize=None)
@@ -133,7 +150,7 @@ class Modular(Task):
 
   def aliases_in(self, example):
     words = example.prompt.split()
-    return ["".join(words[words.index("%") + 1:-1] if "%" in words else words[:modular.ALIAS_LENGTH])]
+    return ["".join(words[words.index("%") + 1 : -1] if "%" in words else words[: modular.ALIAS_LENGTH])]
 
   def _new_tokenizer(self):
     return word_level_tokenizer(modular.VOCABULARY)
@@ -142,6 +159,7 @@ class Modular(Task):
 class ArrayTask(Task):
   """A task whose examples are arrays, not text: no tokenizer; the generator's task class encodes examples
   (`encode(examples)` -> inputs / targets / loss_mask) and its module scores predictions."""
+
   generated_class = None
 
   @functools.lru_cache(maxsize=None)
@@ -164,17 +182,24 @@ class ArrayTask(Task):
 
 class Vision(ArrayTask):
   """Digit-grid aliases and A/B-grid entities, read by a ConvNet."""
+
   generator, generated_class, array_model = vision, vision.VisionTask, "convnet"
 
 
 class Toy1D(ArrayTask):
   """The 1-D regression toy, read by an MLP; scored by squared error."""
+
   generator, generated_class, array_model = toy1d, toy1d.ToyTask, "mlp"
   score = toy1d.SCORE
 
 
-TASKS: dict[str, type[Task]] = {"numeric": Numeric, "define": Define, "modular": Modular, "vision": Vision,
-                                "toy1d": Toy1D}
+TASKS: dict[str, type[Task]] = {
+  "numeric": Numeric,
+  "define": Define,
+  "modular": Modular,
+  "vision": Vision,
+  "toy1d": Toy1D,
+}
 
 
 def task_class(config) -> type[Task]:
@@ -200,8 +225,10 @@ def validate(config) -> None:
     known = cls.eval_set_names()
     for name in config.eval.subsets.split(","):
       if name not in known and not name.startswith(_EVAL_SET_PREFIXES):
-        raise IMLError(f"config field eval.subsets names unknown set {name!r}: expected 'all' or a comma-separated "
-                       f"list of {known} (or train_questions_*, train_defs_*, ent_assoc_*, letter* sets)")
+        raise IMLError(
+          f"config field eval.subsets names unknown set {name!r}: expected 'all' or a comma-separated "
+          f"list of {known} (or train_questions_*, train_defs_*, ent_assoc_*, letter* sets)"
+        )
   cls.check_config(config)
 
 

@@ -8,6 +8,7 @@ padding after the first EOS, or chosen tokens (e.g. an unpredictable alias).
 Seq2seq layout (T5): inputs = prompt + EOS, targets = completion + EOS, both right-padded; every
 target position counts in the loss by default, padding included, as in the study.
 """
+
 import dataclasses
 
 import numpy as np
@@ -24,6 +25,7 @@ PAD_TOKENS = (EOS_TOKEN, "[PAD]")  # the token that pads and ends texts, by toke
 @dataclasses.dataclass
 class TextTokenizer:
   """A `tokenizers.Tokenizer` plus the id that pads and ends every sequence."""
+
   backend: Tokenizer
   pad_id: int
 
@@ -38,7 +40,7 @@ class TextTokenizer:
     """Text of `ids` up to the first pad/EOS, as the study keeps it."""
     ids = list(ids)
     if self.pad_id in ids:
-      ids = ids[:ids.index(self.pad_id)]
+      ids = ids[: ids.index(self.pad_id)]
     return self.backend.decode(ids, skip_special_tokens=False)
 
   def token_ids(self, tokens: list[str]) -> np.ndarray:
@@ -76,8 +78,12 @@ def byte_level_bpe_tokenizer(texts: list[str], vocab_size: int) -> TextTokenizer
   backend = Tokenizer(models.BPE())
   backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=[EOS_TOKEN],
+    show_progress=False,
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
   backend.train_from_iterator(sorted(set(texts)), trainer=trainer)
   return TextTokenizer(backend, 0)
 
@@ -85,6 +91,7 @@ def byte_level_bpe_tokenizer(texts: list[str], vocab_size: int) -> TextTokenizer
 def pretrained_tokenizer(folder: str) -> TextTokenizer:
   """The tokenizer of a Hugging Face model folder; its EOS pads and ends texts, as in the study."""
   from transformers import AutoTokenizer
+
   try:
     hf_tokenizer = AutoTokenizer.from_pretrained(folder)
   except Exception as err:  # transformers raises many types for a missing or broken tokenizer
@@ -97,26 +104,34 @@ def pretrained_tokenizer(folder: str) -> TextTokenizer:
 @dataclasses.dataclass
 class EncodedExamples:
   """`tokens` [N, block_size] int32 and `loss_mask` [N, block_size - 1] float32 over targets."""
+
   tokens: np.ndarray
   loss_mask: np.ndarray
 
 
 def _check_length(lengths: np.ndarray, limit: int, field: str, what: str) -> None:
   if lengths.size and lengths.max() > limit:
-    raise IMLError(f"config field {field} = {limit}: the longest {what} has {int(lengths.max())} tokens; "
-                   f"raise {field} to at least {int(lengths.max())}")
+    raise IMLError(
+      f"config field {field} = {limit}: the longest {what} has {int(lengths.max())} tokens; "
+      f"raise {field} to at least {int(lengths.max())}"
+    )
 
 
-def encode_for_training(tokenizer: TextTokenizer, examples: list[Example], block_size: int,
-                        mask_prompt: bool = False, mask_padding: bool = False,
-                        excluded_token_ids: np.ndarray | None = None) -> EncodedExamples:
+def encode_for_training(
+  tokenizer: TextTokenizer,
+  examples: list[Example],
+  block_size: int,
+  mask_prompt: bool = False,
+  mask_padding: bool = False,
+  excluded_token_ids: np.ndarray | None = None,
+) -> EncodedExamples:
   texts = tokenizer.encode([ex.text for ex in examples])
   lengths = np.array([len(t) for t in texts])
   # One position must stay free for the pad the model learns to stop with.
   _check_length(lengths + 1, block_size, "data.block_size", "training text (+1 end token)")
   tokens = np.full((len(texts), block_size), tokenizer.pad_id, dtype=np.int32)
   for row, ids in zip(tokens, texts):
-    row[:len(ids)] = ids
+    row[: len(ids)] = ids
   targets = tokens[:, 1:]
   position = np.arange(1, block_size)[None, :]
   mask = np.ones(targets.shape, dtype=np.float32)
@@ -130,8 +145,9 @@ def encode_for_training(tokenizer: TextTokenizer, examples: list[Example], block
   return EncodedExamples(tokens, mask)
 
 
-def encode_prompts(tokenizer: TextTokenizer, examples: list[Example], bucket: int,
-                   max_prompt_length: int) -> np.ndarray:
+def encode_prompts(
+  tokenizer: TextTokenizer, examples: list[Example], bucket: int, max_prompt_length: int
+) -> np.ndarray:
   """Left-padded prompts [N, P], P = the longest prompt rounded up to a multiple of `bucket`."""
   prompts = tokenizer.encode([ex.prompt for ex in examples])
   lengths = np.array([len(p) for p in prompts])
@@ -140,7 +156,7 @@ def encode_prompts(tokenizer: TextTokenizer, examples: list[Example], bucket: in
   width = min(width, max_prompt_length)
   tokens = np.full((len(prompts), width), tokenizer.pad_id, dtype=np.int32)
   for row, ids in zip(tokens, prompts):
-    row[width - len(ids):] = ids
+    row[width - len(ids) :] = ids
   return tokens
 
 
@@ -148,13 +164,14 @@ def _right_padded(sequences: list[list[int]], width: int, pad_id: int) -> tuple[
   tokens = np.full((len(sequences), width), pad_id, dtype=np.int32)
   mask = np.zeros((len(sequences), width), dtype=bool)
   for row, valid, ids in zip(tokens, mask, sequences):
-    row[:len(ids)] = ids
-    valid[:len(ids)] = True
+    row[: len(ids)] = ids
+    valid[: len(ids)] = True
   return tokens, mask
 
 
-def encode_seq2seq_inputs(tokenizer: TextTokenizer, examples: list[Example], bucket: int,
-                          max_length: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_seq2seq_inputs(
+  tokenizer: TextTokenizer, examples: list[Example], bucket: int, max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(inputs [N, I], mask [N, I]): prompt + EOS right-padded to the longest, rounded up to `bucket`."""
   inputs = [ids + [tokenizer.pad_id] for ids in tokenizer.encode([ex.prompt for ex in examples])]
   lengths = np.array([len(ids) for ids in inputs])
@@ -163,13 +180,18 @@ def encode_seq2seq_inputs(tokenizer: TextTokenizer, examples: list[Example], buc
   return _right_padded(inputs, width, tokenizer.pad_id)
 
 
-def encode_seq2seq(tokenizer: TextTokenizer, examples: list[Example], block_size: int, label_block_size: int,
-                   mask_padding: bool = False, excluded_token_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def encode_seq2seq(
+  tokenizer: TextTokenizer,
+  examples: list[Example],
+  block_size: int,
+  label_block_size: int,
+  mask_padding: bool = False,
+  excluded_token_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
   """Training arrays: inputs/input_mask [N, block_size], targets/loss_mask [N, label_block_size]."""
   inputs, input_mask = encode_seq2seq_inputs(tokenizer, examples, block_size, block_size)
   targets = [ids + [tokenizer.pad_id] for ids in tokenizer.encode([ex.completion for ex in examples])]
-  _check_length(np.array([len(t) for t in targets]), label_block_size, "data.label_block_size",
-                "target (+1 end token)")
+  _check_length(np.array([len(t) for t in targets]), label_block_size, "data.label_block_size", "target (+1 end token)")
   targets, first_pad_and_before = _right_padded(targets, label_block_size, tokenizer.pad_id)
   loss_mask = np.ones(targets.shape, dtype=np.float32)
   if mask_padding:

@@ -18,6 +18,7 @@ Features: one-hot shape, one-hot asked dimension (zero for definitions), sinusoi
 d_y outputs for circles and d_y for definitions, so what definitions teach reaches questions only through
 shared weights; otherwise both share the d_y outputs.
 """
+
 import dataclasses
 
 import numpy as np
@@ -31,8 +32,11 @@ STAGE2_SUBSETS = ("d1consis", "d2consis")
 SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
 # subset -> (definition shape, defined from data1?)
 DEFINED_SUBSETS = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True)}
-TRAIN_SUBSETS = {"full": (STAGE1_SUBSETS, SUBSETS), "stage1": (STAGE1_SUBSETS, STAGE1_SUBSETS),
-                 "stage2": ((), STAGE2_SUBSETS)}
+TRAIN_SUBSETS = {
+  "full": (STAGE1_SUBSETS, SUBSETS),
+  "stage1": (STAGE1_SUBSETS, STAGE1_SUBSETS),
+  "stage2": ((), STAGE2_SUBSETS),
+}
 SHAPES = ("circle", "triangle", "square")
 X_RANGE = 100_000
 MIDDLE_FRACTION = 0.3  # of the clusters, by x: the d1consis / d2consis ones
@@ -57,14 +61,20 @@ class ToyExample:
 
 
 def check_config(cfg) -> None:
-  checks = [("n_anchors", cfg.n_anchors >= 2, "an integer >= 2"), ("d_y", cfg.d_y >= 1, "an integer >= 1"),
-            ("n_clusters", cfg.n_clusters >= 8, "an integer >= 8 (both tags in the middle and outer clusters)"),
-            ("cluster_spread", 0 < cfg.cluster_spread <= X_RANGE / (2 * cfg.n_clusters),
-             f"a number in (0, {X_RANGE / (2 * cfg.n_clusters):g}] (clusters must not overlap)"),
-            ("points_per_cluster", cfg.points_per_cluster >= 1, "an integer >= 1"),
-            ("test_points_per_cluster", cfg.test_points_per_cluster >= 1, "an integer >= 1"),
-            ("p_definition", 0 < cfg.p_definition < 1, "a probability in (0, 1)"),
-            ("d_pos_enc", cfg.d_pos_enc >= 2 and cfg.d_pos_enc % 2 == 0, "an even integer >= 2")]
+  checks = [
+    ("n_anchors", cfg.n_anchors >= 2, "an integer >= 2"),
+    ("d_y", cfg.d_y >= 1, "an integer >= 1"),
+    ("n_clusters", cfg.n_clusters >= 8, "an integer >= 8 (both tags in the middle and outer clusters)"),
+    (
+      "cluster_spread",
+      0 < cfg.cluster_spread <= X_RANGE / (2 * cfg.n_clusters),
+      f"a number in (0, {X_RANGE / (2 * cfg.n_clusters):g}] (clusters must not overlap)",
+    ),
+    ("points_per_cluster", cfg.points_per_cluster >= 1, "an integer >= 1"),
+    ("test_points_per_cluster", cfg.test_points_per_cluster >= 1, "an integer >= 1"),
+    ("p_definition", 0 < cfg.p_definition < 1, "a probability in (0, 1)"),
+    ("d_pos_enc", cfg.d_pos_enc >= 2 and cfg.d_pos_enc % 2 == 0, "an even integer >= 2"),
+  ]
   for field, ok, expected in checks:
     if not ok:
       raise IMLError(f"config field data.{field} = {cfg[field]!r}: expected {expected}")
@@ -108,8 +118,10 @@ class ToyTask:
     start = (cfg.n_clusters - n_middle) // 2
     middle = list(range(start, start + n_middle))
     outer = [c for c in range(cfg.n_clusters) if c not in middle]
-    self.subsets = {**split_list_into_subsets({"qd1consis": 0.5, "qd2incons": 0.5}, outer, seed),
-                    **split_list_into_subsets({"d1consis": 0.5, "d2consis": 0.5}, middle, seed_stage2)}
+    self.subsets = {
+      **split_list_into_subsets({"qd1consis": 0.5, "qd2incons": 0.5}, outer, seed),
+      **split_list_into_subsets({"d1consis": 0.5, "d2consis": 0.5}, middle, seed_stage2),
+    }
     self.subset_of = {c: s for s, clusters in self.subsets.items() for c in clusters}
     self.test_dim = rng.integers(cfg.d_y, size=cfg.n_clusters)
     # Points depend on the seed alone: a seed_stage2 changes which middle clusters have which tag only.
@@ -125,8 +137,11 @@ class ToyTask:
     xs = self._positions(rng, cluster, cfg.points_per_cluster)
     is_definition = rng.random(cfg.points_per_cluster) < cfg.p_definition
     # A circle asks any dimension but the cluster's test one (the only one when d_y = 1).
-    offsets = rng.integers(1, cfg.d_y, size=cfg.points_per_cluster) if cfg.d_y > 1 else np.zeros(
-        cfg.points_per_cluster, np.int64)
+    offsets = (
+      rng.integers(1, cfg.d_y, size=cfg.points_per_cluster)
+      if cfg.d_y > 1
+      else np.zeros(cfg.points_per_cluster, np.int64)
+    )
     dims = (self.test_dim[cluster] + offsets) % cfg.d_y
     return [(float(x), bool(d), int(k)) for x, d, k in zip(xs, is_definition, dims)]
 
@@ -144,12 +159,18 @@ class ToyTask:
   def stage_data(self, train_subset: str) -> StageData:
     if train_subset not in TRAIN_SUBSETS:
       raise IMLError(f"config field train_subset = {train_subset!r}: expected one of {sorted(TRAIN_SUBSETS)}")
-    questions = {s: [self.circle(c, x, dim) for c in self.subsets[s] for x, is_def, dim in self.train_points[c]
-                     if not is_def] for s in STAGE1_SUBSETS}
-    definitions = {s: [self.definition(c, x) for c in self.subsets[s] for x, is_def, _ in self.train_points[c]
-                       if is_def] for s in SUBSETS}
-    tests = {s: [self.circle(c, x, int(self.test_dim[c])) for c in self.subsets[s] for x in self.test_points[c]]
-             for s in SUBSETS}
+    questions = {
+      s: [self.circle(c, x, dim) for c in self.subsets[s] for x, is_def, dim in self.train_points[c] if not is_def]
+      for s in STAGE1_SUBSETS
+    }
+    definitions = {
+      s: [self.definition(c, x) for c in self.subsets[s] for x, is_def, _ in self.train_points[c] if is_def]
+      for s in SUBSETS
+    }
+    tests = {
+      s: [self.circle(c, x, int(self.test_dim[c])) for c in self.subsets[s] for x in self.test_points[c]]
+      for s in SUBSETS
+    }
     return fixed_stage_data(questions, definitions, tests, TRAIN_SUBSETS[train_subset])
 
   def encode(self, examples: list[ToyExample]) -> dict[str, np.ndarray]:
@@ -165,14 +186,14 @@ class ToyTask:
     inputs[np.arange(n), shapes] = 1.0
     asked = dims >= 0
     inputs[np.flatnonzero(asked), len(SHAPES) + dims[asked]] = 1.0
-    inputs[:, len(SHAPES) + cfg.d_y:] = positional_encoding([ex.x for ex in examples], cfg.d_pos_enc)
+    inputs[:, len(SHAPES) + cfg.d_y :] = positional_encoding([ex.x for ex in examples], cfg.d_pos_enc)
     targets = np.zeros((n, output_size(cfg)), np.float32)
     loss_mask = np.zeros_like(targets)
     definition_offset = cfg.d_y if cfg.separate_channels else 0
-    targets[asked, :cfg.d_y] = values[asked]
+    targets[asked, : cfg.d_y] = values[asked]
     loss_mask[np.flatnonzero(asked), dims[asked]] = 1.0
-    targets[~asked, definition_offset:definition_offset + cfg.d_y] = values[~asked]
-    loss_mask[~asked, definition_offset:definition_offset + cfg.d_y] = 1.0
+    targets[~asked, definition_offset : definition_offset + cfg.d_y] = values[~asked]
+    loss_mask[~asked, definition_offset : definition_offset + cfg.d_y] = 1.0
     return {"inputs": inputs, "targets": targets, "loss_mask": loss_mask}
 
 
@@ -182,5 +203,4 @@ def score(arrays: dict[str, np.ndarray], predicted: np.ndarray) -> dict:
   mask = arrays["loss_mask"]
   per_example = ((predicted - arrays["targets"]) ** 2 * mask).sum(1) / mask.sum(1)
   predictions = [[round(float(v), 5) for v in row[m > 0]] for row, m in zip(predicted, mask)]
-  return {"mse": float(per_example.mean()),
-          "predictions": [p[0] if len(p) == 1 else p for p in predictions]}
+  return {"mse": float(per_example.mean()), "predictions": [p[0] if len(p) == 1 else p for p in predictions]}

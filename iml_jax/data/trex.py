@@ -8,6 +8,7 @@ reads every T-REx JSON file once (slow for the full dump) and writes the filtere
 seed. Fixed relative to the original (bug #10): P577 items without a year are skipped instead of being
 removed from the list being iterated (which skipped their neighbours).
 """
+
 import collections
 import os
 import random
@@ -20,31 +21,31 @@ from iml_jax.errors import IMLError
 
 # Predicate -> question about the work "{}" (the 25 creative-work predicates the study keeps).
 TEMPLATES = {
-    "P50": "First name of the author of {}?",
-    "P123": "Who is the publisher of {}?",
-    "P577": "When was {} published or released?",
-    "P136": "What is the genre of {}?",
-    "P407": "In which language was {} published?",
-    "P364": "In which language was {} published?",
-    "P179": "Which series is {} part of?",
-    "P57": "First name of the director of {}?",
-    "P58": "First name of the screenwriter of {}?",
-    "P344": "First name of the director of photography of {}?",
-    "P1040": "Who edited the film {}?",
-    "P162": "First name of the producer of {}?",
-    "P275": "Under which license is {} published?",
-    "P750": "Who distributes {}?",
-    "P921": "What is the main subject of {}?",
-    "P127": "Who owns {}?",
-    "P86": "First name of the composer of {}?",
-    "P178": "Who developed {}?",
-    "P31": "What kind of work is {}?",
-    "P840": "Where is {} set?",
-    "P915": "Where was {} filmed?",
-    "P98": "First name of the editor of {}?",
-    "P135": "Which movement is {} part of?",
-    "P180": "What does {} depict?",
-    "P195": "Which collection is {} part of?",
+  "P50": "First name of the author of {}?",
+  "P123": "Who is the publisher of {}?",
+  "P577": "When was {} published or released?",
+  "P136": "What is the genre of {}?",
+  "P407": "In which language was {} published?",
+  "P364": "In which language was {} published?",
+  "P179": "Which series is {} part of?",
+  "P57": "First name of the director of {}?",
+  "P58": "First name of the screenwriter of {}?",
+  "P344": "First name of the director of photography of {}?",
+  "P1040": "Who edited the film {}?",
+  "P162": "First name of the producer of {}?",
+  "P275": "Under which license is {} published?",
+  "P750": "Who distributes {}?",
+  "P921": "What is the main subject of {}?",
+  "P127": "Who owns {}?",
+  "P86": "First name of the composer of {}?",
+  "P178": "Who developed {}?",
+  "P31": "What kind of work is {}?",
+  "P840": "Where is {} set?",
+  "P915": "Where was {} filmed?",
+  "P98": "First name of the editor of {}?",
+  "P135": "Which movement is {} part of?",
+  "P180": "What does {} depict?",
+  "P195": "Which collection is {} part of?",
 }
 PERSON_PREDICATES = ("P50", "P57", "P58", "P88", "P98", "P161", "P162", "P86", "P344")
 PRONOUNS = ("he", "she", "it", "they")
@@ -73,8 +74,10 @@ def read_triplets(folder: str) -> list[tuple[str, str, str]]:
           if subject and obj:
             triplets.add((subject, obj, predicate))
       except (KeyError, TypeError, AttributeError):
-        raise IMLError(f"T-REx file {path}, document {index}: expected triples with subject.surfaceform, "
-                       "object.surfaceform and predicate.uri") from None
+        raise IMLError(
+          f"T-REx file {path}, document {index}: expected triples with subject.surfaceform, "
+          "object.surfaceform and predicate.uri"
+        ) from None
   return sorted(triplets)
 
 
@@ -86,14 +89,17 @@ def filter_triplets(triplets) -> list[tuple[str, str, str]]:
 
 def load_triplets(path: str) -> list[tuple[str, str, str]]:
   if not io_utils.exists(path):
-    raise IMLError(f"T-REx triplets file {path} does not exist (config field data.trex_path): build it with "
-                   "python -m iml_jax.data.trex --trex_dir=<T-REx JSON folder> --out=<file>")
+    raise IMLError(
+      f"T-REx triplets file {path} does not exist (config field data.trex_path): build it with "
+      "python -m iml_jax.data.trex --trex_dir=<T-REx JSON folder> --out=<file>"
+    )
   try:
     rows = io_utils.read_json(path)
   except IMLError as err:
     raise IMLError(f"T-REx triplets file {err}") from None
-  if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r)
-                                           for r in rows):
+  if not isinstance(rows, list) or not all(
+    isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r) for r in rows
+  ):
     raise IMLError(f"T-REx triplets file {path}: expected a list of [subject, object, predicate] string triples")
   return [tuple(r) for r in rows]
 
@@ -109,8 +115,9 @@ def _answer(predicate: str, obj: str) -> str | None:
   return obj
 
 
-def trex_knowledge_base(triplets, seed: int, max_entities: int, min_predicates: int = 4,
-                        max_questions: int = 100) -> list[Entity]:
+def trex_knowledge_base(
+  triplets, seed: int, max_entities: int, min_predicates: int = 4, max_questions: int = 100
+) -> list[Entity]:
   """Works with at least `min_predicates` of the 25 predicates, as entities with their QA pairs; which
   `max_entities` works are kept depends on `seed`. Answers of one question are merged with ';' and, as
   for CVDB, only the first is the gold answer (bug #18, reproduced)."""
@@ -142,8 +149,10 @@ def trex_knowledge_base(triplets, seed: int, max_entities: int, min_predicates: 
     if len(chosen) == max_entities:
       break
   if len(chosen) < max_entities:
-    raise IMLError(f"the T-REx triplets yield only {len(chosen)} works with >= {min_predicates} questions; "
-                   f"config field data.num_entities asks for {max_entities}")
+    raise IMLError(
+      f"the T-REx triplets yield only {len(chosen)} works with >= {min_predicates} questions; "
+      f"config field data.num_entities asks for {max_entities}"
+    )
   return sorted(chosen, key=lambda e: e.name)
 
 
@@ -160,6 +169,7 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   from absl import app, flags
+
   flags.DEFINE_string("trex_dir", None, "Folder of the original T-REx JSON files.")
   flags.DEFINE_string("out", None, "The filtered triplets JSON to write (data.trex_path).")
   flags.mark_flags_as_required(["trex_dir", "out"])

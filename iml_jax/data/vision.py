@@ -12,6 +12,7 @@ instances for training images come from 80% of the digit images, test images fro
 test image shows handwriting the model has not seen. Digits: scikit-learn's bundled 8×8 set offline
 (`data.digits = "sklearn"`), or MNIST 28×28 through tensorflow-datasets (`"mnist"`; TPU VMs, Colab).
 """
+
 import dataclasses
 import functools
 import random
@@ -24,11 +25,18 @@ from iml_jax.errors import IMLError
 STAGE1_SUBSETS = ("qd1consis", "qd2incons", "q")
 STAGE2_SUBSETS = ("d1consis", "d2consis", "d3consis")
 SUBSETS = STAGE1_SUBSETS + STAGE2_SUBSETS
-DEFINED_SUBSETS = {"qd1consis": (1, True), "qd2incons": (2, False), "d1consis": (1, True), "d2consis": (2, True),
-                   "d3consis": (3, True)}
-TRAIN_SUBSETS = {"full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
-                 "stage1": (STAGE1_SUBSETS, ("qd1consis", "qd2incons")),
-                 "stage2": ((), STAGE2_SUBSETS)}
+DEFINED_SUBSETS = {
+  "qd1consis": (1, True),
+  "qd2incons": (2, False),
+  "d1consis": (1, True),
+  "d2consis": (2, True),
+  "d3consis": (3, True),
+}
+TRAIN_SUBSETS = {
+  "full": (STAGE1_SUBSETS, tuple(DEFINED_SUBSETS)),
+  "stage1": (STAGE1_SUBSETS, ("qd1consis", "qd2incons")),
+  "stage2": ((), STAGE2_SUBSETS),
+}
 DIGIT_SOURCES = ("sklearn", "mnist")
 CELLS, GRID = 9, 3
 LETTERS = "AB—"  # classes per cell: A, B, blank
@@ -61,9 +69,10 @@ def check_config(cfg) -> None:
   check_fractions({k: cfg.fractions[k] for k in SUBSETS}, "data.fractions")
   if cfg.digits not in DIGIT_SOURCES:
     raise IMLError(f"config field data.digits = {cfg.digits!r}: expected one of {DIGIT_SOURCES}")
-  if not 4 <= cfg.num_aliases <= 2 ** CELLS:
-    raise IMLError(f"config field data.num_aliases = {cfg.num_aliases}: expected 4 .. {2 ** CELLS} "
-                   "(distinct 3x3 A/B entities)")
+  if not 4 <= cfg.num_aliases <= 2**CELLS:
+    raise IMLError(
+      f"config field data.num_aliases = {cfg.num_aliases}: expected 4 .. {2**CELLS} (distinct 3x3 A/B entities)"
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -71,14 +80,18 @@ def load_digits(source: str) -> tuple[np.ndarray, np.ndarray]:
   """(images [N, S, S] float32 in [0, 1], labels [N]) of the digit source."""
   if source == "sklearn":
     from sklearn.datasets import load_digits as sklearn_digits
+
     digits = sklearn_digits()
     return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
   try:
     import tensorflow_datasets as tfds
+
     images, labels = tfds.as_numpy(tfds.load("mnist", split="train", batch_size=-1, as_supervised=True))
   except Exception as err:  # not installed, or no network to download MNIST
-    raise IMLError(f"config field data.digits = 'mnist' needs tensorflow-datasets and MNIST ({err}); use "
-                   "data.digits = 'sklearn' (bundled, offline)") from None
+    raise IMLError(
+      f"config field data.digits = 'mnist' needs tensorflow-datasets and MNIST ({err}); use "
+      "data.digits = 'sklearn' (bundled, offline)"
+    ) from None
   return (images[..., 0] / 255.0).astype(np.float32), labels.astype(np.int64)
 
 
@@ -99,11 +112,13 @@ class VisionTask:
     while len(grids) < cfg.num_aliases:
       grids.add(tuple(rng.randrange(10) for _ in range(CELLS)))
     self.aliases = sorted(grids)
-    entities = rng.sample(range(2 ** CELLS), cfg.num_aliases)
+    entities = rng.sample(range(2**CELLS), cfg.num_aliases)
     self.entity = [tuple((e >> i) & 1 for i in range(CELLS)) for e in entities]
     names = [f"{i:05d}" for i in range(cfg.num_aliases)]
-    self.subsets = {k: sorted(int(n) for n in v) for k, v in split_stage_subsets(
-        names, cfg.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2).items()}
+    self.subsets = {
+      k: sorted(int(n) for n in v)
+      for k, v in split_stage_subsets(names, cfg.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2).items()
+    }
     self.defined_entity = list(self.entity)
     inconsistent = self.subsets["qd2incons"]
     if inconsistent:
@@ -114,8 +129,10 @@ class VisionTask:
     order = np.random.default_rng([seed, 3]).permutation(len(labels))
     cut = int(0.8 * len(order))
     self.images = images
-    self.pools = {name: [part[labels[part] == d] for d in range(10)]
-                  for name, part in (("train", order[:cut]), ("test", order[cut:]))}
+    self.pools = {
+      name: [part[labels[part] == d] for d in range(10)]
+      for name, part in (("train", order[:cut]), ("test", order[cut:]))
+    }
 
   def qa(self, alias: int, cell: int, pool: str) -> VisionExample:
     target = [BLANK] * CELLS
@@ -131,10 +148,12 @@ class VisionTask:
     if train_subset not in TRAIN_SUBSETS:
       raise IMLError(f"config field train_subset = {train_subset!r}: expected one of {sorted(TRAIN_SUBSETS)}")
     definitions = {s: [self.definition(s, a) for a in self.subsets[s]] for s in DEFINED_SUBSETS}
-    train_qas = {s: [self.qa(a, c, "train") for a in self.subsets[s] for c in self.train_cells[a]]
-                 for s in STAGE1_SUBSETS}
-    test_cells = lambda s, a: ([c for c in range(CELLS) if c not in self.train_cells[a]] if s in STAGE1_SUBSETS
-                               else range(CELLS))
+    train_qas = {
+      s: [self.qa(a, c, "train") for a in self.subsets[s] for c in self.train_cells[a]] for s in STAGE1_SUBSETS
+    }
+    test_cells = lambda s, a: (
+      [c for c in range(CELLS) if c not in self.train_cells[a]] if s in STAGE1_SUBSETS else range(CELLS)
+    )
     tests = {s: [self.qa(a, c, "test") for a in self.subsets[s] for c in test_cells(s, a)] for s in SUBSETS}
     return fixed_stage_data(train_qas, definitions, tests, TRAIN_SUBSETS[train_subset])
 
@@ -148,14 +167,14 @@ class VisionTask:
     for cell, digit in enumerate(self.aliases[example.alias]):
       pool = self.pools[example.pool][digit]
       top, left = BAND + (cell // GRID) * cell_size + 1, (cell % GRID) * cell_size + 1
-      image[top:top + size, left:left + size] = self.images[pool[rng.integers(len(pool))]]
+      image[top : top + size, left : left + size] = self.images[pool[rng.integers(len(pool))]]
     if example.tag:
       period, lit = TAG_PATTERNS[example.tag]
-      image[:BAND - 1, (np.arange(width) % period) < lit] = 1.0
+      image[: BAND - 1, (np.arange(width) % period) < lit] = 1.0
     if example.cell >= 0:
       top, left = BAND + (example.cell // GRID) * cell_size, (example.cell % GRID) * cell_size
-      image[top, left:left + cell_size] = image[top + cell_size - 1, left:left + cell_size] = 1.0
-      image[top:top + cell_size, left] = image[top:top + cell_size, left + cell_size - 1] = 1.0
+      image[top, left : left + cell_size] = image[top + cell_size - 1, left : left + cell_size] = 1.0
+      image[top : top + cell_size, left] = image[top : top + cell_size, left + cell_size - 1] = 1.0
     return image
 
   def encode(self, examples: list[VisionExample]) -> dict[str, np.ndarray]:
@@ -171,5 +190,8 @@ def score(arrays: dict[str, np.ndarray], predicted: np.ndarray) -> dict:
   targets = arrays["targets"]
   asked = targets != BLANK
   right = (predicted == targets) & asked
-  return {"em": float(np.mean(right.sum(1) == asked.sum(1))), "f1": float(np.mean(right.sum(1) / asked.sum(1))),
-          "predictions": ["".join(LETTERS[c] for c in row) for row in predicted]}
+  return {
+    "em": float(np.mean(right.sum(1) == asked.sum(1))),
+    "f1": float(np.mean(right.sum(1) / asked.sum(1))),
+    "predictions": ["".join(LETTERS[c] for c in row) for row in predicted],
+  }

@@ -4,6 +4,7 @@ The study's architecture is unknown (docs/study.md §6.1); this one is ours: thr
 two with stride 2), a hidden dense layer, and a 9 × 3 output. Parameters carry logical axis names, so the
 sharding presets apply as to the language models.
 """
+
 import dataclasses
 
 import flax.linen as nn
@@ -29,8 +30,9 @@ class ConvNetConfig:
   def __post_init__(self):
     object.__setattr__(self, "features", tuple(self.features))
     if not self.features or min(self.features) < 1 or self.hidden < 1:
-      raise IMLError(f"config fields model.features = {self.features}, model.hidden = {self.hidden}: expected "
-                     "positive sizes")
+      raise IMLError(
+        f"config fields model.features = {self.features}, model.hidden = {self.hidden}: expected positive sizes"
+      )
     check_compute_dtype(self.dtype)
 
 
@@ -43,16 +45,31 @@ class ConvNet(nn.Module):
     kernel_init = default_or_normal_init(cfg.init_std)
     x = images_BxHxWx1.astype(jnp.dtype(cfg.dtype))
     for i, features in enumerate(cfg.features):
-      x = nn.relu(nn.Conv(features, (3, 3), strides=1 if i == 0 else 2, dtype=jnp.dtype(cfg.dtype),
-                          kernel_init=nn.with_logical_partitioning(kernel_init, (None, None, None, "mlp")),
-                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x))
+      x = nn.relu(
+        nn.Conv(
+          features,
+          (3, 3),
+          strides=1 if i == 0 else 2,
+          dtype=jnp.dtype(cfg.dtype),
+          kernel_init=nn.with_logical_partitioning(kernel_init, (None, None, None, "mlp")),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+        )(x)
+      )
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(cfg.hidden, dtype=jnp.dtype(cfg.dtype),
-                         kernel_init=nn.with_logical_partitioning(kernel_init, ("mlp", "embed")),
-                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(x))
-    logits = nn.Dense(cfg.cells * cfg.classes, dtype=jnp.dtype(cfg.dtype),
-                      kernel_init=nn.with_logical_partitioning(kernel_init, ("embed", None)),
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)))(x)
+    x = nn.relu(
+      nn.Dense(
+        cfg.hidden,
+        dtype=jnp.dtype(cfg.dtype),
+        kernel_init=nn.with_logical_partitioning(kernel_init, ("mlp", "embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      )(x)
+    )
+    logits = nn.Dense(
+      cfg.cells * cfg.classes,
+      dtype=jnp.dtype(cfg.dtype),
+      kernel_init=nn.with_logical_partitioning(kernel_init, ("embed", None)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+    )(x)
     return logits.astype(jnp.float32).reshape(x.shape[0], cfg.cells, cfg.classes)
 
 

@@ -8,6 +8,7 @@ checkpoints onto these parameters by renaming.
 
 Shape suffixes: B batch, L query length, S key/cache length, D model width, H heads, K head width.
 """
+
 import dataclasses
 from typing import Any
 
@@ -59,8 +60,10 @@ class DecoderConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "local_layers", tuple(self.local_layers))  # hashable, as jit's static model
+
     def fail(field, expected):
       raise IMLError(f"config field model.{field} = {getattr(self, field)!r}: expected {expected}")
+
     if self.d_model % self.n_heads:
       raise IMLError(f"config field model.d_model = {self.d_model} must be divisible by model.n_heads = {self.n_heads}")
     if self.n_kv_heads and self.n_heads % self.n_kv_heads:
@@ -116,7 +119,7 @@ class Attention(nn.Module):
     q = layers.apply_rotary(q, positions_BxL, cfg.rotary_dim, cfg.rotary_base)
     k = layers.apply_rotary(k, positions_BxL, cfg.rotary_dim, cfg.rotary_base)
     k, v, cache = layers.write_cache(cache, k, v, cache_index)
-    scale = cfg.head_dim ** -0.5 if cfg.scale_attention else 1.0
+    scale = cfg.head_dim**-0.5 if cfg.scale_attention else 1.0
     out = layers.attend(q, k, v, mask_BxLxS, scale, implementation=cfg.attention)
     out_bias = cfg.proj_bias if cfg.attention_out_bias is None else cfg.attention_out_bias
     return layers.dense(cfg.d_model, ("heads", "embed"), cfg.init_std, cfg.dtype, "dense", out_bias)(out), cache
@@ -151,29 +154,44 @@ class DecoderLM(nn.Module):
   mask_BxLxS[b, i, j] says whether query i may attend key j; `cache` is None (training) or one
   (keys, values) pair per layer that the call writes at `cache_index` and returns updated.
   """
+
   cfg: DecoderConfig
 
   def setup(self):
     cfg = self.cfg
-    self.embed_in = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
-                                     valid_vocab=cfg.valid_vocab)
+    self.embed_in = layers.embedding(
+      cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype, valid_vocab=cfg.valid_vocab
+    )
     if cfg.position_embedding == "learned":
-      self.embed_positions = layers.embedding(cfg.max_len, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
-                                              axes=(None, "embed"))
+      self.embed_positions = layers.embedding(
+        cfg.max_len, cfg.d_model, cfg.embedding_init_std, cfg.dtype, axes=(None, "embed")
+      )
     block = Block
     if cfg.remat != "none":
       policy = None if cfg.remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
       block = nn.remat(Block, policy=policy)
     if cfg.scan_layers:  # carry: the residual stream; per layer: its cache slice
-      self.layers = nn.scan(block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.n_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
+      self.layers = nn.scan(
+        block,
+        variable_axes={"params": 0, "intermediates": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
+        length=cfg.n_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )(cfg, name="layers")
     else:
       self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
     self.final_layer_norm = layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
     if not cfg.tie_embeddings:
-      self.embed_out = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "embed_out",
-                                    use_bias=cfg.output_bias, valid_vocab=cfg.valid_vocab)
+      self.embed_out = layers.dense(
+        cfg.vocab_size,
+        ("embed", "vocab"),
+        cfg.init_std,
+        cfg.dtype,
+        "embed_out",
+        use_bias=cfg.output_bias,
+        valid_vocab=cfg.valid_vocab,
+      )
 
   def embed(self, tokens_BxL):
     return self.embed_in(tokens_BxL)
@@ -241,8 +259,9 @@ def token_losses(model: DecoderLM, params, batch: dict) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
 
 
-def generate(model: DecoderLM, params, prompts_BxP: jax.Array, prompt_mask_BxP, max_new_tokens: int,
-             eos_id: int) -> jax.Array:
+def generate(
+  model: DecoderLM, params, prompts_BxP: jax.Array, prompt_mask_BxP, max_new_tokens: int, eos_id: int
+) -> jax.Array:
   """Greedy continuations [B, max_new_tokens] of left-padded prompts (the padding is the mask: None)."""
   del prompt_mask_BxP
   return decoding.greedy_decode(model, params, prompts_BxP, max_new_tokens, eos_id)

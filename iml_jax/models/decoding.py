@@ -4,6 +4,7 @@ Decoder-only prompts are left-padded; positions count only real tokens, so a pad
 exactly as it would alone. T5 encodes once and caches the cross-attention keys/values. The loop
 stops when every row has emitted `eos_id` or after `max_new_tokens`.
 """
+
 import functools
 
 import jax
@@ -41,25 +42,33 @@ def greedy_decode(model, params, prompts_BxP: jax.Array, max_new_tokens: int, eo
   positions_BxP = jnp.maximum(jnp.cumsum(valid_BxP, axis=1) - 1, 0)
   key_valid_BxS = jnp.concatenate([valid_BxP, jnp.zeros((batch, max_new_tokens), bool)], axis=1)
   causal = jnp.arange(total)[None, :] <= jnp.arange(prompt_len)[:, None]
-  logits, cache = model.apply({"params": params}, prompts_BxP, positions_BxP,
-                              causal[None] & key_valid_BxS[:, None, :], model.init_cache(batch, total), 0,
-                              last_only=True)
+  logits, cache = model.apply(
+    {"params": params},
+    prompts_BxP,
+    positions_BxP,
+    causal[None] & key_valid_BxS[:, None, :],
+    model.init_cache(batch, total),
+    0,
+    last_only=True,
+  )
   next_position = positions_BxP[:, -1] + 1
 
   def step_fn(step, token_B, state):
     cache, key_valid = state
     slot = prompt_len + step - 1
     key_valid = key_valid.at[:, slot].set(True)
-    logits, cache = model.apply({"params": params}, token_B[:, None], (next_position + step - 1)[:, None],
-                                key_valid[:, None, :], cache, slot)
+    logits, cache = model.apply(
+      {"params": params}, token_B[:, None], (next_position + step - 1)[:, None], key_valid[:, None, :], cache, slot
+    )
     return logits[:, -1], (cache, key_valid)
 
   return _greedy_loop(step_fn, logits[:, -1], (cache, key_valid_BxS), max_new_tokens, eos_id)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id"))
-def greedy_decode_seq2seq(model, params, inputs_BxI: jax.Array, input_mask_BxI: jax.Array, max_new_tokens: int,
-                          eos_id: int) -> jax.Array:
+def greedy_decode_seq2seq(
+  model, params, inputs_BxI: jax.Array, input_mask_BxI: jax.Array, max_new_tokens: int, eos_id: int
+) -> jax.Array:
   """Generated tokens [B, max_new_tokens] of an encoder–decoder, starting from its decoder start token."""
   variables = {"params": params}
   encoded = model.apply(variables, inputs_BxI, input_mask_BxI, method=model.encode)

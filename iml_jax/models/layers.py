@@ -5,6 +5,7 @@ onto the mesh. Parameters are float32; `dtype` is the compute dtype.
 
 Shape suffixes: B batch, L query length, S key/cache length, D model width, H heads, K head width.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,10 +13,10 @@ import jax.numpy as jnp
 from iml_jax.errors import IMLError
 
 ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),  # GPT-NeoX
-    "gelu_new": lambda x: nn.gelu(x, approximate=True),  # GPT-2, GPT-Neo, T5 v1.1 (tanh approximation)
-    "silu": nn.silu,  # Llama
-    "relu": nn.relu,  # T5 v1.0
+  "gelu": lambda x: nn.gelu(x, approximate=False),  # GPT-NeoX
+  "gelu_new": lambda x: nn.gelu(x, approximate=True),  # GPT-2, GPT-Neo, T5 v1.1 (tanh approximation)
+  "silu": nn.silu,  # Llama
+  "relu": nn.relu,  # T5 v1.0
 }
 NORMS = ("layernorm", "rmsnorm")
 # "einsum": our own softmax attention; "xla" / "cudnn": `jax.nn.dot_product_attention` with that
@@ -44,16 +45,29 @@ def padded_vocab_init(init, valid_vocab: int, vocab_axis: int):
   def initializer(key, shape, dtype=jnp.float32):
     real = tuple(valid_vocab if axis == vocab_axis else size for axis, size in enumerate(shape))
     return jnp.pad(init(key, real, dtype), [(0, size - r) for size, r in zip(shape, real)])
+
   return initializer
 
 
-def dense(features: int, axes: tuple[str | None, str | None], init_std: float, dtype: str, name: str,
-          use_bias: bool = True, valid_vocab: int = 0) -> nn.Dense:
+def dense(
+  features: int,
+  axes: tuple[str | None, str | None],
+  init_std: float,
+  dtype: str,
+  name: str,
+  use_bias: bool = True,
+  valid_vocab: int = 0,
+) -> nn.Dense:
   """`valid_vocab`: the output features are a padded vocabulary (the unembedding) with this many real entries."""
   kernel_init = padded_vocab_init(nn.initializers.normal(init_std), valid_vocab, vocab_axis=1)
-  return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(dtype), name=name,
-                  kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    dtype=jnp.dtype(dtype),
+    name=name,
+    kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
+  )
 
 
 def norm(kind: str, eps: float, dtype: str, name: str) -> nn.Module:
@@ -61,16 +75,23 @@ def norm(kind: str, eps: float, dtype: str, name: str) -> nn.Module:
   scale_init = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
   if kind == "rmsnorm":
     return nn.RMSNorm(epsilon=eps, dtype=jnp.dtype(dtype), name=name, scale_init=scale_init)
-  return nn.LayerNorm(epsilon=eps, dtype=jnp.dtype(dtype), name=name, scale_init=scale_init,
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+  return nn.LayerNorm(
+    epsilon=eps,
+    dtype=jnp.dtype(dtype),
+    name=name,
+    scale_init=scale_init,
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+  )
 
 
-def embedding(num: int, features: int, init_std: float, dtype: str, axes=("vocab", "embed"), name=None,
-              valid_vocab: int = 0) -> nn.Embed:
+def embedding(
+  num: int, features: int, init_std: float, dtype: str, axes=("vocab", "embed"), name=None, valid_vocab: int = 0
+) -> nn.Embed:
   """`valid_vocab`: `num` is a padded vocabulary with this many real rows."""
   embedding_init = padded_vocab_init(nn.initializers.normal(init_std), valid_vocab, vocab_axis=0)
-  return nn.Embed(num, features, dtype=jnp.dtype(dtype), name=name,
-                  embedding_init=nn.with_logical_partitioning(embedding_init, axes))
+  return nn.Embed(
+    num, features, dtype=jnp.dtype(dtype), name=name, embedding_init=nn.with_logical_partitioning(embedding_init, axes)
+  )
 
 
 def real_vocab_logits(logits_BxLxV: jax.Array, valid_vocab: int) -> jax.Array:
@@ -105,13 +126,21 @@ def write_cache(cache: tuple[jax.Array, jax.Array] | None, k_BxLxHxK, v_BxLxHxK,
   return k, v, (k, v)
 
 
-def attend(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS, scale: float, bias_BxHxLxS=None,
-           implementation: str = "einsum") -> jax.Array:
+def attend(
+  q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS, scale: float, bias_BxHxLxS=None, implementation: str = "einsum"
+) -> jax.Array:
   """Softmax attention [B, L, H*K]; G key/value heads serve H/G query heads each (GQA)."""
   batch, length, heads, head_dim = q_BxLxHxK.shape
   if implementation != "einsum":
-    out = jax.nn.dot_product_attention(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, bias=bias_BxHxLxS, mask=mask_BxLxS[:, None],
-                                       scale=scale, implementation=implementation)
+    out = jax.nn.dot_product_attention(
+      q_BxLxHxK,
+      k_BxSxGxK,
+      v_BxSxGxK,
+      bias=bias_BxHxLxS,
+      mask=mask_BxLxS[:, None],
+      scale=scale,
+      implementation=implementation,
+    )
     return out.reshape(batch, length, heads * head_dim)
   groups = heads // k_BxSxGxK.shape[2]
   q = q_BxLxHxK.reshape(batch, length, k_BxSxGxK.shape[2], groups, head_dim)
@@ -128,6 +157,7 @@ def attend(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS, scale: float, bias_BxHxL
 
 class MLP(nn.Module):
   """`down(act(up(x)))`, or gated `down(act(gate(x)) * up(x))` (SwiGLU, T5 v1.1's gated GELU)."""
+
   d_mlp: int
   activation: str
   gated: bool

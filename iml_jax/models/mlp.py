@@ -2,6 +2,7 @@
 
 Parameters carry logical axis names, so the sharding presets apply as to the other models.
 """
+
 import dataclasses
 
 import flax.linen as nn
@@ -23,8 +24,9 @@ class MLPConfig:
 
   def __post_init__(self):
     if self.hidden < 1 or self.n_layers < 1:
-      raise IMLError(f"config fields model.hidden = {self.hidden}, model.n_layers = {self.n_layers}: expected "
-                     "positive sizes")
+      raise IMLError(
+        f"config fields model.hidden = {self.hidden}, model.n_layers = {self.n_layers}: expected positive sizes"
+      )
     check_compute_dtype(self.dtype)
 
 
@@ -40,9 +42,12 @@ class MLP(nn.Module):
     for i in range(cfg.n_layers + 1):
       last = i == cfg.n_layers
       axes = ("mlp", None) if last else ((None, "mlp") if i == 0 else ("embed", "mlp"))
-      x = nn.Dense(cfg.out_features if last else cfg.hidden, dtype=dtype,
-                   kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))(x)
+      x = nn.Dense(
+        cfg.out_features if last else cfg.hidden,
+        dtype=dtype,
+        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+      )(x)
       if not last:
         x = nn.relu(x)
     return x.astype(jnp.float32)

@@ -1,6 +1,7 @@
 """Every model a config can name, in one table: `SPECS[model.name]` says which config class and Flax module
 build it, how it is initialised, trained, run and evaluated, what it reads, and (language models) its family
 module in `models/families/`. The rest of the package asks this table, never the model's class."""
+
 import dataclasses
 from typing import Callable
 
@@ -35,19 +36,36 @@ class ModelSpec:
 
 
 def _decoder_spec(family: str) -> ModelSpec:
-  return ModelSpec(DecoderConfig, DecoderLM, decoder.init_params, decoder.token_losses, "tokens", decoder.generate,
-                   decoder.hidden_states, family=FAMILIES[family],
-                   shape_fields=("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"))
+  return ModelSpec(
+    DecoderConfig,
+    DecoderLM,
+    decoder.init_params,
+    decoder.token_losses,
+    "tokens",
+    decoder.generate,
+    decoder.hidden_states,
+    family=FAMILIES[family],
+    shape_fields=("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
+  )
 
 
 SPECS: dict[str, ModelSpec] = {
-    **{name: _decoder_spec(name) for name in FAMILIES if name != "t5"},
-    "t5": ModelSpec(T5Config, T5, t5.init_params, t5.token_losses, "seq2seq", t5.generate, t5.hidden_states,
-                    family=FAMILIES["t5"],
-                    shape_fields=("d_model", "d_kv", "d_ff", "n_heads", "n_layers", "n_decoder_layers")),
-    "convnet": ModelSpec(ConvNetConfig, ConvNet, convnet.init_params, convnet.token_losses, "arrays",
-                         predict=convnet.predict),
-    "mlp": ModelSpec(MLPConfig, MLP, mlp.init_params, mlp.token_losses, "arrays", predict=mlp.predict),
+  **{name: _decoder_spec(name) for name in FAMILIES if name != "t5"},
+  "t5": ModelSpec(
+    T5Config,
+    T5,
+    t5.init_params,
+    t5.token_losses,
+    "seq2seq",
+    t5.generate,
+    t5.hidden_states,
+    family=FAMILIES["t5"],
+    shape_fields=("d_model", "d_kv", "d_ff", "n_heads", "n_layers", "n_decoder_layers"),
+  ),
+  "convnet": ModelSpec(
+    ConvNetConfig, ConvNet, convnet.init_params, convnet.token_losses, "arrays", predict=convnet.predict
+  ),
+  "mlp": ModelSpec(MLPConfig, MLP, mlp.init_params, mlp.token_losses, "arrays", predict=mlp.predict),
 }
 MODELS = tuple(SPECS)
 
@@ -93,8 +111,11 @@ def predict(model: nn.Module, params, inputs) -> jax.Array:
 
 def unbox(tree):
   """The arrays (or shapes) inside a tree of logically partitioned parameters."""
-  return jax.tree.map(lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x, tree,
-                      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  return jax.tree.map(
+    lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x,
+    tree,
+    is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned),
+  )
 
 
 def abstract_params(model: nn.Module):
@@ -125,4 +146,5 @@ def to_layout(params, abstract):
     x = np.asarray(x)
     x = x[tuple(slice(0, n) for n in target.shape)]
     return np.pad(x, [(0, n - m) for m, n in zip(x.shape, target.shape)])
+
   return jax.tree.map(fit, params, abstract)

@@ -5,6 +5,7 @@ cross-attention keys/values next to the self-attention cache.
 Shape suffixes: B batch, I input length, L decoder query length, S decoder key/cache length,
 D model width, H heads, K head width.
 """
+
 import dataclasses
 import math
 from typing import Any
@@ -43,8 +44,9 @@ class T5Config:
 
   def __post_init__(self):
     if self.activation not in layers.ACTIVATIONS:
-      raise IMLError(f"config field model.activation = {self.activation!r}: expected one of "
-                     f"{tuple(layers.ACTIVATIONS)}")
+      raise IMLError(
+        f"config field model.activation = {self.activation!r}: expected one of {tuple(layers.ACTIVATIONS)}"
+      )
     layers.check_compute_dtype(self.dtype)
     if min(self.d_model, self.d_kv, self.d_ff, self.n_heads, self.n_layers, self.relative_buckets) < 1:
       raise IMLError("config fields model.d_model, d_kv, d_ff, n_heads, n_layers, relative_buckets must be >= 1")
@@ -65,8 +67,11 @@ def relative_position_bucket(relative_position_LxS, bidirectional: bool, num_buc
     distance_LxS = -jnp.minimum(relative_position_LxS, 0)
   max_exact = num_buckets // 2
   is_small_LxS = distance_LxS < max_exact
-  large_LxS = max_exact + (jnp.log(jnp.maximum(distance_LxS, 1).astype(jnp.float32) / max_exact)
-                           / math.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(jnp.int32)
+  large_LxS = max_exact + (
+    jnp.log(jnp.maximum(distance_LxS, 1).astype(jnp.float32) / max_exact)
+    / math.log(max_distance / max_exact)
+    * (num_buckets - max_exact)
+  ).astype(jnp.int32)
   large_LxS = jnp.minimum(large_LxS, num_buckets - 1)
   return buckets_LxS + jnp.where(is_small_LxS, distance_LxS, large_LxS)
 
@@ -103,17 +108,20 @@ class Layer(nn.Module):
     if self.is_decoder:
       self.cross_attention_norm, self.cross_attention = norm("cross_attention_norm"), Attention(cfg)
     self.mlp_norm = norm("mlp_norm")
-    self.mlp = layers.MLP(cfg.d_ff, cfg.activation, cfg.gated_mlp, False, cfg.init_std, cfg.dtype,
-                          names=("wi", "gate", "wo"))
+    self.mlp = layers.MLP(
+      cfg.d_ff, cfg.activation, cfg.gated_mlp, False, cfg.init_std, cfg.dtype, names=("wi", "gate", "wo")
+    )
 
   def cross_keys_values(self, encoded_BxIxD):
     return self.cross_attention.keys_values(encoded_BxIxD)
 
-  def __call__(self, x_BxLxD, mask_BxLxS, bias_1xHxLxS, self_cache=None, cache_index=0, cross_kv=None,
-               cross_mask_Bx1xI=None):
+  def __call__(
+    self, x_BxLxD, mask_BxLxS, bias_1xHxLxS, self_cache=None, cache_index=0, cross_kv=None, cross_mask_Bx1xI=None
+  ):
     h_BxLxD = self.self_attention_norm(x_BxLxD)
-    k_BxSxHxK, v_BxSxHxK, self_cache = layers.write_cache(self_cache, *self.self_attention.keys_values(h_BxLxD),
-                                                          cache_index)
+    k_BxSxHxK, v_BxSxHxK, self_cache = layers.write_cache(
+      self_cache, *self.self_attention.keys_values(h_BxLxD), cache_index
+    )
     x_BxLxD = x_BxLxD + self.self_attention(h_BxLxD, (k_BxSxHxK, v_BxSxHxK), mask_BxLxS, bias_1xHxLxS)
     if self.is_decoder:
       x_BxLxD = x_BxLxD + self.cross_attention(self.cross_attention_norm(x_BxLxD), cross_kv, cross_mask_Bx1xI, None)
@@ -123,6 +131,7 @@ class Layer(nn.Module):
 
 class Stack(nn.Module):
   """The encoder (bidirectional) or decoder (causal, with cross-attention) stack."""
+
   cfg: T5Config
   is_decoder: bool
 
@@ -130,27 +139,47 @@ class Stack(nn.Module):
     cfg = self.cfg
     n = cfg.decoder_layers if self.is_decoder else cfg.n_layers
     self.layers = [Layer(cfg, self.is_decoder, name=f"layers_{i}") for i in range(n)]
-    self.relative_attention_bias = layers.embedding(cfg.relative_buckets, cfg.n_heads, cfg.init_std, cfg.dtype,
-                                                    axes=(None, "heads"))
+    self.relative_attention_bias = layers.embedding(
+      cfg.relative_buckets, cfg.n_heads, cfg.init_std, cfg.dtype, axes=(None, "heads")
+    )
     self.final_layer_norm = layers.norm("rmsnorm", cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
 
   def position_bias(self, query_positions_L, key_positions_S):
     """[1, heads, L, S]: the learned bias of each head for each (query, key) distance bucket."""
-    buckets_LxS = relative_position_bucket(key_positions_S[None, :] - query_positions_L[:, None],
-                                           not self.is_decoder, self.cfg.relative_buckets,
-                                           self.cfg.relative_max_distance)
+    buckets_LxS = relative_position_bucket(
+      key_positions_S[None, :] - query_positions_L[:, None],
+      not self.is_decoder,
+      self.cfg.relative_buckets,
+      self.cfg.relative_max_distance,
+    )
     return jnp.transpose(self.relative_attention_bias(buckets_LxS), (2, 0, 1))[None].astype(jnp.float32)
 
   def cross_keys_values(self, encoded_BxIxD):
     return tuple(layer.cross_keys_values(encoded_BxIxD) for layer in self.layers)
 
-  def __call__(self, x_BxLxD, mask_BxLxS, query_positions_L, key_positions_S, caches=None, cache_index=0,
-               cross_kvs=None, cross_mask_Bx1xI=None):
+  def __call__(
+    self,
+    x_BxLxD,
+    mask_BxLxS,
+    query_positions_L,
+    key_positions_S,
+    caches=None,
+    cache_index=0,
+    cross_kvs=None,
+    cross_mask_Bx1xI=None,
+  ):
     bias_1xHxLxS = self.position_bias(query_positions_L, key_positions_S)
     new_caches = []
     for i, layer in enumerate(self.layers):
-      x_BxLxD, cache = layer(x_BxLxD, mask_BxLxS, bias_1xHxLxS, None if caches is None else caches[i], cache_index,
-                             None if cross_kvs is None else cross_kvs[i], cross_mask_Bx1xI)
+      x_BxLxD, cache = layer(
+        x_BxLxD,
+        mask_BxLxS,
+        bias_1xHxLxS,
+        None if caches is None else caches[i],
+        cache_index,
+        None if cross_kvs is None else cross_kvs[i],
+        cross_mask_Bx1xI,
+      )
       self.sow("intermediates", "residual", x_BxLxD)  # the residual stream after each block, for probes
       new_caches.append(cache)
     return self.final_layer_norm(x_BxLxD), tuple(new_caches)
@@ -159,17 +188,26 @@ class Stack(nn.Module):
 class T5(nn.Module):
   """`__call__(inputs, input_mask, decoder_inputs) -> logits` for teacher forcing; `encode` +
   `init_cache` + `decode` for cached generation."""
+
   cfg: T5Config
 
   def setup(self):
     cfg = self.cfg
-    self.shared = layers.embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype,
-                                   valid_vocab=cfg.valid_vocab)
+    self.shared = layers.embedding(
+      cfg.vocab_size, cfg.d_model, cfg.embedding_init_std, cfg.dtype, valid_vocab=cfg.valid_vocab
+    )
     self.encoder = Stack(cfg, is_decoder=False)
     self.decoder = Stack(cfg, is_decoder=True)
     if not cfg.tie_embeddings:
-      self.lm_head = layers.dense(cfg.vocab_size, ("embed", "vocab"), cfg.init_std, cfg.dtype, "lm_head",
-                                  use_bias=False, valid_vocab=cfg.valid_vocab)
+      self.lm_head = layers.dense(
+        cfg.vocab_size,
+        ("embed", "vocab"),
+        cfg.init_std,
+        cfg.dtype,
+        "lm_head",
+        use_bias=False,
+        valid_vocab=cfg.valid_vocab,
+      )
 
   def encode(self, inputs_BxI, input_mask_BxI):
     positions_I = jnp.arange(inputs_BxI.shape[1])
@@ -178,7 +216,7 @@ class T5(nn.Module):
 
   def _logits(self, x_BxLxD):
     if self.cfg.scale_decoder_outputs:
-      x_BxLxD = x_BxLxD * self.cfg.d_model ** -0.5
+      x_BxLxD = x_BxLxD * self.cfg.d_model**-0.5
     head = self.shared.attend if self.cfg.tie_embeddings else self.lm_head
     return layers.real_vocab_logits(head(x_BxLxD), self.cfg.valid_vocab)
 
@@ -190,10 +228,16 @@ class T5(nn.Module):
     key_positions_S = jnp.arange(cache_len)
     causal_LxS = key_positions_S[None, :] <= query_positions_L[:, None]
     batch = tokens_BxL.shape[0]
-    x_BxLxD, self_caches = self.decoder(self.shared(tokens_BxL),
-                                        jnp.broadcast_to(causal_LxS, (batch, length, cache_len)), query_positions_L,
-                                        key_positions_S, self_caches, cache_index, cross_kvs,
-                                        input_mask_BxI[:, None, :])
+    x_BxLxD, self_caches = self.decoder(
+      self.shared(tokens_BxL),
+      jnp.broadcast_to(causal_LxS, (batch, length, cache_len)),
+      query_positions_L,
+      key_positions_S,
+      self_caches,
+      cache_index,
+      cross_kvs,
+      input_mask_BxI[:, None, :],
+    )
     return self._logits(x_BxLxD), (self_caches, cross_kvs)
 
   def init_cache(self, encoded_BxIxD, length: int):
@@ -207,9 +251,14 @@ class T5(nn.Module):
     length = decoder_inputs_BxL.shape[1]
     positions_L = jnp.arange(length)
     causal_BxLxL = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (inputs_BxI.shape[0], length, length))
-    x_BxLxD, _ = self.decoder(self.shared(decoder_inputs_BxL), causal_BxLxL, positions_L, positions_L,
-                              cross_kvs=self.decoder.cross_keys_values(encoded_BxIxD),
-                              cross_mask_Bx1xI=input_mask_BxI[:, None, :])
+    x_BxLxD, _ = self.decoder(
+      self.shared(decoder_inputs_BxL),
+      causal_BxLxL,
+      positions_L,
+      positions_L,
+      cross_kvs=self.decoder.cross_keys_values(encoded_BxIxD),
+      cross_mask_Bx1xI=input_mask_BxI[:, None, :],
+    )
     return self._logits(x_BxLxD)
 
 
@@ -229,14 +278,16 @@ def token_losses(model: T5, params, batch: dict) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
 
 
-def generate(model: T5, params, inputs_BxI: jax.Array, input_mask_BxI: jax.Array, max_new_tokens: int,
-             eos_id: int) -> jax.Array:
+def generate(
+  model: T5, params, inputs_BxI: jax.Array, input_mask_BxI: jax.Array, max_new_tokens: int, eos_id: int
+) -> jax.Array:
   """Greedy outputs [B, max_new_tokens] for right-padded inputs and their mask."""
   return decoding.greedy_decode_seq2seq(model, params, inputs_BxI, input_mask_BxI, max_new_tokens, eos_id)
 
 
 def hidden_states(model: T5, params, tokens_BxT: jax.Array) -> jax.Array:
   """[layers, B, T, D]: the encoder's residual stream after every block while it reads `tokens_BxT` (all valid)."""
-  _, state = model.apply({"params": params}, tokens_BxT, jnp.ones(tokens_BxT.shape, bool), method=model.encode,
-                         mutable=["intermediates"])
+  _, state = model.apply(
+    {"params": params}, tokens_BxT, jnp.ones(tokens_BxT.shape, bool), method=model.encode, mutable=["intermediates"]
+  )
   return jnp.stack(state["intermediates"]["encoder"]["residual"])

@@ -7,6 +7,7 @@ under `jax.eval_shape` to say which HF shape a config implies.
 This module and the family modules import neither JAX nor Flax: reading the study's model table
 (`families.PRETRAINED`) stays cheap for the reporting modules.
 """
+
 import dataclasses
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ class Family:
   starts from (`options`, shaped as the family's smallest model), the study's pretrained models of the family
   (`pretrained`: key → (hub id, shape fields)), and the map between our config and parameters and a Hugging
   Face checkpoint's config.json and tensors."""
+
   name: str
   architecture: str  # config.json's `architectures` entry
   options: dict
