@@ -114,12 +114,13 @@ def test_a_bad_config_argument_is_one_line_naming_the_file(arg, message):
 
 
 # tag_correlation's CPU variant is the default's pipeline with other fractions (test_study checks them): slow.
-# incontext and three_stage are slow too (37 s and 31 s with the suite running): run with `-m slow`
+# incontext, three_stage and is_isnt are slow too (37 s, 31 s and 33 s with the suite running; the define pipeline runs
+# end to end in CI through test_trex and test_experiment): run with `-m slow`
 @pytest.mark.parametrize(
   "name, arg",
   [
     pytest.param("incontext.py", "tiny", marks=pytest.mark.slow),
-    ("is_isnt.py", "defn=is_isnt,tiny"),
+    pytest.param("is_isnt.py", "defn=is_isnt,tiny", marks=pytest.mark.slow),
     pytest.param("three_stage.py", "tiny", marks=pytest.mark.slow),
     ("batch_size.py", "batch=64,tiny"),
     pytest.param("tag_correlation.py", "cpu,alpha=0.5,tiny", marks=pytest.mark.slow),

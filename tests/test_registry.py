@@ -48,15 +48,7 @@ def test_every_family_option_and_pretrained_shape_is_a_field_of_its_config():
 
 @pytest.mark.parametrize(
   "key,billions",
-  [
-    ("pythia-70m", 0.070),
-    ("pythia-6.9b", 6.9),
-    ("gpt-neo-125M", 0.125),
-    ("gpt-j-6b", 6.0),
-    ("llama-2-7b", 6.7),
-    ("t5-small", 0.060),
-    ("t5-3b", 2.9),
-  ],
+  [("pythia-70m", 0.070), ("gpt-neo-125M", 0.125), ("gpt-j-6b", 6.0), ("llama-2-7b", 6.7), ("t5-3b", 2.9)],
 )
 def test_a_pretrained_shape_is_the_model_it_names(key, billions):
   """Parameter counts (abstract: nothing is allocated) with the hub model's vocabulary; GPT-J's 6.05B is
