@@ -59,9 +59,9 @@ def generate(
   padded = -(-n // batch_size) * batch_size
   rows = np.full((padded, prompts.shape[1]), eos_id, np.int32)
   rows[:n] = prompts
-  mask_rows = np.zeros(rows.shape, bool)
-  mask_rows[:, 0] = True  # an empty input still attends to one slot
-  if prompt_mask is not None:
+  if prompt_mask is not None:  # seq2seq: the encoder's mask; an empty input still attends to one slot
+    mask_rows = np.zeros(rows.shape, bool)
+    mask_rows[:, 0] = True
     mask_rows[:n] = prompt_mask
   layout = sharding.batch_sharding(mesh, rules, 2)
   outputs = []

@@ -13,6 +13,8 @@ class TokenInputs:
   """A decoder-only model: prompt and answer in one right-padded token sequence (`tokens`, `loss_mask`);
   evaluated by greedy continuation of the left-padded prompts, scored by EM and F1."""
 
+  seq2seq = False  # eval prompts right-padded with a mask (an encoder reads them) instead of left-padded
+
   def __init__(self, config, task, tokenizer):
     self.config, self.task, self.tokenizer = config, task, tokenizer
 
@@ -30,7 +32,7 @@ class TokenInputs:
 
   def eval_sets(self, evals: dict, names: list[str]) -> list:
     return evaluate.prepare_eval_sets(
-      self.tokenizer, evals, names, self.config.eval.prompt_bucket, self.config.data.block_size, seq2seq=False
+      self.tokenizer, evals, names, self.config.eval.prompt_bucket, self.config.data.block_size, self.seq2seq
     )
 
   def evaluate(self, model, params, eval_sets: list, mesh, rules) -> dict[str, dict]:
@@ -49,6 +51,8 @@ class TokenInputs:
 class Seq2SeqInputs(TokenInputs):
   """An encoder–decoder: the prompt as right-padded `inputs` with their mask, the answer as `targets`."""
 
+  seq2seq = True
+
   def encode(self, examples, excluded_ids: np.ndarray | None) -> dict[str, np.ndarray]:
     cfg = self.config
     return encode_seq2seq(
@@ -57,11 +61,6 @@ class Seq2SeqInputs(TokenInputs):
 
   def tokens_per_example(self, encoded: dict) -> int:
     return encoded["inputs"].shape[1] + encoded["targets"].shape[1]
-
-  def eval_sets(self, evals: dict, names: list[str]) -> list:
-    return evaluate.prepare_eval_sets(
-      self.tokenizer, evals, names, self.config.eval.prompt_bucket, self.config.data.block_size, seq2seq=True
-    )
 
 
 class ArrayInputs:
