@@ -8,10 +8,15 @@ Gradients are never flattened and never stored for a whole set: a jitted functio
 chunk of examples at a time (`jax.vmap` of `jax.grad` of the training loss on one example, fp32) and
 reduces them to the statistics (and the running gradient sum) inside the chunk. Parameters and
 gradients keep the sharding they have in training; every reduction is a sum over the parameter tree.
+
+The input-embedding table is read only at an example's input tokens (untied decoders), so its gradient is
+nonzero only in those rows: it is kept as (token ids, one gradient row per position) — T × D numbers, not
+V × D — and every statistic is computed from the rows (`Gradient`), equal to the dense table's.
 """
 
 import dataclasses
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +60,108 @@ def per_example_gradients(model, params, examples: dict, mask=None):
   return jax.vmap(lambda ex: example_gradient(model, params, ex, mask))(examples)
 
 
+class Gradient(NamedTuple):
+  """One example's gradient: `dense`, the parameter tree (the input-embedding table's leaf None when the model
+  reads it sparsely), and the table's gradient as `rows[i]` added at row `ids[i]` (empty otherwise)."""
+
+  dense: Any
+  ids: jax.Array  # [T] the input tokens
+  rows: jax.Array  # [T, D] the gradient of each position's embedding
+
+
+def _split(tree, path):
+  """(tree with the leaf at `path` set to None, that leaf); no path: (tree, a zero 1 x 1 table that adds nothing)."""
+  if path is None:
+    return tree, jnp.zeros((1, 1))
+  if len(path) == 1:
+    return {**tree, path[0]: None}, tree[path[0]]
+  rest, leaf = _split(tree[path[0]], path[1:])
+  return {**tree, path[0]: rest}, leaf
+
+
+def _join(rest, leaf, path):
+  if path is None:
+    return rest
+  if len(path) == 1:
+    return {**rest, path[0]: leaf}
+  return {**rest, path[0]: _join(rest[path[0]], leaf, path[1:])}
+
+
+def example_gradient_rows(model, params, example: dict, mask=None) -> Gradient:
+  """`example_gradient` with the input-embedding table's part kept as rows (a dense tree for other models)."""
+  embedding = registry.spec_of(model).input_embedding(model)
+  if embedding is None:
+    return Gradient(example_gradient(model, params, example, mask), jnp.zeros((0,), jnp.int32), jnp.zeros((0, 1)))
+  batch = jax.tree.map(lambda x: x[None], example)
+  rest, table = _split(params, embedding.path)
+  ids = embedding.input_ids(batch)
+  embedded = embedding.embed(params, ids)
+
+  def loss(rest, embedded):
+    weights = batch["loss_mask"]
+    losses = embedding.losses(_join(rest, table, embedding.path), embedded, batch)
+    return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+  with jax.default_matmul_precision("highest"):
+    dense, rows = jax.grad(loss, argnums=(0, 1))(rest, embedded)
+  rows = rows[0].astype(table.dtype)
+  if mask is not None:
+    rest_mask, table_mask = _split(mask, embedding.path)
+    dense = jax.tree.map(lambda g, m: g * m, dense, rest_mask)
+    rows = rows * (table_mask[ids[0]] if table_mask.ndim else table_mask)
+  return Gradient(dense, ids[0], rows)
+
+
+def _matches(ids_a: jax.Array, ids_b: jax.Array) -> jax.Array:
+  return (ids_a[:, None] == ids_b[None, :]).astype(jnp.float32)
+
+
+def _table_rows(g: Gradient) -> tuple[jax.Array, jax.Array]:
+  """(the table's gradient row of each position's token [T, D], whether the position is its token's first)."""
+  same = _matches(g.ids, g.ids)
+  merged = jnp.matmul(same, g.rows, precision=jax.lax.Precision.HIGHEST)
+  first = 1.0 - jnp.any(jnp.tril(same, -1) > 0, axis=1).astype(jnp.float32)
+  return merged, first
+
+
+def gradient_dot(a: Gradient, b: Gradient) -> jax.Array:
+  products = jnp.matmul(a.rows, b.rows.T, precision=jax.lax.Precision.HIGHEST)
+  return tree_dot(a.dense, b.dense) + jnp.sum(_matches(a.ids, b.ids) * products)
+
+
+def _sq_norm(g: Gradient) -> jax.Array:
+  merged, first = _table_rows(g)
+  return _tree_sum(jnp.square, g.dense) + jnp.sum(first * jnp.sum(jnp.square(merged), axis=-1))
+
+
+def gradient_norms(g: Gradient) -> dict[str, jax.Array]:
+  merged, first = _table_rows(g)
+  dense = tree_norms(g.dense)
+  return {
+    "l1": dense["l1"] + jnp.sum(first[:, None] * jnp.abs(merged)),
+    "l2": jnp.sqrt(_sq_norm(g)),
+    "linf": jnp.maximum(dense["linf"], jnp.max(jnp.abs(merged), initial=0.0)),
+  }
+
+
+def _difference(a: Gradient, b: Gradient) -> Gradient:
+  return Gradient(
+    jax.tree.map(jnp.subtract, a.dense, b.dense),
+    jnp.concatenate([a.ids, b.ids]),
+    jnp.concatenate([a.rows, -b.rows]),
+  )
+
+
+def _add_into(total, g: Gradient, path):
+  """`total` (a whole gradient tree) plus `g`, whose ids and rows may carry leading batch axes."""
+  rest, table = _split(total, path)
+  rest = jax.tree.map(jnp.add, rest, g.dense)
+  if path is None:
+    return rest
+  table = table.at[g.ids.reshape(-1)].add(g.rows.reshape(-1, g.rows.shape[-1]).astype(table.dtype))
+  return _join(rest, table, path)
+
+
 def _chunked(tree, chunk: int):
   """[N, ...] → [ceil(N / chunk), chunk, ...], padded with copies of row 0 (their results are dropped)."""
   n = jax.tree.leaves(tree)[0].shape[0]
@@ -71,6 +178,11 @@ def _unchunk(tree, n: int):
   return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], tree)
 
 
+def _table_path(model):
+  embedding = registry.spec_of(model).input_embedding(model)
+  return None if embedding is None else embedding.path
+
+
 @functools.partial(jax.jit, static_argnames=("model", "chunk"))
 def pair_statistics(model, params, definitions: dict, questions: dict, mask=None, chunk: int = 8):
   """Per definition i and question j of it: cos, L2 distance, norms; plus the sum of all these gradients.
@@ -78,20 +190,26 @@ def pair_statistics(model, params, definitions: dict, questions: dict, mask=None
   definitions: arrays [D, ...]; questions: arrays [D, K, ...] (question j of definition i).
   Returns ({"cos", "dist": [D, K], "def_l1/l2/linf": [D], "q_l1/l2/linf": [D, K]}, gradient sum tree).
   """
+  gradient = lambda example: example_gradient_rows(model, params, example, mask)
 
   def one(definition, its_questions):
-    g_def = example_gradient(model, params, definition, mask)
-    g_qs = jax.vmap(lambda q: example_gradient(model, params, q, mask))(its_questions)
-    dots = jax.vmap(lambda g: tree_dot(g, g_def))(g_qs)
-    dist = jax.vmap(lambda g: jnp.sqrt(_tree_sum(lambda a, b: jnp.square(a - b), g, g_def)))(g_qs)
-    def_norms, q_norms = tree_norms(g_def), jax.vmap(tree_norms)(g_qs)
+    g_def = gradient(definition)
+    g_qs = jax.vmap(gradient)(its_questions)
+    dots = jax.vmap(lambda g: gradient_dot(g, g_def))(g_qs)
+    dist = jax.vmap(lambda g: jnp.sqrt(_sq_norm(_difference(g, g_def))))(g_qs)
+    def_norms, q_norms = gradient_norms(g_def), jax.vmap(gradient_norms)(g_qs)
     stats = {
       "cos": dots / jnp.maximum(def_norms["l2"] * q_norms["l2"], 1e-30),
       "dist": dist,
       **{f"def_{k}": v for k, v in def_norms.items()},
       **{f"q_{k}": v for k, v in q_norms.items()},
     }
-    return stats, jax.tree.map(lambda d, q: d + q.sum(0), g_def, g_qs)
+    both = Gradient(
+      jax.tree.map(lambda d, q: d + q.sum(0), g_def.dense, g_qs.dense),
+      jnp.concatenate([g_def.ids, g_qs.ids.reshape(-1)]),
+      jnp.concatenate([g_def.rows, g_qs.rows.reshape((-1,) + g_qs.rows.shape[2:])]),
+    )
+    return stats, both
 
   (defs, qs), n = _chunked((definitions, questions), chunk)
   n_chunks = jax.tree.leaves(defs)[0].shape[0]
@@ -100,8 +218,13 @@ def pair_statistics(model, params, definitions: dict, questions: dict, mask=None
   def step(total, xs):
     chunk_defs, chunk_qs, chunk_valid = xs
     stats, sums = jax.vmap(one)(chunk_defs, chunk_qs)
-    sums = jax.tree.map(lambda s: jnp.einsum("c,c...->...", chunk_valid.astype(s.dtype), s), sums)
-    return jax.tree.map(jnp.add, total, sums), stats
+    weights = chunk_valid.astype(jnp.float32)
+    sums = Gradient(
+      jax.tree.map(lambda s: jnp.einsum("c,c...->...", weights.astype(s.dtype), s), sums.dense),
+      sums.ids,
+      sums.rows * weights[:, None, None],
+    )
+    return _add_into(total, sums, _table_path(model)), stats
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   total, stats = jax.lax.scan(step, zeros, (defs, qs, valid))
@@ -111,12 +234,19 @@ def pair_statistics(model, params, definitions: dict, questions: dict, mask=None
 @functools.partial(jax.jit, static_argnames=("model", "chunk"))
 def to_mean_statistics(model, params, examples: dict, mean_gradient, mask=None, chunk: int = 8):
   """Per example: squared L2 distance and cosine between its gradient and `mean_gradient`."""
-  mean_norm = jnp.sqrt(_tree_sum(jnp.square, mean_gradient))
+  mean_rest, mean_table = _split(mean_gradient, _table_path(model))
+  mean_table_sq = jnp.sum(jnp.square(mean_table))
+  mean_norm = jnp.sqrt(_tree_sum(jnp.square, mean_rest) + mean_table_sq)
 
   def one(example):
-    g = example_gradient(model, params, example, mask)
-    cos = tree_dot(g, mean_gradient) / jnp.maximum(jnp.sqrt(_tree_sum(jnp.square, g)) * mean_norm, 1e-30)
-    return {"sq_dist": _tree_sum(lambda a, b: jnp.square(a - b), g, mean_gradient), "cos": cos}
+    g = example_gradient_rows(model, params, example, mask)
+    at_ids = mean_table[g.ids]  # the mean's rows where g has rows
+    merged, first = _table_rows(g)
+    dot = tree_dot(g.dense, mean_rest) + jnp.sum(g.rows * at_ids)
+    # |g - mean|² over the table: the mean's other rows, plus the rows g touches
+    table_sq_dist = mean_table_sq + jnp.sum(first * jnp.sum(jnp.square(merged - at_ids) - jnp.square(at_ids), axis=-1))
+    cos = dot / jnp.maximum(jnp.sqrt(_sq_norm(g)) * mean_norm, 1e-30)
+    return {"sq_dist": _tree_sum(lambda a, b: jnp.square(a - b), g.dense, mean_rest) + table_sq_dist, "cos": cos}
 
   return jax.lax.map(one, examples, batch_size=chunk)
 

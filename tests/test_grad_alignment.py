@@ -61,6 +61,25 @@ def test_per_example_gradients_equal_a_loop_of_grad():
     assert np.linalg.norm(ours - reference) <= 1e-6 * np.linalg.norm(reference)
 
 
+def test_embedding_rows_are_the_dense_gradient_of_the_table():
+  """The input table's gradient kept as one row per input position adds up to the dense gradient, repeated
+  tokens included, with the trainable mask applied (stage 2 trains alias rows only)."""
+  model, params = _decoder()
+  example = jax.tree.map(jnp.asarray, _row(_examples((1,), 5), 0))
+  example["tokens"] = example["tokens"].at[3].set(example["tokens"][1])  # a repeated input token
+  mask = jax.tree.map(lambda p: jnp.full((), 0.5, p.dtype), params)
+  mask["embed_in"]["embedding"] = jnp.zeros((32, 1)).at[example["tokens"][:4], 0].set(1.0)
+  rows = grad_alignment.example_gradient_rows(model, params, example, mask)
+  assert rows.rows.shape == (L - 1, 16) and rows.dense["embed_in"]["embedding"] is None  # the sparse path ran
+  dense = grad_alignment.example_gradient(model, params, example, mask)
+  added = grad_alignment._add_into(jax.tree.map(jnp.zeros_like, params), rows, ("embed_in", "embedding"))
+  for got, expected in zip(jax.tree.leaves(added), jax.tree.leaves(dense)):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+  norms, expected = grad_alignment.gradient_norms(rows), grad_alignment.tree_norms(dense)
+  for name in ("l1", "l2", "linf"):
+    assert norms[name] == pytest.approx(float(expected[name]), rel=1e-5), name
+
+
 def _reference_statistics(model, params, sets):
   flat = {
     label: (
@@ -96,6 +115,7 @@ def two_sets_and_reference():
 
 def test_statistics_equal_numpy_on_flat_gradients_with_padded_chunks(two_sets_and_reference):
   model, params, sets, (pairs, variance, mean_cos) = two_sets_and_reference
+  assert any(len(set(t[:-1])) < L - 1 for t in sets["d1"][0]["tokens"])  # repeated tokens: rows add up
   result = grad_alignment.alignment(model, params, sets, chunk=2)  # divides neither set (5, 15): padded chunks
   for label in sets:
     for name, expected in pairs[label].items():

@@ -10,7 +10,7 @@ Shape suffixes: B batch, L query length, S key/cache length, D model width, H he
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -257,6 +257,35 @@ def token_losses(model: DecoderLM, params, batch: dict) -> jax.Array:
   inputs = batch["tokens"][:, :-1]
   logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
   return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class InputEmbedding:
+  """How the loss reads the input-embedding table: only at the rows of the input tokens, so the table's
+  gradient is the sum of those positions' embedding gradients (grad_alignment keeps them sparse)."""
+
+  path: tuple[str, ...]  # the table in the parameter tree
+  input_ids: Callable  # batch -> the token ids the table is read at [B, L]
+  embed: Callable  # (params, ids_BxL) -> x_BxLxD, as the forward pass embeds them
+  losses: Callable  # (params, x_BxLxD, batch) -> token_losses given the inputs' embeddings; reads no table row
+
+
+def input_embedding(model: DecoderLM) -> InputEmbedding | None:
+  """None when the output projection reads the table too (tied embeddings): its gradient is then dense."""
+  if model.cfg.tie_embeddings:
+    return None
+
+  def losses(params, x_BxLxD, batch):
+    inputs = batch["tokens"][:, :-1]
+    logits, _ = model.apply({"params": params}, x_BxLxD, *causal_inputs(inputs), method=DecoderLM.from_embeddings)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
+
+  return InputEmbedding(
+    path=("embed_in", "embedding"),
+    input_ids=lambda batch: batch["tokens"][:, :-1],
+    embed=lambda params, ids: model.apply({"params": params}, ids, method=DecoderLM.embed),
+    losses=losses,
+  )
 
 
 def generate(

@@ -1,0 +1,189 @@
+"""What the benchmarks share: Pythia shapes by name, our jitted train step and the Hugging Face GPT-NeoX step
+built alike and timed alike, each side's matmul peak on this device, and peak memory.
+
+Each function returns numbers; the scripts print them.
+"""
+
+import dataclasses
+import resource
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from iml_jax import sharding, train
+from iml_jax.models import registry
+from iml_jax.models.families import gpt_neox
+
+PYTHIA_VOCAB = 50304  # every Pythia's padded vocabulary
+# Pythia-14m is not in the study (its smallest is 70m) but is a quick first check of a new device.
+PYTHIA = {
+  "pythia-14m": dict(d_model=128, n_layers=6, n_heads=4, d_mlp=512),
+  **{name: shape for name, (_, shape) in gpt_neox.PRETRAINED.items()},
+}
+
+
+def shape_of(name: str) -> dict:
+  """`name`'s shape as our config fields, or an error listing the names there are."""
+  if name not in PYTHIA:
+    raise SystemExit(f"--model={name!r}: expected one of {', '.join(PYTHIA)}")
+  return PYTHIA[name]
+
+
+def hf_config_kwargs(shape: dict, vocab_size: int, seq_len: int) -> dict:
+  """The same shape as `transformers.GPTNeoXConfig` arguments."""
+  return dict(
+    vocab_size=vocab_size,
+    hidden_size=shape["d_model"],
+    num_hidden_layers=shape["n_layers"],
+    num_attention_heads=shape["n_heads"],
+    intermediate_size=shape["d_mlp"],
+    max_position_embeddings=seq_len,
+  )
+
+
+@dataclasses.dataclass
+class Timing:
+  seconds_per_step: float
+  compile_seconds: float = 0.0
+  parameters: int = 0  # without the input embedding table (a lookup: no FLOPs)
+  peak_memory_mib: float | None = None  # device memory, where the device reports it
+
+
+def jax_peak_memory_mib() -> float | None:
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
+def time_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: int, steps: int) -> Timing:
+  """Our jitted, donated train step (`train.make_train_step`) over all devices on one batch of `tokens`:
+  seconds per step over `steps` steps after two warm-up steps; compilation timed apart."""
+  model = registry.build(registry.make_config("gpt_neox", **model_fields))
+  mesh = sharding.make_mesh((-1, 1, 1))
+  rules = sharding.rules_for("dp")
+  optimizer = train.make_optimizer(opt_cfg, 10**6)
+  abstract = train.abstract_state(model, optimizer, mesh, rules)
+  state = train.create_state(model, optimizer, abstract, jax.random.key(0))
+  layout = {
+    "tokens": sharding.batch_sharding(mesh, rules, 2),
+    "loss_mask": sharding.batch_sharding(mesh, rules, 2),
+    "weights": sharding.batch_sharding(mesh, rules, 1),
+  }
+  step = train.make_train_step(model, optimizer, grad_accum, train.shardings_of(abstract), layout)
+  batch = {
+    "tokens": tokens.astype(np.int32),
+    "loss_mask": np.ones((len(tokens), tokens.shape[1] - 1), np.float32),
+    "weights": np.ones(len(tokens), np.float32),
+  }
+  batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
+  start = time.perf_counter()
+  step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  for _ in range(2):
+    state, loss = step(state, batch)
+  jax.block_until_ready(loss)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, loss = step(state, batch)
+  jax.block_until_ready(loss)
+  seconds = (time.perf_counter() - start) / steps
+  if not np.isfinite(float(loss)):
+    raise SystemExit(f"our train step's loss is {float(loss)}")
+  parameters = sum(x.size for x in jax.tree.leaves(state.params)) - state.params["embed_in"]["embedding"].size
+  return Timing(seconds, compile_s, parameters, jax_peak_memory_mib())
+
+
+def torch_device() -> str:
+  import torch
+
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_matmul_precision(precision: str) -> None:
+  """fp32 matrix products at the same precision on both sides: "highest" (TF32 off) or "tf32" (on)."""
+  import torch
+
+  tf32 = precision == "tf32"
+  jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+  torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def time_torch_step(
+  hf_kwargs: dict, make_optimizer: Callable, tokens: np.ndarray, grad_accum: int, steps: int, bf16: bool
+) -> Timing:
+  """A `transformers` GPT-NeoX step as the HF Trainer takes it: forward/backward per micro-batch (under
+  `torch.autocast(bfloat16)` when `bf16`), then `make_optimizer(model)`'s `step()` (clipping included)."""
+  import torch
+  import transformers
+
+  device = torch_device()
+  torch.manual_seed(0)
+  model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**hf_kwargs)).to(device).train()
+  step_optimizer = make_optimizer(model)
+  micro_batches = torch.tensor(tokens, device=device).chunk(grad_accum)
+
+  def step():
+    for inputs in micro_batches:
+      with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=inputs, labels=inputs).loss / grad_accum
+      loss.backward()
+    step_optimizer()
+    model.zero_grad(set_to_none=True)
+    return loss
+
+  for _ in range(2):
+    step()
+  if device == "cuda":
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+  start = time.perf_counter()
+  for _ in range(steps):
+    loss = step()
+  loss.item()
+  seconds = (time.perf_counter() - start) / steps
+  parameters = sum(p.numel() for p in model.parameters()) - model.gpt_neox.embed_in.weight.numel()
+  peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+  return Timing(seconds, parameters=parameters, peak_memory_mib=peak)
+
+
+def flops_per_token(parameters: int, n_layers: int, d_model: int, seq_len: int) -> int:
+  """6 N + 12 L d T (PaLM, appendix B): N the parameters without the input embedding (the output projection
+  counts), L layers, d width, T tokens per sequence; forward and backward."""
+  return 6 * parameters + 12 * n_layers * d_model * seq_len
+
+
+FLOPS_FORMULA = "FLOPs/token = 6 N + 12 L d T (N: parameters without the input embedding, T: tokens per sequence)"
+
+
+def matmul_peak_gflops(dtype: str = "float32", n: int = 0) -> dict[str, float]:
+  """GFLOP/s of a large square matrix product in JAX and in torch on this device: the ceiling each side's
+  achieved rate is compared with. n: the matrix size (0: 2048 on CPU, 8192 on accelerators)."""
+  import torch
+
+  device = torch_device()
+  n = n or (8192 if device == "cuda" else 2048)
+  flops = 2 * n**3
+  a = jax.numpy.ones((n, n), dtype)
+  product = jax.jit(lambda x: x @ x)
+  product(a).block_until_ready()
+  start, repeats = time.perf_counter(), 5
+  for _ in range(repeats):
+    out = product(a)
+  out.block_until_ready()
+  ours = flops * repeats / (time.perf_counter() - start) / 1e9
+  t = torch.ones((n, n), dtype=getattr(torch, dtype), device=device)
+  t @ t
+  if device == "cuda":
+    torch.cuda.synchronize()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    result = t @ t
+  float(result[0, 0])
+  theirs = flops * repeats / (time.perf_counter() - start) / 1e9
+  return {"jax": ours, "torch": theirs}
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,112 @@
+r"""The study's training step (docs/study.md §7.2-§7.3): iml-jax against the original's stack on the same device.
+
+A Pythia shape by name with random weights, 48-token sequences, `--batch_size` sequences per device and
+micro-batch × `--grad_accum` micro-batches per step, bf16 compute over fp32 weights, the study's Adafactor
+(HF semantics: factored second moments, beta2(t) = 1 - t^-0.8, eps 1e-30, update RMS clip 1.0, no momentum, no
+parameter scaling) after a global grad-norm clip of 1.0, lr 5e-5 decaying linearly.
+Ours: `train.make_train_step` with `train.make_optimizer`'s Adafactor preset. Reference: `transformers`'
+`GPTNeoXForCausalLM` under `torch.autocast(bfloat16)`, `transformers.Adafactor(scale_parameter=False,
+relative_step=False, lr=5e-5)` after `clip_grad_norm_(1.0)`, a linear schedule: what the HF Trainer runs for the
+study. fp32 matrix products run at the same precision on both sides (`--matmul_precision`).
+
+Printed: tokens/s of each side, their ratio, the GFLOP/s each achieves beside a large matmul's on this device
+(same process), our MFU against `--peak_tflops` with its formula, peak device memory of each (accelerators).
+
+Command (CPU, quick):  python benchmarks/study_step.py --model=pythia-14m --batch_size=8 --dtype=float32
+Command (GPU, 1B):     python benchmarks/study_step.py --model=pythia-1b --batch_size=128 --grad_accum=2 \
+    --peak_tflops=989
+Last line: `RESULT study_step ratio=<ours tokens/s / reference tokens/s>`.
+"""
+
+from absl import app, flags
+import numpy as np
+
+import common
+from iml_jax import config_blocks
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", "pythia-70m", list(common.PYTHIA), "Pythia shape (random weights)")
+flags.DEFINE_integer("vocab_size", common.PYTHIA_VOCAB, "vocabulary rows (Pythia's: 50,304; smaller for quick tests)")
+flags.DEFINE_integer("batch_size", 16, "sequences per device per micro-batch (the study: 128)")
+flags.DEFINE_integer("grad_accum", 1, "micro-batches per optimizer step (the study: 2)")
+flags.DEFINE_integer("seq_len", 48, "tokens per sequence (the study's block size: 48)")
+flags.DEFINE_integer("steps", 5, "timed steps per side")
+flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype; weights stay fp32 (the study: bf16)")
+flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
+flags.DEFINE_enum("matmul_precision", "highest", ["highest", "tf32"], "fp32 matmul precision on both sides")
+flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s in --dtype for MFU (0: not printed)")
+
+
+def _study_adafactor(total_steps: int):
+  """The optimizer step the HF Trainer builds for the study, on a torch model."""
+  import torch
+  import transformers
+
+  def make(model):
+    optimizer = transformers.Adafactor(model.parameters(), lr=5e-5, scale_parameter=False, relative_step=False)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, 0, total_steps)
+
+    def step():
+      torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+      optimizer.step()
+      schedule.step()
+
+    return step
+
+  return make
+
+
+def main(argv):
+  del argv
+  import jax
+
+  common.set_matmul_precision(FLAGS.matmul_precision)
+  shape = common.shape_of(FLAGS.model)
+  per_device = FLAGS.batch_size * FLAGS.grad_accum
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, FLAGS.vocab_size, size=(per_device * jax.device_count(), FLAGS.seq_len))
+  peaks = common.matmul_peak_gflops(FLAGS.dtype)
+  ours = common.time_our_step(
+    dict(vocab_size=FLAGS.vocab_size, max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention, **shape),
+    config_blocks.optimizer(),  # the study's Adafactor preset: lr 5e-5, clip 1.0
+    tokens,
+    FLAGS.grad_accum,
+    FLAGS.steps,
+  )
+  reference = common.time_torch_step(
+    common.hf_config_kwargs(shape, FLAGS.vocab_size, FLAGS.seq_len),
+    _study_adafactor(10**6),
+    tokens[:per_device],  # one device's share: the reference trains on one device
+    FLAGS.grad_accum,
+    FLAGS.steps,
+    bf16=FLAGS.dtype == "bfloat16",
+  )
+  tokens_per_step = per_device * FLAGS.seq_len
+  rate = {"ours": tokens_per_step / ours.seconds_per_step, "reference": tokens_per_step / reference.seconds_per_step}
+  flops = common.flops_per_token(ours.parameters, shape["n_layers"], shape["d_model"], FLAGS.seq_len)
+  print(
+    f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch {common.torch_device()}; {FLAGS.model} "
+    f"({ours.parameters / 1e6:.1f}M parameters without the input embedding; the reference counts "
+    f"{reference.parameters / 1e6:.1f}M), {FLAGS.batch_size} x {FLAGS.grad_accum} sequences of {FLAGS.seq_len} "
+    f"tokens per device and step, {FLAGS.dtype} compute over fp32 weights, study Adafactor + clip 1.0, fp32 "
+    f"matmuls: {FLAGS.matmul_precision} on both sides, our attention: {FLAGS.attention}"
+  )
+  print(f"{common.FLOPS_FORMULA}: {flops / 1e6:.1f} MFLOP/token")
+  print(
+    f"large {FLAGS.dtype} matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s"
+  )
+  for side, name, timing in (("ours", "iml-jax", ours), ("reference", "transformers + torch", reference)):
+    memory = "" if timing.peak_memory_mib is None else f", peak device memory {timing.peak_memory_mib:.0f} MiB"
+    achieved = rate[side] * flops / 1e9
+    print(
+      f"{name:21s} {rate[side]:10.0f} tokens/s per device ({timing.seconds_per_step * 1e3:.1f} ms/step), "
+      f"{achieved:.0f} GFLOP/s = {achieved / peaks['jax' if side == 'ours' else 'torch']:.0%} of the matmul's{memory}"
+    )
+  print(f"iml-jax step compiled in {ours.compile_seconds:.1f} s")
+  if FLAGS.peak_tflops:
+    print(f"iml-jax MFU: {rate['ours'] * flops / (FLAGS.peak_tflops * 1e12):.1%} of {FLAGS.peak_tflops:.0f} TFLOP/s")
+  print(f"RESULT study_step ratio={rate['ours'] / rate['reference']:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

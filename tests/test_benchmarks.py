@@ -1,0 +1,67 @@
+"""The study benchmarks run end to end at tiny shapes on CPU and print what the README quotes (no timing asserts:
+timing is what they measure, on the machine that runs them)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script: str, *args: str) -> str:
+  done = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done.stdout
+
+
+def _ratio(out: str, name: str) -> float:
+  last = out.strip().splitlines()[-1]
+  match = re.fullmatch(rf"RESULT {name} ratio=(\d+\.\d\d)", last)
+  assert match, last
+  return float(match.group(1))
+
+
+@pytest.mark.slow
+def test_study_step_times_both_sides_with_the_study_optimizer():
+  out = _run(
+    "study_step.py",
+    "--model=pythia-14m",
+    "--vocab_size=512",
+    "--batch_size=4",
+    "--grad_accum=2",
+    "--steps=1",
+    "--dtype=float32",
+    "--peak_tflops=1",
+  )
+  assert "float32 compute over fp32 weights, study Adafactor + clip 1.0" in out
+  assert re.search(r"iml-jax +\d+ tokens/s per device .* GFLOP/s = \d+% of the matmul's", out)
+  assert re.search(r"transformers \+ torch +\d+ tokens/s per device", out)
+  assert "FLOPs/token = 6 N + 12 L d T" in out and "iml-jax MFU:" in out
+  assert _ratio(out, "study_step") > 0
+
+
+@pytest.mark.slow
+def test_study_eval_scores_every_eval_set_like_the_pipeline():
+  out = _run(
+    "study_eval.py",
+    "--model=pythia-14m",
+    "--vocab_size=1024",
+    "--config=configs/define_synthetic.py:tiny",
+    "--num_entities=60",
+    "--max_prompts=8",
+    "--batch_size=8",
+  )
+  assert re.search(r"identical predictions: pipeline 1\.000, generate 1\.000", out), out
+  assert re.search(r"\d+ eval sets of configs/define_synthetic.py:tiny", out)
+  for side in ("iml-jax evaluate.evaluate", "transformers pipeline", "transformers batch generate"):
+    assert re.search(rf"{side} +\d+\.\d prompts/s", out), side
+  assert _ratio(out, "study_eval") > 0
