@@ -31,8 +31,29 @@ flags.DEFINE_integer("n_layers", 4, "layers")
 flags.DEFINE_integer("n_heads", 4, "heads")
 flags.DEFINE_integer("vocab_size", 1024, "vocabulary")
 flags.DEFINE_integer("chunk", 8, "definitions per chunk in iml-jax")
+flags.DEFINE_string(
+  "model",
+  "",
+  "a Pythia shape by name (pythia-14m, pythia-70m, ...): sets d_model, n_layers, "
+  "n_heads, the MLP width and the 50,304-row vocabulary; empty: the flags above",
+)
 flags.DEFINE_string("side", "", "internal: run one side (ours / reference) in this process")
 flags.DEFINE_string("workdir", "", "internal: the shared model folder and outputs")
+
+
+def _shape() -> dict:
+  """d_model, n_layers, n_heads, d_mlp, vocab_size of the benchmarked model."""
+  if FLAGS.model:
+    import common
+
+    return {**common.shape_of(FLAGS.model), "vocab_size": common.PYTHIA_VOCAB}
+  return dict(
+    d_model=FLAGS.d_model,
+    n_layers=FLAGS.n_layers,
+    n_heads=FLAGS.n_heads,
+    d_mlp=4 * FLAGS.d_model,
+    vocab_size=FLAGS.vocab_size,
+  )
 
 
 def _data():
@@ -40,21 +61,22 @@ def _data():
 
   rng = np.random.default_rng(0)
   n = FLAGS.definitions * (1 + FLAGS.questions)
-  return rng.integers(1, FLAGS.vocab_size, size=(n, FLAGS.block_size)).astype(np.int64)
+  return rng.integers(1, _shape()["vocab_size"], size=(n, FLAGS.block_size)).astype(np.int64)
 
 
 def _build_model(folder: str) -> None:
   import torch
   import transformers
 
+  shape = _shape()
   torch.manual_seed(0)
   transformers.GPTNeoXForCausalLM(
     transformers.GPTNeoXConfig(
-      vocab_size=FLAGS.vocab_size,
-      hidden_size=FLAGS.d_model,
-      num_hidden_layers=FLAGS.n_layers,
-      num_attention_heads=FLAGS.n_heads,
-      intermediate_size=4 * FLAGS.d_model,
+      vocab_size=shape["vocab_size"],
+      hidden_size=shape["d_model"],
+      num_hidden_layers=shape["n_layers"],
+      num_attention_heads=shape["n_heads"],
+      intermediate_size=shape["d_mlp"],
       max_position_embeddings=FLAGS.block_size,
     )
   ).save_pretrained(folder)
@@ -127,6 +149,10 @@ def run_ours(folder: str) -> dict:
     jax.block_until_ready((stats, total))
     return np.asarray(stats["cos"])
 
+  # XLA's own account of the compiled call: its temporaries are one chunk's gradients and activations.
+  compiled = grad_alignment.pair_statistics.lower(model, params, definitions, questions, chunk=FLAGS.chunk).compile()
+  analysis = compiled.memory_analysis()
+
   one_pass()
   start = time.perf_counter()
   cos = one_pass()
@@ -135,6 +161,7 @@ def run_ours(folder: str) -> dict:
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     memory["peak_device_mib"] = stats["peak_bytes_in_use"] / 2**20
+  memory["xla_temp_mib_per_chunk"] = analysis.temp_size_in_bytes / 2**20
   return {"seconds": seconds, "cos": cos.tolist(), "device": jax.devices()[0].platform, **memory}
 
 
@@ -150,7 +177,17 @@ def main(argv):
     _build_model(os.path.join(workdir, "model"))
     passed = [
       f"--{name}={getattr(FLAGS, name)}"
-      for name in ("definitions", "questions", "block_size", "d_model", "n_layers", "n_heads", "vocab_size", "chunk")
+      for name in (
+        "definitions",
+        "questions",
+        "block_size",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "vocab_size",
+        "chunk",
+        "model",
+      )
     ]
     results = {}
     for side in ("ours", "reference"):
@@ -163,15 +200,20 @@ def main(argv):
   ours, theirs = results["ours"], results["reference"]
   np.testing.assert_allclose(ours["cos"], theirs["cos"], atol=1e-4)
   examples = FLAGS.definitions * (1 + FLAGS.questions)
+  shape = _shape()
   rate = {side: examples / r["seconds"] for side, r in results.items()}
   print(
     f"devices: jax {ours['device']}, torch {theirs['device']}; {FLAGS.definitions} definitions x "
-    f"{FLAGS.questions} questions, block {FLAGS.block_size}, Pythia d={FLAGS.d_model} L={FLAGS.n_layers} "
-    f"V={FLAGS.vocab_size}, chunk {FLAGS.chunk}; cosines agree within 1e-4"
+    f"{FLAGS.questions} questions, block {FLAGS.block_size}, Pythia {FLAGS.model or ''} d={shape['d_model']} "
+    f"L={shape['n_layers']} V={shape['vocab_size']}, chunk {FLAGS.chunk}; cosines agree within 1e-4"
   )
   for side, name in (("ours", "iml-jax pair_statistics"), ("reference", "PyTorch loop, flat vectors")):
     memory = ", ".join(f"{k} {v:.0f}" for k, v in results[side].items() if k.startswith("peak"))
     print(f"{name:28s} {rate[side]:10.1f} examples/s ({results[side]['seconds']:.3f} s); {memory}")
+  print(
+    f"iml-jax memory per chunk of {FLAGS.chunk} definitions x {1 + FLAGS.questions} examples (XLA's temporaries): "
+    f"{ours['xla_temp_mib_per_chunk']:.0f} MiB"
+  )
   print(f"RESULT grad_alignment ratio={rate['ours'] / rate['reference']:.2f}")
 
 
