@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import transformers
 
+import common
 from iml_jax import hf_import
 from iml_jax.models.decoder import DecoderLM
 from iml_jax.models.decoding import greedy_decode
@@ -115,6 +116,10 @@ def main(argv):
   if agree < 0.99:
     raise SystemExit(f"generations differ: only {agree:.3f} of prompts decode identically")
   ours_s, theirs_s = _best_time(ours), _best_time(theirs)
+  peaks = common.matmul_peak_gflops()
+  n_params = sum(p.numel() for p in reference.parameters()) - reference.gpt_neox.embed_in.weight.numel()
+  # 2 N FLOPs per token read or generated (padded prompt width + new tokens), N without the input embedding
+  pass_gflop = 2 * n_params * FLAGS.num_prompts * (tokens.shape[1] + FLAGS.max_new_tokens) / 1e9
   ours_rate, theirs_rate = FLAGS.num_prompts / ours_s, FLAGS.num_prompts / theirs_s
   print(
     f"devices: jax {jax.devices()[0].platform}, torch {torch_device}; {FLAGS.num_prompts} prompts, "
@@ -122,8 +127,17 @@ def main(argv):
     f"L={FLAGS.n_layers} H={FLAGS.n_heads} V={FLAGS.vocab_size}"
   )
   print(f"identical generations: {agree:.3f} of prompts; iml-jax first pass incl. compile {compile_s:.2f} s")
-  print(f"iml-jax greedy_decode:   {ours_rate:10.1f} prompts/s ({ours_s:.3f} s per pass)")
-  print(f"transformers generate:   {theirs_rate:10.1f} prompts/s ({theirs_s:.3f} s per pass)")
+  print(
+    f"large fp32 matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s; "
+    "FLOPs = 2 N per token read or generated (N: parameters without the input embedding)"
+  )
+  print(
+    f"iml-jax greedy_decode:   {ours_rate:10.1f} prompts/s ({ours_s:.3f} s per pass), {pass_gflop / ours_s:.0f} GFLOP/s"
+  )
+  print(
+    f"transformers generate:   {theirs_rate:10.1f} prompts/s ({theirs_s:.3f} s per pass), "
+    f"{pass_gflop / theirs_s:.0f} GFLOP/s"
+  )
   print(f"RESULT generate ratio={ours_rate / theirs_rate:.2f}")
 
 

@@ -171,6 +171,7 @@ def main(argv):
     result = (run_ours if FLAGS.side == "ours" else run_reference)(os.path.join(FLAGS.workdir, "model"))
     json.dump(result, open(os.path.join(FLAGS.workdir, f"{FLAGS.side}.json"), "w"))
     return
+  import common
   import numpy as np
 
   with tempfile.TemporaryDirectory() as workdir:
@@ -201,6 +202,11 @@ def main(argv):
   np.testing.assert_allclose(ours["cos"], theirs["cos"], atol=1e-4)
   examples = FLAGS.definitions * (1 + FLAGS.questions)
   shape = _shape()
+  peaks = common.matmul_peak_gflops()
+  d, v = shape["d_model"], shape["vocab_size"]
+  per_layer = 4 * d * d + 2 * d * shape["d_mlp"]  # attention and MLP matrices (biases and norms left out)
+  parameters = shape["n_layers"] * per_layer + d * v  # without the input embedding; the output projection counts
+  pass_gflop = 6 * parameters * (FLAGS.block_size - 1) * examples / 1e9  # forward and backward, per position
   rate = {side: examples / r["seconds"] for side, r in results.items()}
   print(
     f"devices: jax {ours['device']}, torch {theirs['device']}; {FLAGS.definitions} definitions x "
@@ -209,7 +215,14 @@ def main(argv):
   )
   for side, name in (("ours", "iml-jax pair_statistics"), ("reference", "PyTorch loop, flat vectors")):
     memory = ", ".join(f"{k} {v:.0f}" for k, v in results[side].items() if k.startswith("peak"))
-    print(f"{name:28s} {rate[side]:10.1f} examples/s ({results[side]['seconds']:.3f} s); {memory}")
+    gflops = pass_gflop / results[side]["seconds"]
+    print(
+      f"{name:28s} {rate[side]:10.1f} examples/s ({results[side]['seconds']:.3f} s), {gflops:.0f} GFLOP/s; {memory}"
+    )
+  print(
+    f"large fp32 matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s; "
+    "FLOPs = 6 N per position (N: the matrices without the input embedding)"
+  )
   print(
     f"iml-jax memory per chunk of {FLAGS.chunk} definitions x {1 + FLAGS.questions} examples (XLA's temporaries): "
     f"{ours['xla_temp_mib_per_chunk']:.0f} MiB"

@@ -15,9 +15,9 @@ from conftest import shared_per_module
 D, K, L = 5, 3, 7
 
 
-def _decoder():
+def _decoder(**fields):
   cfg = registry.make_config(
-    "gpt_neox", vocab_size=32, d_model=16, n_layers=2, n_heads=2, d_mlp=32, max_len=L, init_std=0.2
+    "gpt_neox", vocab_size=32, d_model=16, n_layers=2, n_heads=2, d_mlp=32, max_len=L, init_std=0.2, **fields
   )
   model = registry.build(cfg)
   return model, unbox(registry.init_params(model, jax.random.key(0)))
@@ -50,6 +50,8 @@ def _row(tree, *index):
   return {k: v[index] for k, v in tree.items()}
 
 
+# slow (25 s): in CI the tied-table test checks the dense per-example gradients' statistics against the same loop
+@pytest.mark.slow
 def test_per_example_gradients_equal_a_loop_of_grad():
   model, params = _decoder()
   examples = _examples((4,), 0)
@@ -83,8 +85,11 @@ def test_embedding_rows_are_the_dense_gradient_of_the_table():
 def _reference_statistics(model, params, sets):
   flat = {
     label: (
-      [_flat_loop_gradient(model, params, _row(defs, i)) for i in range(D)],
-      [[_flat_loop_gradient(model, params, _row(qs, i, j)) for j in range(K)] for i in range(D)],
+      [_flat_loop_gradient(model, params, _row(defs, i)) for i in range(len(defs["tokens"]))],
+      [
+        [_flat_loop_gradient(model, params, _row(qs, i, j)) for j in range(qs["tokens"].shape[1])]
+        for i in range(len(defs["tokens"]))
+      ],
     )
     for label, (defs, qs) in sets.items()
   }
@@ -125,6 +130,20 @@ def test_statistics_equal_numpy_on_flat_gradients_with_padded_chunks(two_sets_an
   assert result.variance == pytest.approx(variance, rel=2e-5)
   assert result.mean_cos_to_mean == pytest.approx(mean_cos, rel=2e-5)
   assert result.scalars()["grad/d1_cos"] == pytest.approx(pairs["d1"]["cos"].mean(), rel=2e-5)
+
+
+def test_a_tied_embedding_table_keeps_the_dense_path():
+  """The output projection reads a tied table everywhere: its gradient stays dense, statistics as NumPy's."""
+  model, params = _decoder(tie_embeddings=True)
+  sets = {"d1": (_examples((2,), 1), _examples((2, 2), 2))}
+  rows = grad_alignment.example_gradient_rows(model, params, jax.tree.map(jnp.asarray, _row(sets["d1"][0], 0)))
+  assert rows.rows.shape[0] == 0 and rows.dense["embed_in"]["embedding"].shape == (32, 16)
+  pairs, variance, mean_cos = _reference_statistics(model, params, sets)
+  result = grad_alignment.alignment(model, params, sets, chunk=2)
+  for name, expected in pairs["d1"].items():
+    np.testing.assert_allclose(result.pairs["d1"][name], expected, rtol=2e-5, atol=1e-6 * np.abs(expected).max())
+  assert result.variance == pytest.approx(variance, rel=2e-5)
+  assert result.mean_cos_to_mean == pytest.approx(mean_cos, rel=2e-5)
 
 
 # slow (52 s with the suite running; sharded = unsharded training is in CI, test_train): run with `-m slow`
