@@ -157,6 +157,27 @@ def flops_per_token(parameters: int, n_layers: int, d_model: int, seq_len: int) 
 FLOPS_FORMULA = "FLOPs/token = 6 N + 12 L d T (N: parameters without the input embedding, T: tokens per sequence)"
 
 
+def print_step_comparison(
+  result: str, ours: Timing, reference: Timing, tokens_per_step: int, flops: int, peaks: dict, dtype: str, peak_tflops
+) -> None:
+  """The lines both step benchmarks end with: FLOP formula, matmul ceilings, each side's rate, compile time,
+  MFU, and `RESULT <result> ratio=<ours / reference>` last."""
+  rate = {"ours": tokens_per_step / ours.seconds_per_step, "reference": tokens_per_step / reference.seconds_per_step}
+  print(f"{FLOPS_FORMULA}: {flops / 1e6:.1f} MFLOP/token")
+  print(f"large {dtype} matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s")
+  for side, name, timing in (("ours", "iml-jax", ours), ("reference", "transformers + torch", reference)):
+    memory = "" if timing.peak_memory_mib is None else f", peak device memory {timing.peak_memory_mib:.0f} MiB"
+    achieved = rate[side] * flops / 1e9
+    print(
+      f"{name:21s} {rate[side]:10.0f} tokens/s per device ({timing.seconds_per_step * 1e3:.1f} ms/step), "
+      f"{achieved:.0f} GFLOP/s = {achieved / peaks['jax' if side == 'ours' else 'torch']:.0%} of the matmul's{memory}"
+    )
+  print(f"iml-jax step compiled in {ours.compile_seconds:.1f} s")
+  if peak_tflops:
+    print(f"iml-jax MFU: {rate['ours'] * flops / (peak_tflops * 1e12):.1%} of {peak_tflops:.0f} TFLOP/s")
+  print(f"RESULT {result} ratio={rate['ours'] / rate['reference']:.2f}")
+
+
 def matmul_peak_gflops(dtype: str = "float32", n: int = 0) -> dict[str, float]:
   """GFLOP/s of a large square matrix product in JAX and in torch on this device: the ceiling each side's
   achieved rate is compared with. n: the matrix size (0: 2048 on CPU, 8192 on accelerators)."""

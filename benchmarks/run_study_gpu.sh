@@ -3,8 +3,14 @@
 # Every figure goes to a file under $OUT (default ./study_gpu_out): one log per section, summary.txt with the
 # lines the README quotes. Each section has its own time limit, so a slow one cannot starve the rest.
 #   bash benchmarks/run_study_gpu.sh
+# On this workplace's GPU machine (device tool), whose image lacks ml-collections and tensorboardX, carry their
+# wheels: here, `python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+# ml-collections==1.1.0 tensorboardX==2.6.5` (.whl/ ignored by git), then run with carry [".whl"]:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   && bash benchmarks/run_study_gpu.sh
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=.:$PYTHONPATH PYTHONUNBUFFERED=1
 OUT=${OUT:-study_gpu_out}
+PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 { date -u; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; } >"$SUMMARY" 2>&1
@@ -24,19 +30,19 @@ section() {  # name, seconds, command...
 # 1. The study's training step: batch 128 x accumulation 2 of 48 tokens, bf16 over fp32, HF Adafactor.
 for model_seconds in pythia-70m:60 pythia-410m:80 pythia-1b:100; do
   model=${model_seconds%:*}
-  section "study_step_$model" "${model_seconds#*:}" python benchmarks/study_step.py --model=$model --batch_size=128 \
+  section "study_step_$model" "${model_seconds#*:}" $PY benchmarks/study_step.py --model=$model --batch_size=128 \
     --grad_accum=2 --steps=5 --peak_tflops=989
 done
 # 2. Greedy EM evaluation of every eval set of a define experiment (4,000 entities): ours vs pipeline.
-section study_eval_pythia-70m 50 python benchmarks/study_eval.py --model=pythia-70m
-section study_eval_pythia-410m 70 python benchmarks/study_eval.py --model=pythia-410m
+section study_eval_pythia-70m 50 $PY benchmarks/study_eval.py --model=pythia-70m
+section study_eval_pythia-410m 70 $PY benchmarks/study_eval.py --model=pythia-410m
 # 3. Gradient alignment with the input-embedding table's gradient kept as rows; memory per chunk.
-section grad_alignment_pythia-70m 40 python benchmarks/grad_alignment.py --model=pythia-70m --chunk=4
-section grad_alignment_pythia-410m 50 python benchmarks/grad_alignment.py --model=pythia-410m --chunk=2
-section grad_alignment_pythia-1b 60 python benchmarks/grad_alignment.py --model=pythia-1b --chunk=1
+section grad_alignment_pythia-70m 40 $PY benchmarks/grad_alignment.py --model=pythia-70m --chunk=4
+section grad_alignment_pythia-410m 50 $PY benchmarks/grad_alignment.py --model=pythia-410m --chunk=2
+section grad_alignment_pythia-1b 60 $PY benchmarks/grad_alignment.py --model=pythia-1b --chunk=1
 # 5. The study's from-scratch set-inclusion run as the study ran it (seed 630, stage-2 seed 0), time-boxed:
 #    its metrics give the time per epoch; a later session resumes it from the same workdir if carried.
-section numeric_scratch 60 python -m iml_jax.main --config=configs/numeric_scratch.py \
+section numeric_scratch 60 $PY -m iml_jax.main --config=configs/numeric_scratch.py \
   --workdir="$OUT/numeric_scratch" --config.n_seeds=1 --config.n_seeds_stage2=1 --config.progress_bar=False
 find "$OUT/numeric_scratch" -name checkpoints -prune -o -type f -name "*.jsonl" -print 2>/dev/null | sort \
   | tee -a "$SUMMARY"

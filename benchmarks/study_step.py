@@ -81,8 +81,6 @@ def main(argv):
     FLAGS.steps,
     bf16=FLAGS.dtype == "bfloat16",
   )
-  tokens_per_step = per_device * FLAGS.seq_len
-  rate = {"ours": tokens_per_step / ours.seconds_per_step, "reference": tokens_per_step / reference.seconds_per_step}
   flops = common.flops_per_token(ours.parameters, shape["n_layers"], shape["d_model"], FLAGS.seq_len)
   print(
     f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch {common.torch_device()}; {FLAGS.model} "
@@ -91,21 +89,9 @@ def main(argv):
     f"tokens per device and step, {FLAGS.dtype} compute over fp32 weights, study Adafactor + clip 1.0, fp32 "
     f"matmuls: {FLAGS.matmul_precision} on both sides, our attention: {FLAGS.attention}"
   )
-  print(f"{common.FLOPS_FORMULA}: {flops / 1e6:.1f} MFLOP/token")
-  print(
-    f"large {FLAGS.dtype} matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s"
+  common.print_step_comparison(
+    "study_step", ours, reference, per_device * FLAGS.seq_len, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops
   )
-  for side, name, timing in (("ours", "iml-jax", ours), ("reference", "transformers + torch", reference)):
-    memory = "" if timing.peak_memory_mib is None else f", peak device memory {timing.peak_memory_mib:.0f} MiB"
-    achieved = rate[side] * flops / 1e9
-    print(
-      f"{name:21s} {rate[side]:10.0f} tokens/s per device ({timing.seconds_per_step * 1e3:.1f} ms/step), "
-      f"{achieved:.0f} GFLOP/s = {achieved / peaks['jax' if side == 'ours' else 'torch']:.0%} of the matmul's{memory}"
-    )
-  print(f"iml-jax step compiled in {ours.compile_seconds:.1f} s")
-  if FLAGS.peak_tflops:
-    print(f"iml-jax MFU: {rate['ours'] * flops / (FLAGS.peak_tflops * 1e12):.1%} of {FLAGS.peak_tflops:.0f} TFLOP/s")
-  print(f"RESULT study_step ratio={rate['ours'] / rate['reference']:.2f}")
 
 
 if __name__ == "__main__":

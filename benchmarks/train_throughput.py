@@ -85,7 +85,6 @@ def main(argv):
     bf16=FLAGS.dtype == "bfloat16",
   )
   per_step = FLAGS.batch_size * FLAGS.seq_len
-  rate = {"ours": per_step / ours.seconds_per_step, "reference": per_step / reference.seconds_per_step}
   flops = common.flops_per_token(ours.parameters, FLAGS.n_layers, FLAGS.d_model, FLAGS.seq_len)
   print(
     f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch {common.torch_device()}; Pythia "
@@ -93,23 +92,9 @@ def main(argv):
     f"{FLAGS.batch_size} x {FLAGS.seq_len}, {FLAGS.dtype}, fp32 matmuls: {FLAGS.matmul_precision} on both sides, "
     f"AdamW, our attention: {FLAGS.attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}"
   )
-  print(f"{common.FLOPS_FORMULA}: {flops / 1e6:.1f} MFLOP/token")
-  print(
-    f"large {FLAGS.dtype} matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s"
+  common.print_step_comparison(
+    "train_throughput", ours, reference, per_step, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops
   )
-  for side, name, timing in (
-    ("ours", "iml-jax train step:", ours),
-    ("reference", "transformers + torch step:", reference),
-  ):
-    achieved = rate[side] * flops / 1e9
-    print(
-      f"{name:26s} {rate[side]:10.0f} tokens/s ({timing.seconds_per_step * 1e3:.1f} ms/step), {achieved:.0f} GFLOP/s"
-      f" = {achieved / peaks['jax' if side == 'ours' else 'torch']:.0%} of the matmul's"
-    )
-  print(f"iml-jax step compiled in {ours.compile_seconds:.1f} s")
-  if FLAGS.peak_tflops:
-    print(f"iml-jax MFU: {rate['ours'] * flops / (FLAGS.peak_tflops * 1e12):.1%} of {FLAGS.peak_tflops:.0f} TFLOP/s")
-  print(f"RESULT train_throughput ratio={rate['ours'] / rate['reference']:.2f}")
 
 
 if __name__ == "__main__":
