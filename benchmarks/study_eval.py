@@ -49,7 +49,7 @@ def _eval_sets():
   task = tasks.for_seed(config, 0)
   last = len(config.stage_names) - 1
   data = task.stage_data(0, last, config.stages[config.stage_names[last]].train_subset)
-  names = [k for k in data.evals if stage._evaluated(config.eval.subsets, k)]
+  names = [k for k in data.evals if stage.is_evaluated(config.eval.subsets, k)]
   evals = {name: data.evals[name][: FLAGS.max_prompts or None] for name in names}
   return config, task.tokenizer(os.path.join(tempfile.mkdtemp(), "tokenizer.json")), evals
 

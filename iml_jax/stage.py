@@ -156,7 +156,7 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
       data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key, stage_cfg.batch_size, per_epoch
     ),
     layout,
-    ctx.inputs.eval_sets(data.evals, [k for k in data.evals if _evaluated(cfg.eval.subsets, k)]),
+    ctx.inputs.eval_sets(data.evals, [k for k in data.evals if is_evaluated(cfg.eval.subsets, k)]),
     alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None,
     mask,
     train.learning_rate_schedule(stage_cfg.optimizer, total_steps),
@@ -315,7 +315,7 @@ def measure_alignment(ctx: SeedContext, run: StageRun, params, sets: dict, mask,
   return result.scalars()
 
 
-def _evaluated(patterns, name: str) -> bool:
+def is_evaluated(patterns, name: str) -> bool:
   if patterns == "all":
     return "train" not in name  # the study's EM callback skips train_* sets
   return name in patterns.split(",")
