@@ -56,9 +56,9 @@ def jax_peak_memory_mib() -> float | None:
   return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
 
 
-def time_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: int, steps: int) -> Timing:
-  """Our jitted, donated train step (`train.make_train_step`) over all devices on one batch of `tokens`:
-  seconds per step over `steps` steps after two warm-up steps; compilation timed apart."""
+def build_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: int):
+  """(our jitted, donated train step over all devices, a fresh state, `tokens` as its batch, the parameters
+  without the input embedding table) — `train.make_train_step` as a run builds it."""
   model = registry.build(registry.make_config("gpt_neox", **model_fields))
   mesh = sharding.make_mesh((-1, 1, 1))
   rules = sharding.rules_for("dp")
@@ -77,6 +77,14 @@ def time_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: i
     "weights": np.ones(len(tokens), np.float32),
   }
   batch = {k: sharding.put_global_batch(v, layout[k]) for k, v in batch.items()}
+  parameters = sum(x.size for x in jax.tree.leaves(state.params)) - state.params["embed_in"]["embedding"].size
+  return step, state, batch, parameters
+
+
+def time_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: int, steps: int) -> Timing:
+  """Our step (`build_our_step`) on one batch of `tokens`: seconds per step over `steps` steps after two
+  warm-up steps; compilation timed apart."""
+  step, state, batch, parameters = build_our_step(model_fields, opt_cfg, tokens, grad_accum)
   start = time.perf_counter()
   step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
@@ -90,7 +98,6 @@ def time_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: i
   seconds = (time.perf_counter() - start) / steps
   if not np.isfinite(float(loss)):
     raise SystemExit(f"our train step's loss is {float(loss)}")
-  parameters = sum(x.size for x in jax.tree.leaves(state.params)) - state.params["embed_in"]["embedding"].size
   return Timing(seconds, compile_s, parameters, jax_peak_memory_mib())
 
 

@@ -22,7 +22,7 @@ section() {  # name, seconds, command...
   local start=$SECONDS
   timeout -k 30 "$seconds" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
-  grep -E "devices|tokens/s|prompts/s|examples/s|identical|MFU|memory|FLOP|compiled|RESULT|Error|error:" \
+  grep -E "devices|tokens/s|prompts/s|examples/s|identical|MFU|memory|FLOP|compiled|RESULT| ms |products|Error|error:" \
     "$OUT/$name.log" | grep -v Warning | tee -a "$SUMMARY"
   echo "   (exit $rc, $((SECONDS - start)) s)" | tee -a "$SUMMARY"
 }
@@ -35,14 +35,16 @@ for model_seconds in pythia-70m:60 pythia-410m:80 pythia-1b:100; do
 done
 # 2. Greedy EM evaluation of every eval set of a define experiment (4,000 entities): ours vs pipeline.
 section study_eval_pythia-70m 50 $PY benchmarks/study_eval.py --model=pythia-70m
-section study_eval_pythia-410m 70 $PY benchmarks/study_eval.py --model=pythia-410m
+section study_eval_pythia-410m 50 $PY benchmarks/study_eval.py --model=pythia-410m
 # 3. Gradient alignment with the input-embedding table's gradient kept as rows; memory per chunk.
 section grad_alignment_pythia-70m 40 $PY benchmarks/grad_alignment.py --model=pythia-70m --chunk=4
 section grad_alignment_pythia-410m 50 $PY benchmarks/grad_alignment.py --model=pythia-410m --chunk=2
-section grad_alignment_pythia-1b 60 $PY benchmarks/grad_alignment.py --model=pythia-1b --chunk=1
+section grad_alignment_pythia-1b 50 $PY benchmarks/grad_alignment.py --model=pythia-1b --chunk=1
+# 4. Where the 1B step spends its time: the top operations of a profiler trace.
+section profile_step_pythia-1b 40 $PY benchmarks/profile_step.py --model=pythia-1b --batch_size=128 --grad_accum=2
 # 5. The study's from-scratch set-inclusion run as the study ran it (seed 630, stage-2 seed 0), time-boxed:
 #    its metrics give the time per epoch; a later session resumes it from the same workdir if carried.
-section numeric_scratch 60 $PY -m iml_jax.main --config=configs/numeric_scratch.py \
+section numeric_scratch 50 $PY -m iml_jax.main --config=configs/numeric_scratch.py \
   --workdir="$OUT/numeric_scratch" --config.n_seeds=1 --config.n_seeds_stage2=1 --config.progress_bar=False
 find "$OUT/numeric_scratch" -name checkpoints -prune -o -type f -name "*.jsonl" -print 2>/dev/null | sort \
   | tee -a "$SUMMARY"

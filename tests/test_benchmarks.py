@@ -65,3 +65,19 @@ def test_study_eval_scores_every_eval_set_like_the_pipeline():
   for side in ("iml-jax evaluate.evaluate", "transformers pipeline", "transformers batch generate"):
     assert re.search(rf"{side} +\d+\.\d prompts/s", out), side
   assert _ratio(out, "study_eval") > 0
+
+
+@pytest.mark.slow
+def test_profile_step_lists_the_operations_of_the_step_with_their_model_code(tmp_path):
+  out = _run(
+    "profile_step.py",
+    "--model=pythia-14m",
+    "--batch_size=2",
+    "--dtype=float32",
+    "--steps=1",
+    "--top=5",
+    f"--trace_dir={tmp_path}",
+  )
+  rows = [line for line in out.splitlines() if re.match(r" +\d+\.\d\d ms +\d+\.\d%", line)]
+  assert len(rows) == 5 and any("embed_out" in row for row in rows), out
+  assert re.search(r"matrix products \(operations whose HLO is or fuses a dot\): \d+\.\d%", out)

@@ -1,0 +1,102 @@
+r"""Where our train step spends its time: a `jax.profiler` trace of a few steps, summed per XLA operation.
+
+Builds the step as `study_step.py` does (a Pythia shape by name, 48-token sequences, the study's Adafactor, or
+AdamW) and prints the operations that take the most time per step, each with its result shape and the model code
+it comes from (the HLO's `op_name`), then the share of matrix products. On accelerators the device's "XLA Ops"
+timeline is read; on CPU the XLA worker threads'. The trace folder is kept (`--trace_dir`) for TensorBoard/XProf.
+
+Command (CPU):  python benchmarks/profile_step.py --model=pythia-14m --batch_size=8 --dtype=float32
+Command (GPU):  python benchmarks/profile_step.py --model=pythia-1b --batch_size=128 --grad_accum=2
+"""
+
+import collections
+import glob
+import re
+
+from absl import app, flags
+import jax
+import numpy as np
+
+import common
+from iml_jax import config_blocks
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", "pythia-70m", list(common.PYTHIA), "Pythia shape (random weights)")
+flags.DEFINE_integer("batch_size", 16, "sequences per device per micro-batch")
+flags.DEFINE_integer("grad_accum", 1, "micro-batches per optimizer step")
+flags.DEFINE_integer("seq_len", 48, "tokens per sequence")
+flags.DEFINE_integer("steps", 3, "traced steps")
+flags.DEFINE_integer("top", 25, "operations listed")
+flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype; weights stay fp32")
+flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
+flags.DEFINE_enum("optimizer", "adafactor", ["adafactor", "adamw"], "the study's Adafactor, or AdamW")
+flags.DEFINE_string("trace_dir", "/tmp/iml_jax_profile", "where the trace is written")
+
+_WRAPPERS = ("ThunkExecutor", "SlinkyThreadPool")  # CPU runtime events that contain the operations
+
+
+def op_times(trace_dir: str) -> collections.Counter:
+  """Nanoseconds per XLA operation name over the whole trace."""
+  data = jax.profiler.ProfileData.from_file(sorted(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True))[-1])
+  device_planes = [p for p in data.planes if p.name.startswith("/device:")]
+  times = collections.Counter()
+  for plane in device_planes or data.planes:
+    for line in plane.lines:
+      if (device_planes and line.name != "XLA Ops") or (not device_planes and "XLAEigen" not in line.name):
+        continue
+      for event in line.events:
+        if not event.name.startswith(_WRAPPERS):
+          times[event.name] += event.duration_ns
+  return times
+
+
+def main(argv):
+  del argv
+  jax.config.update("jax_default_matmul_precision", "highest")
+  shape = common.shape_of(FLAGS.model)
+  tokens = np.random.default_rng(0).integers(
+    0, common.PYTHIA_VOCAB, (FLAGS.batch_size * FLAGS.grad_accum * jax.device_count(), FLAGS.seq_len)
+  )
+  optimizer = config_blocks.optimizer(name=FLAGS.optimizer)
+  fields = dict(vocab_size=common.PYTHIA_VOCAB, max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention)
+  step, state, batch, _ = common.build_our_step({**fields, **shape}, optimizer, tokens, FLAGS.grad_accum)
+  hlo = step.lower(state, batch).compile().as_text().splitlines()
+  for _ in range(2):
+    state, loss = step(state, batch)
+  jax.block_until_ready(loss)
+  with jax.profiler.trace(FLAGS.trace_dir):
+    for _ in range(FLAGS.steps):
+      state, loss = step(state, batch)
+    jax.block_until_ready(loss)
+  times = op_times(FLAGS.trace_dir)
+  total = sum(times.values())
+  if not total:
+    raise SystemExit(f"no XLA operation events in the trace under {FLAGS.trace_dir}")
+
+  instructions = {}  # HLO instruction name -> its line
+  for text in hlo:
+    match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", text)
+    if match:
+      instructions.setdefault(match.group(1), text)
+
+  def described(name: str) -> str:
+    line = instructions.get(name, "")
+    result = line.split("=", 1)[1].split("{")[0].strip() if line else ""
+    origin = re.search(r'op_name="([^"]*)"', line)
+    return f"{result:24s} {origin.group(1)[-100:] if origin else ''}"
+
+  print(
+    f"devices: {jax.devices()[0].platform} x{jax.device_count()}; {FLAGS.model}, {FLAGS.batch_size} x "
+    f"{FLAGS.grad_accum} x {FLAGS.seq_len} tokens per device, {FLAGS.dtype}, {FLAGS.optimizer}, attention "
+    f"{FLAGS.attention}; operation time per step {total / FLAGS.steps / 1e6:.1f} ms (summed over threads/streams)"
+  )
+  for name, ns in times.most_common(FLAGS.top):
+    print(f"{ns / FLAGS.steps / 1e6:9.2f} ms {ns / total:6.1%}  {name:34s} {described(name)}")
+  products = sum(
+    ns for name, ns in times.items() if re.search(r"dot_general| dot\(|convolution", instructions.get(name, ""))
+  )
+  print(f"matrix products (operations whose HLO is or fuses a dot): {products / total:.1%} of the operation time")
+
+
+if __name__ == "__main__":
+  app.run(main)
