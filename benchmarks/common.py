@@ -24,6 +24,35 @@ PYTHIA = {
 }
 
 
+def define_study_step_flags(default_steps: int) -> None:
+  """The flags that say which study step to build: shape, vocabulary, batch, sequence, dtype, attention."""
+  from absl import flags
+
+  flags.DEFINE_enum("model", "pythia-70m", list(PYTHIA), "Pythia shape (random weights)")
+  flags.DEFINE_integer("vocab_size", PYTHIA_VOCAB, "vocabulary rows (Pythia's: 50,304; smaller for quick tests)")
+  flags.DEFINE_integer("batch_size", 16, "sequences per device per micro-batch (the study: 128)")
+  flags.DEFINE_integer("grad_accum", 1, "micro-batches per optimizer step (the study: 2)")
+  flags.DEFINE_integer("seq_len", 48, "tokens per sequence (the study's block size: 48)")
+  flags.DEFINE_integer("steps", default_steps, "timed or traced steps")
+  flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype; weights stay fp32 (the study: bf16)")
+  flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
+
+
+def study_step_inputs(flag_values) -> tuple[dict, dict, np.ndarray]:
+  """(the Pythia shape, our model config fields, random tokens for every device) from `define_study_step_flags`."""
+  shape = shape_of(flag_values.model)
+  fields = dict(
+    vocab_size=flag_values.vocab_size,
+    max_len=flag_values.seq_len,
+    dtype=flag_values.dtype,
+    attention=flag_values.attention,
+    **shape,
+  )
+  rows = flag_values.batch_size * flag_values.grad_accum * jax.device_count()
+  tokens = np.random.default_rng(0).integers(0, flag_values.vocab_size, size=(rows, flag_values.seq_len))
+  return shape, fields, tokens
+
+
 def shape_of(name: str) -> dict:
   """`name`'s shape as our config fields, or an error listing the names there are."""
   if name not in PYTHIA:

@@ -15,20 +15,13 @@ import re
 
 from absl import app, flags
 import jax
-import numpy as np
 
 import common
 from iml_jax import config_blocks
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "pythia-70m", list(common.PYTHIA), "Pythia shape (random weights)")
-flags.DEFINE_integer("batch_size", 16, "sequences per device per micro-batch")
-flags.DEFINE_integer("grad_accum", 1, "micro-batches per optimizer step")
-flags.DEFINE_integer("seq_len", 48, "tokens per sequence")
-flags.DEFINE_integer("steps", 3, "traced steps")
+common.define_study_step_flags(default_steps=3)
 flags.DEFINE_integer("top", 25, "operations listed")
-flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype; weights stay fp32")
-flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
 flags.DEFINE_enum("optimizer", "adafactor", ["adafactor", "adamw"], "the study's Adafactor, or AdamW")
 flags.DEFINE_string("trace_dir", "/tmp/iml_jax_profile", "where the trace is written")
 
@@ -53,13 +46,9 @@ def op_times(trace_dir: str) -> collections.Counter:
 def main(argv):
   del argv
   jax.config.update("jax_default_matmul_precision", "highest")
-  shape = common.shape_of(FLAGS.model)
-  tokens = np.random.default_rng(0).integers(
-    0, common.PYTHIA_VOCAB, (FLAGS.batch_size * FLAGS.grad_accum * jax.device_count(), FLAGS.seq_len)
-  )
+  _, fields, tokens = common.study_step_inputs(FLAGS)
   optimizer = config_blocks.optimizer(name=FLAGS.optimizer)
-  fields = dict(vocab_size=common.PYTHIA_VOCAB, max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention)
-  step, state, batch, _ = common.build_our_step({**fields, **shape}, optimizer, tokens, FLAGS.grad_accum)
+  step, state, batch, _ = common.build_our_step(fields, optimizer, tokens, FLAGS.grad_accum)
   hlo = step.lower(state, batch).compile().as_text().splitlines()
   for _ in range(2):
     state, loss = step(state, batch)

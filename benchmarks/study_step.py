@@ -19,20 +19,12 @@ Last line: `RESULT study_step ratio=<ours tokens/s / reference tokens/s>`.
 """
 
 from absl import app, flags
-import numpy as np
 
 import common
 from iml_jax import config_blocks
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "pythia-70m", list(common.PYTHIA), "Pythia shape (random weights)")
-flags.DEFINE_integer("vocab_size", common.PYTHIA_VOCAB, "vocabulary rows (Pythia's: 50,304; smaller for quick tests)")
-flags.DEFINE_integer("batch_size", 16, "sequences per device per micro-batch (the study: 128)")
-flags.DEFINE_integer("grad_accum", 1, "micro-batches per optimizer step (the study: 2)")
-flags.DEFINE_integer("seq_len", 48, "tokens per sequence (the study's block size: 48)")
-flags.DEFINE_integer("steps", 5, "timed steps per side")
-flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype; weights stay fp32 (the study: bf16)")
-flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
+common.define_study_step_flags(default_steps=5)
 flags.DEFINE_enum("matmul_precision", "highest", ["highest", "tf32"], "fp32 matmul precision on both sides")
 flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s in --dtype for MFU (0: not printed)")
 
@@ -61,13 +53,11 @@ def main(argv):
   import jax
 
   common.set_matmul_precision(FLAGS.matmul_precision)
-  shape = common.shape_of(FLAGS.model)
+  shape, fields, tokens = common.study_step_inputs(FLAGS)
   per_device = FLAGS.batch_size * FLAGS.grad_accum
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(0, FLAGS.vocab_size, size=(per_device * jax.device_count(), FLAGS.seq_len))
   peaks = common.matmul_peak_gflops(FLAGS.dtype)
   ours = common.time_our_step(
-    dict(vocab_size=FLAGS.vocab_size, max_len=FLAGS.seq_len, dtype=FLAGS.dtype, attention=FLAGS.attention, **shape),
+    fields,
     config_blocks.optimizer(),  # the study's Adafactor preset: lr 5e-5, clip 1.0
     tokens,
     FLAGS.grad_accum,
