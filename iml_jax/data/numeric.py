@@ -105,7 +105,7 @@ class NumericTask:
     """Tokens that spell aliases: the alias tokens, or the letters when aliases are spelt out."""
     return sorted(self.aliases) if self.cfg.separate_token_per_var else list(string.ascii_lowercase)
 
-  def _qa(self, alias: str, numbers, label: bool) -> Example:
+  def _qa(self, alias: str, numbers: list[int], label: bool) -> Example:
     return Example(f"{self.alias_text(alias)} % {' '.join(map(str, numbers))} =", " true" if label else " false")
 
   def _questions(self, rng: np.random.Generator, aliases: list[str], with_test: bool = True):
@@ -132,6 +132,10 @@ class NumericTask:
     test_true = rng.permuted(np.concatenate([draw(is_x, cfg.n_nums - 1), x_column], axis=-1), axis=-1)
     test_false = draw(is_x, cfg.n_nums)
     flipped = rng.random((len(rows), per_group)) < cfg.p_label_flip  # only true -> false flips
+    # Python ints format several times faster than NumPy scalars: this runs every epoch when questions are redrawn.
+    train_true, train_false, test_true, test_false, flipped = (
+      a.tolist() for a in (train_true, train_false, test_true, test_false, flipped)
+    )
     train = [
       [self._qa(alias, q, not flip) for q, flip in zip(train_true[i], flipped[i])]
       + [self._qa(alias, q, False) for q in train_false[i]]
