@@ -6,8 +6,6 @@ of (entities, data config, seed, seed_stage2): same arguments, byte-identical ex
 
 import random
 
-from sklearn.model_selection import train_test_split
-
 from iml_jax.data import definitions
 from iml_jax.data.common import (
   Example,
@@ -177,6 +175,8 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
   train_qa: dict[str, list[Example]] = {s: [] for s in _QA_TRAINED}
   test_qa: dict[str, list[Example]] = {s: [] for s in SUBSETS}
   if pool:
+    from sklearn.model_selection import train_test_split  # here: importing sklearn takes a second
+
     try:
       train_rows, test_rows = train_test_split(
         pool, test_size=data_config.test_frac, random_state=seed, stratify=[e for _, e, _ in pool]
