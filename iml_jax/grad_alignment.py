@@ -9,9 +9,12 @@ chunk of examples at a time (`jax.vmap` of `jax.grad` of the training loss on on
 reduces them to the statistics (and the running gradient sum) inside the chunk. Parameters and
 gradients keep the sharding they have in training; every reduction is a sum over the parameter tree.
 
-The input-embedding table is read only at an example's input tokens (untied decoders), so its gradient is
-nonzero only in those rows: it is kept as (token ids, one gradient row per position) — T × D numbers, not
-V × D — and every statistic is computed from the rows (`Gradient`), equal to the dense table's.
+An untied decoder reads its two vocabulary-sized matrices in ways that keep one example's gradient of them
+small (`Gradient`): the input-embedding table only at the input tokens, so its gradient is (token ids, one row
+per position) — T × D numbers, not V × D; the output projection as logits = h · kernel, so its gradient is
+hᵀ · dlogits — the factors h [T, D] and dlogits [T, V] instead of D × V numbers (about D / T times fewer). Dot
+products and L2 norms come from the factors' T × T Gram matrices; L1, L∞ and the distance to the mean gradient
+from the kernel's gradient built a block of columns at a time. Every statistic equals the dense path's.
 """
 
 import dataclasses
@@ -61,12 +64,33 @@ def per_example_gradients(model, params, examples: dict, mask=None):
 
 
 class Gradient(NamedTuple):
-  """One example's gradient: `dense`, the parameter tree (the input-embedding table's leaf None when the model
-  reads it sparsely), and the table's gradient as `rows[i]` added at row `ids[i]` (empty otherwise)."""
+  """One example's gradient: `dense`, the parameter tree with the factored leaves None; the input table's
+  gradient as `rows[i]` added at row `ids[i]`; the output kernel's as hᵀ · dlogits (each factor empty when that
+  leaf is dense). Leading batch axes may come before each field's own."""
 
   dense: Any
   ids: jax.Array  # [T] the input tokens
   rows: jax.Array  # [T, D] the gradient of each position's embedding
+  h: jax.Array  # [T, D] what the output projection reads at each position
+  dlogits: jax.Array  # [T, V] the gradient of each position's logits
+
+
+_NOT_FACTORED = (jnp.zeros((0,), jnp.int32), jnp.zeros((0, 1)), jnp.zeros((0, 1)), jnp.zeros((0, 1)))
+# Columns of the output kernel's gradient built at once per example for L1, L∞ and the distance to the mean.
+KERNEL_BLOCK = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Factored:
+  """Where the factored leaves are in the parameter tree (None: the model has none)."""
+
+  table: tuple[str, ...] | None
+  kernel: tuple[str, ...] | None
+
+
+def factored_leaves(model) -> Factored:
+  reads = registry.spec_of(model).embedding_reads(model)
+  return Factored(None, None) if reads is None else Factored(reads.table, reads.kernel)
 
 
 def _split(tree, path):
@@ -88,28 +112,36 @@ def _join(rest, leaf, path):
 
 
 def example_gradient_rows(model, params, example: dict, mask=None) -> Gradient:
-  """`example_gradient` with the input-embedding table's part kept as rows (a dense tree for other models)."""
-  embedding = registry.spec_of(model).input_embedding(model)
-  if embedding is None:
-    return Gradient(example_gradient(model, params, example, mask), jnp.zeros((0,), jnp.int32), jnp.zeros((0, 1)))
+  """`example_gradient` with the input table's and the output kernel's parts factored (`Gradient`; a dense
+  tree for models that read them otherwise)."""
+  where = factored_leaves(model)
+  if where.table is None:
+    return Gradient(example_gradient(model, params, example, mask), *_NOT_FACTORED)
+  reads = registry.spec_of(model).embedding_reads(model)
   batch = jax.tree.map(lambda x: x[None], example)
-  rest, table = _split(params, embedding.path)
-  ids = embedding.input_ids(batch)
-  embedded = embedding.embed(params, ids)
+  rest, table = _split(params, where.table)
+  rest, kernel = _split(rest, where.kernel)
+  ids = reads.input_ids(batch)
+  embedded = reads.embed(params, ids)
+  offset = jnp.zeros(ids.shape + (table.shape[0],), jnp.float32)  # logits [1, T, V]: a row per vocabulary entry
 
-  def loss(rest, embedded):
+  def loss(rest, embedded, offset):
     weights = batch["loss_mask"]
-    losses = embedding.losses(_join(rest, table, embedding.path), embedded, batch)
-    return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    losses, h = reads.losses(_join(_join(rest, kernel, where.kernel), table, where.table), embedded, batch, offset)
+    return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), h
 
   with jax.default_matmul_precision("highest"):
-    dense, rows = jax.grad(loss, argnums=(0, 1))(rest, embedded)
-  rows = rows[0].astype(table.dtype)
+    (dense, rows, dlogits), h = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(rest, embedded, offset)
+  rows, h, dlogits = rows[0].astype(table.dtype), h[0].astype(jnp.float32), dlogits[0]
   if mask is not None:
-    rest_mask, table_mask = _split(mask, embedding.path)
+    rest_mask, table_mask = _split(mask, where.table)
+    rest_mask, kernel_mask = _split(rest_mask, where.kernel)
+    if jnp.ndim(kernel_mask):
+      raise ValueError("the output kernel's trainable mask must be one number, as train.trainable_mask's are")
     dense = jax.tree.map(lambda g, m: g * m, dense, rest_mask)
     rows = rows * (table_mask[ids[0]] if table_mask.ndim else table_mask)
-  return Gradient(dense, ids[0], rows)
+    dlogits = dlogits * kernel_mask
+  return Gradient(dense, ids[0], rows, h, dlogits)
 
 
 def _matches(ids_a: jax.Array, ids_b: jax.Array) -> jax.Array:
@@ -124,23 +156,60 @@ def _table_rows(g: Gradient) -> tuple[jax.Array, jax.Array]:
   return merged, first
 
 
+def _gram(x: jax.Array, y: jax.Array) -> jax.Array:
+  return jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
+
+
+def _kernel_dot(a: Gradient, b: Gradient) -> jax.Array:
+  """<a.hᵀ · a.dlogits, b.hᵀ · b.dlogits>, summed over position pairs (0 when not factored)."""
+  return jnp.sum(_gram(a.h, b.h) * _gram(a.dlogits, b.dlogits))
+
+
+def _kernel_blocks(g: Gradient, mean: jax.Array | None = None) -> dict[str, jax.Array]:
+  """L1, L∞ and (given the mean's kernel [D, V]) the squared distance to it of the kernel gradient hᵀ · dlogits,
+  built `KERNEL_BLOCK` columns at a time: no example's D × V matrix exists at once."""
+  if not g.h.shape[0]:  # not factored: the kernel is in `dense`
+    return {"l1": 0.0, "linf": 0.0}
+  vocab = g.dlogits.shape[1]
+  width = min(KERNEL_BLOCK, vocab)
+  blocks = -(-vocab // width)
+
+  def columns(x):  # [rows, V] -> [blocks, rows, width], zero columns added at the end
+    x = jnp.pad(x, ((0, 0), (0, blocks * width - vocab)))
+    return x.reshape(x.shape[0], blocks, width).transpose(1, 0, 2)
+
+  def block(xs):
+    kernel = jnp.matmul(g.h.T, xs[0], precision=jax.lax.Precision.HIGHEST)  # [D, width]
+    out = {"l1": jnp.sum(jnp.abs(kernel)), "linf": jnp.max(jnp.abs(kernel))}
+    if mean is not None:
+      out["sq_dist"] = jnp.sum(jnp.square(kernel - xs[1]))
+    return out
+
+  per_block = jax.lax.map(block, (columns(g.dlogits),) + (() if mean is None else (columns(mean),)))
+  return {
+    "l1": jnp.sum(per_block["l1"]),
+    "linf": jnp.max(per_block["linf"]),
+    **({} if mean is None else {"sq_dist": jnp.sum(per_block["sq_dist"])}),
+  }
+
+
 def gradient_dot(a: Gradient, b: Gradient) -> jax.Array:
   products = jnp.matmul(a.rows, b.rows.T, precision=jax.lax.Precision.HIGHEST)
-  return tree_dot(a.dense, b.dense) + jnp.sum(_matches(a.ids, b.ids) * products)
+  return tree_dot(a.dense, b.dense) + jnp.sum(_matches(a.ids, b.ids) * products) + _kernel_dot(a, b)
 
 
 def _sq_norm(g: Gradient) -> jax.Array:
   merged, first = _table_rows(g)
-  return _tree_sum(jnp.square, g.dense) + jnp.sum(first * jnp.sum(jnp.square(merged), axis=-1))
+  return _tree_sum(jnp.square, g.dense) + jnp.sum(first * jnp.sum(jnp.square(merged), axis=-1)) + _kernel_dot(g, g)
 
 
 def gradient_norms(g: Gradient) -> dict[str, jax.Array]:
   merged, first = _table_rows(g)
-  dense = tree_norms(g.dense)
+  dense, kernel = tree_norms(g.dense), _kernel_blocks(g)
   return {
-    "l1": dense["l1"] + jnp.sum(first[:, None] * jnp.abs(merged)),
+    "l1": dense["l1"] + jnp.sum(first[:, None] * jnp.abs(merged)) + kernel["l1"],
     "l2": jnp.sqrt(_sq_norm(g)),
-    "linf": jnp.maximum(dense["linf"], jnp.max(jnp.abs(merged), initial=0.0)),
+    "linf": jnp.maximum(jnp.maximum(dense["linf"], jnp.max(jnp.abs(merged), initial=0.0)), kernel["linf"]),
   }
 
 
@@ -149,17 +218,22 @@ def _difference(a: Gradient, b: Gradient) -> Gradient:
     jax.tree.map(jnp.subtract, a.dense, b.dense),
     jnp.concatenate([a.ids, b.ids]),
     jnp.concatenate([a.rows, -b.rows]),
+    jnp.concatenate([a.h, b.h]),
+    jnp.concatenate([a.dlogits, -b.dlogits]),
   )
 
 
-def _add_into(total, g: Gradient, path):
-  """`total` (a whole gradient tree) plus `g`, whose ids and rows may carry leading batch axes."""
-  rest, table = _split(total, path)
+def _add_into(total, g: Gradient, where: Factored):
+  """`total` (a whole gradient tree) plus `g`, whose factors may carry leading batch axes (examples: summed)."""
+  rest, table = _split(total, where.table)
+  rest, kernel = _split(rest, where.kernel)
   rest = jax.tree.map(jnp.add, rest, g.dense)
-  if path is None:
-    return rest
-  table = table.at[g.ids.reshape(-1)].add(g.rows.reshape(-1, g.rows.shape[-1]).astype(table.dtype))
-  return _join(rest, table, path)
+  if where.kernel is not None:
+    h, dlogits = g.h.reshape(-1, g.h.shape[-1]), g.dlogits.reshape(-1, g.dlogits.shape[-1])
+    kernel = kernel + jnp.matmul(h.T, dlogits, precision=jax.lax.Precision.HIGHEST).astype(kernel.dtype)
+  if where.table is not None:
+    table = table.at[g.ids.reshape(-1)].add(g.rows.reshape(-1, g.rows.shape[-1]).astype(table.dtype))
+  return _join(_join(rest, kernel, where.kernel), table, where.table)
 
 
 def _chunked(tree, chunk: int):
@@ -176,11 +250,6 @@ def _chunked(tree, chunk: int):
 
 def _unchunk(tree, n: int):
   return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:n], tree)
-
-
-def _table_path(model):
-  embedding = registry.spec_of(model).input_embedding(model)
-  return None if embedding is None else embedding.path
 
 
 @functools.partial(jax.jit, static_argnames=("model", "chunk"))
@@ -206,8 +275,7 @@ def pair_statistics(model, params, definitions: dict, questions: dict, mask=None
     }
     both = Gradient(
       jax.tree.map(lambda d, q: d + q.sum(0), g_def.dense, g_qs.dense),
-      jnp.concatenate([g_def.ids, g_qs.ids.reshape(-1)]),
-      jnp.concatenate([g_def.rows, g_qs.rows.reshape((-1,) + g_qs.rows.shape[2:])]),
+      *(jnp.concatenate([d, q.reshape((-1,) + q.shape[2:])]) for d, q in zip(g_def[1:], g_qs[1:])),
     )
     return stats, both
 
@@ -223,8 +291,10 @@ def pair_statistics(model, params, definitions: dict, questions: dict, mask=None
       jax.tree.map(lambda s: jnp.einsum("c,c...->...", weights.astype(s.dtype), s), sums.dense),
       sums.ids,
       sums.rows * weights[:, None, None],
+      sums.h,
+      sums.dlogits * weights[:, None, None],
     )
-    return _add_into(total, sums, _table_path(model)), stats
+    return _add_into(total, sums, factored_leaves(model)), stats
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   total, stats = jax.lax.scan(step, zeros, (defs, qs, valid))
@@ -234,19 +304,24 @@ def pair_statistics(model, params, definitions: dict, questions: dict, mask=None
 @functools.partial(jax.jit, static_argnames=("model", "chunk"))
 def to_mean_statistics(model, params, examples: dict, mean_gradient, mask=None, chunk: int = 8):
   """Per example: squared L2 distance and cosine between its gradient and `mean_gradient`."""
-  mean_rest, mean_table = _split(mean_gradient, _table_path(model))
+  where = factored_leaves(model)
+  mean_rest, mean_table = _split(mean_gradient, where.table)
+  mean_rest, mean_kernel = _split(mean_rest, where.kernel)
   mean_table_sq = jnp.sum(jnp.square(mean_table))
-  mean_norm = jnp.sqrt(_tree_sum(jnp.square, mean_rest) + mean_table_sq)
+  mean_norm = jnp.sqrt(_tree_sum(jnp.square, mean_rest) + mean_table_sq + jnp.sum(jnp.square(mean_kernel)))
 
   def one(example):
     g = example_gradient_rows(model, params, example, mask)
     at_ids = mean_table[g.ids]  # the mean's rows where g has rows
     merged, first = _table_rows(g)
-    dot = tree_dot(g.dense, mean_rest) + jnp.sum(g.rows * at_ids)
+    kernel_dot = jnp.sum(g.dlogits * jnp.matmul(g.h, mean_kernel, precision=jax.lax.Precision.HIGHEST))
+    dot = tree_dot(g.dense, mean_rest) + jnp.sum(g.rows * at_ids) + kernel_dot
     # |g - mean|² over the table: the mean's other rows, plus the rows g touches
     table_sq_dist = mean_table_sq + jnp.sum(first * jnp.sum(jnp.square(merged - at_ids) - jnp.square(at_ids), axis=-1))
+    kernel_sq_dist = _kernel_blocks(g, mean_kernel)["sq_dist"] if where.kernel else 0.0
     cos = dot / jnp.maximum(jnp.sqrt(_sq_norm(g)) * mean_norm, 1e-30)
-    return {"sq_dist": _tree_sum(lambda a, b: jnp.square(a - b), g.dense, mean_rest) + table_sq_dist, "cos": cos}
+    dense_sq_dist = _tree_sum(lambda a, b: jnp.square(a - b), g.dense, mean_rest)
+    return {"sq_dist": dense_sq_dist + table_sq_dist + kernel_sq_dist, "cos": cos}
 
   return jax.lax.map(one, examples, batch_size=chunk)
 

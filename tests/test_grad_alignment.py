@@ -1,6 +1,7 @@
 """Per-example gradients and alignment statistics against a loop of `jax.grad` and NumPy on flat vectors."""
 
 import functools
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -63,23 +64,45 @@ def test_per_example_gradients_equal_a_loop_of_grad():
     assert np.linalg.norm(ours - reference) <= 1e-6 * np.linalg.norm(reference)
 
 
-def test_embedding_rows_are_the_dense_gradient_of_the_table():
+def test_factored_gradients_add_up_to_the_dense_gradient():
   """The input table's gradient kept as one row per input position adds up to the dense gradient, repeated
-  tokens included, with the trainable mask applied (stage 2 trains alias rows only)."""
+  tokens included, with the trainable mask applied (stage 2 trains alias rows only); the output kernel's kept as
+  hᵀ · dlogits equals its dense gradient. Norms from the factors equal the dense tree's."""
   model, params = _decoder()
   example = jax.tree.map(jnp.asarray, _row(_examples((1,), 5), 0))
   example["tokens"] = example["tokens"].at[3].set(example["tokens"][1])  # a repeated input token
   mask = jax.tree.map(lambda p: jnp.full((), 0.5, p.dtype), params)
   mask["embed_in"]["embedding"] = jnp.zeros((32, 1)).at[example["tokens"][:4], 0].set(1.0)
-  rows = grad_alignment.example_gradient_rows(model, params, example, mask)
-  assert rows.rows.shape == (L - 1, 16) and rows.dense["embed_in"]["embedding"] is None  # the sparse path ran
+  factored = grad_alignment.example_gradient_rows(model, params, example, mask)
+  assert factored.rows.shape == (L - 1, 16) and factored.dense["embed_in"]["embedding"] is None
+  assert factored.h.shape == (L - 1, 16) and factored.dlogits.shape == (L - 1, 32)
+  assert factored.dense["embed_out"]["kernel"] is None  # both factored paths ran
   dense = grad_alignment.example_gradient(model, params, example, mask)
-  added = grad_alignment._add_into(jax.tree.map(jnp.zeros_like, params), rows, ("embed_in", "embedding"))
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  added = grad_alignment._add_into(zeros, factored, grad_alignment.factored_leaves(model))
   for got, expected in zip(jax.tree.leaves(added), jax.tree.leaves(dense)):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
-  norms, expected = grad_alignment.gradient_norms(rows), grad_alignment.tree_norms(dense)
+  # two column blocks, the second padded: L1, L∞ from blocks as from the whole kernel
+  with mock.patch.object(grad_alignment, "KERNEL_BLOCK", 20):
+    norms = grad_alignment.gradient_norms(factored)
+  expected = grad_alignment.tree_norms(dense)
   for name in ("l1", "l2", "linf"):
     assert norms[name] == pytest.approx(float(expected[name]), rel=1e-5), name
+
+
+def test_kernel_statistics_from_column_blocks_equal_the_whole_kernel():
+  """L1, L∞ and the squared distance to a mean of hᵀ · dlogits, built 4 columns at a time (the last block padded),
+  equal the whole matrix's; the largest entry sits in the last column."""
+  rng = np.random.default_rng(0)
+  h, dlogits, mean = rng.normal(size=(3, 5)), rng.normal(size=(3, 10)), rng.normal(size=(5, 10))
+  dlogits[:, -1] *= 100
+  factored = grad_alignment.Gradient({}, *(jnp.asarray(x, jnp.float32) for x in ([0], [[0.0]], h, dlogits)))
+  with mock.patch.object(grad_alignment, "KERNEL_BLOCK", 4):
+    got = grad_alignment._kernel_blocks(factored, jnp.asarray(mean, jnp.float32))
+  kernel = h.T @ dlogits
+  assert float(got["l1"]) == pytest.approx(np.abs(kernel).sum(), rel=1e-6)
+  assert float(got["linf"]) == pytest.approx(np.abs(kernel).max(), rel=1e-6)
+  assert float(got["sq_dist"]) == pytest.approx(np.square(kernel - mean).sum(), rel=1e-6)
 
 
 def _reference_statistics(model, params, sets):
@@ -121,7 +144,9 @@ def two_sets_and_reference():
 def test_statistics_equal_numpy_on_flat_gradients_with_padded_chunks(two_sets_and_reference):
   model, params, sets, (pairs, variance, mean_cos) = two_sets_and_reference
   assert any(len(set(t[:-1])) < L - 1 for t in sets["d1"][0]["tokens"])  # repeated tokens: rows add up
-  result = grad_alignment.alignment(model, params, sets, chunk=2)  # divides neither set (5, 15): padded chunks
+  # chunk 2 divides neither set (5, 15): padded chunks; blocks of 20 output-kernel columns: the last one padded
+  with mock.patch.object(grad_alignment, "KERNEL_BLOCK", 20):
+    result = grad_alignment.alignment(model, params, sets, chunk=2)
   for label in sets:
     for name, expected in pairs[label].items():
       np.testing.assert_allclose(

@@ -260,28 +260,43 @@ def token_losses(model: DecoderLM, params, batch: dict) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class InputEmbedding:
-  """How the loss reads the input-embedding table: only at the rows of the input tokens, so the table's
-  gradient is the sum of those positions' embedding gradients (grad_alignment keeps them sparse)."""
+class EmbeddingReads:
+  """How an untied decoder's loss reads its two vocabulary-sized matrices: the input table only at the rows of
+  the input tokens, the output projection as logits = h · kernel at every position. So one example's gradient of
+  the table is one row per input position, and of the kernel hᵀ · dlogits, rank ≤ positions (grad_alignment
+  keeps both factored)."""
 
-  path: tuple[str, ...]  # the table in the parameter tree
+  table: tuple[str, ...]  # the input-embedding table in the parameter tree
+  kernel: tuple[str, ...]  # the output projection's kernel [D, V]
   input_ids: Callable  # batch -> the token ids the table is read at [B, L]
   embed: Callable  # (params, ids_BxL) -> x_BxLxD, as the forward pass embeds them
-  losses: Callable  # (params, x_BxLxD, batch) -> token_losses given the inputs' embeddings; reads no table row
+  # (params, x_BxLxD, batch, logits_offset_BxLxV) -> (token losses, h_BxLxD): the loss given the inputs' embeddings
+  # (it reads no table row) with `logits_offset` added to the logits (zeros: its gradient is dlogits), and h, what
+  # the output projection reads
+  losses: Callable
 
 
-def input_embedding(model: DecoderLM) -> InputEmbedding | None:
-  """None when the output projection reads the table too (tied embeddings): its gradient is then dense."""
+def embedding_reads(model: DecoderLM) -> EmbeddingReads | None:
+  """None when the output projection reads the input table too (tied embeddings): its gradient is then dense."""
   if model.cfg.tie_embeddings:
     return None
 
-  def losses(params, x_BxLxD, batch):
+  def losses(params, x_BxLxD, batch, logits_offset_BxLxV):
     inputs = batch["tokens"][:, :-1]
-    logits, _ = model.apply({"params": params}, x_BxLxD, *causal_inputs(inputs), method=DecoderLM.from_embeddings)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
+    (logits, _), captured = model.apply(
+      {"params": params},
+      x_BxLxD,
+      *causal_inputs(inputs),
+      method=DecoderLM.from_embeddings,
+      capture_intermediates=lambda module, _: module.name == "final_layer_norm",
+    )
+    logits = logits + logits_offset_BxLxV.astype(logits.dtype)
+    h = captured["intermediates"]["final_layer_norm"]["__call__"][0]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:]), h
 
-  return InputEmbedding(
-    path=("embed_in", "embedding"),
+  return EmbeddingReads(
+    table=("embed_in", "embedding"),
+    kernel=("embed_out", "kernel"),
     input_ids=lambda batch: batch["tokens"][:, :-1],
     embed=lambda params, ids: model.apply({"params": params}, ids, method=DecoderLM.embed),
     losses=losses,

@@ -31,9 +31,9 @@ class ModelSpec:
   generate: Callable | None = None  # text models: (model, params, prompts, prompt_mask, max_new, eos) -> tokens
   hidden_states: Callable | None = None  # text models: (model, params, tokens) -> [layers, B, T, D]
   predict: Callable | None = None  # array models: (model, params, inputs) -> classes or values
-  # (model) -> decoder.InputEmbedding or None: how the loss reads the input-embedding table, when only at the
-  # input tokens' rows (per-example gradients then keep the table's rows sparse)
-  input_embedding: Callable = lambda model: None
+  # (model) -> decoder.EmbeddingReads or None: how the loss reads the vocabulary-sized matrices, when the input
+  # table only at the input tokens' rows (per-example gradients then keep them factored)
+  embedding_reads: Callable = lambda model: None
   family: Family | None = None  # language models: architecture options, pretrained models, Hugging Face map
   shape_fields: tuple[str, ...] = ()  # what a run config must agree on with a checkpoint it starts from
 
@@ -47,7 +47,7 @@ def _decoder_spec(family: str) -> ModelSpec:
     "tokens",
     decoder.generate,
     decoder.hidden_states,
-    input_embedding=decoder.input_embedding,
+    embedding_reads=decoder.embedding_reads,
     family=FAMILIES[family],
     shape_fields=("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
   )
