@@ -36,10 +36,11 @@ done
 # 2. Greedy EM evaluation of every eval set of a define experiment (4,000 entities): ours vs pipeline.
 section study_eval_pythia-70m 50 $PY benchmarks/study_eval.py --model=pythia-70m
 section study_eval_pythia-410m 50 $PY benchmarks/study_eval.py --model=pythia-410m
-# 3. Gradient alignment with the input-embedding table's gradient kept as rows; memory per chunk.
-section grad_alignment_pythia-70m 40 $PY benchmarks/grad_alignment.py --model=pythia-70m --chunk=4
-section grad_alignment_pythia-410m 50 $PY benchmarks/grad_alignment.py --model=pythia-410m --chunk=2
-section grad_alignment_pythia-1b 50 $PY benchmarks/grad_alignment.py --model=pythia-1b --chunk=1
+# 3. Gradient alignment, both vocabulary-sized matrices' gradients factored; memory per chunk (XLA's account on
+#    CPU, README: 1.7 GB at 70M chunk 4, 6.2 GB at 410M chunk 4, 3.2 GB at 1B chunk 1).
+section grad_alignment_pythia-70m 40 $PY benchmarks/grad_alignment.py --model=pythia-70m --chunk=8
+section grad_alignment_pythia-410m 50 $PY benchmarks/grad_alignment.py --model=pythia-410m --chunk=4
+section grad_alignment_pythia-1b 50 $PY benchmarks/grad_alignment.py --model=pythia-1b --chunk=4
 # 4. Where the 1B step spends its time: the top operations of a profiler trace.
 section profile_step_pythia-1b 40 $PY benchmarks/profile_step.py --model=pythia-1b --batch_size=128 --grad_accum=2
 # 5. The study's from-scratch set-inclusion run as the study ran it (seed 630, stage-2 seed 0), time-boxed:

@@ -23,9 +23,10 @@ Measured (2 CPU cores shared with other jobs, 35 min, 5 seeds): d1consis 0.500 �
 gap +0.002 ± 0.022, p = 0.41 — no IML; Stage 1 does not generalise either (qd1consis 0.541: the fixed training
 questions are memorised). With 8 numbers per question as well: gap -0.007 ± 0.013, qd1consis 0.507 (49 min).
 
-Argument `reduced`: 500 aliases, 35 Stage-1 epochs and 5 seeds, the headline effect in about 4 minutes; the test
+Argument `reduced`: 500 aliases, 35 Stage-1 epochs and 5 seeds, the headline effect in about 3 minutes; the test
 suite runs it (tests/test_default_config.py) and requires the gap's 95% interval to exclude 0.
-Measured (2 CPU cores, 254 s with an empty compilation cache; 317-327 s before programs were cached):
+Measured (2 CPU cores, 191 s on 2026-12-01; 254 s with an empty compilation cache on an earlier machine, 317-327 s
+before programs were cached):
 d1consis 0.781 ± 0.100, d2consis 0.618 ± 0.033, gap +0.163 ± 0.082, p = 0.0026, every seed +0.10 or more,
 Stage-1 QA >= 0.997 on every seed. (30 Stage-1 epochs left one seed's Stage-1 QA at 0.63: gap +0.117 ± 0.073;
 3 seeds at 45 epochs: +0.198 ± 0.224, interval includes 0.)
