@@ -90,6 +90,31 @@ def test_factored_gradients_add_up_to_the_dense_gradient():
     assert norms[name] == pytest.approx(float(expected[name]), rel=1e-5), name
 
 
+@pytest.mark.parametrize(
+  "family, fields",
+  [
+    ("gptj", dict(output_bias=True, shared_input_norm=True, rotary_pct=0.25, qkv_bias=False)),
+    ("llama", dict(norm="rmsnorm", activation="silu", gated_mlp=True, parallel_residual=False, qkv_bias=False)),
+  ],
+)
+def test_the_other_untied_families_factor_exactly(family, fields):
+  """GPT-J (an output bias, which stays dense) and Llama (RMSNorm before the projection): rows and factors add
+  up to the dense per-example gradient."""
+  cfg = registry.make_config(family, vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=L, **fields)
+  model = registry.build(cfg)
+  params = unbox(registry.init_params(model, jax.random.key(0)))
+  example = jax.tree.map(jnp.asarray, _row(_examples((1,), 6), 0))
+  factored = grad_alignment.example_gradient_rows(model, params, example)
+  assert factored.dlogits.shape == (L - 1, 32) and factored.dense["embed_out"]["kernel"] is None
+  added = grad_alignment._add_into(
+    jax.tree.map(jnp.zeros_like, params), factored, grad_alignment.factored_leaves(model)
+  )
+  for got, expected in zip(
+    jax.tree.leaves(added), jax.tree.leaves(grad_alignment.example_gradient(model, params, example))
+  ):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+
+
 def test_kernel_statistics_from_column_blocks_equal_the_whole_kernel():
   """L1, L∞ and the squared distance to a mean of hᵀ · dlogits, built 4 columns at a time (the last block padded),
   equal the whole matrix's; the largest entry sits in the last column."""
