@@ -114,28 +114,27 @@ def _join(rest, leaf, path):
 def example_gradient_rows(model, params, example: dict, mask=None) -> Gradient:
   """`example_gradient` with the input table's and the output kernel's parts factored (`Gradient`; a dense
   tree for models that read them otherwise)."""
-  where = factored_leaves(model)
-  if where.table is None:
-    return Gradient(example_gradient(model, params, example, mask), *_NOT_FACTORED)
   reads = registry.spec_of(model).embedding_reads(model)
+  if reads is None:
+    return Gradient(example_gradient(model, params, example, mask), *_NOT_FACTORED)
   batch = jax.tree.map(lambda x: x[None], example)
-  rest, table = _split(params, where.table)
-  rest, kernel = _split(rest, where.kernel)
+  rest, table = _split(params, reads.table)
+  rest, kernel = _split(rest, reads.kernel)
   ids = reads.input_ids(batch)
   embedded = reads.embed(params, ids)
   offset = jnp.zeros(ids.shape + (table.shape[0],), jnp.float32)  # logits [1, T, V]: a row per vocabulary entry
 
   def loss(rest, embedded, offset):
     weights = batch["loss_mask"]
-    losses, h = reads.losses(_join(_join(rest, kernel, where.kernel), table, where.table), embedded, batch, offset)
+    losses, h = reads.losses(_join(_join(rest, kernel, reads.kernel), table, reads.table), embedded, batch, offset)
     return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), h
 
   with jax.default_matmul_precision("highest"):
     (dense, rows, dlogits), h = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(rest, embedded, offset)
   rows, h, dlogits = rows[0].astype(table.dtype), h[0].astype(jnp.float32), dlogits[0]
   if mask is not None:
-    rest_mask, table_mask = _split(mask, where.table)
-    rest_mask, kernel_mask = _split(rest_mask, where.kernel)
+    rest_mask, table_mask = _split(mask, reads.table)
+    rest_mask, kernel_mask = _split(rest_mask, reads.kernel)
     if jnp.ndim(kernel_mask):
       raise ValueError("the output kernel's trainable mask must be one number, as train.trainable_mask's are")
     dense = jax.tree.map(lambda g, m: g * m, dense, rest_mask)

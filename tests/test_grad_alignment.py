@@ -64,6 +64,16 @@ def test_per_example_gradients_equal_a_loop_of_grad():
     assert np.linalg.norm(ours - reference) <= 1e-6 * np.linalg.norm(reference)
 
 
+def _assert_factors_add_up_to_the_dense_gradient(model, params, example, factored, mask=None):
+  """Rows and kernel factors added into a zero tree equal `example_gradient`, which is returned."""
+  dense = grad_alignment.example_gradient(model, params, example, mask)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  added = grad_alignment._add_into(zeros, factored, grad_alignment.factored_leaves(model))
+  for got, expected in zip(jax.tree.leaves(added), jax.tree.leaves(dense)):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+  return dense
+
+
 def test_factored_gradients_add_up_to_the_dense_gradient():
   """The input table's gradient kept as one row per input position adds up to the dense gradient, repeated
   tokens included, with the trainable mask applied (stage 2 trains alias rows only); the output kernel's kept as
@@ -77,11 +87,7 @@ def test_factored_gradients_add_up_to_the_dense_gradient():
   assert factored.rows.shape == (L - 1, 16) and factored.dense["embed_in"]["embedding"] is None
   assert factored.h.shape == (L - 1, 16) and factored.dlogits.shape == (L - 1, 32)
   assert factored.dense["embed_out"]["kernel"] is None  # both factored paths ran
-  dense = grad_alignment.example_gradient(model, params, example, mask)
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  added = grad_alignment._add_into(zeros, factored, grad_alignment.factored_leaves(model))
-  for got, expected in zip(jax.tree.leaves(added), jax.tree.leaves(dense)):
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+  dense = _assert_factors_add_up_to_the_dense_gradient(model, params, example, factored, mask)
   # two column blocks, the second padded: L1, L∞ from blocks as from the whole kernel
   with mock.patch.object(grad_alignment, "KERNEL_BLOCK", 20):
     norms = grad_alignment.gradient_norms(factored)
@@ -106,13 +112,7 @@ def test_the_other_untied_families_factor_exactly(family, fields):
   example = jax.tree.map(jnp.asarray, _row(_examples((1,), 6), 0))
   factored = grad_alignment.example_gradient_rows(model, params, example)
   assert factored.dlogits.shape == (L - 1, 32) and factored.dense["embed_out"]["kernel"] is None
-  added = grad_alignment._add_into(
-    jax.tree.map(jnp.zeros_like, params), factored, grad_alignment.factored_leaves(model)
-  )
-  for got, expected in zip(
-    jax.tree.leaves(added), jax.tree.leaves(grad_alignment.example_gradient(model, params, example))
-  ):
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+  _assert_factors_add_up_to_the_dense_gradient(model, params, example, factored)
 
 
 def test_kernel_statistics_from_column_blocks_equal_the_whole_kernel():
