@@ -34,6 +34,7 @@ def get_config(arg: str | None = None):
   if args["cpu"]:
     config = _DEFAULT.get_config()
     config.data.num_x = num_ents
+    config.deviations = (*_DEFAULT.VISIBILITY_DEVIATIONS, *_DEFAULT.cpu_scale_deviations(config))
     return _DEFAULT.shrink(config) if args["tiny"] else config
   config = blocks.study_define(
     blocks.pretrained("pythia-1b", dtype="bfloat16"),

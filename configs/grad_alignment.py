@@ -62,9 +62,9 @@ def get_config(arg: str | None = None):
         "[stage_names (count), stages.stage1.*]",
         _DEFAULT.REDRAWN_QUESTIONS,
         _DEFAULT.ALIAS_LOSS_EXCLUDED,
-        *_DEFAULT.CPU_SCALE_DEVIATIONS,
       ),
     )
+    config.deviations = (*config.deviations, *_DEFAULT.cpu_scale_deviations(config))
     config.analysis.grad_alignment.update(enabled=True, max_definitions=24)
     return config
   epochs, accumulation = grid[batch]

@@ -151,23 +151,21 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
 
   alias_ids = alias_token_ids(ctx, stage_cfg)
   mask = train.trainable_mask(registry.abstract_params(ctx.model), stage_cfg.trainable, alias_ids)
-  optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
-  abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
-  memory.check_fits(abstract, run.name)
-  checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
-  state = _initial_state(ctx, run, optimizer, abstract, checkpoints)
-  _forget_logged_after(ctx, run, int(state.step))
-
   # Every batch array is split along its first (batch) axis, whatever its rank.
   template = _encode(ctx, data.train[:1], alias_ids)
   layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, v.ndim) for k, v in template.items()}
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
+  programs = stage_programs(ctx, stage_cfg, total_steps, mask, layout)
+  memory.check_fits(programs.abstract, run.name)
+  checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
+  state = _initial_state(ctx, run, programs.optimizer, programs.abstract, checkpoints)
+  _forget_logged_after(ctx, run, int(state.step))
   return PreparedStage(
     run,
     per_epoch,
     total_steps,
     state,
-    train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, train.shardings_of(abstract), layout),
+    programs.train_step,
     batching.StageBatches(
       data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key, stage_cfg.batch_size, per_epoch
     ),
@@ -179,6 +177,49 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
     stage_cfg.batch_size * ctx.inputs.tokens_per_example(template),
     checkpoints,
   )
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePrograms:
+  """A stage's optimizer, the shapes and shardings of its train state, and its jitted train step."""
+
+  optimizer: object
+  abstract: train.TrainState
+  train_step: object
+
+
+_PROGRAMS: dict[tuple, StagePrograms] = {}  # by everything the step closes over; oldest first
+_PROGRAMS_KEPT = 4
+
+
+def stage_programs(ctx: SeedContext, stage_cfg, total_steps: int, mask, layout: dict) -> StagePrograms:
+  """The stage's programs, shared by every stage (of any seed) with the same model, optimizer settings, step
+  count, trainable mask, mesh and batch layout: later seeds run the step the first one traced and compiled
+  instead of tracing, lowering and loading it again. The programs are the same, so are the results."""
+  key = (
+    ctx.model,
+    ctx.mesh,
+    repr(ctx.rules),
+    stage_cfg.optimizer.to_json(sort_keys=True),
+    stage_cfg.grad_accum,
+    total_steps,
+    _fingerprint(mask),
+    tuple(sorted(layout.items())),
+  )
+  if key not in _PROGRAMS:
+    optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
+    abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
+    step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, train.shardings_of(abstract), layout)
+    while len(_PROGRAMS) >= _PROGRAMS_KEPT:
+      del _PROGRAMS[next(iter(_PROGRAMS))]
+    _PROGRAMS[key] = StagePrograms(optimizer, abstract, step)
+  return _PROGRAMS[key]
+
+
+def _fingerprint(tree) -> tuple:
+  """The structure, shapes, dtypes and values of a tree of small arrays (a trainable mask), hashable."""
+  leaves, structure = jax.tree_util.tree_flatten(tree)
+  return (structure, tuple((a.shape, str(a.dtype), np.asarray(a).tobytes()) for a in leaves))
 
 
 def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:

@@ -222,9 +222,17 @@ def create_state(model, optimizer, abstract: TrainState, rng: jax.Array, params=
   (the previous stage's), with a fresh optimizer and step 0."""
   state_shardings = shardings_of(abstract)
   if params is None:
-    params = jax.jit(lambda r: unbox(init_params(model, r)), out_shardings=state_shardings.params)(rng)
+    shardings, structure = jax.tree.flatten(state_shardings.params)
+    params = _initializer(model, tuple(shardings), structure)(rng)
   else:
     params = jax.device_put(params, state_shardings.params)
   opt_state = jax.jit(optimizer.init, out_shardings=state_shardings.opt_state)(params)
   step = jax.device_put(jnp.zeros((), jnp.int32), state_shardings.step)
   return TrainState(step, params, opt_state)
+
+
+@functools.lru_cache(maxsize=4)
+def _initializer(model: nn.Module, shardings: tuple, structure) -> Callable:
+  """Jitted `rng -> parameters` laid out as `shardings`; one per model and layout, so every seed's
+  initialisation runs the program the first seed traced."""
+  return jax.jit(lambda rng: unbox(init_params(model, rng)), out_shardings=jax.tree.unflatten(structure, shardings))

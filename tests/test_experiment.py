@@ -93,6 +93,14 @@ def test_end_to_end_through_main(finished_run):
     assert os.path.exists(workdir / directory / "DONE")
 
 
+def test_a_seed_after_another_gets_the_results_it_gets_alone(finished_run, tmp_path):
+  """Seed 1 of the two-seed run trained and decoded with the programs seed 0 compiled (stage.stage_programs)."""
+  workdir, _ = finished_run
+  experiment.run(tiny_config(seed=1, n_seeds=1), str(tmp_path))
+  for name in ("stage1/eval.jsonl", "s2seed_0/stage2/eval.jsonl", "s2seed_0/stage2/predictions.jsonl"):
+    assert (workdir / "seed_1" / name).read_text() == (tmp_path / "seed_1" / name).read_text(), name
+
+
 def test_learning_rate_and_throughput_are_logged(finished_run):
   """train/lr is the rate each logged step used (metrics.jsonl and TensorBoard); tokens/s only in TensorBoard:
   metrics.jsonl holds only what a rerun reproduces."""

@@ -124,6 +124,26 @@ def test_config_matches_its_study_row_except_declared_deviations(spec, row):
   experiment.validate(config)
 
 
+CPU_SCALE = (
+  "default.py",
+  "default.py:faithful",
+  "default.py:reduced",
+  "tag_correlation.py:cpu,alpha=0.5",
+  "data_amount.py:cpu,num_ents=500",
+  "grad_alignment.py:cpu",
+)
+
+
+@pytest.mark.parametrize("spec", CPU_SCALE)
+def test_a_cpu_scale_variant_states_its_own_size(spec):
+  config = _load(spec)
+  (size,) = [d for d in config.deviations if d.startswith("CPU size:")]
+  stages = [config.stages[name] for name in config.stages]
+  assert f" {config.data.num_x:,} aliases " in size
+  assert f" {' / '.join(str(s.epochs) for s in stages)} epochs " in size
+  assert f"batch {' / '.join(str(s.batch_size) for s in stages)} " in size
+
+
 def test_every_config_the_readme_lists_is_checked():
   readme = open(os.path.join(ROOT, "README.md")).read()
   listed = set(re.findall(r"`configs/([a-z0-9_]+\.py(?::[^`]*)?)`", readme))
