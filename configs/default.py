@@ -33,9 +33,10 @@ Stage-1 QA >= 0.997 on every seed. (30 Stage-1 epochs left one seed's Stage-1 QA
 30 epochs at lr 4e-3: one seed's QA 0.86 and its gap -0.015; 400 aliases: Stage-1 QA 0.72-1.0, gap +0.075 ± 0.060;
 3 seeds at 45 epochs: +0.198 ± 0.224, interval includes 0.)
 
-Measured on this session's machine (2 CPU cores, 865 s): d1consis 0.752 ± 0.089, d2consis 0.557 ± 0.054, gap
-+0.195 ± 0.085, p = 0.0016 (per seed +0.09, +0.24, +0.27, +0.19, +0.20) — loss-for-loss what the code before this
-session gives on the same machine; XLA's CPU rounding differs between processors. On an earlier, faster machine:
+Measured on the current machine (2 CPU cores, 529 s from a fresh clone on 2026-12-01; 865 s earlier):
+d1consis 0.752 ± 0.089, d2consis 0.557 ± 0.054, gap +0.195 ± 0.085, p = 0.0016 (per seed +0.09, +0.24, +0.27,
++0.19, +0.20) — loss-for-loss what earlier code gives on the same machine; XLA's CPU rounding differs between
+processors. On an earlier, faster machine:
 Measured (2 CPU cores, 5 seeds, the command above): 394 s wall time;
   d1consis 0.800 ± 0.078, d2consis 0.568 ± 0.062, qd1consis 0.999 (EM, mean ± 95% CI over stage-1 seeds);
   IML gap +0.232 ± 0.067, every seed positive (+0.16 … +0.30), one-sided paired p = 0.0003.
