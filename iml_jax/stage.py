@@ -199,7 +199,7 @@ def stage_programs(ctx: SeedContext, stage_cfg, total_steps: int, mask, layout: 
   key = (
     ctx.model,
     ctx.mesh,
-    repr(ctx.rules),
+    ctx.rules,
     stage_cfg.optimizer.to_json(sort_keys=True),
     stage_cfg.grad_accum,
     total_steps,
