@@ -2,8 +2,12 @@ r"""Where our train step spends its time: a `jax.profiler` trace of a few steps,
 
 Builds the step as `study_step.py` does (a Pythia shape by name, 48-token sequences, the study's Adafactor, or
 AdamW) and prints the operations that take the most time per step, each with its result shape and the model code
-it comes from (the HLO's `op_name`), then the share of matrix products. On accelerators the device's "XLA Ops"
-timeline is read; on CPU the XLA worker threads'. The trace folder is kept (`--trace_dir`) for TensorBoard/XProf.
+it comes from (the HLO's `op_name`), then the share of matrix products and how much the operations overlap. On
+accelerators the device's "XLA Ops" timeline is read; on CPU every thread that runs XLA operations: the worker
+pool's, and the client's own, which runs them inline when the pool is small. On CPU, operations that run at the
+same time share the cores, so an operation's time there includes waiting for the other's threads (an
+elementwise fusion next to a matrix product took 8 times its time alone); `taskset -c 0 python ...` gives
+uncontended per-operation costs. The trace folder is kept (`--trace_dir`) for TensorBoard/XProf.
 
 Command (CPU):  python benchmarks/profile_step.py --model=pythia-14m --batch_size=8 --dtype=float32
 Command (GPU):  python benchmarks/profile_step.py --model=pythia-1b --batch_size=128 --grad_accum=2
@@ -25,22 +29,36 @@ flags.DEFINE_integer("top", 25, "operations listed")
 flags.DEFINE_enum("optimizer", "adafactor", ["adafactor", "adamw"], "the study's Adafactor, or AdamW")
 flags.DEFINE_string("trace_dir", "/tmp/iml_jax_profile", "where the trace is written")
 
-_WRAPPERS = ("ThunkExecutor", "SlinkyThreadPool")  # CPU runtime events that contain the operations
+# CPU runtime events that are not operations: the executor's and thread pool's, which contain operations, and
+# the thread-pool listener's markers
+_NOT_OPERATIONS = ("ThunkExecutor", "SlinkyThreadPool", "ThreadpoolListener", "end: ")
+_CPU_OPERATION_THREADS = ("XLAEigen", "XLAPjRtCpuClient")  # the intra-op pool, and the client's thread (inline)
 
 
-def op_times(trace_dir: str) -> collections.Counter:
-  """Nanoseconds per XLA operation name over the whole trace."""
+def op_events(trace_dir: str) -> list[tuple[str, int, int]]:
+  """(XLA operation name, start ns, duration ns) of every operation in the trace."""
   data = jax.profiler.ProfileData.from_file(sorted(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True))[-1])
   device_planes = [p for p in data.planes if p.name.startswith("/device:")]
-  times = collections.Counter()
+  events = []
   for plane in device_planes or data.planes:
     for line in plane.lines:
-      if (device_planes and line.name != "XLA Ops") or (not device_planes and "XLAEigen" not in line.name):
+      if device_planes and line.name != "XLA Ops":
         continue
-      for event in line.events:
-        if not event.name.startswith(_WRAPPERS):
-          times[event.name] += event.duration_ns
-  return times
+      if not device_planes and not any(thread in line.name for thread in _CPU_OPERATION_THREADS):
+        continue
+      events += [(e.name, e.start_ns, e.duration_ns) for e in line.events if not e.name.startswith(_NOT_OPERATIONS)]
+  return events
+
+
+def busy_ns(events: list[tuple[str, int, int]]) -> int:
+  """Nanoseconds during which at least one of `events` runs (the union of their intervals)."""
+  busy, end = 0, None
+  for _, start, duration in sorted(events, key=lambda e: e[1]):
+    if end is None or start > end:
+      busy, end = busy + duration, start + duration
+    elif start + duration > end:
+      busy, end = busy + start + duration - end, start + duration
+  return busy
 
 
 def main(argv):
@@ -57,7 +75,10 @@ def main(argv):
     for _ in range(FLAGS.steps):
       state, loss = step(state, batch)
     jax.block_until_ready(loss)
-  times = op_times(FLAGS.trace_dir)
+  events = op_events(FLAGS.trace_dir)
+  times = collections.Counter()
+  for name, _, duration in events:
+    times[name] += duration
   total = sum(times.values())
   if not total:
     raise SystemExit(f"no XLA operation events in the trace under {FLAGS.trace_dir}")
@@ -85,6 +106,11 @@ def main(argv):
     ns for name, ns in times.items() if re.search(r"dot_general| dot\(|convolution", instructions.get(name, ""))
   )
   print(f"matrix products (operations whose HLO is or fuses a dot): {products / total:.1%} of the operation time")
+  busy = busy_ns(events)
+  print(
+    f"some operation runs {busy / FLAGS.steps / 1e6:.1f} ms per step; summed operation time / that = "
+    f"{total / busy:.2f} (operations that overlap share the {jax.devices()[0].platform} device)"
+  )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,3 +83,30 @@ def test_profile_step_lists_the_operations_of_the_step_with_their_model_code(tmp
   rows = [line for line in out.splitlines() if re.match(r" +\d+\.\d\d ms +\d+\.\d%", line)]
   assert len(rows) == 5 and any("embed_out" in row for row in rows), out
   assert re.search(r"matrix products \(operations whose HLO is or fuses a dot\): \d+\.\d%", out)
+  assert re.search(r"some operation runs \d+\.\d ms per step; summed operation time / that = \d\.\d\d", out), out
+
+
+@pytest.fixture
+def profile_step(monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+  import profile_step
+
+  return profile_step
+
+
+def test_a_program_run_on_the_clients_own_thread_is_in_the_profile(profile_step, tmp_path):
+  # XLA:CPU runs a program of a few operations inline on the client's thread, not in the intra-op pool
+  step = jax.jit(lambda x: jnp.sin(x) * 2 + 1)
+  x = jnp.ones((64, 64))
+  step(x).block_until_ready()
+  with jax.profiler.trace(str(tmp_path)):
+    for _ in range(3):
+      step(x).block_until_ready()
+  events = profile_step.op_events(str(tmp_path))
+  assert len(events) == 3 and len({name for name, _, _ in events}) == 1, events
+  assert all(duration > 0 for _, _, duration in events)
+
+
+def test_busy_time_counts_overlapping_operations_once(profile_step):
+  events = [("c", 20, 5), ("a", 0, 10), ("d", 21, 2), ("b", 5, 10), ("e", 40, 3)]
+  assert profile_step.busy_ns(events) == 15 + 5 + 3
