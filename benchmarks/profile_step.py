@@ -5,9 +5,9 @@ AdamW) and prints the operations that take the most time per step, each with its
 it comes from (the HLO's `op_name`), then the share of matrix products and how much the operations overlap. On
 accelerators the device's "XLA Ops" timeline is read; on CPU every thread that runs XLA operations: the worker
 pool's, and the client's own, which runs them inline when the pool is small. On CPU, operations that run at the
-same time share the cores, so an operation's time there includes waiting for the other's threads (an
-elementwise fusion next to a matrix product took 8 times its time alone); `taskset -c 0 python ...` gives
-uncontended per-operation costs. The trace folder is kept (`--trace_dir`) for TensorBoard/XProf.
+same time share the cores, so their summed time can exceed the step's (the last line says by how much);
+`taskset -c 0 python ...` gives per-operation costs without overlap. The trace folder is kept (`--trace_dir`)
+for TensorBoard/XProf.
 
 Command (CPU):  python benchmarks/profile_step.py --model=pythia-14m --batch_size=8 --dtype=float32
 Command (GPU):  python benchmarks/profile_step.py --model=pythia-1b --batch_size=128 --grad_accum=2
