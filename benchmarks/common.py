@@ -12,7 +12,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from iml_jax import sharding, train
+from iml_jax import host_malloc, sharding, train
 from iml_jax.models import registry
 from iml_jax.models.families import gpt_neox
 
@@ -24,10 +24,25 @@ PYTHIA = {
 }
 
 
-def define_study_step_flags(default_steps: int) -> None:
-  """The flags that say which study step to build: shape, vocabulary, batch, sequence, dtype, attention."""
+def define_host_malloc_flag() -> None:
+  """--host_malloc, for `host_malloc.apply` first thing in main (before either framework starts its threads)."""
   from absl import flags
 
+  flags.DEFINE_enum(
+    "host_malloc",
+    "glibc",
+    list(host_malloc.CHOICES),
+    "host memory of both sides: glibc's malloc as it is, or 'reuse' (iml_jax.host_malloc: freed buffers are "
+    "reused, so CPU steps stop page-faulting their temporary buffers)",
+  )
+
+
+def define_study_step_flags(default_steps: int) -> None:
+  """The flags that say which study step to build: shape, vocabulary, batch, sequence, dtype, attention, and
+  --host_malloc."""
+  from absl import flags
+
+  define_host_malloc_flag()
   flags.DEFINE_enum("model", "pythia-70m", list(PYTHIA), "Pythia shape (random weights)")
   flags.DEFINE_integer("vocab_size", PYTHIA_VOCAB, "vocabulary rows (Pythia's: 50,304; smaller for quick tests)")
   flags.DEFINE_integer("batch_size", 16, "sequences per device per micro-batch (the study: 128)")
@@ -78,6 +93,11 @@ class Timing:
   compile_seconds: float = 0.0
   parameters: int = 0  # without the input embedding table (a lookup: no FLOPs)
   peak_memory_mib: float | None = None  # device memory, where the device reports it
+  page_faults_per_step: float = 0.0  # the process's minor page faults while the timed steps ran
+
+
+def _minor_page_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def jax_peak_memory_mib() -> float | None:
@@ -120,14 +140,15 @@ def time_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: i
   for _ in range(2):
     state, loss = step(state, batch)
   jax.block_until_ready(loss)
-  start = time.perf_counter()
+  faults, start = _minor_page_faults(), time.perf_counter()
   for _ in range(steps):
     state, loss = step(state, batch)
   jax.block_until_ready(loss)
   seconds = (time.perf_counter() - start) / steps
+  faults = (_minor_page_faults() - faults) / steps
   if not np.isfinite(float(loss)):
     raise SystemExit(f"our train step's loss is {float(loss)}")
-  return Timing(seconds, compile_s, parameters, jax_peak_memory_mib())
+  return Timing(seconds, compile_s, parameters, jax_peak_memory_mib(), faults)
 
 
 def torch_device() -> str:
@@ -174,14 +195,15 @@ def time_torch_step(
   if device == "cuda":
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-  start = time.perf_counter()
+  faults, start = _minor_page_faults(), time.perf_counter()
   for _ in range(steps):
     loss = step()
   loss.item()
   seconds = (time.perf_counter() - start) / steps
+  faults = (_minor_page_faults() - faults) / steps
   parameters = sum(p.numel() for p in model.parameters()) - model.gpt_neox.embed_in.weight.numel()
   peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-  return Timing(seconds, parameters=parameters, peak_memory_mib=peak)
+  return Timing(seconds, parameters=parameters, peak_memory_mib=peak, page_faults_per_step=faults)
 
 
 def flops_per_token(parameters: int, n_layers: int, d_model: int, seq_len: int) -> int:
@@ -206,7 +228,8 @@ def print_step_comparison(
     achieved = rate[side] * flops / 1e9
     print(
       f"{name:21s} {rate[side]:10.0f} tokens/s per device ({timing.seconds_per_step * 1e3:.1f} ms/step), "
-      f"{achieved:.0f} GFLOP/s = {achieved / peaks['jax' if side == 'ours' else 'torch']:.0%} of the matmul's{memory}"
+      f"{achieved:.0f} GFLOP/s = {achieved / peaks['jax' if side == 'ours' else 'torch']:.0%} of the matmul's, "
+      f"{timing.page_faults_per_step:.0f} host page faults/step{memory}"
     )
   print(f"iml-jax step compiled in {ours.compile_seconds:.1f} s")
   if peak_tflops:

@@ -21,7 +21,7 @@ from absl import app, flags
 import jax
 
 import common
-from iml_jax import config_blocks
+from iml_jax import config_blocks, host_malloc
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=3)
@@ -63,6 +63,7 @@ def busy_ns(events: list[tuple[str, int, int]]) -> int:
 
 def main(argv):
   del argv
+  host_malloc.apply(FLAGS.host_malloc)
   jax.config.update("jax_default_matmul_precision", "highest")
   _, fields, tokens = common.study_step_inputs(FLAGS)
   optimizer = config_blocks.optimizer(name=FLAGS.optimizer)
@@ -98,7 +99,8 @@ def main(argv):
   print(
     f"devices: {jax.devices()[0].platform} x{jax.device_count()}; {FLAGS.model}, {FLAGS.batch_size} x "
     f"{FLAGS.grad_accum} x {FLAGS.seq_len} tokens per device, {FLAGS.dtype}, {FLAGS.optimizer}, attention "
-    f"{FLAGS.attention}; operation time per step {total / FLAGS.steps / 1e6:.1f} ms (summed over threads/streams)"
+    f"{FLAGS.attention}, host malloc {FLAGS.host_malloc}; operation time per step {total / FLAGS.steps / 1e6:.1f} "
+    "ms (summed over threads/streams)"
   )
   for name, ns in times.most_common(FLAGS.top):
     print(f"{ns / FLAGS.steps / 1e6:9.2f} ms {ns / total:6.1%}  {name:34s} {described(name)}")

@@ -21,7 +21,7 @@ Last line: `RESULT study_step ratio=<ours tokens/s / reference tokens/s>`.
 from absl import app, flags
 
 import common
-from iml_jax import config_blocks
+from iml_jax import config_blocks, host_malloc
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=5)
@@ -50,6 +50,7 @@ def _study_adafactor(total_steps: int):
 
 def main(argv):
   del argv
+  host_malloc.apply(FLAGS.host_malloc)
   import jax
 
   common.set_matmul_precision(FLAGS.matmul_precision)
@@ -77,7 +78,8 @@ def main(argv):
     f"({ours.parameters / 1e6:.1f}M parameters without the input embedding; the reference counts "
     f"{reference.parameters / 1e6:.1f}M), {FLAGS.batch_size} x {FLAGS.grad_accum} sequences of {FLAGS.seq_len} "
     f"tokens per device and step, {FLAGS.dtype} compute over fp32 weights, study Adafactor + clip 1.0, fp32 "
-    f"matmuls: {FLAGS.matmul_precision} on both sides, our attention: {FLAGS.attention}"
+    f"matmuls: {FLAGS.matmul_precision} on both sides, our attention: {FLAGS.attention}, host malloc: "
+    f"{FLAGS.host_malloc}"
   )
   common.print_step_comparison(
     "study_step", ours, reference, per_device * FLAGS.seq_len, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 import common
+from iml_jax import host_malloc
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("d_model", 256, "width")
@@ -35,6 +36,7 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (p
 flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
 flags.DEFINE_bool("scan_layers", False, "our layers scanned with nn.scan (one block compiled)")
 flags.DEFINE_enum("remat", "none", ["none", "full", "dots_saveable"], "our rematerialisation policy")
+common.define_host_malloc_flag()
 flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s for MFU (0: not printed)")
 flags.DEFINE_enum(
   "matmul_precision",
@@ -57,6 +59,7 @@ def _torch_adamw(model):
 
 def main(argv):
   del argv
+  host_malloc.apply(FLAGS.host_malloc)
   common.set_matmul_precision(FLAGS.matmul_precision)
   shape = dict(d_model=FLAGS.d_model, n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads, d_mlp=4 * FLAGS.d_model)
   tokens = np.random.default_rng(0).integers(0, FLAGS.vocab_size, size=(FLAGS.batch_size, FLAGS.seq_len))
@@ -90,7 +93,8 @@ def main(argv):
     f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch {common.torch_device()}; Pythia "
     f"d={FLAGS.d_model} L={FLAGS.n_layers} V={FLAGS.vocab_size} ({ours.parameters / 1e6:.1f}M params), batch "
     f"{FLAGS.batch_size} x {FLAGS.seq_len}, {FLAGS.dtype}, fp32 matmuls: {FLAGS.matmul_precision} on both sides, "
-    f"AdamW, our attention: {FLAGS.attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}"
+    f"AdamW, our attention: {FLAGS.attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}, host "
+    f"malloc: {FLAGS.host_malloc}"
   )
   common.print_step_comparison(
     "train_throughput", ours, reference, per_step, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops
