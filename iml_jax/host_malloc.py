@@ -5,8 +5,10 @@ XLA:CPU allocates each execution's temporary buffer (135 MiB for `benchmarks/tra
 always) and returns it with `munmap` when the step ends, so the next step touches fresh pages: 35,000 minor page
 faults per step there, about 15% of its time on one core. With one arena, no `mmap` and no trimming, freed memory
 stays in the process for the next step: about 7,000 faults per step there. glibc's aligned allocation does not
-always refit the freed hole (Pythia-70M's study step: 219,000 → 52,000). Results do not change (only where buffers
-live); memory that a run has freed is not given back to the system until it exits.
+always refit the freed hole, so the heap grows by a buffer now and then (Pythia-70M's study step: once in 12 steps)
+and then stays. Trimming must be off, not merely above 2 GiB: with the threshold at 2**31 - 1 that step with a
+1.4 GiB temporary buffer gave its heap top back whenever it passed 2 GiB and faulted it in again. Results do not
+change (only where buffers live); memory that a run has freed is not given back to the system until it exits.
 
 It must run before JAX or torch start their thread pools (a thread keeps the arena it first allocated from):
 first thing in a process that computes on CPU. Glibc only (Linux); elsewhere it raises.
@@ -21,7 +23,7 @@ from iml_jax.errors import IMLError
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_NEVER_TRIM = 2**31 - 1  # the largest value mallopt takes (an int)
+_NEVER_TRIM = -1  # mallopt(3): -1 disables trimming
 
 CHOICES = ("glibc", "reuse")  # glibc's defaults, or `reuse_freed_memory`
 

@@ -1,6 +1,7 @@
 """host_malloc: with freed memory reused, a program's large buffers stop page-faulting on every call."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,50 @@ def _faults_per_call(choice: str) -> float:
 def test_reused_memory_stops_the_page_faults_of_every_call():
   assert _faults_per_call("glibc") > 0.9 * _PAGES  # glibc maps the buffer afresh each call
   assert _faults_per_call("reuse") < 0.5 * _PAGES  # the buffer is reused on most calls
+
+
+# A block above 2 GiB malloc'd, touched, freed, then again: the second touch faults only if the freed memory
+# left the process (glibc trims a heap top above its threshold; an int threshold is at most 2 GiB).
+_FAULTS_OF_EACH_TOUCH = """
+import ctypes, resource, sys
+from iml_jax import host_malloc
+host_malloc.apply(sys.argv[1])
+libc = ctypes.CDLL(None)
+libc.malloc.argtypes, libc.malloc.restype, libc.free.argtypes = [ctypes.c_size_t], ctypes.c_void_p, [ctypes.c_void_p]
+size = 2**31 + 2**24
+for _ in range(2):
+  block = libc.malloc(size)
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  ctypes.memset(block, 1, size)
+  print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+  libc.free(block)
+"""
+_BLOCK_PAGES = (2**31 + 2**24) // os.sysconf("SC_PAGE_SIZE")
+
+
+def _faults_of_each_touch(choice: str, env: dict | None = None) -> list[int]:
+  done = subprocess.run(
+    [sys.executable, "-c", _FAULTS_OF_EACH_TOUCH, choice],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, **(env or {})},
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  return [int(line) for line in done.stdout.split()]
+
+
+def _readme_tunables() -> str:
+  with open(os.path.join(ROOT, "README.md")) as f:
+    return re.search(r"GLIBC_TUNABLES=(\S+)", f.read()).group(1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_memory_freed_above_two_gib_stays_for_reuse():
+  assert _faults_of_each_touch("glibc")[1] > 0.9 * _BLOCK_PAGES  # unmapped when freed
+  assert _faults_of_each_touch("reuse")[1] < 0.01 * _BLOCK_PAGES
+  assert _faults_of_each_touch("glibc", {"GLIBC_TUNABLES": _readme_tunables()})[1] < 0.01 * _BLOCK_PAGES
 
 
 def test_an_unknown_choice_is_refused():
