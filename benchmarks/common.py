@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from iml_jax import host_malloc, sharding, train
-from iml_jax.models import registry
+from iml_jax.models import layers, registry
 from iml_jax.models.families import gpt_neox
 
 PYTHIA_VOCAB = 50304  # every Pythia's padded vocabulary
@@ -50,7 +50,21 @@ def define_study_step_flags(default_steps: int) -> None:
   flags.DEFINE_integer("seq_len", 48, "tokens per sequence (the study's block size: 48)")
   flags.DEFINE_integer("steps", default_steps, "timed or traced steps")
   flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype; weights stay fp32 (the study: bf16)")
-  flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
+  define_attention_flag()
+
+
+def define_attention_flag() -> None:
+  from absl import flags
+
+  flags.DEFINE_enum(
+    "attention", "auto", list(layers.ATTENTION_IMPLEMENTATIONS), "our attention implementation (auto: per backend)"
+  )
+
+
+def attention_in_use(choice: str, seq_len: int, head_dim: int, dtype: str) -> str:
+  """`choice`, and what it runs in a training step of `seq_len`-token sequences (inputs: seq_len - 1) here."""
+  resolved = layers.resolve_attention(choice, True, seq_len - 1, head_dim, dtype)
+  return choice if resolved == choice else f"{choice} ({resolved} here)"
 
 
 def study_step_inputs(flag_values) -> tuple[dict, dict, np.ndarray]:
@@ -110,6 +124,7 @@ def build_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: 
   without the input embedding table) — `train.make_train_step` as a run builds it."""
   model = registry.build(registry.make_config("gpt_neox", **model_fields))
   mesh = sharding.make_mesh((-1, 1, 1))
+  jax.set_mesh(mesh)  # as a run sets it: Splash attention then runs per device
   rules = sharding.rules_for("dp")
   optimizer = train.make_optimizer(opt_cfg, 10**6)
   abstract = train.abstract_state(model, optimizer, mesh, rules)

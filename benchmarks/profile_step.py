@@ -65,7 +65,7 @@ def main(argv):
   del argv
   host_malloc.apply(FLAGS.host_malloc)
   jax.config.update("jax_default_matmul_precision", "highest")
-  _, fields, tokens = common.study_step_inputs(FLAGS)
+  shape, fields, tokens = common.study_step_inputs(FLAGS)
   optimizer = config_blocks.optimizer(name=FLAGS.optimizer)
   step, state, batch, _ = common.build_our_step(fields, optimizer, tokens, FLAGS.grad_accum)
   hlo = step.lower(state, batch).compile().as_text().splitlines()
@@ -99,7 +99,8 @@ def main(argv):
   print(
     f"devices: {jax.devices()[0].platform} x{jax.device_count()}; {FLAGS.model}, {FLAGS.batch_size} x "
     f"{FLAGS.grad_accum} x {FLAGS.seq_len} tokens per device, {FLAGS.dtype}, {FLAGS.optimizer}, attention "
-    f"{FLAGS.attention}, host malloc {FLAGS.host_malloc}; operation time per step {total / FLAGS.steps / 1e6:.1f} "
+    f"{common.attention_in_use(FLAGS.attention, FLAGS.seq_len, shape['d_model'] // shape['n_heads'], FLAGS.dtype)}"
+    f", host malloc {FLAGS.host_malloc}; operation time per step {total / FLAGS.steps / 1e6:.1f} "
     "ms (summed over threads/streams)"
   )
   for name, ns in times.most_common(FLAGS.top):

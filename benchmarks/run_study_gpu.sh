@@ -25,13 +25,20 @@ section() {  # name, seconds, command...
   grep -E "devices|tokens/s|prompts/s|examples/s|identical|MFU|memory|FLOP|compiled|RESULT| ms |products|Error|error:" \
     "$OUT/$name.log" | grep -v Warning | tee -a "$SUMMARY"
   echo "   (exit $rc, $((SECONDS - start)) s)" | tee -a "$SUMMARY"
+  return $rc
+}
+crashed() {  # the last section failed, other than by its time limit
+  local rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ]
 }
 
-# 1. The study's training step: batch 128 x accumulation 2 of 48 tokens, bf16 over fp32, HF Adafactor.
+# 1. The study's training step: batch 128 x accumulation 2 of 48 tokens, bf16 over fp32, HF Adafactor. Our
+#    attention is the default, auto: cuDNN's flash attention here (first run on a GPU; einsum if it fails).
 for model_seconds in pythia-70m:60 pythia-410m:80 pythia-1b:100; do
   model=${model_seconds%:*}
-  section "study_step_$model" "${model_seconds#*:}" $PY benchmarks/study_step.py --model=$model --batch_size=128 \
-    --grad_accum=2 --steps=5 --peak_tflops=989
+  step=($PY benchmarks/study_step.py --model=$model --batch_size=128 --grad_accum=2 --steps=5 --peak_tflops=989)
+  section "study_step_$model" "${model_seconds#*:}" "${step[@]}"
+  crashed && section "study_step_${model}_einsum" "${model_seconds#*:}" "${step[@]}" --attention=einsum
 done
 # 2. Greedy EM evaluation of every eval set of a define experiment (4,000 entities): ours vs pipeline.
 section study_eval_pythia-70m 50 $PY benchmarks/study_eval.py --model=pythia-70m
@@ -45,7 +52,10 @@ section grad_alignment_pythia-1b 50 $PY benchmarks/grad_alignment.py --model=pyt
 section profile_step_pythia-1b 40 $PY benchmarks/profile_step.py --model=pythia-1b --batch_size=128 --grad_accum=2
 # 5. The study's from-scratch set-inclusion run as the study ran it (seed 630, stage-2 seed 0), time-boxed:
 #    its metrics give the time per epoch; a later session resumes it from the same workdir if carried.
-section numeric_scratch 50 $PY -m iml_jax.main --config=configs/numeric_scratch.py \
-  --workdir="$OUT/numeric_scratch" --config.n_seeds=1 --config.n_seeds_stage2=1 --config.progress_bar=False
-find "$OUT/numeric_scratch" -name checkpoints -prune -o -type f -name "*.jsonl" -print 2>/dev/null | sort \
+scratch=($PY -m iml_jax.main --config=configs/numeric_scratch.py --config.n_seeds=1 --config.n_seeds_stage2=1
+  --config.progress_bar=False)
+section numeric_scratch 50 "${scratch[@]}" --workdir="$OUT/numeric_scratch"
+crashed && section numeric_scratch_einsum 50 "${scratch[@]}" --workdir="$OUT/numeric_scratch_einsum" \
+  --config.model.attention=einsum
+find "$OUT"/numeric_scratch* -name checkpoints -prune -o -type f -name "*.jsonl" -print 2>/dev/null | sort \
   | tee -a "$SUMMARY"

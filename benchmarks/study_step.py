@@ -78,7 +78,9 @@ def main(argv):
     f"({ours.parameters / 1e6:.1f}M parameters without the input embedding; the reference counts "
     f"{reference.parameters / 1e6:.1f}M), {FLAGS.batch_size} x {FLAGS.grad_accum} sequences of {FLAGS.seq_len} "
     f"tokens per device and step, {FLAGS.dtype} compute over fp32 weights, study Adafactor + clip 1.0, fp32 "
-    f"matmuls: {FLAGS.matmul_precision} on both sides, our attention: {FLAGS.attention}, host malloc: "
+    f"matmuls: {FLAGS.matmul_precision} on both sides, our attention: "
+    f"{common.attention_in_use(FLAGS.attention, FLAGS.seq_len, shape['d_model'] // shape['n_heads'], FLAGS.dtype)}, "
+    "host malloc: "
     f"{FLAGS.host_malloc}"
   )
   common.print_step_comparison(

@@ -33,7 +33,7 @@ flags.DEFINE_integer("batch_size", 16, "sequences per step")
 flags.DEFINE_integer("seq_len", 64, "tokens per sequence")
 flags.DEFINE_integer("steps", 10, "timed steps per side")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (parameters stay fp32)")
-flags.DEFINE_enum("attention", "einsum", ["einsum", "xla", "cudnn"], "our attention implementation")
+common.define_attention_flag()
 flags.DEFINE_bool("scan_layers", False, "our layers scanned with nn.scan (one block compiled)")
 flags.DEFINE_enum("remat", "none", ["none", "full", "dots_saveable"], "our rematerialisation policy")
 common.define_host_malloc_flag()
@@ -89,11 +89,12 @@ def main(argv):
   )
   per_step = FLAGS.batch_size * FLAGS.seq_len
   flops = common.flops_per_token(ours.parameters, FLAGS.n_layers, FLAGS.d_model, FLAGS.seq_len)
+  attention = common.attention_in_use(FLAGS.attention, FLAGS.seq_len, FLAGS.d_model // FLAGS.n_heads, FLAGS.dtype)
   print(
     f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch {common.torch_device()}; Pythia "
     f"d={FLAGS.d_model} L={FLAGS.n_layers} V={FLAGS.vocab_size} ({ours.parameters / 1e6:.1f}M params), batch "
     f"{FLAGS.batch_size} x {FLAGS.seq_len}, {FLAGS.dtype}, fp32 matmuls: {FLAGS.matmul_precision} on both sides, "
-    f"AdamW, our attention: {FLAGS.attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}, host "
+    f"AdamW, our attention: {attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}, host "
     f"malloc: {FLAGS.host_malloc}"
   )
   common.print_step_comparison(

@@ -46,6 +46,7 @@ def test_study_step_times_both_sides_with_the_study_optimizer():
     "--host_malloc=reuse",
   )
   assert "float32 compute over fp32 weights, study Adafactor + clip 1.0" in out and "host malloc: reuse" in out
+  assert "our attention: auto (einsum here)" in out  # the default, as it resolves on CPU
   assert re.search(r"iml-jax +\d+ tokens/s per device .* GFLOP/s = \d+% of the matmul's, \d+ host page faults", out)
   assert re.search(r"transformers \+ torch +\d+ tokens/s per device", out)
   assert "FLOPs/token = 6 N + 12 L d T" in out and "iml-jax MFU:" in out

@@ -8,7 +8,7 @@ import pytest
 from iml_jax.errors import IMLError
 from iml_jax.models.decoder import DecoderConfig, DecoderLM, causal_inputs, init_params, token_losses
 from iml_jax.models.decoding import greedy_decode
-from iml_jax.models.layers import apply_rotary
+from iml_jax.models.layers import apply_rotary, causal_mask
 from iml_jax.probes import hidden_states
 from iml_jax.models.registry import abstract_params, to_layout
 from iml_jax.train import unbox
@@ -111,8 +111,8 @@ def test_attention_implementations_remat_and_scan_compute_the_same(variant):
   and grads."""
   base, params = _model(variant)
   tokens = jax.random.randint(jax.random.key(3), (2, 9), 0, 37)
-  positions, mask = causal_inputs(tokens)
-  mask = mask.at[1, :, :3].set(False).at[1, :3, 0].set(True)  # a padded row
+  positions, _ = causal_inputs(tokens)
+  mask = jnp.broadcast_to(causal_mask(9), (2, 9, 9)).at[1, :, :3].set(False).at[1, :3, 0].set(True)  # a padded row
 
   def loss_and_grads(model):
     loss = lambda p: model.apply({"params": p}, tokens, positions, mask)[0].sum()

@@ -50,7 +50,7 @@ class DecoderConfig:
   local_window: int = 256
   tie_embeddings: bool = False
   output_bias: bool = False  # a bias on the untied output projection (GPT-J's lm_head)
-  attention: str = "einsum"  # layers.ATTENTION_IMPLEMENTATIONS
+  attention: str = "auto"  # layers.ATTENTION_IMPLEMENTATIONS
   remat: str = "none"  # recompute each block's activations in the backward pass: layers.REMAT_POLICIES
   scan_layers: bool = False  # one block traced once and scanned (fast compiles); parameters stacked on "layers"
   init_std: float = 0.02
@@ -105,6 +105,7 @@ class DecoderConfig:
 
 class Attention(nn.Module):
   cfg: DecoderConfig
+  window: int = 0  # > 0: a local layer, attending to the last `window` positions (applied when the mask is None)
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, cache: LayerCache | None, cache_index):
@@ -120,13 +121,14 @@ class Attention(nn.Module):
     k = layers.apply_rotary(k, positions_BxL, cfg.rotary_dim, cfg.rotary_base)
     k, v, cache = layers.write_cache(cache, k, v, cache_index)
     scale = cfg.head_dim**-0.5 if cfg.scale_attention else 1.0
-    out = layers.attend(q, k, v, mask_BxLxS, scale, implementation=cfg.attention)
+    out = layers.attend(q, k, v, mask_BxLxS, scale, implementation=cfg.attention, window=self.window)
     out_bias = cfg.proj_bias if cfg.attention_out_bias is None else cfg.attention_out_bias
     return layers.dense(cfg.d_model, ("heads", "embed"), cfg.init_std, cfg.dtype, "dense", out_bias)(out), cache
 
 
 class Block(nn.Module):
   cfg: DecoderConfig
+  window: int = 0  # Attention.window
 
   @nn.compact
   def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, cache, cache_index):
@@ -134,7 +136,9 @@ class Block(nn.Module):
     ln = lambda name: layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, name)
     mlp = layers.MLP(cfg.d_mlp, cfg.activation, cfg.gated_mlp, cfg.proj_bias, cfg.init_std, cfg.dtype, name="mlp")
     normed = ln("input_layernorm")(x_BxLxD)
-    attn_out, cache = Attention(cfg, name="attention")(normed, positions_BxL, mask_BxLxS, cache, cache_index)
+    attn_out, cache = Attention(cfg, self.window, name="attention")(
+      normed, positions_BxL, mask_BxLxS, cache, cache_index
+    )
     if cfg.parallel_residual:
       # The attention branch is added first, as before GPT-J's option existed: XLA's rounding follows the op
       # order, and the results in the README were measured with this one.
@@ -151,7 +155,8 @@ class Block(nn.Module):
 class DecoderLM(nn.Module):
   """`__call__(tokens, positions, mask, cache, cache_index) -> (logits, cache)`.
 
-  mask_BxLxS[b, i, j] says whether query i may attend key j; `cache` is None (training) or one
+  mask_BxLxS[b, i, j] says whether query i may attend key j, or None: causal over one uncached sequence (what
+  training and scoring pass, and the one case Splash attention computes); `cache` is None (training) or one
   (keys, values) pair per layer that the call writes at `cache_index` and returns updated.
   """
 
@@ -180,7 +185,9 @@ class DecoderLM(nn.Module):
         metadata_params={nn.PARTITION_NAME: "layers"},
       )(cfg, name="layers")
     else:
-      self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
+      self.layers = [
+        block(cfg, cfg.local_window if i in cfg.local_layers else 0, name=f"layers_{i}") for i in range(cfg.n_layers)
+      ]
     self.final_layer_norm = layers.norm(cfg.norm, cfg.layer_norm_eps, cfg.dtype, "final_layer_norm")
     if not cfg.tie_embeddings:
       self.embed_out = layers.dense(
@@ -202,7 +209,7 @@ class DecoderLM(nn.Module):
     if cfg.position_embedding == "learned":
       x_BxLxD = x_BxLxD + self.embed_positions(positions_BxL)
     local_mask = None
-    if cfg.local_layers:  # windows count cache slots, as HF GPT-Neo's do
+    if cfg.local_layers and mask_BxLxS is not None:  # windows count cache slots, as HF GPT-Neo's do
       query_slots = cache_index + jnp.arange(x_BxLxD.shape[1])
       key_slots = jnp.arange(mask_BxLxS.shape[-1])
       local_mask = mask_BxLxS & ((query_slots[:, None] - key_slots[None, :]) < cfg.local_window)
@@ -239,12 +246,10 @@ def residual_stream(intermediates: dict, cfg: DecoderConfig) -> jax.Array:
   return jnp.stack([intermediates[f"layers_{i}"]["residual"][0] for i in range(cfg.n_layers)])
 
 
-def causal_inputs(tokens_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Positions and causal mask for right-padded training sequences."""
+def causal_inputs(tokens_BxL: jax.Array) -> tuple[jax.Array, None]:
+  """Positions and the mask (None: causal) for right-padded training sequences."""
   batch, length = tokens_BxL.shape
-  positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
-  mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (batch, length, length))
-  return positions, mask
+  return jnp.broadcast_to(jnp.arange(length), (batch, length)), None
 
 
 def init_params(model: DecoderLM, rng: jax.Array, length: int = 8) -> Any:

@@ -20,8 +20,21 @@ ACTIVATIONS = {
 }
 NORMS = ("layernorm", "rmsnorm")
 # "einsum": our own softmax attention; "xla" / "cudnn": `jax.nn.dot_product_attention` with that
-# implementation ("cudnn" = fused flash attention on NVIDIA GPUs, bf16/fp16 only).
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+# implementation ("cudnn" = fused flash attention on NVIDIA GPUs, bf16/fp16 only); "splash": Pallas Splash
+# attention (TPU; interpreted on other backends, for tests) wherever a call is one uncached causal sequence,
+# einsum elsewhere; "auto": chosen per backend and call by `resolve_attention`.
+ATTENTION_IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn", "splash")
+SPLASH_BLOCKS = (512, 256, 128)  # Splash's block sizes, largest first; sequences are padded to a multiple of 128
+SPLASH_BLOCK_FIELDS = (
+  "block_q",
+  "block_kv",
+  "block_kv_compute",
+  "block_q_dkv",
+  "block_kv_dkv",
+  "block_kv_dkv_compute",
+  "block_q_dq",
+  "block_kv_dq",
+)
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -126,11 +139,86 @@ def write_cache(cache: tuple[jax.Array, jax.Array] | None, k_BxLxHxK, v_BxLxHxK,
   return k, v, (k, v)
 
 
+def resolve_attention(implementation: str, causal_sequence: bool, length: int, head_dim: int, dtype) -> str:
+  """The implementation a call runs. `causal_sequence`: the call is one uncached causal sequence (training,
+  scoring), the only kind Splash computes. "auto": Splash on TPU (sequences of 128 positions or more; shorter ones
+  would be mostly padding), cuDNN's flash attention on GPU (bf16/fp16, head width a multiple of 8 up to 128), for
+  such sequences; our einsum otherwise and on CPU."""
+  if implementation == "auto":
+    backend = jax.default_backend()
+    if backend == "tpu" and causal_sequence and length >= SPLASH_BLOCKS[-1]:
+      return "splash"
+    cudnn_dtype = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if backend == "gpu" and causal_sequence and cudnn_dtype and head_dim % 8 == 0 and head_dim <= 128:
+      return "cudnn"
+    return "einsum"
+  if implementation == "splash" and not causal_sequence:
+    return "einsum"
+  return implementation
+
+
+def causal_mask(length: int, window: int = 0) -> jax.Array:
+  """[L, L]: query i attends keys j <= i (and i - j < window when window > 0)."""
+  query, key = jnp.arange(length)[:, None], jnp.arange(length)[None, :]
+  return (key <= query) & ((query - key < window) if window else True)
+
+
+def splash_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, scale: float, window: int = 0) -> jax.Array:
+  """Causal (windowed when window > 0) attention by Pallas Splash [B, L, H, K]. The sequence is padded at its end
+  to a multiple of 128 positions, which no real position attends (they lie in its future), and cut back. Under a
+  mesh set with `jax.set_mesh`, each device runs the kernel on its own rows and heads (shard_map over the batch's
+  data/fsdp axes and the heads' tensor axis); without one, on the whole batch."""
+  from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+  length = q_BxLxHxK.shape[1]
+  padded = -(-length // SPLASH_BLOCKS[-1]) * SPLASH_BLOCKS[-1]
+  block = next(block for block in SPLASH_BLOCKS if padded % block == 0)
+  head_mask = splash.LocalMask((padded, padded), (window - 1, 0), 0) if window else splash.CausalMask((padded, padded))
+
+  def on_shard(q, k, v):  # the kernel takes one example's heads first: [H, L, K]
+    kernel = splash.make_splash_mha(
+      splash.MultiHeadMask([head_mask] * q.shape[2]),
+      head_shards=1,
+      q_seq_shards=1,
+      block_sizes=splash.BlockSizes(**dict.fromkeys(SPLASH_BLOCK_FIELDS, block)),
+      interpret=jax.default_backend() != "tpu",
+    )
+    heads_first = lambda x: jnp.swapaxes(jnp.pad(x, ((0, 0), (0, padded - length), (0, 0), (0, 0))), 1, 2)
+    out = jax.vmap(kernel)(heads_first(q * jnp.asarray(scale, q.dtype)), heads_first(k), heads_first(v))
+    return jnp.swapaxes(out, 1, 2)[:, :length]
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not {"data", "fsdp", "tensor"} <= set(mesh.axis_names):
+    return on_shard(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK)
+  rows = mesh.shape["data"] * mesh.shape["fsdp"]
+  batch_axes = ("data", "fsdp") if q_BxLxHxK.shape[0] % rows == 0 else None
+  tensor = mesh.shape["tensor"]
+  heads_axis = "tensor" if q_BxLxHxK.shape[2] % tensor == 0 and k_BxLxGxK.shape[2] % tensor == 0 else None
+  spec = jax.sharding.PartitionSpec(batch_axes, None, heads_axis, None)
+  return jax.shard_map(on_shard, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(
+    q_BxLxHxK, k_BxLxGxK, v_BxLxGxK
+  )
+
+
 def attend(
-  q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS, scale: float, bias_BxHxLxS=None, implementation: str = "einsum"
+  q_BxLxHxK,
+  k_BxSxGxK,
+  v_BxSxGxK,
+  mask_BxLxS,
+  scale: float,
+  bias_BxHxLxS=None,
+  implementation: str = "einsum",
+  window: int = 0,
 ) -> jax.Array:
-  """Softmax attention [B, L, H*K]; G key/value heads serve H/G query heads each (GQA)."""
+  """Softmax attention [B, L, H*K]; G key/value heads serve H/G query heads each (GQA). `mask_BxLxS` None: one
+  uncached causal sequence (L == S), within the last `window` keys when window > 0."""
   batch, length, heads, head_dim = q_BxLxHxK.shape
+  causal_sequence = mask_BxLxS is None and bias_BxHxLxS is None
+  implementation = resolve_attention(implementation, causal_sequence, length, head_dim, q_BxLxHxK.dtype)
+  if implementation == "splash":
+    return splash_attention(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, scale, window).reshape(batch, length, heads * head_dim)
+  if mask_BxLxS is None:
+    mask_BxLxS = causal_mask(length, window)[None]
   if implementation != "einsum":
     out = jax.nn.dot_product_attention(
       q_BxLxHxK,
