@@ -51,6 +51,7 @@ def define_study_step_flags(default_steps: int) -> None:
   flags.DEFINE_integer("steps", default_steps, "timed or traced steps")
   flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype; weights stay fp32 (the study: bf16)")
   define_attention_flag()
+  flags.DEFINE_integer("loss_chunk", 0, "positions per chunk of our output projection and loss (0: all at once)")
 
 
 def define_attention_flag() -> None:
@@ -75,6 +76,7 @@ def study_step_inputs(flag_values) -> tuple[dict, dict, np.ndarray]:
     max_len=flag_values.seq_len,
     dtype=flag_values.dtype,
     attention=flag_values.attention,
+    loss_chunk=flag_values.loss_chunk,
     **shape,
   )
   rows = flag_values.batch_size * flag_values.grad_accum * jax.device_count()

@@ -80,6 +80,7 @@ def main(argv):
     f"tokens per device and step, {FLAGS.dtype} compute over fp32 weights, study Adafactor + clip 1.0, fp32 "
     f"matmuls: {FLAGS.matmul_precision} on both sides, our attention: "
     f"{common.attention_in_use(FLAGS.attention, FLAGS.seq_len, shape['d_model'] // shape['n_heads'], FLAGS.dtype)}, "
+    f"our loss: {f'{FLAGS.loss_chunk} positions at a time' if FLAGS.loss_chunk else 'all positions at once'}, "
     "host malloc: "
     f"{FLAGS.host_malloc}"
   )

@@ -52,6 +52,9 @@ class DecoderConfig:
   output_bias: bool = False  # a bias on the untied output projection (GPT-J's lm_head)
   attention: str = "auto"  # layers.ATTENTION_IMPLEMENTATIONS
   remat: str = "none"  # recompute each block's activations in the backward pass: layers.REMAT_POLICIES
+  # > 0: the training loss projects and scores this many positions of each sequence at a time (recomputed in the
+  # backward pass), so the [B, L, vocab] float32 logits never exist at once; 0: all positions at once
+  loss_chunk: int = 0
   scan_layers: bool = False  # one block traced once and scanned (fast compiles); parameters stacked on "layers"
   init_std: float = 0.02
   embedding_init_std: float = 0.02
@@ -78,6 +81,8 @@ class DecoderConfig:
       fail("local_layers", f"layer indices in [0, {self.n_layers})")
     if self.local_layers and self.local_window < 1:
       fail("local_window", ">= 1")
+    if self.loss_chunk < 0:
+      fail("loss_chunk", "0 (all positions at once) or a positive number of positions")
     layers.check_compute_dtype(self.dtype)
     if self.attention not in layers.ATTENTION_IMPLEMENTATIONS:
       fail("attention", f"one of {layers.ATTENTION_IMPLEMENTATIONS}")
@@ -205,6 +210,17 @@ class DecoderLM(nn.Module):
 
   def from_embeddings(self, x_BxLxD, positions_BxL, mask_BxLxS, cache=None, cache_index=0, last_only=False):
     """`last_only`: logits of the last position alone [B, 1, V] (a decoding prefill needs no more)."""
+    x_BxLxD, new_cache = self.blocks(x_BxLxD, positions_BxL, mask_BxLxS, cache, cache_index)
+    return self.head(x_BxLxD[:, -1:] if last_only else x_BxLxD), new_cache
+
+  def head(self, x_BxLxD):
+    """Float32 logits of the real vocabulary from the residual stream after the last block."""
+    x_BxLxD = self.final_layer_norm(x_BxLxD)
+    logits = self.embed_in.attend(x_BxLxD) if self.cfg.tie_embeddings else self.embed_out(x_BxLxD)
+    return layers.real_vocab_logits(logits, self.cfg.valid_vocab)
+
+  def blocks(self, x_BxLxD, positions_BxL, mask_BxLxS, cache=None, cache_index=0):
+    """The residual stream after the last block, and the updated cache."""
     cfg = self.cfg
     if cfg.position_embedding == "learned":
       x_BxLxD = x_BxLxD + self.embed_positions(positions_BxL)
@@ -222,9 +238,7 @@ class DecoderLM(nn.Module):
         x_BxLxD, layer_cache = layer(x_BxLxD, positions_BxL, mask, None if cache is None else cache[i], cache_index)
         new_cache.append(layer_cache)
       new_cache = None if cache is None else tuple(new_cache)
-    x_BxLxD = self.final_layer_norm(x_BxLxD[:, -1:] if last_only else x_BxLxD)
-    logits = self.embed_in.attend(x_BxLxD) if cfg.tie_embeddings else self.embed_out(x_BxLxD)
-    return layers.real_vocab_logits(logits, cfg.valid_vocab), new_cache
+    return x_BxLxD, new_cache
 
   def __call__(self, tokens_BxL, positions_BxL, mask_BxLxS, cache=None, cache_index=0, last_only=False):
     return self.from_embeddings(self.embed(tokens_BxL), positions_BxL, mask_BxLxS, cache, cache_index, last_only)
@@ -258,10 +272,34 @@ def init_params(model: DecoderLM, rng: jax.Array, length: int = 8) -> Any:
 
 
 def token_losses(model: DecoderLM, params, batch: dict) -> jax.Array:
-  """Next-token cross-entropy at every target position [B, L-1] (fp32) of `batch["tokens"]`."""
-  inputs = batch["tokens"][:, :-1]
-  logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
-  return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
+  """Next-token cross-entropy at every target position [B, L-1] (fp32) of `batch["tokens"]`; with
+  `model.cfg.loss_chunk`, `model.cfg.loss_chunk` positions of each sequence at a time."""
+  inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
+  if not model.cfg.loss_chunk:
+    logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  embedded = model.apply({"params": params}, inputs, method=DecoderLM.embed)
+  x_BxLxD, _ = model.apply({"params": params}, embedded, *causal_inputs(inputs), method=DecoderLM.blocks)
+  head = lambda x: model.apply({"params": params}, x, method=DecoderLM.head)
+  return chunked_losses(head, x_BxLxD, targets, model.cfg.loss_chunk)
+
+
+def chunked_losses(head: Callable, x_BxLxD: jax.Array, targets_BxL: jax.Array, chunk: int) -> jax.Array:
+  """Cross-entropy of `head(x)`'s logits [B, L] computed `chunk` positions at a time, each chunk's logits
+  recomputed in the backward pass: only [B, chunk, V] of them exist at once. The batch axis stays whole, so it
+  keeps its sharding."""
+  batch, length, width = x_BxLxD.shape
+  padded = -(-length // chunk) * chunk
+  x_BxNxCxD = jnp.pad(x_BxLxD, ((0, 0), (0, padded - length), (0, 0))).reshape(batch, -1, chunk, width)
+  targets_BxNxC = jnp.pad(targets_BxL, ((0, 0), (0, padded - length))).reshape(batch, -1, chunk)
+
+  @jax.checkpoint
+  def chunk_losses(x_and_targets):
+    x_BxCxD, targets_BxC = x_and_targets
+    return optax.softmax_cross_entropy_with_integer_labels(head(x_BxCxD), targets_BxC)
+
+  losses_NxBxC = jax.lax.map(chunk_losses, (jnp.swapaxes(x_BxNxCxD, 0, 1), jnp.swapaxes(targets_BxNxC, 0, 1)))
+  return jnp.swapaxes(losses_NxBxC, 0, 1).reshape(batch, padded)[:, :length]
 
 
 @dataclasses.dataclass(frozen=True)
