@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from iml_jax import sharding
 from iml_jax.errors import IMLError
-from iml_jax.models.registry import init_params, token_losses, unbox
+from iml_jax.models.registry import init_params, unbox, weighted_loss
 
 OPTIMIZERS = ("adafactor", "adamw", "sgd")
 TRAINABLE = ("all", "embeddings", "alias_embeddings")
@@ -131,7 +131,7 @@ def trainable_mask(params, mode: str, alias_token_ids: np.ndarray | None = None)
 def _loss_sums(model, params, batch):
   """(sum of weighted token losses, sum of weights): the mean is their ratio over any batch split."""
   weights = batch["loss_mask"] * batch["weights"][:, None]
-  return jnp.sum(token_losses(model, params, batch) * weights), jnp.sum(weights)
+  return weighted_loss(model, params, batch, weights), jnp.sum(weights)
 
 
 def _sums_and_grads(model, params, micro_batch):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from iml_jax.errors import IMLError
-from iml_jax.models.decoder import DecoderConfig, DecoderLM, causal_inputs, init_params, token_losses
+from iml_jax.models.decoder import (
+  DecoderConfig,
+  DecoderLM,
+  causal_inputs,
+  init_params,
+  token_losses,
+  weighted_loss,
+)
 from iml_jax.models.decoding import greedy_decode
 from iml_jax.models.layers import apply_rotary, causal_mask
 from iml_jax.probes import hidden_states
@@ -183,31 +190,31 @@ def test_scanned_layers_decode_and_expose_residuals_as_unrolled_ones():
 )
 def test_a_chunked_loss_equals_the_whole_loss(overrides):
   model, params = _model("pythia", **overrides)
-  tokens = jax.random.randint(jax.random.key(2), (4, 13), 0, 37)
-  position_weights = jnp.arange(12.0)
+  batch = {"tokens": jax.random.randint(jax.random.key(2), (4, 13), 0, 37)}
+  weights = jax.random.uniform(jax.random.key(3), (4, 12))
 
   def loss_and_grads(loss_chunk):
     chunked = DecoderLM(dataclasses.replace(model.cfg, loss_chunk=loss_chunk))
-    losses = lambda p: token_losses(chunked, p, {"tokens": tokens})
-    total = lambda p: jnp.sum(losses(p) * position_weights)
-    return jax.jit(losses)(params), jax.jit(jax.grad(total))(params)
+    # scaled: the backward pass must scale the gradients the chunks took by its cotangent
+    return jax.jit(jax.value_and_grad(lambda p: 2.5 * weighted_loss(chunked, p, batch, weights)))(params)
 
   whole, whole_grads = loss_and_grads(0)
+  assert float(whole) == pytest.approx(2.5 * float(jnp.sum(token_losses(model, params, batch) * weights)), rel=1e-6)
   for loss_chunk in (5, 12):  # 12 positions: in 3 chunks, the last padded; in one chunk
-    losses, grads = loss_and_grads(loss_chunk)
-    np.testing.assert_allclose(losses, whole, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), grads, whole_grads)
+    loss, grads = loss_and_grads(loss_chunk)
+    assert float(loss) == pytest.approx(float(whole), rel=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5), grads, whole_grads)
 
 
 def test_a_chunked_loss_never_holds_every_positions_logits():
   """Training step memory (XLA's temporaries for the loss and its gradients): the [B, L, V] float32 logits and
   their gradients, 4 MiB each here, exist only a chunk at a time (measured: 9.8 MiB whole, 2.7 MiB in chunks)."""
   model, params = _model("pythia", vocab_size=4096, max_len=64)
-  tokens = jnp.zeros((8, 33), jnp.int32)
+  batch, weights = {"tokens": jnp.zeros((8, 33), jnp.int32)}, jnp.ones((8, 32))
 
   def temporaries(loss_chunk):
     chunked = DecoderLM(dataclasses.replace(model.cfg, loss_chunk=loss_chunk))
-    grads = jax.jit(jax.grad(lambda p: jnp.sum(token_losses(chunked, p, {"tokens": tokens}))))
+    grads = jax.jit(jax.grad(lambda p: weighted_loss(chunked, p, batch, weights)))
     return grads.lower(params).compile().memory_analysis().temp_size_in_bytes
 
   logits_bytes = 8 * 32 * 4096 * 4

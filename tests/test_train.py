@@ -197,7 +197,7 @@ def test_loss_decreases_and_tiny_set_is_memorised():
     state, loss = step(state, device_batch)
     losses.append(float(loss))
   assert losses[-1] < 0.05 < losses[0]
-  logits = train.token_losses(model, state.params, {"tokens": jnp.asarray(batch["tokens"])})
+  logits = registry.token_losses(model, state.params, {"tokens": jnp.asarray(batch["tokens"])})
   assert float(logits.max()) < 0.5  # every next token of every sequence is predicted
 
 

@@ -52,8 +52,8 @@ class DecoderConfig:
   output_bias: bool = False  # a bias on the untied output projection (GPT-J's lm_head)
   attention: str = "auto"  # layers.ATTENTION_IMPLEMENTATIONS
   remat: str = "none"  # recompute each block's activations in the backward pass: layers.REMAT_POLICIES
-  # > 0: the training loss projects and scores this many positions of each sequence at a time (recomputed in the
-  # backward pass), so the [B, L, vocab] float32 logits never exist at once; 0: all positions at once
+  # > 0: the training loss projects and scores this many positions of each sequence at a time, their gradients
+  # taken at once (weighted_loss), so the [B, L, vocab] float32 logits never exist whole; 0: all positions at once
   loss_chunk: int = 0
   scan_layers: bool = False  # one block traced once and scanned (fast compiles); parameters stacked on "layers"
   init_std: float = 0.02
@@ -272,34 +272,63 @@ def init_params(model: DecoderLM, rng: jax.Array, length: int = 8) -> Any:
 
 
 def token_losses(model: DecoderLM, params, batch: dict) -> jax.Array:
-  """Next-token cross-entropy at every target position [B, L-1] (fp32) of `batch["tokens"]`; with
-  `model.cfg.loss_chunk`, `model.cfg.loss_chunk` positions of each sequence at a time."""
-  inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
+  """Next-token cross-entropy at every target position [B, L-1] (fp32) of `batch["tokens"]`."""
+  inputs = batch["tokens"][:, :-1]
+  logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
+  return optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
+
+
+def weighted_loss(model: DecoderLM, params, batch: dict, weights_BxL: jax.Array) -> jax.Array:
+  """The training loss: the sum of `weights_BxL` × next-token losses. With `model.cfg.loss_chunk`, fused: the
+  output projection and the loss run a chunk of positions at a time (`fused_loss`)."""
   if not model.cfg.loss_chunk:
-    logits, _ = model.apply({"params": params}, inputs, *causal_inputs(inputs))
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return jnp.sum(token_losses(model, params, batch) * weights_BxL)
+  inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
   embedded = model.apply({"params": params}, inputs, method=DecoderLM.embed)
   x_BxLxD, _ = model.apply({"params": params}, embedded, *causal_inputs(inputs), method=DecoderLM.blocks)
-  head = lambda x: model.apply({"params": params}, x, method=DecoderLM.head)
-  return chunked_losses(head, x_BxLxD, targets, model.cfg.loss_chunk)
+  projection = "embed_in" if model.cfg.tie_embeddings else "embed_out"
+  head_params = {name: params[name] for name in ("final_layer_norm", projection)}
+  head = lambda p, x: model.apply({"params": p}, x, method=DecoderLM.head)
+  return fused_loss(head, head_params, x_BxLxD, targets, weights_BxL, model.cfg.loss_chunk)
 
 
-def chunked_losses(head: Callable, x_BxLxD: jax.Array, targets_BxL: jax.Array, chunk: int) -> jax.Array:
-  """Cross-entropy of `head(x)`'s logits [B, L] computed `chunk` positions at a time, each chunk's logits
-  recomputed in the backward pass: only [B, chunk, V] of them exist at once. The batch axis stays whole, so it
-  keeps its sharding."""
+def fused_loss(head: Callable, head_params, x_BxLxD, targets_BxL, weights_BxL, chunk: int) -> jax.Array:
+  """The sum of weights × cross-entropy of `head(head_params, x)`'s logits, `chunk` positions of every sequence
+  at a time. Each chunk's gradients (of `head_params` and x) are taken with its loss, in the forward pass: only
+  [B, chunk, V] logits ever exist and nothing is recomputed; the backward pass scales them. The batch axis stays
+  whole, so it keeps its sharding."""
   batch, length, width = x_BxLxD.shape
   padded = -(-length // chunk) * chunk
-  x_BxNxCxD = jnp.pad(x_BxLxD, ((0, 0), (0, padded - length), (0, 0))).reshape(batch, -1, chunk, width)
-  targets_BxNxC = jnp.pad(targets_BxL, ((0, 0), (0, padded - length))).reshape(batch, -1, chunk)
 
-  @jax.checkpoint
-  def chunk_losses(x_and_targets):
-    x_BxCxD, targets_BxC = x_and_targets
-    return optax.softmax_cross_entropy_with_integer_labels(head(x_BxCxD), targets_BxC)
+  def chunks(a):  # [B, L, ...] -> [N, B, chunk, ...], padded at the end (weight 0)
+    a = jnp.pad(a, ((0, 0), (0, padded - length)) + ((0, 0),) * (a.ndim - 2))
+    return jnp.swapaxes(a.reshape((batch, -1, chunk) + a.shape[2:]), 0, 1)
 
-  losses_NxBxC = jax.lax.map(chunk_losses, (jnp.swapaxes(x_BxNxCxD, 0, 1), jnp.swapaxes(targets_BxNxC, 0, 1)))
-  return jnp.swapaxes(losses_NxBxC, 0, 1).reshape(batch, padded)[:, :length]
+  def loss_and_grads(p, x_BxLxD):
+    def add_chunk(grads_sum, arrays):
+      x_BxCxD, targets_BxC, weights_BxC = arrays
+
+      def chunk_loss(p, x):
+        losses = optax.softmax_cross_entropy_with_integer_labels(head(p, x), targets_BxC)
+        return jnp.sum(losses * weights_BxC)
+
+      value, (p_grads, x_grads) = jax.value_and_grad(chunk_loss, argnums=(0, 1))(p, x_BxCxD)
+      return jax.tree.map(jnp.add, grads_sum, p_grads), (value, x_grads)
+
+    arrays = (chunks(x_BxLxD), chunks(targets_BxL), chunks(weights_BxL))
+    p_grads, (values, x_grads) = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, p), arrays)
+    x_grads = jnp.swapaxes(x_grads, 0, 1).reshape(batch, padded, width)[:, :length]
+    return jnp.sum(values), (p_grads, x_grads)
+
+  @jax.custom_vjp
+  def loss(p, x):
+    return loss_and_grads(p, x)[0]
+
+  def scaled_grads(grads, cotangent):
+    return jax.tree.map(lambda g: (g * cotangent).astype(g.dtype), grads)
+
+  loss.defvjp(loss_and_grads, scaled_grads)
+  return loss(head_params, x_BxLxD)
 
 
 @dataclasses.dataclass(frozen=True)

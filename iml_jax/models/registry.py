@@ -7,6 +7,7 @@ from typing import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from iml_jax.models import convnet, decoder, mlp, t5
@@ -36,6 +37,8 @@ class ModelSpec:
   embedding_reads: Callable = lambda model: None
   family: Family | None = None  # language models: architecture options, pretrained models, Hugging Face map
   shape_fields: tuple[str, ...] = ()  # what a run config must agree on with a checkpoint it starts from
+  # (model, params, batch, weights) -> the training loss, sum of weights × per-position losses; None: from those
+  weighted_loss: Callable | None = None
 
 
 def _decoder_spec(family: str) -> ModelSpec:
@@ -48,6 +51,7 @@ def _decoder_spec(family: str) -> ModelSpec:
     decoder.generate,
     decoder.hidden_states,
     embedding_reads=decoder.embedding_reads,
+    weighted_loss=decoder.weighted_loss,
     family=FAMILIES[family],
     shape_fields=("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp"),
   )
@@ -106,6 +110,14 @@ def init_params(model: nn.Module, rng: jax.Array):
 
 def token_losses(model: nn.Module, params, batch: dict) -> jax.Array:
   return spec_of(model).token_losses(model, params, batch)
+
+
+def weighted_loss(model: nn.Module, params, batch: dict, weights: jax.Array) -> jax.Array:
+  """The training loss: the sum of `weights` × the model's per-position losses."""
+  spec = spec_of(model)
+  if spec.weighted_loss:
+    return spec.weighted_loss(model, params, batch, weights)
+  return jnp.sum(spec.token_losses(model, params, batch) * weights)
 
 
 def predict(model: nn.Module, params, inputs) -> jax.Array:
