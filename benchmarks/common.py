@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from iml_jax import host_malloc, sharding, train
+from iml_jax.errors import IMLError
 from iml_jax.models import layers, registry
 from iml_jax.models.families import gpt_neox
 
@@ -24,17 +25,20 @@ PYTHIA = {
 }
 
 
-def define_host_malloc_flag() -> None:
-  """--host_malloc, for `host_malloc.apply` first thing in main (before either framework starts its threads)."""
+def adopt_host_malloc_flag() -> None:
+  """--host_malloc (`iml_jax.host_malloc`) in this benchmark's --help, for `apply_host_malloc` first thing in main
+  (before either framework starts its threads)."""
   from absl import flags
 
-  flags.DEFINE_enum(
-    "host_malloc",
-    "glibc",
-    list(host_malloc.CHOICES),
-    "host memory of both sides: glibc's malloc as it is, or 'reuse' (iml_jax.host_malloc: freed buffers are "
-    "reused, so CPU steps stop page-faulting their temporary buffers)",
-  )
+  flags.adopt_module_key_flags(host_malloc)
+
+
+def apply_host_malloc(choice: str) -> None:
+  """`host_malloc.apply(choice)`, a refusal printed as one line with a non-zero exit."""
+  try:
+    host_malloc.apply(choice)
+  except IMLError as error:
+    raise SystemExit(f"error: {error}") from None
 
 
 def define_study_step_flags(default_steps: int) -> None:
@@ -42,7 +46,7 @@ def define_study_step_flags(default_steps: int) -> None:
   --host_malloc."""
   from absl import flags
 
-  define_host_malloc_flag()
+  adopt_host_malloc_flag()
   flags.DEFINE_enum("model", "pythia-70m", list(PYTHIA), "Pythia shape (random weights)")
   flags.DEFINE_integer("vocab_size", PYTHIA_VOCAB, "vocabulary rows (Pythia's: 50,304; smaller for quick tests)")
   flags.DEFINE_integer("batch_size", 16, "sequences per device per micro-batch (the study: 128)")

@@ -21,7 +21,7 @@ from absl import app, flags
 import jax
 
 import common
-from iml_jax import config_blocks, host_malloc
+from iml_jax import config_blocks
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=3)
@@ -63,7 +63,7 @@ def busy_ns(events: list[tuple[str, int, int]]) -> int:
 
 def main(argv):
   del argv
-  host_malloc.apply(FLAGS.host_malloc)
+  common.apply_host_malloc(FLAGS.host_malloc)
   jax.config.update("jax_default_matmul_precision", "highest")
   shape, fields, tokens = common.study_step_inputs(FLAGS)
   optimizer = config_blocks.optimizer(name=FLAGS.optimizer)

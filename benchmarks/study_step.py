@@ -21,7 +21,7 @@ Last line: `RESULT study_step ratio=<ours tokens/s / reference tokens/s>`.
 from absl import app, flags
 
 import common
-from iml_jax import config_blocks, host_malloc
+from iml_jax import config_blocks
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=5)
@@ -50,7 +50,7 @@ def _study_adafactor(total_steps: int):
 
 def main(argv):
   del argv
-  host_malloc.apply(FLAGS.host_malloc)
+  common.apply_host_malloc(FLAGS.host_malloc)
   import jax
 
   common.set_matmul_precision(FLAGS.matmul_precision)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 import common
-from iml_jax import host_malloc
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("d_model", 256, "width")
@@ -36,7 +36,7 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (p
 common.define_attention_flag()
 flags.DEFINE_bool("scan_layers", False, "our layers scanned with nn.scan (one block compiled)")
 flags.DEFINE_enum("remat", "none", ["none", "full", "dots_saveable"], "our rematerialisation policy")
-common.define_host_malloc_flag()
+common.adopt_host_malloc_flag()
 flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s for MFU (0: not printed)")
 flags.DEFINE_enum(
   "matmul_precision",
@@ -59,7 +59,7 @@ def _torch_adamw(model):
 
 def main(argv):
   del argv
-  host_malloc.apply(FLAGS.host_malloc)
+  common.apply_host_malloc(FLAGS.host_malloc)
   common.set_matmul_precision(FLAGS.matmul_precision)
   shape = dict(d_model=FLAGS.d_model, n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads, d_mlp=4 * FLAGS.d_model)
   tokens = np.random.default_rng(0).integers(0, FLAGS.vocab_size, size=(FLAGS.batch_size, FLAGS.seq_len))

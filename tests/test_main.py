@@ -1,5 +1,7 @@
 """Every entry point explains its flags with --help."""
 
+import ctypes.util
+import os
 import subprocess
 import sys
 
@@ -8,7 +10,14 @@ import pytest
 from test_experiment import ROOT
 
 ENTRY_POINTS = {
-  "iml_jax.main": ("--config", "--workdir", "--[no]distributed", "--[no]print_config", "--compilation_cache"),
+  "iml_jax.main": (
+    "--config",
+    "--workdir",
+    "--[no]distributed",
+    "--[no]print_config",
+    "--compilation_cache",
+    "--host_malloc",
+  ),
   "iml_jax.sweep": (
     "--config",
     "--workdir",
@@ -71,3 +80,37 @@ def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
   assert swept.returncode == 0, swept.stderr
   assert swept.stdout.endswith("sweep runs (each: the config above with these values):\n  seed=0\n  seed=2\n")
   assert not (tmp_path / "sweep").exists()
+
+
+def _run_tiny(workdir, *flags, env=None):
+  return subprocess.run(
+    [sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny", f"--workdir={workdir}", *flags],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    env={**os.environ, **(env or {})},
+  )
+
+
+def test_a_host_malloc_that_cannot_apply_stops_before_the_run_with_one_line(tmp_path):
+  # the state of a process that tcmalloc's preload failed to load into (see iml_jax.host_malloc)
+  result = _run_tiny(
+    tmp_path / "run", "--host_malloc=tcmalloc", env={"IML_JAX_TCMALLOC_PRELOADED": "1", "LD_PRELOAD": ""}
+  )
+  assert result.returncode == 2
+  assert (
+    result.stderr.strip().splitlines()[-1] == "iml_jax: error: host malloc 'tcmalloc': LD_PRELOAD='' did not load it"
+  )
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+  not any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc"))), reason="tcmalloc is not installed"
+)
+def test_a_run_under_tcmalloc_gives_the_same_results(tmp_path):
+  for choice in ("glibc", "tcmalloc"):
+    result = _run_tiny(tmp_path / choice, f"--host_malloc={choice}")
+    assert result.returncode == 0, result.stderr[-2000:]
+  for name in ("results.csv", "summary.json", "metrics.jsonl"):
+    assert (tmp_path / "glibc" / name).read_bytes() == (tmp_path / "tcmalloc" / name).read_bytes(), name
