@@ -270,13 +270,17 @@ def test_scanned_layers_train_exactly_like_unrolled_ones(opt):
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(scanned), jax.tree.leaves(unrolled)):
     if "['key']['bias']" in jax.tree_util.keystr(path):
       continue  # its true gradient is 0 (softmax ignores a per-query constant): both sides normalise float noise
-    np.testing.assert_allclose(a, b, atol=5e-5, err_msg=jax.tree_util.keystr(path))
+    # Adafactor divides each gradient by the root of its second moment, so an element whose gradient is mostly
+    # float noise moves by noise: 5.9e-5 at most (a query bias, AVX-512 CPU); statistics or update clipping
+    # spanning the stacked layers move parameters by 2.7e-2 here.
+    np.testing.assert_allclose(a, b, atol=5e-4, err_msg=jax.tree_util.keystr(path))
 
 
-def test_a_padded_vocabulary_draws_and_trains_exactly_like_the_unpadded_one():
+def test_a_padded_vocabulary_draws_and_trains_like_the_unpadded_one():
   """The tensor axis pads the vocabulary (here 31 -> 32 rows): the real rows are drawn as without padding, the
-  padded ones are zeros, and the loss and its gradient on the real parameters are the same to the bit — so a
-  config's results do not depend on the mesh (the whole pipeline: test_experiment's mesh tests)."""
+  padded ones are zeros and get no gradient, the loss is the same to the bit and the gradient on the real
+  parameters up to float rounding (the whole pipeline on several meshes: test_experiment's mesh tests). Not to the
+  bit: the backward product over 31 or 32 vocabulary columns sums in a different order on some CPUs (AVX-512)."""
   shape = dict(d_model=32, n_layers=2, n_heads=4, d_mlp=64, max_len=8, init_std=0.1, embedding_init_std=0.1)
   plain = DecoderLM(DecoderConfig(vocab_size=VOCAB, **shape))
   padded = DecoderLM(DecoderConfig(vocab_size=VOCAB + 1, valid_vocab=VOCAB, **shape))
@@ -299,4 +303,8 @@ def test_a_padded_vocabulary_draws_and_trains_exactly_like_the_unpadded_one():
   plain_loss, plain_grads = jax.value_and_grad(loss(plain))(params["plain"])
   padded_loss, padded_grads = jax.value_and_grad(loss(padded))(params["padded"])
   assert padded_loss == plain_loss
-  jax.tree.map(np.testing.assert_array_equal, real_part(padded_grads), plain_grads)
+  assert not np.asarray(padded_grads["embed_in"]["embedding"][VOCAB:]).any()
+  assert not np.asarray(padded_grads["embed_out"]["kernel"][:, VOCAB:]).any()
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), real_part(padded_grads), plain_grads
+  )
