@@ -166,19 +166,30 @@ def check_distinct_seeds(base, runs: list[SweepRun]) -> None:
     trained.setdefault(setting, []).append((run.name, seeds))
 
 
-def command_for(config_arg: str, run_dir: str, overrides: list[str], run: SweepRun) -> str:
+def command_for(
+  config_arg: str, run_dir: str, overrides: list[str], run: SweepRun, process_flags: tuple[str, ...] = ()
+) -> str:
+  """`process_flags`: flags of the process, not of the config (e.g. --host_malloc), given to every run."""
   values = [
     f"--config.{field}={value!r}" if isinstance(value, tuple) else f"--config.{field}={value}"
     for field, value in run.values.items()
   ]
-  words = [sys.executable, "-m", "iml_jax.main", f"--config={config_arg}", f"--workdir={run_dir}", *overrides, *values]
+  words = [sys.executable, "-m", "iml_jax.main", f"--config={config_arg}", f"--workdir={run_dir}", *process_flags]
+  words += [*overrides, *values]
   return " ".join(shlex.quote(w) for w in words)
 
 
 def run_sweep(
-  base, workdir: str, specs: list[str], config_arg: str, overrides: list[str], print_commands: bool = False
+  base,
+  workdir: str,
+  specs: list[str],
+  config_arg: str,
+  overrides: list[str],
+  print_commands: bool = False,
+  process_flags: tuple[str, ...] = (),
 ) -> dict | None:
-  """Runs (or prints) every unfinished run, then aggregates; the aggregate summary (None when printing)."""
+  """Runs (or prints, with `process_flags` in each command) every unfinished run, then aggregates; the aggregate
+  summary (None when printing)."""
   import jax
   from tqdm import tqdm
 
@@ -195,7 +206,7 @@ def run_sweep(
   pending = [run for run in runs if not is_finished(run_config(base, run), os.path.join(workdir, run.name))]
   if print_commands:
     for run in pending:
-      print(command_for(config_arg, os.path.join(workdir, run.name), overrides, run))
+      print(command_for(config_arg, os.path.join(workdir, run.name), overrides, run, process_flags))
     print(f"# then: python -m iml_jax.report --workdir={shlex.quote(workdir)}")
     return None
   if jax.process_index() == 0:
@@ -208,7 +219,7 @@ def run_sweep(
 def main(argv, flag_values) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
-  from iml_jax import compilation_cache, faults
+  from iml_jax import compilation_cache, faults, host_malloc
 
   try:
     if flag_values["print_config"].value:
@@ -218,6 +229,9 @@ def main(argv, flag_values) -> None:
       for run in plan(base, flag_values["sweep"].value)[1]:
         print(f"  {run.name}")
       return
+    allocator = flag_values["host_malloc"].value
+    if not flag_values["print_commands"].value:
+      host_malloc.apply(allocator)  # before jax starts its threads; a printed command applies it itself
     compilation_cache.enable_from_flag()
     run_sweep(
       flag_values["config"].value,
@@ -226,6 +240,7 @@ def main(argv, flag_values) -> None:
       config_argument(sys.argv),
       base_overrides(sys.argv),
       flag_values["print_commands"].value,
+      () if allocator == "glibc" else (f"--host_malloc={allocator}",),
     )
   except IMLError as err:
     cli.fail("iml_jax.sweep", err)
@@ -235,7 +250,7 @@ def main(argv, flag_values) -> None:
 
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own flags
-  from iml_jax import compilation_cache, faults  # noqa: F401  (compilation_cache defines --compilation_cache)
+  from iml_jax import compilation_cache, faults, host_malloc  # noqa: F401  (they define --compilation_cache, --host_malloc)
 
   faults.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   config_flags.DEFINE_config_file(
@@ -256,4 +271,5 @@ if __name__ == "__main__":  # flags only here: the library is imported next to m
   )
   flags.mark_flags_as_required(["config", "workdir", "sweep"])
   flags.adopt_module_key_flags(compilation_cache)
+  flags.adopt_module_key_flags(host_malloc)
   app.run(functools.partial(main, flag_values=flags.FLAGS), flags_parser=cli.flags_parser("iml_jax.sweep"))

@@ -25,6 +25,7 @@ ENTRY_POINTS = {
     "--[no]print_commands",
     "--[no]print_config",
     "--compilation_cache",
+    "--host_malloc",
   ),
   "iml_jax.report": ("--workdir",),
   "iml_jax.analyze": ("--config", "--workdir", "--analysis", "--workdirs", "--out", "--compilation_cache"),
@@ -82,9 +83,9 @@ def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
   assert not (tmp_path / "sweep").exists()
 
 
-def _run_tiny(workdir, *flags, env=None):
+def _run_tiny(workdir, *flags, module="iml_jax.main", env=None):
   return subprocess.run(
-    [sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny", f"--workdir={workdir}", *flags],
+    [sys.executable, "-m", module, "--config=configs/default.py:tiny", f"--workdir={workdir}", *flags],
     cwd=ROOT,
     capture_output=True,
     text=True,
@@ -92,15 +93,22 @@ def _run_tiny(workdir, *flags, env=None):
   )
 
 
-def test_a_host_malloc_that_cannot_apply_stops_before_the_run_with_one_line(tmp_path):
+@pytest.mark.parametrize(
+  "module, program, flags",
+  [("iml_jax.main", "iml_jax", ()), ("iml_jax.sweep", "iml_jax.sweep", ("--sweep=seed=0,1",))],
+)
+def test_a_host_malloc_that_cannot_apply_stops_before_the_run_with_one_line(tmp_path, module, program, flags):
   # the state of a process that tcmalloc's preload failed to load into (see iml_jax.host_malloc)
   result = _run_tiny(
-    tmp_path / "run", "--host_malloc=tcmalloc", env={"IML_JAX_TCMALLOC_PRELOADED": "1", "LD_PRELOAD": ""}
+    tmp_path / "run",
+    "--host_malloc=tcmalloc",
+    *flags,
+    module=module,
+    env={"IML_JAX_TCMALLOC_PRELOADED": "1", "LD_PRELOAD": ""},
   )
   assert result.returncode == 2
-  assert (
-    result.stderr.strip().splitlines()[-1] == "iml_jax: error: host malloc 'tcmalloc': LD_PRELOAD='' did not load it"
-  )
+  expected = f"{program}: error: host malloc 'tcmalloc': LD_PRELOAD='' did not load it"
+  assert result.stderr.strip().splitlines()[-1] == expected, result.stderr[-2000:]
   assert not (tmp_path / "run").exists()
 
 
