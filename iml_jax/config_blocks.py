@@ -14,7 +14,6 @@ import ml_collections
 
 from iml_jax import study
 from iml_jax.errors import IMLError
-from iml_jax.models import registry
 from iml_jax.models.families import FAMILIES, PRETRAINED
 
 
@@ -142,6 +141,8 @@ def vision_data(**overrides) -> ml_collections.ConfigDict:
 
 def _field_defaults(name: str, derived: tuple[str, ...]) -> dict:
   """The default of every field of model `name`'s config class but those the run derives."""
+  from iml_jax.models import registry  # here: it imports jax and flax (3 s), which the data blocks do not need
+
   return {f.name: f.default for f in dataclasses.fields(registry.SPECS[name].config_class) if f.name not in derived}
 
 

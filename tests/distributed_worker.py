@@ -4,7 +4,9 @@ evaluation over a mesh that spans both processes; process 0 writes losses, param
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import xla_flags
+
+os.environ["XLA_FLAGS"] = xla_flags.for_tests(os.environ.get("XLA_FLAGS", ""), devices=2)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

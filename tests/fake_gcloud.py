@@ -21,6 +21,8 @@ import socket
 import subprocess
 import sys
 
+import xla_flags
+
 # Runtime versions per accelerator generation (https://cloud.google.com/tpu/docs/runtimes); a VM created with
 # another is refused, as Google refuses an image that does not support the chip.
 RUNTIMES = {
@@ -113,7 +115,7 @@ class Cloud:
       "JAX_NUM_PROCESSES": str(node["hosts"]),
       "JAX_PROCESS_ID": str(worker),
       "JAX_PLATFORMS": "cpu",
-      "XLA_FLAGS": f"--xla_force_host_platform_device_count={node['chips_per_host']}",
+      "XLA_FLAGS": xla_flags.for_tests(os.environ.get("XLA_FLAGS", ""), devices=node["chips_per_host"]),
     }
 
   def workers(self, node: dict, spec: str) -> list[int]:

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = {
   "quickstart.ipynb": "IML gap",
@@ -86,7 +88,7 @@ def test_notebook_executes(name, runtime, tmp_path):
     "IML_COLAB_TINY": "1",
     "IML_COLAB_WORKDIR": str(tmp_path / "runs"),
     "MPLBACKEND": "Agg",
-    "XLA_FLAGS": "",
+    "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=1),
   }
   python, cwd = sys.executable, os.path.join(ROOT, "colabs")
   if runtime.startswith("colab"):

@@ -16,6 +16,7 @@ from iml_jax import experiment, stage, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.errors import IMLError
 from test_writers import read_events
+import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -350,7 +351,7 @@ def test_padding_the_vocabulary_for_the_tensor_axis_changes_no_result(tmp_path):
 @pytest.mark.slow
 def test_one_config_gives_byte_identical_results_on_any_mesh(tmp_path):
   """One device (`main` in a process without the fake devices), and 8 devices as dp, fsdp and fsdp_tensor."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=1)}
   one_device = subprocess.run(
     [
       sys.executable,

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import fake_gcloud
+import xla_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAUNCH = os.path.join(os.path.dirname(HERE), "launch")
@@ -369,7 +370,7 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
   reference = str(tmp_path / "one_process")
   subprocess.run(
     [sys.executable, "-m", "iml_jax.main", run_args[0], f"--workdir={reference}", *run_args[3:]],
-    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    env={**os.environ, "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=8)},
     check=True,
     capture_output=True,
     cwd=os.path.dirname(LAUNCH),

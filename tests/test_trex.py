@@ -9,7 +9,9 @@ import pytest
 
 from iml_jax.data import trex
 from iml_jax.errors import IMLError
-from test_experiment import ROOT
+
+# Not imported from test_experiment: the subprocess of test_same_works_in_every_process imports this module.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def triple(subject, predicate, obj):
