@@ -75,7 +75,13 @@ class Gradient(NamedTuple):
   dlogits: jax.Array  # [T, V] the gradient of each position's logits
 
 
-_NOT_FACTORED = (jnp.zeros((0,), jnp.int32), jnp.zeros((0, 1)), jnp.zeros((0, 1)), jnp.zeros((0, 1)))
+# NumPy, not jnp: a jnp array made at import starts the XLA backend, and `main --distributed` must start it later.
+_NOT_FACTORED = (
+  np.zeros((0,), np.int32),
+  np.zeros((0, 1), np.float32),
+  np.zeros((0, 1), np.float32),
+  np.zeros((0, 1), np.float32),
+)
 # Columns of the output kernel's gradient built at once per example for L1, L∞ and the distance to the mean.
 KERNEL_BLOCK = 4096
 

@@ -55,6 +55,17 @@ def test_the_cluster_comes_from_the_environment_when_jax_cannot_detect_it():
     main.cluster_from_environment({"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"})
 
 
+def test_what_main_imports_before_joining_the_cluster_leaves_the_backend_unstarted():
+  """`jax.distributed.initialize` refuses once the XLA backend has started (a jnp array made at import starts
+  it), so every TPU pod run with --distributed depends on this."""
+  code = (
+    "from iml_jax import experiment, faults; from jax._src import xla_bridge; "
+    "print(xla_bridge.backends_are_initialized())"
+  )
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == "False"
+
+
 def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
   result = subprocess.run(
     [sys.executable, "-m", "iml_jax.main", "--config=configs/default.py:tiny", "--config.n_seeds=3", "--print_config"],
