@@ -9,7 +9,7 @@ import pytest
 
 import xla_flags
 
-os.environ["XLA_FLAGS"] = xla_flags.for_tests(os.environ.get("XLA_FLAGS", ""), devices=8)
+os.environ["XLA_FLAGS"] = xla_flags.for_tests(devices=8)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for the whole run, its subprocesses (every `python -m iml_jax.main`) and
 # xdist workers: the same tiny programs are compiled by dozens of tests. A compiled program is the same

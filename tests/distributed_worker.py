@@ -6,7 +6,7 @@ import sys
 
 import xla_flags
 
-os.environ["XLA_FLAGS"] = xla_flags.for_tests(os.environ.get("XLA_FLAGS", ""), devices=2)
+os.environ["XLA_FLAGS"] = xla_flags.for_tests(devices=2)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

@@ -115,7 +115,7 @@ class Cloud:
       "JAX_NUM_PROCESSES": str(node["hosts"]),
       "JAX_PROCESS_ID": str(worker),
       "JAX_PLATFORMS": "cpu",
-      "XLA_FLAGS": xla_flags.for_tests(os.environ.get("XLA_FLAGS", ""), devices=node["chips_per_host"]),
+      "XLA_FLAGS": xla_flags.for_tests(devices=node["chips_per_host"]),
     }
 
   def workers(self, node: dict, spec: str) -> list[int]:

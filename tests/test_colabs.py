@@ -88,7 +88,7 @@ def test_notebook_executes(name, runtime, tmp_path):
     "IML_COLAB_TINY": "1",
     "IML_COLAB_WORKDIR": str(tmp_path / "runs"),
     "MPLBACKEND": "Agg",
-    "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=1),
+    "XLA_FLAGS": xla_flags.for_tests(devices=1),
   }
   python, cwd = sys.executable, os.path.join(ROOT, "colabs")
   if runtime.startswith("colab"):

@@ -70,7 +70,7 @@ def test_two_processes_write_one_bucket_workdir_like_one_local_process(gcs, tmp_
     "--config.progress_bar=False",
     "--config.n_seeds=1",
   ]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=2)}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags.for_tests(devices=2)}
   port = _free_port()
   workers = [
     subprocess.Popen(
@@ -88,7 +88,7 @@ def test_two_processes_write_one_bucket_workdir_like_one_local_process(gcs, tmp_
   single = subprocess.run(
     command + [f"--workdir={tmp_path}"],
     cwd=ROOT,
-    env={**env, "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=4)},
+    env={**env, "XLA_FLAGS": xla_flags.for_tests(devices=4)},
     capture_output=True,
     text=True,
     timeout=300,

@@ -351,7 +351,7 @@ def test_padding_the_vocabulary_for_the_tensor_axis_changes_no_result(tmp_path):
 @pytest.mark.slow
 def test_one_config_gives_byte_identical_results_on_any_mesh(tmp_path):
   """One device (`main` in a process without the fake devices), and 8 devices as dp, fsdp and fsdp_tensor."""
-  env = {**os.environ, "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=1)}
+  env = {**os.environ, "XLA_FLAGS": xla_flags.for_tests(devices=1)}
   one_device = subprocess.run(
     [
       sys.executable,

@@ -370,7 +370,7 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
   reference = str(tmp_path / "one_process")
   subprocess.run(
     [sys.executable, "-m", "iml_jax.main", run_args[0], f"--workdir={reference}", *run_args[3:]],
-    env={**os.environ, "XLA_FLAGS": xla_flags.for_tests(os.environ["XLA_FLAGS"], devices=8)},
+    env={**os.environ, "XLA_FLAGS": xla_flags.for_tests(devices=8)},
     check=True,
     capture_output=True,
     cwd=os.path.dirname(LAUNCH),

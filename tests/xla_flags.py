@@ -8,13 +8,16 @@ way had not finished after 11 minutes instead of 260 s); an option set in XLA_FL
 `XLA_FLAGS="--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true"` runs any test as users
 compile."""
 
+import os
+
 FASTER_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 _DEVICE_COUNT = "--xla_force_host_platform_device_count"
 
 
-def for_tests(flags: str, devices: int) -> str:
-  """`flags` with the tests' compile options (each one unless `flags` sets it) and `devices` fake CPU devices."""
-  kept = [flag for flag in flags.split() if flag.split("=")[0] != _DEVICE_COUNT]
+def for_tests(devices: int) -> str:
+  """This process's XLA_FLAGS with the tests' compile options (each one unless set already) and `devices` fake
+  CPU devices."""
+  kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag.split("=")[0] != _DEVICE_COUNT]
   named = {flag.split("=")[0] for flag in kept}
   kept += [flag for flag in FASTER_COMPILE if flag.split("=")[0] not in named]
   return " ".join(kept + [f"{_DEVICE_COUNT}={devices}"])
