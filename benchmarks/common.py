@@ -108,11 +108,21 @@ def hf_config_kwargs(shape: dict, vocab_size: int, seq_len: int) -> dict:
 
 
 @dataclasses.dataclass
-class Timing:
-  seconds_per_step: float
+class Side:
+  """One side of a comparison, built and warmed up: `run(steps)` takes `steps` steps and returns their seconds."""
+
+  run: Callable[[int], float]
+  parameters: int  # without the input embedding table (a lookup: no FLOPs)
+  peak_memory_mib: Callable[[], float | None]  # device memory, where the device reports it
   compile_seconds: float = 0.0
-  parameters: int = 0  # without the input embedding table (a lookup: no FLOPs)
-  peak_memory_mib: float | None = None  # device memory, where the device reports it
+
+
+@dataclasses.dataclass
+class Timing:
+  seconds_per_step: float  # the median over the rounds
+  compile_seconds: float = 0.0
+  parameters: int = 0
+  peak_memory_mib: float | None = None
   page_faults_per_step: float = 0.0  # the process's minor page faults while the timed steps ran
 
 
@@ -151,25 +161,27 @@ def build_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: 
   return step, state, batch, parameters
 
 
-def time_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: int, steps: int) -> Timing:
-  """Our step (`build_our_step`) on one batch of `tokens`: seconds per step over `steps` steps after two
-  warm-up steps; compilation timed apart."""
+def our_side(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: int) -> Side:
+  """Our step (`build_our_step`) on one batch of `tokens`, compiled (timed apart) and warmed up by two steps."""
   step, state, batch, parameters = build_our_step(model_fields, opt_cfg, tokens, grad_accum)
   start = time.perf_counter()
   step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-  for _ in range(2):
-    state, loss = step(state, batch)
-  jax.block_until_ready(loss)
-  faults, start = _minor_page_faults(), time.perf_counter()
-  for _ in range(steps):
-    state, loss = step(state, batch)
-  jax.block_until_ready(loss)
-  seconds = (time.perf_counter() - start) / steps
-  faults = (_minor_page_faults() - faults) / steps
-  if not np.isfinite(float(loss)):
-    raise SystemExit(f"our train step's loss is {float(loss)}")
-  return Timing(seconds, compile_s, parameters, jax_peak_memory_mib(), faults)
+  compile_seconds = time.perf_counter() - start
+  latest = {"state": state}
+
+  def run(steps: int) -> float:
+    state, start = latest["state"], time.perf_counter()
+    for _ in range(steps):
+      state, loss = step(state, batch)
+    jax.block_until_ready(loss)
+    seconds = time.perf_counter() - start
+    latest["state"] = state
+    if not np.isfinite(float(loss)):
+      raise SystemExit(f"our train step's loss is {float(loss)}")
+    return seconds
+
+  run(2)
+  return Side(run, parameters, jax_peak_memory_mib, compile_seconds)
 
 
 def torch_device() -> str:
@@ -188,11 +200,10 @@ def set_matmul_precision(precision: str) -> None:
   torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
-def time_torch_step(
-  hf_kwargs: dict, make_optimizer: Callable, tokens: np.ndarray, grad_accum: int, steps: int, bf16: bool
-) -> Timing:
+def torch_side(hf_kwargs: dict, make_optimizer: Callable, tokens: np.ndarray, grad_accum: int, bf16: bool) -> Side:
   """A `transformers` GPT-NeoX step as the HF Trainer takes it: forward/backward per micro-batch (under
-  `torch.autocast(bfloat16)` when `bf16`), then `make_optimizer(model)`'s `step()` (clipping included)."""
+  `torch.autocast(bfloat16)` when `bf16`), then `make_optimizer(model)`'s `step()` (clipping included); warmed up
+  by two steps."""
   import torch
   import transformers
 
@@ -211,20 +222,58 @@ def time_torch_step(
     model.zero_grad(set_to_none=True)
     return loss
 
-  for _ in range(2):
-    step()
+  def run(steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      loss = step()
+    loss.item()
+    return time.perf_counter() - start
+
+  def peak_memory_mib() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+
+  run(2)
   if device == "cuda":
-    torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-  faults, start = _minor_page_faults(), time.perf_counter()
-  for _ in range(steps):
-    loss = step()
-  loss.item()
-  seconds = (time.perf_counter() - start) / steps
-  faults = (_minor_page_faults() - faults) / steps
   parameters = sum(p.numel() for p in model.parameters()) - model.gpt_neox.embed_in.weight.numel()
-  peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-  return Timing(seconds, parameters=parameters, peak_memory_mib=peak, page_faults_per_step=faults)
+  return Side(run, parameters, peak_memory_mib)
+
+
+@dataclasses.dataclass
+class Comparison:
+  ours: Timing
+  reference: Timing
+  ratios: list[float]  # per round: the reference's seconds per step / ours
+
+  @property
+  def ratio(self) -> float:
+    return float(np.median(self.ratios))
+
+
+def time_side_by_side(ours: Side, reference: Side, steps: int, rounds: int) -> Comparison:
+  """`rounds` rounds of `steps` steps of each side, the sides alternating (which goes first alternates too), so
+  that a machine slowing down or speeding up during the run weighs on both: each side's median seconds per step
+  and the per-round ratios."""
+  seconds = {"ours": [], "reference": []}
+  faults = dict.fromkeys(seconds, 0)
+  sides = {"ours": ours, "reference": reference}
+  for round_index in range(rounds):
+    for name in ("ours", "reference") if round_index % 2 == 0 else ("reference", "ours"):
+      before = _minor_page_faults()
+      seconds[name].append(sides[name].run(steps) / steps)
+      faults[name] += _minor_page_faults() - before
+  timings = {
+    name: Timing(
+      float(np.median(seconds[name])),
+      side.compile_seconds,
+      side.parameters,
+      side.peak_memory_mib(),
+      faults[name] / (steps * rounds),
+    )
+    for name, side in sides.items()
+  }
+  ratios = [theirs / mine for mine, theirs in zip(seconds["ours"], seconds["reference"])]
+  return Comparison(timings["ours"], timings["reference"], ratios)
 
 
 def flops_per_token(parameters: int, n_layers: int, d_model: int, seq_len: int) -> int:
@@ -237,10 +286,11 @@ FLOPS_FORMULA = "FLOPs/token = 6 N + 12 L d T (N: parameters without the input e
 
 
 def print_step_comparison(
-  result: str, ours: Timing, reference: Timing, tokens_per_step: int, flops: int, peaks: dict, dtype: str, peak_tflops
+  result: str, comparison: Comparison, tokens_per_step: int, flops: int, peaks: dict, dtype: str, peak_tflops
 ) -> None:
-  """The lines both step benchmarks end with: FLOP formula, matmul ceilings, each side's rate, compile time,
-  MFU, and `RESULT <result> ratio=<ours / reference>` last."""
+  """The lines both step benchmarks end with: FLOP formula, matmul ceilings, each side's rate (median seconds per
+  step over the rounds), compile time, MFU, the per-round ratios, and `RESULT <result> ratio=<their median>` last."""
+  ours, reference = comparison.ours, comparison.reference
   rate = {"ours": tokens_per_step / ours.seconds_per_step, "reference": tokens_per_step / reference.seconds_per_step}
   print(f"{FLOPS_FORMULA}: {flops / 1e6:.1f} MFLOP/token")
   print(f"large {dtype} matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s")
@@ -255,7 +305,8 @@ def print_step_comparison(
   print(f"iml-jax step compiled in {ours.compile_seconds:.1f} s")
   if peak_tflops:
     print(f"iml-jax MFU: {rate['ours'] * flops / (peak_tflops * 1e12):.1%} of {peak_tflops:.0f} TFLOP/s")
-  print(f"RESULT {result} ratio={rate['ours'] / rate['reference']:.2f}")
+  print(f"ratio per round (the sides alternating): {' '.join(f'{r:.2f}' for r in comparison.ratios)}")
+  print(f"RESULT {result} ratio={comparison.ratio:.2f}")
 
 
 def matmul_peak_gflops(dtype: str = "float32", n: int = 0) -> dict[str, float]:

@@ -9,8 +9,11 @@ Ours: `train.make_train_step` with `train.make_optimizer`'s Adafactor preset. Re
 relative_step=False, lr=5e-5)` after `clip_grad_norm_(1.0)`, a linear schedule: what the HF Trainer runs for the
 study. fp32 matrix products run at the same precision on both sides (`--matmul_precision`).
 
-Printed: tokens/s of each side, their ratio, the GFLOP/s each achieves beside a large matmul's on this device
-(same process), our MFU against `--peak_tflops` with its formula, peak device memory of each (accelerators).
+Timed: `--rounds` rounds of `--steps` steps per side after two warm-up steps, the sides alternating round by
+round, so that a machine whose speed drifts during the run weighs on both alike.
+Printed: tokens/s of each side (median seconds per step over the rounds), each round's ratio and their median, the
+GFLOP/s each achieves beside a large matmul's on this device (same process), our MFU against `--peak_tflops` with
+its formula, peak device memory of each (accelerators).
 
 Command (CPU, quick):  python benchmarks/study_step.py --model=pythia-14m --batch_size=8 --dtype=float32
 Command (GPU, 1B):     python benchmarks/study_step.py --model=pythia-1b --batch_size=128 --grad_accum=2 \
@@ -26,6 +29,7 @@ from iml_jax import config_blocks
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=5)
 flags.DEFINE_enum("matmul_precision", "highest", ["highest", "tf32"], "fp32 matmul precision on both sides")
+flags.DEFINE_integer("rounds", 3, "rounds of --steps steps per side, the sides alternating")
 flags.DEFINE_float("peak_tflops", 0.0, "the device's peak TFLOP/s in --dtype for MFU (0: not printed)")
 
 
@@ -57,21 +61,20 @@ def main(argv):
   shape, fields, tokens = common.study_step_inputs(FLAGS)
   per_device = FLAGS.batch_size * FLAGS.grad_accum
   peaks = common.matmul_peak_gflops(FLAGS.dtype)
-  ours = common.time_our_step(
+  ours = common.our_side(
     fields,
     config_blocks.optimizer(),  # the study's Adafactor preset: lr 5e-5, clip 1.0
     tokens,
     FLAGS.grad_accum,
-    FLAGS.steps,
   )
-  reference = common.time_torch_step(
+  reference = common.torch_side(
     common.hf_config_kwargs(shape, FLAGS.vocab_size, FLAGS.seq_len),
     _study_adafactor(10**6),
     tokens[:per_device],  # one device's share: the reference trains on one device
     FLAGS.grad_accum,
-    FLAGS.steps,
     bf16=FLAGS.dtype == "bfloat16",
   )
+  comparison = common.time_side_by_side(ours, reference, FLAGS.steps, FLAGS.rounds)
   flops = common.flops_per_token(ours.parameters, shape["n_layers"], shape["d_model"], FLAGS.seq_len)
   print(
     f"devices: jax {jax.devices()[0].platform} x{jax.device_count()}, torch {common.torch_device()}; {FLAGS.model} "
@@ -85,7 +88,7 @@ def main(argv):
     f"{FLAGS.host_malloc}"
   )
   common.print_step_comparison(
-    "study_step", ours, reference, per_device * FLAGS.seq_len, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops
+    "study_step", comparison, per_device * FLAGS.seq_len, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops
   )
 
 

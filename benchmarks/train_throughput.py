@@ -1,7 +1,8 @@
 r"""Training throughput: iml-jax's jitted, sharded, donated train step vs a Hugging Face PyTorch GPT-NeoX step.
 
 Same Pythia-shaped config, batch, sequence length and optimizer (AdamW, fp32 master weights) on the same
-device; tokens/s over `--steps` timed steps after warm-up (compilation excluded). On an accelerator
+device; tokens/s over `--rounds` rounds of `--steps` timed steps per side after warm-up (compilation excluded), the
+sides alternating round by round; the ratio is the median of the rounds' ratios. On an accelerator
 `--dtype=bfloat16` runs our compute in bf16 and the reference under `torch.autocast(bfloat16)` (bf16 changes
 the numerics on both sides). Both sides multiply fp32 matrices at the same precision, `--matmul_precision`:
 `highest` (true fp32; TF32 off in JAX and torch) or `tf32` (TF32 on in both). MFU is printed for ours against
@@ -31,7 +32,8 @@ flags.DEFINE_integer("n_heads", 4, "heads")
 flags.DEFINE_integer("vocab_size", 2048, "vocabulary")
 flags.DEFINE_integer("batch_size", 16, "sequences per step")
 flags.DEFINE_integer("seq_len", 64, "tokens per sequence")
-flags.DEFINE_integer("steps", 10, "timed steps per side")
+flags.DEFINE_integer("steps", 3, "timed steps per side and round")
+flags.DEFINE_integer("rounds", 8, "rounds of --steps steps per side, the sides alternating")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype (parameters stay fp32)")
 common.define_attention_flag()
 flags.DEFINE_bool("scan_layers", False, "our layers scanned with nn.scan (one block compiled)")
@@ -64,7 +66,7 @@ def main(argv):
   shape = dict(d_model=FLAGS.d_model, n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads, d_mlp=4 * FLAGS.d_model)
   tokens = np.random.default_rng(0).integers(0, FLAGS.vocab_size, size=(FLAGS.batch_size, FLAGS.seq_len))
   peaks = common.matmul_peak_gflops(FLAGS.dtype)
-  ours = common.time_our_step(
+  ours = common.our_side(
     dict(
       vocab_size=FLAGS.vocab_size,
       max_len=FLAGS.seq_len,
@@ -77,16 +79,11 @@ def main(argv):
     ADAMW,
     tokens,
     1,
-    FLAGS.steps,
   )
-  reference = common.time_torch_step(
-    common.hf_config_kwargs(shape, FLAGS.vocab_size, FLAGS.seq_len),
-    _torch_adamw,
-    tokens,
-    1,
-    FLAGS.steps,
-    bf16=FLAGS.dtype == "bfloat16",
+  reference = common.torch_side(
+    common.hf_config_kwargs(shape, FLAGS.vocab_size, FLAGS.seq_len), _torch_adamw, tokens, 1, FLAGS.dtype == "bfloat16"
   )
+  comparison = common.time_side_by_side(ours, reference, FLAGS.steps, FLAGS.rounds)
   per_step = FLAGS.batch_size * FLAGS.seq_len
   flops = common.flops_per_token(ours.parameters, FLAGS.n_layers, FLAGS.d_model, FLAGS.seq_len)
   attention = common.attention_in_use(FLAGS.attention, FLAGS.seq_len, FLAGS.d_model // FLAGS.n_heads, FLAGS.dtype)
@@ -97,9 +94,7 @@ def main(argv):
     f"AdamW, our attention: {attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}, host "
     f"malloc: {FLAGS.host_malloc}"
   )
-  common.print_step_comparison(
-    "train_throughput", ours, reference, per_step, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops
-  )
+  common.print_step_comparison("train_throughput", comparison, per_step, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ change (only where buffers live); memory that a run has freed is not given back 
 It must run before JAX or torch start their thread pools (a thread keeps the arena it first allocated from):
 first thing in a process that computes on CPU. Glibc only (Linux); elsewhere it raises.
 
+`hugepages` keeps glibc's malloc but has it ask for transparent huge pages for what it maps (glibc >= 2.35, the
+`glibc.malloc.hugetlb=1` tunable, set in `GLIBC_TUNABLES` before the process starts, so the process executes itself
+again with it): the buffer is still mapped afresh each step, but 2 MiB at a time, 512 times fewer faults (at
+`benchmarks/train_throughput.py`'s shape about 550 per step). It needs the kernel's transparent huge pages set to
+`always` or `madvise` (/sys/kernel/mm/transparent_hugepage/enabled).
+
 `tcmalloc` swaps the allocator instead: the process executes itself again with gperftools' tcmalloc preloaded
 (`LD_PRELOAD`). It keeps freed spans for reuse and refits them: a loop of `benchmarks/train_throughput.py`'s step
 alone faults 0–150 pages per step from the third step on, where `reuse` still grows the heap by a buffer (35,000
@@ -34,27 +40,36 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _NEVER_TRIM = -1  # mallopt(3): -1 disables trimming
 
-CHOICES = ("glibc", "reuse", "tcmalloc")  # glibc's defaults, `reuse_freed_memory`, `run_under_tcmalloc`
+# glibc's defaults, `reuse_freed_memory`, `run_with_huge_pages`, `run_under_tcmalloc`
+CHOICES = ("glibc", "reuse", "hugepages", "tcmalloc")
 _TCMALLOC_LIBRARIES = ("tcmalloc_minimal", "tcmalloc")  # gperftools' two builds, either will do
-_PRELOADED_FOR_US = "IML_JAX_TCMALLOC_PRELOADED"  # set in the re-executed process: never execute a third time
+_EXECUTED_AGAIN_FOR = "IML_JAX_HOST_MALLOC"  # set in the re-executed process: never execute a third time
+_HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+_FIRST_GLIBC_WITH_HUGETLB = (2, 35)
+_THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 HOST_MALLOC = flags.DEFINE_enum(
   "host_malloc",
   "glibc",
   list(CHOICES),
   "Host memory on CPU (in a benchmark, of both sides): glibc's malloc as it is; 'reuse' (glibc keeps freed "
-  "memory); 'tcmalloc' (the command runs again with gperftools' tcmalloc preloaded; apt install "
-  "libtcmalloc-minimal4). XLA:CPU allocates each step's temporaries afresh, which glibc maps and unmaps every "
-  "step. Results do not change.",
+  "memory); 'hugepages' (the command runs again with glibc mapping transparent huge pages: glibc >= 2.35); "
+  "'tcmalloc' (the command runs again with gperftools' tcmalloc preloaded; apt install libtcmalloc-minimal4). "
+  "XLA:CPU allocates each step's temporaries afresh, which glibc maps and unmaps every step. Results do not change.",
 )
+
+
+def _glibc(choice: str) -> ctypes.CDLL:
+  libc_name = ctypes.util.find_library("c")
+  libc = ctypes.CDLL(libc_name) if libc_name else None
+  if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+    raise IMLError(f"host malloc {choice!r} needs glibc (Linux); this process's C library is {libc_name!r}")
+  return libc
 
 
 def reuse_freed_memory() -> None:
   """One malloc arena for every thread, never `mmap`, never trim: freed buffers are reused, not unmapped."""
-  libc_name = ctypes.util.find_library("c")
-  libc = ctypes.CDLL(libc_name) if libc_name else None
-  if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-    raise IMLError(f"host malloc 'reuse' needs glibc (Linux); this process's C library is {libc_name!r}")
+  libc = _glibc("reuse")
   for parameter, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM)):
     if libc.mallopt(parameter, value) != 1:
       raise IMLError(f"glibc's mallopt({parameter}, {value}) failed")
@@ -69,23 +84,70 @@ def tcmalloc_loaded() -> bool:
     return False
 
 
+def _refuse_a_second_attempt(choice: str, variable: str) -> None:
+  """In a process already executed again for `choice` (its `variable` set), `choice` did not apply: say so."""
+  if os.environ.get(_EXECUTED_AGAIN_FOR) == choice:
+    raise IMLError(f"host malloc {choice!r}: {variable}={os.environ.get(variable)!r} did not take effect")
+
+
+def _execute_again(choice: str, environment: dict) -> None:
+  """Executes this process's command line again with `environment` added (does not return); output is flushed
+  first."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, {**os.environ, **environment, _EXECUTED_AGAIN_FOR: choice})
+
+
+def huge_pages_applied() -> bool:
+  """Whether glibc's malloc of this process was started with the huge-page tunable (the tunable's last setting)."""
+  settings = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.hugetlb=")]
+  return bool(settings) and settings[-1] == _HUGE_PAGES_TUNABLE
+
+
+def why_huge_pages_cannot_apply() -> str | None:
+  """What stops `hugepages` on this machine (glibc too old, transparent huge pages off), or None."""
+  version = _glibc("hugepages").gnu_get_libc_version
+  version.restype = ctypes.c_char_p
+  release = version().decode()
+  if tuple(int(part) for part in release.split(".")[:2]) < _FIRST_GLIBC_WITH_HUGETLB:
+    return f"needs glibc >= 2.35 (its glibc.malloc.hugetlb tunable); this is {release}"
+  try:
+    with open(_THP_SETTING) as setting:
+      mode = setting.read().strip()
+  except OSError:
+    mode = "nothing (no such file)"
+  if "[always]" not in mode and "[madvise]" not in mode:
+    return f"needs transparent huge pages set to always or madvise in {_THP_SETTING}; it reads {mode!r}"
+  return None
+
+
+def run_with_huge_pages() -> None:
+  """Returns at once when glibc's malloc was started asking for transparent huge pages; otherwise executes this
+  process's command line again with `glibc.malloc.hugetlb=1` added to `GLIBC_TUNABLES` (the new process's call
+  returns)."""
+  if huge_pages_applied():
+    return
+  _refuse_a_second_attempt("hugepages", "GLIBC_TUNABLES")
+  reason = why_huge_pages_cannot_apply()
+  if reason:
+    raise IMLError(f"host malloc 'hugepages' {reason}")
+  tunables = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES"), _HUGE_PAGES_TUNABLE)))
+  _execute_again("hugepages", {"GLIBC_TUNABLES": tunables})
+
+
 def run_under_tcmalloc() -> None:
   """Returns at once when tcmalloc is this process's allocator; otherwise executes this process's command line
-  again with tcmalloc preloaded (this call does not return, the new process's does). Output is flushed first."""
+  again with tcmalloc preloaded (this call does not return, the new process's does)."""
   if tcmalloc_loaded():
     return
-  if os.environ.get(_PRELOADED_FOR_US):
-    raise IMLError(f"host malloc 'tcmalloc': LD_PRELOAD={os.environ.get('LD_PRELOAD')!r} did not load it")
+  _refuse_a_second_attempt("tcmalloc", "LD_PRELOAD")
   library = next(filter(None, map(ctypes.util.find_library, _TCMALLOC_LIBRARIES)), None)
   if library is None:
     raise IMLError(
       "host malloc 'tcmalloc' needs gperftools' libtcmalloc_minimal or libtcmalloc, and neither is installed "
       "(Debian/Ubuntu: apt install libtcmalloc-minimal4)"
     )
-  preload = " ".join(filter(None, (library, os.environ.get("LD_PRELOAD"))))
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, sys.orig_argv, {**os.environ, "LD_PRELOAD": preload, _PRELOADED_FOR_US: "1"})
+  _execute_again("tcmalloc", {"LD_PRELOAD": " ".join(filter(None, (library, os.environ.get("LD_PRELOAD"))))})
 
 
 def apply(choice: str) -> None:
@@ -94,5 +156,7 @@ def apply(choice: str) -> None:
     raise IMLError(f"host malloc {choice!r}: expected one of {CHOICES}")
   if choice == "reuse":
     reuse_freed_memory()
+  elif choice == "hugepages":
+    run_with_huge_pages()
   elif choice == "tcmalloc":
     run_under_tcmalloc()

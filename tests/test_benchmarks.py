@@ -41,6 +41,7 @@ def test_study_step_times_both_sides_with_the_study_optimizer():
     "--batch_size=4",
     "--grad_accum=2",
     "--steps=1",
+    "--rounds=2",
     "--dtype=float32",
     "--peak_tflops=1",
     "--host_malloc=reuse",
@@ -50,7 +51,10 @@ def test_study_step_times_both_sides_with_the_study_optimizer():
   assert re.search(r"iml-jax +\d+ tokens/s per device .* GFLOP/s = \d+% of the matmul's, \d+ host page faults", out)
   assert re.search(r"transformers \+ torch +\d+ tokens/s per device", out)
   assert "FLOPs/token = 6 N + 12 L d T" in out and "iml-jax MFU:" in out
-  assert _ratio(out, "study_step") > 0
+  rounds = re.search(r"ratio per round \(the sides alternating\): (\d+\.\d\d) (\d+\.\d\d)\n", out)
+  assert rounds, out
+  per_round = [float(ratio) for ratio in rounds.groups()]
+  assert _ratio(out, "study_step") == pytest.approx(sum(per_round) / 2, abs=0.011)  # their median
 
 
 @pytest.mark.slow
@@ -112,3 +116,24 @@ def test_a_program_run_on_the_clients_own_thread_is_in_the_profile(profile_step,
 def test_busy_time_counts_overlapping_operations_once(profile_step):
   events = [("c", 20, 5), ("a", 0, 10), ("d", 21, 2), ("b", 5, 10), ("e", 40, 3)]
   assert profile_step.busy_ns(events) == 15 + 5 + 3
+
+
+def test_the_sides_alternate_round_by_round_and_the_ratio_is_the_median_of_the_rounds(monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+  import common
+
+  calls = []
+
+  def side(name, seconds_per_round):
+    def run(steps):
+      calls.append(name)
+      return seconds_per_round[sum(call == name for call in calls) - 1] * steps
+
+    return common.Side(run, parameters=1, peak_memory_mib=lambda: None)
+
+  ours = side("ours", [1.0, 2.0, 1.0])
+  reference = side("reference", [1.0, 1.0, 3.0])
+  comparison = common.time_side_by_side(ours, reference, steps=4, rounds=3)
+  assert calls == ["ours", "reference", "reference", "ours", "ours", "reference"]
+  assert comparison.ratios == [1.0, 0.5, 3.0] and comparison.ratio == 1.0
+  assert comparison.ours.seconds_per_step == 1.0 and comparison.reference.seconds_per_step == 1.0

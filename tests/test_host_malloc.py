@@ -46,6 +46,63 @@ def test_reused_memory_stops_the_page_faults_of_every_call():
   assert _faults_per_call("reuse") < 0.5 * _PAGES  # the buffer is reused on most calls
 
 
+def _huge_pages_unavailable() -> str | None:
+  try:
+    return host_malloc.why_huge_pages_cannot_apply()
+  except IMLError as not_glibc:
+    return str(not_glibc)
+
+
+@pytest.mark.skipif(bool(_huge_pages_unavailable()), reason=str(_huge_pages_unavailable()))
+def test_huge_pages_cut_the_page_faults_of_every_call():
+  assert _faults_per_call("hugepages") < 0.05 * _PAGES  # the buffer is still mapped each call, 2 MiB per fault
+
+
+def test_huge_pages_keep_the_users_tunables_and_are_asked_for_last(monkeypatch):
+  executed = {}
+  monkeypatch.setattr(host_malloc, "why_huge_pages_cannot_apply", lambda: None)
+  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2")
+  monkeypatch.delenv("IML_JAX_HOST_MALLOC", raising=False)
+  monkeypatch.setattr(os, "execve", lambda program, argv, env: executed.update(env))
+  host_malloc.apply("hugepages")
+  assert executed["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  assert executed["IML_JAX_HOST_MALLOC"] == "hugepages"
+  monkeypatch.setenv("GLIBC_TUNABLES", executed["GLIBC_TUNABLES"])
+  assert host_malloc.huge_pages_applied()
+  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1:glibc.malloc.hugetlb=0")  # the last one counts
+  assert not host_malloc.huge_pages_applied()
+
+
+def test_huge_pages_the_kernel_does_not_give_are_a_clear_error(monkeypatch, tmp_path):
+  setting = tmp_path / "enabled"
+  setting.write_text("always madvise [never]\n")
+  monkeypatch.setattr(host_malloc, "_THP_SETTING", str(setting))
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+  monkeypatch.setattr(os, "execve", lambda *args: pytest.fail("executed again without huge pages"))
+  with pytest.raises(
+    IMLError,
+    match=r"'hugepages' needs transparent huge pages set to always or madvise in .*"
+    r"enabled; it reads 'always madvise \[never\]'",
+  ):
+    host_malloc.apply("hugepages")
+
+
+def test_a_glibc_without_the_huge_page_tunable_is_a_clear_error(monkeypatch):
+  monkeypatch.setattr(host_malloc, "_FIRST_GLIBC_WITH_HUGETLB", (9, 99))
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+  monkeypatch.setattr(os, "execve", lambda *args: pytest.fail("executed again with a tunable glibc ignores"))
+  with pytest.raises(IMLError, match=r"'hugepages' needs glibc >= 2.35 \(its glibc.malloc.hugetlb tunable\); this is "):
+    host_malloc.apply("hugepages")
+
+
+def test_huge_pages_that_did_not_apply_are_not_retried(monkeypatch):
+  monkeypatch.setenv("IML_JAX_HOST_MALLOC", "hugepages")
+  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+  monkeypatch.setattr(os, "execve", lambda *args: pytest.fail("executed a third time"))
+  with pytest.raises(IMLError, match=r"'hugepages': GLIBC_TUNABLES='glibc.malloc.arena_max=2' did not take effect"):
+    host_malloc.apply("hugepages")
+
+
 _TCMALLOC_INSTALLED = any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc")))
 
 
@@ -74,10 +131,12 @@ def test_tcmalloc_not_installed_is_a_clear_error(monkeypatch):
 
 def test_a_preload_that_did_not_load_is_not_retried(monkeypatch):
   monkeypatch.setattr(host_malloc, "tcmalloc_loaded", lambda: False)
-  monkeypatch.setenv("IML_JAX_TCMALLOC_PRELOADED", "1")
+  monkeypatch.setenv("IML_JAX_HOST_MALLOC", "tcmalloc")
   monkeypatch.setenv("LD_PRELOAD", "libtcmalloc_minimal.so.4")
   monkeypatch.setattr(os, "execve", lambda *args: pytest.fail("executed a third time"))
-  with pytest.raises(IMLError, match=r"LD_PRELOAD='libtcmalloc_minimal.so.4' did not load it"):
+  with pytest.raises(
+    IMLError, match=r"host malloc 'tcmalloc': LD_PRELOAD='libtcmalloc_minimal.so.4' did not take effect"
+  ):
     host_malloc.apply("tcmalloc")
 
 
@@ -126,5 +185,7 @@ def test_memory_freed_above_two_gib_stays_for_reuse():
 
 
 def test_an_unknown_choice_is_refused():
-  with pytest.raises(IMLError, match=r"host malloc 'jemalloc': expected one of \('glibc', 'reuse', 'tcmalloc'\)"):
+  with pytest.raises(
+    IMLError, match=r"host malloc 'jemalloc': expected one of \('glibc', 'reuse', 'hugepages', 'tcmalloc'\)"
+  ):
     host_malloc.apply("jemalloc")

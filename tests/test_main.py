@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from iml_jax import host_malloc
+from iml_jax.errors import IMLError
 from test_experiment import ROOT
 
 ENTRY_POINTS = {
@@ -115,21 +117,32 @@ def test_a_host_malloc_that_cannot_apply_stops_before_the_run_with_one_line(tmp_
     "--host_malloc=tcmalloc",
     *flags,
     module=module,
-    env={"IML_JAX_TCMALLOC_PRELOADED": "1", "LD_PRELOAD": ""},
+    env={"IML_JAX_HOST_MALLOC": "tcmalloc", "LD_PRELOAD": ""},
   )
   assert result.returncode == 2
-  expected = f"{program}: error: host malloc 'tcmalloc': LD_PRELOAD='' did not load it"
+  expected = f"{program}: error: host malloc 'tcmalloc': LD_PRELOAD='' did not take effect"
   assert result.stderr.strip().splitlines()[-1] == expected, result.stderr[-2000:]
   assert not (tmp_path / "run").exists()
 
 
+def _why_host_malloc_cannot_apply(choice: str) -> str | None:
+  if choice == "tcmalloc" and not any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc"))):
+    return "tcmalloc is not installed"
+  if choice == "hugepages":
+    try:
+      return host_malloc.why_huge_pages_cannot_apply()
+    except IMLError as not_glibc:
+      return str(not_glibc)
+  return None
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(
-  not any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc"))), reason="tcmalloc is not installed"
-)
-def test_a_run_under_tcmalloc_gives_the_same_results(tmp_path):
-  for choice in ("glibc", "tcmalloc"):
-    result = _run_tiny(tmp_path / choice, f"--host_malloc={choice}")
+@pytest.mark.parametrize("choice", ["reuse", "hugepages", "tcmalloc"])
+def test_a_run_under_another_host_malloc_gives_the_same_results(tmp_path, choice):
+  if _why_host_malloc_cannot_apply(choice):
+    pytest.skip(_why_host_malloc_cannot_apply(choice))
+  for run in ("glibc", choice):
+    result = _run_tiny(tmp_path / run, f"--host_malloc={run}")
     assert result.returncode == 0, result.stderr[-2000:]
   for name in ("results.csv", "summary.json", "metrics.jsonl"):
-    assert (tmp_path / "glibc" / name).read_bytes() == (tmp_path / "tcmalloc" / name).read_bytes(), name
+    assert (tmp_path / "glibc" / name).read_bytes() == (tmp_path / choice / name).read_bytes(), name
