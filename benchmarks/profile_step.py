@@ -21,7 +21,7 @@ from absl import app, flags
 import jax
 
 import common
-from iml_jax import config_blocks
+from iml_jax import config_blocks, host_malloc
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=3)
@@ -100,8 +100,8 @@ def main(argv):
     f"devices: {jax.devices()[0].platform} x{jax.device_count()}; {FLAGS.model}, {FLAGS.batch_size} x "
     f"{FLAGS.grad_accum} x {FLAGS.seq_len} tokens per device, {FLAGS.dtype}, {FLAGS.optimizer}, attention "
     f"{common.attention_in_use(FLAGS.attention, FLAGS.seq_len, shape['d_model'] // shape['n_heads'], FLAGS.dtype)}"
-    f", host malloc {FLAGS.host_malloc}; operation time per step {total / FLAGS.steps / 1e6:.1f} "
-    "ms (summed over threads/streams)"
+    f", host malloc {host_malloc.in_effect(FLAGS.host_malloc)}; operation time per step "
+    f"{total / FLAGS.steps / 1e6:.1f} ms (summed over threads/streams)"
   )
   for name, ns in times.most_common(FLAGS.top):
     print(f"{ns / FLAGS.steps / 1e6:9.2f} ms {ns / total:6.1%}  {name:34s} {described(name)}")

@@ -24,7 +24,7 @@ Last line: `RESULT study_step ratio=<ours tokens/s / reference tokens/s>`.
 from absl import app, flags
 
 import common
-from iml_jax import config_blocks
+from iml_jax import config_blocks, host_malloc
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=5)
@@ -85,7 +85,7 @@ def main(argv):
     f"{common.attention_in_use(FLAGS.attention, FLAGS.seq_len, shape['d_model'] // shape['n_heads'], FLAGS.dtype)}, "
     f"our loss: {f'{FLAGS.loss_chunk} positions at a time' if FLAGS.loss_chunk else 'all positions at once'}, "
     "host malloc: "
-    f"{FLAGS.host_malloc}"
+    f"{host_malloc.in_effect(FLAGS.host_malloc)}"
   )
   common.print_step_comparison(
     "study_step", comparison, per_device * FLAGS.seq_len, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops

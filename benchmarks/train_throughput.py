@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 import common
+from iml_jax import host_malloc
 
 
 FLAGS = flags.FLAGS
@@ -92,7 +93,7 @@ def main(argv):
     f"d={FLAGS.d_model} L={FLAGS.n_layers} V={FLAGS.vocab_size} ({ours.parameters / 1e6:.1f}M params), batch "
     f"{FLAGS.batch_size} x {FLAGS.seq_len}, {FLAGS.dtype}, fp32 matmuls: {FLAGS.matmul_precision} on both sides, "
     f"AdamW, our attention: {attention}, scan_layers: {FLAGS.scan_layers}, remat: {FLAGS.remat}, host "
-    f"malloc: {FLAGS.host_malloc}"
+    f"malloc: {host_malloc.in_effect(FLAGS.host_malloc)}"
   )
   common.print_step_comparison("train_throughput", comparison, per_step, flops, peaks, FLAGS.dtype, FLAGS.peak_tflops)
 

@@ -11,13 +11,17 @@ and then stays. Trimming must be off, not merely above 2 GiB: with the threshold
 change (only where buffers live); memory that a run has freed is not given back to the system until it exits.
 
 It must run before JAX or torch start their thread pools (a thread keeps the arena it first allocated from):
-first thing in a process that computes on CPU. Glibc only (Linux); elsewhere it raises.
+first thing in a process that computes on CPU. `reuse` and `hugepages` need glibc (Linux); elsewhere they raise.
 
 `hugepages` keeps glibc's malloc but has it ask for transparent huge pages for what it maps (glibc >= 2.35, the
 `glibc.malloc.hugetlb=1` tunable, set in `GLIBC_TUNABLES` before the process starts, so the process executes itself
 again with it): the buffer is still mapped afresh each step, but 2 MiB at a time, 512 times fewer faults (at
 `benchmarks/train_throughput.py`'s shape about 550 per step). It needs the kernel's transparent huge pages set to
 `always` or `madvise` (/sys/kernel/mm/transparent_hugepage/enabled).
+
+`auto`, the default, is `hugepages` where the machine allows it, unless the process was started with an allocator
+or huge-page setting of its own (a malloc in `LD_PRELOAD`, `glibc.malloc.hugetlb` in `GLIBC_TUNABLES`), which it
+keeps; elsewhere (no glibc >= 2.35, huge pages off, not Linux) malloc stays as it is.
 
 `tcmalloc` swaps the allocator instead: the process executes itself again with gperftools' tcmalloc preloaded
 (`LD_PRELOAD`). It keeps freed spans for reuse and refits them: a loop of `benchmarks/train_throughput.py`'s step
@@ -40,8 +44,8 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _NEVER_TRIM = -1  # mallopt(3): -1 disables trimming
 
-# glibc's defaults, `reuse_freed_memory`, `run_with_huge_pages`, `run_under_tcmalloc`
-CHOICES = ("glibc", "reuse", "hugepages", "tcmalloc")
+# `apply_the_default`, glibc's defaults, `reuse_freed_memory`, `run_with_huge_pages`, `run_under_tcmalloc`
+CHOICES = ("auto", "glibc", "reuse", "hugepages", "tcmalloc")
 _TCMALLOC_LIBRARIES = ("tcmalloc_minimal", "tcmalloc")  # gperftools' two builds, either will do
 _EXECUTED_AGAIN_FOR = "IML_JAX_HOST_MALLOC"  # set in the re-executed process: never execute a third time
 _HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
@@ -50,12 +54,14 @@ _THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 HOST_MALLOC = flags.DEFINE_enum(
   "host_malloc",
-  "glibc",
+  "auto",
   list(CHOICES),
-  "Host memory on CPU (in a benchmark, of both sides): glibc's malloc as it is; 'reuse' (glibc keeps freed "
-  "memory); 'hugepages' (the command runs again with glibc mapping transparent huge pages: glibc >= 2.35); "
-  "'tcmalloc' (the command runs again with gperftools' tcmalloc preloaded; apt install libtcmalloc-minimal4). "
-  "XLA:CPU allocates each step's temporaries afresh, which glibc maps and unmaps every step. Results do not change.",
+  "Host memory on CPU (in a benchmark, of both sides). XLA:CPU allocates each step's temporaries afresh, which "
+  "glibc maps and unmaps every step. 'auto': 'hugepages' where this machine allows it and the environment chose "
+  "no allocator or huge-page setting, else 'glibc'; 'glibc': glibc's malloc as it is; 'reuse': glibc keeps freed "
+  "memory; 'hugepages': the command runs again with glibc mapping transparent huge pages (glibc >= 2.35); "
+  "'tcmalloc': the command runs again with gperftools' tcmalloc preloaded (apt install libtcmalloc-minimal4). "
+  "Results do not change.",
 )
 
 
@@ -150,11 +156,48 @@ def run_under_tcmalloc() -> None:
   _execute_again("tcmalloc", {"LD_PRELOAD": " ".join(filter(None, (library, os.environ.get("LD_PRELOAD"))))})
 
 
+def chosen_in_the_environment() -> str | None:
+  """The allocator setting this process was started with (a preloaded malloc, a huge-page tunable), or None."""
+  preloaded = [library for library in os.environ.get("LD_PRELOAD", "").split() if "malloc" in library]
+  if preloaded:
+    return f"LD_PRELOAD={' '.join(preloaded)}"
+  tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.hugetlb=")]
+  return f"GLIBC_TUNABLES={tunables[-1]}" if tunables else None
+
+
+def apply_the_default() -> None:
+  """'auto': `run_with_huge_pages` unless the environment chose an allocator or huge-page setting already, or this
+  machine cannot (no glibc >= 2.35, transparent huge pages off): then malloc stays as it is."""
+  if chosen_in_the_environment():
+    return
+  try:
+    cannot = why_huge_pages_cannot_apply()
+  except IMLError as not_glibc:
+    cannot = str(not_glibc)
+  if not cannot:
+    run_with_huge_pages()
+
+
+def in_effect(choice: str) -> str:
+  """`choice` as this process runs it: 'auto' with what it resolved to."""
+  if choice != "auto":
+    return choice
+  resolved = os.environ.get(_EXECUTED_AGAIN_FOR) or chosen_in_the_environment() or "glibc"
+  return f"auto ({resolved})"
+
+
+def as_flags(choice: str) -> tuple[str, ...]:
+  """The flags that give a command `choice`: none for the default."""
+  return () if choice == HOST_MALLOC.default else (f"--host_malloc={choice}",)
+
+
 def apply(choice: str) -> None:
   """`choice` from CHOICES: "glibc" leaves malloc as it is."""
   if choice not in CHOICES:
     raise IMLError(f"host malloc {choice!r}: expected one of {CHOICES}")
-  if choice == "reuse":
+  if choice == "auto":
+    apply_the_default()
+  elif choice == "reuse":
     reuse_freed_memory()
   elif choice == "hugepages":
     run_with_huge_pages()

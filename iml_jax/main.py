@@ -60,9 +60,8 @@ def main(argv):
   if not _WORKDIR.value:
     cli.fail("iml_jax", "flag --workdir must name the run's directory")
   try:
-    host_malloc.apply(
-      host_malloc.HOST_MALLOC.value
-    )  # before jax starts its threads ('tcmalloc' executes the command again)
+    # before jax starts its threads; 'auto', 'hugepages' and 'tcmalloc' may execute the command again
+    host_malloc.apply(host_malloc.HOST_MALLOC.value)
   except IMLError as err:
     cli.fail("iml_jax", err)
   logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO

@@ -240,7 +240,7 @@ def main(argv, flag_values) -> None:
       config_argument(sys.argv),
       base_overrides(sys.argv),
       flag_values["print_commands"].value,
-      () if allocator == "glibc" else (f"--host_malloc={allocator}",),
+      host_malloc.as_flags(allocator),
     )
   except IMLError as err:
     cli.fail("iml_jax.sweep", err)

@@ -186,6 +186,50 @@ def test_memory_freed_above_two_gib_stays_for_reuse():
 
 def test_an_unknown_choice_is_refused():
   with pytest.raises(
-    IMLError, match=r"host malloc 'jemalloc': expected one of \('glibc', 'reuse', 'hugepages', 'tcmalloc'\)"
+    IMLError, match=r"host malloc 'jemalloc': expected one of \('auto', 'glibc', 'reuse', 'hugepages', 'tcmalloc'\)"
   ):
     host_malloc.apply("jemalloc")
+
+
+@pytest.mark.parametrize(
+  "environment, can, executes",
+  [
+    ({}, True, True),
+    ({}, False, False),  # glibc too old, huge pages off, or not glibc
+    ({"LD_PRELOAD": "libfoo.so /usr/lib/libjemalloc.so.2"}, True, False),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0"}, True, False),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "LD_PRELOAD": "libfoo.so"}, True, True),
+  ],
+)
+def test_auto_asks_for_huge_pages_where_it_can_and_nothing_else_chose(monkeypatch, environment, can, executes):
+  for name in ("LD_PRELOAD", "GLIBC_TUNABLES", "IML_JAX_HOST_MALLOC"):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in environment.items():
+    monkeypatch.setenv(name, value)
+
+  def cannot():
+    if not can:
+      raise IMLError("host malloc 'hugepages' needs glibc (Linux)")
+
+  executed = []
+  monkeypatch.setattr(host_malloc, "why_huge_pages_cannot_apply", cannot)
+  monkeypatch.setattr(os, "execve", lambda program, argv, env: executed.append(env["GLIBC_TUNABLES"]))
+  host_malloc.apply("auto")
+  assert executed == (
+    [f"{environment.get('GLIBC_TUNABLES', '')}:glibc.malloc.hugetlb=1".lstrip(":")] if executes else []
+  )
+
+
+def test_what_auto_resolved_to_is_said(monkeypatch):
+  for name in ("LD_PRELOAD", "GLIBC_TUNABLES", "IML_JAX_HOST_MALLOC"):
+    monkeypatch.delenv(name, raising=False)
+  assert host_malloc.in_effect("auto") == "auto (glibc)" and host_malloc.in_effect("reuse") == "reuse"
+  monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+  assert host_malloc.in_effect("auto") == "auto (LD_PRELOAD=/usr/lib/libjemalloc.so.2)"
+  monkeypatch.setenv("IML_JAX_HOST_MALLOC", "hugepages")
+  assert host_malloc.in_effect("auto") == "auto (hugepages)"
+
+
+def test_a_command_for_another_process_names_the_allocator_unless_it_is_the_default():
+  assert host_malloc.as_flags("auto") == ()
+  assert host_malloc.as_flags("glibc") == ("--host_malloc=glibc",)
