@@ -22,7 +22,7 @@ section() {  # name, seconds, command...
   local start=$SECONDS
   timeout -k 30 "$seconds" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
-  grep -E "devices|tokens/s|prompts/s|examples/s|identical|MFU|memory|FLOP|compiled|RESULT| ms |products|Error|error:" \
+  grep -E "devices|tokens/s|prompts/s|examples/s|identical|MFU|memory|FLOP|compiled|per round|RESULT| ms |products|Error|error:" \
     "$OUT/$name.log" | grep -v Warning | tee -a "$SUMMARY"
   echo "   (exit $rc, $((SECONDS - start)) s)" | tee -a "$SUMMARY"
   return $rc
@@ -36,7 +36,7 @@ crashed() {  # the last section failed, other than by its time limit
 #    attention is the default, auto: cuDNN's flash attention here (first run on a GPU; einsum if it fails).
 for model_seconds in pythia-70m:60 pythia-410m:80 pythia-1b:100; do
   model=${model_seconds%:*}
-  step=($PY benchmarks/study_step.py --model=$model --batch_size=128 --grad_accum=2 --steps=5 --peak_tflops=989)
+  step=($PY benchmarks/study_step.py --model=$model --batch_size=128 --grad_accum=2 --steps=2 --rounds=3 --peak_tflops=989)
   section "study_step_$model" "${model_seconds#*:}" "${step[@]}"
   crashed && section "study_step_${model}_einsum" "${model_seconds#*:}" "${step[@]}" --attention=einsum
 done
@@ -62,4 +62,4 @@ find "$OUT"/numeric_scratch* -name checkpoints -prune -o -type f -name "*.jsonl"
 # 6. Last, as the run may reach its 10 minutes here: the 1B step with the loss computed 16 positions at a time
 #    (the [B, 47, 50,304] float32 logits never whole), against section 1's memory and speed.
 section study_step_pythia-1b_loss_chunk16 60 $PY benchmarks/study_step.py --model=pythia-1b --batch_size=128 \
-  --grad_accum=2 --steps=5 --peak_tflops=989 --loss_chunk=16
+  --grad_accum=2 --steps=2 --rounds=3 --peak_tflops=989 --loss_chunk=16

@@ -5,5 +5,5 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=.:$PYTHONPATH
 nvidia-smi --query-gpu=name --format=csv,noheader || true
 for args in "" "--d_model=1024 --n_layers=24 --n_heads=16 --vocab_size=50304 --batch_size=16 --seq_len=512 --dtype=bfloat16 --peak_tflops=989"; do
   echo "== benchmarks/train_throughput.py $args"
-  python benchmarks/train_throughput.py $args 2>&1 | grep -E "devices|tokens/s|MFU|RESULT|Error|error"
+  python benchmarks/train_throughput.py $args 2>&1 | grep -E "devices|tokens/s|MFU|per round|RESULT|Error|error"
 done
