@@ -104,10 +104,14 @@ def _execute_again(choice: str, environment: dict) -> None:
   os.execve(sys.executable, sys.orig_argv, {**os.environ, **environment, _EXECUTED_AGAIN_FOR: choice})
 
 
+def _huge_page_tunables() -> list[str]:
+  """The `glibc.malloc.hugetlb` settings this process was started with, in order (glibc applies the last)."""
+  return [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.hugetlb=")]
+
+
 def huge_pages_applied() -> bool:
-  """Whether glibc's malloc of this process was started with the huge-page tunable (the tunable's last setting)."""
-  settings = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.hugetlb=")]
-  return bool(settings) and settings[-1] == _HUGE_PAGES_TUNABLE
+  """Whether glibc's malloc of this process was started with the huge-page tunable."""
+  return _huge_page_tunables()[-1:] == [_HUGE_PAGES_TUNABLE]
 
 
 def why_huge_pages_cannot_apply() -> str | None:
@@ -161,7 +165,7 @@ def chosen_in_the_environment() -> str | None:
   preloaded = [library for library in os.environ.get("LD_PRELOAD", "").split() if "malloc" in library]
   if preloaded:
     return f"LD_PRELOAD={' '.join(preloaded)}"
-  tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.hugetlb=")]
+  tunables = _huge_page_tunables()
   return f"GLIBC_TUNABLES={tunables[-1]}" if tunables else None
 
 
