@@ -137,3 +137,30 @@ def test_the_sides_alternate_round_by_round_and_the_ratio_is_the_median_of_the_r
   assert calls == ["ours", "reference", "reference", "ours", "ours", "reference"]
   assert comparison.ratios == [1.0, 0.5, 3.0] and comparison.ratio == 1.0
   assert comparison.ours.seconds_per_step == 1.0 and comparison.reference.seconds_per_step == 1.0
+
+
+def _flags_defined_in(path: str) -> set[str]:
+  with open(path) as f:
+    return set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", f.read()))
+
+
+@pytest.mark.parametrize(
+  "script", sorted(name for name in os.listdir(os.path.join(ROOT, "benchmarks")) if name.endswith("_gpu.sh"))
+)
+def test_the_gpu_scripts_pass_only_flags_their_benchmarks_define(script):
+  # a misspelt flag would cost a lent accelerator's scarce minutes
+  with open(os.path.join(ROOT, "benchmarks", script)) as f:
+    commands = [line for line in f.read().replace("\\\n", " ").splitlines() if not line.lstrip().startswith("#")]
+  invoked = {name for line in commands for name in re.findall(r"benchmarks/(\w+\.py)", line)}
+  defined = set().union(
+    *(_flags_defined_in(os.path.join(ROOT, "benchmarks", name)) for name in invoked | {"common.py"}),
+    _flags_defined_in(os.path.join(ROOT, "iml_jax", "host_malloc.py")),
+  )
+  passed = {
+    name
+    for line in commands
+    if "benchmarks/" in line or line.lstrip().startswith("for args in")
+    for name in re.findall(r"(?<![\w-])--(\w+)=", line)
+  }
+  assert invoked and passed, script
+  assert passed <= defined, sorted(passed - defined)
