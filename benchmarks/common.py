@@ -121,7 +121,6 @@ class Side:
 class Timing:
   seconds_per_step: float  # the median over the rounds
   compile_seconds: float = 0.0
-  parameters: int = 0
   peak_memory_mib: float | None = None
   page_faults_per_step: float = 0.0  # the process's minor page faults while the timed steps ran
 
@@ -266,7 +265,6 @@ def time_side_by_side(ours: Side, reference: Side, steps: int, rounds: int) -> C
     name: Timing(
       float(np.median(seconds[name])),
       side.compile_seconds,
-      side.parameters,
       side.peak_memory_mib(),
       faults[name] / (steps * rounds),
     )

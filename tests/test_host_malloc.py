@@ -46,14 +46,15 @@ def test_reused_memory_stops_the_page_faults_of_every_call():
   assert _faults_per_call("reuse") < 0.5 * _PAGES  # the buffer is reused on most calls
 
 
-def _huge_pages_unavailable() -> str | None:
+def huge_pages_unavailable() -> str | None:
+  """Why `hugepages` cannot apply on this machine, or None."""
   try:
     return host_malloc.why_huge_pages_cannot_apply()
   except IMLError as not_glibc:
     return str(not_glibc)
 
 
-@pytest.mark.skipif(bool(_huge_pages_unavailable()), reason=str(_huge_pages_unavailable()))
+@pytest.mark.skipif(bool(huge_pages_unavailable()), reason=str(huge_pages_unavailable()))
 def test_huge_pages_cut_the_page_faults_of_every_call():
   assert _faults_per_call("hugepages") < 0.05 * _PAGES  # the buffer is still mapped each call, 2 MiB per fault
 
@@ -103,10 +104,10 @@ def test_huge_pages_that_did_not_apply_are_not_retried(monkeypatch):
     host_malloc.apply("hugepages")
 
 
-_TCMALLOC_INSTALLED = any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc")))
+TCMALLOC_INSTALLED = any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc")))
 
 
-@pytest.mark.skipif(not _TCMALLOC_INSTALLED, reason="gperftools' tcmalloc is not installed")
+@pytest.mark.skipif(not TCMALLOC_INSTALLED, reason="gperftools' tcmalloc is not installed")
 def test_tcmalloc_runs_the_program_again_under_it_and_stops_the_page_faults():
   assert _faults_per_call("tcmalloc") < 0.2 * _PAGES  # measured: 5% (it gives a few spans back each call)
   probe = "import sys; from iml_jax import host_malloc; print(host_malloc.tcmalloc_loaded()); sys.stdout.flush()"

@@ -1,15 +1,13 @@
 """Every entry point explains its flags with --help."""
 
-import ctypes.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-from iml_jax import host_malloc
-from iml_jax.errors import IMLError
 from test_experiment import ROOT
+from test_host_malloc import TCMALLOC_INSTALLED, huge_pages_unavailable
 
 ENTRY_POINTS = {
   "iml_jax.main": (
@@ -125,22 +123,13 @@ def test_a_host_malloc_that_cannot_apply_stops_before_the_run_with_one_line(tmp_
   assert not (tmp_path / "run").exists()
 
 
-def _why_host_malloc_cannot_apply(choice: str) -> str | None:
-  if choice == "tcmalloc" and not any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcmalloc"))):
-    return "tcmalloc is not installed"
-  if choice == "hugepages":
-    try:
-      return host_malloc.why_huge_pages_cannot_apply()
-    except IMLError as not_glibc:
-      return str(not_glibc)
-  return None
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("choice", ["reuse", "hugepages", "tcmalloc"])
 def test_a_run_under_another_host_malloc_gives_the_same_results(tmp_path, choice):
-  if _why_host_malloc_cannot_apply(choice):
-    pytest.skip(_why_host_malloc_cannot_apply(choice))
+  if choice == "tcmalloc" and not TCMALLOC_INSTALLED:
+    pytest.skip("tcmalloc is not installed")
+  if choice == "hugepages" and huge_pages_unavailable():
+    pytest.skip(huge_pages_unavailable())
   for run in ("glibc", choice):
     result = _run_tiny(tmp_path / run, f"--host_malloc={run}")
     assert result.returncode == 0, result.stderr[-2000:]
