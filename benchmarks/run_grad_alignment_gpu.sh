@@ -1,5 +1,5 @@
 #!/bin/bash
-# The gradient-alignment benchmark at two model sizes, as run on a GPU machine (see the README).
+# The gradient-alignment benchmark at two model sizes, as run on a GPU machine (docs/performance.md has every row).
 set -e
 export PYTHONPATH=.:$PYTHONPATH
 nvidia-smi --query-gpu=name --format=csv,noheader || true
