@@ -51,7 +51,8 @@ section grad_alignment_pythia-1b 50 $PY benchmarks/grad_alignment.py --model=pyt
 # 4. Where the 1B step spends its time: the top operations of a profiler trace.
 section profile_step_pythia-1b 40 $PY benchmarks/profile_step.py --model=pythia-1b --batch_size=128 --grad_accum=2
 # 5. The study's from-scratch set-inclusion run as the study ran it (seed 630, stage-2 seed 0), time-boxed:
-#    its metrics give the time per epoch; a later session resumes it from the same workdir if carried.
+#    its log gives tokens/s every 50 steps and each evaluation's time (180,800 examples); a later session resumes
+#    it from the same workdir if carried.
 scratch=($PY -m iml_jax.main --config=configs/numeric_scratch.py --config.n_seeds=1 --config.n_seeds_stage2=1
   --config.progress_bar=False)
 section numeric_scratch 50 "${scratch[@]}" --workdir="$OUT/numeric_scratch"

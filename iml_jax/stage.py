@@ -238,6 +238,7 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
     disable=jax.process_index() != 0 or not cfg.progress_bar,
     leave=False,
   )
+  log_lines = jax.process_index() == 0 and not cfg.progress_bar  # a batch job's log: one line per log instead
   if step == 0 and run.index == 0:  # the model before any training: the first point of every curve
     _evaluate(ctx, run, state.params, prepared.eval_sets, 0, 0, final=False)
   while step < total_steps:
@@ -255,11 +256,18 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
         else {}
       )
       clock = (now, step)
+      lr = float(prepared.schedule(step - 1))
       progress.set_postfix(loss=f"{value:.4f}")
+      if log_lines:
+        rate = f", {rates['perf/tokens_per_s']:,.0f} tokens/s" if rates else ""
+        print(
+          f"{run.label}: step {step}/{total_steps}, epoch {step / per_epoch:.2f}, loss {value:.4f}, lr {lr:.3g}{rate}",
+          flush=True,
+        )
       ctx.writer.write(
         run.label,
         step,
-        {"train/loss": value, "train/lr": float(prepared.schedule(step - 1))},
+        {"train/loss": value, "train/lr": lr},
         timings=rates,
         seed=ctx.seed,
         seed_stage2=run.seed_stage2,
@@ -390,9 +398,14 @@ def _finite_loss(loss, run: StageRun, step: int) -> float:
 
 
 def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epoch: int, final: bool) -> None:
+  start = time.perf_counter()
   results = ctx.inputs.evaluate(ctx.model, params, eval_sets, ctx.mesh, ctx.rules)
   if jax.process_index() != 0:
     return
+  if not ctx.config.progress_bar:
+    seconds, examples = time.perf_counter() - start, sum(len(s.examples) for s in eval_sets)
+    rate = f"{examples:,} examples, {examples / seconds:,.0f} examples/s"
+    print(f"{run.label}: evaluated at epoch {epoch} in {seconds:.1f} s ({rate})", flush=True)
   fields = score_of(ctx.config).fields
   records = [{"epoch": epoch, "step": step, "subset": name, **{f: r[f] for f in fields}} for name, r in results.items()]
   append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)

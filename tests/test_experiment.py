@@ -122,6 +122,26 @@ def test_learning_rate_and_throughput_are_logged(finished_run):
   assert rates and min(rates) > 0
 
 
+def test_without_the_progress_bar_each_log_and_evaluation_prints_a_line(finished_run):
+  """A batch job's log: the logged steps with their loss, rate and pace, and each evaluation with its time."""
+  workdir, result = finished_run
+  records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  label = "seed_1/s2seed_0/stage2"
+  logged = [r for r in records if r["run"] == label and "train/loss" in r]
+  steps = re.findall(
+    rf"^{label}: step (\d+)/(\d+), epoch [0-9.]+, loss ([0-9.]+), lr \S+, ([0-9,]+) tokens/s$", result.stdout, re.M
+  )
+  assert [(int(step), loss) for step, _, loss, _ in steps] == [(r["step"], f"{r['train/loss']:.4f}") for r in logged]
+  assert {int(total) for _, total, _, _ in steps} == {logged[-1]["step"]}
+  assert all(int(rate.replace(",", "")) > 0 for *_, rate in steps)
+  evaluations = re.findall(
+    rf"^{label}: evaluated at epoch (\d+) in [0-9.]+ s \(([0-9,]+) examples, ", result.stdout, re.M
+  )
+  evaluated = sorted({json.loads(line)["epoch"] for line in open(workdir / label / "eval.jsonl")})
+  predictions = sum(1 for _ in open(workdir / label / "predictions.jsonl"))
+  assert [(int(epoch), int(n.replace(",", ""))) for epoch, n in evaluations] == [(e, predictions) for e in evaluated]
+
+
 def test_every_output_gets_the_mode_the_umask_gives(finished_run):
   """One policy for results, markers, logs, plots and checkpoints alike: what an ordinary open gives."""
   workdir, _ = finished_run
