@@ -228,14 +228,17 @@ def torch_side(hf_kwargs: dict, make_optimizer: Callable, tokens: np.ndarray, gr
     loss.item()
     return time.perf_counter() - start
 
-  def peak_memory_mib() -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-
   run(2)
   if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
   parameters = sum(p.numel() for p in model.parameters()) - model.gpt_neox.embed_in.weight.numel()
-  return Side(run, parameters, peak_memory_mib)
+  return Side(run, parameters, torch_peak_memory_mib)
+
+
+def torch_peak_memory_mib() -> float | None:
+  import torch
+
+  return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 @dataclasses.dataclass

@@ -3,13 +3,14 @@ r"""Greedy EM-evaluation decoding: iml-jax's jitted KV-cache loop vs `transforme
 Both decode the same left-padded prompts with the same tiny random Pythia (GPT-NeoX) model, built
 here with `transformers` and imported with `iml_jax.hf_import` (no download). Both compute in full
 fp32 (JAX's TF32 matmuls on GPUs are switched off, as PyTorch's are by default); their generations are
-compared before timing (at least 99% of prompts must decode identically: float near-ties may differ). Each side is
-timed over `--repeats` full passes after
-one warm-up pass (XLA compilation is reported separately, not counted).
+compared before timing (at least 99% of prompts must decode identically: float near-ties may differ). After one
+warm-up pass each (XLA compilation is reported separately, not counted) the sides decode `--rounds` full passes
+each, alternating pass by pass (`common.time_side_by_side`), so that a machine whose speed drifts weighs on both;
+the ratio is the median of the rounds' ratios.
 
 Command (CPU; on a GPU machine both sides use the GPU):
   python benchmarks/generate.py
-Last line: `RESULT generate ratio=<ours prompts/s / reference prompts/s>`.
+Last line: `RESULT generate ratio=<median over the rounds of ours prompts/s / reference prompts/s>`.
 """
 
 import tempfile
@@ -35,7 +36,7 @@ flags.DEFINE_integer("d_model", 128, "width of the tiny Pythia")
 flags.DEFINE_integer("n_layers", 4, "layers of the tiny Pythia")
 flags.DEFINE_integer("n_heads", 4, "attention heads")
 flags.DEFINE_integer("vocab_size", 1024, "vocabulary size")
-flags.DEFINE_integer("repeats", 3, "timed passes per side")
+flags.DEFINE_integer("rounds", 6, "timed passes per side, the sides alternating")
 
 
 def _prompts(rng: np.random.Generator, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,13 +51,16 @@ def _prompts(rng: np.random.Generator, pad_id: int) -> tuple[np.ndarray, np.ndar
   return tokens, mask
 
 
-def _best_time(fn) -> float:
-  times = []
-  for _ in range(FLAGS.repeats):
+def _timed_passes(decode, parameters: int, peak_memory_mib) -> common.Side:
+  """`decode` (one pass over every prompt) as a side whose `run(passes)` returns the passes' seconds."""
+
+  def run(passes: int) -> float:
     start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
+    for _ in range(passes):
+      decode()
+    return time.perf_counter() - start
+
+  return common.Side(run, parameters, peak_memory_mib)
 
 
 def main(argv):
@@ -115,9 +119,15 @@ def main(argv):
   agree = float((ours_out == theirs_out).all(axis=1).mean())
   if agree < 0.99:
     raise SystemExit(f"generations differ: only {agree:.3f} of prompts decode identically")
-  ours_s, theirs_s = _best_time(ours), _best_time(theirs)
-  peaks = common.matmul_peak_gflops()
   n_params = sum(p.numel() for p in reference.parameters()) - reference.gpt_neox.embed_in.weight.numel()
+  comparison = common.time_side_by_side(
+    _timed_passes(ours, n_params, common.jax_peak_memory_mib),
+    _timed_passes(theirs, n_params, common.torch_peak_memory_mib),
+    steps=1,
+    rounds=FLAGS.rounds,
+  )
+  ours_s, theirs_s = comparison.ours.seconds_per_step, comparison.reference.seconds_per_step
+  peaks = common.matmul_peak_gflops()
   # 2 N FLOPs per token read or generated (padded prompt width + new tokens), N without the input embedding
   pass_gflop = 2 * n_params * FLAGS.num_prompts * (tokens.shape[1] + FLAGS.max_new_tokens) / 1e9
   ours_rate, theirs_rate = FLAGS.num_prompts / ours_s, FLAGS.num_prompts / theirs_s
@@ -131,14 +141,15 @@ def main(argv):
     f"large fp32 matmul on this device: jax {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s; "
     "FLOPs = 2 N per token read or generated (N: parameters without the input embedding)"
   )
-  print(
-    f"iml-jax greedy_decode:   {ours_rate:10.1f} prompts/s ({ours_s:.3f} s per pass), {pass_gflop / ours_s:.0f} GFLOP/s"
-  )
-  print(
-    f"transformers generate:   {theirs_rate:10.1f} prompts/s ({theirs_s:.3f} s per pass), "
-    f"{pass_gflop / theirs_s:.0f} GFLOP/s"
-  )
-  print(f"RESULT generate ratio={ours_rate / theirs_rate:.2f}")
+  for name, rate, timing in (
+    ("iml-jax greedy_decode:", ours_rate, comparison.ours),
+    ("transformers generate:", theirs_rate, comparison.reference),
+  ):
+    memory = "" if timing.peak_memory_mib is None else f", peak device memory {timing.peak_memory_mib:.0f} MiB"
+    seconds = timing.seconds_per_step
+    print(f"{name:24s}{rate:10.1f} prompts/s ({seconds:.3f} s per pass), {pass_gflop / seconds:.0f} GFLOP/s{memory}")
+  print(f"ratio per round (the sides alternating): {' '.join(f'{r:.2f}' for r in comparison.ratios)}")
+  print(f"RESULT generate ratio={comparison.ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The study benchmarks run end to end at tiny shapes on CPU and print what the README quotes (no timing asserts:
+"""The benchmarks run end to end at tiny shapes on CPU and print what the README quotes (no timing asserts:
 timing is what they measure, on the machine that runs them)."""
 
 import os
@@ -73,6 +73,25 @@ def test_study_eval_scores_every_eval_set_like_the_pipeline():
   for side in ("iml-jax evaluate.evaluate", "transformers pipeline", "transformers batch generate"):
     assert re.search(rf"{side} +\d+\.\d prompts/s", out), side
   assert _ratio(out, "study_eval") > 0
+
+
+def test_generate_decodes_alike_and_times_the_sides_pass_by_pass():
+  out = _run(
+    "generate.py",
+    "--num_prompts=6",
+    "--batch_size=3",
+    "--d_model=16",
+    "--n_layers=1",
+    "--n_heads=2",
+    "--vocab_size=64",
+    "--rounds=3",
+  )
+  assert "identical generations: 1.000 of prompts" in out, out
+  for side in ("iml-jax greedy_decode:", "transformers generate:"):
+    assert re.search(rf"{side} +\d+\.\d prompts/s \(\d\.\d{{3}} s per pass\), \d+ GFLOP/s\n", out), side
+  rounds = re.search(r"ratio per round \(the sides alternating\): (\d+\.\d\d) (\d+\.\d\d) (\d+\.\d\d)\n", out)
+  assert rounds, out
+  assert _ratio(out, "generate") == sorted(float(ratio) for ratio in rounds.groups())[1]  # their median
 
 
 @pytest.mark.slow
