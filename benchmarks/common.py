@@ -306,6 +306,11 @@ def print_step_comparison(
   print(f"iml-jax step compiled in {ours.compile_seconds:.1f} s")
   if peak_tflops:
     print(f"iml-jax MFU: {rate['ours'] * flops / (peak_tflops * 1e12):.1%} of {peak_tflops:.0f} TFLOP/s")
+  print_rounds_and_result(result, comparison)
+
+
+def print_rounds_and_result(result: str, comparison: Comparison) -> None:
+  """The last two lines of a benchmark timed by `time_side_by_side`: each round's ratio, then their median."""
   print(f"ratio per round (the sides alternating): {' '.join(f'{r:.2f}' for r in comparison.ratios)}")
   print(f"RESULT {result} ratio={comparison.ratio:.2f}")
 

@@ -148,8 +148,7 @@ def main(argv):
     memory = "" if timing.peak_memory_mib is None else f", peak device memory {timing.peak_memory_mib:.0f} MiB"
     seconds = timing.seconds_per_step
     print(f"{name:24s}{rate:10.1f} prompts/s ({seconds:.3f} s per pass), {pass_gflop / seconds:.0f} GFLOP/s{memory}")
-  print(f"ratio per round (the sides alternating): {' '.join(f'{r:.2f}' for r in comparison.ratios)}")
-  print(f"RESULT generate ratio={comparison.ratio:.2f}")
+  common.print_rounds_and_result("generate", comparison)
 
 
 if __name__ == "__main__":

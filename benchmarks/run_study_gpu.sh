@@ -1,7 +1,8 @@
 #!/bin/bash
 # The study-workload benchmarks on one GPU in about 10 minutes (section limits add up to 630 s; the last is optional).
 # Every figure goes to a file under $OUT (default ./study_gpu_out): one log per section, summary.txt with the
-# lines the README and docs/performance.md quote. Each section has its own time limit, so a slow one cannot starve the rest.
+# lines the README and docs/performance.md quote. Each section has its own time limit, so a slow one cannot starve
+# the rest.
 #   bash benchmarks/run_study_gpu.sh
 # On this workplace's GPU machine (device tool), whose image lacks ml-collections and tensorboardX, carry their
 # wheels: here, `python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
