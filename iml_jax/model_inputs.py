@@ -26,6 +26,12 @@ class TokenInputs:
     )
     return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
 
+  @staticmethod
+  def array_shapes(config) -> dict[str, tuple[tuple[int, ...], type]]:
+    """The shape of one example's row and the dtype of each array `encode` gives, known before any data."""
+    block = config.data.block_size
+    return {"tokens": ((block,), np.int32), "loss_mask": ((block - 1,), np.float32)}
+
   def tokens_per_example(self, encoded: dict) -> int:
     """Token positions an encoded example occupies, padding included."""
     return encoded["tokens"].shape[1]
@@ -59,6 +65,16 @@ class Seq2SeqInputs(TokenInputs):
       self.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size, cfg.loss.mask_padding, excluded_ids
     )
 
+  @staticmethod
+  def array_shapes(config) -> dict[str, tuple[tuple[int, ...], type]]:
+    inputs, targets = (config.data.block_size,), (config.data.label_block_size,)
+    return {
+      "inputs": (inputs, np.int32),
+      "input_mask": (inputs, np.bool_),
+      "targets": (targets, np.int32),
+      "loss_mask": (targets, np.float32),
+    }
+
   def tokens_per_example(self, encoded: dict) -> int:
     return encoded["inputs"].shape[1] + encoded["targets"].shape[1]
 
@@ -91,3 +107,8 @@ _KINDS = {"tokens": TokenInputs, "seq2seq": Seq2SeqInputs, "arrays": ArrayInputs
 def for_model(model, config, task, tokenizer):
   """How `model` reads `task`'s examples under `config`."""
   return _KINDS[registry.spec_of(model).inputs](config, task, tokenizer)
+
+
+def kind_of(model):
+  """The class that says how `model` reads examples (its `array_shapes` need no task)."""
+  return _KINDS[registry.spec_of(model).inputs]

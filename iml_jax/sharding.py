@@ -53,10 +53,14 @@ def mesh_shape(shape, num_devices: int) -> tuple[int, ...]:
   return tuple(shape)
 
 
-def make_mesh(shape) -> Mesh:
-  devices = jax.devices()
+def make_mesh(shape, devices=None) -> Mesh:
+  """The config's mesh over `devices` (default: all of this run's), laid out by JAX for their topology."""
+  devices = jax.devices() if devices is None else devices
   return jax.make_mesh(
-    mesh_shape(shape, len(devices)), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    mesh_shape(shape, len(devices)),
+    MESH_AXES,
+    axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+    devices=devices,
   )
 
 

@@ -139,6 +139,21 @@ def _sums_and_grads(model, params, micro_batch):
   return loss_sum, weight_sum, grads
 
 
+def accumulate(model, params, sums, micro_batch):
+  """One pass of the gradient-accumulation loop: the micro-batch's loss sums and gradients added to `sums`."""
+  return jax.tree.map(jnp.add, sums, _sums_and_grads(model, params, micro_batch))
+
+
+def apply_sums(optimizer: optax.GradientTransformation, state: TrainState, sums) -> tuple[TrainState, jax.Array]:
+  """The step's update from the batch's (loss sum, weight sum, gradient sums): (next state, mean loss)."""
+  loss_sum, weight_sum, grads = sums
+  denominator = jnp.maximum(weight_sum, 1e-9)
+  grads = jax.tree.map(lambda g: g / denominator, grads)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return TrainState(state.step + 1, params, opt_state), loss_sum / denominator
+
+
 def make_train_step(
   model: nn.Module,
   optimizer: optax.GradientTransformation,
@@ -154,8 +169,7 @@ def make_train_step(
 
   def step_fn(state: TrainState, batch):
     def micro_step(carry, micro_batch):
-      loss_sum, weight_sum, grads = _sums_and_grads(model, state.params, micro_batch)
-      return jax.tree.map(jnp.add, carry, (loss_sum, weight_sum, grads)), None
+      return accumulate(model, state.params, carry, micro_batch), None
 
     if grad_accum == 1:  # no loop: XLA's CPU convolutions are far slower inside one
       loss_sum, weight_sum, grads = _sums_and_grads(model, state.params, batch)
@@ -163,11 +177,7 @@ def make_train_step(
       micro_batches = jax.tree.map(lambda x: x.reshape((grad_accum, -1) + x.shape[1:]), batch)
       zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
       (loss_sum, weight_sum, grads), _ = jax.lax.scan(micro_step, zeros, micro_batches)
-    denominator = jnp.maximum(weight_sum, 1e-9)
-    grads = jax.tree.map(lambda g: g / denominator, grads)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, opt_state), loss_sum / denominator
+    return apply_sums(optimizer, state, (loss_sum, weight_sum, grads))
 
   return jax.jit(
     step_fn, in_shardings=(state_shardings, batch_shardings), out_shardings=(state_shardings, None), donate_argnums=0
@@ -180,11 +190,7 @@ def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, me
   Parameter shardings come from the model's logical axis names; each optimizer-state leaf follows the
   parameter it belongs to (`optimizer_state_sharding`), scalars replicated.
   """
-  boxed = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
-  param_shardings = sharding.logical_shardings(boxed, mesh, rules)
-  shapes = unbox(boxed)
-  sharding.check_divisible(boxed, shapes, param_shardings)
-  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, param_shardings)
+  params = abstract_params(model, mesh, rules)
   by_path = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
   opt_state = jax.tree_util.tree_map_with_path(
     lambda path, a: jax.ShapeDtypeStruct(
@@ -194,6 +200,15 @@ def abstract_state(model: nn.Module, optimizer: optax.GradientTransformation, me
   )
   step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(mesh))
   return TrainState(step, params, opt_state)
+
+
+def abstract_params(model: nn.Module, mesh, rules):
+  """Shapes, dtypes and shardings of the model's parameters (from their logical axis names), not allocated."""
+  boxed = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+  param_shardings = sharding.logical_shardings(boxed, mesh, rules)
+  shapes = unbox(boxed)
+  sharding.check_divisible(boxed, shapes, param_shardings)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, param_shardings)
 
 
 def optimizer_state_sharding(path: str, shape: tuple[int, ...], params_by_path: dict, mesh):

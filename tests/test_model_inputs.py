@@ -57,3 +57,16 @@ def test_an_array_model_reads_the_task_arrays():
   assert type(inputs) is model_inputs.ArrayInputs
   assert inputs.encode(EXAMPLES, np.array([1]))["inputs"].shape == (2, 3)
   assert inputs.tokens_per_example(inputs.encode(EXAMPLES)) == 0
+
+
+def test_the_array_shapes_known_before_any_data_are_those_encode_gives():
+  """What tpu_plan lowers the train step on: each array's row shape and dtype, from the config alone."""
+  for name, fields in (
+    ("gpt_neox", dict(vocab_size=12, d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=8)),
+    ("t5", dict(vocab_size=12, d_model=8, d_kv=4, d_ff=16, n_heads=2, n_layers=1)),
+  ):
+    inputs, _ = _inputs(name, **fields)
+    encoded = inputs.encode(EXAMPLES, None)
+    expected = {k: (v.shape[1:], v.dtype) for k, v in encoded.items()}
+    shapes = model_inputs.kind_of(registry.build(registry.make_config(name, **fields))).array_shapes(CONFIG)
+    assert {k: (row, np.dtype(dtype)) for k, (row, dtype) in shapes.items()} == expected, name

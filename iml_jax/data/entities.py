@@ -232,16 +232,21 @@ _OCCUPATIONS = [
 ]
 
 
+def synthetic_capacity() -> int:
+  """How many people the synthetic knowledge base can hold (one per first and last name)."""
+  return sum(len(firsts) for firsts in _FIRST_NAMES.values()) * len(_LAST_NAMES)
+
+
 def synthetic_knowledge_base(num_entities: int, seed: int) -> list[Entity]:
   """`num_entities` fictional people with CVDB-style facts, a pure function of `seed`."""
   rng = np.random.default_rng([seed, 2024])
   full_names = [
     (first, last, gender) for gender, firsts in _FIRST_NAMES.items() for first in firsts for last in _LAST_NAMES
   ]
-  if num_entities > len(full_names):
+  if num_entities > synthetic_capacity():
     raise IMLError(
       f"config field data.num_entities = {num_entities}: the synthetic knowledge base has "
-      f"at most {len(full_names)} people"
+      f"at most {synthetic_capacity()} people"
     )
   chosen = rng.choice(len(full_names), size=num_entities, replace=False)
   regions = sorted(_REGIONS)

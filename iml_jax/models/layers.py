@@ -139,13 +139,20 @@ def write_cache(cache: tuple[jax.Array, jax.Array] | None, k_BxLxHxK, v_BxLxHxK,
   return k, v, (k, v)
 
 
+def target_platform() -> str:
+  """The platform the program being traced will run on: that of the mesh set with `jax.set_mesh` (a TPU slice's
+  devices when compiling for a TPU from another machine, `tpu_plan`), else JAX's default backend."""
+  device = jax.sharding.get_abstract_mesh().abstract_device
+  return jax.default_backend() if device is None else device.platform
+
+
 def resolve_attention(implementation: str, causal_sequence: bool, length: int, head_dim: int, dtype) -> str:
   """The implementation a call runs. `causal_sequence`: the call is one uncached causal sequence (training,
   scoring), the only kind Splash computes. "auto": Splash on TPU (sequences of 128 positions or more; shorter ones
   would be mostly padding), cuDNN's flash attention on GPU (bf16/fp16, head width a multiple of 8 up to 128), for
-  such sequences; our einsum otherwise and on CPU."""
+  such sequences; our einsum otherwise and on CPU. The backend is the one the program is compiled for."""
   if implementation == "auto":
-    backend = jax.default_backend()
+    backend = target_platform()
     if backend == "tpu" and causal_sequence and length >= SPLASH_BLOCKS[-1]:
       return "splash"
     cudnn_dtype = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
@@ -181,7 +188,7 @@ def splash_attention(q_BxLxHxK, k_BxLxGxK, v_BxLxGxK, scale: float, window: int 
       head_shards=1,
       q_seq_shards=1,
       block_sizes=splash.BlockSizes(**dict.fromkeys(SPLASH_BLOCK_FIELDS, block)),
-      interpret=jax.default_backend() != "tpu",
+      interpret=target_platform() != "tpu",
     )
     heads_first = lambda x: jnp.swapaxes(jnp.pad(x, ((0, 0), (0, padded - length), (0, 0), (0, 0))), 1, 2)
     out = jax.vmap(kernel)(heads_first(q * jnp.asarray(scale, q.dtype)), heads_first(k), heads_first(v))

@@ -13,3 +13,13 @@ PRETRAINED: dict[str, tuple[str, str, dict]] = {
   for family in FAMILIES.values()
   for key, (hub_id, shape) in family.pretrained.items()
 }
+# The embedding rows of each pretrained model's hub checkpoint (its config.json's `vocab_size`): what a plan made
+# without the weights at hand (`tpu_plan`) sizes the model by.
+HUB_VOCAB_SIZES: dict[str, int] = {
+  **{key: 50304 for key in PRETRAINED if key.startswith("pythia-")},
+  "pythia-6.9b": 50432,
+  **{key: 50257 for key in PRETRAINED if key.startswith(("gpt-neo-", "gpt2"))},
+  "gpt-j-6b": 50400,
+  "llama-2-7b": 32000,
+  **{key: 32128 for key in PRETRAINED if key.startswith("t5-")},
+}

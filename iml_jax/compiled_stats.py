@@ -1,0 +1,145 @@
+"""What a compiled program costs one device, as its compiler says: memory (`memory_analysis`), FLOPs and bytes
+accessed (`cost_analysis`), and the collectives in its optimised HLO. Compile-time estimates, not measurements."""
+
+import collections
+import dataclasses
+import re
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4}
+_DTYPE_BYTES |= {"f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
+# `%name = <result shape> <op>(`: a collective, synchronous or the start of an asynchronous one
+_INSTRUCTION = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
+_ARRAY = re.compile(r"([a-z]+\d*)\[([\d,]*)\]")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramStats:
+  """Per device: the arguments, the outputs not written over donated arguments, the temporaries and the code
+  (bytes); FLOPs and bytes accessed of one execution; collectives by kind: (count, result bytes)."""
+
+  argument_bytes: int
+  output_bytes: int
+  temp_bytes: int
+  code_bytes: int
+  flops: float
+  bytes_accessed: float
+  collectives: dict
+  bytes_by_source: collections.Counter  # unpadded bytes of the top-level instructions by JAX source
+
+  @property
+  def total_bytes(self) -> int:
+    return self.argument_bytes + self.output_bytes + self.temp_bytes + self.code_bytes
+
+
+def array_bytes(shape_text: str) -> int:
+  """Bytes of an HLO result shape (`bf16[8,128]{1,0}`; a tuple: its largest element, an async op's result)."""
+  sizes = [0]
+  for dtype, dims in _ARRAY.findall(shape_text):
+    count = 1
+    for dim in filter(None, dims.split(",")):
+      count *= int(dim)
+    sizes.append(count * _DTYPE_BYTES.get(dtype, 4))
+  return max(sizes)
+
+
+def collectives(hlo_text: str) -> dict[str, tuple[int, int]]:
+  """{kind: (count, bytes)} of the collectives as they appear in the program (a loop's body once)."""
+  found = collections.defaultdict(lambda: [0, 0])
+  for shape, kind in _INSTRUCTION.findall(hlo_text):
+    found[kind][0] += 1
+    found[kind][1] += array_bytes(shape)
+  return {kind: tuple(found[kind]) for kind in COLLECTIVES if kind in found}
+
+
+def stats(compiled, parts=()) -> ProgramStats:
+  """`compiled`'s figures; its FLOPs, bytes accessed and collectives summed over `parts` instead where given:
+  (compiled part, times it runs) that make up one execution of `compiled`."""
+  memory, cost = compiled.memory_analysis(), compiled.cost_analysis()
+  flops, accessed = cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
+  text = compiled.as_text()
+  found, sources = collectives(text), bytes_by_source(text)
+  if parts:
+    flops, accessed, found, sources = 0.0, 0.0, {}, collections.Counter()
+    for part, times in parts:
+      figures = stats(part)
+      flops += times * figures.flops
+      accessed += times * figures.bytes_accessed
+      for kind, (count, size) in figures.collectives.items():
+        have = found.get(kind, (0, 0))
+        found[kind] = (have[0] + times * count, have[1] + times * size)
+      sources.update({source: times * size for source, size in figures.bytes_by_source.items()})
+    found = {kind: found[kind] for kind in COLLECTIVES if kind in found}
+  return ProgramStats(
+    memory.argument_size_in_bytes,
+    memory.output_size_in_bytes - memory.alias_size_in_bytes,
+    memory.temp_size_in_bytes,
+    memory.generated_code_size_in_bytes,
+    flops,
+    accessed,
+    found,
+    sources,
+  )
+
+
+_NOT_TRAFFIC = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "after-all", "partition-id"}
+_NOT_TRAFFIC |= {"replica-id", "while", "conditional", "call", "opt-barrier"}
+
+
+def _balanced(text: str, start: int) -> int:
+  """The index after the parenthesis closing the one at `start`."""
+  depth = 0
+  for i in range(start, len(text)):
+    depth += {"(": 1, ")": -1}.get(text[i], 0)
+    if depth == 0:
+      return i + 1
+  return len(text)
+
+
+def _instructions(hlo_text: str):
+  """(computation, name, result shape, opcode, operand names, attributes) of every instruction."""
+  computation = None
+  for line in hlo_text.splitlines():
+    header = re.match(r"^(?:ENTRY\s+)?%(\S+)\s.*\{\s*$", line)
+    if header:
+      computation = header.group(1)
+      continue
+    match = re.match(r"^\s*(?:ROOT\s+)?%(\S+)\s*=\s*", line)
+    if not match or computation is None:
+      continue
+    rest = line[match.end() :]
+    end = _balanced(rest, 0) if rest.startswith("(") else rest.index(" ")
+    shape, rest = rest[:end], rest[end:].lstrip()
+    opcode = rest[: rest.index("(")]
+    close = _balanced(rest, len(opcode))
+    operands = re.findall(r"%([\w.\-]+)", rest[len(opcode) : close])
+    yield computation, match.group(1), shape, opcode, operands, rest[close:]
+
+
+def bytes_by_source(hlo_text: str) -> collections.Counter:
+  """Bytes read and written by the program's top-level instructions (those of its entry computation, loop
+  bodies and branches; a fusion counts its operands and result), summed by what the JAX program says they
+  come from (`op_name` metadata, the model's module path shortened). Tiles' padding is not counted, so the sum
+  is below XLA's `bytes accessed` where dimensions are small."""
+  rows = list(_instructions(hlo_text))
+  nested = set()
+  for *_, attributes in rows:
+    nested.update(re.findall(r"(?:calls|to_apply)=%([\w.\-]+)", attributes))
+  sizes = {(computation, name): array_bytes(shape) for computation, name, shape, *_ in rows}
+  totals = collections.Counter()
+  for computation, name, shape, opcode, operands, attributes in rows:
+    if computation in nested or opcode in _NOT_TRAFFIC or opcode.endswith("-done"):
+      continue
+    traffic = array_bytes(shape) + sum(sizes.get((computation, operand), 0) for operand in operands)
+    source = re.search(r'op_name="([^"]*)"', attributes)
+    totals[_short_source(source.group(1) if source else opcode)] += traffic
+  return totals
+
+
+def _short_source(op_name: str) -> str:
+  """`jit(step_fn)/transpose(jvp(DecoderLM))/.../layers_3/mlp/dense_4h_to_h/dot_general` → `backward mlp/
+  dense_4h_to_h/dot_general`: the pass, and the module and primitive without the layer's index."""
+  direction = "backward " if "transpose(" in op_name else ""
+  parts = [p for p in op_name.split("/") if not p.startswith(("jit(", "jvp(", "transpose(", "layers_", "while"))]
+  parts = [p for p in parts if p not in ("body", "closed_call", "DecoderLM.from_embeddings", "DecoderLM.blocks")]
+  return direction + "/".join(parts[-3:])

@@ -1,0 +1,161 @@
+"""tpu_plan compiles a run's programs for TPU slices with libtpu's compiler, no TPU attached, and reports what the
+compiler says: checked against the compiled programs' own analyses and against an independent program."""
+
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from iml_jax import compile_plan, compiled_stats, experiment, sharding, tpu_plan, tpu_types
+from iml_jax.errors import IMLError
+from iml_jax.tpu_types import GiB
+from test_experiment import ROOT
+
+TINY = "configs/default.py:tiny"
+
+
+def _tiny_config(grad_accum: int = 1):
+  config = experiment.load_config(TINY)
+  config.stages.stage1.grad_accum = grad_accum
+  return config
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+  return {accum: compile_plan.run_shape(_tiny_config(accum)) for accum in (1, 2)}
+
+
+def _memory_total(compiled) -> int:
+  memory = compiled.memory_analysis()
+  return (
+    memory.argument_size_in_bytes
+    + memory.output_size_in_bytes
+    - memory.alias_size_in_bytes
+    + memory.temp_size_in_bytes
+    + memory.generated_code_size_in_bytes
+  )
+
+
+@pytest.mark.parametrize("name", ["v5litepod-4", "v4-8"])
+def test_plan_reports_the_compiled_programs_memory_and_counts_every_accumulation_pass(tiny_runs, name):
+  kind = tpu_types.tpu_type(name)
+  plans = {accum: tpu_plan.plan_for(run, _tiny_config(accum), kind) for accum, run in tiny_runs.items()}
+  plan = plans[2]
+  assert plan.mesh_shape == {"data": kind.devices, "fsdp": 1, "tensor": 1}
+
+  # The memory it reports is the compiled program's, program by program.
+  mesh = sharding.make_mesh(_tiny_config().mesh.shape, tpu_types.topology_devices(kind))
+  rules = sharding.rules_for("dp")
+  run = tiny_runs[2]
+  step, parts = compile_plan.train_step_lowered(run, run.stages[0], mesh, rules)
+  compiled_step = step.compile()
+  assert plan.programs[0].stats.total_bytes == _memory_total(compiled_step)
+  assert plan.programs[-1].stats.total_bytes == _memory_total(compile_plan.decode_lowered(run, mesh, rules).compile())
+
+  # An accumulating step's FLOPs: two micro-batch passes and the update, compiled alone; they equal those of the
+  # same step on the whole batch at once, one program (the adds of the accumulation aside).
+  (one_pass, passes), (update, _) = parts
+  assert passes == 2
+  flops = [p.compile().cost_analysis()["flops"] for p in (one_pass, update)]
+  assert plan.programs[0].stats.flops == pytest.approx(2 * flops[0] + flops[1])
+  assert plan.programs[0].stats.flops == pytest.approx(plans[1].programs[0].stats.flops, rel=0.05)
+
+  # Stage 2 has its own batch; the run's bound adds every stage's steps over all its runs.
+  bounds = [
+    max(p.stats.flops / kind.device_peak_flops, p.stats.bytes_accessed / kind.device_hbm_bytes_per_s)
+    for p in plan.programs[:2]
+  ]
+  expected = sum(b * s.steps * s.runs for b, s in zip(bounds, run.stages))
+  assert plan.run_step_seconds == pytest.approx(expected)
+  config = _tiny_config()
+  assert [s.runs for s in run.stages] == [config.n_seeds, config.n_seeds * config.n_seeds_stage2]
+
+
+def test_the_command_prints_a_table_and_a_result_line_per_type():
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  result = subprocess.run(
+    [sys.executable, "-m", "iml_jax.tpu_plan", f"--config={TINY}", "--config.eval.batch_size=32", "--tpu=v5litepod-4"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  assert "compile-time estimates" in result.stdout
+  results = [line for line in lines if line.startswith("RESULT tpu_plan")]
+  assert len(results) == 1 and lines[-1] == results[0]
+  fields = dict(item.split("=", 1) for item in results[0].split()[2:])
+  assert fields["config"] == TINY and fields["tpu"] == "v5litepod-4" and fields["fits"] == "yes"
+  totals = [float(row.split()[-4]) for row in lines if row.strip().startswith(("train ", "decode "))]
+  assert float(fields["gib_per_chip"]) == pytest.approx(max(totals), abs=0.01)
+  assert float(fields["step_seconds_bound"]) > 0 and float(fields["run_chip_hours_bound"]) >= 0
+
+
+@pytest.mark.parametrize(
+  "flag, expected",
+  [("--tpu=v9-8", "--tpu=v9-8: unknown TPU type; expected one of"), ("--tpu=v4-6", "--tpu=v4-6: unknown TPU type")],
+)
+def test_an_unknown_tpu_type_is_one_line(flag, expected):
+  result = subprocess.run(
+    [sys.executable, "-m", "iml_jax.tpu_plan", f"--config={TINY}", flag],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+  assert result.stderr.startswith(f"tpu_plan: error: {expected}")
+
+
+def test_without_libtpu_it_says_which_extra_installs_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, "libtpu", None)  # `import libtpu` raises ImportError
+  with pytest.raises(IMLError, match=re.escape('pip install -e ".[tpu]"')):
+    tpu_types.topology_devices(tpu_types.tpu_type("v5litepod-8"))
+
+
+def test_tpu_types_name_slices_as_gcloud_does():
+  v4, v5e, v5p = (tpu_types.tpu_type(n) for n in ("v4-8", "v5litepod-8", "v5p-16"))
+  assert (v4.chips, v4.topology, len(tpu_types.topology_devices(v4))) == (4, "v4:2x2x1", 4)  # megacore
+  assert (v5e.chips, v5e.topology, v5e.device_hbm_bytes) == (8, "v5e:2x4", 16 * GiB)
+  assert (v5p.chips, v5p.topology) == (8, "v5p:2x2x2")
+  v3 = tpu_types.tpu_type("v3-8")
+  assert (v3.chips, v3.devices, len(tpu_types.topology_devices(v3))) == (4, 8, 8)  # a TensorCore per device
+  assert v3.device_peak_flops == v3.chip.peak_bf16_flops / 2
+
+
+def test_collectives_are_read_from_the_optimised_program():
+  hlo = """
+  %all-gather-start.1 = (f32[4,8]{1,0}, f32[16,8]{1,0}) all-gather-start(f32[4,8]{1,0} %p), dimensions={0}
+  %all-gather-done.1 = f32[16,8]{1,0} all-gather-done((f32[4,8]{1,0}, f32[16,8]{1,0}) %all-gather-start.1)
+  %all-reduce.2 = bf16[1024]{0} all-reduce(bf16[1024]{0} %x), to_apply=%add
+  %reduce-scatter.3 = f32[2,8]{1,0} reduce-scatter(f32[8,8]{1,0} %y), dimensions={0}
+  %fusion.4 = f32[8]{0} fusion(f32[8]{0} %all-reduce.9), kind=kLoop
+  """
+  assert compiled_stats.collectives(hlo) == {
+    "all-gather": (1, 16 * 8 * 4),
+    "all-reduce": (1, 1024 * 2),
+    "reduce-scatter": (1, 2 * 8 * 4),
+  }
+
+
+def test_attention_auto_compiles_splash_for_a_tpu_mesh_from_a_cpu_machine():
+  from iml_jax.models import layers
+
+  assert layers.resolve_attention("auto", True, 128, 64, "bfloat16") == "einsum"  # this machine: CPU
+  mesh = sharding.make_mesh((-1, 1, 1), tpu_types.topology_devices(tpu_types.tpu_type("v5litepod-4")))
+  with jax.set_mesh(mesh):
+    assert layers.resolve_attention("auto", True, 128, 64, "bfloat16") == "splash"
+    assert layers.resolve_attention("auto", True, 48, 64, "bfloat16") == "einsum"  # mostly padding at 128
+  # A run whose model reads 128 positions (blocks of 129 tokens) trains through Splash's Mosaic kernels, compiled
+  # for the TPU (not interpreted): the forward pass and the backward pass of each layer.
+  config = _tiny_config()
+  config.data.block_size = 129
+  run = compile_plan.run_shape(config)
+  step, _ = compile_plan.train_step_lowered(run, run.stages[0], mesh, sharding.rules_for("dp"))
+  assert step.compile().as_text().count('custom_call_target="tpu_custom_call"') >= 2 * config.model.n_layers
