@@ -2,7 +2,8 @@ r"""Runs an experiment config: python -m iml_jax.main --config=configs/default.p
 
 Override any field with --config.a.b=value (e.g. --config.n_seeds=2). Rerunning the same command
 on the same workdir resumes it. Bad input ends with one line naming the field or file, exit status 2.
-SIGTERM (preemption) saves a checkpoint at the next step and exits with status 143.
+SIGTERM (preemption) saves a checkpoint at the next step and exits with status 143; under --distributed, SIGTERM
+to any process stops every process at the same step, within about a second.
 """
 
 import os
@@ -75,7 +76,7 @@ def main(argv):
       cluster = cluster_from_environment(os.environ)
     except ValueError as err:
       cli.fail("iml_jax", f"--distributed: {err}")
-    jax.distributed.initialize(**cluster)
+    jax.distributed.initialize(**cluster)  # JAX's SIGTERM handler replaces ours: see iml_jax/faults.py
   try:
     compilation_cache.enable_from_flag()
     experiment.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)

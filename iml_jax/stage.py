@@ -113,7 +113,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   if is_done(run.directory):
     read_done(run.directory)  # a damaged finished stage is an error naming the file, never silently reused
     return
-  if faults.stop_requested():  # SIGTERM while starting up or between stages: no step to save
+  if faults.stop_requested_before_stage():  # SIGTERM while starting up or between stages: no step to save
     raise faults.Preempted(run.label, None)
   prepared = prepare_stage(ctx, run)
   with _long_lived_objects_frozen():
@@ -229,6 +229,7 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
   stage_cfg = cfg.stages[run.name]
   state, step, loss = prepared.state, int(prepared.state.step), None
   clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
+  first_step = step + 1  # the first step this run trains of the stage: see faults.stop_requested
   progress = tqdm(
     total=total_steps,
     initial=step,
@@ -279,7 +280,7 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
       if prepared.alignment_pairs:
         measure_alignment(ctx, run, state.params, prepared.alignment_pairs, prepared.trainable, step, step // per_epoch)
     periodic = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
-    stop = step < total_steps and faults.stop_requested()
+    stop = step < total_steps and faults.stop_requested(step, first=step == first_step)
     if step == total_steps or periodic or stop:
       _finite_loss(loss, run, step)
       prepared.checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
