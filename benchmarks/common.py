@@ -139,8 +139,8 @@ def build_our_step(model_fields: dict, opt_cfg, tokens: np.ndarray, grad_accum: 
   without the input embedding table) — `train.make_train_step` as a run builds it."""
   model = registry.build(registry.make_config("gpt_neox", **model_fields))
   mesh = sharding.make_mesh((-1, 1, 1))
-  jax.set_mesh(mesh)  # as a run sets it: Splash attention then runs per device
   rules = sharding.rules_for("dp")
+  sharding.use_mesh(mesh, rules).__enter__()  # as a run sets them, for the rest of the process
   optimizer = train.make_optimizer(opt_cfg, 10**6)
   abstract = train.abstract_state(model, optimizer, mesh, rules)
   state = train.create_state(model, optimizer, abstract, jax.random.key(0))

@@ -182,7 +182,7 @@ def train_step_lowered(run: RunShape, stage: StageShape, mesh, rules):
     run.model, optimizer, stage.grad_accum, train.shardings_of(state), {k: v.sharding for k, v in batch.items()}
   )
   parts = []
-  with jax.set_mesh(mesh):
+  with sharding.use_mesh(mesh, rules):
     lowered = step.lower(state, batch)
     if stage.grad_accum > 1:
       micro = abstract_batch(run, stage.batch_size // stage.grad_accum, mesh, rules)
@@ -199,7 +199,7 @@ def decode_lowered(run: RunShape, mesh, rules):
   params = train.abstract_params(run.model, mesh, rules)
   layout = sharding.batch_sharding(mesh, rules, 2)
   prompts = _abstract((run.eval_batch, run.prompt_width), np.int32, layout)
-  with jax.set_mesh(mesh):
+  with sharding.use_mesh(mesh, rules):
     if run.seq2seq:
       mask = _abstract((run.eval_batch, run.prompt_width), np.bool_, layout)
       return decoding.greedy_decode_seq2seq.lower(run.model, params, prompts, mask, run.max_new_tokens, run.eos_id)
@@ -215,5 +215,5 @@ def alignment_lowered(run: RunShape, mesh, rules):
   rows = {name: (row, dtype) for name, (row, dtype) in run.array_shapes.items()}
   defs = {k: _abstract((definitions,) + row, d) for k, (row, d) in rows.items()}
   questions = {k: _abstract((definitions, per_definition) + row, d) for k, (row, d) in rows.items()}
-  with jax.set_mesh(mesh):
+  with sharding.use_mesh(mesh, rules):
     return grad_alignment.pair_statistics.lower(run.model, params, defs, questions, mask, chunk)

@@ -3,6 +3,7 @@ accessed (`cost_analysis`), and the collectives in its optimised HLO. Compile-ti
 
 import collections
 import dataclasses
+import math
 import re
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
@@ -10,7 +11,7 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16
 _DTYPE_BYTES |= {"f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
 # `%name = <result shape> <op>(`: a collective, synchronous or the start of an asynchronous one
 _INSTRUCTION = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
-_ARRAY = re.compile(r"([a-z]+\d*)\[([\d,]*)\]")
+_ARRAY = re.compile(r"([a-z]+\d*)\[([\d,]*)\](\{[^}]*\})?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,21 +27,32 @@ class ProgramStats:
   bytes_accessed: float
   collectives: dict
   bytes_by_source: collections.Counter  # unpadded bytes of the top-level instructions by JAX source
+  optimal_seconds: float = 0.0  # XLA:TPU's own estimate of the time (0: the backend gives none)
+
+  @property
+  def hbm_bytes(self) -> float:
+    """The estimate of HBM traffic: the top-level instructions' arrays in HBM (`bytes_by_source`)."""
+    return float(sum(self.bytes_by_source.values()))
 
   @property
   def total_bytes(self) -> int:
     return self.argument_bytes + self.output_bytes + self.temp_bytes + self.code_bytes
 
 
-def array_bytes(shape_text: str) -> int:
-  """Bytes of an HLO result shape (`bf16[8,128]{1,0}`; a tuple: its largest element, an async op's result)."""
-  sizes = [0]
-  for dtype, dims in _ARRAY.findall(shape_text):
-    count = 1
-    for dim in filter(None, dims.split(",")):
-      count *= int(dim)
-    sizes.append(count * _DTYPE_BYTES.get(dtype, 4))
-  return max(sizes)
+def arrays_in(shape_text: str) -> list[tuple[int, bool, int]]:
+  """(bytes, whether in HBM, rank) of each array in an HLO shape (`bf16[8,128]{1,0}`, or a tuple of them): a
+  layout naming another memory space (`S(1)`: a TPU core's VMEM) is not HBM."""
+  found = []
+  for dtype, dims, layout in _ARRAY.findall(shape_text):
+    sizes = [int(d) for d in dims.split(",") if d]
+    found.append((math.prod(sizes) * _DTYPE_BYTES.get(dtype, 4), "S(" not in layout, len(sizes)))
+  return found
+
+
+def array_bytes(shape_text: str, hbm_only: bool = False) -> int:
+  """Bytes of an HLO result shape (a tuple: its largest element, an async op's result); `hbm_only`: of arrays
+  in HBM only."""
+  return max([size for size, in_hbm, _ in arrays_in(shape_text) if in_hbm or not hbm_only], default=0)
 
 
 def collectives(hlo_text: str) -> dict[str, tuple[int, int]]:
@@ -56,15 +68,16 @@ def stats(compiled, parts=()) -> ProgramStats:
   """`compiled`'s figures; its FLOPs, bytes accessed and collectives summed over `parts` instead where given:
   (compiled part, times it runs) that make up one execution of `compiled`."""
   memory, cost = compiled.memory_analysis(), compiled.cost_analysis()
-  flops, accessed = cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
+  flops, accessed, seconds = (cost.get(k, 0.0) for k in ("flops", "bytes accessed", "optimal_seconds"))
   text = compiled.as_text()
   found, sources = collectives(text), bytes_by_source(text)
   if parts:
-    flops, accessed, found, sources = 0.0, 0.0, {}, collections.Counter()
+    flops, accessed, seconds, found, sources = 0.0, 0.0, 0.0, {}, collections.Counter()
     for part, times in parts:
       figures = stats(part)
       flops += times * figures.flops
       accessed += times * figures.bytes_accessed
+      seconds += times * figures.optimal_seconds
       for kind, (count, size) in figures.collectives.items():
         have = found.get(kind, (0, 0))
         found[kind] = (have[0] + times * count, have[1] + times * size)
@@ -79,11 +92,16 @@ def stats(compiled, parts=()) -> ProgramStats:
     accessed,
     found,
     sources,
+    max(seconds, 0.0),
   )
 
 
 _NOT_TRAFFIC = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "after-all", "partition-id"}
 _NOT_TRAFFIC |= {"replica-id", "while", "conditional", "call", "opt-barrier"}
+
+
+# ops that read only as much of their operand as they write
+_READS_WHAT_IT_WRITES = {"slice", "slice-start", "dynamic-slice", "gather"}
 
 
 def _balanced(text: str, start: int) -> int:
@@ -119,18 +137,26 @@ def _instructions(hlo_text: str):
 def bytes_by_source(hlo_text: str) -> collections.Counter:
   """Bytes read and written by the program's top-level instructions (those of its entry computation, loop
   bodies and branches; a fusion counts its operands and result), summed by what the JAX program says they
-  come from (`op_name` metadata, the model's module path shortened). Tiles' padding is not counted, so the sum
-  is below XLA's `bytes accessed` where dimensions are small."""
+  come from (`op_name` metadata, the model's module path shortened). Only arrays in HBM count, not those a
+  layout places in a core's own memory; tiles' padding does not, so where dimensions are small the sum is below
+  XLA's `bytes accessed`. An estimate for finding where the bytes go, not XLA's own count."""
   rows = list(_instructions(hlo_text))
   nested = set()
   for *_, attributes in rows:
     nested.update(re.findall(r"(?:calls|to_apply)=%([\w.\-]+)", attributes))
-  sizes = {(computation, name): array_bytes(shape) for computation, name, shape, *_ in rows}
+  sizes = {(computation, name): array_bytes(shape, hbm_only=True) for computation, name, shape, *_ in rows}
   totals = collections.Counter()
   for computation, name, shape, opcode, operands, attributes in rows:
     if computation in nested or opcode in _NOT_TRAFFIC or opcode.endswith("-done"):
       continue
-    traffic = array_bytes(shape) + sum(sizes.get((computation, operand), 0) for operand in operands)
+    written = array_bytes(shape, hbm_only=True)
+    if opcode in _READS_WHAT_IT_WRITES:  # reads as much as it writes (an async slice: its smallest array)
+      piece = min([a for a in arrays_in(shape) if a[2]], default=(0, False, 0))
+      traffic = piece[0] * (any(sizes.get((computation, o)) for o in operands) + piece[1])
+    elif opcode == "dynamic-update-slice":  # in place: the update is read and written
+      traffic = 2 * sizes.get((computation, operands[1]), 0)
+    else:
+      traffic = written + sum(sizes.get((computation, operand), 0) for operand in operands)
     source = re.search(r'op_name="([^"]*)"', attributes)
     totals[_short_source(source.group(1) if source else opcode)] += traffic
   return totals

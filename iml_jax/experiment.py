@@ -294,8 +294,7 @@ def seed_contexts(
   check_batch_layout(config, mesh)
   fresh = not io_utils.listdir(workdir)  # [] also when it does not exist yet
   create_workdir(workdir)
-  # The mesh in context lets Splash attention run per device (layers.splash_attention); it changes no program.
-  with workdir_lock(workdir), _emptied_on_early_failure(config, workdir, fresh), jax.set_mesh(mesh):
+  with workdir_lock(workdir), _emptied_on_early_failure(config, workdir, fresh), sharding.use_mesh(mesh, rules):
     if jax.process_index() == 0:
       io_utils.remove_temporaries(workdir)  # strays of a killed run; the lock says no one else writes here
     guard_workdir(config, workdir, allow_config_change, remedy)

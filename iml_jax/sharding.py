@@ -4,6 +4,7 @@ Models name their axes (batch, length, embed, heads, mlp, vocab); a preset maps 
 axes (data, fsdp, tensor). Arrays are laid out with `NamedSharding`s derived from those names.
 """
 
+import contextlib
 import math
 
 import flax.linen as nn
@@ -62,6 +63,16 @@ def make_mesh(shape, devices=None) -> Mesh:
     axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
     devices=devices,
   )
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh, rules):
+  """`mesh` and the logical-axis `rules` in context while programs are traced: Splash attention runs per device
+  (`layers.splash_attention`), and the models' activation constraints (`nn.with_logical_constraint`) map their
+  logical names through `rules`. Without the rules Flax maps every name to no mesh axis, which constrains each
+  activation to be whole on every device: XLA then gathers the batch where it should gather the weights."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -14,6 +14,7 @@ step_seconds_bound=<float> run_chip_hours_bound=<float>
 import dataclasses
 import math
 import os
+import re
 import sys
 import time
 
@@ -23,7 +24,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from absl import app, flags
 from ml_collections import config_flags
 
-from iml_jax import cli
+from iml_jax import cli, io_utils
 from iml_jax.errors import IMLError
 from iml_jax.tpu_types import DEFAULT_TYPES, GiB
 
@@ -33,6 +34,7 @@ PROGRAM_KINDS = ("train", "decode", "alignment")
 _PROGRAMS = flags.DEFINE_multi_enum(
   "programs", list(PROGRAM_KINDS), PROGRAM_KINDS, "Which of the run's programs to compile (repeat the flag)."
 )
+_DUMP_HLO = flags.DEFINE_string("dump_hlo", "", "A directory to write each compiled program's optimised HLO to.")
 _BREAKDOWN = flags.DEFINE_integer(
   "breakdown", 0, "Also print the largest train step's N largest sources of bytes accessed (its HLO by JAX op)."
 )
@@ -50,7 +52,11 @@ class Program:
   same_as: str = ""  # a stage whose program this one is, up to constants
 
   def gib(self) -> float:
-    return self.stats.total_bytes / GiB if self.stats else math.inf
+    """GiB per chip: the compiled program's, or what the compiler said it would need."""
+    if self.stats:
+      return self.stats.total_bytes / GiB
+    needed = re.search(r"\(([\d.]+)G\) exceeds", self.out_of_memory)
+    return float(needed.group(1)) if needed else math.inf  # XLA's "G" are GiB
 
 
 @dataclasses.dataclass
@@ -70,9 +76,9 @@ class Plan:
     )
 
 
-def _compile(name: str, lowered, parts=()) -> Program:
+def _compile(name: str, lowered, parts=(), dump_to: str = "") -> Program:
   """`lowered` compiled (and its `parts`: see compiled_stats.stats); a program larger than the chip's memory is
-  reported with the compiler's words."""
+  reported with the compiler's words. `dump_to`: a path prefix for the optimised HLO of the program and parts."""
   import jax
 
   from iml_jax import compiled_stats
@@ -81,6 +87,9 @@ def _compile(name: str, lowered, parts=()) -> Program:
   try:
     compiled = lowered.compile()
     compiled_parts = [(part.compile(), times) for part, times in parts]
+    if dump_to:
+      for suffix, program in [("", compiled)] + [(f".part{i}", p) for i, (p, _) in enumerate(compiled_parts)]:
+        io_utils.atomic_write_text(f"{dump_to}{suffix}.hlo.txt", program.as_text())
   except jax.errors.JaxRuntimeError as err:
     if "RESOURCE_EXHAUSTED" not in str(err):
       raise
@@ -88,8 +97,8 @@ def _compile(name: str, lowered, parts=()) -> Program:
   return Program(name, compiled_stats.stats(compiled, compiled_parts), seconds=time.perf_counter() - start)
 
 
-def plan_for(run, config, kind, kinds=PROGRAM_KINDS) -> Plan:
-  """Compiles the run's programs of the `kinds` named for one TPU type."""
+def plan_for(run, config, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan:
+  """Compiles the run's programs of the `kinds` named for one TPU type (their HLO written under `dump_hlo`)."""
   import jax
 
   from iml_jax import compile_plan, sharding, tpu_types
@@ -97,6 +106,7 @@ def plan_for(run, config, kind, kinds=PROGRAM_KINDS) -> Plan:
   mesh = sharding.make_mesh(config.mesh.shape, tpu_types.topology_devices(kind))
   rules = sharding.rules_for(config.mesh.rules)
   jax.config.update("jax_enable_compilation_cache", False)  # a deviceless executable cannot be read back
+  dump = (lambda program: os.path.join(dump_hlo, f"{kind.name}.{program}")) if dump_hlo else (lambda program: "")
   programs, by_key, run_seconds, step = [], {}, 0.0, None
   for stage in run.stages if "train" in kinds else ():
     name = f"train {stage.name} ({stage.batch_size}" + (f" = {stage.grad_accum} x" if stage.grad_accum > 1 else "")
@@ -104,7 +114,7 @@ def plan_for(run, config, kind, kinds=PROGRAM_KINDS) -> Plan:
     if stage.program_key in by_key:
       program = dataclasses.replace(by_key[stage.program_key], name=name, same_as=by_key[stage.program_key].name)
     else:
-      program = _compile(name, *compile_plan.train_step_lowered(run, stage, mesh, rules))
+      program = _compile(name, *compile_plan.train_step_lowered(run, stage, mesh, rules), dump(f"train_{stage.name}"))
       by_key[stage.program_key] = program
     programs.append(program)
     if program.stats:
@@ -119,6 +129,7 @@ def plan_for(run, config, kind, kinds=PROGRAM_KINDS) -> Plan:
       _compile(
         f"decode ({run.eval_batch} prompts of {run.prompt_width} + {run.max_new_tokens} new tokens)",
         compile_plan.decode_lowered(run, mesh, rules),
+        dump_to=dump("decode"),
       )
     )
   if run.alignment and "alignment" in kinds:
@@ -127,9 +138,17 @@ def plan_for(run, config, kind, kinds=PROGRAM_KINDS) -> Plan:
       _compile(
         f"gradient alignment ({definitions} definitions x {questions} questions, {chunk} at a time)",
         compile_plan.alignment_lowered(run, mesh, rules),
+        dump_to=dump("alignment"),
       )
     )
   return Plan(kind, dict(mesh.shape), programs, step, run_seconds)
+
+
+def _bound_line(flops: float, accessed: float, kind) -> str:
+  """The roofline bound of a step and the FLOP-utilisation ceiling it implies."""
+  bound = max(flops / kind.device_peak_flops, accessed / kind.device_hbm_bytes_per_s)
+  limit = "memory" if accessed / kind.device_hbm_bytes_per_s > flops / kind.device_peak_flops else "FLOP"
+  return f"bound {bound * 1e3:.3g} ms ({limit}-bound), ceiling {flops / kind.device_peak_flops / bound:.0%}"
 
 
 def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
@@ -161,7 +180,8 @@ def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
   lines.append("  (GiB per chip: arguments, outputs not written over donated arguments, temporaries, and with code)")
   fits = plan.fits()
   if plan.step is None:
-    lines.append("  train step: did not compile for this type, no time bound")
+    trained = any(p.name.startswith("train") for p in plan.programs)
+    lines.append(f"  train step: {'too large to compile' if trained else 'not planned (--programs)'}, no time bound")
     bound = hours = tflop = gb = math.nan
   else:
     step, bound = plan.step, plan.step_bound()
@@ -174,8 +194,11 @@ def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
       f"  largest train step per chip: {tflop:.3g} TFLOP, {gb:.3g} GB accessed, {intensity:.0f} FLOP/byte (ridge "
       f"{ridge:.0f}); roofline bound {bound * 1e3:.3g} ms per step ({limit}-bound), FLOP-utilisation ceiling "
       f"{step.flops / kind.device_peak_flops / bound:.0%}",
+      f"  the same with its HBM traffic as the optimised HLO's top-level arrays in HBM ({step.hbm_bytes / 1e9:.3g} GB; "
+      f"XLA's count above also has each fused operation's reads): {_bound_line(step.flops, step.hbm_bytes, kind)}",
+      *([f"  XLA:TPU's own estimate of its time: {step.optimal_seconds * 1e3:.3g} ms"] if step.optimal_seconds else []),
       f"  collectives in it: {collectives or 'none'}",
-      *(["  its largest sources of bytes (top-level instructions, tiles unpadded):"] if breakdown else []),
+      *(["  its largest sources of HBM bytes (top-level instructions, tiles unpadded):"] if breakdown else []),
       *(f"    {size / 1e9:8.3g} GB  {source}" for source, size in step.bytes_by_source.most_common(breakdown)),
       f"  whole run: {hours:.3g} chip-hours at the bound (every stage's training steps over all seeds; evaluation "
       "not included)",
@@ -183,9 +206,8 @@ def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
   gib = max(p.gib() for p in plan.programs if not p.same_as)
   if not fits:
     worst = max((p for p in plan.programs if not p.same_as), key=lambda p: p.gib())
-    over = (
-      "" if worst.stats is None else f": {worst.gib():.2f} GiB, {worst.gib() - kind.device_hbm_bytes / GiB:.2f} over"
-    )
+    need = worst.gib()
+    over = f": {need:.2f} GiB, {need - kind.device_hbm_bytes / GiB:.2f} over" if math.isfinite(need) else ""
     lines.append(f"  does not fit: {worst.name}{over}")
   lines.append(
     "  compile-time estimates from XLA:TPU's memory and cost analyses, not measurements (an accumulating step's "
@@ -216,16 +238,27 @@ def main(argv):
       print(f"  note: {note}")
     plans = []
     for kind in kinds:
-      plans.append(plan_for(run, _CONFIG.value, kind, _PROGRAMS.value))
+      plans.append(plan_for(run, _CONFIG.value, kind, _PROGRAMS.value, _DUMP_HLO.value))
       print("\n".join(describe(plans[-1], spec, _BREAKDOWN.value)), flush=True)
   except IMLError as err:
     cli.fail("tpu_plan", err)
-  failing, fitting = [p for p in plans if not p.fits()], [p for p in plans if p.fits()]
-  if failing and fitting:
-    smallest = min(fitting, key=lambda p: p.kind.chips * p.kind.chip.hbm_bytes)
-    print(f"smallest planned type that fits: {smallest.kind.name}")
-  elif failing:
-    print("no planned type fits: plan a larger slice (more chips shard the state further under mesh.rules 'fsdp')")
+  if any(not p.fits() for p in plans):
+    print(_what_fits(plans, _CONFIG.value.mesh))
+
+
+def _what_fits(plans: list, mesh_config) -> str:
+  """Where some planned type does not fit: the smallest planned one that does, or what to change."""
+  fitting = [p for p in plans if p.fits()]
+  if fitting:
+    return (
+      f"smallest planned type that fits: {min(fitting, key=lambda p: p.kind.chips * p.kind.chip.hbm_bytes).kind.name}"
+    )
+  if all(p.mesh_shape["fsdp"] == 1 for p in plans):
+    return (
+      f"no planned type fits with the state replicated on every chip (mesh.rules {mesh_config.rules!r}, mesh.shape "
+      f"{tuple(mesh_config.shape)}): shard it with --config.mesh.rules=fsdp '--config.mesh.shape=(1,-1,1)'"
+    )
+  return "no planned type fits: plan a larger slice (--tpu), whose chips hold smaller shards of the state"
 
 
 def _described(run) -> str:

@@ -74,10 +74,17 @@ class TpuType:
     return self.chip.hbm_bytes_per_s / self.chip.devices
 
 
+def _grids(chip: Chip) -> dict[int, str]:
+  """The slices by chip count: v2 and v3 as single-host v2-8 and v3-8 only."""
+  if chip.devices == 2:
+    return {4: "2x2"}
+  return _GRIDS_3D if chip.generation in ("v4", "v5p") else _GRIDS_2D
+
+
 def known_types() -> list[str]:
   names = []
   for prefix in CHIPS:
-    grids = _GRIDS_3D if CHIPS[prefix].generation in ("v4", "v5p") else _GRIDS_2D
+    grids = _grids(CHIPS[prefix])
     per_name = 2 if prefix in _CORES_IN_NAME else 1
     names += [f"{prefix}-{chips * per_name}" for chips in grids]
   return names
@@ -89,7 +96,7 @@ def tpu_type(name: str) -> TpuType:
   prefix, count = (match.group(1), int(match.group(2))) if match else (None, 0)
   chip = CHIPS.get(prefix)
   chips = count // 2 if prefix in _CORES_IN_NAME else count
-  grids = _GRIDS_3D if chip and chip.generation in ("v4", "v5p") else _GRIDS_2D
+  grids = _grids(chip) if chip else {}
   if chip is None or chips not in grids or (prefix in _CORES_IN_NAME and count % 2):
     raise IMLError(f"--tpu={name}: unknown TPU type; expected one of {', '.join(known_types())}")
   return TpuType(name.strip(), chip, chips, f"{chip.generation}:{grids[chips]}")

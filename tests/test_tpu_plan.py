@@ -9,9 +9,8 @@ import sys
 import jax
 import pytest
 
-from iml_jax import compile_plan, compiled_stats, experiment, sharding, tpu_plan, tpu_types
+from iml_jax import compile_plan, experiment, sharding, tpu_plan, tpu_types
 from iml_jax.errors import IMLError
-from iml_jax.tpu_types import GiB
 from test_experiment import ROOT
 
 TINY = "configs/default.py:tiny"
@@ -119,31 +118,6 @@ def test_without_libtpu_it_says_which_extra_installs_it(monkeypatch):
     tpu_types.topology_devices(tpu_types.tpu_type("v5litepod-8"))
 
 
-def test_tpu_types_name_slices_as_gcloud_does():
-  v4, v5e, v5p = (tpu_types.tpu_type(n) for n in ("v4-8", "v5litepod-8", "v5p-16"))
-  assert (v4.chips, v4.topology, len(tpu_types.topology_devices(v4))) == (4, "v4:2x2x1", 4)  # megacore
-  assert (v5e.chips, v5e.topology, v5e.device_hbm_bytes) == (8, "v5e:2x4", 16 * GiB)
-  assert (v5p.chips, v5p.topology) == (8, "v5p:2x2x2")
-  v3 = tpu_types.tpu_type("v3-8")
-  assert (v3.chips, v3.devices, len(tpu_types.topology_devices(v3))) == (4, 8, 8)  # a TensorCore per device
-  assert v3.device_peak_flops == v3.chip.peak_bf16_flops / 2
-
-
-def test_collectives_are_read_from_the_optimised_program():
-  hlo = """
-  %all-gather-start.1 = (f32[4,8]{1,0}, f32[16,8]{1,0}) all-gather-start(f32[4,8]{1,0} %p), dimensions={0}
-  %all-gather-done.1 = f32[16,8]{1,0} all-gather-done((f32[4,8]{1,0}, f32[16,8]{1,0}) %all-gather-start.1)
-  %all-reduce.2 = bf16[1024]{0} all-reduce(bf16[1024]{0} %x), to_apply=%add
-  %reduce-scatter.3 = f32[2,8]{1,0} reduce-scatter(f32[8,8]{1,0} %y), dimensions={0}
-  %fusion.4 = f32[8]{0} fusion(f32[8]{0} %all-reduce.9), kind=kLoop
-  """
-  assert compiled_stats.collectives(hlo) == {
-    "all-gather": (1, 16 * 8 * 4),
-    "all-reduce": (1, 1024 * 2),
-    "reduce-scatter": (1, 2 * 8 * 4),
-  }
-
-
 def test_attention_auto_compiles_splash_for_a_tpu_mesh_from_a_cpu_machine():
   from iml_jax.models import layers
 
@@ -159,3 +133,31 @@ def test_attention_auto_compiles_splash_for_a_tpu_mesh_from_a_cpu_machine():
   run = compile_plan.run_shape(config)
   step, _ = compile_plan.train_step_lowered(run, run.stages[0], mesh, sharding.rules_for("dp"))
   assert step.compile().as_text().count('custom_call_target="tpu_custom_call"') >= 2 * config.model.n_layers
+
+
+def test_a_program_too_large_for_the_chip_is_named_with_what_to_change():
+  """Decoding 2^24 prompts at once needs far more than a v5e chip's 16 GiB: the table says which program and by
+  how much, the RESULT line fits=no, and the last line what to change (the tiny model is replicated: shard it)."""
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "iml_jax.tpu_plan",
+      f"--config={TINY}",
+      f"--config.eval.batch_size={2**24}",
+      "--programs=decode",
+      "--tpu=v5litepod-4",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  assert any(line.strip().startswith("decode (16777216 prompts") and "DOES NOT FIT" in line for line in lines)
+  over = next(line for line in lines if line.startswith("  does not fit: decode (16777216 prompts"))
+  needed = float(re.search(r"tokens\): ([\d.]+) GiB, ([\d.]+) over", over).group(1))
+  assert needed > 16 and f"{needed - 16:.2f} over" in over
+  assert " fits=no " in next(line for line in lines if line.startswith("RESULT tpu_plan"))
+  assert lines[-1].startswith("no planned type fits with the state replicated") and "mesh.rules=fsdp" in lines[-1]

@@ -127,8 +127,8 @@ def predict(model: nn.Module, params, inputs) -> jax.Array:
 
 def unbox(tree):
   """The arrays (or shapes) inside a tree of logically partitioned parameters."""
-  return jax.tree.map(
-    lambda x: x.unbox() if isinstance(x, nn.LogicallyPartitioned) else x,
+  return jax.tree.map(  # no sharding constraint: arrays are laid out by their shardings (train.abstract_state)
+    lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.LogicallyPartitioned) else x,
     tree,
     is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned),
   )
