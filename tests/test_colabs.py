@@ -39,6 +39,8 @@ def _colab_runtime(tmp_path, tpu: bool):
   (runtime / "modules" / "google" / "colab" / "output.py").write_text('"""Imported by jax\'s Colab debugger."""\n')
   (runtime / "content").mkdir()
   env = {"PYTHONPATH": str(runtime / "modules"), "IML_COLAB_HOME": str(runtime / "content"), "IML_COLAB_REPO_URL": ROOT}
+  if not tpu:  # a CPU runtime has no libtpu, which this machine may have (the test extra's, for tpu_plan)
+    (runtime / "modules" / "sitecustomize.py").write_text('import sys\n\nsys.modules["libtpu"] = None\n')
   if tpu:
     site = next((runtime / "env" / "lib").glob("python3*/site-packages"))
     libtpu = json.loads(

@@ -257,16 +257,17 @@ def test_analysis_differentiates_the_loss_that_training_minimised(tmp_path):
       == data.evals["train_defs_d1consis"][0].prompt + data.evals["train_defs_d1consis"][0].completion
     )
     batch = {**stage._encode(ctx, [trained], alias_ids), "weights": np.ones(1, np.float32)}
-    params = unbox(registry.init_params(ctx.model, jax.random.key(1)))
+  # outside the run's mesh: eager model code cannot take its activation constraints (a run jits everything)
+  params = unbox(registry.init_params(ctx.model, jax.random.key(1)))
 
-    def training_loss(p):
-      loss_sum, weight_sum = train._loss_sums(ctx.model, p, batch)
-      return loss_sum / weight_sum
+  def training_loss(p):
+    loss_sum, weight_sum = train._loss_sums(ctx.model, p, batch)
+    return loss_sum / weight_sum
 
-    with jax.default_matmul_precision("highest"):
-      expected = jax.grad(training_loss)(params)
-    np.testing.assert_array_equal(first["loss_mask"], batch["loss_mask"][0])
-    assert batch["loss_mask"][0].sum() < batch["loss_mask"].shape[1]  # the alias token is left out
-    got = grad_alignment.example_gradient(ctx.model, params, first)
-    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
-      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)
+  with jax.default_matmul_precision("highest"):
+    expected = jax.grad(training_loss)(params)
+  np.testing.assert_array_equal(first["loss_mask"], batch["loss_mask"][0])
+  assert batch["loss_mask"][0].sum() < batch["loss_mask"].shape[1]  # the alias token is left out
+  got = grad_alignment.example_gradient(ctx.model, params, first)
+  for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7)

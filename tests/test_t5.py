@@ -44,7 +44,8 @@ def test_padding_does_not_change_the_logits():
   padded_inputs = jnp.concatenate([inputs, jnp.zeros((1, 3), jnp.int32)], axis=1)
   padded_mask = jnp.arange(8)[None] < 5
   padded = model.apply({"params": params}, padded_inputs, padded_mask, decoder_inputs)
-  np.testing.assert_allclose(padded, alone, atol=1e-5)
+  # the softmax over 3 more (masked) keys sums in another order: 1.07e-5 apart on some CPUs; a leak is far more
+  np.testing.assert_allclose(padded, alone, atol=3e-5)
 
 
 def test_decoder_is_causal():
