@@ -21,7 +21,10 @@ block 48, 8 new tokens; 20 stage-1 seeds (600-619) x 5 stage-2 seeds.
 Weights: `model.init_from` names Pythia-2.8B-deduped (downloaded when the hub is reachable); offline, point it at
 a local copy of the model folder: --config.model.init_from=/models/pythia-2.8b-deduped
 Study's result (poster, ±0.005): after stage 2 EM d1consis ≈ 0.31 > d3consis ≈ 0.30 > d2consis ≈ 0.28;
-entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per seed (not timed here).
+entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per seed (not timed here). TPU plan
+(compile-time estimates, `python -m iml_jax.tpu_plan --config=configs/pythia_cvdb_2stage.py --tpu=v5litepod-8`):
+10.9 GiB per chip on a v5litepod-8 (mesh.rules fsdp over its 8 chips), a step bound of 439 ms by XLA's byte count
+(134 ms by the HBM estimate, docs/tpu_plan.md), 28 chip-hours for the 20 x 5 seeds.
 """
 
 from iml_jax import config_blocks as blocks

@@ -45,9 +45,12 @@ class Plan:
     return all(p.stats and p.stats.total_bytes <= self.kind.device_hbm_bytes for p in self.programs)
 
   def step_bound(self) -> float:
-    return max(
-      self.step.flops / self.kind.device_peak_flops, self.step.bytes_accessed / self.kind.device_hbm_bytes_per_s
-    )
+    return roofline_seconds(self.step.flops, self.step.bytes_accessed, self.kind)
+
+
+def roofline_seconds(flops: float, accessed: float, kind) -> float:
+  """The least time one chip of `kind` needs for `flops` and `accessed` bytes: at its peak or its bandwidth."""
+  return max(flops / kind.device_peak_flops, accessed / kind.device_hbm_bytes_per_s)
 
 
 def _compile(name: str, lowered, parts=(), dump_to: str = "") -> Program:
@@ -74,13 +77,11 @@ def _compile(name: str, lowered, parts=(), dump_to: str = "") -> Program:
 
 def plan_for(run, config, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan:
   """Compiles the run's programs of the `kinds` named for one TPU type (their HLO written under `dump_hlo`)."""
-  import jax
 
   from iml_jax import compile_plan, sharding, tpu_types
 
   mesh = sharding.make_mesh(config.mesh.shape, tpu_types.topology_devices(kind))
   rules = sharding.rules_for(config.mesh.rules)
-  jax.config.update("jax_enable_compilation_cache", False)  # a deviceless executable cannot be read back
   dump = (lambda program: os.path.join(dump_hlo, f"{kind.name}.{program}")) if dump_hlo else (lambda program: "")
   programs, by_key, run_seconds, step = [], {}, 0.0, None
   for stage in run.stages if "train" in kinds else ():
@@ -95,10 +96,9 @@ def plan_for(run, config, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan
     if program.stats:
       if step is None or program.stats.flops > step.flops:
         step = program.stats
-      seconds = max(
-        program.stats.flops / kind.device_peak_flops, program.stats.bytes_accessed / kind.device_hbm_bytes_per_s
+      run_seconds += (
+        roofline_seconds(program.stats.flops, program.stats.bytes_accessed, kind) * stage.steps * stage.runs
       )
-      run_seconds += seconds * stage.steps * stage.runs
   if "decode" in kinds:
     programs.append(
       _compile(
@@ -121,9 +121,8 @@ def plan_for(run, config, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan
 
 def _bound_line(flops: float, accessed: float, kind) -> str:
   """The roofline bound of a step and the FLOP-utilisation ceiling it implies."""
-  bound = max(flops / kind.device_peak_flops, accessed / kind.device_hbm_bytes_per_s)
-  limit = "memory" if accessed / kind.device_hbm_bytes_per_s > flops / kind.device_peak_flops else "FLOP"
-  return f"bound {bound * 1e3:.3g} ms ({limit}-bound), ceiling {flops / kind.device_peak_flops / bound:.0%}"
+  bound, compute = roofline_seconds(flops, accessed, kind), flops / kind.device_peak_flops
+  return f"bound {bound * 1e3:.3g} ms ({'FLOP' if compute >= bound else 'memory'}-bound), ceiling {compute / bound:.0%}"
 
 
 def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
@@ -162,13 +161,11 @@ def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
     step, bound = plan.step, plan.step_bound()
     tflop, gb, intensity = step.flops / 1e12, step.bytes_accessed / 1e9, step.flops / max(step.bytes_accessed, 1)
     ridge = kind.device_peak_flops / kind.device_hbm_bytes_per_s
-    limit = "memory" if intensity < ridge else "FLOP"
     hours = plan.run_step_seconds * kind.devices / 3600
     collectives = ", ".join(f"{k} {n} ({b / 1e9:.3g} GB)" for k, (n, b) in step.collectives.items())
     lines += [
       f"  largest train step per chip: {tflop:.3g} TFLOP, {gb:.3g} GB accessed, {intensity:.0f} FLOP/byte (ridge "
-      f"{ridge:.0f}); roofline bound {bound * 1e3:.3g} ms per step ({limit}-bound), FLOP-utilisation ceiling "
-      f"{step.flops / kind.device_peak_flops / bound:.0%}",
+      f"{ridge:.0f}); roofline {_bound_line(step.flops, step.bytes_accessed, kind)} (FLOP utilisation)",
       f"  the same with its HBM traffic as the optimised HLO's top-level arrays in HBM ({step.hbm_bytes / 1e9:.3g} GB; "
       f"XLA's count above also has each fused operation's reads): {_bound_line(step.flops, step.hbm_bytes, kind)}",
       *([f"  XLA:TPU's own estimate of its time: {step.optimal_seconds * 1e3:.3g} ms"] if step.optimal_seconds else []),

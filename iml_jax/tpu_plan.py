@@ -14,8 +14,10 @@ step_seconds_bound=<float> run_chip_hours_bound=<float>
 import os
 import sys
 
-# Compiling needs no device: JAX's eager work stays on the CPU (an attached TPU is left to the jobs using it).
+# Compiling needs no device: JAX's eager work stays on the CPU (an attached TPU is left to the jobs using it), and
+# no persistent compilation cache (an executable compiled without its devices cannot be loaded back from it).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
 
 from absl import app, flags  # noqa: E402  (after JAX_PLATFORMS: absl loads the config, which may import jax)
 from ml_collections import config_flags  # noqa: E402
