@@ -1,7 +1,6 @@
 """tpu_plan compiles a run's programs for TPU slices with libtpu's compiler, no TPU attached, and reports what the
 compiler says: checked against the compiled programs' own analyses and against an independent program."""
 
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,12 @@ def _tiny_config(grad_accum: int = 1):
   config = experiment.load_config(TINY)
   config.stages.stage1.grad_accum = grad_accum
   return config
+
+
+def _tpu_plan(*flags: str) -> subprocess.CompletedProcess:
+  """`python -m iml_jax.tpu_plan --config=<tiny> FLAGS...` from the checkout."""
+  command = [sys.executable, "-m", "iml_jax.tpu_plan", f"--config={TINY}", *flags]
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +82,7 @@ def test_plan_reports_the_compiled_programs_memory_and_counts_every_accumulation
 
 
 def test_the_command_prints_a_table_and_a_result_line_per_type():
-  env = {**os.environ, "PYTHONPATH": ROOT}
-  result = subprocess.run(
-    [sys.executable, "-m", "iml_jax.tpu_plan", f"--config={TINY}", "--config.eval.batch_size=32", "--tpu=v5litepod-4"],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  result = _tpu_plan("--config.eval.batch_size=32", "--tpu=v5litepod-4")
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
   assert "compile-time estimates" in result.stdout
@@ -103,13 +100,7 @@ def test_the_command_prints_a_table_and_a_result_line_per_type():
   [("--tpu=v9-8", "--tpu=v9-8: unknown TPU type; expected one of"), ("--tpu=v4-6", "--tpu=v4-6: unknown TPU type")],
 )
 def test_an_unknown_tpu_type_is_one_line(flag, expected):
-  result = subprocess.run(
-    [sys.executable, "-m", "iml_jax.tpu_plan", f"--config={TINY}", flag],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  result = _tpu_plan(flag)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [result.stderr.strip()]
   assert result.stderr.startswith(f"tpu_plan: error: {expected}")
@@ -141,21 +132,7 @@ def test_attention_auto_compiles_splash_for_a_tpu_mesh_from_a_cpu_machine():
 def test_a_program_too_large_for_the_chip_is_named_with_what_to_change():
   """Decoding 2^24 prompts at once needs far more than a v5e chip's 16 GiB: the table says which program and by
   how much, the RESULT line fits=no, and the last line what to change (the tiny model is replicated: shard it)."""
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "iml_jax.tpu_plan",
-      f"--config={TINY}",
-      f"--config.eval.batch_size={2**24}",
-      "--programs=decode",
-      "--tpu=v5litepod-4",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  result = _tpu_plan(f"--config.eval.batch_size={2**24}", "--programs=decode", "--tpu=v5litepod-4")
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.splitlines()
   assert any(line.strip().startswith("decode (16777216 prompts") and "DOES NOT FIT" in line for line in lines)
