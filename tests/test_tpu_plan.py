@@ -23,10 +23,10 @@ def _tiny_config(grad_accum: int = 1):
   return config
 
 
-def _tpu_plan(*flags: str) -> subprocess.CompletedProcess:
-  """`python -m iml_jax.tpu_plan --config=<tiny> FLAGS...` from the checkout."""
-  command = [sys.executable, "-m", "iml_jax.tpu_plan", f"--config={TINY}", *flags]
-  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _tpu_plan(*flags: str, config: str = TINY, timeout: int = 300) -> subprocess.CompletedProcess:
+  """`python -m iml_jax.tpu_plan --config=CONFIG FLAGS...` from the checkout."""
+  command = [sys.executable, "-m", "iml_jax.tpu_plan", f"--config={config}", *flags]
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +141,20 @@ def test_a_program_too_large_for_the_chip_is_named_with_what_to_change():
   assert needed > 16 and f"{needed - 16:.2f} over" in over
   assert " fits=no " in next(line for line in lines if line.startswith("RESULT tpu_plan"))
   assert lines[-1].startswith("no planned type fits with the state replicated") and "mesh.rules=fsdp" in lines[-1]
+
+
+# slow (7 to 10 minutes each on 2 cores: a few billion parameters to compile): the study configs fit the TPU types
+# the README's configs table and their docstrings give them
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "config, tpu",
+  [
+    ("configs/pythia_cvdb_2stage.py", "v5litepod-8"),
+    ("configs/t5_cvdb_2stage.py", "v4-8"),
+    ("configs/numeric_scratch.py", "v5litepod-8"),
+  ],
+)
+def test_the_study_configs_fit_the_tpu_types_they_recommend(config, tpu):
+  result = _tpu_plan(f"--tpu={tpu}", config=config, timeout=1800)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f" tpu={tpu} fits=yes " in result.stdout.splitlines()[-1], result.stdout
