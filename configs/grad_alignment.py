@@ -12,7 +12,9 @@ Study's grid: batch (epochs, accumulation) 128 (21, 1), 256 (20, 1), 512 (21, 2)
 fractions (q_no_repl .12 / qd1consis .25 / qd2incons .25 / q .1 / d1 .1 / d2 .1 / no_qd .08, i.e.
 480/1000/1000/400/400/400/320 of 4,000 people). Study's result (poster,
 ±0.005): cosine D5 (tag 1) ≈ 0.231 > D6 (tag 2) ≈ 0.217 at batch 128, a gap of ≈ 0.013 up to batch 512,
-≈ 0 from 1k; alignment falls with batch size.
+≈ 0 from 1k; alignment falls with batch size. TPU plan (compile-time estimates, `python -m iml_jax.tpu_plan
+--config=configs/grad_alignment.py:batch=128 --tpu=v5litepod-8`): 8.3 GiB per chip on a v5litepod-8 (the per-example
+gradient statistics; the train step 3.4), a step bound of 71 ms, 4.3 chip-hours for the 10 seeds.
 
 CPU scale (`cpu`): the set-inclusion task and model of configs/default.py, batch 32 (8 epochs), 128 (15),
 512 (30), 2048 (60); 2 seeds; 24 definitions per tag with their test questions:
