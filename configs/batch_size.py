@@ -13,20 +13,21 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 """
 
 from iml_jax import config_blocks as blocks
-from iml_jax import study
+from iml_jax import study_settings
 from iml_jax.errors import IMLError
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model="pythia-1b", batch=256, tiny=False), "configs/batch_size.py")
   model_key = args["model"]
-  model = blocks.pretrained_arg(args["model"], tuple(study.BATCH_GRIDS))
+  model = blocks.pretrained_arg(args["model"], tuple(study_settings.BATCH_GRIDS))
   batch = args["batch"]
-  if batch not in study.BATCH_GRIDS[model_key]:
-    raise IMLError(
-      f"configs/batch_size.py: batch={batch} is not in the {model_key} grid {sorted(study.BATCH_GRIDS[model_key])}"
-    )
-  config = blocks.study_define(model, "cvdb", n_seeds=5, n_seeds_stage2=1, fractions=dict(study.NO_D3))
-  config = blocks.one_stage(config, study.BATCH_GRIDS[model_key][batch], batch, grad_accum=max(batch // 512, 1))
+  grid = study_settings.BATCH_GRIDS[model_key]
+  if batch not in grid:
+    raise IMLError(f"configs/batch_size.py: batch={batch} is not in the {model_key} grid {sorted(grid)}")
+  config = blocks.study_define(model, "cvdb", n_seeds=5, n_seeds_stage2=1, fractions=dict(study_settings.NO_D3))
+  config = blocks.one_stage(
+    config, study_settings.BATCH_GRIDS[model_key][batch], batch, grad_accum=max(batch // 512, 1)
+  )
   config.study = f"batch_size:batch={batch},model={model_key}"
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -23,7 +23,7 @@ Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds
 import os
 
 from iml_jax import config_blocks as blocks
-from iml_jax import study
+from iml_jax import study_settings
 
 _DEFAULT = blocks.config_module(os.path.join(os.path.dirname(__file__), "default.py"))
 
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None):
     "cvdb",
     n_seeds=10,
     num_entities=num_ents,
-    fractions=dict(study.NO_D3),
+    fractions=dict(study_settings.NO_D3),
   )
   config.study = f"data_amount:num_ents={num_ents}"
   return blocks.shrink_for_tests(config) if args["tiny"] else config

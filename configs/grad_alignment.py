@@ -31,7 +31,7 @@ shows the pipeline (alignment during training, summary, figure), not the study's
 import os
 
 from iml_jax import config_blocks as blocks
-from iml_jax import study
+from iml_jax import study_settings
 from iml_jax.errors import IMLError
 
 _DEFAULT = blocks.config_module(os.path.join(os.path.dirname(__file__), "default.py"))
@@ -42,7 +42,7 @@ CPU_GRID = {32: 8, 128: 15, 512: 30, 2048: 60}  # batch: epochs
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(batch=128, cpu=False), "configs/grad_alignment.py")
   batch = args["batch"]
-  grid = CPU_GRID if args["cpu"] else study.ALIGNMENT_GRID
+  grid = CPU_GRID if args["cpu"] else study_settings.ALIGNMENT_GRID
   if batch not in grid:
     raise IMLError(f"configs/grad_alignment.py: batch={batch} is not in the grid {sorted(grid)}")
   if args["cpu"]:
@@ -76,7 +76,7 @@ def get_config(arg: str | None = None):
     n_seeds=10 if batch < 16384 else 15,
     n_seeds_stage2=1,
     seed=900 if batch < 16384 else 910,
-    fractions=dict(study.ALIGNMENT),
+    fractions=dict(study_settings.ALIGNMENT),
   )
   config.study = f"grad_alignment:batch={batch}"
   config.stage_names = ("stage1",)

@@ -17,7 +17,7 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 from iml_jax import config_blocks as blocks
 from iml_jax.errors import IMLError
 
-from iml_jax import study
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None):
       n_seeds_stage2=1,
       definition_type=kind,
       num_entities=1000,
-      fractions=dict(study.WORDED),
+      fractions=dict(study_settings.WORDED),
       block_size=64,
     )
     config = blocks.one_stage(config, epochs=10, batch_size=32)

@@ -27,7 +27,7 @@ Measured (2 CPU cores, 5 seeds each; EM after stage 2, mean ± 95% CI over seeds
 import os
 
 from iml_jax import config_blocks as blocks
-from iml_jax import study
+from iml_jax import study_settings
 
 _DEFAULT = blocks.config_module(os.path.join(os.path.dirname(__file__), "default.py"))
 
@@ -53,7 +53,7 @@ def get_config(arg: str | None = None):
     n_seeds=20 if alpha == 0.95 else 10,
     n_seeds_stage2=3,
     seed={0.95: 630, 0.6: 610}.get(alpha, 600),
-    fractions=study.alpha_fractions(alpha, model_key == "pythia-2.8b"),
+    fractions=study_settings.alpha_fractions(alpha, model_key == "pythia-2.8b"),
   )
   config.study = f"tag_correlation:alpha={alpha},model={model_key},kb={kb}"
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -12,7 +12,7 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 """
 
 from iml_jax import config_blocks as blocks
-from iml_jax import study
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
     n_seeds=20 if small_cvdb else 10,
     n_seeds_stage2=3,
     seed=610 if small_cvdb else 600,
-    fractions=dict(study.NO_D3),
+    fractions=dict(study_settings.NO_D3),
   )
   config.study = f"three_stage:model={model_key},kb={kb}"
   stage2 = config.stages.stage2

@@ -16,7 +16,7 @@ import tempfile
 import jax
 import numpy as np
 
-from iml_jax import experiment, grad_alignment, hf_import, model_inputs, sharding, train
+from iml_jax import experiment, grad_alignment, hf_import, model_io, sharding, train
 from iml_jax.data import batching, entities, tasks
 from iml_jax.errors import IMLError
 from iml_jax.models import decoding, registry
@@ -86,7 +86,7 @@ def run_shape(config) -> RunShape:
   alias_ids = tokenizer.token_ids(task.alias_tokens()) if tokenizer and task.alias_tokens() else np.zeros(1, np.int32)
   return RunShape(
     model,
-    model_inputs.kind_of(model).array_shapes(config),
+    model_io.kind_of(model).array_shapes(config),
     tuple(stages),
     alias_ids,
     config.eval.batch_size,

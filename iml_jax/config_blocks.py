@@ -12,7 +12,7 @@ import os
 
 import ml_collections
 
-from iml_jax import study
+from iml_jax import study_settings
 from iml_jax.errors import IMLError
 from iml_jax.models.families import FAMILIES, PRETRAINED
 
@@ -107,7 +107,7 @@ def numeric_data(**overrides) -> ml_collections.ConfigDict:
       separate_token_per_var=True,
       all_alias_tokens=True,
       redraw_train_questions=False,
-      fractions=dict(study.NUMERIC),
+      fractions=dict(study_settings.NUMERIC),
       block_size=16,
     )
   )
@@ -193,7 +193,7 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
       trex_path="",
       equalize_gender=True,
       num_entities=4000,
-      fractions=dict(study.WITH_D3),
+      fractions=dict(study_settings.WITH_D3),
       def_order="tve",
       definition_type="tagged",
       incontext_definitions=False,
@@ -254,7 +254,7 @@ def cpu_adamw(lr: float) -> ml_collections.ConfigDict:
 
 
 def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.ConfigDict:
-  """Every field a run reads. `study` names the study row the config is measured against (iml_jax/study.py;
+  """Every field a run reads. `study` names the study row the config is measured against (iml_jax/study_settings.py;
   empty: none) and `deviations` says in short sentences what it does differently, each ending in the fields
   it covers, e.g. "Stage 2 trains only the alias embedding rows [stages.stage2.trainable]"."""
   config = ml_collections.ConfigDict(
@@ -301,7 +301,7 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
 
 def numeric_alpha_fractions(alpha: float) -> dict:
   """α for the numeric task: the default's .4 per tag split α : 1 − α; stage 2 d1 .1 / d2 .1."""
-  return dict(**study.tag_consistency_split(alpha, 0.4), q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)
+  return dict(**study_settings.tag_consistency_split(alpha, 0.4), q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)
 
 
 def model_deviation(model_key: str, study_model: str) -> tuple[str, ...]:
@@ -322,7 +322,7 @@ KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (docs/study.md 
   "trex": dict(
     knowledge_base="trex",
     num_entities=6900,
-    test_frac=study.TREX_TEST_FRAC,
+    test_frac=study_settings.TREX_TEST_FRAC,
     block_size=64,
     trex_path="datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json",
   ),
@@ -363,16 +363,16 @@ def study_define(
 def model_size_sweep(model_key: str, knowledge_base: str) -> ml_collections.ConfigDict:
   """One model of the study's model-size sweep (docs/study.md §4.7): no tag 3, 10 x 5 seeds from 600, batch 256
   as 128 x 2 (6.9B-class models: 32 x 8)."""
-  grad_accum = study.model_size(knowledge_base, model_key).stages[0].grad_accum
+  grad_accum = study_settings.model_size(knowledge_base, model_key).stages[0].grad_accum
   config = study_define(
     pretrained(model_key, dtype="bfloat16"),
     knowledge_base,
     grad_accum=grad_accum,
     n_seeds=10,
-    fractions=dict(study.NO_D3),
+    fractions=dict(study_settings.NO_D3),
   )
   config.study = f"model_size:kb={knowledge_base},model={model_key}"
-  if model_key not in study.MODEL_SIZE_SWEEP:
+  if model_key not in study_settings.MODEL_SIZE_SWEEP:
     config.deviations = (f"{model_key} is not a model of the study's model-size sweep [model*]",)
   return config
 

@@ -20,12 +20,12 @@ from typing import Iterator
 import jax
 from tqdm import tqdm
 
-from iml_jax import config_blocks, hf_import, io_utils, report, sharding, study
+from iml_jax import config_blocks, hf_import, io_utils, report, sharding, study_settings
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
 from iml_jax.models import registry
-from iml_jax.stage import SeedContext, run_stage
+from iml_jax.stage import ProgramCache, SeedContext, run_stage
 from iml_jax.train import OPTIMIZERS, TRAINABLE
 from iml_jax.workdir import plan_stage_runs, tokenizer_path
 from iml_jax.workdir_lock import LOCK_FILE, workdir_lock
@@ -79,7 +79,7 @@ def validate(config) -> None:
     )
   if config.model.name == "t5" and not config.data.get("label_block_size", 0) >= 1:
     raise IMLError("config field data.label_block_size must be set (>= 1) for a seq2seq model: the target length")
-  study.deviations(config)  # an unknown `study` row is an error naming the field
+  study_settings.deviations(config)  # an unknown `study` row is an error naming the field
   if config.n_seeds < 1 or config.n_seeds_stage2 < 1:
     raise IMLError(
       f"config fields n_seeds = {config.n_seeds}, n_seeds_stage2 = {config.n_seeds_stage2}: both must be >= 1"
@@ -311,11 +311,12 @@ def seed_contexts(
     )
 
     def contexts():
+      programs = ProgramCache()
       for seed in range(config.seed, config.seed + config.n_seeds):
         task = tasks.for_seed(config, seed, folder)
         tokenizer = task.tokenizer(tokenizer_path(workdir, seed))
         model = registry.build(model_config(config, tokenizer, pretrained, folder))
-        yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder)
+        yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder, programs)
 
     writer = MetricWriter(
       workdir, tensorboard=config.tensorboard, hparams=_flatten(config.to_dict()), wandb_cfg=config.wandb

@@ -68,15 +68,14 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
   import jax  # after absl parsed the flags, so XLA_FLAGS set by a launcher are in place
 
-  from iml_jax import experiment, faults
+  from iml_jax import experiment, preemption
 
-  faults.reached("start")
   if _DISTRIBUTED.value:
     try:
       cluster = cluster_from_environment(os.environ)
     except ValueError as err:
       cli.fail("iml_jax", f"--distributed: {err}")
-    jax.distributed.initialize(**cluster)  # JAX's SIGTERM handler replaces ours: see iml_jax/faults.py
+    jax.distributed.initialize(**cluster)  # JAX's SIGTERM handler replaces ours: see iml_jax/preemption.py
   try:
     compilation_cache.enable_from_flag()
     experiment.run(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
@@ -84,13 +83,13 @@ def main(argv):
     cli.fail("iml_jax", err)
   except OSError as err:  # e.g. a full disk or a vanished directory while writing results
     cli.fail("iml_jax", f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
-  except faults.Preempted as stopped:
+  except preemption.Preempted as stopped:
     print(f"iml_jax: {stopped}", file=sys.stderr)
-    sys.exit(faults.PREEMPTED_EXIT_STATUS)
+    sys.exit(preemption.PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":
-  from iml_jax import faults
+  from iml_jax import preemption
 
-  faults.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
+  preemption.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   app.run(main, flags_parser=cli.flags_parser("iml_jax"))

@@ -11,7 +11,7 @@ from iml_jax import io_utils, metrics
 from iml_jax.data.tasks import chance_level, score_of
 from iml_jax.errors import IMLError
 from iml_jax.stats import bootstrap_ci95, mean_ci95, per_seed, pooled_runs
-from iml_jax.study import PAPER_SUBSET_NAMES
+from iml_jax.study_settings import PAPER_SUBSET_NAMES
 from iml_jax.workdir import load_config
 
 matplotlib.use("Agg")

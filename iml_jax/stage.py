@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import faults, grad_alignment, hf_import, memory, model_inputs, sharding, train
+from iml_jax import preemption, grad_alignment, hf_import, state_memory, model_io, sharding, train
 from iml_jax.checkpointing import DamagedCheckpoint, StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, score_of
@@ -43,11 +43,12 @@ class SeedContext:
   rules: object
   writer: MetricWriter
   pretrained_folder: str | None = None  # Hugging Face weights the first stage starts from
+  programs: "ProgramCache" = dataclasses.field(default_factory=lambda: ProgramCache())  # shared by a run's seeds
 
   @functools.cached_property
   def inputs(self):
-    """How the model reads the task's examples: training arrays, eval sets, scores (model_inputs.py)."""
-    return model_inputs.for_model(self.model, self.config, self.task, self.tokenizer)
+    """How the model reads the task's examples: training arrays, eval sets, scores (model_io.py)."""
+    return model_io.for_model(self.model, self.config, self.task, self.tokenizer)
 
 
 def final_params(directory: str, abstract_params):
@@ -113,14 +114,13 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   if is_done(run.directory):
     read_done(run.directory)  # a damaged finished stage is an error naming the file, never silently reused
     return
-  if faults.stop_requested_before_stage():  # SIGTERM while starting up or between stages: no step to save
-    raise faults.Preempted(run.label, None)
+  if preemption.stop_requested_before_stage():  # SIGTERM while starting up or between stages: no step to save
+    raise preemption.Preempted(run.label, None)
   prepared = prepare_stage(ctx, run)
   with _long_lived_objects_frozen():
     train_loop(ctx, prepared)
   prepared.checkpoints.close()
   mark_done(run.directory, prepared.total_steps, ctx.config.stages[run.name].epochs)
-  faults.reached("stage_done")
 
 
 @contextlib.contextmanager
@@ -155,10 +155,10 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
   template = _encode(ctx, data.train[:1], alias_ids)
   layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, v.ndim) for k, v in template.items()}
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
-  programs = stage_programs(ctx, stage_cfg, total_steps, mask, layout)
-  memory.check_fits(programs.abstract, run.name)
+  programs = ctx.programs.get(ctx, stage_cfg, total_steps, mask, layout)
+  state_memory.check_fits(programs.abstract, run.name)
   checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
-  state = _initial_state(ctx, run, programs.optimizer, programs.abstract, checkpoints)
+  state = _initial_state(ctx, run, programs, checkpoints)
   _forget_logged_after(ctx, run, int(state.step))
   return PreparedStage(
     run,
@@ -181,39 +181,47 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
 
 @dataclasses.dataclass(frozen=True)
 class StagePrograms:
-  """A stage's optimizer, the shapes and shardings of its train state, and its jitted train step."""
+  """A stage's optimizer, the shapes and shardings of its train state, its jitted train step and its jitted
+  `rng -> parameters` (a stage that starts from scratch)."""
 
   optimizer: object
   abstract: train.TrainState
   train_step: object
+  initializer: object
 
 
-_PROGRAMS: dict[tuple, StagePrograms] = {}  # by everything the step closes over; oldest first
-_PROGRAMS_KEPT = 4
+class ProgramCache:
+  """One run's stage programs, by everything the step closes over: a stage of a later seed with the same model,
+  optimizer settings, step count, trainable mask, mesh and batch layout runs the programs the first seed traced
+  and compiled instead of tracing, lowering and loading them again. The programs are the same, so are the results.
+  The `kept` most recently built are held (a mask that differs by seed makes a set per seed)."""
 
+  def __init__(self, kept: int = 4):
+    self.kept, self._programs = kept, {}
 
-def stage_programs(ctx: SeedContext, stage_cfg, total_steps: int, mask, layout: dict) -> StagePrograms:
-  """The stage's programs, shared by every stage (of any seed) with the same model, optimizer settings, step
-  count, trainable mask, mesh and batch layout: later seeds run the step the first one traced and compiled
-  instead of tracing, lowering and loading it again. The programs are the same, so are the results."""
-  key = (
-    ctx.model,
-    ctx.mesh,
-    ctx.rules,
-    stage_cfg.optimizer.to_json(sort_keys=True),
-    stage_cfg.grad_accum,
-    total_steps,
-    _fingerprint(mask),
-    tuple(sorted(layout.items())),
-  )
-  if key not in _PROGRAMS:
-    optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
-    abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
-    step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, train.shardings_of(abstract), layout)
-    while len(_PROGRAMS) >= _PROGRAMS_KEPT:
-      del _PROGRAMS[next(iter(_PROGRAMS))]
-    _PROGRAMS[key] = StagePrograms(optimizer, abstract, step)
-  return _PROGRAMS[key]
+  def __len__(self) -> int:
+    return len(self._programs)
+
+  def get(self, ctx: "SeedContext", stage_cfg, total_steps: int, mask, layout: dict) -> StagePrograms:
+    key = (
+      ctx.model,
+      ctx.mesh,
+      ctx.rules,
+      stage_cfg.optimizer.to_json(sort_keys=True),
+      stage_cfg.grad_accum,
+      total_steps,
+      _fingerprint(mask),
+      tuple(sorted(layout.items())),
+    )
+    if key not in self._programs:
+      optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
+      abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
+      shardings = train.shardings_of(abstract)
+      step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, shardings, layout)
+      while len(self._programs) >= self.kept:
+        del self._programs[next(iter(self._programs))]
+      self._programs[key] = StagePrograms(optimizer, abstract, step, train.make_initializer(ctx.model, shardings))
+    return self._programs[key]
 
 
 def _fingerprint(tree) -> tuple:
@@ -229,7 +237,7 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
   stage_cfg = cfg.stages[run.name]
   state, step, loss = prepared.state, int(prepared.state.step), None
   clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
-  first_step = step + 1  # the first step this run trains of the stage: see faults.stop_requested
+  first_step = step + 1  # the first step this run trains of the stage: see preemption.stop_requested
   progress = tqdm(
     total=total_steps,
     initial=step,
@@ -245,7 +253,6 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
   while step < total_steps:
     state, loss = prepared.train_step(state, prepared.global_batch(step))
     step += 1
-    faults.reached("train_step")
     progress.update(1)
     epoch_end = step % per_epoch == 0
     if step % cfg.log_every == 0 or epoch_end:
@@ -280,21 +287,21 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
       if prepared.alignment_pairs:
         measure_alignment(ctx, run, state.params, prepared.alignment_pairs, prepared.trainable, step, step // per_epoch)
     periodic = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
-    stop = step < total_steps and faults.stop_requested(step, first=step == first_step)
+    stop = step < total_steps and preemption.stop_requested(step, first=step == first_step)
     if step == total_steps or periodic or stop:
       _finite_loss(loss, run, step)
       prepared.checkpoints.save(step, state.params, state.opt_state, {"step": step, "epoch": step / per_epoch})
-      faults.reached("checkpoint_saved")
     if stop:
       progress.close()
       prepared.checkpoints.close()
-      raise faults.Preempted(run.label, step)
+      raise preemption.Preempted(run.label, step)
   progress.close()
 
 
-def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpoints) -> train.TrainState:
+def _initial_state(ctx: SeedContext, run: StageRun, programs: StagePrograms, checkpoints) -> train.TrainState:
   """Resume from the stage's latest checkpoint; else start from the previous stage's final parameters
   (the first stage: pretrained weights or a fresh initialisation) with a fresh optimizer."""
+  abstract = programs.abstract
   latest = checkpoints.latest_step()
   if latest is not None:
     try:
@@ -313,7 +320,9 @@ def _initial_state(ctx: SeedContext, run: StageRun, optimizer, abstract, checkpo
     )
   else:
     init = None
-  return train.create_state(ctx.model, optimizer, abstract, jax.random.key(ctx.seed), init)
+  return train.create_state(
+    ctx.model, programs.optimizer, abstract, jax.random.key(ctx.seed), init, programs.initializer
+  )
 
 
 def _forget_logged_after(ctx: SeedContext, run: StageRun, step: int) -> None:
@@ -410,7 +419,6 @@ def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epo
   fields = score_of(ctx.config).fields
   records = [{"epoch": epoch, "step": step, "subset": name, **{f: r[f] for f in fields}} for name, r in results.items()]
   append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)
-  faults.reached("eval")
   scalars = {f"eval/{name}_{f.upper()}": r[f] for name, r in results.items() for f in fields}
   ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name, epoch=epoch)
   if final:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
-from iml_jax import study
+from iml_jax import study_settings
 from iml_jax.data.tasks import score_of
 from iml_jax.workdir import plan_stage_runs, read_alignment_records
 
@@ -135,8 +135,8 @@ def missing_runs(planned: list[tuple[int, int, str]], stage_rows: list[dict], fi
 
 
 def study_summary(config) -> dict:
-  """Which study experiment the run is measured against and what it does differently (iml_jax/study.py)."""
-  return {"experiment": study.describe(config), "deviations": study.deviations(config)}
+  """Which study experiment the run is measured against and what it does differently (iml_jax/study_settings.py)."""
+  return {"experiment": study_settings.describe(config), "deviations": study_settings.deviations(config)}
 
 
 def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> dict:
@@ -229,7 +229,9 @@ def format_table(summary: dict) -> str:
   for subset, values in summary["subsets"].items():
     ci = "" if values["ci95"] is None else f" ± {values['ci95']:.3f}"
     n = len(values.get(f"{metric}_per_seed", []))
-    lines.append(f"  {subset:<26} {study.PAPER_SUBSET_NAMES.get(subset, ''):<21} {values[metric]:.3f}{ci:<8}  n = {n}")
+    lines.append(
+      f"  {subset:<26} {study_settings.PAPER_SUBSET_NAMES.get(subset, ''):<21} {values[metric]:.3f}{ci:<8}  n = {n}"
+    )
   gap = summary.get("iml_gap")
   if gap:
     ci = "" if gap["ci95"] is None else f" ± {gap['ci95']:.3f}"
@@ -254,8 +256,8 @@ def format_table(summary: dict) -> str:
 def format_deviations(study_summary: dict) -> str:
   """The study experiment and the deviations from it, as printed under a result."""
   deviations = study_summary["deviations"]
-  if study_summary["experiment"] == study.NO_STUDY_ROW:  # e.g. a run made before configs named their row
-    return f"Study experiment: {study.NO_STUDY_ROW} (its config names no `study` row), deviations not checked"
+  if study_summary["experiment"] == study_settings.NO_STUDY_ROW:  # e.g. a run made before configs named their row
+    return f"Study experiment: {study_settings.NO_STUDY_ROW} (its config names no `study` row), deviations not checked"
   lines = [
     f"Study experiment: {study_summary['experiment']}",
     f"Deviations from the study: {len(deviations) or 'none'}",

@@ -219,7 +219,7 @@ def run_sweep(
 def main(argv, flag_values) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
-  from iml_jax import compilation_cache, faults, host_malloc
+  from iml_jax import compilation_cache, preemption, host_malloc
 
   try:
     if flag_values["print_config"].value:
@@ -244,15 +244,15 @@ def main(argv, flag_values) -> None:
     )
   except IMLError as err:
     cli.fail("iml_jax.sweep", err)
-  except faults.Preempted as stopped:
+  except preemption.Preempted as stopped:
     print(f"iml_jax.sweep: {stopped}", file=sys.stderr)
-    sys.exit(faults.PREEMPTED_EXIT_STATUS)
+    sys.exit(preemption.PREEMPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own flags
-  from iml_jax import compilation_cache, faults, host_malloc  # noqa: F401  (they define --compilation_cache, --host_malloc)
+  from iml_jax import compilation_cache, preemption, host_malloc  # noqa: F401  (they define --compilation_cache, --host_malloc)
 
-  faults.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
+  preemption.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   config_flags.DEFINE_config_file(
     "config", None, "Base experiment config file (configs/*.py[:args]).", lock_config=False
   )

@@ -232,13 +232,13 @@ def shardings_of(abstract: Any) -> Any:
   return jax.tree.map(lambda a: a.sharding, abstract)
 
 
-def create_state(model, optimizer, abstract: TrainState, rng: jax.Array, params=None) -> TrainState:
-  """A fresh state laid out as `abstract`: new parameters from `rng`, or the given `params`
-  (the previous stage's), with a fresh optimizer and step 0."""
+def create_state(model, optimizer, abstract: TrainState, rng: jax.Array, params=None, initializer=None) -> TrainState:
+  """A fresh state laid out as `abstract`: new parameters from `rng` (by `initializer`, the model's
+  `make_initializer` program if one was compiled already), or the given `params` (the previous stage's), with a
+  fresh optimizer and step 0."""
   state_shardings = shardings_of(abstract)
   if params is None:
-    shardings, structure = jax.tree.flatten(state_shardings.params)
-    params = _initializer(model, tuple(shardings), structure)(rng)
+    params = (initializer or make_initializer(model, state_shardings))(rng)
   else:
     params = jax.device_put(params, state_shardings.params)
   opt_state = jax.jit(optimizer.init, out_shardings=state_shardings.opt_state)(params)
@@ -246,8 +246,6 @@ def create_state(model, optimizer, abstract: TrainState, rng: jax.Array, params=
   return TrainState(step, params, opt_state)
 
 
-@functools.lru_cache(maxsize=4)
-def _initializer(model: nn.Module, shardings: tuple, structure) -> Callable:
-  """Jitted `rng -> parameters` laid out as `shardings`; one per model and layout, so every seed's
-  initialisation runs the program the first seed traced."""
-  return jax.jit(lambda rng: unbox(init_params(model, rng)), out_shardings=jax.tree.unflatten(structure, shardings))
+def make_initializer(model: nn.Module, shardings: TrainState) -> Callable:
+  """Jitted `rng -> parameters` of `model`, laid out as the state `shardings` say."""
+  return jax.jit(lambda rng: unbox(init_params(model, rng)), out_shardings=shardings.params)

@@ -6,12 +6,12 @@ import sys
 import pytest
 
 from iml_jax import config_blocks as blocks
-from iml_jax import study
+from iml_jax import study_settings
 from iml_jax.data import common, define, definitions, entities
 from iml_jax.errors import IMLError
 from conftest import shared_per_module
 
-NO_D3, GRAD_ALIGNMENT = study.NO_D3, study.ALIGNMENT
+NO_D3, GRAD_ALIGNMENT = study_settings.NO_D3, study_settings.ALIGNMENT
 
 
 @pytest.fixture(scope=shared_per_module)

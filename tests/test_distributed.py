@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-import counted_main
+import injected_main
 import test_train
 import xla_flags
-from iml_jax import evaluate, faults, sharding
+from iml_jax import evaluate, preemption, sharding
 from test_experiment import ROOT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -116,8 +116,8 @@ TINY = [
 
 def _main_on_two_processes(workdir, faults_to_inject=(None, None), events=False) -> list:
   """`python -m iml_jax.main --distributed` as the 2 processes of one run on this machine (2 CPU devices each),
-  each process's output in workdir.<process>.log; IML_JAX_FAULT per process; `events`: through
-  tests/counted_main.py, which logs each process's steps and collectives to workdir.<process>.events."""
+  each process's output in workdir.<process>.log; through tests/injected_main.py, with
+  IML_JAX_FAULT per process; `events`: each process's steps and collectives logged to workdir.<process>.events."""
   port = _free_port()
   processes = []
   for i, fault in enumerate(faults_to_inject):
@@ -130,7 +130,7 @@ def _main_on_two_processes(workdir, faults_to_inject=(None, None), events=False)
       JAX_PROCESS_ID=str(i),
       **({"IML_JAX_FAULT": fault} if fault else {}),
     )
-    launcher = [os.path.join(HERE, "counted_main.py"), f"{workdir}.{i}.events"] if events else ["-m", "iml_jax.main"]
+    launcher = [os.path.join(HERE, "injected_main.py"), *([f"--events={workdir}.{i}.events"] if events else [])]
     with open(f"{workdir}.{i}.log", "w") as log:
       command = [sys.executable, *launcher, *TINY, f"--workdir={workdir}", "--distributed"]
       processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -159,7 +159,7 @@ def test_a_distributed_run_makes_no_collective_between_steps(uninterrupted):
   none, but where the step ends with an evaluation or a checkpoint, or is a stage's first (one all-gather).
   Process 0's log: only it reaches the `eval` phase (it writes the evaluations); process 1 makes the same calls."""
   events, other = uninterrupted["events"]
-  named = lambda log: [e for e in log if e in counted_main.COLLECTIVES]
+  named = lambda log: [e for e in log if e in injected_main.COLLECTIVES]
   assert named(events) == named(other)
   after_each_step = " ".join(events).split("train_step")[1:]
   plain = [s.split() for s in after_each_step if not {"eval", "checkpoint_saved", "stage_done"} & set(s.split())]
@@ -171,7 +171,7 @@ def test_a_distributed_run_makes_no_collective_between_steps(uninterrupted):
 def _stopped(workdir, statuses, logs) -> tuple[int | None, str]:
   """The step (None: before it started) and stage at which both processes stopped, exit status 143; a step's
   checkpoint is saved."""
-  assert statuses == [faults.PREEMPTED_EXIT_STATUS] * 2, "\n".join(log[-3000:] for log in logs)
+  assert statuses == [preemption.PREEMPTED_EXIT_STATUS] * 2, "\n".join(log[-3000:] for log in logs)
   assert not any("Traceback" in log for log in logs)
   stops = [re.findall(r"iml_jax: preempted \(SIGTERM\) (?:at step (\d+) of|before) ([\w/]+)", log) for log in logs]
   assert len(stops[0]) == 1 and stops[0] == stops[1], "\n".join(log[-3000:] for log in logs)

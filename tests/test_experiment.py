@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from iml_jax import experiment, stage, train
+from iml_jax import experiment, train
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.errors import IMLError
 from test_writers import read_events
@@ -95,11 +95,9 @@ def test_end_to_end_through_main(finished_run):
 
 
 def test_a_seed_after_another_gets_the_results_it_gets_alone(finished_run, tmp_path, monkeypatch):
-  """Seed 1 of the two-seed run trained with the programs seed 0 compiled (stage.stage_programs); here it runs
+  """Seed 1 of the two-seed run trained with the programs seed 0 compiled (stage.ProgramCache); here it runs
   on programs of its own."""
   workdir, _ = finished_run
-  monkeypatch.setattr(stage, "_PROGRAMS", {})
-  train._initializer.cache_clear()
   experiment.run(tiny_config(seed=1, n_seeds=1), str(tmp_path))
   for name in ("stage1/eval.jsonl", "s2seed_0/stage2/eval.jsonl", "s2seed_0/stage2/predictions.jsonl"):
     assert (workdir / "seed_1" / name).read_text() == (tmp_path / "seed_1" / name).read_text(), name
@@ -174,8 +172,8 @@ def test_stage_handoff_uses_final_params_and_a_fresh_optimizer(tmp_path, monkeyp
   created = []
   original = train.create_state
 
-  def recording_create_state(model, optimizer, abstract, rng, params=None):
-    state = original(model, optimizer, abstract, rng, params)
+  def recording_create_state(model, optimizer, abstract, rng, params=None, initializer=None):
+    state = original(model, optimizer, abstract, rng, params, initializer)
     # Copies: the train step donates (and so deletes) these buffers.
     created.append((jax.device_get(params), jax.device_get(state), abstract))
     return state

@@ -418,9 +418,9 @@ def test_pipeline_starts_from_pretrained_weights_and_tokenizer(tmp_path, monkeyp
   created = []
   original = train.create_state
 
-  def recording(model, optimizer, abstract, rng, params=None):
+  def recording(model, optimizer, abstract, rng, params=None, initializer=None):
     created.append(None if params is None else {k: np.asarray(v) for k, v in params["embed_in"].items()})
-    return original(model, optimizer, abstract, rng, params)
+    return original(model, optimizer, abstract, rng, params, initializer)
 
   monkeypatch.setattr(train, "create_state", recording)
   config = _define_config(folder)
@@ -465,9 +465,9 @@ def test_t5_pipeline_trains_and_evaluates_seq2seq_from_pretrained(tmp_path, monk
   created = []
   original = train.create_state
 
-  def recording(model, optimizer, abstract, rng, params=None):
+  def recording(model, optimizer, abstract, rng, params=None, initializer=None):
     created.append(None if params is None else np.asarray(params["shared"]["embedding"]))
-    return original(model, optimizer, abstract, rng, params)
+    return original(model, optimizer, abstract, rng, params, initializer)
 
   monkeypatch.setattr(train, "create_state", recording)
   config = _define_config(folder)

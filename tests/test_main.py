@@ -59,7 +59,7 @@ def test_what_main_imports_before_joining_the_cluster_leaves_the_backend_unstart
   """`jax.distributed.initialize` refuses once the XLA backend has started (a jnp array made at import starts
   it), so every TPU pod run with --distributed depends on this."""
   code = (
-    "from iml_jax import experiment, faults; from jax._src import xla_bridge; "
+    "from iml_jax import experiment, preemption; from jax._src import xla_bridge; "
     "print(xla_bridge.backends_are_initialized())"
   )
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -19,25 +19,25 @@ def _context(config, seed: int, tmp_path):
   return types.SimpleNamespace(model=model, mesh=mesh, rules=sharding.rules_for(config.mesh.rules))
 
 
-def _programs(ctx, stage_cfg, total_steps: int = 10, alias_rows=(3, 5)):
+def _programs(cache, ctx, stage_cfg, total_steps: int = 10, alias_rows=(3, 5)):
   mask = train.trainable_mask(registry.abstract_params(ctx.model), "alias_embeddings", np.asarray(alias_rows))
   layout = {"tokens": sharding.batch_sharding(ctx.mesh, ctx.rules, 2)}
-  return stage.stage_programs(ctx, stage_cfg, total_steps, mask, layout)
+  return cache.get(ctx, stage_cfg, total_steps, mask, layout)
 
 
-def test_stages_share_programs_only_when_model_optimizer_steps_and_mask_agree(tmp_path, monkeypatch):
-  monkeypatch.setattr(stage, "_PROGRAMS", {})
+def test_stages_share_programs_only_when_model_optimizer_steps_and_mask_agree(tmp_path):
+  cache = stage.ProgramCache()
   config = tiny_config()
   first, second = _context(config, 0, tmp_path), _context(config, 1, tmp_path)
   stage_cfg = config.stages.stage2
-  shared = _programs(first, stage_cfg)
-  assert _programs(second, stage_cfg) is shared  # another seed: an equal model, a mask equal in value
-  assert _programs(second, stage_cfg, total_steps=11) is not shared  # the schedule's length
-  assert _programs(second, stage_cfg, alias_rows=(3, 6)) is not shared  # other trainable rows
+  shared = _programs(cache, first, stage_cfg)
+  assert _programs(cache, second, stage_cfg) is shared  # another seed: an equal model, a mask equal in value
+  assert _programs(cache, second, stage_cfg, total_steps=11) is not shared  # the schedule's length
+  assert _programs(cache, second, stage_cfg, alias_rows=(3, 6)) is not shared  # other trainable rows
   faster = config.stages.stage2.copy_and_resolve_references()
   faster.optimizer.lr *= 2
-  assert _programs(second, faster) is not shared
+  assert _programs(cache, second, faster) is not shared
   wider = tiny_config()
   wider.model.d_model *= 2
-  assert _programs(_context(wider, 0, tmp_path), stage_cfg) is not shared
-  assert len(stage._PROGRAMS) == stage._PROGRAMS_KEPT  # the oldest of the five was let go
+  assert _programs(cache, _context(wider, 0, tmp_path), stage_cfg) is not shared
+  assert len(cache) == cache.kept  # the oldest of the five was let go

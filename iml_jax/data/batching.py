@@ -20,7 +20,7 @@ class Batch(TypedDict, total=False):
   """The host arrays of one training step, each [batch, ...]. `weights` (0 marks a fill-up row) is always there;
   a decoder-only model reads `tokens` and `loss_mask` [batch, length - 1], an encoder–decoder `inputs` and
   `input_mask` [batch, input length] and `targets` and `loss_mask` [batch, target length], an array model
-  `inputs` and `targets` and `loss_mask` [batch, outputs] (model_inputs.py encodes each kind)."""
+  `inputs` and `targets` and `loss_mask` [batch, outputs] (model_io.py encodes each kind)."""
 
   weights: np.ndarray
   tokens: np.ndarray

@@ -26,7 +26,7 @@ class ModelSpec:
   module_class: type  # the Flax module, built from a config
   init_params: Callable  # (model, rng) -> params
   token_losses: Callable  # (model, params, batch) -> per-position losses
-  # What the model reads (model_inputs.py encodes and evaluates each kind): "tokens", one token sequence per
+  # What the model reads (model_io.py encodes and evaluates each kind): "tokens", one token sequence per
   # example (decoder-only); "seq2seq", inputs and targets (encoder–decoder); "arrays", images or features.
   inputs: str
   generate: Callable | None = None  # text models: (model, params, prompts, prompt_mask, max_new, eos) -> tokens

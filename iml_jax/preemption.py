@@ -1,4 +1,4 @@
-"""Preemption (SIGTERM) handling and the fault-injection hook the resume tests use.
+"""Preemption (SIGTERM) handling.
 
 TPU VMs are preempted with SIGTERM, which the step loop honours at a step boundary: it saves a checkpoint and the
 process exits with status 143. One process: `install_sigterm_handler` sets a flag, read after each step. Under
@@ -8,21 +8,13 @@ so all of them checkpoint the same step and stop, within about a second (JAX pol
 second), with no collective per step. When a stage starts and after its first step, one all-gather each shares
 what the sync point misses: a SIGTERM our handler caught before jax.distributed started, a notice posted between
 stages.
-
-`IML_JAX_FAULT=<phase>:<n>[:TERM]` kills this process with SIGKILL (or sends it SIGTERM) the n-th time it
-reaches `phase` — a test hook, inert unless the variable is set. Phases: start, train_step, eval, checkpoint_saved,
-stage_done, report.
 """
 
-import collections
-import os
 import signal
 
 import numpy as np
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, as if the signal had ended the process: the run is not finished
-PHASES = ("start", "train_step", "eval", "checkpoint_saved", "stage_done", "report")
-_reached: collections.Counter = collections.Counter()
 _sigterm_received = False  # set by our handler: a one-process run, or a multi-host one before jax.distributed
 _NOTICE_KEY = "RECEIVED_PREEMPTION_NOTICE"  # where JAX's preemption sync manager posts a notice (its C++ source)
 
@@ -96,18 +88,3 @@ def _asked_here() -> bool:
       return False
     raise
   return True
-
-
-def reached(phase: str) -> None:
-  """The fault-injection hook: acts only when IML_JAX_FAULT names this phase and occurrence."""
-  spec = os.environ.get("IML_JAX_FAULT")
-  if not spec:
-    return
-  name, count, *how = spec.split(":")
-  if name not in PHASES:
-    raise ValueError(f"IML_JAX_FAULT={spec}: the phase must be one of {PHASES}")
-  if name != phase:
-    return
-  _reached[phase] += 1
-  if _reached[phase] == int(count):
-    os.kill(os.getpid(), signal.SIGTERM if how == ["TERM"] else signal.SIGKILL)

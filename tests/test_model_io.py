@@ -4,7 +4,7 @@ task's arrays; the alias tokens are left out of the loss only where the config s
 import ml_collections
 import numpy as np
 
-from iml_jax import model_inputs
+from iml_jax import model_io
 from iml_jax.data.common import Example
 from iml_jax.data.tokenization import word_level_tokenizer
 from iml_jax.models import registry
@@ -22,12 +22,12 @@ CONFIG = ml_collections.ConfigDict(
 def _inputs(name: str, **fields):
   model = registry.build(registry.make_config(name, **fields))
   tokenizer = word_level_tokenizer(["[PAD]", "[UNK]", "=", "%", "true", "define1", "abc", "7", "8", "9"])
-  return model_inputs.for_model(model, CONFIG, task=None, tokenizer=tokenizer), tokenizer
+  return model_io.for_model(model, CONFIG, task=None, tokenizer=tokenizer), tokenizer
 
 
 def test_a_decoder_reads_one_sequence_and_leaves_out_the_excluded_tokens():
   inputs, tokenizer = _inputs("gpt_neox", vocab_size=12, d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=8)
-  assert type(inputs) is model_inputs.TokenInputs
+  assert type(inputs) is model_io.TokenInputs
   alias = tokenizer.token_ids(["abc"])
   kept, excluded = inputs.encode(EXAMPLES, None), inputs.encode(EXAMPLES, alias)
   assert set(kept) == {"tokens", "loss_mask"} and kept["tokens"].shape == (2, 8)
@@ -40,7 +40,7 @@ def test_a_decoder_reads_one_sequence_and_leaves_out_the_excluded_tokens():
 
 def test_an_encoder_decoder_reads_inputs_and_targets():
   inputs, _ = _inputs("t5", vocab_size=12, d_model=8, d_kv=4, d_ff=16, n_heads=2, n_layers=1)
-  assert type(inputs) is model_inputs.Seq2SeqInputs
+  assert type(inputs) is model_io.Seq2SeqInputs
   encoded = inputs.encode(EXAMPLES, None)
   assert encoded["inputs"].shape == (2, 8) and encoded["targets"].shape == (2, 3)
   assert inputs.tokens_per_example(encoded) == 11
@@ -53,8 +53,8 @@ def test_an_array_model_reads_the_task_arrays():
       return {"inputs": np.ones((len(examples), 3), np.float32)}
 
   model = registry.build(registry.make_config("mlp", in_features=3, out_features=2, hidden=4, n_layers=1))
-  inputs = model_inputs.for_model(model, CONFIG, Task(), tokenizer=None)
-  assert type(inputs) is model_inputs.ArrayInputs
+  inputs = model_io.for_model(model, CONFIG, Task(), tokenizer=None)
+  assert type(inputs) is model_io.ArrayInputs
   assert inputs.encode(EXAMPLES, np.array([1]))["inputs"].shape == (2, 3)
   assert inputs.tokens_per_example(inputs.encode(EXAMPLES)) == 0
 
@@ -68,5 +68,5 @@ def test_the_array_shapes_known_before_any_data_are_those_encode_gives():
     inputs, _ = _inputs(name, **fields)
     encoded = inputs.encode(EXAMPLES, None)
     expected = {k: (v.shape[1:], v.dtype) for k, v in encoded.items()}
-    shapes = model_inputs.kind_of(registry.build(registry.make_config(name, **fields))).array_shapes(CONFIG)
+    shapes = model_io.kind_of(registry.build(registry.make_config(name, **fields))).array_shapes(CONFIG)
     assert {k: (row, np.dtype(dtype)) for k, (row, dtype) in shapes.items()} == expected, name

@@ -9,7 +9,7 @@ import time
 import pytest
 import safetensors.numpy
 
-from iml_jax import faults
+from iml_jax import preemption
 from test_experiment import ROOT
 
 # the logs too: a step a killed process logged and the resumed one replays is recorded once
@@ -25,12 +25,12 @@ OUTPUTS = (
 )
 
 
-def command(workdir):
-  # tiny, one seed: stage 1 = 8 steps (epochs of 4), stage 2 = 4 steps (epochs of 2); a checkpoint every 2 steps
+def command(workdir, fault=None):
+  """The tiny default, one seed: stage 1 = 8 steps (epochs of 4), stage 2 = 4 steps (epochs of 2); a checkpoint
+  every 2 steps. A `fault` (tests/injected_main.py) runs it through the injecting launcher."""
   return [
     sys.executable,
-    "-m",
-    "iml_jax.main",
+    *([os.path.join(os.path.dirname(__file__), "injected_main.py")] if fault else ["-m", "iml_jax.main"]),
     "--config=configs/default.py:tiny",
     f"--workdir={workdir}",
     "--config.progress_bar=False",
@@ -43,7 +43,7 @@ def run(workdir, fault=None):
   env = {k: v for k, v in os.environ.items() if k != "IML_JAX_FAULT"}
   if fault:
     env["IML_JAX_FAULT"] = fault
-  return subprocess.run(command(workdir), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.run(command(workdir, fault), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_killed_at_every_phase_then_resumed_equals_uninterrupted(tmp_path, unint
   ]
   for fault, where in chain:
     result = run(tmp_path, fault)
-    expected_status = faults.PREEMPTED_EXIT_STATUS if fault.endswith("TERM") else -signal.SIGKILL
+    expected_status = preemption.PREEMPTED_EXIT_STATUS if fault.endswith("TERM") else -signal.SIGKILL
     assert result.returncode == expected_status, f"{fault} ({where}): {result.stderr[-2000:]}"
     if fault == "train_step:3":  # a checkpoint write killed half-way leaves Orbax's temporary directory
       (tmp_path / "seed_0" / "stage1" / "checkpoints" / "4.orbax-checkpoint-tmp-1234" / "params").mkdir(parents=True)
@@ -111,7 +111,7 @@ def test_real_sigkill_then_rerun_equals_uninterrupted(tmp_path, uninterrupted):
 @pytest.mark.slow
 def test_sigterm_while_starting_up_exits_143_and_the_rerun_finishes(tmp_path, uninterrupted):
   stopped = run(tmp_path, "start:1:TERM")
-  assert stopped.returncode == faults.PREEMPTED_EXIT_STATUS, stopped.stderr
+  assert stopped.returncode == preemption.PREEMPTED_EXIT_STATUS, stopped.stderr
   assert stopped.stderr.strip().splitlines()[-1] == (
     "iml_jax: preempted (SIGTERM) before seed_0/stage1 started: rerun the same command to resume"
   )
@@ -142,7 +142,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_within_a_step(tmp_path, uninterrup
   process = _start_and_wait_for_training(tmp_path)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=60)
-  assert process.returncode == faults.PREEMPTED_EXIT_STATUS, stderr
+  assert process.returncode == preemption.PREEMPTED_EXIT_STATUS, stderr
   assert stderr.strip().splitlines()[-1].startswith("iml_jax: preempted (SIGTERM) at step ")
   assert "Traceback" not in stderr
   stage1 = tmp_path / "seed_0" / "stage1"

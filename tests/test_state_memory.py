@@ -6,7 +6,7 @@ import os
 import jax
 import pytest
 
-from iml_jax import experiment, memory, sharding, train
+from iml_jax import experiment, state_memory, sharding, train
 from iml_jax.errors import IMLError
 from iml_jax.models.decoder import DecoderConfig, DecoderLM
 from test_experiment import tiny_config
@@ -25,18 +25,18 @@ def test_adamw_state_is_four_copies_of_the_parameters_plus_counters():
   param_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract.params))
   counter_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract.opt_state) if leaf.ndim == 0)
   # parameters, gradients, first and second moments (fp32), step and optimizer counters
-  assert memory.state_bytes_per_device(abstract) == 4 * param_bytes + counter_bytes + 4
+  assert state_memory.state_bytes_per_device(abstract) == 4 * param_bytes + counter_bytes + 4
 
 
 def test_sharding_the_parameters_divides_what_each_device_holds():
-  replicated = memory.state_bytes_per_device(_abstract((8, 1, 1), "dp", "adamw"))
-  sharded = memory.state_bytes_per_device(_abstract((1, 8, 1), "fsdp", "adamw"))
+  replicated = state_memory.state_bytes_per_device(_abstract((8, 1, 1), "dp", "adamw"))
+  sharded = state_memory.state_bytes_per_device(_abstract((1, 8, 1), "fsdp", "adamw"))
   assert sharded < replicated / 4  # every weight matrix is split 8 ways; biases and norms may stay whole
 
 
 def test_a_cpu_device_gets_its_share_of_the_machine_memory():
   total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  assert memory.device_memory_bytes(jax.local_devices()[0]) == total // jax.local_device_count()
+  assert state_memory.device_memory_bytes(jax.local_devices()[0]) == total // jax.local_device_count()
 
 
 def test_a_model_too_large_is_one_line_and_leaves_a_fresh_workdir_empty(tmp_path):

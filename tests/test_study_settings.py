@@ -1,4 +1,4 @@
-"""Every config and `:arg` variant against the study's own numbers (iml_jax/study.py, docs/study.md).
+"""Every config and `:arg` variant against the study's own numbers (iml_jax/study_settings.py, docs/study.md).
 
 The row each variant is checked against is chosen here, independently of the config's own `study` field, so a
 config that names the wrong row fails too. Each variant must equal its row on every field the study publishes,
@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from iml_jax import experiment, study
+from iml_jax import experiment, study_settings
 from test_experiment import ROOT
 
 SWEEP = (
@@ -56,17 +56,20 @@ VARIANTS = [
   ("three_stage.py", "three_stage:model=pythia-2.8b,kb=cvdb"),
   ("three_stage.py:model=pythia-410m", "three_stage:model=pythia-410m,kb=cvdb"),
   ("three_stage.py:kb=trex", "three_stage:model=pythia-2.8b,kb=trex"),
-  *[(f"batch_size.py:batch={b}", f"batch_size:batch={b},model=pythia-1b") for b in study.BATCH_GRIDS["pythia-1b"]],
+  *[
+    (f"batch_size.py:batch={b}", f"batch_size:batch={b},model=pythia-1b")
+    for b in study_settings.BATCH_GRIDS["pythia-1b"]
+  ],
   *[
     (f"batch_size.py:model=pythia-2.8b,batch={b}", f"batch_size:batch={b},model=pythia-2.8b")
-    for b in study.BATCH_GRIDS["pythia-2.8b"]
+    for b in study_settings.BATCH_GRIDS["pythia-2.8b"]
   ],
   ("incontext.py", "incontext"),
   ("is_isnt.py:defn=is_isnt", "worded:defn=is_isnt,model=pythia-2.8b"),
   ("is_isnt.py:defn=nl", "worded:defn=nl,model=pythia-2.8b"),
   ("is_isnt.py:model=llama-2-7b", "worded:defn=is_isnt,model=llama-2-7b"),
   ("is_isnt.py:defn=tag_strings", "tag_strings"),
-  *[(f"grad_alignment.py:batch={b}", f"grad_alignment:batch={b}") for b in study.ALIGNMENT_GRID],
+  *[(f"grad_alignment.py:batch={b}", f"grad_alignment:batch={b}") for b in study_settings.ALIGNMENT_GRID],
   ("grad_alignment.py:cpu,batch=128", "numeric:variant=70m"),
   ("probes.py:order=tve", "probes:order=tve"),
   ("probes.py:order=vte", "probes:order=vte"),
@@ -104,8 +107,8 @@ def _load(spec):
 
 def _undeclared(config):
   """(departures no deviation names, deviations that name no departing field)."""
-  departed = study.departures(config)
-  patterns = {d: study.covered_fields(d) for d in config.deviations}
+  departed = study_settings.departures(config)
+  patterns = {d: study_settings.covered_fields(d) for d in config.deviations}
   uncovered = {
     f: v for f, v in departed.items() if not any(fnmatch.fnmatchcase(f, p) for ps in patterns.values() for p in ps)
   }
@@ -169,8 +172,8 @@ def test_every_config_the_readme_lists_is_checked():
 def test_study_configs_are_faithful(spec):
   """The study's own experiments run as the study ran them: no deviation at all."""
   config = _load(spec)
-  assert study.departures(config) == {}
-  assert study.deviations(config) == []
+  assert study_settings.departures(config) == {}
+  assert study_settings.deviations(config) == []
 
 
 def test_main_config_numbers_are_the_studys():
@@ -215,11 +218,11 @@ def test_main_config_numbers_are_the_studys():
 def test_a_command_line_override_shows_as_a_deviation():
   config = _load("pythia_cvdb_2stage.py")
   config.data.test_frac = 0.2
-  assert study.deviations(config) == ["data.test_frac = 0.2 (study: 0.1666666) [data.test_frac]"]
+  assert study_settings.deviations(config) == ["data.test_frac = 0.2 (study: 0.1666666) [data.test_frac]"]
   default = _load("default.py")
   default.stages.stage2.trainable = "all"  # undoes one deviation: it is no longer listed
-  assert not any("embedding rows" in d for d in study.deviations(default))
-  assert any("redrawn" in d for d in study.deviations(default))
+  assert not any("embedding rows" in d for d in study_settings.deviations(default))
+  assert any("redrawn" in d for d in study_settings.deviations(default))
 
 
 def test_an_unknown_study_row_is_one_clear_error():
