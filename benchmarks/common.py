@@ -12,7 +12,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from iml_jax import host_malloc, sharding, train
+import host_malloc
+from iml_jax import sharding, train
 from iml_jax.errors import IMLError
 from iml_jax.models import layers, registry
 from iml_jax.models.families import gpt_neox
@@ -26,7 +27,7 @@ PYTHIA = {
 
 
 def adopt_host_malloc_flag() -> None:
-  """--host_malloc (`iml_jax.host_malloc`) in this benchmark's --help, for `apply_host_malloc` first thing in main
+  """--host_malloc (benchmarks/host_malloc.py) in this benchmark's --help, for `apply_host_malloc` first thing in main
   (before either framework starts its threads)."""
   from absl import flags
 

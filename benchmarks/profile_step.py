@@ -21,7 +21,8 @@ from absl import app, flags
 import jax
 
 import common
-from iml_jax import config_blocks, host_malloc
+import host_malloc
+from iml_jax import config_blocks
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=3)

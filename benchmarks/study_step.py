@@ -24,7 +24,8 @@ Last line: `RESULT study_step ratio=<ours tokens/s / reference tokens/s>`.
 from absl import app, flags
 
 import common
-from iml_jax import config_blocks, host_malloc
+import host_malloc
+from iml_jax import config_blocks
 
 FLAGS = flags.FLAGS
 common.define_study_step_flags(default_steps=5)

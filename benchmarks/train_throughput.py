@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 import common
-from iml_jax import host_malloc
+import host_malloc
 
 
 FLAGS = flags.FLAGS

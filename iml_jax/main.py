@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iml_jax import cli, compilation_cache, host_malloc
+from iml_jax import cli, compilation_cache
 from iml_jax.errors import IMLError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,7 +37,6 @@ _PRINT_CONFIG = flags.DEFINE_bool(
 )
 flags.mark_flags_as_required(["config"])
 flags.adopt_module_key_flags(compilation_cache)  # --compilation_cache in --help
-flags.adopt_module_key_flags(host_malloc)  # --host_malloc
 
 
 def cluster_from_environment(environ) -> dict:
@@ -60,11 +59,6 @@ def main(argv):
     return
   if not _WORKDIR.value:
     cli.fail("iml_jax", "flag --workdir must name the run's directory")
-  try:
-    # before jax starts its threads; 'auto', 'hugepages' and 'tcmalloc' may execute the command again
-    host_malloc.apply(host_malloc.HOST_MALLOC.value)
-  except IMLError as err:
-    cli.fail("iml_jax", err)
   logging.set_verbosity(logging.WARNING)  # orbax logs every file operation at INFO
   import jax  # after absl parsed the flags, so XLA_FLAGS set by a launcher are in place
 

@@ -166,15 +166,12 @@ def check_distinct_seeds(base, runs: list[SweepRun]) -> None:
     trained.setdefault(setting, []).append((run.name, seeds))
 
 
-def command_for(
-  config_arg: str, run_dir: str, overrides: list[str], run: SweepRun, process_flags: tuple[str, ...] = ()
-) -> str:
-  """`process_flags`: flags of the process, not of the config (e.g. --host_malloc), given to every run."""
+def command_for(config_arg: str, run_dir: str, overrides: list[str], run: SweepRun) -> str:
   values = [
     f"--config.{field}={value!r}" if isinstance(value, tuple) else f"--config.{field}={value}"
     for field, value in run.values.items()
   ]
-  words = [sys.executable, "-m", "iml_jax.main", f"--config={config_arg}", f"--workdir={run_dir}", *process_flags]
+  words = [sys.executable, "-m", "iml_jax.main", f"--config={config_arg}", f"--workdir={run_dir}"]
   words += [*overrides, *values]
   return " ".join(shlex.quote(w) for w in words)
 
@@ -186,9 +183,8 @@ def run_sweep(
   config_arg: str,
   overrides: list[str],
   print_commands: bool = False,
-  process_flags: tuple[str, ...] = (),
 ) -> dict | None:
-  """Runs (or prints, with `process_flags` in each command) every unfinished run, then aggregates; the aggregate
+  """Runs (or prints) every unfinished run, then aggregates; the aggregate
   summary (None when printing)."""
   import jax
   from tqdm import tqdm
@@ -206,7 +202,7 @@ def run_sweep(
   pending = [run for run in runs if not is_finished(run_config(base, run), os.path.join(workdir, run.name))]
   if print_commands:
     for run in pending:
-      print(command_for(config_arg, os.path.join(workdir, run.name), overrides, run, process_flags))
+      print(command_for(config_arg, os.path.join(workdir, run.name), overrides, run))
     print(f"# then: python -m iml_jax.report --workdir={shlex.quote(workdir)}")
     return None
   if jax.process_index() == 0:
@@ -219,7 +215,7 @@ def run_sweep(
 def main(argv, flag_values) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
-  from iml_jax import compilation_cache, preemption, host_malloc
+  from iml_jax import compilation_cache, preemption
 
   try:
     if flag_values["print_config"].value:
@@ -229,9 +225,6 @@ def main(argv, flag_values) -> None:
       for run in plan(base, flag_values["sweep"].value)[1]:
         print(f"  {run.name}")
       return
-    allocator = flag_values["host_malloc"].value
-    if not flag_values["print_commands"].value:
-      host_malloc.apply(allocator)  # before jax starts its threads; a printed command applies it itself
     compilation_cache.enable_from_flag()
     run_sweep(
       flag_values["config"].value,
@@ -240,7 +233,6 @@ def main(argv, flag_values) -> None:
       config_argument(sys.argv),
       base_overrides(sys.argv),
       flag_values["print_commands"].value,
-      host_malloc.as_flags(allocator),
     )
   except IMLError as err:
     cli.fail("iml_jax.sweep", err)
@@ -250,7 +242,7 @@ def main(argv, flag_values) -> None:
 
 
 if __name__ == "__main__":  # flags only here: the library is imported next to main.py's own flags
-  from iml_jax import compilation_cache, preemption, host_malloc  # noqa: F401  (they define --compilation_cache, --host_malloc)
+  from iml_jax import compilation_cache, preemption
 
   preemption.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   config_flags.DEFINE_config_file(
@@ -271,5 +263,4 @@ if __name__ == "__main__":  # flags only here: the library is imported next to m
   )
   flags.mark_flags_as_required(["config", "workdir", "sweep"])
   flags.adopt_module_key_flags(compilation_cache)
-  flags.adopt_module_key_flags(host_malloc)
   app.run(functools.partial(main, flag_values=flags.FLAGS), flags_parser=cli.flags_parser("iml_jax.sweep"))

@@ -173,7 +173,7 @@ def test_the_gpu_scripts_pass_only_flags_their_benchmarks_define(script):
   invoked = {name for line in commands for name in re.findall(r"benchmarks/(\w+\.py)", line)}
   defined = set().union(
     *(_flags_defined_in(os.path.join(ROOT, "benchmarks", name)) for name in invoked | {"common.py"}),
-    _flags_defined_in(os.path.join(ROOT, "iml_jax", "host_malloc.py")),
+    _flags_defined_in(os.path.join(ROOT, "benchmarks", "host_malloc.py")),
   )
   passed = {
     name

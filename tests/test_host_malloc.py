@@ -1,4 +1,4 @@
-"""host_malloc: with freed memory reused, a program's large buffers stop page-faulting on every call."""
+"""benchmarks/host_malloc.py: with freed memory reused, a program's large buffers stop page-faulting on every call."""
 
 import ctypes.util
 import os
@@ -8,16 +8,18 @@ import sys
 
 import pytest
 
-from iml_jax import host_malloc
 from iml_jax.errors import IMLError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import host_malloc  # noqa: E402
 
 # A jitted program with a 64 MiB intermediate (the sines, materialised for the product): XLA:CPU allocates it
 # in the execution's temporary buffer and frees it when the call ends.
 _FAULTS_PER_CALL = """
 import resource, sys
-from iml_jax import host_malloc
+sys.path.insert(0, "benchmarks")
+import host_malloc
 host_malloc.apply(sys.argv[1])
 import jax, jax.numpy as jnp
 project = jax.jit(lambda x, w: jnp.sum(jnp.sin(x) @ w))
@@ -110,7 +112,10 @@ TCMALLOC_INSTALLED = any(map(ctypes.util.find_library, ("tcmalloc_minimal", "tcm
 @pytest.mark.skipif(not TCMALLOC_INSTALLED, reason="gperftools' tcmalloc is not installed")
 def test_tcmalloc_runs_the_program_again_under_it_and_stops_the_page_faults():
   assert _faults_per_call("tcmalloc") < 0.2 * _PAGES  # measured: 5% (it gives a few spans back each call)
-  probe = "import sys; from iml_jax import host_malloc; print(host_malloc.tcmalloc_loaded()); sys.stdout.flush()"
+  probe = (
+    "import sys; sys.path.insert(0, 'benchmarks'); import host_malloc; print(host_malloc.tcmalloc_loaded()); "
+    "sys.stdout.flush()"
+  )
   done = subprocess.run(
     [sys.executable, "-c", probe + "; host_malloc.apply('tcmalloc'); print(host_malloc.tcmalloc_loaded())"],
     cwd=ROOT,
@@ -145,7 +150,8 @@ def test_a_preload_that_did_not_load_is_not_retried(monkeypatch):
 # left the process (glibc trims a heap top above its threshold; an int threshold is at most 2 GiB).
 _FAULTS_OF_EACH_TOUCH = """
 import ctypes, resource, sys
-from iml_jax import host_malloc
+sys.path.insert(0, "benchmarks")
+import host_malloc
 host_malloc.apply(sys.argv[1])
 libc = ctypes.CDLL(None)
 libc.malloc.argtypes, libc.malloc.restype, libc.free.argtypes = [ctypes.c_size_t], ctypes.c_void_p, [ctypes.c_void_p]
@@ -229,8 +235,3 @@ def test_what_auto_resolved_to_is_said(monkeypatch):
   assert host_malloc.in_effect("auto") == "auto (LD_PRELOAD=/usr/lib/libjemalloc.so.2)"
   monkeypatch.setenv("IML_JAX_HOST_MALLOC", "hugepages")
   assert host_malloc.in_effect("auto") == "auto (hugepages)"
-
-
-def test_a_command_for_another_process_names_the_allocator_unless_it_is_the_default():
-  assert host_malloc.as_flags("auto") == ()
-  assert host_malloc.as_flags("glibc") == ("--host_malloc=glibc",)

@@ -1,5 +1,5 @@
 """The path layer behaves the same on a local disk and in a bucket (the stand-in GCS of tests/fake_gcs.py,
-reached through the real gcsfs client); the end-to-end gs:// run with a kill is in test_faults.py."""
+reached through the real gcsfs client); the end-to-end gs:// run with a kill is in test_preemption.py."""
 
 import os
 

@@ -1,13 +1,11 @@
 """Every entry point explains its flags with --help."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from test_experiment import ROOT
-from test_host_malloc import TCMALLOC_INSTALLED, huge_pages_unavailable
 
 ENTRY_POINTS = {
   "iml_jax.main": (
@@ -16,7 +14,6 @@ ENTRY_POINTS = {
     "--[no]distributed",
     "--[no]print_config",
     "--compilation_cache",
-    "--host_malloc",
   ),
   "iml_jax.sweep": (
     "--config",
@@ -25,7 +22,6 @@ ENTRY_POINTS = {
     "--[no]print_commands",
     "--[no]print_config",
     "--compilation_cache",
-    "--host_malloc",
   ),
   "iml_jax.report": ("--workdir",),
   "iml_jax.analyze": ("--config", "--workdir", "--analysis", "--workdirs", "--out", "--compilation_cache"),
@@ -92,46 +88,3 @@ def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path):
   assert swept.returncode == 0, swept.stderr
   assert swept.stdout.endswith("sweep runs (each: the config above with these values):\n  seed=0\n  seed=2\n")
   assert not (tmp_path / "sweep").exists()
-
-
-def _run_tiny(workdir, *flags, module="iml_jax.main", env=None):
-  return subprocess.run(
-    [sys.executable, "-m", module, "--config=configs/default.py:tiny", f"--workdir={workdir}", *flags],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    env={**os.environ, **(env or {})},
-  )
-
-
-@pytest.mark.parametrize(
-  "module, program, flags",
-  [("iml_jax.main", "iml_jax", ()), ("iml_jax.sweep", "iml_jax.sweep", ("--sweep=seed=0,1",))],
-)
-def test_a_host_malloc_that_cannot_apply_stops_before_the_run_with_one_line(tmp_path, module, program, flags):
-  # the state of a process that tcmalloc's preload failed to load into (see iml_jax.host_malloc)
-  result = _run_tiny(
-    tmp_path / "run",
-    "--host_malloc=tcmalloc",
-    *flags,
-    module=module,
-    env={"IML_JAX_HOST_MALLOC": "tcmalloc", "LD_PRELOAD": ""},
-  )
-  assert result.returncode == 2
-  expected = f"{program}: error: host malloc 'tcmalloc': LD_PRELOAD='' did not take effect"
-  assert result.stderr.strip().splitlines()[-1] == expected, result.stderr[-2000:]
-  assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("choice", ["reuse", "hugepages", "tcmalloc"])
-def test_a_run_under_another_host_malloc_gives_the_same_results(tmp_path, choice):
-  if choice == "tcmalloc" and not TCMALLOC_INSTALLED:
-    pytest.skip("tcmalloc is not installed")
-  if choice == "hugepages" and huge_pages_unavailable():
-    pytest.skip(huge_pages_unavailable())
-  for run in ("glibc", choice):
-    result = _run_tiny(tmp_path / run, f"--host_malloc={run}")
-    assert result.returncode == 0, result.stderr[-2000:]
-  for name in ("results.csv", "summary.json", "metrics.jsonl"):
-    assert (tmp_path / "glibc" / name).read_bytes() == (tmp_path / choice / name).read_bytes(), name

@@ -145,7 +145,6 @@ def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
       "configs/default.py:tiny",
       ["--config.n_seeds=1"],
       print_commands=True,
-      process_flags=("--host_malloc=tcmalloc",),
     )
     is None
   )
@@ -157,7 +156,6 @@ def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
     "iml_jax.main",
     "--config=configs/default.py:tiny",
     f"--workdir={tmp_path}/seed=1,mesh.shape=(1,1,1)",
-    "--host_malloc=tcmalloc",
     "--config.n_seeds=1",
     "--config.seed=1",
     "--config.mesh.shape=(1, 1, 1)",

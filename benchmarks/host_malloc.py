@@ -19,7 +19,8 @@ again with it): the buffer is still mapped afresh each step, but 2 MiB at a time
 `benchmarks/train_throughput.py`'s shape about 550 per step). It needs the kernel's transparent huge pages set to
 `always` or `madvise` (/sys/kernel/mm/transparent_hugepage/enabled).
 
-`auto`, the default, is `hugepages` where the machine allows it, unless the process was started with an allocator
+The benchmarks' `--host_malloc` (default `glibc`, malloc as it is) applies it; `iml_jax` itself never changes the
+allocator. `auto` is `hugepages` where the machine allows it, unless the process was started with an allocator
 or huge-page setting of its own (a malloc in `LD_PRELOAD`, `glibc.malloc.hugetlb` in `GLIBC_TUNABLES`), which it
 keeps; elsewhere (no glibc >= 2.35, huge pages off, not Linux) malloc stays as it is.
 
@@ -54,14 +55,14 @@ _THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 HOST_MALLOC = flags.DEFINE_enum(
   "host_malloc",
-  "auto",
+  "glibc",
   list(CHOICES),
-  "Host memory on CPU (in a benchmark, of both sides). XLA:CPU allocates each step's temporaries afresh, which "
-  "glibc maps and unmaps every step. 'auto': 'hugepages' where this machine allows it and the environment chose "
-  "no allocator or huge-page setting, else 'glibc'; 'glibc': glibc's malloc as it is; 'reuse': glibc keeps freed "
+  "Host memory on CPU, of both sides (opt-in; results do not change). XLA:CPU allocates each step's temporaries "
+  "afresh, which glibc maps and unmaps every step. 'glibc': glibc's malloc as it is; 'reuse': glibc keeps freed "
   "memory; 'hugepages': the command runs again with glibc mapping transparent huge pages (glibc >= 2.35); "
-  "'tcmalloc': the command runs again with gperftools' tcmalloc preloaded (apt install libtcmalloc-minimal4). "
-  "Results do not change.",
+  "'tcmalloc': the command runs again with gperftools' tcmalloc preloaded (apt install libtcmalloc-minimal4); "
+  "'auto': 'hugepages' where this machine allows it and the environment chose no allocator or huge-page setting, "
+  "else 'glibc'.",
 )
 
 
@@ -188,11 +189,6 @@ def in_effect(choice: str) -> str:
     return choice
   resolved = os.environ.get(_EXECUTED_AGAIN_FOR) or chosen_in_the_environment() or "glibc"
   return f"auto ({resolved})"
-
-
-def as_flags(choice: str) -> tuple[str, ...]:
-  """The flags that give a command `choice`: none for the default."""
-  return () if choice == HOST_MALLOC.default else (f"--host_malloc={choice}",)
 
 
 def apply(choice: str) -> None:
