@@ -72,7 +72,7 @@ def _parsed_like(current, text: str, setting: str):
 
 def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") -> dict:
 
-  from iml_jax import experiment, report, stage, train
+  from iml_jax import experiment, run_report, stage, train
   from iml_jax import workdir as workdir_layout
   from iml_jax.errors import IMLError
   from iml_jax.models import registry
@@ -96,7 +96,7 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         measured += 1
     if not measured:
       raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
-    return report.write_report(config, workdir)
+    return run_report.write_report(config, workdir)
 
 
 def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:

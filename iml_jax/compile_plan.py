@@ -19,7 +19,7 @@ import numpy as np
 from iml_jax import experiment, grad_alignment, hf_import, model_io, sharding, train
 from iml_jax.data import batching, entities, tasks
 from iml_jax.errors import IMLError
-from iml_jax.models import decoding, registry
+from iml_jax.models import decoding, from_config, registry
 from iml_jax.models.families import HUB_VOCAB_SIZES, PRETRAINED
 from iml_jax.workdir import plan_stage_runs
 
@@ -120,11 +120,11 @@ def _model_config(config, task, tokenizer_path: str, notes: list):
   """(model config as the run builds it, the task's tokenizer or None for a pretrained model)."""
   if not config.model.init_from:
     tokenizer = task.tokenizer(tokenizer_path)
-    return experiment.model_config(config, tokenizer, None, None), tokenizer
+    return from_config.model_config(config, tokenizer, None, None), tokenizer
   if os.path.isdir(config.model.init_from):
     folder = config.model.init_from
     _, pretrained = hf_import.read_config(folder)
-    hf_import.check_matches(pretrained, experiment.model_fields(config), folder)
+    hf_import.check_matches(pretrained, from_config.model_fields(config), folder)
     cfg = dataclasses.replace(pretrained, dtype=config.model.dtype)
   else:
     key = next((k for k, (_, hub_id, _) in PRETRAINED.items() if hub_id == config.model.init_from), None)
@@ -134,8 +134,8 @@ def _model_config(config, task, tokenizer_path: str, notes: list):
         "study's table; point it at a local copy of the model (its config.json is enough to plan)"
       )
     notes.append(f"{key}: shape from the study's table, {HUB_VOCAB_SIZES[key]:,} vocabulary rows as on the hub")
-    cfg = registry.make_config(config.model.name, vocab_size=HUB_VOCAB_SIZES[key], **experiment.model_fields(config))
-  rows = experiment.padded_vocab_size(config, cfg.vocab_size)
+    cfg = registry.make_config(config.model.name, vocab_size=HUB_VOCAB_SIZES[key], **from_config.model_fields(config))
+  rows = from_config.padded_vocab_size(config, cfg.vocab_size)
   return (
     dataclasses.replace(cfg, vocab_size=rows, valid_vocab=cfg.vocab_size) if rows != cfg.vocab_size else cfg
   ), None

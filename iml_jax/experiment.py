@@ -10,21 +10,19 @@ resumes the others from their latest checkpoint.
 """
 
 import contextlib
-import dataclasses
 import functools
 import json
-import math
 import os
 from typing import Iterator
 
 import jax
 from tqdm import tqdm
 
-from iml_jax import config_blocks, hf_import, io_utils, report, sharding, study_settings
+from iml_jax import config_blocks, io_utils, run_report, sharding, study_settings
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.io_utils import atomic_write_json
-from iml_jax.models import registry
+from iml_jax.models import from_config, registry
 from iml_jax.stage import ProgramCache, SeedContext, run_stage
 from iml_jax.train import OPTIMIZERS, TRAINABLE
 from iml_jax.workdir import plan_stage_runs, tokenizer_path
@@ -68,7 +66,7 @@ def validate(config) -> None:
       raise IMLError(f"config field {field} = {value!r}: expected an integer >= {least}")
   if config.model.name not in registry.MODELS:
     raise IMLError(f"config field model.name = {config.model.name!r}: expected one of {registry.MODELS}")
-  if array_model != config.model.name and (array_model or _reads_arrays(config)):
+  if array_model != config.model.name and (array_model or from_config.array_inputs(config)):
     raise IMLError(
       f"config fields task = {config.task!r}, model.name = {config.model.name!r}: "
       + (
@@ -129,7 +127,7 @@ def validate(config) -> None:
     )
   if not isinstance(config.model.vocab_multiple, int) or config.model.vocab_multiple < 1:
     raise IMLError(f"config field model.vocab_multiple = {config.model.vocab_multiple!r}: expected an integer >= 1")
-  fields = model_fields(config)
+  fields = from_config.model_fields(config)
   unknown = sorted(set(fields) - set(registry.config_fields(config.model.name)))
   if unknown:
     raise IMLError(
@@ -139,39 +137,13 @@ def validate(config) -> None:
     raise IMLError(
       f"config field analysis.grad_alignment.enabled: the analysis pairs texts; not for task {config.task!r}"
     )
-  registry.make_config(config.model.name, **_input_fields(config, 1), **fields)  # checks the values
+  registry.make_config(config.model.name, **from_config.input_fields(config, 1), **fields)  # checks the values
 
 
 def load_config(spec: str):
   """The config of `path[:arg]` (e.g. configs/default.py:tiny), as `--config=` would load it (unlocked)."""
   path, _, arg = spec.partition(":")
   return config_blocks.config_module(path).get_config(arg or None)
-
-
-def model_fields(config) -> dict:
-  fields = {
-    k: v for k, v in config.model.items() if k not in ("name", "init_from", "allow_pickle_weights", "vocab_multiple")
-  }
-  return fields if _reads_arrays(config) else {**fields, "max_len": config.data.block_size}
-
-
-def _reads_arrays(config) -> bool:
-  return registry.SPECS[config.model.name].inputs == "arrays"
-
-
-def _input_fields(config, vocab_size: int) -> dict:
-  """What the data fixes about a model's input and output: the vocabulary size, an image model's image shape,
-  or the toy regressor's feature and output sizes."""
-  if config.model.name == "convnet":
-    from iml_jax.data.vision import image_shape
-
-    height, width = image_shape(config.data)
-    return {"image_height": height, "image_width": width}
-  if config.model.name == "mlp":
-    from iml_jax.data import toy1d
-
-    return {"in_features": toy1d.feature_size(config.data), "out_features": toy1d.output_size(config.data)}
-  return {"vocab_size": vocab_size}
 
 
 def check_batch_layout(config, mesh) -> None:
@@ -241,45 +213,6 @@ def guard_workdir(
     atomic_write_json(path, current)
 
 
-def pretrained_model(config) -> tuple[str | None, object]:
-  """(local folder, model config) of the Hugging Face model `model.init_from` names; (None, None) if none."""
-  if not config.model.init_from:
-    return None, None
-  folder = hf_import.resolve_model_folder(config.model.init_from)
-  family, pretrained = hf_import.read_config(folder)
-  if family.name != config.model.name:
-    raise IMLError(
-      f"config field model.name = {config.model.name!r}, but {folder}/config.json holds a {family.name!r} model"
-    )
-  hf_import.check_matches(pretrained, model_fields(config), folder)
-  return folder, pretrained
-
-
-def padded_vocab_size(config, rows: int) -> int:
-  """`rows` rounded up to a multiple of `model.vocab_multiple` and of the mesh's tensor axis (which splits
-  the vocabulary); a tensor size of -1 is only known on the devices, where `check_layout` checks it."""
-  multiple = math.lcm(config.model.vocab_multiple, max(int(config.mesh.shape[2]), 1))
-  return -(-rows // multiple) * multiple
-
-
-def model_config(config, tokenizer, pretrained, folder: str | None):
-  """The model a run trains: from the config's fields (from scratch) or the pretrained checkpoint's, its
-  vocabulary padded for sharding (`valid_vocab` = the real rows)."""
-  if _reads_arrays(config):
-    return registry.make_config(config.model.name, **_input_fields(config, 0), **model_fields(config))
-  if pretrained is None:
-    cfg = registry.make_config(config.model.name, vocab_size=tokenizer.vocab_size, **model_fields(config))
-  elif tokenizer.vocab_size > pretrained.vocab_size:
-    raise IMLError(
-      f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, but the model's embedding has only "
-      f"{pretrained.vocab_size} rows"
-    )
-  else:
-    cfg = dataclasses.replace(pretrained, dtype=config.model.dtype)
-  rows = padded_vocab_size(config, cfg.vocab_size)
-  return dataclasses.replace(cfg, vocab_size=rows, valid_vocab=cfg.vocab_size) if rows != cfg.vocab_size else cfg
-
-
 @contextlib.contextmanager
 def seed_contexts(
   config, workdir: str, allow_config_change: bool = False, remedy: str = NEW_WORKDIR_OR_ALLOW_CHANGE
@@ -288,7 +221,7 @@ def seed_contexts(
   what every stage of each stage-1 seed shares, one seed at a time; the contexts share one metric writer. The lock
   and the writer are held until the block ends."""
   validate(config)
-  folder, pretrained = pretrained_model(config)
+  folder, pretrained = from_config.pretrained_model(config)
   mesh = sharding.make_mesh(config.mesh.shape)
   rules = sharding.rules_for(config.mesh.rules)
   check_batch_layout(config, mesh)
@@ -315,7 +248,7 @@ def seed_contexts(
       for seed in range(config.seed, config.seed + config.n_seeds):
         task = tasks.for_seed(config, seed, folder)
         tokenizer = task.tokenizer(tokenizer_path(workdir, seed))
-        model = registry.build(model_config(config, tokenizer, pretrained, folder))
+        model = registry.build(from_config.model_config(config, tokenizer, pretrained, folder))
         yield SeedContext(config, seed, task, tokenizer, model, mesh, rules, writer, folder, programs)
 
     writer = MetricWriter(
@@ -362,4 +295,4 @@ def run(config, workdir: str, allow_config_change: bool = False) -> dict:
         run_stage(ctx, stage_run)
         progress.update(1)
     progress.close()
-    return report.write_report(config, workdir, require_complete=True)
+    return run_report.write_report(config, workdir, require_complete=True)

@@ -24,7 +24,8 @@ flags.mark_flags_as_required(["workdir", "stage", "out"])
 def export_stage(workdir: str, stage_label: str, out: str) -> None:
   import transformers
 
-  from iml_jax import experiment, hf_import, io_utils, stage
+  from iml_jax import hf_import, io_utils, stage
+  from iml_jax.models import from_config
   from iml_jax import workdir as workdir_layout
   from iml_jax.data.tokenization import TextTokenizer, pretrained_tokenizer
   from iml_jax.errors import IMLError
@@ -41,13 +42,13 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
   seed_dir = stage_label.split(os.sep)[0]
   if not seed_dir.startswith("seed_"):
     raise IMLError(f"--stage {stage_label}: expected a path that starts with seed_<S>/, e.g. seed_0/s2seed_0/stage2")
-  folder, pretrained = experiment.pretrained_model(config)
+  folder, pretrained = from_config.pretrained_model(config)
   tokenizer = (
     pretrained_tokenizer(folder)
     if folder
     else TextTokenizer.load(os.path.join(workdir, seed_dir, workdir_layout.TOKENIZER_FILE))
   )
-  cfg = experiment.model_config(config, tokenizer, pretrained, folder)
+  cfg = from_config.model_config(config, tokenizer, pretrained, folder)
   abstract = registry.abstract_params(registry.build(cfg))
   params = stage.final_params(os.path.join(workdir, stage_label), abstract)
 

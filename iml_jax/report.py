@@ -1,74 +1,15 @@
-r"""The report of a run: results.csv (one tidy row per evaluation), summary.json, plots, report.md.
+r"""Rewrites the report of a workdir from its saved evaluations:
 
   python -m iml_jax.report --workdir=DIR
-      Rewrites the report of a run's workdir (also written at the end of every run), or of a sweep directory
-      (`python -m iml_jax.sweep`): all runs in one tidy table, a summary per setting, sweep curves.
 
-The statistics are in stats.py, the figures in plots.py, the workdir's layout in workdir.py.
+DIR is a run's workdir (run_report.py: results.csv, summary.json, plots, report.md, as at the end of the run) or a
+sweep directory (`python -m iml_jax.sweep`; sweep_report.py: all runs in one tidy table, a summary per setting,
+sweep curves).
 """
 
-import csv
-import io
-import os
-
-import jax
-
-from iml_jax import cli, sweep_report
+from iml_jax import cli, run_report, sweep_report
 from iml_jax import workdir as workdir_layout
-from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
-from iml_jax.io_utils import atomic_write_json, atomic_write_text
-from iml_jax.plots import curve_frame, plot_subsets
-from iml_jax.stats import format_table, summarize, summarize_alignment
-from iml_jax.workdir import collect_rows, result_columns
-
-
-def write_report(config, workdir: str, require_complete: bool = False) -> dict:
-  """Writes the report; with `require_complete` (the end of a run) a final record missing from a finished stage is
-  an error, before anything is written: a summary over fewer runs than planned is never the run's result."""
-  rows = collect_rows(config, workdir)
-  summary = summarize(config, rows)
-  if require_complete and summary.get("missing"):
-    missing = summary["missing"]
-    raise IMLError(
-      f"finished stages lack {len(missing)} final evaluation records ({', '.join(missing[:3])}"
-      f"{', ...' if len(missing) > 3 else ''}) in their eval.jsonl; delete those stage directories "
-      "and rerun the same command to recompute them"
-    )
-  alignment = summarize_alignment(config, workdir)
-  if alignment:
-    summary["grad_alignment"] = alignment
-  if jax.process_index() == 0:
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=result_columns(config), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
-    atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-    score = score_of(config)
-    plot = os.path.join("plots", f"{score.name}_per_subset.png")
-    paper_plot = os.path.join("plots", f"{score.name}_per_subset_pooled.png")
-    if rows:
-      plot_subsets(curve_frame(config), rows, os.path.join(workdir, plot))
-      plot_subsets(curve_frame(config), rows, os.path.join(workdir, paper_plot), pooled=True)
-    atomic_write_text(
-      os.path.join(workdir, "report.md"),
-      "\n".join(
-        ["# Run report", "", "```", format_table(summary), "```", ""]
-        + (
-          [
-            f"![{score.label} per subset]({plot})",
-            "",
-            f"As the paper plots it: ![{score.label} per subset, runs pooled]({paper_plot})",
-            "",
-          ]
-          if rows
-          else []
-        )
-      ),
-    )
-    print(format_table(summary))
-  return summary
 
 
 def report_workdir(workdir: str) -> dict:
@@ -79,7 +20,7 @@ def report_workdir(workdir: str) -> dict:
     config = workdir_layout.load_config(workdir)
   except (OSError, IMLError) as err:
     raise IMLError(f"{workdir} holds neither a sweep (sweep.json) nor a run (readable config.json: {err})") from None
-  return write_report(config, workdir)
+  return run_report.write_report(config, workdir)
 
 
 def main(workdir: str) -> None:

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from jax.experimental import multihost_utils  # noqa: E402
 
-from iml_jax import preemption, report, stage  # noqa: E402
+from iml_jax import preemption, run_report, stage  # noqa: E402
 
 PHASES = ("start", "train_step", "eval", "checkpoint_saved", "stage_done", "report")
 COLLECTIVES = ("process_allgather", "broadcast_one_to_all", "sync_global_devices")
@@ -70,8 +70,8 @@ class Injector:
     stage.append_jsonl = self.after("eval", stage.append_jsonl, lambda path, records: path.endswith("eval.jsonl"))
     stage.StageCheckpoints.save = self.after("checkpoint_saved", stage.StageCheckpoints.save)
     stage.mark_done = self.after("stage_done", stage.mark_done)
-    report.atomic_write_text = self.after(
-      "report", report.atomic_write_text, lambda path, text: path.endswith("results.csv")
+    run_report.atomic_write_text = self.after(
+      "report", run_report.atomic_write_text, lambda path, text: path.endswith("results.csv")
     )
     for name in COLLECTIVES:
       collective = getattr(multihost_utils, name)

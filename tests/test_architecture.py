@@ -103,3 +103,20 @@ def test_only_the_model_registry_tells_models_apart():
       if isinstance(node, ast.Attribute) and node.attr in ("is_seq2seq", "reads_arrays"):
         offenders.append(f"{module} reads .{node.attr}")
   assert not offenders
+
+
+def _reached_from(graph: dict[str, set[str]], module: str) -> set[str]:
+  reached, todo = set(), [module]
+  while todo:
+    for successor in graph[todo.pop()] - reached:
+      reached.add(successor)
+      todo.append(successor)
+  return reached
+
+
+def test_a_run_report_does_not_depend_on_sweeps():
+  """A sweep aggregates runs, never the other way round: a run's report and the training loop import neither the
+  sweep nor its report."""
+  graph = import_graph()
+  for module in ("iml_jax.run_report", "iml_jax.experiment"):
+    assert not {"iml_jax.sweep", "iml_jax.sweep_report"} & _reached_from(graph, module), module

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from iml_jax import experiment, train
+from iml_jax.models import from_config
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.errors import IMLError
 from test_writers import read_events
@@ -320,7 +321,7 @@ def test_vocabulary_is_padded_to_the_multiple_and_the_tensor_axis(multiple, tens
   class Tokenizer:
     vocab_size = 1135
 
-  cfg = experiment.model_config(config, Tokenizer(), None, None)
+  cfg = from_config.model_config(config, Tokenizer(), None, None)
   assert cfg.vocab_size == expected and cfg.valid_vocab == (1135 if expected != 1135 else 0)
 
 

@@ -5,16 +5,16 @@ import types
 
 import numpy as np
 
-from iml_jax import experiment, sharding, stage, train
+from iml_jax import sharding, stage, train
 from iml_jax.data import tasks
-from iml_jax.models import registry
+from iml_jax.models import from_config, registry
 from test_experiment import tiny_config
 
 
 def _context(config, seed: int, tmp_path):
   task = tasks.for_seed(config, seed, None)
   tokenizer = task.tokenizer(str(tmp_path / f"tokenizer_{seed}.json"))
-  model = registry.build(experiment.model_config(config, tokenizer, None, None))
+  model = registry.build(from_config.model_config(config, tokenizer, None, None))
   mesh = sharding.make_mesh(config.mesh.shape)
   return types.SimpleNamespace(model=model, mesh=mesh, rules=sharding.rules_for(config.mesh.rules))
 
