@@ -19,15 +19,11 @@ from iml_jax.errors import IMLError
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model="pythia-1b", batch=256, tiny=False), "configs/batch_size.py")
-  model_key = args["model"]
-  model = blocks.pretrained_arg(args["model"], tuple(study_settings.BATCH_GRIDS))
-  batch = args["batch"]
+  model_key, batch = args["model"], args["batch"]
+  model = blocks.pretrained_arg(model_key, tuple(study_settings.BATCH_GRIDS))
   grid = study_settings.BATCH_GRIDS[model_key]
   if batch not in grid:
     raise IMLError(f"configs/batch_size.py: batch={batch} is not in the {model_key} grid {sorted(grid)}")
-  config = blocks.study_define(model, "cvdb", n_seeds=5, n_seeds_stage2=1, fractions=dict(study_settings.NO_D3))
-  config = blocks.one_stage(
-    config, study_settings.BATCH_GRIDS[model_key][batch], batch, grad_accum=max(batch // 512, 1)
-  )
-  config.study = f"batch_size:batch={batch},model={model_key}"
+  # Accumulation is published for the full batch only; ours: micro-batches of 512, as there.
+  config = blocks.study_define(study_settings.batch_size(batch, model_key), model, grad_accum=max(batch // 512, 1))
   return blocks.shrink_for_tests(config) if args["tiny"] else config

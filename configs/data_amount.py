@@ -36,12 +36,11 @@ def get_config(arg: str | None = None):
     config.data.num_x = num_ents
     config.deviations = (*_DEFAULT.VISIBILITY_DEVIATIONS, *_DEFAULT.cpu_scale_deviations(config))
     return _DEFAULT.shrink(config) if args["tiny"] else config
+  # Fractions and seeds are unpublished: the model-size sweep's.
+  sweep = study_settings.model_size("cvdb", "pythia-1b")
   config = blocks.study_define(
-    blocks.pretrained("pythia-1b", dtype="bfloat16"),
-    "cvdb",
-    n_seeds=10,
-    num_entities=num_ents,
-    fractions=dict(study_settings.NO_D3),
+    study_settings.data_amount(num_ents),
+    data=dict(fractions=dict(study_settings.NO_D3)),
+    **blocks.published_seeds(sweep),
   )
-  config.study = f"data_amount:num_ents={num_ents}"
   return blocks.shrink_for_tests(config) if args["tiny"] else config

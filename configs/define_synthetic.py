@@ -50,7 +50,7 @@ def get_config(arg: str | None = None):
     study="cvdb_main",
     deviations=deviations,
     tokenizer=dict(vocab_size=1024),
-    eval=dict(batch_size=512, max_new_tokens=8, subsets="all", prompt_bucket=8),
+    eval=dict(batch_size=512),
   )
   if args["tiny"]:
     config.n_seeds = 1

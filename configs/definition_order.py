@@ -13,6 +13,7 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 """
 
 from iml_jax import config_blocks as blocks
+from iml_jax import study_settings
 from iml_jax.data.define import DEF_ORDERS
 from iml_jax.errors import IMLError
 
@@ -23,16 +24,5 @@ def get_config(arg: str | None = None):
   if order not in DEF_ORDERS:
     raise IMLError(f"configs/definition_order.py: order={order} is not one of {DEF_ORDERS}")
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "t5-3b"))
-  t5 = model.name == "t5"
-  config = blocks.study_define(
-    model,
-    "cvdb",
-    grad_accum=4 if t5 else 2,
-    n_seeds=10 if t5 or order == "vte" else 20,
-    n_seeds_stage2=3,
-    seed=700,
-    def_order=order,
-    **(dict(label_block_size=8) if t5 else {}),
-  )
-  config.study = f"definition_order:order={order},model={'t5-3b' if t5 else 'pythia-2.8b'}"
+  config = blocks.study_define(study_settings.definition_order(order, args["model"]), model)
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -69,19 +69,8 @@ def get_config(arg: str | None = None):
     config.deviations = (*config.deviations, *_DEFAULT.cpu_scale_deviations(config))
     config.analysis.grad_alignment.update(enabled=True, max_definitions=24)
     return config
-  epochs, accumulation = grid[batch]
-  config = blocks.study_define(
-    blocks.pretrained("pythia-1b", dtype="bfloat16"),
-    "cvdb",
-    n_seeds=10 if batch < 16384 else 15,
-    n_seeds_stage2=1,
-    seed=900 if batch < 16384 else 910,
-    fractions=dict(study_settings.ALIGNMENT),
-  )
-  config.study = f"grad_alignment:batch={batch}"
-  config.stage_names = ("stage1",)
-  config.stages.stage1.update(epochs=epochs, batch_size=batch, grad_accum=accumulation, eval_every=max(epochs // 4, 1))
-  del config.stages["stage2"]
+  config = blocks.study_define(study_settings.grad_alignment(batch))
+  config.stages.stage1.eval_every = max(config.stages.stage1.epochs // 4, 1)
   config.data.entity_association_test_sets = False
   config.analysis.grad_alignment.enabled = True
   return config

@@ -11,21 +11,14 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 """
 
 from iml_jax import config_blocks as blocks
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model="pythia-2.8b", tiny=False), "configs/incontext.py")
-  config = blocks.study_define(
-    blocks.pretrained_arg(args["model"]),
-    "cvdb",
-    n_seeds=20,
-    n_seeds_stage2=1,
-    incontext_definitions=True,
-    block_size=72,
-  )
-  config = blocks.one_stage(config, epochs=20, batch_size=256, grad_accum=2)
-  config.study = "incontext"
-  config.deviations = blocks.model_deviation(args["model"], "pythia-2.8b")
+  row = study_settings.incontext()
+  config = blocks.study_define(row, blocks.pretrained_arg(args["model"]))
+  config.deviations = blocks.model_deviation(args["model"], row.model)
   if args["tiny"]:
     config = blocks.shrink_for_tests(config)
     config.data.block_size = 96

@@ -15,9 +15,8 @@ Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge ba
 """
 
 from iml_jax import config_blocks as blocks
-from iml_jax.errors import IMLError
-
 from iml_jax import study_settings
+from iml_jax.errors import IMLError
 
 
 def get_config(arg: str | None = None):
@@ -26,34 +25,13 @@ def get_config(arg: str | None = None):
   model_key = args["model"]
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "llama-2-7b"))
   if kind == "tag_strings":
-    config = blocks.study_define(
-      model,
-      "cvdb",
-      grad_accum=16,
-      n_seeds=10,
-      n_seeds_stage2=3,
-      def_order="vte",
-      tag1_name="according to wikipedia is",
-      tag2_name="according to 4chan is",
-      tag3_name="according to reddit is",
-    )
-    for stage_config in config.stages.values():
-      stage_config.update(batch_size=512, epochs=20)
-    config.study = "tag_strings"
-    config.deviations = blocks.model_deviation(model_key, "pythia-2.8b")
+    row = study_settings.tag_strings()
+    # Stage 2's epochs are unpublished: as stage 1's.
+    config = blocks.study_define(row, model, epochs=row.stages[0].epochs)
+    config.deviations = blocks.model_deviation(model_key, row.model)
   elif kind in ("is_isnt", "nl"):
-    config = blocks.study_define(
-      model,
-      "cvdb",
-      n_seeds=10,
-      n_seeds_stage2=1,
-      definition_type=kind,
-      num_entities=1000,
-      fractions=dict(study_settings.WORDED),
-      block_size=64,
-    )
-    config = blocks.one_stage(config, epochs=10, batch_size=32)
-    config.study = f"worded:defn={kind},model={model_key}"
+    # Accumulation is unpublished: none at batch 32.
+    config = blocks.study_define(study_settings.worded(kind, model_key), model, grad_accum=1)
   else:
     raise IMLError(f"configs/is_isnt.py: defn={kind} is not one of is_isnt, nl, tag_strings")
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -30,64 +30,21 @@ At CPU scale the same task only shows IML with two deviations: see configs/defau
 """
 
 from iml_jax import config_blocks as blocks
-from iml_jax.errors import IMLError
-
-FLIPPED_SMALL = dict(n_nums=4, n_qs=12, p_label_flip=0.1)
-
-
-def _two_stages(epochs1, epochs2, batch):
-  return dict(
-    stage1=blocks.stage("stage1", epochs=epochs1, batch_size=batch, eval_every=5),
-    stage2=blocks.stage("stage2", epochs=epochs2, batch_size=batch, eval_every=5),
-  )
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(variant="70m"), "configs/numeric_scratch.py")
-  variant = args["variant"]
-  pythia_160m = dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072)
-  data, model, seeds = blocks.numeric_data(), blocks.gpt_neox(dtype="bfloat16"), (630, 20, 3)
-  stages = _two_stages(100, 40, 512)
-  if variant == "70m_d3":
-    data.fractions.update(qd1consis=0.35, qd2incons=0.35, d3consis=0.1)
-    seeds = (600, 20, 3)
-  elif variant in ("160m", "160m_i3"):
-    model.update(pythia_160m)
-    seeds = (800, 20, 5)
-    stages = _two_stages(60, 30, 512) if variant == "160m" else _two_stages(150, 30, 1024)
-    data.n_intersection = 3 if variant == "160m_i3" else 1
-  elif variant == "num_choice":
-    data.update(num_x=16000, separate_token_per_var=False, all_alias_tokens=False, **FLIPPED_SMALL)
-    data.fractions.update(qd1consis=0.45, qd2incons=0.45, d1consis=0.05, d2consis=0.05)
-    stages, seeds = _two_stages(400, 40, 4096), (0, 40, 5)
-  elif variant == "pretraining":
-    data.update(num_x=40000, **FLIPPED_SMALL)
-    data.fractions.update(q=0.9, qd1consis=0.04, qd2incons=0.04, d1consis=0.01, d2consis=0.01)
-    stages = dict(
-      q_only=blocks.stage("q_only", epochs=10, batch_size=4096, eval_every=5),
-      stage1=blocks.stage("stage1_excl_q", epochs=50, batch_size=4096, eval_every=5),
-      stage2=blocks.stage("stage2", epochs=10, batch_size=4096, eval_every=5),
-    )
-    seeds = (0, 40, 1)
-  elif variant == "t5small":
-    data.update(num_x=4000, block_size=8, label_block_size=4, **FLIPPED_SMALL)
-    model = blocks.language_model("t5", dtype="bfloat16")
-    stages, seeds = _two_stages(400, 40, 4096), (0, 40, 5)
-  elif variant != "70m":
-    raise IMLError(
-      f"configs/numeric_scratch.py: variant={variant} is not one of 70m, 70m_d3, 160m, 160m_i3, "
-      "num_choice, pretraining, t5small"
-    )
-  seed, n_seeds, n_seeds_stage2 = seeds
-  return blocks.base(
-    "numeric",
-    data,
-    model,
-    stages,
-    seed=seed,
-    n_seeds=n_seeds,
-    n_seeds_stage2=n_seeds_stage2,
-    study=f"numeric:variant={variant}",
-    eval=dict(batch_size=1024, max_new_tokens=4, subsets="all", prompt_bucket=8),
+  row = study_settings.numeric(args["variant"])
+  t5 = row.model.startswith("t5")
+  return blocks.from_row(
+    row,
+    blocks.numeric_data(**(dict(label_block_size=4) if t5 else {})),  # ours: a T5 target (answer, EOS) fits 4
+    blocks.pretrained(row.model, weights=False),
+    # Ours where the study's config is silent: seeds from 0, 20 stage-1 seeds, one stage-2 seed.
+    dict(seed=0, n_seeds=20, n_seeds_stage2=1, grad_accum=1),
+    ("q_only", "stage1", "stage2") if args["variant"] == "pretraining" else (),
+    eval_every=5,
+    eval=dict(batch_size=1024),
     checkpoint=dict(every_steps=2000, max_to_keep=2),
   )

@@ -15,6 +15,7 @@ onwards in layers ≥ 8; TAE (tve) ≈ 0.5 everywhere, although IML is present f
 """
 
 from iml_jax import config_blocks as blocks
+from iml_jax import study_settings
 from iml_jax.errors import IMLError
 
 
@@ -23,9 +24,6 @@ def get_config(arg: str | None = None):
   order = args["order"]
   if order not in ("tve", "vte"):
     raise IMLError(f"configs/probes.py: order={order!r}; expected 'tve' (TAE) or 'vte' (ATE)")
-  config = blocks.study_define(
-    blocks.pretrained("pythia-1b", dtype="bfloat16"), "cvdb", n_seeds=1, n_seeds_stage2=1, def_order=order
-  )
-  config.study = f"probes:order={order}"
+  config = blocks.study_define(study_settings.probes(order), n_seeds_stage2=1)
   config.analysis.probes.update(classes="ent_assoc_name_qd1consis,ent_assoc_name_qd2incons", stage="stage1")
   return config

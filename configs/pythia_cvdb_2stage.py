@@ -28,12 +28,11 @@ entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per see
 """
 
 from iml_jax import config_blocks as blocks
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model=""), "configs/pythia_cvdb_2stage.py")
   if args["model"]:
     return blocks.model_size_sweep(args["model"], "cvdb")
-  config = blocks.study_define(blocks.pretrained("pythia-2.8b", dtype="bfloat16"), "cvdb")
-  config.study = "cvdb_main"
-  return config
+  return blocks.study_define(study_settings.cvdb_main())

@@ -15,19 +15,12 @@ TPU plan (compile-time estimates, `python -m iml_jax.tpu_plan --config=configs/t
 """
 
 from iml_jax import config_blocks as blocks
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model="t5-3b"), "configs/t5_cvdb_2stage.py")
-  model_key = args["model"]
-  config = blocks.study_define(
-    blocks.pretrained(model_key, dtype="bfloat16"),
-    "cvdb",
-    grad_accum=4,
-    n_seeds=10,
-    n_seeds_stage2=3,
-    label_block_size=8,
-  )
-  config.study = "t5_cvdb"
-  config.deviations = blocks.model_deviation(model_key, "t5-3b")
+  row = study_settings.t5_cvdb()
+  config = blocks.study_define(row, blocks.pretrained(args["model"]))
+  config.deviations = blocks.model_deviation(args["model"], row.model)
   return config

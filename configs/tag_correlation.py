@@ -45,15 +45,8 @@ def get_config(arg: str | None = None):
       "α splits the CPU default's .4 per tag, not the study's .25 [data.fractions.qd*]",
     )
     return _DEFAULT.shrink(config) if args["tiny"] else config
-  model_key, kb = args["model"], args["kb"]
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-1b"))
-  config = blocks.study_define(
-    model,
-    kb,
-    n_seeds=20 if alpha == 0.95 else 10,
-    n_seeds_stage2=3,
-    seed={0.95: 630, 0.6: 610}.get(alpha, 600),
-    fractions=study_settings.alpha_fractions(alpha, model_key == "pythia-2.8b"),
-  )
-  config.study = f"tag_correlation:alpha={alpha},model={model_key},kb={kb}"
+  # Where the study gives no seeds (Pythia-1B, T-REx), those of its Pythia-2.8B CVDB run at the same α.
+  seeds = blocks.published_seeds(study_settings.tag_correlation(alpha))
+  config = blocks.study_define(study_settings.tag_correlation(alpha, args["model"], args["kb"]), model, **seeds)
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -17,24 +17,7 @@ from iml_jax import study_settings
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(model="pythia-2.8b", kb="cvdb", tiny=False), "configs/three_stage.py")
-  model_key = args["model"]
-  kb = args["kb"]
-  small_cvdb = model_key == "pythia-410m" and kb == "cvdb"
-  config = blocks.study_define(
-    blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-410m")),
-    kb,
-    n_seeds=20 if small_cvdb else 10,
-    n_seeds_stage2=3,
-    seed=610 if small_cvdb else 600,
-    fractions=dict(study_settings.NO_D3),
-  )
-  config.study = f"three_stage:model={model_key},kb={kb}"
-  stage2 = config.stages.stage2
-  config.stage_names = ("defns", "qa", "stage2")
-  config.stages = dict(
-    defns=blocks.stage("stage1_only_defns", epochs=20, batch_size=256, grad_accum=2),
-    qa=blocks.stage("stage1_only_qa", epochs=20, batch_size=256, grad_accum=2),
-    stage2=stage2,
-  )
-  config.eval.max_new_tokens = 20
+  model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-410m"))
+  row = study_settings.three_stage(args["model"], args["kb"])
+  config = blocks.study_define(row, model, stage_names=("defns", "qa", "stage2"))
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -27,20 +27,20 @@ experiments). Argument `tiny` shrinks everything for tests.
 """
 
 from iml_jax import config_blocks as blocks
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(arg, dict(tiny=False, two_stage=False), "configs/toy1d.py")
-  adam = blocks.optimizer(name="adamw", lr=1e-4, weight_decay=1e-5, grad_clip=0.0)
-  if args["two_stage"]:
-    stages = dict(
-      stage1=blocks.stage("stage1", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam),
-      stage2=blocks.stage("stage2", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam),
-    )
-  else:
-    stages = dict(full=blocks.stage("full", epochs=200, batch_size=256, eval_every=50, optimizer_config=adam))
+  row = study_settings.toy1d()
+  (study,) = row.stages
+  adam = blocks.optimizer(**study.optimizer, grad_clip=0.0)
+  names = ("stage1", "stage2") if args["two_stage"] else ("full",)
+  stages = {
+    name: blocks.stage(name, study.epochs, study.batch_size, eval_every=50, optimizer_config=adam) for name in names
+  }
   deviations = [
-    "20 seeds instead of the original's 100 [n_seeds]",
+    f"20 seeds instead of the original's {row.fields['n_seeds']} [n_seeds]",
     "sizes and d_y = 4 are ours: the original's defaults are not known",
   ]
   if args["two_stage"]:

@@ -19,6 +19,7 @@ Argument `tiny` (tests): a tiny from-scratch model on 60 works of `data.trex_pat
 """
 
 from iml_jax import config_blocks as blocks
+from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
@@ -26,8 +27,5 @@ def get_config(arg: str | None = None):
   if args["model"]:
     config = blocks.model_size_sweep(args["model"], "trex")
   else:
-    config = blocks.study_define(
-      blocks.pretrained("pythia-2.8b", dtype="bfloat16"), "trex", n_seeds=10, n_seeds_stage2=3
-    )
-    config.study = "trex_main"
+    config = blocks.study_define(study_settings.trex_main())
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -1,9 +1,10 @@
 """Building blocks for `configs/*.py`: every field a run reads with the study's defaults (`base`, `optimizer`,
-`stage`, each task's data), model configs by family or pretrained key, the study's recipes, the typed `:arg`
-parser, the test-size shrinker, and loading a config file.
+`stage`, each task's data), model configs by family or pretrained key, a study row as a config (`from_row`,
+`study_define`), the typed `:arg` parser, the test-size shrinker, and loading a config file.
 
 Config files start from these and change what their experiment changes, so each file reads as the
-list of its differences from the study's setup.
+list of its differences from the study's setup. The study's numbers are read from iml_jax/study_settings.py
+(model shapes: models/families), never written here.
 """
 
 import dataclasses
@@ -54,22 +55,9 @@ def _typed_arg(default, text: str | None, where: str):
     raise IMLError(f"{where}: expected {'an integer' if isinstance(default, int) else 'a number'}") from None
 
 
-def optimizer(
-  name: str = "adafactor",
-  lr: float = 5e-5,
-  warmup_frac: float = 0.0,
-  b1: float = 0.9,
-  b2: float = 0.999,
-  eps: float = 1e-8,
-  weight_decay: float = 0.0,
-  grad_clip: float = 1.0,
-) -> ml_collections.ConfigDict:
-  """Defaults are the study's: HF Adafactor at lr 5e-5, no warm-up, global grad-norm clip 1.0."""
-  return ml_collections.ConfigDict(
-    dict(
-      name=name, lr=lr, warmup_frac=warmup_frac, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, grad_clip=grad_clip
-    )
-  )
+def optimizer(**fields) -> ml_collections.ConfigDict:
+  """The study's optimizer (study_settings.ADAFACTOR) with `fields` changed; b1, b2 and eps are for AdamW."""
+  return ml_collections.ConfigDict({**study_settings.ADAFACTOR, "b1": 0.9, "b2": 0.999, "eps": 1e-8, **fields})
 
 
 def stage(
@@ -94,46 +82,39 @@ def stage(
   )
 
 
+def _nested(fields: dict) -> dict:
+  """A study row's fields ({"data.fractions.q": .1, ...}) nested as a config holds them."""
+  nested = {}
+  for path, value in fields.items():
+    *parents, last = path.split(".")
+    node = nested
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = value
+  return nested
+
+
 def numeric_data(**overrides) -> ml_collections.ConfigDict:
-  """Set inclusion as in the study's Pythia-70M config (docs/study.md §5.3)."""
-  data = ml_collections.ConfigDict(
-    dict(
-      num_x=8000,
-      n_nums=8,
-      n_intersection=1,
-      n_qs=24,
-      p_label_flip=0.0,
-      max_x=99,
-      separate_token_per_var=True,
-      all_alias_tokens=True,
-      redraw_train_questions=False,
-      fractions=dict(study_settings.NUMERIC),
-      block_size=16,
-    )
-  )
+  """Set inclusion as the study's Pythia-70M config sets it (docs/study.md §5.3)."""
+  data = ml_collections.ConfigDict(_nested(study_settings.numeric().fields)["data"])
   data.update(overrides)
   return data
 
 
 def modular_data(**overrides) -> ml_collections.ConfigDict:
-  """Modular arithmetic as the original generator sets it up (docs/study.md §5.4): 1,000 aliases (our choice:
-  the original's count is not known), qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1, character-spaced text."""
-  data = ml_collections.ConfigDict(
-    dict(num_x=1000, fractions=dict(qd1consis=0.4, qd2incons=0.4, d1consis=0.1, d2consis=0.1), block_size=24)
-  )
+  """Modular arithmetic with the original generator's fractions (docs/study.md §5.4), 1,000 aliases (our choice:
+  the original's count is not known) and character-spaced text."""
+  data = ml_collections.ConfigDict(dict(_nested(study_settings.modular().fields)["data"], num_x=1000, block_size=24))
   data.update(overrides)
   return data
 
 
 def vision_data(**overrides) -> ml_collections.ConfigDict:
   """The vision experiment's data (docs/study.md §6.1, our design): 3x3 digit-grid aliases, A/B-grid entities,
-  fractions as the numeric task's (qd1consis .4 / qd2incons .4 / d1 .1 / d2 .1)."""
+  fractions as the numeric task's."""
+  subsets = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "d3consis")
   data = ml_collections.ConfigDict(
-    dict(
-      digits="sklearn",
-      num_aliases=200,
-      fractions=dict(qd1consis=0.4, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0),
-    )
+    dict(digits="sklearn", num_aliases=200, fractions={k: study_settings.NUMERIC[k] for k in subsets})
   )
   data.update(overrides)
   return data
@@ -183,29 +164,23 @@ def mlp(**overrides) -> ml_collections.ConfigDict:
 
 
 def define_data(**overrides) -> ml_collections.ConfigDict:
-  """The define experiment as in the main ICML config (docs/study.md §3.3, with tag 3)."""
+  """The define experiment's data as the study's main config sets it (docs/study.md §3.3, with tag 3), on the
+  offline synthetic knowledge base and without the entity-association sets."""
   data = ml_collections.ConfigDict(
     dict(
+      _nested(study_settings.cvdb_main().fields)["data"],
       knowledge_base="synthetic",
       kb_seed=0,
       cvdb_path="",
       cvdb_encoding="ISO-8859-1",
       trex_path="",
       equalize_gender=True,
-      num_entities=4000,
-      fractions=dict(study_settings.WITH_D3),
-      def_order="tve",
-      definition_type="tagged",
       incontext_definitions=False,
-      alias_length=5,
-      tag_length=6,
       tag1_name="",
       tag2_name="",
       tag3_name="",
-      test_frac=0.1666666,
       entity_association_test_sets=False,
       letter_test_sets=False,
-      block_size=48,
     )
   )
   data.update(overrides)
@@ -216,7 +191,12 @@ def define_data(**overrides) -> ml_collections.ConfigDict:
 # vocab_multiple: the embedding gets rows up to a multiple of lcm(vocab_multiple, mesh tensor size), the extra
 # rows masked out of the logits; 128 (GPT-NeoX's choice) keeps checkpoints portable across tensor sizes.
 _COMMON_MODEL_FIELDS = dict(
-  init_from="", allow_pickle_weights=False, vocab_multiple=1, init_std=0.02, embedding_init_std=0.02, dtype="float32"
+  init_from="",
+  allow_pickle_weights=False,
+  vocab_multiple=1,
+  init_std=study_settings.HF_INIT_STD,
+  embedding_init_std=study_settings.HF_INIT_STD,
+  dtype="float32",
 )
 # Set by the run from the tokenizer, the checkpoint and the mesh, not by a config.
 _DERIVED_MODEL_FIELDS = ("vocab_size", "valid_vocab", "family", "max_len")
@@ -240,12 +220,12 @@ def gpt_neox(**overrides) -> ml_collections.ConfigDict:
   return language_model("gpt_neox", **overrides)
 
 
-def pretrained(key: str, **overrides) -> ml_collections.ConfigDict:
-  """The model config of one of the study's pretrained models (weights from `init_from`)."""
+def pretrained(key: str, weights: bool = True, **overrides) -> ml_collections.ConfigDict:
+  """The model config of one of the study's models: its shape, with its weights (`init_from`) or random init."""
   if key not in PRETRAINED:
     raise IMLError(f"unknown pretrained model {key!r}; known: {sorted(PRETRAINED)}")
   family, hub_id, shape = PRETRAINED[key]
-  return language_model(family, init_from=hub_id, **shape, **overrides)
+  return language_model(family, **(dict(init_from=hub_id) if weights else {}), **shape, **overrides)
 
 
 def cpu_adamw(lr: float) -> ml_collections.ConfigDict:
@@ -271,7 +251,12 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
       loss=dict(mask_prompt=False, mask_padding=False, exclude_alias_tokens=False),
       stage_names=tuple(stages),
       stages=stages,
-      eval=dict(batch_size=256, max_new_tokens=8, subsets="all", prompt_bucket=8),
+      eval=dict(
+        batch_size=256,
+        max_new_tokens=study_settings.KNOWLEDGE_BASES["cvdb"]["eval.max_new_tokens"],
+        subsets="all",
+        prompt_bucket=8,
+      ),
       # A pretrained model's train state is sharded over every device (Pythia-2.8B's fp32 parameters and
       # gradients alone are 21 GiB per device when replicated, more than a v5e chip holds); a from-scratch
       # CPU-scale model is replicated. Results are the same on any mesh.
@@ -286,7 +271,7 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
         # Linear probes (docs/study.md §10, `python -m iml_jax.analyze --analysis=probes`): questions of
         # the two eval sets `classes` whose prompt contains `question_filter`, on the final
         # parameters of `stage` (default: the first stage).
-        probes=dict(classes="qd1consis,qd2incons", question_filter="", stage="", c=0.01, folds=5),
+        probes=dict(classes="qd1consis,qd2incons", question_filter="", stage="", **study_settings.PROBE_FIT),
       ),
       log_every=50,
       progress_bar=True,
@@ -300,8 +285,9 @@ def base(task: str, data, model, stages: dict, **overrides) -> ml_collections.Co
 
 
 def numeric_alpha_fractions(alpha: float) -> dict:
-  """α for the numeric task: the default's .4 per tag split α : 1 − α; stage 2 d1 .1 / d2 .1."""
-  return dict(**study_settings.tag_consistency_split(alpha, 0.4), q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0)
+  """α for the numeric task: the study's qd1consis budget per tag split α : 1 − α; stage 2 as the study's."""
+  fractions = study_settings.NUMERIC
+  return {**fractions, **study_settings.tag_consistency_split(alpha, fractions["qd1consis"])}
 
 
 def model_deviation(model_key: str, study_model: str) -> tuple[str, ...]:
@@ -310,80 +296,70 @@ def model_deviation(model_key: str, study_model: str) -> tuple[str, ...]:
 
 
 def pretrained_arg(key: str, allowed: tuple[str, ...] | None = None) -> ml_collections.ConfigDict:
-  """The `model=` argument of a study config: a key of PRETRAINED (bf16 compute)."""
+  """The `model=` argument of a study config: a key of PRETRAINED, one of `allowed` when given."""
   if allowed is not None and key not in allowed:
     raise IMLError(f"config argument model={key}: this experiment ran on {list(allowed)}")
-  return pretrained(key, dtype="bfloat16")
+  return pretrained(key)
 
 
-KNOWLEDGE_BASE_FILES = {  # where the study's files are expected (docs/study.md §14); override the path fields
-  "cvdb": dict(knowledge_base="cvdb", cvdb_path="datasets/cvdb/cross-verified-database.csv", num_entities=4000),
-  # T-REx: a quarter of each work's questions are test questions, longer texts and answers (§3.3, §7.3).
-  "trex": dict(
-    knowledge_base="trex",
-    num_entities=6900,
-    test_frac=study_settings.TREX_TEST_FRAC,
-    block_size=64,
-    trex_path="datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json",
-  ),
+# Where the study's files are expected (docs/study.md §14); override the path fields.
+KNOWLEDGE_BASE_FILES = {
+  "cvdb": dict(cvdb_path="datasets/cvdb/cross-verified-database.csv"),
+  "trex": dict(trex_path="datasets/t-rex-data/trex_subj_obj_predicate_triplets_filtered.json"),
 }
 
 
-def study_define(
-  model,
-  knowledge_base: str = "cvdb",
-  grad_accum: int = 2,
-  n_seeds: int = 20,
-  n_seeds_stage2: int = 5,
-  seed: int = 600,
-  **data_overrides,
+def from_row(
+  row, data, model, unpublished: dict, stage_names=(), eval_every=1, **overrides
 ) -> ml_collections.ConfigDict:
-  """The study's main experiment (docs/study.md §3, §11.2) for a pretrained `model`: CVDB (4,000 people) or
-  T-REx (6,900 works), 20 + 10 epochs, batch 256, HF Adafactor lr 5e-5, seeds from 600."""
-  if knowledge_base not in KNOWLEDGE_BASE_FILES:
-    raise IMLError(f"knowledge base {knowledge_base!r}: expected one of {sorted(KNOWLEDGE_BASE_FILES)}")
-  data = define_data(**{**KNOWLEDGE_BASE_FILES[knowledge_base], "entity_association_test_sets": True, **data_overrides})
-  stages = dict(
-    stage1=stage("stage1", epochs=20, batch_size=256, grad_accum=grad_accum),
-    stage2=stage("stage2", epochs=10, batch_size=256, grad_accum=grad_accum),
+  """The config of study row `row` (iml_jax/study_settings.py): `data` and `model` with every field the row sets,
+  the row's stages (named `stage_names`, else by their training subsets), and `unpublished` (seed, n_seeds,
+  n_seeds_stage2, epochs, batch_size, grad_accum) where the study does not say; `overrides` as in `base`."""
+  stages = {
+    name: stage(
+      s.train_subset,
+      optimizer_config=optimizer(**s.optimizer),
+      eval_every=eval_every,
+      **{f: unpublished[f] if getattr(s, f) is None else getattr(s, f) for f in ("epochs", "batch_size", "grad_accum")},
+    )
+    for name, s in zip(stage_names or [s.train_subset for s in row.stages], row.stages)
+  }
+  seeds = {k: unpublished[k] for k in ("seed", "n_seeds", "n_seeds_stage2")}
+  config = base(row.fields["task"], data, model, stages, study=row.key, **seeds, **overrides)
+  config.update(_nested(row.fields))
+  return config
+
+
+def published_seeds(row) -> dict:
+  """The seeds `row` publishes: for a config that takes another row's where its own is silent."""
+  return {k: row.fields[k] for k in ("seed", "n_seeds", "n_seeds_stage2") if k in row.fields}
+
+
+def study_define(row, model=None, data=None, stage_names=(), **unpublished) -> ml_collections.ConfigDict:
+  """A define-experiment row as a config: its model with the hub's weights (or `model`), its knowledge base with
+  the entity-association sets, `data` where the row is silent. Unpublished values are ours: the main config's
+  first seed and batch, 10 x 3 seeds, unless `unpublished` says otherwise."""
+  main = study_settings.cvdb_main()
+  first = main.stages[0]
+  ours = dict(
+    seed=main.fields["seed"], n_seeds=10, n_seeds_stage2=3, batch_size=first.batch_size, grad_accum=first.grad_accum
   )
-  return base(
-    "define",
-    data,
-    model,
-    stages,
-    seed=seed,
-    n_seeds=n_seeds,
-    n_seeds_stage2=n_seeds_stage2,
-    eval=dict(batch_size=256, max_new_tokens=16 if knowledge_base == "trex" else 8, subsets="all", prompt_bucket=8),
+  files = KNOWLEDGE_BASE_FILES[row.fields["data.knowledge_base"]]
+  return from_row(
+    row,
+    define_data(**files, entity_association_test_sets=True, **(data or {})),
+    model or pretrained(row.model),
+    {**ours, **unpublished},
+    stage_names,
     checkpoint=dict(every_steps=0, max_to_keep=1),
   )
 
 
 def model_size_sweep(model_key: str, knowledge_base: str) -> ml_collections.ConfigDict:
-  """One model of the study's model-size sweep (docs/study.md §4.7): no tag 3, 10 x 5 seeds from 600, batch 256
-  as 128 x 2 (6.9B-class models: 32 x 8)."""
-  grad_accum = study_settings.model_size(knowledge_base, model_key).stages[0].grad_accum
-  config = study_define(
-    pretrained(model_key, dtype="bfloat16"),
-    knowledge_base,
-    grad_accum=grad_accum,
-    n_seeds=10,
-    fractions=dict(study_settings.NO_D3),
-  )
-  config.study = f"model_size:kb={knowledge_base},model={model_key}"
+  """One model of the study's model-size sweep (docs/study.md §4.7); a model outside it runs as its members do."""
+  config = study_define(study_settings.model_size(knowledge_base, model_key), pretrained(model_key))
   if model_key not in study_settings.MODEL_SIZE_SWEEP:
     config.deviations = (f"{model_key} is not a model of the study's model-size sweep [model*]",)
-  return config
-
-
-def one_stage(config, epochs: int, batch_size: int, grad_accum: int = 1) -> ml_collections.ConfigDict:
-  """`config` trained in one stage on `full` (every QA split and definition at once)."""
-  config.stage_names = ("full",)
-  config.stages = ml_collections.ConfigDict(
-    dict(full=stage("full", epochs=epochs, batch_size=batch_size, grad_accum=grad_accum))
-  )
-  config.n_seeds_stage2 = 1
   return config
 
 

@@ -7,6 +7,9 @@ every field where a config differs from its row (`config.study` names the row); 
 is what a result is printed with: the config's own `deviations`, minus those a command-line override has
 undone, plus one line per departure that no deviation names.
 
+This module is where the package writes the study's numbers (model shapes: models/families): config_blocks
+and configs/*.py build from these rows, and tests/test_study_numbers.py checks them against docs/study.md.
+
 A deviation is a short sentence ending in the fields it covers, e.g.
   "Stage 2 trains only the alias embedding rows [stages.stage2.trainable]"
 (fnmatch patterns; a deviation with no brackets is a note that covers no field).
@@ -60,7 +63,15 @@ NUMERIC = dict(
   qd1consis=0.4, qd1incons=0.0, qd2consis=0.0, qd2incons=0.4, q=0.0, d1consis=0.1, d2consis=0.1, d3consis=0.0
 )
 
-CVDB_TEST_FRAC, TREX_TEST_FRAC = 0.1666666, 0.25
+# Per knowledge base (§3.3, §7.3): entities, test fraction of the stage-1 QA pairs, block, new tokens decoded.
+KNOWLEDGE_BASES = {
+  "cvdb": {"data.num_entities": 4000, "data.test_frac": 0.1666666, "data.block_size": 48, "eval.max_new_tokens": 8},
+  "trex": {"data.num_entities": 6900, "data.test_frac": 0.25, "data.block_size": 64, "eval.max_new_tokens": 16},
+}
+# transformers' initializer_range: how the study's from-scratch models start (§5.3).
+HF_INIT_STD = 0.02
+# The linear probes (§10): L2 logistic regression at C = 0.01, 5-fold cross-validated accuracy.
+PROBE_FIT = dict(c=0.01, folds=5)
 # The model-size sweep (§4.7): Pythia 70M-6.9B, GPT-Neo 125M-6B (GPT-J stands for "gpt-neo-6B", §7.1).
 MODEL_SIZE_SWEEP = (
   "pythia-70m",
@@ -156,17 +167,17 @@ def _define(
   batch=(256, 2),
   extra=None,
 ) -> Row:
-  trex = kb == "trex"
+  if kb not in KNOWLEDGE_BASES:
+    raise IMLError(f"knowledge base {kb!r}: expected one of {sorted(KNOWLEDGE_BASES)}")
   start, n_seeds, n_seeds_stage2 = seeds
   fields = {
     "task": "define",
     "data.knowledge_base": kb,
-    "data.num_entities": 6900 if trex else 4000,
-    "data.test_frac": TREX_TEST_FRAC if trex else CVDB_TEST_FRAC,
+    **KNOWLEDGE_BASES[kb],
     "data.def_order": "tve",
     "data.definition_type": "tagged",
-    "data.block_size": 64 if trex else 48,
-    "eval.max_new_tokens": 16 if trex else 8,
+    "data.alias_length": 5,  # letters (§3.5)
+    "data.tag_length": 6,
     "seed": start,
     "n_seeds": n_seeds,
     "n_seeds_stage2": n_seeds_stage2,
@@ -214,8 +225,7 @@ def _numeric(
     "n_seeds": seeds[1],
     "n_seeds_stage2": seeds[2],
     "model.dtype": "bfloat16",
-    # transformers' initializer_range for a from-scratch GPT-NeoX (T5 scales its init by width)
-    "model.init_std": None if model.startswith("t5") else 0.02,
+    "model.init_std": None if model.startswith("t5") else HF_INIT_STD,  # T5 scales its init by width
     **{f"data.fractions.{k}": v for k, v in fractions.items()},
     **_STUDY_LOSS,
     **(extra or {}),
@@ -414,7 +424,11 @@ def probes(order: str = "tve") -> Row:
     "§10",
     "pythia-1b",
     seeds=(600, 1, None),
-    extra={"data.entity_association_test_sets": True, "data.def_order": order},
+    extra={
+      "data.entity_association_test_sets": True,
+      "data.def_order": order,
+      **{f"analysis.probes.{k}": v for k, v in PROBE_FIT.items()},
+    },
   )
 
 

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from iml_jax import experiment
+from iml_jax.specs import Experiment
 from test_experiment import ROOT
 
 FAMILY_ARGS = {
@@ -59,9 +60,9 @@ def _load(name, arg):
 @pytest.mark.parametrize("name, arg", [(n, a) for n, args in FAMILY_ARGS.items() for a in args])
 def test_family_arguments_validate(name, arg):
   config = _load(name, arg)
-  experiment.validate(config)
+  Experiment.from_config(config)
   if name not in ("pythia_cvdb_2stage.py", "numeric_scratch.py"):  # these two take no `tiny`
-    experiment.validate(_load(name, f"{arg},tiny" if arg else "tiny"))
+    Experiment.from_config(_load(name, f"{arg},tiny" if arg else "tiny"))
 
 
 def test_alpha_splits_each_budget():

@@ -1,4 +1,5 @@
-"""Every config and `:arg` variant against the study's own numbers (iml_jax/study_settings.py, docs/study.md).
+"""Every config and `:arg` variant against its row of iml_jax/study_settings.py (the study's numbers themselves are
+checked against docs/study.md in test_study_numbers.py).
 
 The row each variant is checked against is chosen here, independently of the config's own `study` field, so a
 config that names the wrong row fails too. Each variant must equal its row on every field the study publishes,
@@ -12,21 +13,10 @@ import re
 import pytest
 
 from iml_jax import experiment, study_settings
+from iml_jax.specs import Experiment
 from test_experiment import ROOT
+from test_study_numbers import ALIGNMENT_GRID, PYTHIA_1B_BATCH_EPOCHS, PYTHIA_2_8B_BATCH_EPOCHS, SWEEP
 
-SWEEP = (
-  "pythia-70m",
-  "pythia-160m",
-  "pythia-410m",
-  "pythia-1b",
-  "pythia-1.4b",
-  "pythia-2.8b",
-  "pythia-6.9b",
-  "gpt-neo-125M",
-  "gpt-neo-1.3B",
-  "gpt-neo-2.7B",
-  "gpt-j-6b",
-)
 # (config[:arg], the study row it must reproduce)
 VARIANTS = [
   ("default.py", "numeric:variant=70m"),
@@ -56,20 +46,18 @@ VARIANTS = [
   ("three_stage.py", "three_stage:model=pythia-2.8b,kb=cvdb"),
   ("three_stage.py:model=pythia-410m", "three_stage:model=pythia-410m,kb=cvdb"),
   ("three_stage.py:kb=trex", "three_stage:model=pythia-2.8b,kb=trex"),
-  *[
-    (f"batch_size.py:batch={b}", f"batch_size:batch={b},model=pythia-1b")
-    for b in study_settings.BATCH_GRIDS["pythia-1b"]
-  ],
+  *[(f"batch_size.py:batch={b}", f"batch_size:batch={b},model=pythia-1b") for b in PYTHIA_1B_BATCH_EPOCHS],
   *[
     (f"batch_size.py:model=pythia-2.8b,batch={b}", f"batch_size:batch={b},model=pythia-2.8b")
-    for b in study_settings.BATCH_GRIDS["pythia-2.8b"]
+    for b in PYTHIA_2_8B_BATCH_EPOCHS
   ],
   ("incontext.py", "incontext"),
   ("is_isnt.py:defn=is_isnt", "worded:defn=is_isnt,model=pythia-2.8b"),
   ("is_isnt.py:defn=nl", "worded:defn=nl,model=pythia-2.8b"),
   ("is_isnt.py:model=llama-2-7b", "worded:defn=is_isnt,model=llama-2-7b"),
   ("is_isnt.py:defn=tag_strings", "tag_strings"),
-  *[(f"grad_alignment.py:batch={b}", f"grad_alignment:batch={b}") for b in study_settings.ALIGNMENT_GRID],
+  ("grad_alignment.py", "grad_alignment:batch=128"),
+  *[(f"grad_alignment.py:batch={b}", f"grad_alignment:batch={b}") for b in ALIGNMENT_GRID],
   ("grad_alignment.py:cpu,batch=128", "numeric:variant=70m"),
   ("probes.py:order=tve", "probes:order=tve"),
   ("probes.py:order=vte", "probes:order=vte"),
@@ -124,7 +112,7 @@ def test_config_matches_its_study_row_except_declared_deviations(spec, row):
   uncovered, stale = _undeclared(config)
   assert not uncovered, f"{spec} departs from the study without a deviation: {uncovered}"
   assert not stale, f"{spec} declares deviations that no longer apply: {stale}"
-  experiment.validate(config)
+  Experiment.from_config(config)
 
 
 CPU_SCALE = (
@@ -176,45 +164,6 @@ def test_study_configs_are_faithful(spec):
   assert study_settings.deviations(config) == []
 
 
-def test_main_config_numbers_are_the_studys():
-  """docs/study.md §3.3, §7.3, §7.4, spelled out."""
-  config = _load("pythia_cvdb_2stage.py")
-  fractions = config.data.fractions
-  assert (
-    fractions.q_no_replacement_baseline,
-    fractions.qd1consis,
-    fractions.qd2incons,
-    fractions.q,
-    fractions.d1consis,
-    fractions.d2consis,
-    fractions.d3consis,
-    fractions.no_qd_baseline,
-  ) == (0.1, 0.25, 0.25, 0.1, 0.08, 0.08, 0.08, 0.06)
-  assert (config.seed, config.n_seeds, config.n_seeds_stage2) == (600, 20, 5)
-  assert [
-    (config.stages[n].epochs, config.stages[n].batch_size, config.stages[n].grad_accum) for n in config.stage_names
-  ] == [(20, 256, 2), (10, 256, 2)]
-  assert (config.data.block_size, config.eval.max_new_tokens, config.data.test_frac) == (48, 8, 0.1666666)
-  sweep = _load("pythia_cvdb_2stage.py:model=pythia-410m")
-  assert (sweep.data.fractions.d3consis, sweep.data.fractions.no_qd_baseline, sweep.n_seeds, sweep.n_seeds_stage2) == (
-    0.0,
-    0.1,
-    10,
-    5,
-  )
-  assert _load("pythia_cvdb_2stage.py:model=pythia-6.9b").stages.stage1.grad_accum == 8
-  trex = _load("trex_2stage.py")
-  assert (trex.data.test_frac, trex.data.block_size, trex.eval.max_new_tokens, trex.n_seeds, trex.n_seeds_stage2) == (
-    0.25,
-    64,
-    16,
-    10,
-    3,
-  )
-  alignment = _load("grad_alignment.py:batch=128").data.fractions
-  assert (alignment.q_no_replacement_baseline, alignment.no_qd_baseline, alignment.d3consis) == (0.12, 0.08, 0.0)
-
-
 def test_a_command_line_override_shows_as_a_deviation():
   config = _load("pythia_cvdb_2stage.py")
   config.data.test_frac = 0.2
@@ -231,4 +180,4 @@ def test_an_unknown_study_row_is_one_clear_error():
   config = _load("default.py:tiny")
   config.study = "numeric:variant=9b"
   with pytest.raises(IMLError, match="config field study = 'numeric:variant=9b'"):
-    experiment.validate(config)
+    Experiment.from_config(config)

@@ -4,17 +4,14 @@ import numpy as np
 
 from iml_jax.models.families.base import Family, Path, Rule, dense_rules, expect, linear, norm_rules, same
 
+PRETRAINED = {"gpt2": ("gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072))}
 OPTIONS = dict(
-  d_model=768,
-  n_layers=12,
-  n_heads=12,
-  d_mlp=3072,
+  **PRETRAINED["gpt2"][1],
   position_embedding="learned",
   parallel_residual=False,
   activation="gelu_new",
   tie_embeddings=True,
 )
-PRETRAINED = {"gpt2": ("gpt2", dict(d_model=768, n_layers=12, n_heads=12, d_mlp=3072))}
 
 
 def _fused_qkv(prefix: Path, key: str, is_bias: bool) -> Rule:

@@ -3,20 +3,6 @@
 from iml_jax.models.families.base import Family, Rule, dense_rules, expect, linear, norm_rules
 from iml_jax.models.families.gpt2 import embedding_and_head_rules
 
-OPTIONS = dict(
-  d_model=768,
-  n_layers=12,
-  n_heads=12,
-  d_mlp=3072,
-  position_embedding="learned",
-  parallel_residual=False,
-  activation="gelu_new",
-  qkv_bias=False,
-  scale_attention=False,
-  local_layers=tuple(range(1, 12, 2)),
-  local_window=256,
-  tie_embeddings=True,
-)
 PRETRAINED = {
   f"gpt-neo-{size}": (
     f"EleutherAI/gpt-neo-{size}",
@@ -24,6 +10,17 @@ PRETRAINED = {
   )
   for size, d, n, h in (("125M", 768, 12, 12), ("1.3B", 2048, 24, 16), ("2.7B", 2560, 32, 20))
 }
+# The shape is GPT-Neo-125M's.
+OPTIONS = dict(
+  **PRETRAINED["gpt-neo-125M"][1],
+  position_embedding="learned",
+  parallel_residual=False,
+  activation="gelu_new",
+  qkv_bias=False,
+  scale_attention=False,
+  local_window=256,
+  tie_embeddings=True,
+)
 
 
 def config_from_hf(hf: dict, where: str) -> dict:

@@ -2,8 +2,6 @@
 
 from iml_jax.models.families.base import Family, Path, Rule, dense_rules, expect, linear, norm_rules, rope, same
 
-# Architecture fields of `model.name = "gpt_neox"`; the shape is Pythia-70M's.
-OPTIONS = dict(d_model=512, n_layers=6, n_heads=8, d_mlp=2048)
 PRETRAINED = {
   f"pythia-{size}": (f"EleutherAI/pythia-{size}-deduped", dict(d_model=d, n_layers=n, n_heads=h, d_mlp=4 * d))
   for size, d, n, h in (
@@ -16,6 +14,8 @@ PRETRAINED = {
     ("6.9b", 4096, 32, 32),
   )
 }
+# Architecture fields of `model.name = "gpt_neox"`; the shape is Pythia-70M's.
+OPTIONS = dict(PRETRAINED["pythia-70m"][1])
 
 
 def _fused_qkv(prefix: Path, key: str, heads: int, head_dim: int, is_bias: bool) -> Rule:

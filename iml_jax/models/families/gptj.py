@@ -5,11 +5,9 @@ import numpy as np
 
 from iml_jax.models.families.base import Family, Path, Rule, dense_rules, expect, linear, norm_rules, same
 
+PRETRAINED = {"gpt-j-6b": ("EleutherAI/gpt-j-6b", dict(d_model=4096, n_layers=28, n_heads=16, d_mlp=16384))}
 OPTIONS = dict(
-  d_model=4096,
-  n_layers=28,
-  n_heads=16,
-  d_mlp=16384,
+  **PRETRAINED["gpt-j-6b"][1],
   rotary_pct=0.25,
   shared_input_norm=True,
   activation="gelu_new",
@@ -17,7 +15,6 @@ OPTIONS = dict(
   attention_out_bias=False,
   output_bias=True,
 )
-PRETRAINED = {"gpt-j-6b": ("EleutherAI/gpt-j-6b", dict(d_model=4096, n_layers=28, n_heads=16, d_mlp=16384))}
 
 
 def _interleaved_rotary(path: Path, key: str, heads: int, head_dim: int, rotary_dim: int) -> Rule:

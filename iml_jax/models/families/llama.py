@@ -3,11 +3,9 @@
 from iml_jax.errors import IMLError
 from iml_jax.models.families.base import Family, Rule, dense_rules, expect, linear, rope, same
 
+PRETRAINED = {"llama-2-7b": ("meta-llama/Llama-2-7b-hf", dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008))}
 OPTIONS = dict(
-  d_model=4096,
-  n_layers=32,
-  n_heads=32,
-  d_mlp=11008,
+  **PRETRAINED["llama-2-7b"][1],
   rotary_pct=1.0,
   parallel_residual=False,
   norm="rmsnorm",
@@ -16,7 +14,6 @@ OPTIONS = dict(
   qkv_bias=False,
   proj_bias=False,
 )
-PRETRAINED = {"llama-2-7b": ("meta-llama/Llama-2-7b-hf", dict(d_model=4096, n_layers=32, n_heads=32, d_mlp=11008))}
 
 
 def config_from_hf(hf: dict, where: str) -> dict:
