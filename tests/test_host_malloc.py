@@ -180,7 +180,7 @@ def _faults_of_each_touch(choice: str, env: dict | None = None) -> list[int]:
 
 
 def _readme_tunables() -> str:
-  with open(os.path.join(ROOT, "README.md")) as f:
+  with open(os.path.join(ROOT, "docs", "development.md")) as f:
     return re.search(r"GLIBC_TUNABLES=(\S+)", f.read()).group(1)
 
 
