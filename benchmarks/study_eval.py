@@ -38,7 +38,7 @@ flags.DEFINE_integer("max_prompts", 0, "prompts kept per eval set (0: all)")
 
 def _eval_sets():
   """(config, tokenizer, {set name: examples}) of the config's last stage, seed 0."""
-  from iml_jax import experiment, stage
+  from iml_jax import experiment, specs, stage
   from iml_jax.data import tasks
 
   config = experiment.load_config(FLAGS.config)
@@ -46,6 +46,7 @@ def _eval_sets():
     raise SystemExit(f"--config={FLAGS.config}: its task is {config.task!r}; expected a define experiment")
   config.data.num_entities = FLAGS.num_entities
   config.eval.max_new_tokens = FLAGS.max_new_tokens
+  config = specs.Experiment.from_config(config)
   task = tasks.for_seed(config, 0)
   last = len(config.stage_names) - 1
   data = task.stage_data(0, last, config.stages[config.stage_names[last]].train_subset)

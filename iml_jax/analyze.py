@@ -78,17 +78,17 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
   from iml_jax.models import registry
 
   measured = 0
-  with experiment.seed_contexts(config, workdir, remedy=_SAVED_CONFIG_REMEDY) as contexts:
+  with experiment.seed_contexts(config, workdir, remedy=_SAVED_CONFIG_REMEDY) as (spec, contexts):
     for ctx in contexts:
       abstract = registry.abstract_params(ctx.model)
-      for run in workdir_layout.plan_stage_runs(config, workdir, ctx.seed):
+      for run in workdir_layout.plan_stage_runs(spec, workdir, ctx.seed):
         if (only_stage and run.label != only_stage) or not workdir_layout.is_done(run.directory):
           continue
-        stage_cfg = config.stages[run.name]
-        alias_ids = stage.alias_token_ids(ctx, stage_cfg)
-        mask = train.trainable_mask(abstract, stage_cfg.trainable, alias_ids)
+        trained = spec.stages[run.name]
+        alias_ids = stage.alias_token_ids(ctx, trained)
+        mask = train.trainable_mask(abstract, trained.trainable, alias_ids)
         done = workdir_layout.read_done(run.directory)
-        data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
+        data = ctx.task.stage_data(run.seed_stage2, run.index, trained.train_subset)
         params = stage.final_params(run.directory, abstract)
         stage.measure_alignment(
           ctx, run, params, stage.alignment_sets(ctx, data.evals, alias_ids), mask, done["step"], done["epochs"]
@@ -96,7 +96,7 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         measured += 1
     if not measured:
       raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
-    return run_report.write_report(config, workdir)
+    return run_report.write_report(spec, workdir)
 
 
 def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
@@ -110,29 +110,31 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
   from iml_jax.io_utils import atomic_write_json
   from iml_jax.models import registry
 
-  spec = config.analysis.probes
-  stage_name = spec.stage or config.stage_names[0]
-  if stage_name not in config.stage_names:
-    raise IMLError(f"config field analysis.probes.stage = {stage_name!r}: expected one of {list(config.stage_names)}")
-  classes = spec.classes.split(",")
-  best = {}
-  with experiment.seed_contexts(config, workdir, remedy=_SAVED_CONFIG_REMEDY) as contexts:
+  with experiment.seed_contexts(config, workdir, remedy=_SAVED_CONFIG_REMEDY) as (spec, contexts):
+    probed = spec.analysis.probes
+    stage_name = probed.stage or spec.stage_names[0]
+    if stage_name not in spec.stages:
+      raise IMLError(f"config field analysis.probes.stage = {stage_name!r}: expected one of {list(spec.stage_names)}")
+    classes = probed.classes.split(",")
+    best = {}
     for ctx in contexts:
-      run = next(r for r in workdir_layout.plan_stage_runs(config, workdir, ctx.seed) if r.name == stage_name)
-      evals = ctx.task.stage_data(run.seed_stage2, run.index, config.stages[stage_name].train_subset).evals
+      run = next(r for r in workdir_layout.plan_stage_runs(spec, workdir, ctx.seed) if r.name == stage_name)
+      evals = ctx.task.stage_data(run.seed_stage2, run.index, spec.stages[stage_name].train_subset).evals
       missing = [c for c in classes if c not in evals]
       if len(classes) != 2 or missing:
         raise IMLError(
-          f"config field analysis.probes.classes = {spec.classes!r}: expected two eval sets of {sorted(evals)}"
+          f"config field analysis.probes.classes = {probed.classes!r}: expected two eval sets of {sorted(evals)}"
         )
       selected = [
-        probes.one_question_per_alias([ex for ex in evals[c] if spec.question_filter in ex.prompt], ctx.task.aliases_in)
+        probes.one_question_per_alias(
+          [ex for ex in evals[c] if probed.question_filter in ex.prompt], ctx.task.aliases_in
+        )
         for c in classes
       ]
       tokens, labels = probes.equal_length_questions(ctx.tokenizer, *selected)
       abstract = registry.abstract_params(ctx.model)
       params = stage.final_params(run.directory, abstract)
-      batch = config.eval.batch_size
+      batch = spec.eval.batch_size
       states = np.concatenate(
         [
           np.asarray(probes.hidden_states(ctx.model, params, tokens[i : i + batch]))
@@ -140,13 +142,13 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
         ],
         axis=1,
       )
-      accuracy = probes.probe_accuracy(states, labels, spec.c, spec.folds)
+      accuracy = probes.probe_accuracy(states, labels, probed.c, probed.folds)
       positions = [ctx.tokenizer.backend.id_to_token(int(t)) for t in tokens[0]]
       atomic_write_json(
         os.path.join(run.directory, "probes.json"),
         {
           "classes": classes,
-          "question_filter": spec.question_filter,
+          "question_filter": probed.question_filter,
           "questions_per_class": len(labels) // 2,
           "example_tokens": positions,
           "accuracy_position_by_layer": accuracy.tolist(),
@@ -173,7 +175,7 @@ def main(argv, flag_values):
       if not workdir:
         raise IMLError(f"--analysis={analysis} needs --workdir")
       config = run_config(flag_values["config"].value, workdir, flag_values["set"].value)
-      if tasks.array_model(config):
+      if tasks.array_model(config.task):
         raise IMLError(f"--analysis={analysis} reads token sequences; config field task = {config.task!r} has arrays")
     if analysis == "grad_alignment":
       summary = grad_alignment_on_checkpoints(config, workdir, flag_values["stage"].value)

@@ -16,7 +16,7 @@ import tempfile
 import jax
 import numpy as np
 
-from iml_jax import experiment, grad_alignment, hf_import, model_io, sharding, train
+from iml_jax import grad_alignment, hf_import, model_io, sharding, specs, train
 from iml_jax.data import batching, entities, tasks
 from iml_jax.errors import IMLError
 from iml_jax.models import decoding, from_config, registry
@@ -33,7 +33,7 @@ class StageShape:
   grad_accum: int
   steps: int  # the steps of one run of the stage
   runs: int  # how many times the experiment runs it (stage-1 seeds, times stage-2 seeds after the split)
-  optimizer: object  # the stage's optimizer config
+  optimizer: object  # specs.Optimizer
   trainable: str
 
   @property
@@ -53,6 +53,7 @@ class RunShape:
   max_new_tokens: int
   eos_id: int
   alignment: tuple[int, int, int] | None  # (definitions, questions per definition, chunk)
+  mesh: specs.Mesh  # the config's mesh shape and rules
   notes: tuple[str, ...]  # where a shape was not read as the run reads it
 
   @property
@@ -62,38 +63,39 @@ class RunShape:
 
 def run_shape(config) -> RunShape:
   """The shapes of every program of a run of `config` (host work only: data counts, model config)."""
-  experiment.validate(config)
+  specs.Experiment.from_config(config)  # the config as given, checked
   if registry.SPECS[config.model.name].inputs == "arrays":
     raise IMLError(f"config field model.name = {config.model.name!r}: tpu_plan plans language models")
   notes = []
   data_config, scale = _with_data_at_hand(config, notes)
-  task = tasks.for_seed(data_config, config.seed)
+  experiment = specs.Experiment.from_config(data_config)
+  task = tasks.for_seed(experiment, experiment.seed)
   with tempfile.TemporaryDirectory() as tokenizer_dir:
-    model_cfg, tokenizer = _model_config(config, task, os.path.join(tokenizer_dir, "tokenizer.json"), notes)
+    model_cfg, tokenizer = _model_config(experiment, task, os.path.join(tokenizer_dir, "tokenizer.json"), notes)
   model = registry.build(model_cfg)
-  runs = plan_stage_runs(config, "", config.seed)
+  runs = plan_stage_runs(experiment, "", experiment.seed)
   stages = []
-  for name in config.stage_names:
-    stage_cfg, first = config.stages[name], next(r for r in runs if r.name == name)
-    examples = round(scale * len(task.stage_data(first.seed_stage2, first.index, stage_cfg.train_subset).train))
-    steps = batching.steps_per_epoch(examples, stage_cfg.batch_size, stage_cfg.grad_accum) * stage_cfg.epochs
-    runs_of_stage = sum(r.name == name for r in runs) * config.n_seeds
+  for name, stage in experiment.stages.items():
+    first = next(r for r in runs if r.name == name)
+    examples = round(scale * len(task.stage_data(first.seed_stage2, first.index, stage.train_subset).train))
+    steps = batching.steps_per_epoch(examples, stage.batch_size, stage.grad_accum) * stage.epochs
+    runs_of_stage = sum(r.name == name for r in runs) * experiment.n_seeds
     stages.append(
-      StageShape(
-        name, stage_cfg.batch_size, stage_cfg.grad_accum, steps, runs_of_stage, stage_cfg.optimizer, stage_cfg.trainable
-      )
+      StageShape(name, stage.batch_size, stage.grad_accum, steps, runs_of_stage, stage.optimizer, stage.trainable)
     )
   alias_ids = tokenizer.token_ids(task.alias_tokens()) if tokenizer and task.alias_tokens() else np.zeros(1, np.int32)
+  alignment = experiment.analysis.grad_alignment
   return RunShape(
     model,
-    model_io.kind_of(model).array_shapes(config),
+    model_io.kind_of(model).array_shapes(experiment.data),
     tuple(stages),
     alias_ids,
-    config.eval.batch_size,
-    config.data.block_size,
-    config.eval.max_new_tokens,
+    experiment.eval.batch_size,
+    experiment.data.block_size,
+    experiment.eval.max_new_tokens,
     tokenizer.pad_id if tokenizer else 0,
-    _alignment_shape(config, task, runs[0]) if config.analysis.grad_alignment.enabled else None,
+    _alignment_shape(experiment, task, runs[0]) if alignment.enabled else None,
+    experiment.mesh,
     tuple(notes),
   )
 
@@ -116,35 +118,36 @@ def _with_data_at_hand(config, notes: list):
   return copy, scale
 
 
-def _model_config(config, task, tokenizer_path: str, notes: list):
+def _model_config(experiment: specs.Experiment, task, tokenizer_path: str, notes: list):
   """(model config as the run builds it, the task's tokenizer or None for a pretrained model)."""
-  if not config.model.init_from:
+  model, data, mesh = experiment.model, experiment.data, experiment.mesh
+  if not model.init_from:
     tokenizer = task.tokenizer(tokenizer_path)
-    return from_config.model_config(config, tokenizer, None, None), tokenizer
-  if os.path.isdir(config.model.init_from):
-    folder = config.model.init_from
+    return from_config.model_config(model, data, mesh, tokenizer, None, None), tokenizer
+  if os.path.isdir(model.init_from):
+    folder = model.init_from
     _, pretrained = hf_import.read_config(folder)
-    hf_import.check_matches(pretrained, from_config.model_fields(config), folder)
-    cfg = dataclasses.replace(pretrained, dtype=config.model.dtype)
+    hf_import.check_matches(pretrained, from_config.model_fields(model, data), folder)
+    cfg = dataclasses.replace(pretrained, dtype=model.dtype)
   else:
-    key = next((k for k, (_, hub_id, _) in PRETRAINED.items() if hub_id == config.model.init_from), None)
+    key = next((k for k, (_, hub_id, _) in PRETRAINED.items() if hub_id == model.init_from), None)
     if key is None:
       raise IMLError(
-        f"config field model.init_from = {config.model.init_from!r}: no local folder, and not a model of the "
+        f"config field model.init_from = {model.init_from!r}: no local folder, and not a model of the "
         "study's table; point it at a local copy of the model (its config.json is enough to plan)"
       )
     notes.append(f"{key}: shape from the study's table, {HUB_VOCAB_SIZES[key]:,} vocabulary rows as on the hub")
-    cfg = registry.make_config(config.model.name, vocab_size=HUB_VOCAB_SIZES[key], **from_config.model_fields(config))
-  rows = from_config.padded_vocab_size(config, cfg.vocab_size)
+    cfg = registry.make_config(model.name, vocab_size=HUB_VOCAB_SIZES[key], **from_config.model_fields(model, data))
+  rows = from_config.padded_vocab_size(model, mesh, cfg.vocab_size)
   return (
     dataclasses.replace(cfg, vocab_size=rows, valid_vocab=cfg.vocab_size) if rows != cfg.vocab_size else cfg
   ), None
 
 
-def _alignment_shape(config, task, first_run) -> tuple[int, int, int]:
+def _alignment_shape(experiment: specs.Experiment, task, first_run) -> tuple[int, int, int]:
   """(definitions, questions per definition, chunk) of the largest set the analysis pairs up."""
-  spec = config.analysis.grad_alignment
-  evals = task.stage_data(first_run.seed_stage2, first_run.index, config.stages[first_run.name].train_subset).evals
+  spec = experiment.analysis.grad_alignment
+  evals = task.stage_data(first_run.seed_stage2, first_run.index, experiment.stages[first_run.name].train_subset).evals
   keys = spec.sets.split(",")
   shapes = []
   for defs_key, questions_key in ((keys[0], keys[2]), (keys[1], keys[3])):

@@ -75,13 +75,13 @@ def _compile(name: str, lowered, parts=(), dump_to: str = "") -> Program:
   return Program(name, compiled_stats.stats(compiled, compiled_parts), seconds=time.perf_counter() - start)
 
 
-def plan_for(run, config, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan:
+def plan_for(run, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan:
   """Compiles the run's programs of the `kinds` named for one TPU type (their HLO written under `dump_hlo`)."""
 
   from iml_jax import compile_plan, sharding, tpu_types
 
-  mesh = sharding.make_mesh(config.mesh.shape, tpu_types.topology_devices(kind))
-  rules = sharding.rules_for(config.mesh.rules)
+  mesh = sharding.make_mesh(run.mesh.shape, tpu_types.topology_devices(kind))
+  rules = sharding.rules_for(run.mesh.rules)
   dump = (lambda program: os.path.join(dump_hlo, f"{kind.name}.{program}")) if dump_hlo else (lambda program: "")
   programs, by_key, run_seconds, step = [], {}, 0.0, None
   for stage in run.stages if "train" in kinds else ():
@@ -192,7 +192,7 @@ def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
   return lines
 
 
-def what_fits(plans: list, mesh_config) -> str:
+def what_fits(plans: list, mesh_spec) -> str:
   """Where some planned type does not fit: the smallest planned one that does, or what to change."""
   fitting = [p for p in plans if p.fits()]
   if fitting:
@@ -201,8 +201,8 @@ def what_fits(plans: list, mesh_config) -> str:
     )
   if all(p.mesh_shape["fsdp"] == 1 for p in plans):
     return (
-      f"no planned type fits with the state replicated on every chip (mesh.rules {mesh_config.rules!r}, mesh.shape "
-      f"{tuple(mesh_config.shape)}): shard it with --config.mesh.rules=fsdp '--config.mesh.shape=(1,-1,1)'"
+      f"no planned type fits with the state replicated on every chip (mesh.rules {mesh_spec.rules!r}, mesh.shape "
+      f"{tuple(mesh_spec.shape)}): shard it with --config.mesh.rules=fsdp '--config.mesh.shape=(1,-1,1)'"
     )
   return "no planned type fits: plan a larger slice (--tpu), whose chips hold smaller shards of the state"
 

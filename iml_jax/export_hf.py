@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["workdir", "stage", "out"])
 def export_stage(workdir: str, stage_label: str, out: str) -> None:
   import transformers
 
-  from iml_jax import hf_import, io_utils, stage
+  from iml_jax import hf_import, io_utils, specs, stage
   from iml_jax.models import from_config
   from iml_jax import workdir as workdir_layout
   from iml_jax.data.tokenization import TextTokenizer, pretrained_tokenizer
@@ -38,17 +38,17 @@ def export_stage(workdir: str, stage_label: str, out: str) -> None:
   config_path = os.path.join(workdir, workdir_layout.CONFIG_FILE)
   if not io_utils.exists(config_path):
     raise IMLError(f"{config_path} does not exist: --workdir must be an experiment's workdir")
-  config = workdir_layout.load_config(workdir)
+  experiment = specs.Experiment.from_config(workdir_layout.load_config(workdir))
   seed_dir = stage_label.split(os.sep)[0]
   if not seed_dir.startswith("seed_"):
     raise IMLError(f"--stage {stage_label}: expected a path that starts with seed_<S>/, e.g. seed_0/s2seed_0/stage2")
-  folder, pretrained = from_config.pretrained_model(config)
+  folder, pretrained = from_config.pretrained_model(experiment.model, experiment.data)
   tokenizer = (
     pretrained_tokenizer(folder)
     if folder
     else TextTokenizer.load(os.path.join(workdir, seed_dir, workdir_layout.TOKENIZER_FILE))
   )
-  cfg = from_config.model_config(config, tokenizer, pretrained, folder)
+  cfg = from_config.model_config(experiment.model, experiment.data, experiment.mesh, tokenizer, pretrained, folder)
   abstract = registry.abstract_params(registry.build(cfg))
   params = stage.final_params(os.path.join(workdir, stage_label), abstract)
 

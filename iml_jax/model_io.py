@@ -15,21 +15,22 @@ class TokenInputs:
 
   seq2seq = False  # eval prompts right-padded with a mask (an encoder reads them) instead of left-padded
 
-  def __init__(self, config, task, tokenizer):
-    self.config, self.task, self.tokenizer = config, task, tokenizer
+  def __init__(self, data, loss, evaluation, task, tokenizer):
+    """`data`: the task's data spec (its block sizes); `loss`, `evaluation`: specs.Loss, specs.Evaluation."""
+    self.data, self.loss, self.evaluation, self.task, self.tokenizer = data, loss, evaluation, task, tokenizer
 
   def encode(self, examples, excluded_ids: np.ndarray | None) -> dict[str, np.ndarray]:
     """Training arrays; the loss mask leaves out the tokens `excluded_ids` (None: none)."""
-    cfg = self.config
+    loss = self.loss
     encoded = encode_for_training(
-      self.tokenizer, examples, cfg.data.block_size, cfg.loss.mask_prompt, cfg.loss.mask_padding, excluded_ids
+      self.tokenizer, examples, self.data.block_size, loss.mask_prompt, loss.mask_padding, excluded_ids
     )
     return {"tokens": encoded.tokens, "loss_mask": encoded.loss_mask}
 
   @staticmethod
-  def array_shapes(config) -> dict[str, tuple[tuple[int, ...], type]]:
+  def array_shapes(data) -> dict[str, tuple[tuple[int, ...], type]]:
     """The shape of one example's row and the dtype of each array `encode` gives, known before any data."""
-    block = config.data.block_size
+    block = data.block_size
     return {"tokens": ((block,), np.int32), "loss_mask": ((block - 1,), np.float32)}
 
   def tokens_per_example(self, encoded: dict) -> int:
@@ -38,7 +39,7 @@ class TokenInputs:
 
   def eval_sets(self, evals: dict, names: list[str]) -> list:
     return evaluate.prepare_eval_sets(
-      self.tokenizer, evals, names, self.config.eval.prompt_bucket, self.config.data.block_size, self.seq2seq
+      self.tokenizer, evals, names, self.evaluation.prompt_bucket, self.data.block_size, self.seq2seq
     )
 
   def evaluate(self, model, params, eval_sets: list, mesh, rules) -> dict[str, dict]:
@@ -47,8 +48,8 @@ class TokenInputs:
       params,
       self.tokenizer,
       eval_sets,
-      self.config.eval.batch_size,
-      self.config.eval.max_new_tokens,
+      self.evaluation.batch_size,
+      self.evaluation.max_new_tokens,
       mesh,
       rules,
     )
@@ -60,14 +61,14 @@ class Seq2SeqInputs(TokenInputs):
   seq2seq = True
 
   def encode(self, examples, excluded_ids: np.ndarray | None) -> dict[str, np.ndarray]:
-    cfg = self.config
+    data = self.data
     return encode_seq2seq(
-      self.tokenizer, examples, cfg.data.block_size, cfg.data.label_block_size, cfg.loss.mask_padding, excluded_ids
+      self.tokenizer, examples, data.block_size, data.label_block_size, self.loss.mask_padding, excluded_ids
     )
 
   @staticmethod
-  def array_shapes(config) -> dict[str, tuple[tuple[int, ...], type]]:
-    inputs, targets = (config.data.block_size,), (config.data.label_block_size,)
+  def array_shapes(data) -> dict[str, tuple[tuple[int, ...], type]]:
+    inputs, targets = (data.block_size,), (data.label_block_size,)
     return {
       "inputs": (inputs, np.int32),
       "input_mask": (inputs, np.bool_),
@@ -83,8 +84,8 @@ class ArrayInputs:
   """An image or feature model: the task turns examples into `inputs`, `targets` and `loss_mask` and scores the
   predictions (no tokenizer, nothing excluded from the loss)."""
 
-  def __init__(self, config, task, tokenizer=None):
-    self.config, self.task = config, task
+  def __init__(self, data, loss, evaluation, task, tokenizer=None):
+    self.evaluation, self.task = evaluation, task
 
   def encode(self, examples, excluded_ids=None) -> dict[str, np.ndarray]:
     return self.task.encode_arrays(examples)
@@ -97,16 +98,16 @@ class ArrayInputs:
 
   def evaluate(self, model, params, eval_sets: list, mesh, rules) -> dict[str, dict]:
     return evaluate.evaluate_arrays(
-      model, params, eval_sets, self.config.eval.batch_size, mesh, rules, self.task.score_arrays
+      model, params, eval_sets, self.evaluation.batch_size, mesh, rules, self.task.score_arrays
     )
 
 
 _KINDS = {"tokens": TokenInputs, "seq2seq": Seq2SeqInputs, "arrays": ArrayInputs}
 
 
-def for_model(model, config, task, tokenizer):
-  """How `model` reads `task`'s examples under `config`."""
-  return _KINDS[registry.spec_of(model).inputs](config, task, tokenizer)
+def for_model(model, experiment, task, tokenizer):
+  """How `model` reads `task`'s examples under `experiment` (specs.Experiment: its data, loss and evaluation)."""
+  return _KINDS[registry.spec_of(model).inputs](experiment.data, experiment.loss, experiment.eval, task, tokenizer)
 
 
 def kind_of(model):

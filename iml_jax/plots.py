@@ -52,10 +52,10 @@ class CurveFrame:
   chance: float | None = None
 
 
-def curve_frame(config) -> CurveFrame:
-  return CurveFrame(
-    score_of(config), tuple((name, config.stages[name].epochs) for name in config.stage_names), chance_level(config)
-  )
+def curve_frame(experiment) -> CurveFrame:
+  """The axes of `experiment`'s curves (specs.Experiment): its score, its stages' epochs and chance."""
+  stage_epochs = tuple((name, stage.epochs) for name, stage in experiment.stages.items())
+  return CurveFrame(score_of(experiment.task), stage_epochs, chance_level(experiment.task))
 
 
 def plot_subsets(frame: CurveFrame, rows: list[dict], path: str, title: str = "", pooled: bool = False) -> None:

@@ -7,7 +7,7 @@ sweep directory (`python -m iml_jax.sweep`; sweep_report.py: all runs in one tid
 sweep curves).
 """
 
-from iml_jax import cli, run_report, sweep_report
+from iml_jax import cli, run_report, specs, sweep_report
 from iml_jax import workdir as workdir_layout
 from iml_jax.errors import IMLError
 
@@ -20,7 +20,7 @@ def report_workdir(workdir: str) -> dict:
     config = workdir_layout.load_config(workdir)
   except (OSError, IMLError) as err:
     raise IMLError(f"{workdir} holds neither a sweep (sweep.json) nor a run (readable config.json: {err})") from None
-  return run_report.write_report(config, workdir)
+  return run_report.write_report(specs.Experiment.from_config(config), workdir)
 
 
 def main(workdir: str) -> None:

@@ -18,11 +18,12 @@ from iml_jax.stats import format_table, summarize, summarize_alignment
 from iml_jax.workdir import collect_rows, result_columns
 
 
-def write_report(config, workdir: str, require_complete: bool = False) -> dict:
-  """Writes the report; with `require_complete` (the end of a run) a final record missing from a finished stage is
-  an error, before anything is written: a summary over fewer runs than planned is never the run's result."""
-  rows = collect_rows(config, workdir)
-  summary = summarize(config, rows)
+def write_report(experiment, workdir: str, require_complete: bool = False) -> dict:
+  """Writes the report of `experiment` (specs.Experiment); with `require_complete` (the end of a run) a final
+  record missing from a finished stage is an error, before anything is written: a summary over fewer runs than
+  planned is never the run's result."""
+  rows = collect_rows(experiment, workdir)
+  summary = summarize(experiment, rows)
   if require_complete and summary.get("missing"):
     missing = summary["missing"]
     raise IMLError(
@@ -30,22 +31,22 @@ def write_report(config, workdir: str, require_complete: bool = False) -> dict:
       f"{', ...' if len(missing) > 3 else ''}) in their eval.jsonl; delete those stage directories "
       "and rerun the same command to recompute them"
     )
-  alignment = summarize_alignment(config, workdir)
+  alignment = summarize_alignment(experiment, workdir)
   if alignment:
     summary["grad_alignment"] = alignment
   if jax.process_index() == 0:
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=result_columns(config), lineterminator="\n")
+    writer = csv.DictWriter(table, fieldnames=result_columns(experiment.task), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
     atomic_write_json(os.path.join(workdir, "summary.json"), summary)
-    score = score_of(config)
+    score = score_of(experiment.task)
     plot = os.path.join("plots", f"{score.name}_per_subset.png")
     paper_plot = os.path.join("plots", f"{score.name}_per_subset_pooled.png")
     if rows:
-      plot_subsets(curve_frame(config), rows, os.path.join(workdir, plot))
-      plot_subsets(curve_frame(config), rows, os.path.join(workdir, paper_plot), pooled=True)
+      plot_subsets(curve_frame(experiment), rows, os.path.join(workdir, plot))
+      plot_subsets(curve_frame(experiment), rows, os.path.join(workdir, paper_plot), pooled=True)
     atomic_write_text(
       os.path.join(workdir, "report.md"),
       "\n".join(

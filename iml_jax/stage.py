@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from iml_jax import preemption, grad_alignment, hf_import, state_memory, model_io, sharding, train
+from iml_jax import grad_alignment, hf_import, model_io, preemption, sharding, specs, state_memory, train
 from iml_jax.checkpointing import DamagedCheckpoint, StageCheckpoints
 from iml_jax.data import batching
 from iml_jax.data.tasks import Task, score_of
@@ -34,7 +34,7 @@ from iml_jax.writers import MetricWriter
 class SeedContext:
   """What every stage of one stage-1 seed shares."""
 
-  config: object
+  experiment: specs.Experiment
   seed: int
   task: Task
   tokenizer: TextTokenizer
@@ -48,7 +48,7 @@ class SeedContext:
   @functools.cached_property
   def inputs(self):
     """How the model reads the task's examples: training arrays, eval sets, scores (model_io.py)."""
-    return model_io.for_model(self.model, self.config, self.task, self.tokenizer)
+    return model_io.for_model(self.model, self.experiment, self.task, self.tokenizer)
 
 
 def final_params(directory: str, abstract_params):
@@ -74,16 +74,16 @@ def final_params(directory: str, abstract_params):
   return params
 
 
-def alias_token_ids(ctx: SeedContext, stage_cfg) -> np.ndarray | None:
+def alias_token_ids(ctx: SeedContext, stage: specs.Stage) -> np.ndarray | None:
   """The alias tokens' ids where a stage needs them: its trainable rows, or the tokens the loss leaves out."""
-  if stage_cfg.trainable == "alias_embeddings" or ctx.config.loss.exclude_alias_tokens:
+  if stage.trainable == "alias_embeddings" or ctx.experiment.loss.exclude_alias_tokens:
     return ctx.tokenizer.token_ids(ctx.task.alias_tokens())
   return None
 
 
 def _encode(ctx: SeedContext, examples, alias_ids: np.ndarray | None) -> dict[str, np.ndarray]:
   """Examples as the stage trains them: the loss mask leaves out the alias tokens when the config says so."""
-  return ctx.inputs.encode(examples, alias_ids if ctx.config.loss.exclude_alias_tokens else None)
+  return ctx.inputs.encode(examples, alias_ids if ctx.experiment.loss.exclude_alias_tokens else None)
 
 
 @dataclasses.dataclass
@@ -120,7 +120,7 @@ def run_stage(ctx: SeedContext, run: StageRun) -> None:
   with _long_lived_objects_frozen():
     train_loop(ctx, prepared)
   prepared.checkpoints.close()
-  mark_done(run.directory, prepared.total_steps, ctx.config.stages[run.name].epochs)
+  mark_done(run.directory, prepared.total_steps, ctx.experiment.stages[run.name].epochs)
 
 
 @contextlib.contextmanager
@@ -139,25 +139,25 @@ def _long_lived_objects_frozen():
 def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
   """The stage's data, optimizer and train state (checked to fit, resumed from its latest checkpoint), compiled
   step and evaluation sets; what a killed process logged after the resumed step is dropped."""
-  cfg, stage_cfg = ctx.config, ctx.config.stages[run.name]
-  data = ctx.task.stage_data(run.seed_stage2, run.index, stage_cfg.train_subset)
+  experiment, stage = ctx.experiment, ctx.experiment.stages[run.name]
+  data = ctx.task.stage_data(run.seed_stage2, run.index, stage.train_subset)
   if not data.train:
     raise IMLError(
-      f"config field stages.{run.name}.train_subset = {stage_cfg.train_subset!r} selects no "
+      f"config field stages.{run.name}.train_subset = {stage.train_subset!r} selects no "
       "training examples with the configured fractions"
     )
-  per_epoch = batching.steps_per_epoch(len(data.train), stage_cfg.batch_size, stage_cfg.grad_accum)
-  total_steps = per_epoch * stage_cfg.epochs
+  per_epoch = batching.steps_per_epoch(len(data.train), stage.batch_size, stage.grad_accum)
+  total_steps = per_epoch * stage.epochs
 
-  alias_ids = alias_token_ids(ctx, stage_cfg)
-  mask = train.trainable_mask(registry.abstract_params(ctx.model), stage_cfg.trainable, alias_ids)
+  alias_ids = alias_token_ids(ctx, stage)
+  mask = train.trainable_mask(registry.abstract_params(ctx.model), stage.trainable, alias_ids)
   # Every batch array is split along its first (batch) axis, whatever its rank.
   template = _encode(ctx, data.train[:1], alias_ids)
   layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, v.ndim) for k, v in template.items()}
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
-  programs = ctx.programs.get(ctx, stage_cfg, total_steps, mask, layout)
+  programs = ctx.programs.get(ctx, stage, total_steps, mask, layout)
   state_memory.check_fits(programs.abstract, run.name)
-  checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), cfg.checkpoint.max_to_keep or None)
+  checkpoints = StageCheckpoints(os.path.join(run.directory, "checkpoints"), experiment.checkpoint.max_to_keep or None)
   state = _initial_state(ctx, run, programs, checkpoints)
   _forget_logged_after(ctx, run, int(state.step))
   return PreparedStage(
@@ -167,14 +167,14 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
     state,
     programs.train_step,
     batching.StageBatches(
-      data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key, stage_cfg.batch_size, per_epoch
+      data, lambda examples: _encode(ctx, examples, alias_ids), run.order_key, stage.batch_size, per_epoch
     ),
     layout,
-    ctx.inputs.eval_sets(data.evals, [k for k in data.evals if is_evaluated(cfg.eval.subsets, k)]),
-    alignment_sets(ctx, data.evals, alias_ids) if cfg.analysis.grad_alignment.enabled else None,
+    ctx.inputs.eval_sets(data.evals, [k for k in data.evals if is_evaluated(experiment.eval.subsets, k)]),
+    alignment_sets(ctx, data.evals, alias_ids) if experiment.analysis.grad_alignment.enabled else None,
     mask,
-    train.learning_rate_schedule(stage_cfg.optimizer, total_steps),
-    stage_cfg.batch_size * ctx.inputs.tokens_per_example(template),
+    train.learning_rate_schedule(stage.optimizer, total_steps),
+    stage.batch_size * ctx.inputs.tokens_per_example(template),
     checkpoints,
   )
 
@@ -202,22 +202,22 @@ class ProgramCache:
   def __len__(self) -> int:
     return len(self._programs)
 
-  def get(self, ctx: "SeedContext", stage_cfg, total_steps: int, mask, layout: dict) -> StagePrograms:
+  def get(self, ctx: "SeedContext", stage: specs.Stage, total_steps: int, mask, layout: dict) -> StagePrograms:
     key = (
       ctx.model,
       ctx.mesh,
       ctx.rules,
-      stage_cfg.optimizer.to_json(sort_keys=True),
-      stage_cfg.grad_accum,
+      stage.optimizer,
+      stage.grad_accum,
       total_steps,
       _fingerprint(mask),
       tuple(sorted(layout.items())),
     )
     if key not in self._programs:
-      optimizer = train.make_optimizer(stage_cfg.optimizer, total_steps, mask)
+      optimizer = train.make_optimizer(stage.optimizer, total_steps, mask)
       abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
       shardings = train.shardings_of(abstract)
-      step = train.make_train_step(ctx.model, optimizer, stage_cfg.grad_accum, shardings, layout)
+      step = train.make_train_step(ctx.model, optimizer, stage.grad_accum, shardings, layout)
       while len(self._programs) >= self.kept:
         del self._programs[next(iter(self._programs))]
       self._programs[key] = StagePrograms(optimizer, abstract, step, train.make_initializer(ctx.model, shardings))
@@ -233,8 +233,8 @@ def _fingerprint(tree) -> tuple:
 def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
   """Steps from the prepared state to the stage's end: losses logged every `log_every` steps and at each epoch's
   end, evaluations every `eval_every` epochs, checkpoints periodically, at the end and when asked to stop."""
-  cfg, run, per_epoch, total_steps = ctx.config, prepared.run, prepared.per_epoch, prepared.total_steps
-  stage_cfg = cfg.stages[run.name]
+  experiment, run, per_epoch, total_steps = ctx.experiment, prepared.run, prepared.per_epoch, prepared.total_steps
+  stage = experiment.stages[run.name]
   state, step, loss = prepared.state, int(prepared.state.step), None
   clock = (time.perf_counter(), step)  # time and step of the last log: tokens/s between logs
   first_step = step + 1  # the first step this run trains of the stage: see preemption.stop_requested
@@ -244,10 +244,10 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
     desc=run.label,
     unit="step",
     position=1,
-    disable=jax.process_index() != 0 or not cfg.progress_bar,
+    disable=jax.process_index() != 0 or not experiment.progress_bar,
     leave=False,
   )
-  log_lines = jax.process_index() == 0 and not cfg.progress_bar  # a batch job's log: one line per log instead
+  log_lines = jax.process_index() == 0 and not experiment.progress_bar  # a batch job's log: one line per log instead
   if step == 0 and run.index == 0:  # the model before any training: the first point of every curve
     _evaluate(ctx, run, state.params, prepared.eval_sets, 0, 0, final=False)
   while step < total_steps:
@@ -255,7 +255,7 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
     step += 1
     progress.update(1)
     epoch_end = step % per_epoch == 0
-    if step % cfg.log_every == 0 or epoch_end:
+    if step % experiment.log_every == 0 or epoch_end:
       value = _finite_loss(loss, run, step)  # waits for the step: the clock below measures finished work
       now = time.perf_counter()
       rates = (
@@ -282,11 +282,11 @@ def train_loop(ctx: SeedContext, prepared: PreparedStage) -> None:
         stage=run.name,
         epoch=step / per_epoch,
       )
-    if epoch_end and ((step // per_epoch) % stage_cfg.eval_every == 0 or step == total_steps):
+    if epoch_end and ((step // per_epoch) % stage.eval_every == 0 or step == total_steps):
       _evaluate(ctx, run, state.params, prepared.eval_sets, step, step // per_epoch, final=step == total_steps)
       if prepared.alignment_pairs:
         measure_alignment(ctx, run, state.params, prepared.alignment_pairs, prepared.trainable, step, step // per_epoch)
-    periodic = cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0
+    periodic = experiment.checkpoint.every_steps and step % experiment.checkpoint.every_steps == 0
     stop = step < total_steps and preemption.stop_requested(step, first=step == first_step)
     if step == total_steps or periodic or stop:
       _finite_loss(loss, run, step)
@@ -316,7 +316,7 @@ def _initial_state(ctx: SeedContext, run: StageRun, programs: StagePrograms, che
     init = final_params(run.init_from, abstract.params)
   elif ctx.pretrained_folder:
     init = registry.to_layout(
-      hf_import.load_hf_model(ctx.pretrained_folder, ctx.config.model.allow_pickle_weights)[1], abstract.params
+      hf_import.load_hf_model(ctx.pretrained_folder, ctx.experiment.model.allow_pickle_weights)[1], abstract.params
     )
   else:
     init = None
@@ -341,7 +341,7 @@ def alignment_sets(ctx: SeedContext, evals: dict, alias_ids: np.ndarray | None) 
   `analysis.grad_alignment.sets` names: tag-A definitions, tag-B definitions, tag-A questions, tag-B questions.
   They are encoded exactly as the stage trains (`alias_ids` from `alias_token_ids`), so the analysis
   differentiates the loss that training minimised."""
-  spec = ctx.config.analysis.grad_alignment
+  spec = ctx.experiment.analysis.grad_alignment
   keys = spec.sets.split(",")
   sets = {}
   for defs_key, questions_key in ((keys[0], keys[2]), (keys[1], keys[3])):
@@ -369,7 +369,7 @@ def alignment_sets(ctx: SeedContext, evals: dict, alias_ids: np.ndarray | None) 
 def measure_alignment(ctx: SeedContext, run: StageRun, params, sets: dict, mask, step: int, epoch: int) -> dict:
   """Gradient alignment over `alignment_sets` at one point of a stage: scalars to the metric writers, every
   pair's values to `<stage>/grad_alignment.jsonl`."""
-  result = grad_alignment.alignment(ctx.model, params, sets, mask, ctx.config.analysis.grad_alignment.chunk)
+  result = grad_alignment.alignment(ctx.model, params, sets, mask, ctx.experiment.analysis.grad_alignment.chunk)
   if jax.process_index() == 0:
     scalars = result.scalars()
     ctx.writer.write(run.label, step, scalars, seed=ctx.seed, seed_stage2=run.seed_stage2, stage=run.name, epoch=epoch)
@@ -412,11 +412,11 @@ def _evaluate(ctx: SeedContext, run: StageRun, params, eval_sets, step: int, epo
   results = ctx.inputs.evaluate(ctx.model, params, eval_sets, ctx.mesh, ctx.rules)
   if jax.process_index() != 0:
     return
-  if not ctx.config.progress_bar:
+  if not ctx.experiment.progress_bar:
     seconds, examples = time.perf_counter() - start, sum(len(s.examples) for s in eval_sets)
     rate = f"{examples:,} examples, {examples / seconds:,.0f} examples/s"
     print(f"{run.label}: evaluated at epoch {epoch} in {seconds:.1f} s ({rate})", flush=True)
-  fields = score_of(ctx.config).fields
+  fields = score_of(ctx.experiment.task).fields
   records = [{"epoch": epoch, "step": step, "subset": name, **{f: r[f] for f in fields}} for name, r in results.items()]
   append_jsonl(os.path.join(run.directory, "eval.jsonl"), records)
   scalars = {f"eval/{name}_{f.upper()}": r[f] for name, r in results.items() for f in fields}

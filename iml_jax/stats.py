@@ -55,16 +55,16 @@ def per_seed(rows: list[dict], metric: str) -> dict:
   return {k: {s: float(np.mean(v)) for s, v in seeds.items()} for k, seeds in grouped.items()}
 
 
-def summarize(config, rows: list[dict]) -> dict:
+def summarize(experiment, rows: list[dict]) -> dict:
   """The last stage's final epoch per subset (mean, 95% CI, per seed of the task's score) and the IML gap,
   signed so that a positive gap is IML: EM(d1consis) - EM(d2consis), or MSE(d2consis) - MSE(d1consis).
   Values are paired by seed, never by position; `missing` lists the planned runs without a final record of a
   subset (a run still going, or damage)."""
-  score = score_of(config)
-  last = config.stage_names[-1]
+  score = score_of(experiment.task)
+  last = experiment.stage_names[-1]
   stage_rows = [r for r in rows if r["stage"] == last]
   if not stage_rows:
-    return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None, "study": study_summary(config)}
+    return {"stage": last, "metric": score.name, "subsets": {}, "iml_gap": None, "study": study_summary(experiment)}
   final_epoch = max(r["global_epoch"] for r in stage_rows)
   final_rows = [r for r in stage_rows if r["global_epoch"] == final_epoch]
   values = {field: per_seed(final_rows, field) for field in score.fields}
@@ -87,14 +87,14 @@ def summarize(config, rows: list[dict]) -> dict:
     "metric": score.name,
     "epoch": final_epoch,
     "n_seeds": len({r["seed"] for r in final_rows}),
-    "n_seeds_stage2": config.n_seeds_stage2,
+    "n_seeds_stage2": experiment.n_seeds_stage2,
     "subsets": subsets,
     "iml_gap": None,
     "missing": missing_runs(
       [
         (seed, run.seed_stage2, run.label)
-        for seed in range(config.seed, config.seed + config.n_seeds)
-        for run in plan_stage_runs(config, "", seed)
+        for seed in range(experiment.seed, experiment.seed + experiment.n_seeds)
+        for run in plan_stage_runs(experiment, "", seed)
         if run.name == last
       ],
       stage_rows,
@@ -102,7 +102,7 @@ def summarize(config, rows: list[dict]) -> dict:
     ),
   }
   summary["pooled"] = summarize_pooled(score, final_rows, last, final_epoch)
-  summary["study"] = study_summary(config)
+  summary["study"] = study_summary(experiment)
   if "d1consis" in subsets and "d2consis" in subsets:
     better, worse = (values[score.name][(last, final_epoch, s)] for s in _iml_direction(score))
     seeds = sorted(set(better) & set(worse))
@@ -134,9 +134,9 @@ def missing_runs(planned: list[tuple[int, int, str]], stage_rows: list[dict], fi
   ]
 
 
-def study_summary(config) -> dict:
+def study_summary(experiment) -> dict:
   """Which study experiment the run is measured against and what it does differently (iml_jax/study_settings.py)."""
-  return {"experiment": study_settings.describe(config), "deviations": study_settings.deviations(config)}
+  return {"experiment": experiment.study_experiment, "deviations": list(experiment.deviations)}
 
 
 def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> dict:
@@ -171,13 +171,13 @@ def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> d
   return out
 
 
-def summarize_alignment(config, workdir: str) -> dict:
+def summarize_alignment(experiment, workdir: str) -> dict:
   """Per stage, at its last measured epoch: each set's mean definition–question cosine and distance (mean and
   95% CI over stage-1 seeds), the variance, and the paired one-sided test cos(tag A) > cos(tag B)."""
-  labels = config.analysis.grad_alignment.sets.split(",")[2:]
+  labels = experiment.analysis.grad_alignment.sets.split(",")[2:]
   by_stage: dict = {}
-  for seed in range(config.seed, config.seed + config.n_seeds):
-    for run in plan_stage_runs(config, workdir, seed):
+  for seed in range(experiment.seed, experiment.seed + experiment.n_seeds):
+    for run in plan_stage_runs(experiment, workdir, seed):
       records = read_alignment_records(run.directory)
       if not records:
         continue

@@ -184,22 +184,21 @@ def run_sweep(
   overrides: list[str],
   print_commands: bool = False,
 ) -> dict | None:
-  """Runs (or prints) every unfinished run, then aggregates; the aggregate
-  summary (None when printing)."""
+  """Runs (or prints) every unfinished run, then aggregates; the aggregate summary (None when printing)."""
   import jax
   from tqdm import tqdm
 
   from iml_jax import experiment, io_utils, sweep_report
+  from iml_jax.specs import Experiment
   from iml_jax.workdir import is_finished
 
   axes, runs = plan(base, specs)
-  for run in runs:
-    experiment.validate(run_config(base, run))  # every run's values, before the first one starts
+  checked = {run.name: Experiment.from_config(run_config(base, run)) for run in runs}  # before the first starts
   check_distinct_seeds(base, runs)
   io_utils.check_supported(workdir)
   io_utils.makedirs(workdir)
   record_plan(workdir, config_arg, overrides, axes, runs)
-  pending = [run for run in runs if not is_finished(run_config(base, run), os.path.join(workdir, run.name))]
+  pending = [run for run in runs if not is_finished(checked[run.name], os.path.join(workdir, run.name))]
   if print_commands:
     for run in pending:
       print(command_for(config_arg, os.path.join(workdir, run.name), overrides, run))

@@ -11,7 +11,7 @@ import re
 
 import jax
 
-from iml_jax import io_utils, plots, stats
+from iml_jax import io_utils, plots, specs, stats
 from iml_jax import workdir as workdir_layout
 from iml_jax.data.tasks import score_of
 from iml_jax.errors import IMLError
@@ -22,36 +22,40 @@ POOLED_FIELDS = ("seed",)
 
 
 def collect(workdir: str) -> tuple[dict, list[dict], dict]:
-  """(plan, tidy rows of every started run with its swept values, {run: config})."""
+  """(plan, tidy rows of every started run with its swept values, {run: its specs.Experiment})."""
   plan = workdir_layout.load_plan(workdir)
-  rows, configs = [], {}
+  rows, experiments = [], {}
   for name in plan["runs"]:
     run_dir = os.path.join(workdir, name)
     if not io_utils.exists(os.path.join(run_dir, workdir_layout.CONFIG_FILE)):
       continue  # not started yet
-    config = workdir_layout.load_config(run_dir)
-    configs[name] = config
+    experiment = specs.Experiment.from_config(workdir_layout.load_config(run_dir))
+    experiments[name] = experiment
     values = plan["runs"][name]
-    rows.extend({"run": name, **values, **row} for row in workdir_layout.collect_rows(config, run_dir))
-  return plan, rows, configs
+    rows.extend({"run": name, **values, **row} for row in workdir_layout.collect_rows(experiment, run_dir))
+  return plan, rows, experiments
 
 
 def settings(plan: dict) -> list[str]:
   return [field for field, _ in plan["axes"] if field not in POOLED_FIELDS]
 
 
-def summarize_settings(plan: dict, rows: list[dict], configs: dict) -> list[dict]:
+def summarize_settings(plan: dict, rows: list[dict], experiments: dict) -> list[dict]:
   """One entry per setting: its values, runs, and `stats.summarize` over the pooled rows."""
   fields = settings(plan)
   groups: dict = {}
-  for name, config in configs.items():
+  for name, experiment in experiments.items():
     values = plan["runs"][name]
     key = tuple(values[f] for f in fields)
-    groups.setdefault(key, {"values": dict(zip(fields, key)), "runs": [], "config": config})["runs"].append(name)
+    groups.setdefault(key, {"values": dict(zip(fields, key)), "runs": [], "experiment": experiment})["runs"].append(
+      name
+    )
   out = []
   for key, group in groups.items():
     pooled = [r for r in rows if r["run"] in group["runs"]]
-    out.append({"values": group["values"], "runs": group["runs"], "summary": stats.summarize(group["config"], pooled)})
+    out.append(
+      {"values": group["values"], "runs": group["runs"], "summary": stats.summarize(group["experiment"], pooled)}
+    )
   return out
 
 
@@ -189,8 +193,8 @@ def markdown(plan: dict, summaries: list[dict], figures: list[str], workdir: str
 
 def write_sweep_report(workdir: str) -> dict:
   """results.csv (tidy, every run), summary.json (per setting), plots/, report.md; the summary."""
-  plan, rows, configs = collect(workdir)
-  summaries = summarize_settings(plan, rows, configs)
+  plan, rows, experiments = collect(workdir)
+  summaries = summarize_settings(plan, rows, experiments)
   result = {
     "config": plan["config"],
     "axes": plan["axes"],
@@ -198,7 +202,9 @@ def write_sweep_report(workdir: str) -> dict:
   }
   if jax.process_index() != 0:
     return result
-  columns = workdir_layout.result_columns(next(iter(configs.values()))) if configs else workdir_layout.KEY_COLUMNS
+  columns = (
+    workdir_layout.result_columns(next(iter(experiments.values())).task) if experiments else workdir_layout.KEY_COLUMNS
+  )
   fields = [field for field, _ in plan["axes"] if field not in columns]  # a swept seed: one column
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=["run", *fields, *columns], lineterminator="\n")
@@ -206,7 +212,7 @@ def write_sweep_report(workdir: str) -> dict:
   writer.writerows(rows)
   atomic_write_text(os.path.join(workdir, "results.csv"), table.getvalue())
   atomic_write_json(os.path.join(workdir, "summary.json"), result)
-  score = score_of(next(iter(configs.values()))) if configs else EXACT_MATCH
+  score = score_of(next(iter(experiments.values())).task) if experiments else EXACT_MATCH
   figures = []
   for index, entry in enumerate(summaries):
     pooled = [r for r in rows if r["run"] in entry["runs"]]
@@ -214,7 +220,7 @@ def write_sweep_report(workdir: str) -> dict:
       path = os.path.join(workdir, "plots", setting_plot_name(score.name, entry["values"]))
       if path in figures:  # values that differ only in characters a file name cannot hold
         path = path.replace(".png", f"-{index}.png")
-      plots.plot_subsets(plots.curve_frame(configs[entry["runs"][0]]), pooled, path, title=_label(entry["values"]))
+      plots.plot_subsets(plots.curve_frame(experiments[entry["runs"][0]]), pooled, path, title=_label(entry["values"]))
       figures.append(path)
   figures = plot_gap_curves(plan, summaries, os.path.join(workdir, "plots")) + alignment_plot(plan, workdir) + figures
   atomic_write_text(os.path.join(workdir, "report.md"), markdown(plan, summaries, figures, workdir, score))

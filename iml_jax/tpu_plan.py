@@ -52,17 +52,17 @@ def main(argv):
     kinds = [tpu_types.tpu_type(name) for name in _TPU.value]
     tpu_types.topology_devices(kinds[0])  # libtpu present: one line if not, before the host work
     run = compile_plan.run_shape(_CONFIG.value)
-    print(f"tpu_plan {spec}: {compiled_plan.described(run)}; mesh.rules {_CONFIG.value.mesh.rules!r}")
+    print(f"tpu_plan {spec}: {compiled_plan.described(run)}; mesh.rules {run.mesh.rules!r}")
     for note in run.notes:
       print(f"  note: {note}")
     plans = []
     for kind in kinds:
-      plans.append(compiled_plan.plan_for(run, _CONFIG.value, kind, _PROGRAMS.value, _DUMP_HLO.value))
+      plans.append(compiled_plan.plan_for(run, kind, _PROGRAMS.value, _DUMP_HLO.value))
       print("\n".join(compiled_plan.describe(plans[-1], spec, _BREAKDOWN.value)), flush=True)
   except IMLError as err:
     cli.fail("tpu_plan", err)
   if any(not p.fits() for p in plans):
-    print(compiled_plan.what_fits(plans, _CONFIG.value.mesh))
+    print(compiled_plan.what_fits(plans, run.mesh))
 
 
 if __name__ == "__main__":

@@ -44,18 +44,20 @@ class StageRun:
   label: str  # the directory relative to the workdir, e.g. seed_0/s2seed_0/stage2
 
 
-def plan_stage_runs(config, workdir: str, seed: int) -> list[StageRun]:
-  """Every stage run of one stage-1 seed, in execution order, each knowing where it starts from."""
-  names = list(config.stage_names)
+def plan_stage_runs(experiment, workdir: str, seed: int) -> list[StageRun]:
+  """Every stage run of one stage-1 seed of `experiment` (specs.Experiment), in execution order, each knowing
+  where it starts from."""
+  names = list(experiment.stage_names)
   branch = next(
-    (i for i, n in enumerate(names) if uses_stage2_split(config, config.stages[n].train_subset)), len(names)
+    (i for i, n in enumerate(names) if uses_stage2_split(experiment.task, experiment.stages[n].train_subset)),
+    len(names),
   )
   runs, previous = [], None
   for index in range(branch):
     label = os.path.join(f"seed_{seed}", names[index])
     runs.append(StageRun(names[index], index, 0, os.path.join(workdir, label), previous, (seed, 0, index), label))
     previous = runs[-1].directory
-  for seed_stage2 in range(config.n_seeds_stage2) if branch < len(names) else ():
+  for seed_stage2 in range(experiment.n_seeds_stage2) if branch < len(names) else ():
     start = previous
     for index in range(branch, len(names)):
       label = os.path.join(f"seed_{seed}", f"s2seed_{seed_stage2}", names[index])
@@ -151,30 +153,30 @@ def load_plan(workdir: str) -> dict:
     raise IMLError(f"{path}: no readable sweep plan ({err}); is {workdir} a sweep directory?") from None
 
 
-def is_finished(config, run_dir: str) -> bool:
+def is_finished(experiment, run_dir: str) -> bool:
   """Every stage of every seed DONE and the report written (a report of a partial run is not enough)."""
   return io_utils.exists(os.path.join(run_dir, "summary.json")) and all(
     is_done(r.directory)
-    for seed in range(config.seed, config.seed + config.n_seeds)
-    for r in plan_stage_runs(config, run_dir, seed)
+    for seed in range(experiment.seed, experiment.seed + experiment.n_seeds)
+    for r in plan_stage_runs(experiment, run_dir, seed)
   )
 
 
-def result_columns(config) -> tuple[str, ...]:
-  return KEY_COLUMNS + score_of(config).fields
+def result_columns(task: str) -> tuple[str, ...]:
+  return KEY_COLUMNS + score_of(task).fields
 
 
-def collect_rows(config, workdir: str) -> list[dict]:
+def collect_rows(experiment, workdir: str) -> list[dict]:
   """The tidy rows of a run's evaluations (results.csv): one per seed, stage-2 seed, stage, epoch and subset,
   `global_epoch` counting the epochs of all earlier stages."""
-  fields = score_of(config).fields
+  fields = score_of(experiment.task).fields
   offsets, total = {}, 0
-  for name in config.stage_names:
+  for name, stage in experiment.stages.items():
     offsets[name] = total
-    total += config.stages[name].epochs
+    total += stage.epochs
   rows = []
-  for seed in range(config.seed, config.seed + config.n_seeds):
-    for run in plan_stage_runs(config, workdir, seed):
+  for seed in range(experiment.seed, experiment.seed + experiment.n_seeds):
+    for run in plan_stage_runs(experiment, workdir, seed):
       if is_done(run.directory):
         read_done(run.directory)  # a finished stage's records are read only when DONE vouches for them
       for record in read_eval_records(run.directory):

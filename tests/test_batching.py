@@ -6,6 +6,7 @@ from iml_jax import experiment
 from iml_jax import workdir as workdir_layout
 from iml_jax.data import batching
 from iml_jax.data.common import Example, StageData
+from iml_jax.specs import Experiment
 from test_experiment import ROOT
 
 
@@ -17,7 +18,7 @@ def test_stage2_order_depends_on_both_seeds():
   runs = {
     (seed, run.seed_stage2, run.name): run
     for seed in (0, 1)
-    for run in workdir_layout.plan_stage_runs(config, "/w", seed)
+    for run in workdir_layout.plan_stage_runs(Experiment.from_config(config), "/w", seed)
   }
   keys = {k: run.order_key for k, run in runs.items()}
   assert keys[(0, 0, "stage2")] == (0, 0, 1) and keys[(1, 0, "stage2")] == (1, 0, 1)

@@ -14,6 +14,7 @@ import pytest
 
 from iml_jax import experiment, train
 from iml_jax.models import from_config
+from iml_jax.specs import Experiment
 from iml_jax.checkpointing import StageCheckpoints
 from iml_jax.errors import IMLError
 from test_writers import read_events
@@ -54,7 +55,7 @@ def main(workdir, *overrides, config="configs/default.py:tiny"):
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_config_loads_and_validates(path):
   config = load_config(path)
-  experiment.validate(config)
+  Experiment.from_config(config)
   assert "Command:" in open(path).read()
 
 
@@ -252,7 +253,7 @@ def test_bad_config_values_are_refused_naming_the_field(field, value, message):
     parent, _, leaf = field.rpartition(".")
     setattr(functools.reduce(getattr, parent.split("."), config), leaf, value)
   with pytest.raises(IMLError, match=re.escape(message)):
-    experiment.validate(config)
+    Experiment.from_config(config)
 
 
 @pytest.mark.parametrize(
@@ -308,7 +309,7 @@ def test_stage_names_must_name_configured_stages():
   config = tiny_config()
   config.stage_names = ("stage1", "stage3")
   with pytest.raises(IMLError, match="stage_names names 'stage3', but stages has only"):
-    experiment.validate(config)
+    Experiment.from_config(config)
 
 
 @pytest.mark.parametrize(
@@ -321,7 +322,8 @@ def test_vocabulary_is_padded_to_the_multiple_and_the_tensor_axis(multiple, tens
   class Tokenizer:
     vocab_size = 1135
 
-  cfg = from_config.model_config(config, Tokenizer(), None, None)
+  spec = Experiment.from_config(config)
+  cfg = from_config.model_config(spec.model, spec.data, spec.mesh, Tokenizer(), None, None)
   assert cfg.vocab_size == expected and cfg.valid_vocab == (1135 if expected != 1135 else 0)
 
 

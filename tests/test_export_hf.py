@@ -13,6 +13,7 @@ import transformers
 from iml_jax import experiment, stage
 from iml_jax.data.tokenization import TextTokenizer
 from iml_jax.models import from_config, registry
+from iml_jax.specs import Experiment
 from iml_jax.models.decoder import causal_inputs
 from test_experiment import ROOT, tiny_config
 
@@ -47,7 +48,8 @@ def test_exported_stage_loads_in_transformers_with_our_logits(finished_run, tmp_
   text = " ".join(tokenizer.backend.id_to_token(i) for i in range(5, 15))
   assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == tokenizer.encode([text])[0]
 
-  cfg = from_config.model_config(config, tokenizer, None, None)
+  spec = Experiment.from_config(config)
+  cfg = from_config.model_config(spec.model, spec.data, spec.mesh, tokenizer, None, None)
   assert cfg.vocab_size % 128 == 0 and cfg.valid_vocab == tokenizer.vocab_size < cfg.vocab_size
   assert hf_model.config.vocab_size == tokenizer.vocab_size
   model = registry.build(cfg)

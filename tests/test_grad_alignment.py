@@ -243,9 +243,9 @@ def test_analysis_differentiates_the_loss_that_training_minimised(tmp_path):
 
   config = experiment.load_config(f"{ROOT}/configs/default.py:tiny")
   assert config.loss.exclude_alias_tokens
-  with experiment.seed_contexts(config, str(tmp_path)) as contexts:
+  with experiment.seed_contexts(config, str(tmp_path)) as (spec, contexts):
     ctx = next(contexts)
-    stage_cfg = config.stages.stage2
+    stage_cfg = spec.stages["stage2"]
     data = ctx.task.stage_data(0, 1, stage_cfg.train_subset)
     alias_ids = stage.alias_token_ids(ctx, stage_cfg)
     definitions, _ = stage.alignment_sets(ctx, data.evals, alias_ids)["d1consis"]

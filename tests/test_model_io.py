@@ -1,21 +1,20 @@
 """Each kind of model gets its own encoding: decoder-only one sequence, T5 inputs and targets, array models the
 task's arrays; the alias tokens are left out of the loss only where the config says so."""
 
-import ml_collections
+import types
+
 import numpy as np
 
-from iml_jax import model_io
+from iml_jax import model_io, specs
 from iml_jax.data.common import Example
 from iml_jax.data.tokenization import word_level_tokenizer
 from iml_jax.models import registry
 
 EXAMPLES = [Example("abc % 7 8 =", " true"), Example("define1 abc %", " 9")]
-CONFIG = ml_collections.ConfigDict(
-  dict(
-    data=dict(block_size=8, label_block_size=3),
-    loss=dict(mask_prompt=False, mask_padding=True),
-    eval=dict(prompt_bucket=4, batch_size=2, max_new_tokens=2),
-  )
+CONFIG = types.SimpleNamespace(
+  data=types.SimpleNamespace(block_size=8, label_block_size=3),
+  loss=specs.Loss(mask_prompt=False, mask_padding=True, exclude_alias_tokens=False),
+  eval=specs.Evaluation(prompt_bucket=4, batch_size=2, max_new_tokens=2, subsets="all"),
 )
 
 
@@ -68,5 +67,5 @@ def test_the_array_shapes_known_before_any_data_are_those_encode_gives():
     inputs, _ = _inputs(name, **fields)
     encoded = inputs.encode(EXAMPLES, None)
     expected = {k: (v.shape[1:], v.dtype) for k, v in encoded.items()}
-    shapes = model_io.kind_of(registry.build(registry.make_config(name, **fields))).array_shapes(CONFIG)
+    shapes = model_io.kind_of(registry.build(registry.make_config(name, **fields))).array_shapes(CONFIG.data)
     assert {k: (row, np.dtype(dtype)) for k, (row, dtype) in shapes.items()} == expected, name

@@ -3,6 +3,7 @@ chance level where the task has one; sweep figures named by their settings."""
 
 from iml_jax import config_blocks as blocks
 from iml_jax import plots, sweep_report
+from iml_jax.specs import Experiment
 
 
 def _config(task="numeric"):
@@ -31,7 +32,7 @@ def _rows():
 
 
 def test_the_run_figure_starts_before_training_names_the_stages_and_shows_chance():
-  axis = plots.subsets_figure(plots.curve_frame(_config()), _rows()).axes[0]
+  axis = plots.subsets_figure(plots.curve_frame(Experiment.from_config(_config())), _rows()).axes[0]
   curves = {line.get_label(): line for line in axis.get_lines()}
   assert list(curves["D1cons QA1"].get_xdata()) == [0, 2, 4, 5, 6]  # epoch 0: the model before any training
   assert curves["D1cons QA1"].get_ydata()[-1] == 0.8
@@ -44,7 +45,7 @@ def test_the_run_figure_starts_before_training_names_the_stages_and_shows_chance
 
 
 def test_a_task_without_a_chance_level_draws_none():
-  axis = plots.subsets_figure(plots.curve_frame(_config("define")), _rows()).axes[0]
+  axis = plots.subsets_figure(plots.curve_frame(Experiment.from_config(_config("define"))), _rows()).axes[0]
   assert "chance" not in {line.get_label() for line in axis.get_lines()}
   plots.plt.close("all")
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ from scipy import stats as scipy_stats
 
 from iml_jax import config_blocks as blocks
 from iml_jax import plots, stats
+from iml_jax.specs import Experiment
 
 
 def _config(n_seeds=3, n_seeds_stage2=2):
@@ -43,7 +45,7 @@ def _rows():
 
 
 def test_summary_by_hand():
-  summary = stats.summarize(_config(), _rows())
+  summary = stats.summarize(Experiment.from_config(_config()), _rows())
   d1_per_seed, d2_per_seed = [0.7, 0.7, 0.7], [0.5, 0.6, 0.6]
   assert summary["epoch"] == 6
   assert summary["subsets"]["d1consis"]["em"] == pytest.approx(0.7)
@@ -61,7 +63,7 @@ def test_summary_by_hand():
 
 def test_paper_style_pooled_statistics_by_hand():
   """docs/study.md §8.4: every (seed, seed_stage2) run pooled; mean ± sample std; Student t-test from those."""
-  pooled = stats.summarize(_config(), _rows())["pooled"]
+  pooled = stats.summarize(Experiment.from_config(_config()), _rows())["pooled"]
   d1_runs = [0.8, 0.6, 0.7, 0.7, 0.9, 0.5]
   d2_runs = [0.5, 0.5, 0.6, 0.6, 0.65, 0.55]
   assert pooled["subsets"]["d1consis"]["n"] == 6
@@ -72,7 +74,7 @@ def test_paper_style_pooled_statistics_by_hand():
   low, high = pooled["subsets"]["d1consis"]["ci95_bootstrap"]
   assert low < 0.7 < high
   assert "as the paper (all 6 runs pooled, Student t-test): one-sided p = " in stats.format_table(
-    stats.summarize(_config(), _rows())
+    stats.summarize(Experiment.from_config(_config()), _rows())
   )
 
 
@@ -90,7 +92,7 @@ def test_single_seed_has_no_interval():
   mean, half = stats.mean_ci95([0.4])
   assert mean == 0.4 and half is None
   rows = [r for r in _rows() if r["seed"] == 0]
-  summary = stats.summarize(_config(n_seeds=1), rows)
+  summary = stats.summarize(Experiment.from_config(_config(n_seeds=1)), rows)
   assert summary["iml_gap"]["ci95"] is None and summary["iml_gap"]["p_value"] is None
 
 
@@ -102,9 +104,9 @@ def test_plot_and_table(tmp_path):
   ]
   for pooled in (False, True):
     path = tmp_path / "plots" / f"em_{pooled}.png"
-    plots.plot_subsets(plots.curve_frame(config), rows, str(path), pooled=pooled)
+    plots.plot_subsets(plots.curve_frame(Experiment.from_config(config)), rows, str(path), pooled=pooled)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  table = stats.format_table(stats.summarize(config, rows))
+  table = stats.format_table(stats.summarize(Experiment.from_config(config), rows))
   assert "IML gap EM(d1consis) - EM(d2consis)  +0.133" in table
   assert "(paired t-test over the 3 stage-1 seeds)" in table and "ignores the pairing by seed" in table
   d1_line = next(line for line in table.splitlines() if line.strip().startswith("d1consis"))
@@ -143,7 +145,7 @@ def test_alignment_summary_by_hand(tmp_path):
 def test_summary_json_is_exactly_this():
   """summary.json's layout, key by key: what users and the sweep read."""
   config = _config()
-  summary = stats.summarize(config, _rows())
+  summary = stats.summarize(Experiment.from_config(config), _rows())
   assert set(summary) == {
     "stage",
     "metric",
@@ -177,7 +179,7 @@ def test_summary_json_is_exactly_this():
   assert set(pooled["subsets"]["d1consis"]) == {"mean", "std", "n", "ci95_bootstrap"}
   assert pooled["ttest"]["definition"] == "EM(d1consis) > EM(d2consis), runs pooled"
   assert pooled["ttest"]["test"] == "one-sided Student t-test (pooled variance) from mean, std, n"
-  assert stats.summarize(config, []) == {
+  assert stats.summarize(Experiment.from_config(config), []) == {
     "stage": "stage2",
     "metric": "em",
     "subsets": {},
@@ -191,16 +193,18 @@ def test_summary_reads_the_last_stage_and_needs_both_iml_sets():
   config.stage_names = ("stage1", "stage2", "stage3")
   config.stages.stage3 = config.stages.stage2
   rows = [dict(r, stage="stage3") for r in _rows()]
-  assert stats.summarize(config, rows + [dict(r, em=0.0) for r in _rows()])["iml_gap"]["mean"] == pytest.approx(0.4 / 3)
+  assert stats.summarize(Experiment.from_config(config), rows + [dict(r, em=0.0) for r in _rows()])["iml_gap"][
+    "mean"
+  ] == pytest.approx(0.4 / 3)
   only_d1 = [r for r in rows if r["subset"] == "d1consis"]
-  assert stats.summarize(config, only_d1)["iml_gap"] is None
+  assert stats.summarize(Experiment.from_config(config), only_d1)["iml_gap"] is None
 
 
 def test_the_gap_pairs_values_by_seed_never_by_position():
   """Seed 0 lacks its final d1consis records and seed 2 its d2consis ones (a cut eval.jsonl): the gap is over the
   seed that has both (seed 1: 0.7 - 0.6), not seed 1 - seed 0 and seed 2 - seed 1 by list position."""
   rows = [r for r in _rows() if r["epoch"] == 1 or (r["seed"], r["subset"]) not in ((0, "d1consis"), (2, "d2consis"))]
-  summary = stats.summarize(_config(), rows)
+  summary = stats.summarize(Experiment.from_config(_config()), rows)
   assert summary["iml_gap"]["seeds"] == [1]
   assert summary["iml_gap"]["per_seed"] == pytest.approx([0.1])
   assert summary["subsets"]["d1consis"]["seeds"] == [1, 2]
@@ -216,14 +220,14 @@ def test_the_gap_pairs_values_by_seed_never_by_position():
 def test_an_earlier_epoch_is_not_a_final_record():
   """A run whose last record of seed 1 is from epoch 1 (its final epoch cut off) is missing that run."""
   rows = [r for r in _rows() if not (r["seed"] == 1 and r["seed_stage2"] == 0 and r["epoch"] == 2)]
-  summary = stats.summarize(_config(), rows)
+  summary = stats.summarize(Experiment.from_config(_config()), rows)
   assert summary["missing"] == ["seed_1/s2seed_0/stage2: d1consis", "seed_1/s2seed_0/stage2: d2consis"]
   assert summary["subsets"]["d1consis"]["em_per_seed"] == pytest.approx([0.7, 0.7, 0.7])  # seed 1: its s2seed 1
 
 
 def test_two_seeds_have_an_interval_and_a_p_value():
   rows = [r for r in _rows() if r["seed"] < 2]
-  summary = stats.summarize(_config(n_seeds=2), rows)
+  summary = stats.summarize(Experiment.from_config(_config(n_seeds=2)), rows)
   gaps = np.array([0.2, 0.1])
   assert summary["iml_gap"]["ci95"] == pytest.approx(scipy_stats.t.ppf(0.975, 1) * gaps.std(ddof=1) / math.sqrt(2))
   t = gaps.mean() / (gaps.std(ddof=1) / math.sqrt(2))
@@ -233,14 +237,13 @@ def test_two_seeds_have_an_interval_and_a_p_value():
 
 def test_lower_is_better_scores_flip_the_gap():
   """The 1-D toy's MSE: IML is a lower d1consis error, so the gap is MSE(d2consis) − MSE(d1consis)."""
-  config = _config()
-  config.task = "toy1d"
+  toy = dataclasses.replace(Experiment.from_config(_config()), task="toy1d")  # only its score matters here
   rows = [
     dict(seed=s, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset=k, mse=v)
     for s, (d1, d2) in enumerate([(0.1, 0.3), (0.2, 0.3), (0.1, 0.25)])
     for k, v in (("d1consis", d1), ("d2consis", d2))
   ]
-  summary = stats.summarize(config, rows)
+  summary = stats.summarize(toy, rows)
   assert summary["iml_gap"]["definition"] == "MSE(d2consis) - MSE(d1consis)"
   assert summary["iml_gap"]["per_seed"] == pytest.approx([0.2, 0.1, 0.15])
   assert summary["pooled"]["ttest"]["definition"] == "MSE(d2consis) > MSE(d1consis), runs pooled"
@@ -294,7 +297,7 @@ def _config_with(config, **changes):
 
 def test_pooled_statistics_need_two_runs_per_subset():
   rows = [r for r in _rows() if r["seed"] == 0 and r["seed_stage2"] == 0]
-  pooled = stats.summarize(_config(n_seeds=1, n_seeds_stage2=1), rows)["pooled"]
+  pooled = stats.summarize(Experiment.from_config(_config(n_seeds=1, n_seeds_stage2=1)), rows)["pooled"]
   assert pooled["subsets"]["d1consis"]["std"] is None and pooled["ttest"] is None
   two = [r for r in _rows() if r["seed"] == 0]
-  assert stats.summarize(_config(n_seeds=1), two)["pooled"]["ttest"]["p_value"] is not None
+  assert stats.summarize(Experiment.from_config(_config(n_seeds=1)), two)["pooled"]["ttest"]["p_value"] is not None

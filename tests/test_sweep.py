@@ -11,6 +11,7 @@ import pytest
 from iml_jax import experiment, io_utils, sweep, sweep_report
 from iml_jax.errors import IMLError
 from iml_jax.workdir import plan_stage_runs
+from iml_jax.specs import Experiment
 from test_experiment import ROOT, tiny_config
 
 
@@ -52,7 +53,7 @@ def _fake_runs(monkeypatch, fail_at=None):
     if len(started) == fail_at:
       raise KeyboardInterrupt  # killed mid-run: no summary.json
     for seed in range(config.seed, config.seed + config.n_seeds):
-      for stage_run in plan_stage_runs(config, workdir, seed):
+      for stage_run in plan_stage_runs(Experiment.from_config(config), workdir, seed):
         io_utils.atomic_write_json(os.path.join(stage_run.directory, "DONE"), {})
     io_utils.atomic_write_json(
       os.path.join(workdir, "summary.json"), {"seed": config.seed, "lr": config.stages.stage1.optimizer.lr}
@@ -131,7 +132,7 @@ def test_printed_commands_cover_unfinished_runs(tmp_path, monkeypatch, capsys):
   config = tiny_config(n_seeds=1)
   config.mesh.shape = (1, 1, 1)
   for seed in range(config.n_seeds):
-    for stage_run in plan_stage_runs(config, str(finished), seed):
+    for stage_run in plan_stage_runs(Experiment.from_config(config), str(finished), seed):
       os.makedirs(stage_run.directory)
       open(os.path.join(stage_run.directory, "DONE"), "w").write("{}")
   open(finished / "summary.json", "w").write("{}")

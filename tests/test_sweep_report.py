@@ -8,6 +8,7 @@ from scipy import stats
 
 from iml_jax import sweep_report
 from iml_jax.metrics import EXACT_MATCH
+from iml_jax.specs import Experiment
 from test_stats import _config
 
 
@@ -40,7 +41,7 @@ def _rows_and_plan():
     "axes": [["seed", ["0", "1", "2"]], ["stages.stage2.batch_size", ["16", "32"]]],
     "runs": runs,
   }
-  configs = {name: _config(n_seeds=1) for name in runs}
+  configs = {name: Experiment.from_config(_config(n_seeds=1)) for name in runs}
   return plan, rows, configs, gaps
 
 

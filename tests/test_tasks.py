@@ -3,7 +3,7 @@ mention (the pairing of the gradient-alignment analysis), and says which model r
 
 import pytest
 
-from iml_jax import experiment, grad_alignment
+from iml_jax import experiment, grad_alignment, specs
 from iml_jax.data import tasks
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
@@ -19,7 +19,7 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))
 def test_each_task_builds_its_last_stage_and_pairs_definitions_with_questions(name):
-  config = experiment.load_config(CONFIGS[name])
+  config = specs.Experiment.from_config(experiment.load_config(CONFIGS[name]))
   task = tasks.for_seed(config, 0)
   assert type(task) is tasks.TASKS[name] and config.task == name
   last = config.stage_names[-1]
@@ -39,17 +39,15 @@ def test_each_task_builds_its_last_stage_and_pairs_definitions_with_questions(na
 
 
 def test_task_level_answers_come_from_the_task_class():
-  config = experiment.load_config(CONFIGS["numeric"])
-  assert tasks.chance_level(config) == 0.5 and tasks.score_of(config).fields == ("em", "f1")
-  assert tasks.array_model(config) is None
-  config.task = "toy1d"
-  assert tasks.score_of(config).fields != ("em", "f1") and tasks.chance_level(config) is None
-  assert tasks.array_model(config) == "mlp"
+  assert tasks.chance_level("numeric") == 0.5 and tasks.score_of("numeric").fields == ("em", "f1")
+  assert tasks.array_model("numeric") is None
+  assert tasks.score_of("toy1d").fields != ("em", "f1") and tasks.chance_level("toy1d") is None
+  assert tasks.array_model("toy1d") == "mlp"
 
 
 def test_an_unknown_task_is_one_line_naming_the_field():
   config = experiment.load_config(CONFIGS["numeric"])
   config.task = "arithmetic"
   with pytest.raises(IMLError, match=r"config field task = 'arithmetic': expected one of \('numeric', 'define'"):
-    tasks.for_seed(config, 0)
-  assert tasks.array_model(config) is None
+    specs.Experiment.from_config(config)
+  assert tasks.array_model("arithmetic") is None

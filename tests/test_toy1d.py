@@ -16,6 +16,7 @@ from iml_jax import sharding, stats, train
 from iml_jax.data import toy1d
 from iml_jax.errors import IMLError
 from iml_jax.models import registry
+from iml_jax.specs import Experiment
 from test_experiment import ROOT
 
 
@@ -123,10 +124,10 @@ def test_bad_toy_configs_name_the_field():
   config = experiment.load_config(f"{ROOT}/configs/toy1d.py:tiny")
   config.stages.full.trainable = "alias_embeddings"
   with pytest.raises(IMLError, match="stages.full.trainable = 'alias_embeddings': model 'mlp' has no token"):
-    experiment.validate(config)
+    Experiment.from_config(config)
   config.model = blocks.gpt_neox(d_model=16, n_layers=1, n_heads=2, d_mlp=32)
   with pytest.raises(IMLError, match="task 'toy1d' needs model.name = 'mlp'"):
-    experiment.validate(config)
+    Experiment.from_config(config)
 
 
 def _mlp_setup(mesh, rules):
@@ -178,7 +179,7 @@ def test_report_gap_is_signed_so_that_lower_d1_error_is_iml():
     for subset, values in (("d1consis", d1), ("d2consis", d2))
     for s, value in enumerate(values)
   ]
-  summary = stats.summarize(config, rows)
+  summary = stats.summarize(Experiment.from_config(config), rows)
   gap = summary["iml_gap"]
   assert summary["metric"] == "mse" and gap["definition"] == "MSE(d2consis) - MSE(d1consis)"
   differences = np.array(d2) - np.array(d1)

@@ -49,7 +49,7 @@ def _memory_total(compiled) -> int:
 @pytest.mark.parametrize("name", ["v5litepod-4", pytest.param("v4-8", marks=pytest.mark.slow)])
 def test_plan_reports_the_compiled_programs_memory_and_counts_every_accumulation_pass(tiny_runs, name):
   kind = tpu_types.tpu_type(name)
-  plans = {accum: compiled_plan.plan_for(run, _tiny_config(accum), kind) for accum, run in tiny_runs.items()}
+  plans = {accum: compiled_plan.plan_for(run, kind) for accum, run in tiny_runs.items()}
   plan = plans[2]
   assert plan.mesh_shape == {"data": kind.devices, "fsdp": 1, "tensor": 1}
 

@@ -4,6 +4,7 @@ import os
 
 from iml_jax import io_utils
 from iml_jax import workdir as workdir_layout
+from iml_jax.specs import Experiment
 from test_stats import _config
 
 
@@ -15,12 +16,12 @@ def test_rows_carry_the_epoch_offset_of_their_stage(storage_root):
     io_utils.makedirs(directory)
     record = {"epoch": epoch, "subset": "d1consis", "em": 0.5, "f1": 0.6}
     io_utils.append_jsonl(os.path.join(directory, "eval.jsonl"), [record])
-  rows = workdir_layout.collect_rows(config, storage_root)
+  rows = workdir_layout.collect_rows(Experiment.from_config(config), storage_root)
   assert rows == [
     dict(seed=0, seed_stage2=0, stage="stage1", epoch=4, global_epoch=4, subset="d1consis", em=0.5, f1=0.6),
     dict(seed=0, seed_stage2=0, stage="stage2", epoch=2, global_epoch=6, subset="d1consis", em=0.5, f1=0.6),
   ]
-  assert workdir_layout.result_columns(config) == (
+  assert workdir_layout.result_columns(config.task) == (
     "seed",
     "seed_stage2",
     "stage",
@@ -42,7 +43,7 @@ def test_rows_offset_every_later_stage_by_all_earlier_epochs(storage_root):
     directory = os.path.join(storage_root, "seed_3", "s2seed_0" if stage == "stage2" else "", stage)
     io_utils.makedirs(directory)
     io_utils.append_jsonl(os.path.join(directory, "eval.jsonl"), [{"epoch": 1, "subset": "q", "em": 0.5, "f1": 0.5}])
-  rows = workdir_layout.collect_rows(config, storage_root)
+  rows = workdir_layout.collect_rows(Experiment.from_config(config), storage_root)
   assert [(r["seed"], r["stage"], r["global_epoch"]) for r in rows] == [
     (3, "stage1", 1),
     (3, "middle", 5),

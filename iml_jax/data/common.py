@@ -3,9 +3,11 @@
 import dataclasses
 import random
 import string
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from iml_jax.errors import IMLError
+
+Fractions = Mapping[str, float]  # a subset name -> its share of the entities or aliases
 
 
 @dataclasses.dataclass(frozen=True)

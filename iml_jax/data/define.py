@@ -4,10 +4,12 @@ Code keys follow the original (`qd1consis`, `d2consis`, ...). `build_define_data
 of (entities, data config, seed, seed_stage2): same arguments, byte-identical examples in any process.
 """
 
+import dataclasses
 import random
 
 from iml_jax.data import definitions
 from iml_jax.data.common import (
+  Fractions,
   Example,
   StageData,
   check_fractions,
@@ -80,6 +82,33 @@ def qa_example(question: str, answer: str, context: str = "") -> Example:
   return Example(f"{context}Q: {question}\nA:", f" {answer}\n")
 
 
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """`data` of the define task (configs: config_blocks.define_data)."""
+
+  knowledge_base: str
+  kb_seed: int
+  cvdb_path: str
+  cvdb_encoding: str
+  trex_path: str
+  equalize_gender: bool
+  num_entities: int
+  fractions: Fractions
+  def_order: str
+  definition_type: str
+  incontext_definitions: bool
+  alias_length: int
+  tag_length: int
+  tag1_name: str
+  tag2_name: str
+  tag3_name: str
+  test_frac: float
+  entity_association_test_sets: bool
+  letter_test_sets: bool
+  block_size: int
+  label_block_size: int = 0  # a seq2seq model's target length
+
+
 def check_config(data_config) -> None:
   fractions = {k: data_config.fractions[k] for k in SUBSETS}
   check_fractions(fractions, "data.fractions")
@@ -111,7 +140,7 @@ class _Aliases:
     rng = random.Random(seed)
     self.alias = dict(zip(names, generate_variable_names(len(names), data_config.alias_length, rng)))
     drawn_tags = generate_variable_names(3, data_config.tag_length, rng)
-    self.tags = {f"tag{i + 1}": data_config.get(f"tag{i + 1}_name") or drawn_tags[i] for i in range(3)}
+    self.tags = {f"tag{i + 1}": getattr(data_config, f"tag{i + 1}_name") or drawn_tags[i] for i in range(3)}
     # Inconsistent definitions: the alias of entity e is defined as another entity of its subset.
     self.defined_as = {}
     for key in ("qd1incons", "qd2incons"):

@@ -10,12 +10,13 @@ definitions define the alias as another alias's number (a derangement of numbers
 baseline (no aliases: the numbers themselves, 80/20 split of all (x, modulus) pairs) is a train subset.
 """
 
+import dataclasses
 import random
 import string
 
 import numpy as np
 
-from iml_jax.data.common import Example, StageData, check_fractions, derangement, split_stage_subsets
+from iml_jax.data.common import Fractions, Example, StageData, check_fractions, derangement, split_stage_subsets
 from iml_jax.errors import IMLError
 
 MODULI = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)
@@ -43,6 +44,16 @@ VOCABULARY = ["[PAD]", "[UNK]", "%", "="] + list(string.digits) + list(string.as
 
 def spaced(text: str) -> str:
   return " ".join(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """`data` of the modular-arithmetic task (configs: config_blocks.modular_data)."""
+
+  num_x: int
+  fractions: Fractions
+  block_size: int
+  label_block_size: int = 0  # a seq2seq model's target length
 
 
 def check_config(cfg) -> None:

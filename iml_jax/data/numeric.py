@@ -5,12 +5,20 @@ Two options beyond the study, needed to show IML at CPU scale (docs/cpu_scale.md
 redrawn from their rule every epoch (`redraw_train_questions`), and one token per alias.
 """
 
+import dataclasses
 import random
 import string
 
 import numpy as np
 
-from iml_jax.data.common import Example, StageData, check_fractions, generate_variable_names, split_stage_subsets
+from iml_jax.data.common import (
+  Fractions,
+  Example,
+  StageData,
+  check_fractions,
+  generate_variable_names,
+  split_stage_subsets,
+)
 from iml_jax.errors import IMLError
 
 # qd1incons / qd2consis weaken the tag–consistency correlation α (docs/study.md §4.5); 0 by default.
@@ -51,6 +59,24 @@ CHANCE = 0.5  # the EM of a coin flip: half of every test set's questions are tr
 def all_alias_strings() -> list[str]:
   letters = string.ascii_lowercase
   return [a + b + c for a in letters for b in letters for c in letters]
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """`data` of the set-inclusion task (configs: config_blocks.numeric_data)."""
+
+  num_x: int
+  n_nums: int
+  n_intersection: int
+  n_qs: int
+  p_label_flip: float
+  max_x: int
+  separate_token_per_var: bool
+  all_alias_tokens: bool
+  redraw_train_questions: bool
+  fractions: Fractions
+  block_size: int
+  label_block_size: int = 0  # a seq2seq model's target length
 
 
 def check_config(cfg) -> None:

@@ -1,6 +1,6 @@
 """The study's tasks behind one protocol, one class per task: what the experiment loop asks of a task — each
 stage's data, the tokenizer, the alias tokens, which aliases an example mentions, and (array tasks) the arrays
-of its examples and their score. `TASKS[config.task]` is the only place a task is looked up by name."""
+of its examples and their score. `TASKS[task]` is the only place a task is looked up by name."""
 
 import functools
 import re
@@ -30,24 +30,25 @@ _EVAL_SET_PREFIXES = (
 
 
 class Task:
-  """The data side of one stage-1 seed of a task. A subclass names its generator module (TRAIN_SUBSETS,
-  STAGE2_SUBSETS, SUBSETS, check_config) and builds each stage's data; text tasks build a tokenizer."""
+  """The data side of one stage-1 seed of a task. A subclass names its generator module (Data, TRAIN_SUBSETS,
+  STAGE2_SUBSETS, SUBSETS, check_config) and builds each stage's data from `data` (the generator's `Data`); text
+  tasks build a tokenizer (`tokenizer`: specs.Tokenizer)."""
 
   generator = None
   score: metrics.Score = metrics.EXACT_MATCH  # what its evaluations record
   chance: float | None = None  # the score of guessing, where the task defines one
   array_model: str | None = None  # the one model that reads an array task's examples
 
-  def __init__(self, config, seed: int, pretrained_folder: str | None = None):
-    self.config, self.seed, self.pretrained_folder = config, seed, pretrained_folder
+  def __init__(self, data, tokenizer, seed: int, pretrained_folder: str | None = None):
+    self.data, self.tokenizer_spec, self.seed, self.pretrained_folder = data, tokenizer, seed, pretrained_folder
 
   @classmethod
   def eval_set_names(cls) -> tuple[str, ...]:
     return cls.generator.SUBSETS
 
   @classmethod
-  def check_config(cls, config) -> None:
-    cls.generator.check_config(config.data)
+  def check_config(cls, data) -> None:
+    cls.generator.check_config(data)
 
   def stage_data(self, seed_stage2: int, stage_index: int, train_subset: str) -> StageData:
     raise NotImplementedError
@@ -86,16 +87,14 @@ class Define(Task):
     return define.SUBSETS + ("d2incons",)
 
   @classmethod
-  def check_config(cls, config):
-    define.check_config(config.data)
-    if config.data.knowledge_base not in KNOWLEDGE_BASES:
-      raise IMLError(
-        f"config field data.knowledge_base = {config.data.knowledge_base!r}: expected one of {KNOWLEDGE_BASES}"
-      )
+  def check_config(cls, data):
+    define.check_config(data)
+    if data.knowledge_base not in KNOWLEDGE_BASES:
+      raise IMLError(f"config field data.knowledge_base = {data.knowledge_base!r}: expected one of {KNOWLEDGE_BASES}")
 
   @functools.cached_property
   def _entities(self):
-    data = self.config.data
+    data = self.data
     if data.knowledge_base == "synthetic":
       return entities.synthetic_knowledge_base(data.num_entities, data.kb_seed)
     if data.knowledge_base == "trex":  # the works chosen depend on the seed (docs/study.md §3.7)
@@ -103,13 +102,13 @@ class Define(Task):
     return entities.load_cvdb(data.cvdb_path, data.num_entities, data.equalize_gender, data.cvdb_encoding)
 
   def stage_data(self, seed_stage2, stage_index, train_subset):
-    return define.build_define_data(self._entities, self.config.data, self.seed, seed_stage2, train_subset)
+    return define.build_define_data(self._entities, self.data, self.seed, seed_stage2, train_subset)
 
   def _new_tokenizer(self):
     corpus = self.stage_data(0, 0, "full")
     texts = [ex.text for ex in corpus.train] + [ex.text for v in corpus.evals.values() for ex in v]
     texts += [ex.text for ex in self.stage_data(0, 0, "entity_facts").train]
-    return byte_level_bpe_tokenizer(texts, self.config.tokenizer.vocab_size)
+    return byte_level_bpe_tokenizer(texts, self.tokenizer_spec.vocab_size)
 
 
 class Numeric(Task):
@@ -120,7 +119,7 @@ class Numeric(Task):
 
   @functools.lru_cache(maxsize=None)
   def _generated(self, seed_stage2: int) -> numeric.NumericTask:
-    return numeric.NumericTask(self.config.data, self.seed, seed_stage2)
+    return numeric.NumericTask(self.data, self.seed, seed_stage2)
 
   def stage_data(self, seed_stage2, stage_index, train_subset):
     return self._generated(seed_stage2).stage_data(train_subset, redraw_key=stage_index)
@@ -143,7 +142,7 @@ class Modular(Task):
 
   @functools.lru_cache(maxsize=None)
   def _generated(self, seed_stage2: int) -> modular.ModularTask:
-    return modular.ModularTask(self.config.data, self.seed, seed_stage2)
+    return modular.ModularTask(self.data, self.seed, seed_stage2)
 
   def stage_data(self, seed_stage2, stage_index, train_subset):
     return self._generated(seed_stage2).stage_data(train_subset)
@@ -164,7 +163,7 @@ class ArrayTask(Task):
 
   @functools.lru_cache(maxsize=None)
   def _generated(self, seed_stage2: int):
-    return self.generated_class(self.config.data, self.seed, seed_stage2)
+    return self.generated_class(self.data, self.seed, seed_stage2)
 
   def stage_data(self, seed_stage2, stage_index, train_subset):
     return self._generated(seed_stage2).stage_data(train_subset)
@@ -202,52 +201,53 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
-def task_class(config) -> type[Task]:
-  if config.task not in TASKS:
-    raise IMLError(f"config field task = {config.task!r}: expected one of {tuple(TASKS)}")
-  return TASKS[config.task]
+def task_class(task: str) -> type[Task]:
+  if task not in TASKS:
+    raise IMLError(f"config field task = {task!r}: expected one of {tuple(TASKS)}")
+  return TASKS[task]
 
 
-def for_seed(config, seed: int, pretrained_folder: str | None = None) -> Task:
-  """The task of `config` for stage-1 seed `seed`."""
-  return task_class(config)(config, seed, pretrained_folder)
+def for_seed(experiment, seed: int, pretrained_folder: str | None = None) -> Task:
+  """The task of `experiment` (specs.Experiment: its task, data and tokenizer) for stage-1 seed `seed`."""
+  return task_class(experiment.task)(experiment.data, experiment.tokenizer, seed, pretrained_folder)
 
 
-def validate(config) -> None:
-  """Checks the data fields before anything is written."""
-  cls = task_class(config)
+def check(experiment) -> None:
+  """Checks the data fields and the subsets the stages train on and the evaluation reads (specs.Experiment)."""
+  cls = task_class(experiment.task)
   subsets = cls.generator.TRAIN_SUBSETS
-  for name in config.stage_names:
-    subset = config.stages[name].train_subset
-    if subset not in subsets:
-      raise IMLError(f"config field stages.{name}.train_subset = {subset!r}: expected one of {sorted(subsets)}")
-  if config.eval.subsets != "all":
+  for name, stage in experiment.stages.items():
+    if stage.train_subset not in subsets:
+      raise IMLError(
+        f"config field stages.{name}.train_subset = {stage.train_subset!r}: expected one of {sorted(subsets)}"
+      )
+  if experiment.eval.subsets != "all":
     known = cls.eval_set_names()
-    for name in config.eval.subsets.split(","):
+    for name in experiment.eval.subsets.split(","):
       if name not in known and not name.startswith(_EVAL_SET_PREFIXES):
         raise IMLError(
           f"config field eval.subsets names unknown set {name!r}: expected 'all' or a comma-separated "
           f"list of {known} (or train_questions_*, train_defs_*, ent_assoc_*, letter* sets)"
         )
-  cls.check_config(config)
+  cls.check_config(experiment.data)
 
 
-def array_model(config) -> str | None:
+def array_model(task: str) -> str | None:
   """The model an array task's examples need (None: a text task, or no such task)."""
-  return getattr(TASKS.get(config.task), "array_model", None)
+  return getattr(TASKS.get(task), "array_model", None)
 
 
-def score_of(config) -> metrics.Score:
+def score_of(task: str) -> metrics.Score:
   """The score a task's evaluations record (the 1-D toy: MSE; every other task: EM and F1)."""
-  return task_class(config).score
+  return task_class(task).score
 
 
-def chance_level(config) -> float | None:
+def chance_level(task: str) -> float | None:
   """The score of guessing, where the task defines one (the numeric task's true/false answers: 0.5)."""
-  return task_class(config).chance
+  return task_class(task).chance
 
 
-def uses_stage2_split(config, train_subset: str) -> bool:
+def uses_stage2_split(task: str, train_subset: str) -> bool:
   """Whether a stage trains on the entities that `seed_stage2` re-partitions."""
-  generator = task_class(config).generator
+  generator = task_class(task).generator
   return any(s in generator.STAGE2_SUBSETS for s in generator.TRAIN_SUBSETS[train_subset][1])

@@ -60,6 +60,21 @@ class ToyExample:
     return {"cluster": self.cluster, "shape": SHAPES[self.shape], "x": self.x, "dim": self.dim}
 
 
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """`data` of the 1-D regression toy (configs: config_blocks.toy1d_data)."""
+
+  n_anchors: int
+  d_y: int
+  n_clusters: int
+  cluster_spread: float
+  points_per_cluster: int
+  test_points_per_cluster: int
+  p_definition: float
+  d_pos_enc: int
+  separate_channels: bool
+
+
 def check_config(cfg) -> None:
   checks = [
     ("n_anchors", cfg.n_anchors >= 2, "an integer >= 2"),
@@ -77,7 +92,7 @@ def check_config(cfg) -> None:
   ]
   for field, ok, expected in checks:
     if not ok:
-      raise IMLError(f"config field data.{field} = {cfg[field]!r}: expected {expected}")
+      raise IMLError(f"config field data.{field} = {getattr(cfg, field)!r}: expected {expected}")
 
 
 def feature_size(cfg) -> int:

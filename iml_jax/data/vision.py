@@ -19,7 +19,14 @@ import random
 
 import numpy as np
 
-from iml_jax.data.common import StageData, check_fractions, derangement, fixed_stage_data, split_stage_subsets
+from iml_jax.data.common import (
+  Fractions,
+  StageData,
+  check_fractions,
+  derangement,
+  fixed_stage_data,
+  split_stage_subsets,
+)
 from iml_jax.errors import IMLError
 
 STAGE1_SUBSETS = ("qd1consis", "qd2incons", "q")
@@ -63,6 +70,15 @@ class VisionExample:
   def described(self) -> dict:
     """What predictions.jsonl records about the example besides its answer."""
     return {"alias": self.alias, "tag": self.tag, "cell": self.cell}
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """`data` of the vision task (configs: config_blocks.vision_data)."""
+
+  digits: str
+  num_aliases: int
+  fractions: Fractions
 
 
 def check_config(cfg) -> None:
