@@ -4,7 +4,7 @@ import pathlib
 
 from setuptools import find_packages, setup
 
-# Versions measured to work together on Python 3.11 (see README "Dependency stack").
+# Versions measured to work together on Python 3.11 (see docs/development.md).
 INSTALL_REQUIRES = [
   "jax==0.10.2",
   "jaxlib==0.10.2",

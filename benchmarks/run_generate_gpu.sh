@@ -1,5 +1,5 @@
 #!/bin/bash
-# The generate benchmark at several model and batch sizes, as run on a GPU machine (docs/performance.md has every row).
+# The generate benchmark at several model and batch sizes, as run on a GPU machine (docs/performance.md has the latest rows).
 set -e
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=.:$PYTHONPATH
 nvidia-smi --query-gpu=name --format=csv,noheader || true

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The gradient-alignment benchmark at two model sizes, as run on a GPU machine (docs/performance.md has every row).
+# The gradient-alignment benchmark at two model sizes, as run on a GPU machine (docs/performance.md has the latest rows).
 set -e
 export PYTHONPATH=.:$PYTHONPATH
 nvidia-smi --query-gpu=name --format=csv,noheader || true

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The train-throughput benchmark as run on a GPU machine (docs/performance.md has every row): small fp32, then the Pythia-410M shape in bf16.
+# The train-throughput benchmark as run on a GPU machine (docs/performance.md has the latest rows): small fp32, then the Pythia-410M shape in bf16.
 set -e
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=.:$PYTHONPATH
 nvidia-smi --query-gpu=name --format=csv,noheader || true
