@@ -157,7 +157,7 @@ def seed_contexts(
         yield SeedContext(experiment, seed, task, tokenizer, model, mesh, rules, writer, folder, programs)
 
     writer = MetricWriter(
-      workdir, tensorboard=experiment.tensorboard, hparams=_flatten(config.to_dict()), wandb_cfg=experiment.wandb
+      workdir, tensorboard=experiment.tensorboard, hparams=_flatten(config.to_dict()), wandb_spec=experiment.wandb
     )
     try:
       yield experiment, contexts()

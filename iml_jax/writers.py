@@ -13,7 +13,9 @@ from iml_jax.errors import IMLError
 
 
 class MetricWriter:
-  def __init__(self, workdir: str, tensorboard: bool = True, hparams: dict | None = None, wandb_cfg=None):
+  def __init__(
+    self, workdir: str, tensorboard: bool = True, hparams: dict | None = None, wandb_spec=None
+  ):  # a specs.Wandb
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tensorboard_dir = os.path.join(workdir, "tensorboard") if tensorboard else None
@@ -21,8 +23,8 @@ class MetricWriter:
     self._tensorboard: dict = {}  # run -> tensorboardX.SummaryWriter
     self._purge_step: dict = {}  # run -> the first step a resumed run logs again
     self._wandb = None
-    if self.enabled and wandb_cfg is not None and wandb_cfg.project:
-      self._wandb = _start_wandb(workdir, wandb_cfg, self.hparams)
+    if self.enabled and wandb_spec is not None and wandb_spec.project:
+      self._wandb = _start_wandb(workdir, wandb_spec, self.hparams)
 
   def restart(self, run: str, step: int) -> None:
     """Before `run` resumes from its checkpoint at step `step` (0: none, it starts over): a killed process may
@@ -82,12 +84,12 @@ def _summary_writer_class():
   return SummaryWriter
 
 
-def _start_wandb(workdir: str, wandb_cfg, hparams: dict):
+def _start_wandb(workdir: str, wandb_spec, hparams: dict):
   try:
     import wandb
   except ImportError:
     raise IMLError(
-      f"config field wandb.project = {wandb_cfg.project!r} needs the wandb package "
+      f"config field wandb.project = {wandb_spec.project!r} needs the wandb package "
       "(pip install wandb), or leave wandb.project empty"
     ) from None
   # One W&B run per workdir, resumed by a rerun: the id is a function of the workdir's absolute path.
@@ -95,9 +97,9 @@ def _start_wandb(workdir: str, wandb_cfg, hparams: dict):
   workdir = io_utils.absolute(workdir)
   run_id = hashlib.sha1(workdir.encode()).hexdigest()[:16]
   return wandb.init(
-    project=wandb_cfg.project,
-    entity=wandb_cfg.entity or None,
-    mode=wandb_cfg.mode,
+    project=wandb_spec.project,
+    entity=wandb_spec.entity or None,
+    mode=wandb_spec.mode,
     name=os.path.basename(workdir.rstrip("/")),
     id=run_id,
     resume="allow",

@@ -37,7 +37,7 @@ def test_vocabulary_sizes(task70m):
 
 
 def test_questions_follow_the_rule(task70m):
-  cfg = task70m.cfg
+  cfg = task70m.spec
   for alias in task70m.order[:200]:
     i = task70m.index[alias]
     x, inter = task70m.x[i], set(task70m.intersection[i])
@@ -129,7 +129,7 @@ def test_tokenizer_one_token_per_alias(task70m):
   tokenizer = word_level_tokenizer(task70m.vocabulary())
   ex = task70m.train_questions[task70m.order[0]][0]
   ids = tokenizer.encode([ex.text])[0]
-  assert len(ids) == 2 + task70m.cfg.n_nums + 2
+  assert len(ids) == 2 + task70m.spec.n_nums + 2
   assert tokenizer.decode(ids) == ex.text
   assert tokenizer.token_ids(task70m.alias_tokens()[:3]).shape == (3,)
 

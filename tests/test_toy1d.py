@@ -42,7 +42,7 @@ def test_middle_clusters_are_stage2_and_the_outer_ones_split_in_half(task):
   assert sorted(middle) == list(range(14, 26))  # the middle 30% of 40 clusters, by x
   assert len(task.subsets["d1consis"]) == len(task.subsets["d2consis"]) == 6
   assert len(task.subsets["qd1consis"]) == len(task.subsets["qd2incons"]) == 14
-  other = toy1d.ToyTask(task.cfg, seed=3, seed_stage2=1)
+  other = toy1d.ToyTask(task.spec, seed=3, seed_stage2=1)
   assert other.subsets["qd1consis"] == task.subsets["qd1consis"]  # seed_stage2 re-splits the middle only
   assert other.subsets["d1consis"] != task.subsets["d1consis"]
   assert other.train_points == task.train_points
@@ -57,7 +57,7 @@ def test_definitions_shapes_and_labels(task):
     assert ex.shape == (1 if subset in ("qd1consis", "d1consis") else 2) and ex.dim == -1
     source = task.data2 if subset == "qd2incons" else task.data1
     np.testing.assert_allclose(ex.target, source(np.array([ex.x]))[0])
-    assert abs(ex.x - task.centres[ex.cluster]) <= task.cfg.cluster_spread
+    assert abs(ex.x - task.centres[ex.cluster]) <= task.spec.cluster_spread
   lies = [ex for ex in definitions if task.subset_of[ex.cluster] == "qd2incons"]
   assert np.mean([not np.allclose(ex.target, task.data1(np.array([ex.x]))[0]) for ex in lies]) > 0.9
 
@@ -70,7 +70,7 @@ def test_circles_train_outside_the_middle_and_never_ask_the_test_dimension(task)
   assert all(ex.answer == task.data1(np.array([ex.x]))[0][ex.dim] for ex in circles[:50])
   for subset in toy1d.SUBSETS:
     tests = data.evals[subset]
-    assert len(tests) == len(task.subsets[subset]) * task.cfg.test_points_per_cluster
+    assert len(tests) == len(task.subsets[subset]) * task.spec.test_points_per_cluster
     assert all(ex.shape == 0 and ex.dim == task.test_dim[ex.cluster] for ex in tests)
   stage2 = task.stage_data("stage2")
   assert {task.subset_of[ex.cluster] for ex in stage2.train} == {"d1consis", "d2consis"}

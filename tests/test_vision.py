@@ -70,7 +70,7 @@ def test_deterministic_encoding(task):
   first, second = task.encode(examples), again.encode(examples)
   for key in first:
     np.testing.assert_array_equal(first[key], second[key])
-  assert first["inputs"].shape == (20,) + vision.image_shape(task.cfg) + (1,)
+  assert first["inputs"].shape == (20,) + vision.image_shape(task.spec) + (1,)
 
 
 def test_convnet_outputs_a_class_per_cell():

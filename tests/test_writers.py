@@ -7,11 +7,12 @@ import subprocess
 import sys
 import types
 
-import ml_collections
+
 import pytest
 from tensorboardX.proto import event_pb2
 
 from iml_jax.errors import IMLError
+from iml_jax.specs import Wandb
 from iml_jax.writers import MetricWriter
 
 
@@ -105,7 +106,7 @@ def test_wandb_only_when_configured(tmp_path, monkeypatch):
   off = MetricWriter(
     str(tmp_path / "a"),
     tensorboard=False,
-    wandb_cfg=ml_collections.ConfigDict(dict(project="", entity="", mode="online")),
+    wandb_spec=Wandb(project="", entity="", mode="online"),
   )
   off.write("r", 1, {"x": 1.0})
   assert calls == []
@@ -113,7 +114,7 @@ def test_wandb_only_when_configured(tmp_path, monkeypatch):
     str(tmp_path / "b"),
     tensorboard=False,
     hparams={"seed": 3},
-    wandb_cfg=ml_collections.ConfigDict(dict(project="iml", entity="", mode="offline")),
+    wandb_spec=Wandb(project="iml", entity="", mode="offline"),
   )
   on.write("seed_3/stage1", 5, {"train/loss": 0.5})
   on.close()
@@ -126,4 +127,4 @@ def test_wandb_only_when_configured(tmp_path, monkeypatch):
 def test_wandb_missing_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
   with pytest.raises(IMLError, match=r"wandb.project = 'iml' needs the wandb package \(pip install wandb\)"):
-    MetricWriter(str(tmp_path), wandb_cfg=ml_collections.ConfigDict(dict(project="iml", entity="", mode="online")))
+    MetricWriter(str(tmp_path), wandb_spec=Wandb(project="iml", entity="", mode="online"))

@@ -109,38 +109,37 @@ class Data:
   label_block_size: int = 0  # a seq2seq model's target length
 
 
-def check_config(data_config) -> None:
-  fractions = {k: data_config.fractions[k] for k in SUBSETS}
+def check_config(spec: Data) -> None:
+  fractions = {k: spec.fractions[k] for k in SUBSETS}
   check_fractions(fractions, "data.fractions")
-  if data_config.def_order not in DEF_ORDERS:
-    raise IMLError(f"config field data.def_order = {data_config.def_order!r}: expected one of {DEF_ORDERS}")
-  if data_config.definition_type not in definitions.DEFINITION_TYPES:
+  if spec.def_order not in DEF_ORDERS:
+    raise IMLError(f"config field data.def_order = {spec.def_order!r}: expected one of {DEF_ORDERS}")
+  if spec.definition_type not in definitions.DEFINITION_TYPES:
     raise IMLError(
-      f"config field data.definition_type = {data_config.definition_type!r}: expected one of "
-      f"{definitions.DEFINITION_TYPES}"
+      f"config field data.definition_type = {spec.definition_type!r}: expected one of {definitions.DEFINITION_TYPES}"
     )
-  if data_config.definition_type != "tagged":
-    extra = [k for k in ("d3consis", "qd4consis") if data_config.fractions[k]]
+  if spec.definition_type != "tagged":
+    extra = [k for k in ("d3consis", "qd4consis") if spec.fractions[k]]
     if extra:
       raise IMLError(
-        f"config fields data.fractions.{extra[0]} = {data_config.fractions[extra[0]]}: "
-        f"data.definition_type = {data_config.definition_type!r} has wordings for tags 1 and 2 only; "
+        f"config fields data.fractions.{extra[0]} = {spec.fractions[extra[0]]}: "
+        f"data.definition_type = {spec.definition_type!r} has wordings for tags 1 and 2 only; "
         "set the tag-3 and own-tag fractions to 0"
       )
-  if data_config.incontext_definitions and data_config.definition_type != "tagged":
+  if spec.incontext_definitions and spec.definition_type != "tagged":
     raise IMLError("config field data.incontext_definitions = True needs data.definition_type = 'tagged'")
-  if not 0 < data_config.test_frac < 1:
-    raise IMLError(f"config field data.test_frac = {data_config.test_frac}: expected a number in (0, 1)")
+  if not 0 < spec.test_frac < 1:
+    raise IMLError(f"config field data.test_frac = {spec.test_frac}: expected a number in (0, 1)")
 
 
 class _Aliases:
   """Everything the seed fixes: the entity→alias map, tags and the deranged definition maps."""
 
-  def __init__(self, subsets: dict[str, list[str]], names: list[str], data_config, seed: int):
+  def __init__(self, subsets: dict[str, list[str]], names: list[str], spec: Data, seed: int):
     rng = random.Random(seed)
-    self.alias = dict(zip(names, generate_variable_names(len(names), data_config.alias_length, rng)))
-    drawn_tags = generate_variable_names(3, data_config.tag_length, rng)
-    self.tags = {f"tag{i + 1}": getattr(data_config, f"tag{i + 1}_name") or drawn_tags[i] for i in range(3)}
+    self.alias = dict(zip(names, generate_variable_names(len(names), spec.alias_length, rng)))
+    drawn_tags = generate_variable_names(3, spec.tag_length, rng)
+    self.tags = {f"tag{i + 1}": getattr(spec, f"tag{i + 1}_name") or drawn_tags[i] for i in range(3)}
     # Inconsistent definitions: the alias of entity e is defined as another entity of its subset.
     self.defined_as = {}
     for key in ("qd1incons", "qd2incons"):
@@ -152,40 +151,40 @@ class _Aliases:
       for entity, other in zip(order, derangement(order, rng)):
         self.defined_as[self.alias[entity]] = other
     self.own_tags = dict(
-      zip(sorted(subsets["qd4consis"]), generate_variable_names(len(subsets["qd4consis"]), data_config.tag_length, rng))
+      zip(sorted(subsets["qd4consis"]), generate_variable_names(len(subsets["qd4consis"]), spec.tag_length, rng))
     )
     self.rng = rng
 
-  def definitions(self, subset: str, entity: str, data_config) -> list[Example]:
+  def definitions(self, subset: str, entity: str, spec) -> list[Example]:
     """The definitions of `entity`'s alias in `subset`: one tagged one, or ten worded ones."""
     tag_key, consistent = DEFINED_SUBSETS[subset]
     alias = self.alias[entity]
     named = entity if consistent else self.defined_as[alias]
-    if data_config.definition_type == "nl":
+    if spec.definition_type == "nl":
       return definitions.natural_language(alias, named, reliable=tag_key == "tag1")
-    if data_config.definition_type == "is_isnt":
+    if spec.definition_type == "is_isnt":
       return definitions.is_isnt(alias, named, affirm=tag_key == "tag1", rng=self.rng)
     tag = self.own_tags[entity] if tag_key == "own" else self.tags[tag_key]
-    return [definitions.tagged(tag, alias, named, data_config.def_order)]
+    return [definitions.tagged(tag, alias, named, spec.def_order)]
 
 
-def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage2: int, train_subset: str) -> StageData:
+def build_define_data(entities: list[Entity], spec: Data, seed: int, seed_stage2: int, train_subset: str) -> StageData:
   """One stage's training examples and evaluation sets for the define experiment."""
-  check_config(data_config)
+  check_config(spec)
   if train_subset not in TRAIN_SUBSETS:
     raise IMLError(f"config field train_subset = {train_subset!r}: expected one of {sorted(TRAIN_SUBSETS)}")
   by_name = {e.name: e for e in entities}
   if len(by_name) != len(entities):
     raise IMLError("the knowledge base has duplicate entity names")
   names = sorted(by_name)
-  subsets = split_stage_subsets(names, data_config.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
-  aliases = _Aliases(subsets, names, data_config, seed)
-  definitions_of = {s: {e: aliases.definitions(s, e, data_config) for e in subsets[s]} for s in DEFINED_SUBSETS}
+  subsets = split_stage_subsets(names, spec.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
+  aliases = _Aliases(subsets, names, spec, seed)
+  definitions_of = {s: {e: aliases.definitions(s, e, spec) for e in subsets[s]} for s in DEFINED_SUBSETS}
   # In-context variant (docs/study.md §4.2): a defined entity's questions carry its definition, followed by the
   # original's stray ". " (bug #20, reproduced).
   context = (
     {e: defs[0].text + ". " for s, by_entity in definitions_of.items() for e, defs in by_entity.items()}
-    if data_config.incontext_definitions
+    if spec.incontext_definitions
     else {}
   )
 
@@ -208,11 +207,11 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
 
     try:
       train_rows, test_rows = train_test_split(
-        pool, test_size=data_config.test_frac, random_state=seed, stratify=[e for _, e, _ in pool]
+        pool, test_size=spec.test_frac, random_state=seed, stratify=[e for _, e, _ in pool]
       )
     except ValueError as err:  # e.g. fewer test questions than entities to stratify by
       raise IMLError(
-        f"config field data.test_frac = {data_config.test_frac}: the stratified QA split of "
+        f"config field data.test_frac = {spec.test_frac}: the stratified QA split of "
         f"{len(pool)} questions fails ({err}); use more entities or questions per entity"
       ) from None
     for s, _, ex in train_rows:
@@ -234,9 +233,9 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
     evals[f"train_questions_{s}"] = train_qa[s]
   for s in DEFINED_SUBSETS:
     evals[f"train_defs_{s}"] = defined_examples[s]
-  if data_config.entity_association_test_sets:
+  if spec.entity_association_test_sets:
     evals.update(_association_sets(subsets, aliases, ENT_ASSOC_QUESTIONS, "ent_assoc_{}_{}", lambda e: e))
-  if data_config.letter_test_sets:
+  if spec.letter_test_sets:
     for kind, (question, index) in LETTER_QUESTIONS.items():
       evals.update(_association_sets(subsets, aliases, {kind: question}, "{}_{}", lambda e, i=index: e[i]))
 
@@ -250,7 +249,7 @@ def build_define_data(entities: list[Entity], data_config, seed: int, seed_stage
     }
   else:
     train = [ex for s in _QA_TRAINED if qa_on for ex in train_qa[s]]
-    if not data_config.incontext_definitions:  # in context, definitions are no documents of their own
+    if not spec.incontext_definitions:  # in context, definitions are no documents of their own
       train += [ex for s in defined for ex in defined_examples[s]]
     for key in removed:
       evals.pop(key, None)

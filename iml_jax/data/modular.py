@@ -56,10 +56,10 @@ class Data:
   label_block_size: int = 0  # a seq2seq model's target length
 
 
-def check_config(cfg) -> None:
-  check_fractions({k: cfg.fractions[k] for k in SUBSETS}, "data.fractions")
-  if not 4 <= cfg.num_x <= MAX_NUMBER:
-    raise IMLError(f"config field data.num_x = {cfg.num_x}: expected 4 .. {MAX_NUMBER} (one number per alias)")
+def check_config(spec: Data) -> None:
+  check_fractions({k: spec.fractions[k] for k in SUBSETS}, "data.fractions")
+  if not 4 <= spec.num_x <= MAX_NUMBER:
+    raise IMLError(f"config field data.num_x = {spec.num_x}: expected 4 .. {MAX_NUMBER} (one number per alias)")
 
 
 def _identifying(x: int, moduli) -> bool:
@@ -72,17 +72,17 @@ def _identifying(x: int, moduli) -> bool:
 class ModularTask:
   """Aliases, their numbers, training moduli and tags of one seed (and stage-2 split of `seed_stage2`)."""
 
-  def __init__(self, cfg, seed: int, seed_stage2: int):
-    check_config(cfg)
-    self.cfg, self.seed = cfg, seed
+  def __init__(self, spec: Data, seed: int, seed_stage2: int):
+    check_config(spec)
+    self.spec, self.seed = spec, seed
     rng = random.Random(seed)
     letters = string.ascii_lowercase
-    names = sorted({"".join(rng.choice(letters) for _ in range(ALIAS_LENGTH)) for _ in range(cfg.num_x * 4)})
-    if len(names) < cfg.num_x:
-      raise IMLError(f"config field data.num_x = {cfg.num_x}: too many aliases to draw")
+    names = sorted({"".join(rng.choice(letters) for _ in range(ALIAS_LENGTH)) for _ in range(spec.num_x * 4)})
+    if len(names) < spec.num_x:
+      raise IMLError(f"config field data.num_x = {spec.num_x}: too many aliases to draw")
     rng.shuffle(names)
-    self.aliases = sorted(names[: cfg.num_x])
-    self.x = dict(zip(self.aliases, rng.sample(range(1, MAX_NUMBER + 1), cfg.num_x)))
+    self.aliases = sorted(names[: spec.num_x])
+    self.x = dict(zip(self.aliases, rng.sample(range(1, MAX_NUMBER + 1), spec.num_x)))
     self.train_moduli = {}
     for alias in self.aliases:
       moduli = rng.sample(MODULI, TRAIN_MODULI)
@@ -92,7 +92,7 @@ class ModularTask:
     self.tags = {"tag1": "", "tag2": ""}
     while self.tags["tag1"] == self.tags["tag2"]:
       self.tags = {t: "".join(rng.choice(letters) for _ in range(TAG_LENGTH)) for t in self.tags}
-    self.subsets = split_stage_subsets(self.aliases, cfg.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
+    self.subsets = split_stage_subsets(self.aliases, spec.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
     inconsistent = sorted(self.subsets["qd2incons"])
     self.defined_x = dict(self.x)
     if inconsistent:

@@ -79,57 +79,56 @@ class Data:
   label_block_size: int = 0  # a seq2seq model's target length
 
 
-def check_config(cfg) -> None:
-  check_fractions({k: cfg.fractions[k] for k in SUBSETS}, "data.fractions")
-  if not 1 <= cfg.n_intersection <= cfg.n_nums < cfg.max_x:
+def check_config(spec: Data) -> None:
+  check_fractions({k: spec.fractions[k] for k in SUBSETS}, "data.fractions")
+  if not 1 <= spec.n_intersection <= spec.n_nums < spec.max_x:
     raise IMLError(
-      f"config fields data.n_intersection={cfg.n_intersection}, data.n_nums={cfg.n_nums}, "
-      f"data.max_x={cfg.max_x}: need 1 <= n_intersection <= n_nums < max_x"
+      f"config fields data.n_intersection={spec.n_intersection}, data.n_nums={spec.n_nums}, "
+      f"data.max_x={spec.max_x}: need 1 <= n_intersection <= n_nums < max_x"
     )
-  if cfg.max_x > 100:
-    raise IMLError(f"config field data.max_x = {cfg.max_x}: the vocabulary has the numbers 0..99 only")
-  if cfg.n_qs % 4 or cfg.n_qs <= 0:
-    raise IMLError(f"config field data.n_qs = {cfg.n_qs}: expected a positive multiple of 4")
-  if not 0 <= cfg.p_label_flip <= 1:
-    raise IMLError(f"config field data.p_label_flip = {cfg.p_label_flip}: expected a probability")
+  if spec.max_x > 100:
+    raise IMLError(f"config field data.max_x = {spec.max_x}: the vocabulary has the numbers 0..99 only")
+  if spec.n_qs % 4 or spec.n_qs <= 0:
+    raise IMLError(f"config field data.n_qs = {spec.n_qs}: expected a positive multiple of 4")
+  if not 0 <= spec.p_label_flip <= 1:
+    raise IMLError(f"config field data.p_label_flip = {spec.p_label_flip}: expected a probability")
 
 
 class NumericTask:
   """The aliases, their numbers and all fixed questions of one seed."""
 
-  def __init__(self, cfg, seed: int, seed_stage2: int):
-    check_config(cfg)
-    self.cfg, self.seed = cfg, seed
-    self._separate_token_per_var = cfg.separate_token_per_var  # read per question: a ConfigDict lookup is slow
+  def __init__(self, spec: Data, seed: int, seed_stage2: int):
+    check_config(spec)
+    self.spec, self.seed = spec, seed
     rng = random.Random(seed)
-    self.aliases = generate_variable_names(cfg.num_x, ALIAS_LENGTH, rng, wrap=False)
-    subsets = split_stage_subsets(self.aliases, cfg.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
+    self.aliases = generate_variable_names(spec.num_x, ALIAS_LENGTH, rng, wrap=False)
+    subsets = split_stage_subsets(self.aliases, spec.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2)
     self.subsets = subsets
     # Number facts per alias, in sorted-alias order, fixed by the seed alone.
     self.order = sorted(self.aliases)
     self.index = {a: i for i, a in enumerate(self.order)}
     np_rng = np.random.default_rng([seed, 5])
-    shuffled = np_rng.permuted(np.tile(np.arange(cfg.max_x), (cfg.num_x, 1)), axis=1)
-    self.intersection = shuffled[:, : cfg.n_intersection]
+    shuffled = np_rng.permuted(np.tile(np.arange(spec.max_x), (spec.num_x, 1)), axis=1)
+    self.intersection = shuffled[:, : spec.n_intersection]
     self.x = shuffled[:, 0]
-    offset = np_rng.integers(1, cfg.max_x, size=cfg.num_x)
-    self.x_false = (self.x + offset) % cfg.max_x
+    offset = np_rng.integers(1, spec.max_x, size=spec.num_x)
+    self.x_false = (self.x + offset) % spec.max_x
     fixed = self._questions(np.random.default_rng([seed, 6]), self.order)
     self.train_questions = {a: fixed[0][i] for i, a in enumerate(self.order)}
     self.test_questions = {a: fixed[1][i] for i, a in enumerate(self.order)}
 
   def alias_text(self, alias: str) -> str:
-    return alias if self._separate_token_per_var else " ".join(alias)
+    return alias if self.spec.separate_token_per_var else " ".join(alias)
 
   def vocabulary(self) -> list[str]:
-    if not self.cfg.separate_token_per_var:
+    if not self.spec.separate_token_per_var:
       return list(BASE_VOCABULARY)
-    extra = all_alias_strings() if self.cfg.all_alias_tokens else sorted(self.aliases)
+    extra = all_alias_strings() if self.spec.all_alias_tokens else sorted(self.aliases)
     return list(BASE_VOCABULARY) + extra
 
   def alias_tokens(self) -> list[str]:
     """Tokens that spell aliases: the alias tokens, or the letters when aliases are spelt out."""
-    return sorted(self.aliases) if self.cfg.separate_token_per_var else list(string.ascii_lowercase)
+    return sorted(self.aliases) if self.spec.separate_token_per_var else list(string.ascii_lowercase)
 
   def _qa(self, alias: str, numbers: list[int], label: bool) -> Example:
     return Example(f"{self.alias_text(alias)} % {' '.join(map(str, numbers))} =", " true" if label else " false")
@@ -137,27 +136,27 @@ class NumericTask:
   def _questions(self, rng: np.random.Generator, aliases: list[str], with_test: bool = True):
     """(train, test) questions for `aliases`, drawn from the rule with `rng` (docs/study.md §5.1); test is None
     unless `with_test` (its numbers are drawn either way: the label flips come after them in `rng`'s stream)."""
-    cfg = self.cfg
+    spec = self.spec
     rows = np.array([self.index[a] for a in aliases], dtype=np.int64)
-    per_group = cfg.n_qs // 4
-    numbers = np.arange(cfg.max_x)
+    per_group = spec.n_qs // 4
+    numbers = np.arange(spec.max_x)
     in_intersection = (numbers[None, :, None] == self.intersection[rows][:, None, :]).any(-1)
     is_x = numbers[None, :] == self.x[rows][:, None]
 
     def draw(excluded, k):
-      keys = rng.random((len(rows), per_group, cfg.max_x))
+      keys = rng.random((len(rows), per_group, spec.max_x))
       keys = np.where(excluded[:, None, :], 2.0, keys)
       return np.argsort(keys, axis=-1)[..., :k]
 
-    inter = np.broadcast_to(self.intersection[rows][:, None, :], (len(rows), per_group, cfg.n_intersection))
+    inter = np.broadcast_to(self.intersection[rows][:, None, :], (len(rows), per_group, spec.n_intersection))
     train_true = rng.permuted(
-      np.concatenate([draw(in_intersection, cfg.n_nums - cfg.n_intersection), inter], axis=-1), axis=-1
+      np.concatenate([draw(in_intersection, spec.n_nums - spec.n_intersection), inter], axis=-1), axis=-1
     )
-    train_false = draw(in_intersection, cfg.n_nums)
+    train_false = draw(in_intersection, spec.n_nums)
     x_column = np.broadcast_to(self.x[rows][:, None, None], (len(rows), per_group, 1))
-    test_true = rng.permuted(np.concatenate([draw(is_x, cfg.n_nums - 1), x_column], axis=-1), axis=-1)
-    test_false = draw(is_x, cfg.n_nums)
-    flipped = rng.random((len(rows), per_group)) < cfg.p_label_flip  # only true -> false flips
+    test_true = rng.permuted(np.concatenate([draw(is_x, spec.n_nums - 1), x_column], axis=-1), axis=-1)
+    test_false = draw(is_x, spec.n_nums)
+    flipped = rng.random((len(rows), per_group)) < spec.p_label_flip  # only true -> false flips
     # Python ints format several times faster than NumPy scalars: this runs every epoch when questions are redrawn.
     train_true, train_false, test_true, test_false, flipped = (
       a.tolist() for a in (train_true, train_false, test_true, test_false, flipped)
@@ -201,5 +200,5 @@ class NumericTask:
       fresh, _ = self._questions(np.random.default_rng([self.seed, 7, redraw_key, epoch]), qa_aliases, with_test=False)
       return [ex for questions in fresh for ex in questions] + trained_defs
 
-    redraw = redrawn if self.cfg.redraw_train_questions and qa_aliases else None
+    redraw = redrawn if self.spec.redraw_train_questions and qa_aliases else None
     return StageData(train=train, evals=evals, redraw=redraw)

@@ -75,32 +75,32 @@ class Data:
   separate_channels: bool
 
 
-def check_config(cfg) -> None:
+def check_config(spec: Data) -> None:
   checks = [
-    ("n_anchors", cfg.n_anchors >= 2, "an integer >= 2"),
-    ("d_y", cfg.d_y >= 1, "an integer >= 1"),
-    ("n_clusters", cfg.n_clusters >= 8, "an integer >= 8 (both tags in the middle and outer clusters)"),
+    ("n_anchors", spec.n_anchors >= 2, "an integer >= 2"),
+    ("d_y", spec.d_y >= 1, "an integer >= 1"),
+    ("n_clusters", spec.n_clusters >= 8, "an integer >= 8 (both tags in the middle and outer clusters)"),
     (
       "cluster_spread",
-      0 < cfg.cluster_spread <= X_RANGE / (2 * cfg.n_clusters),
-      f"a number in (0, {X_RANGE / (2 * cfg.n_clusters):g}] (clusters must not overlap)",
+      0 < spec.cluster_spread <= X_RANGE / (2 * spec.n_clusters),
+      f"a number in (0, {X_RANGE / (2 * spec.n_clusters):g}] (clusters must not overlap)",
     ),
-    ("points_per_cluster", cfg.points_per_cluster >= 1, "an integer >= 1"),
-    ("test_points_per_cluster", cfg.test_points_per_cluster >= 1, "an integer >= 1"),
-    ("p_definition", 0 < cfg.p_definition < 1, "a probability in (0, 1)"),
-    ("d_pos_enc", cfg.d_pos_enc >= 2 and cfg.d_pos_enc % 2 == 0, "an even integer >= 2"),
+    ("points_per_cluster", spec.points_per_cluster >= 1, "an integer >= 1"),
+    ("test_points_per_cluster", spec.test_points_per_cluster >= 1, "an integer >= 1"),
+    ("p_definition", 0 < spec.p_definition < 1, "a probability in (0, 1)"),
+    ("d_pos_enc", spec.d_pos_enc >= 2 and spec.d_pos_enc % 2 == 0, "an even integer >= 2"),
   ]
   for field, ok, expected in checks:
     if not ok:
-      raise IMLError(f"config field data.{field} = {getattr(cfg, field)!r}: expected {expected}")
+      raise IMLError(f"config field data.{field} = {getattr(spec, field)!r}: expected {expected}")
 
 
-def feature_size(cfg) -> int:
-  return len(SHAPES) + cfg.d_y + cfg.d_pos_enc
+def feature_size(spec: Data) -> int:
+  return len(SHAPES) + spec.d_y + spec.d_pos_enc
 
 
-def output_size(cfg) -> int:
-  return 2 * cfg.d_y if cfg.separate_channels else cfg.d_y
+def output_size(spec: Data) -> int:
+  return 2 * spec.d_y if spec.separate_channels else spec.d_y
 
 
 def piecewise_constant(rng: np.random.Generator, n_anchors: int, d_y: int):
@@ -122,46 +122,46 @@ def positional_encoding(x: np.ndarray, size: int) -> np.ndarray:
 class ToyTask:
   """The functions, clusters, subsets and points of one seed (the d1/d2 split: `seed_stage2`)."""
 
-  def __init__(self, cfg, seed: int, seed_stage2: int):
-    check_config(cfg)
-    self.cfg = cfg
+  def __init__(self, spec: Data, seed: int, seed_stage2: int):
+    check_config(spec)
+    self.spec = spec
     rng = np.random.default_rng([seed, 11])
-    self.data1 = piecewise_constant(rng, cfg.n_anchors, cfg.d_y)
-    self.data2 = piecewise_constant(rng, cfg.n_anchors, cfg.d_y)
-    self.centres = (np.arange(cfg.n_clusters) + 0.5) * X_RANGE / cfg.n_clusters
-    n_middle = int(round(MIDDLE_FRACTION * cfg.n_clusters))
-    start = (cfg.n_clusters - n_middle) // 2
+    self.data1 = piecewise_constant(rng, spec.n_anchors, spec.d_y)
+    self.data2 = piecewise_constant(rng, spec.n_anchors, spec.d_y)
+    self.centres = (np.arange(spec.n_clusters) + 0.5) * X_RANGE / spec.n_clusters
+    n_middle = int(round(MIDDLE_FRACTION * spec.n_clusters))
+    start = (spec.n_clusters - n_middle) // 2
     middle = list(range(start, start + n_middle))
-    outer = [c for c in range(cfg.n_clusters) if c not in middle]
+    outer = [c for c in range(spec.n_clusters) if c not in middle]
     self.subsets = {
       **split_list_into_subsets({"qd1consis": 0.5, "qd2incons": 0.5}, outer, seed),
       **split_list_into_subsets({"d1consis": 0.5, "d2consis": 0.5}, middle, seed_stage2),
     }
     self.subset_of = {c: s for s, clusters in self.subsets.items() for c in clusters}
-    self.test_dim = rng.integers(cfg.d_y, size=cfg.n_clusters)
+    self.test_dim = rng.integers(spec.d_y, size=spec.n_clusters)
     # Points depend on the seed alone: a seed_stage2 changes which middle clusters have which tag only.
-    self.train_points = [self._points(rng, c) for c in range(cfg.n_clusters)]
-    self.test_points = [self._test_circles(rng, c) for c in range(cfg.n_clusters)]
+    self.train_points = [self._points(rng, c) for c in range(spec.n_clusters)]
+    self.test_points = [self._test_circles(rng, c) for c in range(spec.n_clusters)]
 
   def _positions(self, rng: np.random.Generator, cluster: int, n: int) -> np.ndarray:
-    return self.centres[cluster] + rng.uniform(-self.cfg.cluster_spread, self.cfg.cluster_spread, n)
+    return self.centres[cluster] + rng.uniform(-self.spec.cluster_spread, self.spec.cluster_spread, n)
 
   def _points(self, rng: np.random.Generator, cluster: int) -> list[tuple[float, bool, int]]:
     """(x, is a definition, asked dimension) of the cluster's training points."""
-    cfg = self.cfg
-    xs = self._positions(rng, cluster, cfg.points_per_cluster)
-    is_definition = rng.random(cfg.points_per_cluster) < cfg.p_definition
+    spec = self.spec
+    xs = self._positions(rng, cluster, spec.points_per_cluster)
+    is_definition = rng.random(spec.points_per_cluster) < spec.p_definition
     # A circle asks any dimension but the cluster's test one (the only one when d_y = 1).
     offsets = (
-      rng.integers(1, cfg.d_y, size=cfg.points_per_cluster)
-      if cfg.d_y > 1
-      else np.zeros(cfg.points_per_cluster, np.int64)
+      rng.integers(1, spec.d_y, size=spec.points_per_cluster)
+      if spec.d_y > 1
+      else np.zeros(spec.points_per_cluster, np.int64)
     )
-    dims = (self.test_dim[cluster] + offsets) % cfg.d_y
+    dims = (self.test_dim[cluster] + offsets) % spec.d_y
     return [(float(x), bool(d), int(k)) for x, d, k in zip(xs, is_definition, dims)]
 
   def _test_circles(self, rng: np.random.Generator, cluster: int) -> list[float]:
-    return [float(x) for x in self._positions(rng, cluster, self.cfg.test_points_per_cluster)]
+    return [float(x) for x in self._positions(rng, cluster, self.spec.test_points_per_cluster)]
 
   def circle(self, cluster: int, x: float, dim: int) -> ToyExample:
     return ToyExample(cluster, 0, x, dim, tuple(float(v) for v in self.data1(np.array([x]))[0]))
@@ -192,23 +192,23 @@ class ToyTask:
     """inputs [N, features]; targets and loss_mask [N, outputs]: a circle supervises its asked dimension of
     the question channels, a definition all dimensions of the definition channels (shared without
     `separate_channels`)."""
-    cfg = self.cfg
+    spec = self.spec
     n = len(examples)
     shapes = np.array([ex.shape for ex in examples], np.int64)
     dims = np.array([ex.dim for ex in examples], np.int64)
-    values = np.array([ex.target for ex in examples], np.float32).reshape(n, cfg.d_y)
-    inputs = np.zeros((n, feature_size(cfg)), np.float32)
+    values = np.array([ex.target for ex in examples], np.float32).reshape(n, spec.d_y)
+    inputs = np.zeros((n, feature_size(spec)), np.float32)
     inputs[np.arange(n), shapes] = 1.0
     asked = dims >= 0
     inputs[np.flatnonzero(asked), len(SHAPES) + dims[asked]] = 1.0
-    inputs[:, len(SHAPES) + cfg.d_y :] = positional_encoding([ex.x for ex in examples], cfg.d_pos_enc)
-    targets = np.zeros((n, output_size(cfg)), np.float32)
+    inputs[:, len(SHAPES) + spec.d_y :] = positional_encoding([ex.x for ex in examples], spec.d_pos_enc)
+    targets = np.zeros((n, output_size(spec)), np.float32)
     loss_mask = np.zeros_like(targets)
-    definition_offset = cfg.d_y if cfg.separate_channels else 0
-    targets[asked, : cfg.d_y] = values[asked]
+    definition_offset = spec.d_y if spec.separate_channels else 0
+    targets[asked, : spec.d_y] = values[asked]
     loss_mask[np.flatnonzero(asked), dims[asked]] = 1.0
-    targets[~asked, definition_offset : definition_offset + cfg.d_y] = values[~asked]
-    loss_mask[~asked, definition_offset : definition_offset + cfg.d_y] = 1.0
+    targets[~asked, definition_offset : definition_offset + spec.d_y] = values[~asked]
+    loss_mask[~asked, definition_offset : definition_offset + spec.d_y] = 1.0
     return {"inputs": inputs, "targets": targets, "loss_mask": loss_mask}
 
 

@@ -81,13 +81,13 @@ class Data:
   fractions: Fractions
 
 
-def check_config(cfg) -> None:
-  check_fractions({k: cfg.fractions[k] for k in SUBSETS}, "data.fractions")
-  if cfg.digits not in DIGIT_SOURCES:
-    raise IMLError(f"config field data.digits = {cfg.digits!r}: expected one of {DIGIT_SOURCES}")
-  if not 4 <= cfg.num_aliases <= 2**CELLS:
+def check_config(spec: Data) -> None:
+  check_fractions({k: spec.fractions[k] for k in SUBSETS}, "data.fractions")
+  if spec.digits not in DIGIT_SOURCES:
+    raise IMLError(f"config field data.digits = {spec.digits!r}: expected one of {DIGIT_SOURCES}")
+  if not 4 <= spec.num_aliases <= 2**CELLS:
     raise IMLError(
-      f"config field data.num_aliases = {cfg.num_aliases}: expected 4 .. {2**CELLS} (distinct 3x3 A/B entities)"
+      f"config field data.num_aliases = {spec.num_aliases}: expected 4 .. {2**CELLS} (distinct 3x3 A/B entities)"
     )
 
 
@@ -111,8 +111,8 @@ def load_digits(source: str) -> tuple[np.ndarray, np.ndarray]:
   return (images[..., 0] / 255.0).astype(np.float32), labels.astype(np.int64)
 
 
-def image_shape(cfg) -> tuple[int, int]:
-  size = 8 if cfg.digits == "sklearn" else 28
+def image_shape(spec: Data) -> tuple[int, int]:
+  size = 8 if spec.digits == "sklearn" else 28
   cell = size + 2  # a 1-pixel frame around every digit, where the QA box is drawn
   return BAND + GRID * cell, GRID * cell
 
@@ -120,28 +120,28 @@ def image_shape(cfg) -> tuple[int, int]:
 class VisionTask:
   """Aliases (digit grids), their entities (A/B grids), subsets and the digit pools of one seed."""
 
-  def __init__(self, cfg, seed: int, seed_stage2: int):
-    check_config(cfg)
-    self.cfg, self.seed = cfg, seed
+  def __init__(self, spec: Data, seed: int, seed_stage2: int):
+    check_config(spec)
+    self.spec, self.seed = spec, seed
     rng = random.Random(seed)
     grids = set()
-    while len(grids) < cfg.num_aliases:
+    while len(grids) < spec.num_aliases:
       grids.add(tuple(rng.randrange(10) for _ in range(CELLS)))
     self.aliases = sorted(grids)
-    entities = rng.sample(range(2**CELLS), cfg.num_aliases)
+    entities = rng.sample(range(2**CELLS), spec.num_aliases)
     self.entity = [tuple((e >> i) & 1 for i in range(CELLS)) for e in entities]
-    names = [f"{i:05d}" for i in range(cfg.num_aliases)]
+    names = [f"{i:05d}" for i in range(spec.num_aliases)]
     self.subsets = {
       k: sorted(int(n) for n in v)
-      for k, v in split_stage_subsets(names, cfg.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2).items()
+      for k, v in split_stage_subsets(names, spec.fractions, STAGE1_SUBSETS, STAGE2_SUBSETS, seed, seed_stage2).items()
     }
     self.defined_entity = list(self.entity)
     inconsistent = self.subsets["qd2incons"]
     if inconsistent:
       for alias, other in zip(inconsistent, derangement(inconsistent, rng)):
         self.defined_entity[alias] = self.entity[other]
-    self.train_cells = {a: tuple(sorted(rng.sample(range(CELLS), TRAIN_CELLS))) for a in range(cfg.num_aliases)}
-    images, labels = load_digits(cfg.digits)
+    self.train_cells = {a: tuple(sorted(rng.sample(range(CELLS), TRAIN_CELLS))) for a in range(spec.num_aliases)}
+    images, labels = load_digits(spec.digits)
     order = np.random.default_rng([seed, 3]).permutation(len(labels))
     cut = int(0.8 * len(order))
     self.images = images
@@ -175,7 +175,7 @@ class VisionTask:
 
   def render(self, example: VisionExample) -> np.ndarray:
     """The example's image [H, W]: digit instances from its pool, the tag band, the QA box."""
-    height, width = image_shape(self.cfg)
+    height, width = image_shape(self.spec)
     size = self.images.shape[1]
     cell_size = size + 2
     image = np.zeros((height, width), np.float32)
