@@ -3,8 +3,10 @@ r"""Data amount (docs/study.md §4.6): Pythia-1B on 250 … 2,000 CVDB people, t
 Command: (needs the CVDB file, Pythia-1B weights and an accelerator)
   python -m iml_jax.sweep --config=configs/data_amount.py --workdir=$RUNS/data_amount \
       --sweep=data.num_entities=250,500,1000,2000 --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
-Fractions without tag 3 (q_no_repl/qd1consis/qd2incons/q/d1/d2/no_qd = .1/.25/.25/.1/.1/.1/.1), batch 256,
-20 + 10 epochs, Adafactor 5e-5, 10 x 5 seeds from 600. `num_ents=500` picks the size without a sweep.
+Batch 256, Adafactor 5e-5. Ours, as the study does not say: the model-size sweep's fractions without tag 3
+(q_no_repl/qd1consis/qd2incons/q/d1/d2/no_qd = .1/.25/.25/.1/.1/.1/.1) and 10 x 5 seeds from 600, 20 + 10
+epochs, 128 x 2 accumulation. A size off the study's grid is listed as a deviation. `num_ents=500` picks the size
+without a sweep.
 Hardware: one 40 GB accelerator per seed (not timed here). Study's result: none published (§11.4).
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 
@@ -34,7 +36,7 @@ def get_config(arg: str | None = None):
   if args["cpu"]:
     config = _DEFAULT.get_config()
     config.data.num_x = num_ents
-    config.deviations = (*_DEFAULT.VISIBILITY_DEVIATIONS, *_DEFAULT.cpu_scale_deviations(config))
+    config.deviations = (*_DEFAULT.VISIBILITY_DEVIATIONS, *_DEFAULT.CPU_SCALE_DEVIATIONS)
     return _DEFAULT.shrink(config) if args["tiny"] else config
   # Fractions and seeds are unpublished: the model-size sweep's.
   sweep = study_settings.model_size("cvdb", "pythia-1b")

@@ -32,13 +32,11 @@ def get_config(arg: str | None = None):
   )
   model = blocks.gpt_neox(d_model=128, n_layers=4, n_heads=4, d_mlp=512)
   deviations = (
-    "from scratch on the synthetic knowledge base: 1,000 entities, a 4-layer d=128 model with a BPE tokenizer "
-    "built from the data (study: CVDB's 4,000 people, pretrained Pythia-2.8B) [data.knowledge_base, "
-    "data.num_entities, data.block_size, model*]",
+    "from scratch on the synthetic knowledge base, fewer entities, a small model with a BPE tokenizer built from "
+    "the data, not pretrained Pythia-2.8B on CVDB [data.knowledge_base, data.num_entities, data.block_size, model*]",
     "an entity_facts stage first teaches every entity's facts under its real name, the role pretraining plays "
-    "for the study's models; AdamW at 1e-3, batch 64, 30 / 20 / 10 epochs (study: Adafactor at 5e-5, batch "
-    "256, 20 / 10 epochs) [stage_names (count), stages.*]",
-    "fp32, one seed, no entity-association sets [model.dtype, seed, n_seeds, n_seeds_stage2, "
+    "for the study's models; AdamW, smaller batches, other epoch counts [stage_names (count), stages.*]",
+    "fp32, fewer seeds, no entity-association sets [model.dtype, seed, n_seeds, n_seeds_stage2, "
     "data.entity_association_test_sets]",
   )
   config = blocks.base(

@@ -7,7 +7,8 @@ Command: (needs the CVDB file, Pythia weights and an accelerator)
 The study's model-size sweep (docs/study.md §4.7) is `model=`: the same experiment without tag 3 (q_no_repl .1 /
 qd1consis .25 / qd2incons .25 / q .1 / d1 .1 / d2 .1 / no_qd .1), 10 stage-1 seeds from 600 x 5 stage-2 seeds:
   --config=configs/pythia_cvdb_2stage.py:model=pythia-410m   (pythia-70m … pythia-6.9b, gpt-neo-125M,
-  gpt-neo-1.3B, gpt-neo-2.7B, gpt-j-6b; llama-2-7b and gpt2 run too, with that deviation listed)
+  gpt-neo-350M (the hub may no longer serve it: then give a local copy), gpt-neo-1.3B, gpt-neo-2.7B, gpt-j-6b;
+  llama-2-7b and gpt2 run too, with that deviation listed)
 The study's GPT-Neo sweep names "gpt-neo-6B", which is not a hub id; EleutherAI's 6B model is GPT-J
 (`model=gpt-j-6b`, docs/study.md §7.1). The 6B-class models ran batch 256 as 32 x 8 accumulation (§4.7), the others
 as 128 x 2.

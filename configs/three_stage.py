@@ -3,10 +3,12 @@ r"""Three stages (docs/study.md §4.4): definitions only, then QA only, then the
 Command: (needs the CVDB file or the T-REx triplets, the model's weights and an accelerator)
   python -m iml_jax.main --config=configs/three_stage.py --workdir=$RUNS/three_stage \
       --config.data.cvdb_path=/data/cvdb/cross-verified-database.csv
-`model=pythia-410m` (CVDB: 20 seeds from 610), `kb=trex` for T-REx (block 64, 16 new tokens).
+`model=pythia-410m` (CVDB: 20 seeds from 610), `kb=trex` for T-REx (block 64; 20 new tokens, as in every three-stage
+run).
 
-Stages stage1_only_defns (20 epochs) -> stage1_only_qa (20) -> stage2 (10); fractions without tag 3; batch 256,
-Adafactor 5e-5, 20 new tokens, 10 x 3 seeds from 600. Hardware: one 80 GB accelerator per seed (2.8B).
+Stages stage1_only_defns (20 epochs) -> stage1_only_qa (20) -> stage2 (10); fractions without tag 3; Adafactor
+5e-5, 20 new tokens, 10 x 3 seeds. The batch (256 as 128 x 2) and the start seed (600) are ours: unpublished.
+Hardware: one 80 GB accelerator per seed (2.8B).
 Study's result: none published (§11.4); the variant asks whether IML needs definitions and QA mixed.
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """

@@ -40,8 +40,8 @@ def get_config(arg: str | None = None):
     name: blocks.stage(name, study.epochs, study.batch_size, eval_every=50, optimizer_config=adam) for name in names
   }
   deviations = [
-    f"20 seeds instead of the original's {row.fields['n_seeds']} [n_seeds]",
-    "sizes and d_y = 4 are ours: the original's defaults are not known",
+    "fewer seeds than the original [n_seeds]",
+    "sizes and d_y are ours: the original's defaults are not known",
   ]
   if args["two_stage"]:
     deviations.append(

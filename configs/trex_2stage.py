@@ -9,11 +9,13 @@ Model-size sweep on T-REx (docs/study.md §4.7): `:model=pythia-410m` (the sweep
 configs/pythia_cvdb_2stage.py): no tag 3 (690/1725/1725/690/690/690/0/690 entities), 10 x 5 seeds from 600.
 
 Data: 6,900 works with at least 4 of the 25 creative-work predicates, chosen per seed (unlike CVDB), the main
-config's fractions (690/1725/1725/690/552/552/552/414 entities), `tve` definitions, entity-association sets;
+config's fractions with tag 3 (690/1725/1725/690/552/552/552/414 entities; ours: the study does not say), `tve`
+definitions, entity-association sets;
 a quarter of each work's questions are test questions (test_frac 0.25; CVDB's 1/6 would leave works of 5
 questions without a test question, and the stratified split fails). Block 64, 16 new tokens (§7.3).
-Training as configs/pythia_cvdb_2stage.py: 20 + 10 epochs, batch 256 (128 x 2), Adafactor lr 5e-5, bf16,
-10 stage-1 seeds x 3 stage-2 seeds (§7.4). Hardware: one 80 GB accelerator per seed (not timed here).
+Adafactor lr 5e-5, bf16, 10 stage-1 seeds x 3 stage-2 seeds (§7.4). Ours, as the study does not say: the
+main config's 20 + 10 epochs, batch 256 (128 x 2) and start seed 600 (the run lists them as project choices).
+Hardware: one 80 GB accelerator per seed (not timed here).
 Study's result: IML on T-REx as on CVDB, growing with model size (qualitative; no number published, §11.4).
 Argument `tiny` (tests): a tiny from-scratch model on 60 works of `data.trex_path`, one seed, one epoch per stage.
 """

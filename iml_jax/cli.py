@@ -45,7 +45,10 @@ def describe_config_error(err: Exception, argv: list[str], config_file: str | No
 
   if isinstance(err, IMLError):
     return str(err)
-  text = str(err.args[0]) if isinstance(err, (KeyError, AttributeError)) and err.args else str(err)
+  detail = err
+  while isinstance(detail, (KeyError, AttributeError)) and detail.args:  # ml_collections nests a KeyError's text
+    detail = detail.args[0]
+  text = str(detail)
   if isinstance(err, (KeyError, AttributeError)):
     missing = re.search(r"'([^'\"]+)'", text)
     field = missing.group(1) if missing else text

@@ -314,15 +314,24 @@ def from_row(
 ) -> ml_collections.ConfigDict:
   """The config of study row `row` (iml_jax/study_settings.py): `data` and `model` with every field the row sets,
   the row's stages (named `stage_names`, else by their training subsets), and `unpublished` (seed, n_seeds,
-  n_seeds_stage2, epochs, batch_size, grad_accum) where the study does not say; `overrides` as in `base`."""
+  n_seeds_stage2, epochs, batch_size, grad_accum; a tuple gives one value per stage) where the study does not say;
+  `overrides` as in `base`."""
+
+  def unpublished_value(field, index):
+    value = unpublished[field]
+    return value[index] if isinstance(value, tuple) else value
+
   stages = {
     name: stage(
       s.train_subset,
       optimizer_config=optimizer(**s.optimizer),
       eval_every=eval_every,
-      **{f: unpublished[f] if getattr(s, f) is None else getattr(s, f) for f in ("epochs", "batch_size", "grad_accum")},
+      **{
+        f: unpublished_value(f, i) if getattr(s, f) is None else getattr(s, f)
+        for f in ("epochs", "batch_size", "grad_accum")
+      },
     )
-    for name, s in zip(stage_names or [s.train_subset for s in row.stages], row.stages)
+    for i, (name, s) in enumerate(zip(stage_names or [s.train_subset for s in row.stages], row.stages))
   }
   seeds = {k: unpublished[k] for k in ("seed", "n_seeds", "n_seeds_stage2")}
   config = base(row.fields["task"], data, model, stages, study=row.key, **seeds, **overrides)
@@ -338,11 +347,16 @@ def published_seeds(row) -> dict:
 def study_define(row, model=None, data=None, stage_names=(), **unpublished) -> ml_collections.ConfigDict:
   """A define-experiment row as a config: its model with the hub's weights (or `model`), its knowledge base with
   the entity-association sets, `data` where the row is silent. Unpublished values are ours: the main config's
-  first seed and batch, 10 x 3 seeds, unless `unpublished` says otherwise."""
+  first seed, batch and epochs per stage, 10 x 3 seeds, unless `unpublished` says otherwise."""
   main = study_settings.cvdb_main()
   first = main.stages[0]
   ours = dict(
-    seed=main.fields["seed"], n_seeds=10, n_seeds_stage2=3, batch_size=first.batch_size, grad_accum=first.grad_accum
+    seed=main.fields["seed"],
+    n_seeds=10,
+    n_seeds_stage2=3,
+    epochs=tuple(s.epochs for s in main.stages),
+    batch_size=first.batch_size,
+    grad_accum=first.grad_accum,
   )
   files = KNOWLEDGE_BASE_FILES[row.fields["data.knowledge_base"]]
   return from_row(

@@ -156,8 +156,9 @@ class Wandb:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-  """Everything a run reads, checked. `study_experiment` and `deviations` are the study row the config is
-  measured against and every way the config departs from it (study_settings.py), as the results print them."""
+  """Everything a run reads, checked. `study_experiment`, `deviations` and `project_choices` are the study row the
+  config is measured against, every way the config departs from it and what it chose where the study is silent
+  (study_settings.py), as the results print them."""
 
   task: str
   seed: int
@@ -178,6 +179,7 @@ class Experiment:
   wandb: Wandb
   study_experiment: str
   deviations: tuple[str, ...]
+  project_choices: str  # the values the study does not state, as one line ('' where it states them all)
 
   @property
   def stage_names(self) -> tuple[str, ...]:
@@ -218,6 +220,7 @@ class Experiment:
       wandb=read(Wandb, config.wandb, "wandb"),
       study_experiment=study_settings.describe(config),
       deviations=tuple(study_settings.deviations(config)),  # an unknown `study` row is an error naming the field
+      project_choices=study_settings.describe_project_choices(config),
     )
     check(experiment)
     return experiment

@@ -136,7 +136,11 @@ def missing_runs(planned: list[tuple[int, int, str]], stage_rows: list[dict], fi
 
 def study_summary(experiment) -> dict:
   """Which study experiment the run is measured against and what it does differently (iml_jax/study_settings.py)."""
-  return {"experiment": experiment.study_experiment, "deviations": list(experiment.deviations)}
+  return {
+    "experiment": experiment.study_experiment,
+    "deviations": list(experiment.deviations),
+    "project_choices": experiment.project_choices,
+  }
 
 
 def summarize_pooled(score, final_rows: list[dict], stage: str, epoch: int) -> dict:
@@ -262,4 +266,9 @@ def format_deviations(study_summary: dict) -> str:
     f"Study experiment: {study_summary['experiment']}",
     f"Deviations from the study: {len(deviations) or 'none'}",
   ]
-  return "\n".join(lines + [f"  - {d}" for d in deviations])
+  choices = study_summary.get("project_choices")  # absent from a summary written before they were listed
+  return "\n".join(
+    lines
+    + [f"  - {d}" for d in deviations]
+    + ([f"Project choices (the study does not say): {choices}"] if choices else [])
+  )

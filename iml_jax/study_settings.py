@@ -82,6 +82,7 @@ MODEL_SIZE_SWEEP = (
   "pythia-2.8b",
   "pythia-6.9b",
   "gpt-neo-125M",
+  "gpt-neo-350M",
   "gpt-neo-1.3B",
   "gpt-neo-2.7B",
   "gpt-j-6b",
@@ -128,6 +129,10 @@ BATCH_GRIDS = {
   },
   "pythia-2.8b": {128: 20, 512: 31, 1024: 41, 2048: 41, 4096: 61, 8192: 81, 16384: 151},
 }  # §4.8
+DATA_AMOUNT_GRID = (250, 500, 1000, 2000)  # people, §4.6
+# α per (model, knowledge base), §4.5; Pythia-1B's grid is published only as its range.
+ALPHA_GRIDS = {("pythia-2.8b", "cvdb"): (0.5, 0.6, 0.7, 0.8, 0.9, 0.95), ("pythia-2.8b", "trex"): (0.6, 0.7, 0.95)}
+ALPHA_RANGES = {("pythia-1b", "cvdb"): (0.6, 0.975)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +157,8 @@ class Row:
   pretrained: bool
   stages: tuple[Stage, ...]
   fields: dict
+  off_grid: tuple[str, ...] = ()  # deviations by construction: the row's argument lies outside the study's grid
+  unstated: tuple[str, ...] = ()  # config paths, beyond the row's None values, the study leaves to the project
 
 
 def _define(
@@ -164,9 +171,12 @@ def _define(
   fractions=WITH_D3,
   seeds=(600, 20, 5),
   stages=None,
+  epochs=(20, 10),
   batch=(256, 2),
   extra=None,
+  off_grid=(),
 ) -> Row:
+  """A define-experiment row; a value given as None is one the study does not state (a project choice)."""
   if kb not in KNOWLEDGE_BASES:
     raise IMLError(f"knowledge base {kb!r}: expected one of {sorted(KNOWLEDGE_BASES)}")
   start, n_seeds, n_seeds_stage2 = seeds
@@ -187,8 +197,8 @@ def _define(
   if fractions is not None:
     fields.update({f"data.fractions.{k}": v for k, v in fractions.items()})
   fields.update(extra or {})
-  stages = stages or (Stage("stage1", 20, *batch), Stage("stage2", 10, *batch))
-  return Row(key, title, section, model, True, stages, {k: v for k, v in fields.items() if v is not None})
+  stages = stages or (Stage("stage1", epochs[0], *batch), Stage("stage2", epochs[1], *batch))
+  return Row(key, title, section, model, True, stages, {k: v for k, v in fields.items() if v is not None}, off_grid)
 
 
 def _numeric(
@@ -255,7 +265,10 @@ def trex_main() -> Row:
     "§3.3, §3.7, §7.3, §7.4",
     "pythia-2.8b",
     kb="trex",
+    fractions=None,
     seeds=(None, 10, 3),
+    epochs=(None, None),
+    batch=(None, None),
     extra={"data.entity_association_test_sets": True},
   )
 
@@ -270,6 +283,7 @@ def model_size(kb: str, model: str) -> Row:
     kb=kb,
     fractions=NO_D3,
     seeds=(600, 10, 5),
+    epochs=(None, None),
     batch=_sweep_batch(model),
   )
 
@@ -280,8 +294,10 @@ def t5_cvdb() -> Row:
     "T5-3B (seq2seq) on CVDB",
     "§7.1, §7.4, §7.5",
     "t5-3b",
+    fractions=None,
     seeds=(None, 10, 3),
-    batch=(256, 4),
+    epochs=(None, None),
+    batch=(256, 4),  # 64 x 4 (§7.1)
     extra={"data.label_block_size": 8, "data.block_size": None},
   )
 
@@ -294,7 +310,7 @@ def definition_order(order: str, model: str = "pythia-2.8b") -> Row:
     "§4.1",
     model,
     fractions=None,
-    seeds=(700, 10 if t5 or order == "vte" else 20, 3),
+    seeds=(None, None, 3) if t5 else (700, 10 if order == "vte" else 20, 3),
     batch=(256, 4) if t5 else (256, 2),
     extra={"data.def_order": order, "data.label_block_size": 8 if t5 else None},
   )
@@ -362,7 +378,7 @@ def tag_correlation(alpha: str, model: str = "pythia-2.8b", kb: str = "cvdb") ->
   value = float(alpha)
   with_d3 = model == "pythia-2.8b"
   seeds = (
-    {0.95: (630, 20, None), 0.6: (610, None, 3)}.get(value, (600, 10, None))
+    {0.95: (630, 20, None), 0.6: (610, None, 3)}.get(value, (None, 10, None))
     if with_d3 and kb == "cvdb"
     else (None, None, None)
   )
@@ -374,7 +390,26 @@ def tag_correlation(alpha: str, model: str = "pythia-2.8b", kb: str = "cvdb") ->
     kb=kb,
     fractions=alpha_fractions(value, with_d3),
     seeds=seeds,
+    epochs=(None, None),
+    batch=(None, None),
+    off_grid=_off_alpha_grid(value, model, kb),
   )
+
+
+def _off_grid(name: str, value, grid: tuple, field: str) -> tuple[str, ...]:
+  if value in grid:
+    return ()
+  return (f"{name} outside the study's grid [{field} = {value!r} (study: one of {', '.join(map(repr, grid))})]",)
+
+
+def _off_alpha_grid(alpha: float, model: str, kb: str) -> tuple[str, ...]:
+  if (model, kb) in ALPHA_GRIDS:
+    return _off_grid("α", alpha, ALPHA_GRIDS[model, kb], "alpha")
+  if (model, kb) in ALPHA_RANGES:
+    low, high = ALPHA_RANGES[model, kb]
+    inside = low <= alpha <= high
+    return () if inside else (f"α outside the study's range [alpha = {alpha!r} (study: {low} to {high})]",)
+  return (f"the study ran no α sweep for {model} on {kb} [alpha = {alpha!r}]",)
 
 
 def data_amount(num_ents: str) -> Row:
@@ -385,7 +420,10 @@ def data_amount(num_ents: str) -> Row:
     "pythia-1b",
     fractions=None,
     seeds=(None, None, None),
+    epochs=(None, None),
+    batch=(256, None),
     extra={"data.num_entities": int(num_ents)},
+    off_grid=_off_grid("num_ents", int(num_ents), DATA_AMOUNT_GRID, "data.num_entities"),
   )
 
 
@@ -406,7 +444,7 @@ def batch_size(batch: str, model: str = "pythia-1b") -> Row:
 def grad_alignment(batch: str) -> Row:
   size = int(batch)
   epochs, accum = ALIGNMENT_GRID[size]
-  return _define(
+  row = _define(
     f"grad_alignment:batch={batch}",
     f"gradient alignment at batch {batch}, one stage",
     "§9, §11.3",
@@ -415,6 +453,9 @@ def grad_alignment(batch: str) -> Row:
     seeds=(910, 15, 1) if size == 16384 else (900, 10, 1),
     stages=(Stage("stage1", epochs, size, accum),),
   )
+  # Evaluated (and aligned) every 2, 4, 5 or 15 epochs "depending on the config": which batch used which is
+  # not published.
+  return dataclasses.replace(row, unstated=("stages.stage1.eval_every",))
 
 
 def probes(order: str = "tve") -> Row:
@@ -651,15 +692,67 @@ def _covered_by(deviation: str, departed) -> list[str]:
   return [f for f in departed if any(fnmatch.fnmatchcase(f, p) for p in covered_fields(deviation))]
 
 
+_STAGE_FIELD = re.compile(r"stages\.([^.]+)\.(.+)")
+
+
+def _listing(fields: dict[str, tuple]) -> str:
+  """`path = ours (study: theirs)` per field, joined; a stage field the same in several stages is written once,
+  as `stages.{stage1,stage2}.field`. `theirs` may be omitted (a 1-tuple): a project choice."""
+  merged: dict[tuple, list[str]] = {}
+  for path, values in fields.items():
+    stage_field = _STAGE_FIELD.fullmatch(path)
+    key = (stage_field.group(2), *map(repr, values)) if stage_field else (path, *map(repr, values))
+    merged.setdefault(key, []).append(stage_field.group(1) if stage_field else "")
+  parts = []
+  for (field, *shown), stages in merged.items():
+    if stages != [""]:
+      field = f"stages.{stages[0] if len(stages) == 1 else '{' + ','.join(stages) + '}'}.{field}"
+    parts.append(f"{field} = {shown[0]}" + (f" (study: {shown[1]})" if len(shown) > 1 else ""))
+  return "; ".join(parts)
+
+
 def deviations(config) -> list[str]:
-  """What a result of `config` does differently from the study: its configured deviations that still
-  apply (a note, or one whose fields still differ) and one line per departure that none of them names."""
+  """What a result of `config` does differently from the study, every value taken from `config` as it runs: each
+  configured deviation whose fields still depart, with those fields' values and the study's (a field is listed
+  once, under the first deviation that names it); every departure none of them names, on a line of its own; the
+  row's own departures (an argument outside the study's grid)."""
   departed = departures(config)
-  kept = [d for d in config.get("deviations", ()) if not covered_fields(d) or _covered_by(d, departed)]
-  covered = {f for d in kept for f in _covered_by(d, departed)}
-  return kept + [
-    f"{f} = {ours!r} (study: {theirs!r}) [{f}]" for f, (ours, theirs) in departed.items() if f not in covered
-  ]
+  unexplained = dict(departed)
+  lines = []
+  for deviation in config.get("deviations", ()):
+    patterns = covered_fields(deviation)
+    if not patterns:
+      lines.append(deviation)
+      continue
+    if not _covered_by(deviation, departed):
+      continue  # undone: every field it names is back at the study's value
+    explained = {f: v for f, v in unexplained.items() if any(fnmatch.fnmatchcase(f, p) for p in patterns)}
+    sentence = _FIELDS.sub("", deviation).rstrip()
+    lines.append(f"{sentence} [{_listing(explained)}]" if explained else sentence)
+    unexplained = {f: v for f, v in unexplained.items() if f not in explained}
+  lines += [_listing({f: v}) for f, v in unexplained.items()]
+  return lines + (list(row_of(config).off_grid) if config.get("study") else [])
+
+
+def project_choices(config) -> dict[str, tuple]:
+  """{config path: (our value,)} for what the study's row leaves unstated and the run had to choose: seeds, a
+  stage's epochs, batch and accumulation, a define experiment's fractions, the row's other `unstated` paths."""
+  if not config.get("study"):
+    return {}
+  row = row_of(config)
+  chosen = {k: (config[k],) for k in ("seed", "n_seeds", "n_seeds_stage2") if row.stages and k not in row.fields}
+  for name, stage in zip(config.get("stage_names", ()), row.stages):
+    for field in ("epochs", "batch_size", "grad_accum"):
+      if getattr(stage, field) is None:
+        chosen[f"stages.{name}.{field}"] = (config.stages[name][field],)
+  if row.fields.get("task") == "define" and not any(k.startswith("data.fractions.") for k in row.fields):
+    chosen["data.fractions"] = (config.data.fractions.to_dict(),)
+  return chosen | {path: (_value(config, path),) for path in row.unstated}
+
+
+def describe_project_choices(config) -> str:
+  """The values the study does not state, as `path = value; ...` ('' where it states them all)."""
+  return _listing(project_choices(config))
 
 
 NO_STUDY_ROW = "not one of the study's experiments"

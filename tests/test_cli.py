@@ -22,6 +22,14 @@ CASES = {
     [DEFAULT, "--config.stages.stage3.epochs=1"],
     "--config.stages.stage3.epochs: the config has no field 'stage3' (did you mean 'stage2'?)",
   ),
+  "misspelled field": (
+    [DEFAULT, "--config.n_seed=2"],
+    "--config.n_seed: the config has no field 'n_seed' (did you mean 'n_seeds'?)",
+  ),
+  "misspelled nested leaf": (
+    [DEFAULT, "--config.model.d_modle=2"],
+    "--config.model.d_modle: the config has no field 'd_modle' (did you mean 'd_model'?)",
+  ),
   "value of the wrong type": ([DEFAULT, "--config.n_seeds=abc"], "flag --config.n_seeds=abc: invalid literal for int"),
   "unknown flag": ([DEFAULT, "--epochs=3"], "Unknown command line flag 'epochs'"),
 }

@@ -46,6 +46,7 @@ FAMILY_ARGS = {
       "pythia-1.4b",
       "pythia-6.9b",
       "gpt-neo-125M",
+      "gpt-neo-350M",
       "gpt-neo-2.7B",
       "gpt-j-6b",
     )

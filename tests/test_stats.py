@@ -173,7 +173,11 @@ def test_summary_json_is_exactly_this():
   assert gap["definition"] == "EM(d1consis) - EM(d2consis)"
   assert gap["test"] == "one-sided paired t-test over stage-1 seeds"
   assert gap["per_seed"] == pytest.approx([0.2, 0.1, 0.1])
-  assert summary["study"] == {"experiment": "not one of the study's experiments", "deviations": []}
+  assert summary["study"] == {
+    "experiment": "not one of the study's experiments",
+    "deviations": [],
+    "project_choices": "",
+  }
   pooled = summary["pooled"]
   assert set(pooled) == {"subsets", "ttest"}
   assert set(pooled["subsets"]["d1consis"]) == {"mean", "std", "n", "ci95_bootstrap"}

@@ -82,6 +82,7 @@ SWEEP = (
   "pythia-2.8b",
   "pythia-6.9b",
   "gpt-neo-125M",
+  "gpt-neo-350M",
   "gpt-neo-1.3B",
   "gpt-neo-2.7B",
   "gpt-j-6b",
@@ -95,6 +96,7 @@ DECODERS = {
   "pythia-2.8b": ("gpt_neox", "EleutherAI/pythia-2.8b-deduped", 2560, 32, 32, 10240),
   "pythia-6.9b": ("gpt_neox", "EleutherAI/pythia-6.9b-deduped", 4096, 32, 32, 16384),
   "gpt-neo-125M": ("gpt_neo", "EleutherAI/gpt-neo-125M", 768, 12, 12, 3072),
+  "gpt-neo-350M": ("gpt_neo", "EleutherAI/gpt-neo-350M", 1024, 24, 16, 4096),
   "gpt-neo-1.3B": ("gpt_neo", "EleutherAI/gpt-neo-1.3B", 2048, 24, 16, 8192),
   "gpt-neo-2.7B": ("gpt_neo", "EleutherAI/gpt-neo-2.7B", 2560, 32, 20, 10240),
   "gpt-j-6b": ("gptj", "EleutherAI/gpt-j-6b", 4096, 28, 16, 16384),
@@ -397,7 +399,12 @@ def test_the_model_shapes_are_the_published_ones():
     key: (family, hub, dict(d_model=d_model, n_layers=layers, n_heads=heads, d_mlp=d_mlp))
     for key, (family, hub, d_model, layers, heads, d_mlp) in DECODERS.items()
   }
-  for key in ("gpt-neo-125M", "gpt-neo-1.3B", "gpt-neo-2.7B"):  # every second layer is local, from layer 1
+  for key in (
+    "gpt-neo-125M",
+    "gpt-neo-350M",
+    "gpt-neo-1.3B",
+    "gpt-neo-2.7B",
+  ):  # every second layer is local, from layer 1
     decoders[key][2]["local_layers"] = tuple(range(1, decoders[key][2]["n_layers"], 2))
   t5 = {
     key: ("t5", hub, dict(d_model=d_model, d_kv=d_kv, d_ff=d_ff, n_heads=heads, n_layers=layers))

@@ -119,20 +119,109 @@ CPU_SCALE = (
   "default.py",
   "default.py:faithful",
   "default.py:reduced",
+  "default.py:tiny",
   "tag_correlation.py:cpu,alpha=0.5",
   "data_amount.py:cpu,num_ents=500",
   "grad_alignment.py:cpu",
 )
 
 
+def _printed(config) -> str:
+  return "\n".join(study_settings.deviations(config))
+
+
 @pytest.mark.parametrize("spec", CPU_SCALE)
 def test_a_cpu_scale_variant_states_its_own_size(spec):
   config = _load(spec)
-  (size,) = [d for d in config.deviations if d.startswith("CPU size:")]
-  stages = [config.stages[name] for name in config.stages]
-  assert f" {config.data.num_x:,} aliases " in size
-  assert f" {' / '.join(str(s.epochs) for s in stages)} epochs " in size
-  assert f"batch {' / '.join(str(s.batch_size) for s in stages)} " in size
+  printed = _printed(config)
+  assert f"data.num_x = {config.data.num_x} (study: 8000)" in printed
+  assert f"model.d_model = {config.model.d_model} (study: 512)" in printed
+  for name, stage in config.stages.items():
+    study_epochs = {"stage1": 100, "stage2": 40}[name]
+    listed = re.search(rf"stages\.(\{{[^}}]*\}}|{name})\.epochs = (\d+) \(study: {study_epochs}\)", printed)
+    assert listed and int(listed.group(2)) == stage.epochs, (name, printed)
+
+
+def _override(spec: str, path: str, value):
+  config = _load(spec)
+  *parents, leaf = path.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+  return config
+
+
+@pytest.mark.parametrize(
+  "spec, path, value, listed",
+  [
+    ("default.py", "stages.stage1.epochs", 3, "stages.stage1.epochs = 3 (study: 100)"),
+    ("default.py", "stages.stage2.optimizer.lr", 0.005, "stages.stage2.optimizer.lr = 0.005 (study: 5e-05)"),
+    ("default.py", "data.n_nums", 6, "data.n_nums = 6 (study: 8)"),
+    ("pythia_cvdb_2stage.py", "model.init_from", "", "model.pretrained weights = False (study: True)"),
+    ("pythia_cvdb_2stage.py", "data.test_frac", 0.2, "data.test_frac = 0.2 (study: 0.1666666)"),
+  ],
+)
+def test_a_command_line_override_is_listed_with_its_value_and_the_studys(spec, path, value, listed):
+  config = _override(spec, path, value)
+  assert listed in _printed(config)
+  assert _printed(_load(spec)).count(listed) == 0
+
+
+def test_a_field_is_listed_once_and_an_undone_deviation_disappears():
+  config = _load("default.py")
+  printed = _printed(config)
+  assert printed.count("model.dtype =") == 1 and printed.count("stages.stage2.optimizer.lr =") == 1
+  config.stages.stage2.trainable = "all"  # undoes one deviation: it is no longer listed
+  assert not any("embedding rows" in d for d in study_settings.deviations(config))
+  assert any("redrawn" in d for d in study_settings.deviations(config))
+  assert study_settings.deviations(_override("pythia_cvdb_2stage.py", "data.test_frac", 0.2)) == [
+    "data.test_frac = 0.2 (study: 0.1666666)"
+  ]
+
+
+@pytest.mark.parametrize(
+  "spec, listed",
+  [
+    ("data_amount.py:num_ents=3000", "data.num_entities = 3000 (study: one of 250, 500, 1000, 2000)"),
+    ("tag_correlation.py:alpha=0.55", "alpha = 0.55 (study: one of 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)"),
+    ("tag_correlation.py:alpha=0.975", "alpha = 0.975 (study: one of 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)"),
+    ("tag_correlation.py:alpha=0.55,model=pythia-1b", "alpha = 0.55 (study: 0.6 to 0.975)"),
+  ],
+)
+def test_an_argument_outside_the_studys_grid_is_a_deviation(spec, listed):
+  assert listed in _printed(_load(spec))
+
+
+@pytest.mark.parametrize(
+  "spec",
+  ["data_amount.py:num_ents=500", "tag_correlation.py:alpha=0.95", "tag_correlation.py:alpha=0.975,model=pythia-1b"],
+)
+def test_an_argument_on_the_studys_grid_is_not(spec):
+  assert "outside the study" not in _printed(_load(spec))
+
+
+@pytest.mark.parametrize(
+  "spec, chosen",
+  [
+    ("trex_2stage.py", "stages.stage1.epochs = 20; stages.{stage1,stage2}.batch_size = 256"),
+    ("t5_cvdb_2stage.py", "stages.stage1.epochs = 20"),
+    ("tag_correlation.py:alpha=0.8", "seed = 600"),
+    ("data_amount.py:num_ents=500", "stages.{stage1,stage2}.grad_accum = 2"),
+    ("definition_order.py:order=tve,model=t5-3b", "seed = 700; n_seeds = 10"),
+    ("grad_alignment.py:batch=4096", "stages.stage1.eval_every = 12"),
+  ],
+)
+def test_values_the_study_does_not_state_are_project_choices_not_the_studys(spec, chosen):
+  config = _load(spec)
+  assert chosen in study_settings.describe_project_choices(config)
+  for path in re.findall(r"([a-z_.{},0-9]+) = ", chosen):
+    assert path not in study_settings.departures(config)
+
+
+def test_the_study_configs_that_state_everything_have_no_project_choices():
+  assert study_settings.describe_project_choices(_load("pythia_cvdb_2stage.py")) == ""
+  assert "data.fractions" in study_settings.describe_project_choices(_load("trex_2stage.py"))
 
 
 def test_every_config_the_readme_lists_is_checked():
@@ -162,16 +251,6 @@ def test_study_configs_are_faithful(spec):
   config = _load(spec)
   assert study_settings.departures(config) == {}
   assert study_settings.deviations(config) == []
-
-
-def test_a_command_line_override_shows_as_a_deviation():
-  config = _load("pythia_cvdb_2stage.py")
-  config.data.test_frac = 0.2
-  assert study_settings.deviations(config) == ["data.test_frac = 0.2 (study: 0.1666666) [data.test_frac]"]
-  default = _load("default.py")
-  default.stages.stage2.trainable = "all"  # undoes one deviation: it is no longer listed
-  assert not any("embedding rows" in d for d in study_settings.deviations(default))
-  assert any("redrawn" in d for d in study_settings.deviations(default))
 
 
 def test_an_unknown_study_row_is_one_clear_error():

@@ -8,8 +8,10 @@ PRETRAINED = {
     f"EleutherAI/gpt-neo-{size}",
     dict(d_model=d, n_layers=n, n_heads=h, d_mlp=4 * d, local_layers=tuple(range(1, n, 2))),
   )
-  for size, d, n, h in (("125M", 768, 12, 12), ("1.3B", 2048, 24, 16), ("2.7B", 2560, 32, 20))
+  for size, d, n, h in (("125M", 768, 12, 12), ("350M", 1024, 24, 16), ("1.3B", 2048, 24, 16), ("2.7B", 2560, 32, 20))
 }
+# The study's configs name EleutherAI/gpt-neo-350M, which the hub may no longer serve: a run may need a copy of its
+# weights (model.init_from=PATH); without one, loading says it cannot reach or find the id.
 # The shape is GPT-Neo-125M's.
 OPTIONS = dict(
   **PRETRAINED["gpt-neo-125M"][1],
