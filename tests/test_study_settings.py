@@ -260,3 +260,12 @@ def test_an_unknown_study_row_is_one_clear_error():
   config.study = "numeric:variant=9b"
   with pytest.raises(IMLError, match="config field study = 'numeric:variant=9b'"):
     Experiment.from_config(config)
+
+
+def test_a_swept_value_is_listed_as_the_run_used_it():
+  from iml_jax import sweep
+
+  base = _load("default.py")
+  _, runs = sweep.plan(base, ["stages.stage1.epochs=7,45"])
+  printed = [_printed(sweep.run_config(base, run)) for run in runs]
+  assert "stages.stage1.epochs = 7 (study: 100)" in printed[0] and "stages.stage1.epochs = 45" in printed[1]
