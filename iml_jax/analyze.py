@@ -15,7 +15,6 @@ python -m iml_jax.analyze --analysis=alignment_vs_batch --workdirs=DIR1,DIR2,...
 """
 
 import functools
-import json
 import os
 
 from absl import app, flags, logging
@@ -164,7 +163,7 @@ def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:
 def main(argv, flag_values):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from iml_jax import plots
+  from iml_jax import plots, stats
   from iml_jax.data import tasks
   from iml_jax.errors import IMLError
 
@@ -179,10 +178,20 @@ def main(argv, flag_values):
         raise IMLError(f"--analysis={analysis} reads token sequences; config field task = {config.task!r} has arrays")
     if analysis == "grad_alignment":
       summary = grad_alignment_on_checkpoints(config, workdir, flag_values["stage"].value)
-      print(json.dumps(summary.get("grad_alignment", {}), indent=1))
+      print(stats.format_alignment(summary.get("grad_alignment", {})))
+      print(
+        f"every number: {os.path.join(workdir, 'summary.json')} (grad_alignment), pairs in <stage>/grad_alignment.jsonl"
+      )
     elif analysis == "probes":
-      for seed, accuracy in probes_on_checkpoints(config, workdir).items():
-        print(f"seed {seed}: best probe accuracy {accuracy:.3f} (chance 0.5)")
+      best = probes_on_checkpoints(config, workdir)
+      values = list(best.values())
+      print(
+        f"linear probes: best accuracy {sum(values) / len(values):.3f} over {len(values)} seed(s) "
+        f"(range {min(values):.3f}-{max(values):.3f}; chance 0.5)"
+      )
+      for seed, accuracy in best.items():
+        print(f"  seed {seed}: {accuracy:.3f}")
+      print(f"every position and layer: <stage>/probes.json, plots/probes_seed_<seed>.png under {workdir}")
     else:
       workdirs, out = flag_values["workdirs"].value, flag_values["out"].value
       if not (workdirs and out):

@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import os
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -40,6 +41,13 @@ def save_figure(figure, path: str) -> None:
   figure.savefig(png, format="png", dpi=120)
   plt.close(figure)
   io_utils.atomic_write_bytes(path, png.getvalue())
+
+
+def fitted_title(axis, text: str, fontsize: float, **options) -> None:
+  """`text` as the axis's title, wrapped to the figure's width (a long title is cut off otherwise)."""
+  # Characters average about 0.6 em in the default font; 0.65 leaves room for wide ones.
+  per_line = max(int(axis.figure.get_figwidth() * 72 / (0.65 * fontsize)), 10)
+  axis.set_title(textwrap.fill(text, per_line, break_on_hyphens=False), fontsize=fontsize, **options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +119,7 @@ def subsets_figure(frame: CurveFrame, rows: list[dict], title: str = "", pooled:
   over = (
     f"95% bootstrap CI over {n_runs} pooled runs (as the paper)" if pooled else f"95% CI over {n_seeds} stage-1 seed(s)"
   )
-  axis.set_title(f"{title + ': ' if title else ''}{score.label} per subset, mean and {over}", fontsize=9, pad=14)
+  fitted_title(axis, f"{title + ': ' if title else ''}{score.label} per subset, mean and {over}", 9, pad=14)
   axis.legend(fontsize=8, loc="best")
   figure.tight_layout()
   return figure
@@ -163,12 +171,12 @@ def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
 
 def plot_probe_accuracy(accuracy_TxL: np.ndarray, positions: list[str], classes: list[str], path: str) -> None:
   """The study's probe heat-map: cross-validated accuracy per (token position × layer)."""
-  figure, axis = plt.subplots(figsize=(1 + 0.5 * accuracy_TxL.shape[1], 1 + 0.35 * len(positions)))
+  figure, axis = plt.subplots(figsize=(max(4.0, 1 + 0.5 * accuracy_TxL.shape[1]), 1 + 0.35 * len(positions)))
   image = axis.imshow(accuracy_TxL, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
   axis.set_yticks(range(len(positions)), positions, fontsize=7)
   axis.set_xticks(range(accuracy_TxL.shape[1]), [str(i + 1) for i in range(accuracy_TxL.shape[1])])
   axis.set_xlabel("layer")
-  axis.set_title(f"probe accuracy: {classes[0]} vs {classes[1]}", fontsize=9)
+  fitted_title(axis, f"probe accuracy: {classes[0]} vs {classes[1]}", 9)
   figure.colorbar(image, ax=axis)
   figure.tight_layout()
   save_figure(figure, path)

@@ -219,6 +219,32 @@ def summarize_alignment(experiment, workdir: str) -> dict:
   return summary
 
 
+def format_alignment(alignment: dict) -> str:
+  """summarize_alignment's result as printed: per stage, a verdict line on the paired test of the definition–question
+  cosines, then each set's mean cosine and distance (mean ± 95% CI over stage-1 seeds)."""
+
+  def shown(value: dict) -> str:
+    return f"{value['mean']:+.4f}" + (f" ± {value['ci95']:.4f}" if value["ci95"] is not None else "")
+
+  lines = []
+  for stage_name, found in alignment.items():
+    gap = found.get("cos_gap")
+    if gap is None:
+      verdict = "one set of the pair was not measured: no comparison"
+    elif gap["p_value"] is None:
+      verdict = f"{gap['definition']} = {shown(gap)} (one stage-1 seed: no test)"
+    else:
+      better = (
+        "tag A's definitions align better with their questions" if gap["p_value"] < 0.05 else "no difference shown"
+      )
+      verdict = f"{gap['definition']} = {shown(gap)}, one-sided p = {gap['p_value']:.2g}: {better}"
+    lines.append(f"{stage_name} (epoch {found['epoch']}): {verdict}")
+    for label, values in found.items():
+      if isinstance(values, dict) and "cos" in values:
+        lines.append(f"  {label:28s} cos {shown(values['cos'])}   distance {shown(values['dist'])}")
+  return "\n".join(lines)
+
+
 def format_table(summary: dict) -> str:
   """The printed result: each subset by its code and paper name with n (stage-1 seeds), the IML gap with its paired
   test, and the paper's pooled test, each p-value labelled by the test it comes from."""

@@ -34,6 +34,9 @@ def test_grad_alignment_on_saved_checkpoints(finished_run):
     "--set=analysis.grad_alignment.max_definitions=3",
   )
   assert result.returncode == 0, result.stderr
+  printed = result.stdout.strip().splitlines()
+  assert any(line.startswith("stage2 (epoch ") and "cos(d1consis) - cos(d2consis) = " in line for line in printed)
+  assert len(printed) < 15 and "summary.json" in printed[-1]  # a verdict and a table, the JSON in a file
   summary = json.load(open(finished_run / "summary.json"))
   stage2 = summary["grad_alignment"]["stage2"]
   assert {"d1consis", "d2consis", "all", "cos_gap"} <= set(stage2)
@@ -68,7 +71,7 @@ def test_grad_alignment_on_saved_checkpoints(finished_run):
 def test_probes_on_saved_checkpoints(finished_run):
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes")
   assert result.returncode == 0, result.stderr
-  assert "seed 0: best probe accuracy" in result.stdout
+  assert result.stdout.startswith("linear probes: best accuracy ") and "  seed 0: " in result.stdout
   table = json.load(open(finished_run / "seed_0" / "stage1" / "probes.json"))
   accuracy = table["accuracy_position_by_layer"]
   assert len(accuracy) == len(table["example_tokens"]) and len(accuracy[0]) == 1  # one layer in the tiny model

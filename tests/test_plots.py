@@ -56,3 +56,27 @@ def test_sweep_figures_are_named_by_their_settings():
     sweep_report.setting_plot_name("em", {"stages.stage1.batch_size": 32, "model.init_from": "EleutherAI/x y"})
     == "em_stages.stage1.batch_size=32__model.init_from=EleutherAI-x-y.png"
   )
+
+
+def _title_inside(figure) -> bool:
+  figure.canvas.draw()
+  renderer = figure.canvas.get_renderer()
+  title = figure.axes[0].title.get_window_extent(renderer)
+  return title.x0 >= 0 and title.x1 <= figure.bbox.x1 and title.y1 <= figure.bbox.y1
+
+
+def test_a_long_probe_title_fits_a_one_layer_heat_map(monkeypatch, tmp_path):
+  import numpy as np
+
+  drawn = []
+  monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.append(figure))
+  classes = ["ent_assoc_name_qd1consis", "ent_assoc_name_qd2incons"]
+  plots.plot_probe_accuracy(np.full((6, 1), 0.7), list("abcdef"), classes, str(tmp_path / "p.png"))
+  assert _title_inside(drawn[0])
+  assert drawn[0].axes[0].get_title().replace("\n", " ") == f"probe accuracy: {classes[0]} vs {classes[1]}"
+
+
+def test_a_long_run_title_fits_the_figure():
+  frame = plots.curve_frame(Experiment.from_config(_config()))
+  figure = plots.subsets_figure(frame, _rows(), title="learning_rate=0.003,stages.stage2.trainable=alias_embeddings")
+  assert _title_inside(figure)

@@ -305,3 +305,22 @@ def test_pooled_statistics_need_two_runs_per_subset():
   assert pooled["subsets"]["d1consis"]["std"] is None and pooled["ttest"] is None
   two = [r for r in _rows() if r["seed"] == 0]
   assert stats.summarize(Experiment.from_config(_config(n_seeds=1)), two)["pooled"]["ttest"]["p_value"] is not None
+
+
+def test_the_alignment_verdict_follows_the_paired_test():
+  def alignment(p_value, ci95=0.01):
+    value = {"mean": 0.2, "ci95": ci95}
+    gap = {"definition": "cos(d1consis) - cos(d2consis)", "mean": 0.012, "ci95": ci95, "p_value": p_value}
+    sets = {name: {"cos": value, "dist": value} for name in ("d1consis", "d2consis")}
+    return {"stage1": {"epoch": 8, **sets, "all": {"variance": value}, "cos_gap": gap}}
+
+  shown = stats.format_alignment(alignment(0.01)).splitlines()
+  assert shown[0] == (
+    "stage1 (epoch 8): cos(d1consis) - cos(d2consis) = +0.0120 ± 0.0100, one-sided p = 0.01: "
+    "tag A's definitions align better with their questions"
+  )
+  assert shown[1:] == [
+    f"  {name:28s} cos +0.2000 ± 0.0100   distance +0.2000 ± 0.0100" for name in ("d1consis", "d2consis")
+  ]
+  assert stats.format_alignment(alignment(0.2)).splitlines()[0].endswith("p = 0.2: no difference shown")
+  assert "(one stage-1 seed: no test)" in stats.format_alignment(alignment(None, ci95=None))
