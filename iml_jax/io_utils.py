@@ -55,7 +55,27 @@ def check_supported(path: str) -> None:
 def _epath(path: str):
   from etils import epath  # pylint: disable=import-outside-toplevel
 
+  _remember_bucket_layout(path)
   return epath.Path(path)
+
+
+def _remember_bucket_layout(uri: str) -> None:
+  """gcsfs's default filesystem (ExtendedGcsFileSystem, unless GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false) asks the
+  Storage Control API for a bucket's layout (flat, hierarchical namespace, zonal) before most calls and keeps
+  only an answer: after a failed look-up (no permission, no control API at a storage emulator) every later
+  call asks again, each time through its retries. So each bucket is looked up once per filesystem here, and a
+  failure is remembered as the flat layout that gcsfs falls back to for that call anyway."""
+  from etils.epath import backend  # pylint: disable=import-outside-toplevel
+
+  filesystem = backend.fsspec_backend.fs(uri)
+  layouts = getattr(filesystem, "_storage_layout_cache", None)
+  bucket = uri.split("://", 1)[1].split("/", 1)[0]
+  if layouts is None or bucket in layouts:
+    return
+  from gcsfs.extended_gcsfs import BucketType  # pylint: disable=import-outside-toplevel
+
+  if filesystem._sync_lookup_bucket_type(bucket) == BucketType.UNKNOWN:
+    layouts[bucket] = BucketType.NON_HIERARCHICAL
 
 
 def exists(path: str) -> bool:

@@ -30,5 +30,5 @@ fi
 "$uv" venv -q --clear --python "$PYTHON_VERSION" "$VENV"
 target="$code_dir"
 if [[ -n $EXTRA ]]; then target="${code_dir}[$EXTRA]"; fi
-"$uv" pip install -q --python "$VENV/bin/python" -e "$target"
+"$uv" pip install -q --python "$VENV/bin/python" -e "$target" -c "$code_dir/constraints.txt"
 "$VENV/bin/python" -c "import sys, iml_jax; print('iml-jax ready:', sys.version.split()[0], iml_jax.__file__)"

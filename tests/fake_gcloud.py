@@ -7,6 +7,9 @@ with the worker's own HOME and the environment in node.json; `scp` copies into t
 resources go WAITING_FOR_RESOURCES → $FAKE_GCLOUD_QUEUED_OUTCOME (default ACTIVE, which creates their node; or
 FAILED, SUSPENDED) after $FAKE_GCLOUD_QUEUED_DESCRIBES describes (default 2). Runtime versions are checked against
 the accelerator generation as Google documents them.
+`tpu-vm describe` fails as an expired login does for its first $FAKE_GCLOUD_DESCRIBE_FAILURES calls ("always":
+every call); one of a VM that does not exist says NOT_FOUND as Google's does. $FAKE_GCLOUD_SSH=skip makes `ssh`
+record its command and run nothing (tests of the scripts' decisions, not of what runs on the workers).
 Every call is appended to calls.jsonl. `preempt(state, name, worker)` plays a spot preemption for tests.
 
 The test puts an executable `gcloud` on PATH that runs this file (see tests/test_launch.py).
@@ -54,8 +57,9 @@ def _free_port() -> int:
 class Cloud:
   """The simulated project: TPU VMs and queued resources under one state directory."""
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, zone: str = "us-central2-b"):
     self.root = root
+    self.zone = zone
     os.makedirs(os.path.join(root, "nodes"), exist_ok=True)
     os.makedirs(os.path.join(root, "queued"), exist_ok=True)
 
@@ -65,7 +69,10 @@ class Cloud:
   def node(self, name: str) -> dict:
     path = os.path.join(self.node_dir(name), "node.json")
     if not os.path.exists(path):
-      raise SystemExit(f"ERROR: (gcloud.compute.tpus.tpu-vm) NOT_FOUND: Resource 'nodes/{name}' was not found")
+      raise SystemExit(
+        f"ERROR: (gcloud.compute.tpus.tpu-vm) NOT_FOUND: Resource 'projects/fake-project/locations/"
+        f"{self.zone}/nodes/{name}' was not found"
+      )
     with open(path) as f:
       return json.load(f)
 
@@ -129,6 +136,8 @@ class Cloud:
     node = self.node(name)
     if node["state"] != "READY":
       raise SystemExit(f"ERROR: (gcloud.compute.tpus.tpu-vm.ssh) {name} is {node['state']}")
+    if os.environ.get("FAKE_GCLOUD_SSH") == "skip":
+      return 0
     processes = []
     for worker in self.workers(node, worker_spec):
       process = subprocess.Popen(
@@ -172,6 +181,32 @@ class Cloud:
   def busy(self, name: str) -> bool:
     """Whether any process started on the VM's workers still runs."""
     return self._signal(name, range(self.node(name)["hosts"]), 0) > 0
+
+  def describe_fails(self) -> bool:
+    """Whether this describe fails as an expired login makes it fail ($FAKE_GCLOUD_DESCRIBE_FAILURES)."""
+    failures = os.environ.get("FAKE_GCLOUD_DESCRIBE_FAILURES", "0")
+    if failures == "always":
+      return True
+    path = os.path.join(self.root, "describe_failures")
+    done = int(open(path).read()) if os.path.exists(path) else 0
+    if done >= int(failures):
+      return False
+    with open(path, "w") as f:
+      f.write(str(done + 1))
+    return True
+
+  def describe(self, name: str, format_: str | None) -> str:
+    if self.describe_fails():
+      raise SystemExit(
+        "ERROR: (gcloud.compute.tpus.tpu-vm.describe) There was a problem refreshing your current auth tokens: "
+        "Reauthentication failed. Please run:\n\n  $ gcloud auth login"
+      )
+    node = self.node(name)
+    if format_ == "value(state)":
+      return node["state"]
+    if format_ == "value(networkEndpoints[].ipAddress)":  # gcloud's value format joins a list with ;
+      return ";".join(f"10.130.0.{worker + 2}" for worker in range(node["hosts"]))
+    return json.dumps(node)
 
   def delete_node(self, name: str) -> None:
     self.node(name)
@@ -236,10 +271,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
   state = os.environ["FAKE_GCLOUD_STATE"]
-  cloud = Cloud(state)
   with open(os.path.join(state, "calls.jsonl"), "a") as f:
     f.write(json.dumps(argv) + "\n")
   args = _parser().parse_args(argv)
+  cloud = Cloud(state, args.zone)
   name = args.names[0] if args.names else None
   if args.kind == "tpu-vm":
     if args.verb == "create":
@@ -247,8 +282,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit("ERROR: (gcloud.compute.tpus.tpu-vm.create) --accelerator-type and --version are required")
       cloud.create_node(name, args.accelerator_type, args.version, args.spot)
     elif args.verb == "describe":
-      node = cloud.node(name)
-      print(node["state"] if args.format == "value(state)" else json.dumps(node))
+      print(cloud.describe(name, args.format))
     elif args.verb == "list":
       print("\n".join(sorted(os.listdir(os.path.join(state, "nodes")))))
     elif args.verb == "delete":

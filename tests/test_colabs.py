@@ -1,5 +1,6 @@
 """Every notebook in colabs/ runs headlessly on CPU with tiny settings (IML_COLAB_TINY=1)."""
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -26,6 +27,12 @@ def notebook_code(path: str, cells: int | None = None) -> str:
   return "\n".join(lines) + "\n"
 
 
+def libtpu_stand_in_version() -> str:
+  """The libtpu release installed jax's tpu extra pins (`libtpu==0.0.42.*` -> 0.0.42)."""
+  (pin,) = [r for r in importlib.metadata.requires("jax") if r.startswith("libtpu") and 'extra == "tpu"' in r]
+  return pin.split("==")[1].split(";")[0].strip().removesuffix(".*")
+
+
 def _colab_runtime(tmp_path, tpu: bool):
   """A simulated Colab runtime: a fresh environment that sees this machine's packages (as Colab's preinstalled
   ones), a `google.colab` module imported before the notebook runs, /content in a temporary directory and, for
@@ -43,20 +50,7 @@ def _colab_runtime(tmp_path, tpu: bool):
     (runtime / "modules" / "sitecustomize.py").write_text('import sys\n\nsys.modules["libtpu"] = None\n')
   if tpu:
     site = next((runtime / "env" / "lib").glob("python3*/site-packages"))
-    libtpu = json.loads(
-      subprocess.run(
-        [
-          sys.executable,
-          "-c",
-          "import importlib.metadata as m; import json; "
-          "print(json.dumps([r for r in m.requires('jax') if 'libtpu' in r]))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-      ).stdout
-    )[0]
-    version = libtpu.split("==")[1].split(";")[0].strip().rstrip(".*")
+    version = libtpu_stand_in_version()
     (site / "libtpu").mkdir()
     (site / "libtpu" / "__init__.py").write_text("")
     (site / f"libtpu-{version}.dist-info").mkdir()
@@ -80,8 +74,9 @@ def _colab_runtime(tmp_path, tpu: bool):
   + [("results.ipynb", "colab_tpu"), pytest.param("results.ipynb", "local", marks=pytest.mark.slow)],
 )
 def test_notebook_executes(name, runtime, tmp_path):
-  """The Colab branch clones this checkout into /content and installs it (nothing else changes: every pin is
-  already satisfied), the notebook runs, and its setup cell, run again, reuses the clone (no nested copy)."""
+  """The Colab branch clones this checkout into /content and installs it, keeping the preinstalled jax stack (this
+  machine's, within setup.py's ranges) and so asking for no restart; the notebook runs, and its setup cell, run
+  again, reuses the clone (no nested copy)."""
   code = notebook_code(os.path.join(ROOT, "colabs", name), cells=2 if runtime == "colab_tpu" else None)
   setup_cell = next(c for c in json.load(open(os.path.join(ROOT, "colabs", name)))["cells"] if c["cell_type"] == "code")
   script = tmp_path / "notebook.py"
@@ -111,6 +106,9 @@ def test_notebook_executes(name, runtime, tmp_path):
   if runtime.startswith("colab"):
     assert result.stdout.count(f"repository: {repo} ") == 2  # the second run of the setup cell reuses the clone
     assert f"runtime: jax extra {'[tpu]' if runtime == 'colab_tpu' else 'none'}\n" in result.stdout
+    stack = f"jax {importlib.metadata.version('jax')}, jaxlib {importlib.metadata.version('jaxlib')}"
+    stack += f", libtpu {libtpu_stand_in_version()}" if runtime == "colab_tpu" else ""
+    assert result.stdout.count(f"jax stack: keeping preinstalled {stack}\n") == 2
     assert f"iml_jax from {repo}/iml_jax/__init__.py" in result.stdout
     assert not (repo / "iml-jax").exists() and not (repo / "colabs" / "iml-jax").exists()
 

@@ -311,7 +311,7 @@ def test_the_documentation_prints_commands_of_each_kind():
   readme = [" ".join(c.argv) for c in documented_commands(["README.md"])]
   assert "python -m pytest -q -n 2 tests" in readme
   assert "python -m pytest -q -n 2 -m slow tests" in readme
-  assert "pip install -e .[test] --extra-index-url https://download.pytorch.org/whl/cpu" in readme
+  assert "pip install -e .[test] -c constraints.txt --extra-index-url https://download.pytorch.org/whl/cpu" in readme
   for prefix in ("python -m iml_jax.main", "python -m iml_jax.sweep", "python -m iml_jax.tpu_plan", "launch/run.sh"):
     assert any(c.startswith(prefix) for c in readme), prefix
   assert all("--host_malloc" not in c for c in readme)

@@ -65,6 +65,41 @@ def test_a_bucket_object_is_written_in_one_upload_without_temporary_objects(gcs)
   assert not [path for path in uploads if "rewriteTo" in path or "copyTo" in path]  # no rename via copy
 
 
+def test_a_bucket_whose_layout_cannot_be_read_costs_one_lookup(gcs, monkeypatch):
+  from etils.epath import backend
+  from gcsfs.extended_gcsfs import BucketType, ExtendedGcsFileSystem
+  from google.api_core import exceptions
+
+  lookups = []
+
+  class NoLayoutPermission:
+    """The Storage Control API as it answers a service account without the permission getStorageLayout needs."""
+
+    async def get_storage_layout(self, name, **kwargs):
+      lookups.append(name)
+      raise exceptions.PermissionDenied(f"{name}: caller does not have storage.objects.list access")
+
+  async def control_client():
+    return NoLayoutPermission()
+
+  filesystem = ExtendedGcsFileSystem(token="anon", skip_instance_cache=True)
+  monkeypatch.setattr(filesystem, "_get_control_plane_client", control_client)
+  monkeypatch.setattr(backend.fsspec_backend, "fs", lambda path: filesystem)
+  root = "gs://bucket/layout"
+  io_utils.atomic_write_json(f"{root}/config.json", {"a": 1})
+  io_utils.append_jsonl(f"{root}/metrics.jsonl", [{"step": 1}])
+  io_utils.append_jsonl(f"{root}/metrics.jsonl", [{"step": 2}])
+  assert io_utils.read_json(f"{root}/config.json") == {"a": 1} and io_utils.listdir(root) == [
+    "config.json",
+    "metrics.jsonl",
+  ]
+  assert io_utils.read_jsonl(f"{root}/metrics.jsonl") == [{"step": 1}, {"step": 2}]
+  io_utils.rmtree(root)
+  assert not io_utils.exists(f"{root}/config.json")
+  assert lookups == ["projects/_/buckets/bucket/storageLayout"]
+  assert filesystem._storage_layout_cache == {"bucket": BucketType.NON_HIERARCHICAL}
+
+
 def test_uris_stay_uris():
   assert io_utils.absolute("gs://bucket/run") == "gs://bucket/run"
   assert io_utils.absolute("run") == os.path.join(os.getcwd(), "run")

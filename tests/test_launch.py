@@ -110,7 +110,9 @@ def test_run_starts_main_on_every_worker_with_user_values_quoted():
     "--config.n_seeds=2",
     "--config.data.cvdb_path=it's; rm -rf ~",
   ]
-  home = dry_run("run.sh", "--config=c.py", "--workdir=~/runs/x")[0]
+  describe, home = dry_run("run.sh", "--config=c.py", "--workdir=~/runs/x")
+  assert describe[3:6] == ["tpu-vm", "describe", "iml-v4"]  # how many workers: a home is no multi-worker workdir
+  assert "--format=value(networkEndpoints[].ipAddress)" in describe
   assert "--workdir=~/runs/x" in remote_command(home)  # a literal ~, resolved by worker_run.sh on the worker
 
 
@@ -321,6 +323,7 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
   run_args = (
     "--config=configs/default.py:tiny",
     f"--workdir={workdir}",
+    "--shared_workdir",  # the stand-in bucket: one local directory both simulated workers write
     "--",
     "--config.n_seeds=1",
     "--config.checkpoint.every_steps=2",
@@ -369,7 +372,7 @@ def test_lifecycle_on_the_simulator_preemption_resumes_to_the_one_process_result
 
   reference = str(tmp_path / "one_process")
   subprocess.run(
-    [sys.executable, "-m", "iml_jax.main", run_args[0], f"--workdir={reference}", *run_args[3:]],
+    [sys.executable, "-m", "iml_jax.main", run_args[0], f"--workdir={reference}", *run_args[4:]],
     env={**os.environ, "XLA_FLAGS": xla_flags.for_tests(devices=8)},
     check=True,
     capture_output=True,
@@ -413,3 +416,135 @@ def test_setup_never_replaces_a_code_directory_that_holds_run_outputs(simulator)
   assert result.returncode == 3
   assert f"~/iml-jax holds run outputs ({os.path.join(outputs, 'config.json')}): move them out" in result.stderr
   assert os.path.exists(os.path.join(outputs, "config.json"))
+
+
+def _calls(state):
+  """The gcloud calls the simulator got, each as 'kind verb' (tpu-vm describe, queued-resources create, ...)."""
+  with open(os.path.join(state, "calls.jsonl")) as f:
+    return [" ".join(json.loads(line)[2:4]) for line in f]
+
+
+def _workdir_file(cloud, name="iml-pod"):
+  """A file in worker 0's home, standing for a run's local workdir there."""
+  path = os.path.join(cloud.home(name, 0), "runs", "x", "config.json")
+  os.makedirs(os.path.dirname(path))
+  with open(path, "w") as f:
+    f.write("{}")
+  return path
+
+
+@pytest.mark.parametrize("failures", ["always", "2"])
+def test_relaunch_never_deletes_a_vm_that_describe_cannot_see(simulator, failures):
+  env, state = simulator
+  cloud = fake_gcloud.Cloud(state)
+  _launch(env, "create.sh", "--accelerator=v4-16")
+  kept = _workdir_file(cloud)
+  result = subprocess.run(
+    [os.path.join(LAUNCH, "relaunch.sh"), "--queued", "--config=c.py", "--workdir=gs://b/w"],
+    env={**env, "FAKE_GCLOUD_DESCRIBE_FAILURES": failures},
+    capture_output=True,
+    text=True,
+  )
+  reports = [line for line in result.stderr.splitlines() if line.startswith("# describe iml-pod failed")]
+  if failures == "always":
+    assert result.returncode == 1
+    assert reports == [
+      f"# describe iml-pod failed (try {t} of 3): ERROR: (gcloud.compute.tpus.tpu-vm.describe) There was a problem "
+      "refreshing your current auth tokens: Reauthentication failed. Please run:"
+      for t in (1, 2, 3)
+    ]
+    assert result.stderr.splitlines()[-1].startswith("# iml-pod: state unknown after 3 tries; nothing done")
+  else:  # seen on the third try: READY, left alone
+    assert result.returncode == 0 and len(reports) == 2
+    assert result.stderr.splitlines()[-1] == "# iml-pod is READY; nothing to do"
+  assert _calls(state) == ["tpu-vm create"] + ["tpu-vm describe"] * 3
+  assert cloud.node("iml-pod")["state"] == "READY" and os.path.exists(kept)
+
+
+def test_the_watchdog_keeps_going_while_describe_fails_and_deletes_nothing(simulator):
+  env, state = simulator
+  cloud = fake_gcloud.Cloud(state)
+  _launch(env, "create.sh", "--accelerator=v4-16")
+  fake_gcloud.preempt(state, "iml-pod", worker=1)  # even a preempted VM stays while describe cannot show it
+  watchdog = subprocess.Popen(
+    [os.path.join(LAUNCH, "relaunch.sh"), "--queued", "--config=c.py", "--workdir=gs://b/w", "--every=1"],
+    env={**env, "FAKE_GCLOUD_DESCRIBE_FAILURES": "always"},
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
+  try:
+    rounds = lambda: watchdog.poll() is not None or _calls(state).count("tpu-vm describe") >= 6
+    _wait_for(rounds, "two rounds of the watchdog", timeout=120)
+    assert watchdog.poll() is None  # still watching
+  finally:
+    os.killpg(watchdog.pid, 9)
+  stderr = watchdog.communicate()[1]
+  assert "# relaunch attempt failed (exit 1); trying again in 1 s" in stderr
+  assert set(_calls(state)) == {"tpu-vm create", "tpu-vm describe"}
+  assert cloud.node("iml-pod")["state"] == "PREEMPTED"
+
+
+@pytest.mark.parametrize("state_before", ["PREEMPTED", "TERMINATED", "NOT_FOUND"])
+def test_relaunch_recreates_a_vm_known_to_be_gone(simulator, state_before):
+  env, state = simulator
+  cloud = fake_gcloud.Cloud(state)
+  if state_before != "NOT_FOUND":
+    _launch(env, "create.sh", "--accelerator=v4-16")
+    _workdir_file(cloud)
+    node = cloud.node("iml-pod")
+    node["state"] = state_before
+    cloud.save_node("iml-pod", node)
+  result = _launch(
+    {**env, "FAKE_GCLOUD_SSH": "skip"},
+    "relaunch.sh",
+    "--accelerator=v4-16",
+    "--config=c.py",
+    "--workdir=gs://b/w",
+  )
+  assert f"# iml-pod is {state_before}: recreating it and resuming the run" in result.stderr
+  created = ["tpu-vm create"] if state_before != "NOT_FOUND" else []
+  deleted = ["tpu-vm delete"] if state_before != "NOT_FOUND" else []  # nothing to delete
+  after = ["tpu-vm create", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh"]  # setup, then run.sh: no describe for gs://
+  assert _calls(state) == created + ["tpu-vm describe"] + deleted + after
+  assert cloud.node("iml-pod")["state"] == "READY"
+  assert not os.path.exists(os.path.join(cloud.home("iml-pod", 0), "runs"))  # a new VM
+
+
+def test_a_multi_worker_slice_refuses_a_workdir_its_workers_do_not_share(simulator):
+  env, state = simulator
+  env = {**env, "FAKE_GCLOUD_SSH": "skip"}
+  _launch(env, "create.sh", "--accelerator=v4-16")  # two workers
+  for workdir, quoted in (("~/runs/x", r"\~/runs/x"), ("runs/x", "runs/x"), ("/tmp/x", "/tmp/x")):
+    before = len(_calls(state))
+    result = subprocess.run(
+      [os.path.join(LAUNCH, "run.sh"), "--config=c.py", f"--workdir={workdir}"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+      f"run.sh: error: --workdir={quoted}: iml-pod has 2 "
+      "workers, and each would write its own copy; give one they all share: gs://BUCKET/path, /mnt/BUCKET/path "
+      "(setup.sh --bucket), or --shared_workdir\n"
+    )
+    assert _calls(state)[before:] == ["tpu-vm describe"]  # nothing started
+  for shared in (("--workdir=gs://b/x",), ("--workdir=/mnt/b/x",), ("--workdir=/tmp/x", "--shared_workdir")):
+    before = len(_calls(state))
+    _launch(env, "run.sh", "--config=c.py", *shared)
+    assert _calls(state)[before:] == ["tpu-vm ssh"]
+  _launch(env, "create.sh", "--accelerator=v4-8", "--name=iml-one")  # one worker: its home will do
+  _launch(env, "run.sh", "--config=c.py", "--workdir=~/runs/x", "--name=iml-one")
+  assert _calls(state)[-2:] == ["tpu-vm describe", "tpu-vm ssh"]
+
+
+def test_relaunch_leaves_a_queued_resource_that_still_waits_for_its_vm(simulator):
+  env, state = simulator
+  env = {**env, "FAKE_GCLOUD_QUEUED_DESCRIBES": "100", "FAKE_GCLOUD_SSH": "skip"}
+  waiting = subprocess.run([os.path.join(LAUNCH, "create.sh"), "--queued", "--wait=0"], env=env, capture_output=True)
+  assert waiting.returncode == 2  # gave up waiting; the queued resource keeps its place
+  before = len(_calls(state))
+  result = _launch(env, "relaunch.sh", "--queued", "--config=c.py", "--workdir=gs://b/w")
+  assert result.stderr.splitlines()[-1] == (
+    "# iml-pod has no VM yet: its queued resource is WAITING_FOR_RESOURCES; nothing to do"
+  )
+  assert _calls(state)[before:] == ["tpu-vm describe", "queued-resources describe"]
+  assert os.path.exists(fake_gcloud.Cloud(state).queued_path("iml-pod"))
