@@ -2,16 +2,13 @@
 (pinned, so pip replaces nothing and no restart is needed); one outside them is replaced and the cell asks for a
 restart. The real install in a simulated runtime is tests/test_colabs.py's."""
 
-import os
-import runpy
 import sys
 
 import pytest
-import setuptools
 
 from iml_jax import colab_install
+from test_setup import setup_arguments
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # jax 0.10.2's own Requires-Dist, as its wheel declares them (the extras this test reaches).
 JAX_0_10_2_REQUIRES = [
@@ -30,13 +27,7 @@ OTHERS = {"numpy": "2.4.6", "scipy": "1.17.1", "matplotlib": "3.11.2"}
 @pytest.fixture(scope="module")
 def requires_dist() -> list[str]:
   """iml-jax's Requires-Dist lines as pip reports them: setup.py's requirements, each extra's behind its marker."""
-  captured = {}
-  original = setuptools.setup
-  setuptools.setup = lambda **kwargs: captured.update(kwargs)
-  try:
-    runpy.run_path(os.path.join(ROOT, "setup.py"))
-  finally:
-    setuptools.setup = original
+  captured = setup_arguments()
   extras = [f'{r}; extra == "{e}"' for e, rs in captured["extras_require"].items() for r in rs]
   return [*captured["install_requires"], *extras]
 

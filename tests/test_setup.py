@@ -17,8 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNPINNED_EXTRAS = ("gpu",)
 
 
-@pytest.fixture(scope="module")
-def setup_kwargs() -> dict:
+def setup_arguments() -> dict:
+  """The keyword arguments setup.py passes to setuptools.setup."""
   captured = {}
   original = setuptools.setup
   setuptools.setup = lambda **kwargs: captured.update(kwargs)
@@ -27,6 +27,11 @@ def setup_kwargs() -> dict:
   finally:
     setuptools.setup = original
   return captured
+
+
+@pytest.fixture(scope="module")
+def setup_kwargs() -> dict:
+  return setup_arguments()
 
 
 @pytest.fixture(scope="module")
