@@ -95,7 +95,7 @@ def grad_alignment_on_checkpoints(config, workdir: str, only_stage: str = "") ->
         measured += 1
     if not measured:
       raise IMLError(f"no finished stage{' ' + only_stage if only_stage else ''} in {workdir} to analyse")
-    return run_report.write_report(spec, workdir)
+    return run_report.write_report(spec, workdir, print_table=False)
 
 
 def probes_on_checkpoints(config, workdir: str) -> dict[int, float]:

@@ -18,10 +18,10 @@ from iml_jax.stats import format_table, summarize, summarize_alignment
 from iml_jax.workdir import collect_rows, result_columns
 
 
-def write_report(experiment, workdir: str, require_complete: bool = False) -> dict:
-  """Writes the report of `experiment` (specs.Experiment); with `require_complete` (the end of a run) a final
-  record missing from a finished stage is an error, before anything is written: a summary over fewer runs than
-  planned is never the run's result."""
+def write_report(experiment, workdir: str, require_complete: bool = False, print_table: bool = True) -> dict:
+  """Writes the report of `experiment` (specs.Experiment) and prints its table (unless `print_table` is off: an
+  analysis prints its own); with `require_complete` (the end of a run) a final record missing from a finished stage
+  is an error, before anything is written: a summary over fewer runs than planned is never the run's result."""
   rows = collect_rows(experiment, workdir)
   summary = summarize(experiment, rows)
   if require_complete and summary.get("missing"):
@@ -63,5 +63,6 @@ def write_report(experiment, workdir: str, require_complete: bool = False) -> di
         )
       ),
     )
-    print(format_table(summary))
+    if print_table:
+      print(format_table(summary))
   return summary

@@ -71,7 +71,7 @@ def test_grad_alignment_on_saved_checkpoints(finished_run):
 def test_probes_on_saved_checkpoints(finished_run):
   result = _analyze("--config=configs/default.py:tiny", f"--workdir={finished_run}", "--analysis=probes")
   assert result.returncode == 0, result.stderr
-  assert result.stdout.startswith("linear probes: best accuracy ") and "  seed 0: " in result.stdout
+  assert "\nlinear probes: best accuracy " in result.stdout and "\n  seed 0: " in result.stdout
   table = json.load(open(finished_run / "seed_0" / "stage1" / "probes.json"))
   accuracy = table["accuracy_position_by_layer"]
   assert len(accuracy) == len(table["example_tokens"]) and len(accuracy[0]) == 1  # one layer in the tiny model
