@@ -7,11 +7,17 @@ writer (iml_jax/workdir_lock.py), deletes such temporary directories when it ope
 into the shardings of the current mesh (a checkpoint written on 8 devices restores on 1).
 
 Beside each step, `<step>.sha256.json` holds the SHA-256 of every file Orbax wrote for it; a restore checks them
-first, so a damaged checkpoint is an error naming the file, never a silently different model. (A checkpoint saved
-before digests were kept, or by a process killed between Orbax's rename and the digest file, has nothing to check.)
+first, so a damaged checkpoint is an error naming the file, never a silently different model. The digest file is
+written last, so a step without one (a process killed between Orbax's rename and the digest, or a checkpoint saved
+before digests were kept) is unfinished: a resumed stage discards it (`discard_unverified`) and a restore refuses it.
 """
 
+import contextlib
+import errno
 import hashlib
+import logging
+import os
+import re
 
 import jax
 import orbax.checkpoint as ocp
@@ -41,6 +47,45 @@ class DamagedCheckpoint(IMLError):
   """A checkpoint file differs from the one saved (its digest): what the stage must do about it says the caller."""
 
 
+class UnverifiedCheckpoint(DamagedCheckpoint):
+  """A checkpoint without its digest file: its save was cut short, or it predates digests."""
+
+
+# How tensorstore (under Orbax) reports an OS error: a ValueError whose text ends with the errno.
+_TENSORSTORE_OS_ERROR = re.compile(r"\[os_error_code='(\d+)'\]")
+
+
+def _save_failure(err: Exception) -> str | None:
+  """Why a save failed, where the file system refused it (a full disk, a quota, a read-only mount); None for
+  anything else (a bug, not the user's to fix)."""
+  if isinstance(err, OSError):
+    return err.strerror or str(err)
+  found = _TENSORSTORE_OS_ERROR.search(str(err)) if isinstance(err, ValueError) else None
+  if found:
+    return os.strerror(int(found.group(1)))
+  if isinstance(err, ValueError) and str(err).startswith("RESOURCE_EXHAUSTED"):
+    return os.strerror(errno.ENOSPC)
+  return None
+
+
+class _ThreadErrorsUnlogged(logging.Filter):
+  """Drops Orbax's log of an exception in one of its save threads (a traceback): the same exception is raised again
+  in the thread that called save, which reports it (a full disk as one line)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "_SignalingThread.run() raised an exception" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _orbax_thread_errors_unlogged():
+  absl_logger, unlogged = logging.getLogger("absl"), _ThreadErrorsUnlogged()
+  absl_logger.addFilter(unlogged)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(unlogged)
+
+
 class StageCheckpoints:
   def __init__(self, directory: str, max_to_keep: int | None = None):
     self.directory = io_utils.absolute(directory)
@@ -66,26 +111,41 @@ class StageCheckpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def discard_unverified(self) -> list[int]:
+    """Deletes the checkpoints that have no digest file, so the stage resumes from the latest one that has (or from
+    its start) and saves their steps anew; their steps. Every process calls it (Orbax's delete synchronises them).
+    Only for a stage being resumed: a finished stage's checkpoint is refused by `verify` instead, never deleted."""
+    unverified = [step for step in self.manager.all_steps() if not io_utils.exists(self._digests_path(step))]
+    for step in unverified:
+      self.manager.delete(step)
+    return sorted(unverified)
+
   def save(self, step: int, params, opt_state, meta: dict) -> None:
     """Writes step `step`; a failed write (e.g. a full disk) leaves the previous checkpoints as they were."""
     try:
-      self.manager.save(
-        step,
-        args=ocp.args.Composite(
-          params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state), meta=ocp.args.JsonSave(meta)
-        ),
-        force=True,
-      )
-      self.manager.wait_until_finished()
+      with _orbax_thread_errors_unlogged():
+        self.manager.save(
+          step,
+          args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave(opt_state),
+            meta=ocp.args.JsonSave(meta),
+          ),
+          force=True,
+        )
+        self.manager.wait_until_finished()
       if jax.process_index() == 0:
         io_utils.atomic_write_json(self._digests_path(step), file_digests(f"{self.directory}/{step}"))
         kept = {str(s) for s in self.manager.all_steps()}
         for name in io_utils.listdir(self.directory):  # the digests of checkpoints max_to_keep removed
           if name.endswith(DIGESTS_SUFFIX) and name[: -len(DIGESTS_SUFFIX)] not in kept:
             io_utils.remove(f"{self.directory}/{name}")
-    except OSError as err:
+    except (OSError, ValueError) as err:
+      reason = _save_failure(err)
+      if reason is None:
+        raise
       raise IMLError(
-        f"saving checkpoint step {step} in {self.directory} failed ({err.strerror or err}); "
+        f"saving checkpoint step {step} in {self.directory} failed ({reason}); "
         f"the earlier checkpoints are intact: free space and rerun to resume"
       ) from None
 
@@ -93,10 +153,14 @@ class StageCheckpoints:
     return f"{self.directory}/{step}{DIGESTS_SUFFIX}"
 
   def verify(self, step: int) -> None:
-    """IMLError naming the first file of checkpoint `step` that differs from what was saved."""
+    """IMLError naming the first file of checkpoint `step` that differs from what was saved, or its missing
+    digest file."""
     path = self._digests_path(step)
     if not io_utils.exists(path):
-      return
+      raise UnverifiedCheckpoint(
+        f"checkpoint {self.directory}/{step} has no digest file {path}: its save did not finish, so it cannot be "
+        "checked"
+      )
     saved, found = io_utils.read_json(path), file_digests(f"{self.directory}/{step}")
     for name in sorted(saved):
       if found.get(name) != saved[name]:

@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 
 from iml_jax.errors import IMLError
 from iml_jax.models.families import FAMILIES, Family
-from iml_jax.io_utils import atomic_write_json
+from iml_jax.io_utils import FILE_MODE, atomic_write_json
 from iml_jax.models import registry
 
 # Fields that shape training only (initialisation, compute dtype), not the exported network.
@@ -111,10 +111,14 @@ def _weight_keys(folder: str) -> set[str]:
 
 
 def check_matches(cfg, fields: dict, folder: str) -> None:
-  """The run config's model shape must describe the checkpoint it starts from."""
-  for name in registry.spec_of(cfg).shape_fields:
-    if name in fields and fields[name] != getattr(cfg, name):
-      raise IMLError(f"config field model.{name} = {fields[name]}, but {folder}/config.json has {getattr(cfg, name)}")
+  """The run config's model shape must describe the checkpoint it starts from: every differing field in one error."""
+  differing = [
+    f"model.{name} = {fields[name]} (it has {getattr(cfg, name)})"
+    for name in registry.spec_of(cfg).shape_fields
+    if name in fields and fields[name] != getattr(cfg, name)
+  ]
+  if differing:
+    raise IMLError(f"config field(s) {', '.join(differing)} differ from {folder}/config.json; set them to its values")
 
 
 def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
@@ -150,19 +154,29 @@ def _read_weights(folder: str, allow_pickle: bool) -> dict[str, np.ndarray]:
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-  """Memory-mapped tensors of one safetensors file (numpy cannot read bf16 through `safetensors.numpy`)."""
+  """Memory-mapped tensors of one safetensors file (numpy cannot read bf16 through `safetensors.numpy`). The
+  header's length and every tensor's extent are checked against the file's size before anything is read or mapped:
+  garbage is one error naming the file, never an allocation of whatever its first 8 bytes say."""
   try:
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
       header_len = int.from_bytes(f.read(8), "little")
+      if size < 8 or header_len > size - 8:
+        raise ValueError(f"its header claims {header_len:,} bytes, but the file has {size:,}")
       header = json.loads(f.read(header_len))
+    if not isinstance(header, dict):
+      raise ValueError(f"its header is a JSON {type(header).__name__}, not an object")
     tensors = {}
     for key, info in header.items():
       if key == "__metadata__":
         continue
       dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
       start, end = info["data_offsets"]
-      count = (end - start) // dtype.itemsize
-      tensors[key] = np.memmap(path, dtype, "r", offset=8 + header_len + start, shape=(count,)).reshape(info["shape"])
+      shape = tuple(info["shape"])
+      count = int(np.prod(shape, dtype=np.int64))
+      if not 0 <= start <= end <= size - 8 - header_len or end - start != count * dtype.itemsize:
+        raise ValueError(f"tensor {key!r} ({info['dtype']} {list(shape)}) does not fit its data_offsets {[start, end]}")
+      tensors[key] = np.memmap(path, dtype, "r", offset=8 + header_len + start, shape=(count,)).reshape(shape)
     return tensors
   except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # garbage: any of these, never a crash
     raise IMLError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from None
@@ -230,6 +244,7 @@ def export_hf_model(folder: str, cfg, params) -> None:
     tensors[rule.hf_key] = np.ascontiguousarray(rule.join(np, *parts))
   tmp = os.path.join(folder, ".model.safetensors.tmp")
   save_file(tensors, tmp, metadata={"format": "pt"})
+  os.chmod(tmp, FILE_MODE)  # safetensors creates it private; the other files get open()'s mode
   os.replace(tmp, os.path.join(folder, "model.safetensors"))
   atomic_write_json(
     os.path.join(folder, "config.json"),

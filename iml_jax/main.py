@@ -6,14 +6,19 @@ SIGTERM (preemption) saves a checkpoint at the next step and exits with status 1
 to any process stops every process at the same step, within about a second.
 """
 
-import os
-import sys
+if __name__ == "__main__":  # before the libraries below load: a SIGTERM meanwhile ends the run with 143 too
+  from iml_jax import preemption
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+  preemption.install_sigterm_handler()
 
-from iml_jax import cli, compilation_cache
-from iml_jax.errors import IMLError
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from iml_jax import cli, compilation_cache  # noqa: E402
+from iml_jax.errors import IMLError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file (configs/*.py[:args]).", lock_config=True
@@ -83,7 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from iml_jax import preemption
-
-  preemption.install_sigterm_handler()  # first: a SIGTERM while flags, config and libraries load is honoured too
   app.run(main, flags_parser=cli.flags_parser("iml_jax"))

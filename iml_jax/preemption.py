@@ -12,8 +12,6 @@ stages.
 
 import signal
 
-import numpy as np
-
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, as if the signal had ended the process: the run is not finished
 _sigterm_received = False  # set by our handler: a one-process run, or a multi-host one before jax.distributed
 _NOTICE_KEY = "RECEIVED_PREEMPTION_NOTICE"  # where JAX's preemption sync manager posts a notice (its C++ source)
@@ -69,6 +67,7 @@ def _asked_anywhere() -> bool:
 
   if jax.process_count() == 1:
     return _asked_here()
+  import numpy as np  # here, not above: main installs the handler before any library loads
   from jax.experimental import multihost_utils
 
   return bool(np.any(multihost_utils.process_allgather(np.array(_asked_here()))))

@@ -153,6 +153,7 @@ def prepare_stage(ctx: SeedContext, run: StageRun) -> PreparedStage:
   mask = train.trainable_mask(registry.abstract_params(ctx.model), stage.trainable, alias_ids)
   # Every batch array is split along its first (batch) axis, whatever its rank.
   template = _encode(ctx, data.train[:1], alias_ids)
+  state_memory.check_batch_fits(batching.batch_bytes(template, stage.batch_size), run.name, stage.batch_size)
   layout = {k: sharding.batch_sharding(ctx.mesh, ctx.rules, v.ndim) for k, v in template.items()}
   layout["weights"] = sharding.batch_sharding(ctx.mesh, ctx.rules, 1)
   programs = ctx.programs.get(ctx, stage, total_steps, mask, layout)
@@ -302,7 +303,15 @@ def _initial_state(ctx: SeedContext, run: StageRun, programs: StagePrograms, che
   """Resume from the stage's latest checkpoint; else start from the previous stage's final parameters
   (the first stage: pretrained weights or a fresh initialisation) with a fresh optimizer."""
   abstract = programs.abstract
+  unverified = checkpoints.discard_unverified()
   latest = checkpoints.latest_step()
+  if unverified and jax.process_index() == 0:
+    print(
+      f"{run.label}: checkpoint step{'s' * (len(unverified) > 1)} {', '.join(map(str, unverified))} had no digest "
+      f"file (its save did not finish) and {'were' if len(unverified) > 1 else 'was'} deleted; "
+      f"{'the stage starts again' if latest is None else f'resuming from step {latest}'}",
+      flush=True,
+    )
   if latest is not None:
     try:
       params, opt_state, _ = checkpoints.restore(latest, abstract.params, abstract.opt_state)

@@ -1,7 +1,7 @@
 """Does a stage's train state fit? Its parameters, their gradients and the optimizer state, per device, against
 the device's memory: checked before the state is allocated, so a model far too large for the machine is one line
 naming the fields to change, not an out-of-memory traceback. Activations are not counted: a state that fits can
-still run out of memory at a large batch."""
+still run out of memory at a large batch. So does a step's batch, on the host, before any batch is built."""
 
 import math
 import os
@@ -23,7 +23,11 @@ def device_memory_bytes(device) -> int:
   stats = device.memory_stats()
   if stats and stats.get("bytes_limit"):
     return int(stats["bytes_limit"])
-  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+  return host_memory_bytes() // jax.local_device_count()
+
+
+def host_memory_bytes() -> int:
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def check_fits(abstract, stage_name: str) -> None:
@@ -35,4 +39,14 @@ def check_fits(abstract, stage_name: str) -> None:
       f"per device, more than the {available / 2**30:,.1f} GiB of one {device.platform} device; make the "
       "model smaller (model.d_model, model.n_layers, model.d_mlp, model.vocab_multiple) or shard it over "
       "more devices (mesh.shape, mesh.rules = 'fsdp')"
+    )
+
+
+def check_batch_fits(needed: int, stage_name: str, batch_size: int) -> None:
+  """`needed`: the bytes of one step's batch on the host (batching.batch_bytes)."""
+  available = host_memory_bytes()
+  if needed > available:
+    raise IMLError(
+      f"config field stages.{stage_name}.batch_size = {batch_size}: one step's batch needs {needed / 2**30:,.1f} "
+      f"GiB of host memory, more than the machine's {available / 2**30:,.1f} GiB; lower it"
     )

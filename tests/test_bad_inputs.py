@@ -264,3 +264,25 @@ def test_a_flipped_bit_in_a_finished_stages_checkpoint_is_named_with_the_stage_t
     r"checkpoints/\d+/.* differs from the file saved. Delete the directory",
   ):
     experiment.run(tiny_config(n_seeds=1), str(copy))
+
+
+def test_a_finished_stages_checkpoint_without_its_digests_is_refused_not_restored_unchecked(finished, tmp_path):
+  """Nothing vouches for such a checkpoint (saved before digests were kept, or its digests deleted): stage 2,
+  which starts from it, is refused naming the stage to delete; the finished checkpoint itself is kept."""
+  import shutil
+
+  workdir, _ = finished
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / STAGE2)
+  checkpoints = copy / "seed_0" / "stage1" / "checkpoints"
+  (digests,) = checkpoints.glob("*.sha256.json")
+  digests.unlink()
+  before = snapshot(copy)
+  with pytest.raises(
+    IMLError,
+    match=r"^finished stage .*seed_0/stage1 is damaged: checkpoint .*seed_0/stage1/checkpoints/\d+ has no digest "
+    r"file .*: its save did not finish, so it cannot be checked. Delete the directory .*seed_0/stage1 and rerun",
+  ):
+    experiment.run(tiny_config(n_seeds=1), str(copy))
+  assert snapshot(copy) == before

@@ -1,6 +1,10 @@
 """Step-indexed data order, and the order key each stage run gets (docs/study.md §3.8, §7.3, bug #3)."""
 
+import os
+import re
+
 import numpy as np
+import pytest
 
 from iml_jax import experiment
 from iml_jax import workdir as workdir_layout
@@ -79,3 +83,29 @@ def test_stage_batches_encode_each_epoch_of_a_redrawing_task():
   batches = batching.StageBatches(StageData(redraw(0), {}, redraw), _counting_encoder(calls), (0,), 6, 1)
   assert [int(batches.at(step)["tokens"][0, 0]) for step in range(3)] == [97, 98, 99]
   assert calls == [6, 6, 6]
+
+
+def test_batch_bytes_are_what_a_step_allocates():
+  """The estimate the memory check uses, against the arrays one step's batch really holds."""
+  example = {"tokens": np.zeros((1, 10), np.int32), "loss_mask": np.zeros((1, 9), np.float32)}
+  encoded = {name: np.repeat(array, 50, axis=0) for name, array in example.items()}
+  rows, weights = batching.batch_rows(batching.epoch_permutation((0,), 0, 50), 0, 64)
+  allocated = sum(array[rows].nbytes for array in encoded.values()) + rows.nbytes + weights.nbytes
+  assert batching.batch_bytes(example, 64) == allocated == 64 * (40 + 36 + 8 + 4)
+
+
+def test_a_batch_larger_than_the_machine_is_one_line_before_anything_is_built(tmp_path):
+  """It once reached numpy's allocation (a traceback) after the stage had compiled and evaluated."""
+  from iml_jax.errors import IMLError
+  from test_experiment import tiny_config
+
+  config = tiny_config(n_seeds=1)
+  config.stages.stage1.batch_size = 2**40
+  with pytest.raises(IMLError) as raised:
+    experiment.run(config, str(tmp_path / "run"))
+  assert re.fullmatch(
+    r"config field stages.stage1.batch_size = 1099511627776: one step's batch needs [\d,]+\.\d GiB of host memory, "
+    r"more than the machine's [\d,]+\.\d GiB; lower it",
+    str(raised.value),
+  ), raised.value
+  assert os.listdir(tmp_path / "run") == []  # a fresh workdir that failed before its first checkpoint: left empty

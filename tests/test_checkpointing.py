@@ -100,9 +100,26 @@ def test_a_checkpoint_of_another_dtype_is_a_clear_error(tmp_path):
     checkpoints.restore_params(1, abstract.params)
 
 
-def test_a_full_disk_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
-  import errno
+# What a full disk (or quota) raises: Python's own writes, and tensorstore's (Orbax's arrays), as one really did.
+TENSORSTORE_ENOSPC = (
+  'RESOURCE_EXHAUSTED: Error writing "a/0" in OCDBT database at local file "/d/1.orbax-checkpoint-tmp/params'
+  '.orbax-checkpoint-tmp/ocdbt.process_0/": Failed writing: "/d/1.orbax-checkpoint-tmp/params.orbax-checkpoint-tmp'
+  '/ocdbt.process_0/d/382c4abf7fcf28267ca017de07634fa1": Failed to write 381428 bytes to file 14: No space left on'
+  " device [os_error_code='28']"
+)
+FULL_DISK_ERRORS = {
+  "OSError": (OSError(28, "No space left on device"), "No space left on device"),
+  "tensorstore": (ValueError(TENSORSTORE_ENOSPC), "No space left on device"),
+  "tensorstore quota": (
+    ValueError(TENSORSTORE_ENOSPC.replace("No space left on device [os_error_code='28']", "[os_error_code='122']")),
+    "Disk quota exceeded",
+  ),
+  "tensorstore, no errno": (ValueError("RESOURCE_EXHAUSTED: writing failed"), "No space left on device"),
+}
 
+
+@pytest.mark.parametrize("error, reason", FULL_DISK_ERRORS.values(), ids=FULL_DISK_ERRORS.keys())
+def test_a_full_disk_keeps_the_earlier_checkpoints(tmp_path, monkeypatch, error, reason):
   import orbax.checkpoint as ocp
 
   _, state = _state(sharding.make_mesh((-1, 1, 1)))
@@ -110,16 +127,53 @@ def test_a_full_disk_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
   checkpoints.save(2, state.params, state.opt_state, {"step": 2})
 
   def full_disk(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
+    raise error
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
   with pytest.raises(
     IMLError,
-    match=r"saving checkpoint step 4 in .*ckpt failed \(No space left on device\); the "
-    r"earlier checkpoints are intact",
+    match=rf"^saving checkpoint step 4 in {re.escape(str(tmp_path / 'ckpt'))} failed \({reason}\); "
+    r"the earlier checkpoints are intact: free space and rerun to resume$",
   ):
     checkpoints.save(4, state.params, state.opt_state, {"step": 4})
   assert checkpoints.latest_step() == 2
+
+
+def test_a_save_failing_for_another_reason_is_not_called_a_full_disk(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+
+  _, state = _state(sharding.make_mesh((-1, 1, 1)))
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
+
+  def broken(*args, **kwargs):
+    raise ValueError("bug")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", broken)
+  with pytest.raises(ValueError, match="^bug$"):
+    checkpoints.save(4, state.params, state.opt_state, {"step": 4})
+
+
+def test_a_checkpoint_without_its_digest_is_never_restored(tmp_path):
+  """Killed between Orbax's rename and the digest file: the checkpoint is unfinished. A restore refuses it (a
+  finished stage's), and a resumed stage deletes it and resumes from the one before, which it saves again."""
+  abstract, state = _state(sharding.make_mesh((-1, 1, 1)))
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"))
+  for step in (2, 4):
+    checkpoints.save(step, state.params, state.opt_state, {"step": step})
+  os.remove(tmp_path / "ckpt" / "4.sha256.json")
+  reopened = StageCheckpoints(str(tmp_path / "ckpt"))
+  with pytest.raises(
+    DamagedCheckpoint, match=r"checkpoint .*ckpt/4 has no digest file .*4.sha256.json: its save did not"
+  ):
+    reopened.restore_params(4, abstract.params)
+  with pytest.raises(DamagedCheckpoint, match="has no digest file"):
+    reopened.restore(4, abstract.params, abstract.opt_state)
+  assert reopened.discard_unverified() == [4]
+  assert reopened.latest_step() == 2
+  assert sorted(os.listdir(tmp_path / "ckpt")) == ["2", "2.sha256.json"]
+  assert reopened.discard_unverified() == []
+  reopened.save(4, state.params, state.opt_state, {"step": 4})
+  assert reopened.restore(4, abstract.params, abstract.opt_state)[2] == {"step": 4}
 
 
 def _largest_file(directory):

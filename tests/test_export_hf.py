@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from iml_jax import experiment, stage
+from iml_jax import experiment, io_utils, stage
 from iml_jax.data.tokenization import TextTokenizer
 from iml_jax.models import from_config, registry
 from iml_jax.specs import Experiment
@@ -42,6 +42,8 @@ def test_exported_stage_loads_in_transformers_with_our_logits(finished_run, tmp_
   workdir, config = finished_run
   result = _export(workdir, tmp_path / "hf")
   assert result.returncode == 0, result.stderr
+  modes = {name: os.stat(tmp_path / "hf" / name).st_mode & 0o777 for name in os.listdir(tmp_path / "hf")}
+  assert "model.safetensors" in modes and set(modes.values()) == {io_utils.FILE_MODE}, modes  # as open() makes them
   hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
   hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
   tokenizer = TextTokenizer.load(str(workdir / "seed_0" / "tokenizer.json"))

@@ -2,6 +2,7 @@
 (no downloads)."""
 
 import json
+import re
 import os
 
 import jax.numpy as jnp
@@ -254,6 +255,20 @@ def test_clear_errors(tmp_path):
   open(weights, "wb").write(len(header).to_bytes(8, "little") + header + bytes(range(256)))
   with pytest.raises(IMLError, match="model.safetensors is not a readable safetensors file"):
     hf_import.load_hf_model(folder)
+  garbage = np.random.default_rng(0).bytes(4096)  # its first 8 bytes claim a header of exabytes
+  open(weights, "wb").write(garbage)
+  with pytest.raises(
+    IMLError,
+    match=rf"model.safetensors is not a readable safetensors file \(ValueError: its header claims "
+    rf"{int.from_bytes(garbage[:8], 'little'):,} bytes, but the file has 4,096\)",
+  ):
+    hf_import.load_hf_model(folder)
+  header = json.dumps({"gpt_neox.embed_in.weight": {"dtype": "F32", "shape": [71, 32], "data_offsets": [0, 9088]}})
+  open(weights, "wb").write(len(header).to_bytes(8, "little") + header.encode() + bytes(64))  # cut short
+  with pytest.raises(
+    IMLError, match=r"tensor 'gpt_neox.embed_in.weight' \(F32 \[71, 32\]\) does not fit its data_offsets"
+  ):
+    hf_import.load_hf_model(folder)
 
 
 def test_export_refuses_what_the_family_cannot_express(tmp_path):
@@ -447,9 +462,14 @@ def test_pretrained_mismatches_are_clear(tmp_path):
   with pytest.raises(IMLError, match="the tokenizer in .* has 300 tokens, but the model's embedding has only 200"):
     experiment.run(_define_config(folder), str(tmp_path / "run"))
   config = _define_config(folder)
-  config.model.d_model = 64
-  with pytest.raises(IMLError, match="model.d_model = 64, but .*config.json has 32"):
+  config.model.update(d_model=64, n_layers=3, n_heads=8)
+  with pytest.raises(IMLError) as every_mismatch:  # all in one message: one rerun fixes them
     experiment.run(config, str(tmp_path / "run2"))
+  assert re.fullmatch(
+    r"config field\(s\) model.d_model = 64 \(it has 32\), model.n_layers = 3 \(it has 2\), model.n_heads = 8 "
+    r"\(it has 4\) differ from .*/model-tiny/config.json; set them to its values",
+    str(every_mismatch.value),
+  ), every_mismatch.value
   config.model.init_from = str(tmp_path / "nowhere")
   with pytest.raises(IMLError, match="no such local folder"):
     experiment.run(config, str(tmp_path / "run3"))

@@ -35,6 +35,13 @@ def steps_per_epoch(num_examples: int, batch_size: int, grad_accum: int = 1) -> 
   return max(micro_batches // grad_accum, 1)
 
 
+def batch_bytes(example: dict[str, np.ndarray], batch_size: int) -> int:
+  """Host bytes of one step's batch, from the arrays of one encoded example (each [1, ...]): its rows, their
+  indices and weights. Known before any batch is allocated, so a batch too large for the machine is refused."""
+  per_row = sum(array.nbytes // array.shape[0] for array in example.values())
+  return batch_size * (per_row + np.dtype(np.intp).itemsize + np.dtype(np.float32).itemsize)
+
+
 def epoch_permutation(order_key: tuple[int, ...], epoch: int, num_examples: int) -> np.ndarray:
   """`order_key` names the run and stage, e.g. (seed, seed_stage2, stage index)."""
   return np.random.default_rng([*order_key, epoch, 11]).permutation(num_examples)
