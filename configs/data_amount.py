@@ -42,7 +42,7 @@ def get_config(arg: str | None = None):
   sweep = study_settings.model_size("cvdb", "pythia-1b")
   config = blocks.study_define(
     study_settings.data_amount(num_ents),
-    data=dict(fractions=dict(study_settings.NO_D3)),
+    data=dict(fractions=dict(study_settings.NO_D3), num_entities=num_ents),
     **blocks.published_seeds(sweep),
   )
   return blocks.shrink_for_tests(config) if args["tiny"] else config

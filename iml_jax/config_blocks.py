@@ -335,7 +335,8 @@ def from_row(
   }
   seeds = {k: unpublished[k] for k in ("seed", "n_seeds", "n_seeds_stage2")}
   config = base(row.fields["task"], data, model, stages, study=row.key, **seeds, **overrides)
-  config.update(_nested(row.fields))
+  # A grid value (study_settings.OneOf) is the config's to choose, among the grid or not.
+  config.update(_nested({k: v for k, v in row.fields.items() if not isinstance(v, study_settings.OneOf)}))
   return config
 
 

@@ -136,6 +136,16 @@ ALPHA_RANGES = {("pythia-1b", "cvdb"): (0.6, 0.975)}
 
 
 @dataclasses.dataclass(frozen=True)
+class OneOf:
+  """A row's value where the study ran a grid: a config matches it with any of `values`."""
+
+  values: tuple
+
+  def __repr__(self) -> str:
+    return "one of " + ", ".join(map(repr, self.values))
+
+
+@dataclasses.dataclass(frozen=True)
 class Stage:
   """One stage of a study run; None: not published."""
 
@@ -396,15 +406,10 @@ def tag_correlation(alpha: str, model: str = "pythia-2.8b", kb: str = "cvdb") ->
   )
 
 
-def _off_grid(name: str, value, grid: tuple, field: str) -> tuple[str, ...]:
-  if value in grid:
-    return ()
-  return (f"{name} outside the study's grid [{field} = {value!r} (study: one of {', '.join(map(repr, grid))})]",)
-
-
 def _off_alpha_grid(alpha: float, model: str, kb: str) -> tuple[str, ...]:
   if (model, kb) in ALPHA_GRIDS:
-    return _off_grid("α", alpha, ALPHA_GRIDS[model, kb], "alpha")
+    grid = OneOf(ALPHA_GRIDS[model, kb])
+    return () if _same(alpha, grid) else (f"α outside the study's grid [alpha = {alpha!r} (study: {grid!r})]",)
   if (model, kb) in ALPHA_RANGES:
     low, high = ALPHA_RANGES[model, kb]
     inside = low <= alpha <= high
@@ -422,8 +427,7 @@ def data_amount(num_ents: str) -> Row:
     seeds=(None, None, None),
     epochs=(None, None),
     batch=(256, None),
-    extra={"data.num_entities": int(num_ents)},
-    off_grid=_off_grid("num_ents", int(num_ents), DATA_AMOUNT_GRID, "data.num_entities"),
+    extra={"data.num_entities": OneOf(DATA_AMOUNT_GRID)},  # a sweep varies it: any of the study's sizes
   )
 
 
@@ -664,6 +668,8 @@ def _value(config, path: str):
 
 
 def _same(a, b) -> bool:
+  if isinstance(b, OneOf):
+    return any(_same(a, value) for value in b.values)
   if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
     return a == b
   return abs(a - b) <= 1e-9 * max(1.0, abs(b))

@@ -269,3 +269,13 @@ def test_a_swept_value_is_listed_as_the_run_used_it():
   _, runs = sweep.plan(base, ["stages.stage1.epochs=7,45"])
   printed = [_printed(sweep.run_config(base, run)) for run in runs]
   assert "stages.stage1.epochs = 7 (study: 100)" in printed[0] and "stages.stage1.epochs = 45" in printed[1]
+
+
+def test_a_data_amount_sweep_is_measured_against_the_studys_grid():
+  from iml_jax import sweep
+
+  base = _load("data_amount.py")
+  _, runs = sweep.plan(base, ["data.num_entities=250,2000,3000"])
+  printed = [_printed(sweep.run_config(base, run)) for run in runs]
+  assert printed[:2] == ["", ""]
+  assert printed[2] == "data.num_entities = 3000 (study: one of 250, 500, 1000, 2000)"
