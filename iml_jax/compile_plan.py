@@ -178,11 +178,16 @@ def train_step_lowered(run: RunShape, stage: StageShape, mesh, rules):
   """(the stage's train step, and with gradient accumulation its parts alone: [(one micro-batch's pass, grad_accum),
   (the update, 1)]), lowered. Whether XLA's cost analysis counts a loop's body once or per pass depends on the
   loop, so an accumulating step's FLOPs and bytes are summed from its parts."""
-  optimizer = train.make_optimizer(stage.optimizer, stage.steps, _trainable_mask(run, stage))
-  state = train.abstract_state(run.model, optimizer, mesh, rules)
   batch = abstract_batch(run, stage.batch_size, mesh, rules)
-  step = train.make_train_step(
-    run.model, optimizer, stage.grad_accum, train.shardings_of(state), {k: v.sharding for k, v in batch.items()}
+  optimizer, state, step = train.stage_step(
+    run.model,
+    stage.optimizer,
+    stage.steps,
+    _trainable_mask(run, stage),
+    stage.grad_accum,
+    mesh,
+    rules,
+    {k: v.sharding for k, v in batch.items()},
   )
   parts = []
   with sharding.use_mesh(mesh, rules):

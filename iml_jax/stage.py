@@ -215,13 +215,13 @@ class ProgramCache:
       tuple(sorted(layout.items())),
     )
     if key not in self._programs:
-      optimizer = train.make_optimizer(stage.optimizer, total_steps, mask)
-      abstract = train.abstract_state(ctx.model, optimizer, ctx.mesh, ctx.rules)
-      shardings = train.shardings_of(abstract)
-      step = train.make_train_step(ctx.model, optimizer, stage.grad_accum, shardings, layout)
+      optimizer, abstract, step = train.stage_step(
+        ctx.model, stage.optimizer, total_steps, mask, stage.grad_accum, ctx.mesh, ctx.rules, layout
+      )
       while len(self._programs) >= self.kept:
         del self._programs[next(iter(self._programs))]
-      self._programs[key] = StagePrograms(optimizer, abstract, step, train.make_initializer(ctx.model, shardings))
+      initializer = train.make_initializer(ctx.model, train.shardings_of(abstract))
+      self._programs[key] = StagePrograms(optimizer, abstract, step, initializer)
     return self._programs[key]
 
 

@@ -232,6 +232,14 @@ def shardings_of(abstract: Any) -> Any:
   return jax.tree.map(lambda a: a.sharding, abstract)
 
 
+def stage_step(model, optimizer_spec, total_steps: int, mask, grad_accum: int, mesh, rules, batch_layout):
+  """(optimizer, abstract state, jitted train step) of one stage: what a run executes (stage.ProgramCache) and
+  what tpu_plan compiles for a TPU (compile_plan), built in one place so the two cannot drift apart."""
+  optimizer = make_optimizer(optimizer_spec, total_steps, mask)
+  abstract = abstract_state(model, optimizer, mesh, rules)
+  return optimizer, abstract, make_train_step(model, optimizer, grad_accum, shardings_of(abstract), batch_layout)
+
+
 def create_state(model, optimizer, abstract: TrainState, rng: jax.Array, params=None, initializer=None) -> TrainState:
   """A fresh state laid out as `abstract`: new parameters from `rng` (by `initializer`, the model's
   `make_initializer` program if one was compiled already), or the given `params` (the previous stage's), with a
