@@ -13,7 +13,6 @@ before digests were kept) is unfinished: a resumed stage discards it (`discard_u
 """
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
@@ -64,7 +63,7 @@ def _save_failure(err: Exception) -> str | None:
   if found:
     return os.strerror(int(found.group(1)))
   if isinstance(err, ValueError) and str(err).startswith("RESOURCE_EXHAUSTED"):
-    return os.strerror(errno.ENOSPC)
+    return "resource exhausted: disk space or a quota"
   return None
 
 
@@ -89,7 +88,10 @@ def _orbax_thread_errors_unlogged():
 class StageCheckpoints:
   def __init__(self, directory: str, max_to_keep: int | None = None):
     self.directory = io_utils.absolute(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
+    # Orbax would delete the oldest step inside save(), before the new step's digest exists: a kill in between would
+    # leave no verified checkpoint at all. Steps beyond `max_to_keep` are pruned here, after the digest is written.
+    self.max_to_keep = max_to_keep
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
     if jax.process_index() == 0:
       # Orbax's own clean-up option only runs with the next save, which a finished stage never makes. A step
       # directory without Orbax's metadata file is unfinished too: what a mount without atomic renames can leave.
@@ -136,10 +138,11 @@ class StageCheckpoints:
         self.manager.wait_until_finished()
       if jax.process_index() == 0:
         io_utils.atomic_write_json(self._digests_path(step), file_digests(f"{self.directory}/{step}"))
-        kept = {str(s) for s in self.manager.all_steps()}
-        for name in io_utils.listdir(self.directory):  # the digests of checkpoints max_to_keep removed
-          if name.endswith(DIGESTS_SUFFIX) and name[: -len(DIGESTS_SUFFIX)] not in kept:
-            io_utils.remove(f"{self.directory}/{name}")
+      if jax.process_count() > 1:  # every process sees the digest before any prunes or verifies
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"checkpoint digest {self.directory}/{step}")
+      self._prune()
     except (OSError, ValueError) as err:
       reason = _save_failure(err)
       if reason is None:
@@ -148,6 +151,17 @@ class StageCheckpoints:
         f"saving checkpoint step {step} in {self.directory} failed ({reason}); "
         f"the earlier checkpoints are intact: free space and rerun to resume"
       ) from None
+
+  def _prune(self) -> None:
+    """Deletes all but the newest `max_to_keep` steps, and their digests: only once a newer step is verified."""
+    steps = sorted(self.manager.all_steps())
+    for old in steps[: -self.max_to_keep] if self.max_to_keep else []:
+      self.manager.delete(old)
+    if jax.process_index() == 0:
+      kept = {str(s) for s in self.manager.all_steps()}
+      for name in io_utils.listdir(self.directory):
+        if name.endswith(DIGESTS_SUFFIX) and name[: -len(DIGESTS_SUFFIX)] not in kept:
+          io_utils.remove(f"{self.directory}/{name}")
 
   def _digests_path(self, step: int) -> str:
     return f"{self.directory}/{step}{DIGESTS_SUFFIX}"

@@ -319,6 +319,8 @@ def from_row(
 
   def unpublished_value(field, index):
     value = unpublished[field]
+    if isinstance(value, tuple) and len(value) != len(row.stages):
+      raise IMLError(f"study row {row.key}: {len(row.stages)} stages, but our unpublished {field} gives {len(value)}")
     return value[index] if isinstance(value, tuple) else value
 
   stages = {

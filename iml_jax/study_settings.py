@@ -420,7 +420,7 @@ def _off_alpha_grid(alpha: float, model: str, kb: str) -> tuple[str, ...]:
 def data_amount(num_ents: str) -> Row:
   return _define(
     f"data_amount:num_ents={num_ents}",
-    f"data amount: {num_ents} people",
+    "data amount: Pythia-1B on 250 to 2,000 people",
     "§4.6",
     "pythia-1b",
     fractions=None,
@@ -707,10 +707,10 @@ def _listing(fields: dict[str, tuple]) -> str:
   merged: dict[tuple, list[str]] = {}
   for path, values in fields.items():
     stage_field = _STAGE_FIELD.fullmatch(path)
-    key = (stage_field.group(2), *map(repr, values)) if stage_field else (path, *map(repr, values))
+    key = (bool(stage_field), stage_field.group(2) if stage_field else path, *map(repr, values))
     merged.setdefault(key, []).append(stage_field.group(1) if stage_field else "")
   parts = []
-  for (field, *shown), stages in merged.items():
+  for (_, field, *shown), stages in merged.items():
     if stages != [""]:
       field = f"stages.{stages[0] if len(stages) == 1 else '{' + ','.join(stages) + '}'}.{field}"
     parts.append(f"{field} = {shown[0]}" + (f" (study: {shown[1]})" if len(shown) > 1 else ""))

@@ -76,8 +76,17 @@ relaunch_if_needed() {
   esac
   if [[ $state == NOT_FOUND && ${#delete_args[@]} -gt 0 && $DRY_RUN == 0 ]]; then
     # No VM yet is no lost VM while its queued resource still waits: deleting it would only lose its place.
-    local queued
-    queued="$(tpus queued-resources describe "$NAME" --format='value(state.state)' 2>/dev/null)" || queued=""
+    local queued errors
+    errors="$(mktemp)"
+    if ! queued="$(tpus queued-resources describe "$NAME" --format='value(state.state)' 2>"$errors")"; then
+      if ! grep -q "NOT_FOUND" "$errors"; then  # unknown is not gone: its place in the queue may be all it has
+        echo "# queued resource $NAME: state unknown ($(grep -m 1 . "$errors" || echo "describe failed")); nothing done" >&2
+        rm -f "$errors"
+        return 1
+      fi
+      queued=NOT_FOUND
+    fi
+    rm -f "$errors"
     case "$queued" in
       WAITING_FOR_RESOURCES | ACCEPTED | CREATING | PROVISIONING | DELETING)
         echo "# $NAME has no VM yet: its queued resource is $queued; nothing to do" >&2; return ;;

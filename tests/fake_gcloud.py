@@ -8,7 +8,8 @@ resources go WAITING_FOR_RESOURCES → $FAKE_GCLOUD_QUEUED_OUTCOME (default ACTI
 FAILED, SUSPENDED) after $FAKE_GCLOUD_QUEUED_DESCRIBES describes (default 2). Runtime versions are checked against
 the accelerator generation as Google documents them.
 `tpu-vm describe` fails as an expired login does for its first $FAKE_GCLOUD_DESCRIBE_FAILURES calls ("always":
-every call); one of a VM that does not exist says NOT_FOUND as Google's does. $FAKE_GCLOUD_SSH=skip makes `ssh`
+every call), and `queued-resources describe` every time $FAKE_GCLOUD_QUEUED_DESCRIBE_FAILS is set; one of a VM that
+does not exist says NOT_FOUND as Google's does. $FAKE_GCLOUD_SSH=skip makes `ssh`
 record its command and run nothing (tests of the scripts' decisions, not of what runs on the workers).
 Every call is appended to calls.jsonl. `preempt(state, name, worker)` plays a spot preemption for tests.
 
@@ -227,6 +228,11 @@ class Cloud:
       json.dump(resource, f)
 
   def describe_queued(self, name: str) -> str:
+    if os.environ.get("FAKE_GCLOUD_QUEUED_DESCRIBE_FAILS"):
+      raise SystemExit(
+        "ERROR: (gcloud.compute.tpus.queued-resources.describe) There was a problem refreshing your current auth "
+        "tokens: Reauthentication failed."
+      )
     resource = self.queued(name)
     resource["describes"] += 1
     if resource["state"] == "WAITING_FOR_RESOURCES" and resource["describes"] >= resource["settles_after"]:

@@ -114,7 +114,10 @@ FULL_DISK_ERRORS = {
     ValueError(TENSORSTORE_ENOSPC.replace("No space left on device [os_error_code='28']", "[os_error_code='122']")),
     "Disk quota exceeded",
   ),
-  "tensorstore, no errno": (ValueError("RESOURCE_EXHAUSTED: writing failed"), "No space left on device"),
+  "tensorstore, no errno": (
+    ValueError("RESOURCE_EXHAUSTED: writing failed"),
+    "resource exhausted: disk space or a quota",
+  ),
 }
 
 
@@ -174,6 +177,30 @@ def test_a_checkpoint_without_its_digest_is_never_restored(tmp_path):
   assert reopened.discard_unverified() == []
   reopened.save(4, state.params, state.opt_state, {"step": 4})
   assert reopened.restore(4, abstract.params, abstract.opt_state)[2] == {"step": 4}
+
+
+def test_the_last_verified_checkpoint_outlives_a_save_cut_short_before_its_digest(tmp_path, monkeypatch):
+  """With max_to_keep=1 the older step goes only once the newer one has its digest: killed in between, the stage
+  resumes from the older step, not from its start."""
+  from iml_jax import io_utils
+
+  abstract, state = _state(sharding.make_mesh((-1, 1, 1)))
+  checkpoints = StageCheckpoints(str(tmp_path / "ckpt"), max_to_keep=1)
+  checkpoints.save(1, state.params, state.opt_state, {"step": 1})
+  checkpoints.save(2, state.params, state.opt_state, {"step": 2})
+  assert sorted(os.listdir(tmp_path / "ckpt")) == ["2", "2.sha256.json"]
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt  # the process dies before the digest is written
+
+  monkeypatch.setattr(io_utils, "atomic_write_json", killed)
+  with pytest.raises(KeyboardInterrupt):
+    checkpoints.save(3, state.params, state.opt_state, {"step": 3})
+  monkeypatch.undo()
+  reopened = StageCheckpoints(str(tmp_path / "ckpt"), max_to_keep=1)
+  assert reopened.discard_unverified() == [3]
+  assert reopened.latest_step() == 2
+  assert reopened.restore(2, abstract.params, abstract.opt_state)[2] == {"step": 2}
 
 
 def _largest_file(directory):

@@ -548,3 +548,20 @@ def test_relaunch_leaves_a_queued_resource_that_still_waits_for_its_vm(simulator
   )
   assert _calls(state)[before:] == ["tpu-vm describe", "queued-resources describe"]
   assert os.path.exists(fake_gcloud.Cloud(state).queued_path("iml-pod"))
+
+
+def test_relaunch_never_deletes_a_queued_resource_whose_state_it_cannot_read(simulator):
+  env, state = simulator
+  env = {**env, "FAKE_GCLOUD_QUEUED_DESCRIBES": "100", "FAKE_GCLOUD_SSH": "skip"}
+  subprocess.run([os.path.join(LAUNCH, "create.sh"), "--queued", "--wait=0"], env=env, capture_output=True)
+  before = len(_calls(state))
+  result = subprocess.run(
+    [os.path.join(LAUNCH, "relaunch.sh"), "--queued", "--config=c.py", "--workdir=gs://b/w"],
+    env={**env, "FAKE_GCLOUD_QUEUED_DESCRIBE_FAILS": "1"},
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 1
+  assert result.stderr.splitlines()[-1].startswith("# queued resource iml-pod: state unknown (ERROR: ")
+  assert _calls(state)[before:] == ["tpu-vm describe", "queued-resources describe"]
+  assert os.path.exists(fake_gcloud.Cloud(state).queued_path("iml-pod"))
