@@ -197,6 +197,7 @@ def main(argv, flag_values):
       if not (workdirs and out):
         raise IMLError("--analysis=alignment_vs_batch needs --workdirs and --out")
       plots.plot_alignment_vs_batch(workdirs, out)
+      print(stats.format_alignment_vs_batch(plots.alignment_by_batch(workdirs)))
       print(f"wrote {out}")
   except IMLError as err:
     cli.fail("iml_jax.analyze", err)

@@ -129,9 +129,18 @@ def _t_band(mean: float, half: float | None) -> tuple[float, float]:
   return mean - (half or 0.0), mean + (half or 0.0)
 
 
-def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
-  """The study's §11.3 figure: definition–question cosine (tag A vs tag B, mean and 95% CI over seeds) at
-  each run's batch size, from each workdir's summary.json (the first stage's last measurement)."""
+@dataclasses.dataclass(frozen=True)
+class AlignmentAtBatch:
+  """One run of an alignment-vs-batch grid: the first stage's last measurement."""
+
+  batch_size: int
+  labels: list[str]  # tag A's and tag B's question sets
+  cos: list[dict]  # per label: {"mean", "ci95"} over stage-1 seeds
+  cos_gap: dict | None  # stats.summarize_alignment's paired test of cos(A) - cos(B)
+
+
+def alignment_by_batch(workdirs: list[str]) -> list[AlignmentAtBatch]:
+  """Each workdir's alignment summary (summary.json), by batch size."""
   points = []
   for workdir in workdirs:
     try:
@@ -147,15 +156,24 @@ def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
         "python -m iml_jax.analyze --analysis=grad_alignment on it first"
       )
     labels = config.analysis.grad_alignment.sets.split(",")[2:]
-    points.append((config.stages[stage_name].batch_size, [alignment[label]["cos"] for label in labels], labels))
-  points.sort(key=lambda p: p[0])
+    batch = config.stages[stage_name].batch_size
+    points.append(
+      AlignmentAtBatch(batch, labels, [alignment[label]["cos"] for label in labels], alignment.get("cos_gap"))
+    )
+  return sorted(points, key=lambda p: p.batch_size)
+
+
+def plot_alignment_vs_batch(workdirs: list[str], path: str) -> None:
+  """The study's §11.3 figure: definition–question cosine (tag A vs tag B, mean and 95% CI over seeds) at
+  each run's batch size, from each workdir's summary.json (the first stage's last measurement)."""
+  points = alignment_by_batch(workdirs)
   figure, axis = plt.subplots(figsize=(6, 4))
   for index, colour in ((0, "tab:blue"), (1, "tab:red")):
-    label = points[0][2][index]
+    label = points[0].labels[index]
     axis.errorbar(
-      [p[0] for p in points],
-      [p[1][index]["mean"] for p in points],
-      yerr=[p[1][index]["ci95"] or 0.0 for p in points],
+      [p.batch_size for p in points],
+      [p.cos[index]["mean"] for p in points],
+      yerr=[p.cos[index]["ci95"] or 0.0 for p in points],
       marker="o",
       capsize=3,
       color=colour,

@@ -245,6 +245,34 @@ def format_alignment(alignment: dict) -> str:
   return "\n".join(lines)
 
 
+def format_alignment_vs_batch(points) -> str:
+  """plots.alignment_by_batch's points as printed: a verdict on how tag A's cosine advantage changes from the
+  smallest batch to the largest, then one line per batch size."""
+
+  def shown(value: dict | None) -> str:
+    if value is None:
+      return "not tested"
+    ci = f" ± {value['ci95']:.4f}" if value.get("ci95") is not None else ""
+    p_value = f", p = {value['p_value']:.2g}" if value.get("p_value") is not None else ""
+    return f"{value['mean']:+.4f}{ci}{p_value}"
+
+  first, last = points[0], points[-1]
+  if len(points) < 2 or first.cos_gap is None or last.cos_gap is None:
+    verdict = "one batch size or an untested gap: no trend to judge"
+  else:
+    falls = first.cos_gap["mean"] > last.cos_gap["mean"]
+    verdict = (
+      f"tag A's advantage {'falls' if falls else 'does not fall'} from batch {first.batch_size} to {last.batch_size}"
+    )
+  lines = [f"alignment vs batch size: {verdict}"]
+  for point in points:
+    a, b = (f"{c['mean']:+.4f}" for c in point.cos)
+    lines.append(
+      f"  batch {point.batch_size:>6}  cos {point.labels[0]} {a}, {point.labels[1]} {b}, gap {shown(point.cos_gap)}"
+    )
+  return "\n".join(lines)
+
+
 def format_table(summary: dict) -> str:
   """The printed result: each subset by its code and paper name with n (stage-1 seeds), the IML gap with its paired
   test, and the paper's pooled test, each p-value labelled by the test it comes from."""

@@ -64,6 +64,9 @@ def test_grad_alignment_on_saved_checkpoints(finished_run):
   )
   assert result.returncode == 0, result.stderr
   assert out.stat().st_size > 1000
+  printed = result.stdout.strip().splitlines()
+  assert printed[0] == "alignment vs batch size: tag A's advantage does not fall from batch 32 to 128"  # one summary
+  assert [line.split()[1] for line in printed[1:3]] == ["32", "128"]
 
 
 # slow (more than a minute on 2 cores with the suite running): run with `-m slow`

@@ -324,3 +324,17 @@ def test_the_alignment_verdict_follows_the_paired_test():
   ]
   assert stats.format_alignment(alignment(0.2)).splitlines()[0].endswith("p = 0.2: no difference shown")
   assert "(one stage-1 seed: no test)" in stats.format_alignment(alignment(None, ci95=None))
+
+
+def test_the_alignment_vs_batch_verdict_compares_the_smallest_and_largest_batch():
+  from iml_jax.plots import AlignmentAtBatch
+
+  def point(batch, gap):
+    cos = [{"mean": 0.2 + gap, "ci95": 0.01}, {"mean": 0.2, "ci95": 0.01}]
+    return AlignmentAtBatch(batch, ["d1consis", "d2consis"], cos, {"mean": gap, "ci95": 0.005, "p_value": 0.01})
+
+  shown = stats.format_alignment_vs_batch([point(128, 0.013), point(4096, 0.001)]).splitlines()
+  assert shown[0] == "alignment vs batch size: tag A's advantage falls from batch 128 to 4096"
+  assert shown[1] == "  batch    128  cos d1consis +0.2130, d2consis +0.2000, gap +0.0130 ± 0.0050, p = 0.01"
+  rising = stats.format_alignment_vs_batch([point(128, 0.001), point(4096, 0.013)])
+  assert rising.startswith("alignment vs batch size: tag A's advantage does not fall from batch 128 to 4096")
