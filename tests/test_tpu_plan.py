@@ -1,6 +1,7 @@
 """tpu_plan compiles a run's programs for TPU slices with libtpu's compiler, no TPU attached, and reports what the
 compiler says: checked against the compiled programs' own analyses and against an independent program."""
 
+import os
 import re
 import subprocess
 import sys
@@ -141,6 +142,32 @@ def test_a_program_too_large_for_the_chip_is_named_with_what_to_change():
   assert needed > 16 and f"{needed - 16:.2f} over" in over
   assert " fits=no " in next(line for line in lines if line.startswith("RESULT tpu_plan"))
   assert lines[-1].startswith("no planned type fits with the state replicated") and "mesh.rules=fsdp" in lines[-1]
+
+
+def _programs(config: str) -> tuple:
+  """What decides every program tpu_plan compiles for `config`: the model, the training arrays, each stage's step,
+  decoding's batch and lengths, the alignment statistics and the mesh (not step counts or learning rates)."""
+  run = compile_plan.run_shape(experiment.load_config(os.path.join(ROOT, config)))
+  arrays = tuple(sorted((name, tuple(shape), str(dtype)) for name, (shape, dtype) in run.array_shapes.items()))
+  stages = tuple(stage.program_key for stage in run.stages)
+  return (run.model, arrays, stages, run.eval_batch, run.prompt_width, run.max_new_tokens, run.alignment, run.mesh)
+
+
+@pytest.mark.parametrize(
+  "config, pinned",
+  [
+    ("configs/definition_order.py:order=vte", "configs/pythia_cvdb_2stage.py"),
+    ("configs/tag_correlation.py:alpha=0.8", "configs/pythia_cvdb_2stage.py"),
+    ("configs/probes.py:order=vte", "configs/data_amount.py:num_ents=500"),
+  ],
+)
+def test_a_study_config_runs_the_programs_of_one_whose_fit_is_pinned(config, pinned):
+  """These configs compile exactly the programs of a config the slow test below compiles: its fit is theirs."""
+  assert _programs(config) == _programs(pinned)
+
+
+def test_a_different_decode_length_makes_different_programs():
+  assert _programs("configs/three_stage.py") != _programs("configs/pythia_cvdb_2stage.py")  # 20 new tokens, not 8
 
 
 # slow (7 to 10 minutes each on 2 cores: a few billion parameters to compile): the study configs fit the TPU types
