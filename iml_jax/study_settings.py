@@ -2,9 +2,10 @@
 
 Each row holds what the study's own configs set (docs/study.md, section in `section`): data fractions,
 test fraction, seeds, stages with their epochs, batch and accumulation, optimizer, lengths and model. A
-field the study does not publish is absent from the row and never compared. `departures(config)` lists
-every field where a config differs from its row (`config.study` names the row); `deviations(config)`
-is what a result is printed with: the config's own `deviations`, minus those a command-line override has
+field the study does not publish is absent from the row (None) and never compared; `project_choices(config)`
+lists what the config chose for it. `departures(config)` lists every field where a config differs from its row
+(`config.study` names the row); `deviations(config)` is what a result is printed with: the config's own
+`deviations` as reasons, each with the values of the differing fields it names, minus those an override has
 undone, plus one line per departure that no deviation names.
 
 This module is where the package writes the study's numbers (model shapes: models/families): config_blocks
@@ -12,7 +13,8 @@ and configs/*.py build from these rows, and tests/test_study_numbers.py checks t
 
 A deviation is a short sentence ending in the fields it covers, e.g.
   "Stage 2 trains only the alias embedding rows [stages.stage2.trainable]"
-(fnmatch patterns; a deviation with no brackets is a note that covers no field).
+(fnmatch patterns; a deviation with no brackets is a note that covers no field). It names no values: the run
+prints them beside it, e.g. "... [stages.stage2.trainable = 'alias_embeddings' (study: 'all')]".
 """
 
 import dataclasses
