@@ -170,9 +170,8 @@ def test_a_different_decode_length_makes_different_programs():
   assert _programs("configs/three_stage.py") != _programs("configs/pythia_cvdb_2stage.py")  # 20 new tokens, not 8
 
 
-# slow (3 to 10 minutes each on 2 cores: one to a few billion parameters to compile): the study configs fit the TPU
-# types the README's configs table and their docstrings give them. Not yet pinned: trex_2stage, three_stage,
-# incontext and is_isnt (Pythia-2.8B shapes of their own, 7 to 10 minutes each).
+# slow (3 to 10 minutes each on 2 cores: one to a few billion parameters to compile): every study config fits the TPU
+# type the README's configs table and its docstring give it (the others compile these same programs: see above)
 @pytest.mark.slow
 @pytest.mark.parametrize(
   "config, tpu",
@@ -183,6 +182,10 @@ def test_a_different_decode_length_makes_different_programs():
     ("configs/data_amount.py:num_ents=500", "v5litepod-8"),
     ("configs/batch_size.py:batch=256", "v5litepod-8"),
     ("configs/grad_alignment.py:batch=128", "v5litepod-8"),
+    ("configs/is_isnt.py:defn=is_isnt", "v5litepod-8"),
+    ("configs/three_stage.py", "v5litepod-8"),
+    ("configs/incontext.py", "v5litepod-8"),
+    ("configs/trex_2stage.py", "v5litepod-8"),
   ],
 )
 def test_the_study_configs_fit_the_tpu_types_they_recommend(config, tpu):
