@@ -10,7 +10,8 @@ COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "coll
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4}
 _DTYPE_BYTES |= {"f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
 # `%name = <result shape> <op>(`: a collective, synchronous or the start of an asynchronous one
-_INSTRUCTION = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
+_INSTRUCTION = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\((.*)")
+_CHANNEL = re.compile(r"\bchannel_id=(\d+)")
 _ARRAY = re.compile(r"([a-z]+\d*)\[([\d,]*)\](\{[^}]*\})?")
 
 
@@ -56,9 +57,17 @@ def array_bytes(shape_text: str, hbm_only: bool = False) -> int:
 
 
 def collectives(hlo_text: str) -> dict[str, tuple[int, int]]:
-  """{kind: (count, bytes)} of the collectives as they appear in the program (a loop's body once)."""
+  """{kind: (count, bytes)} of the collectives in the program (a loop's body once). XLA:TPU splits an
+  asynchronous collective fused with its neighbours into one computation per phase, each holding a copy of the
+  collective under the same channel id, so a channel counts once."""
   found = collections.defaultdict(lambda: [0, 0])
-  for shape, kind in _INSTRUCTION.findall(hlo_text):
+  channels = set()
+  for shape, kind, rest in _INSTRUCTION.findall(hlo_text):
+    channel = _CHANNEL.search(rest)
+    if channel:
+      if (kind, channel.group(1)) in channels:
+        continue
+      channels.add((kind, channel.group(1)))
     found[kind][0] += 1
     found[kind][1] += array_bytes(shape)
   return {kind: tuple(found[kind]) for kind in COLLECTIVES if kind in found}

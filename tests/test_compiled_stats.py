@@ -18,6 +18,23 @@ def test_collectives_are_read_from_the_optimised_program():
   }
 
 
+def test_a_collective_copied_into_each_phase_of_an_async_fusion_counts_once():
+  """XLA:TPU's async collective fusions hold the same all-gather (one channel id) in the computation of each
+  phase; a ring of collective-permutes has a channel per transfer."""
+  gather = "bf16[64,32]{1,0} all-gather(%param_0.N), channel_id=56, dimensions={0}"
+  hlo = f"""
+%fused_computation.1 (param_0.1: bf16[8,32]) -> bf16[64,32] {{
+  ROOT %all-gather.1 = {gather.replace("N", "1")}
+}}
+%async_collective_fusion.2 (param_0.2: bf16[8,32]) -> bf16[64,32] {{
+  ROOT %all-gather.2 = {gather.replace("N", "2")}
+}}
+  %collective-permute-start = (bf16[8,32]{{1,0}}, bf16[8,32]{{1,0}}) collective-permute-start(%a), channel_id=91
+  %collective-permute-start.1 = (bf16[8,32]{{1,0}}, bf16[8,32]{{1,0}}) collective-permute-start(%b), channel_id=92
+  """
+  assert compiled_stats.collectives(hlo) == {"all-gather": (1, 64 * 32 * 2), "collective-permute": (2, 2 * 8 * 32 * 2)}
+
+
 def test_bytes_are_counted_where_they_live_and_by_source():
   """Top-level instructions only (a fusion's own body is inside it), HBM arrays only (`S(1)`: a core's memory),
   an async slice as the slice it reads, and the model path without its layer index."""
