@@ -22,10 +22,15 @@ block 48, 8 new tokens; 20 stage-1 seeds (600-619) x 5 stage-2 seeds.
 Weights: `model.init_from` names Pythia-2.8B-deduped (downloaded when the hub is reachable); offline, point it at
 a local copy of the model folder: --config.model.init_from=/models/pythia-2.8b-deduped
 Study's result (poster, ±0.005): after stage 2 EM d1consis ≈ 0.31 > d3consis ≈ 0.30 > d2consis ≈ 0.28;
-entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per seed (not timed here). TPU plan
-(compile-time estimates, `python -m iml_jax.tpu_plan --config=configs/pythia_cvdb_2stage.py --tpu=v5litepod-8`):
-10.9 GiB per chip on a v5litepod-8 (mesh.rules fsdp over its 8 chips), a step bound of 439 ms by XLA's byte count
-(134 ms by the HBM estimate, docs/tpu_plan.md), 28 chip-hours for the 20 x 5 seeds.
+entity-association "name" gap ≈ +0.11. Hardware: one 80 GB accelerator per seed (not timed here).
+
+On a TPU slice run each step's 256 in one pass, `:passes=1` (listed as a deviation; the update is the same,
+since the loss is token-weighted over the whole batch however it is split): `fsdp` spreads the batch over the
+chips, so one pass fits, and it gathers the sharded weights once a step instead of twice. TPU plan (compile-time
+estimates, `python -m iml_jax.tpu_plan --config=configs/pythia_cvdb_2stage.py:passes=1 --tpu=v5litepod-8`): 11.1 GiB
+per chip on a v5litepod-8 (mesh.rules fsdp over its 8 chips), 24.0 TFLOP per chip and step, a step bound of 262 ms
+by XLA's byte count (FLOP-bound at 122 ms by the HBM estimate, docs/tpu_plan.md), 17 chip-hours for the 20 x 5
+seeds; the study's two passes: 10.9 GiB, 439 ms, 28 chip-hours.
 """
 
 from iml_jax import config_blocks as blocks
@@ -33,7 +38,9 @@ from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
-  args = blocks.parse_arg(arg, dict(model=""), "configs/pythia_cvdb_2stage.py")
+  args = blocks.parse_arg(arg, dict(model="", passes=0), "configs/pythia_cvdb_2stage.py")
   if args["model"]:
-    return blocks.model_size_sweep(args["model"], "cvdb")
-  return blocks.study_define(study_settings.cvdb_main())
+    config = blocks.model_size_sweep(args["model"], "cvdb")
+  else:
+    config = blocks.study_define(study_settings.cvdb_main())
+  return blocks.in_passes(config, args["passes"]) if args["passes"] else config

@@ -53,9 +53,10 @@ def roofline_seconds(flops: float, accessed: float, kind) -> float:
   return max(flops / kind.device_peak_flops, accessed / kind.device_hbm_bytes_per_s)
 
 
-def _compile(name: str, lowered, parts=(), dump_to: str = "") -> Program:
+def _compile(name: str, lowered, parts=(), dump_to: str = "", flops: float = 0.0) -> Program:
   """`lowered` compiled (and its `parts`: see compiled_stats.stats); a program larger than the chip's memory is
-  reported with the compiler's words. `dump_to`: a path prefix for the optimised HLO of the program and parts."""
+  reported with the compiler's words. `dump_to`: a path prefix for the optimised HLO of the program and parts.
+  `flops`: the program's own FLOPs per device, in place of the compiler's count of the partitioned program."""
   import jax
 
   from iml_jax import compiled_stats
@@ -72,7 +73,10 @@ def _compile(name: str, lowered, parts=(), dump_to: str = "") -> Program:
     if "RESOURCE_EXHAUSTED" not in str(err):
       raise
     return Program(name, out_of_memory=str(err).splitlines()[0], seconds=time.perf_counter() - start)
-  return Program(name, compiled_stats.stats(compiled, compiled_parts), seconds=time.perf_counter() - start)
+  stats = compiled_stats.stats(compiled, compiled_parts)
+  if flops:
+    stats = dataclasses.replace(stats, flops=flops, partitioned_flops=stats.flops)
+  return Program(name, stats, seconds=time.perf_counter() - start)
 
 
 def plan_for(run, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan:
@@ -90,7 +94,12 @@ def plan_for(run, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan:
     if stage.program_key in by_key:
       program = dataclasses.replace(by_key[stage.program_key], name=name, same_as=by_key[stage.program_key].name)
     else:
-      program = _compile(name, *compile_plan.train_step_lowered(run, stage, mesh, rules), dump(f"train_{stage.name}"))
+      program = _compile(
+        name,
+        *compile_plan.train_step_lowered(run, stage, mesh, rules),
+        dump(f"train_{stage.name}"),
+        compile_plan.train_step_flops(run, stage, rules, mesh.size),
+      )
       by_key[stage.program_key] = program
     programs.append(program)
     if program.stats:
@@ -159,13 +168,16 @@ def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
     bound = hours = tflop = gb = math.nan
   else:
     step, bound = plan.step, plan.step_bound()
+    devices = math.prod(plan.mesh_shape.values())
     tflop, gb, intensity = step.flops / 1e12, step.bytes_accessed / 1e9, step.flops / max(step.bytes_accessed, 1)
     ridge = kind.device_peak_flops / kind.device_hbm_bytes_per_s
     hours = plan.run_step_seconds * kind.devices / 3600
     collectives = ", ".join(f"{k} {n} ({b / 1e9:.3g} GB)" for k, (n, b) in step.collectives.items())
     lines += [
-      f"  largest train step per chip: {tflop:.3g} TFLOP, {gb:.3g} GB accessed, {intensity:.0f} FLOP/byte (ridge "
-      f"{ridge:.0f}); roofline {_bound_line(step.flops, step.bytes_accessed, kind)} (FLOP utilisation)",
+      f"  largest train step per chip: {tflop:.3g} TFLOP (the program's, over {devices} devices; XLA:TPU counts "
+      f"{step.partitioned_flops / 1e12:.3g} in the partitioned program), {gb:.3g} GB accessed, {intensity:.0f} "
+      f"FLOP/byte (ridge {ridge:.0f}); roofline {_bound_line(step.flops, step.bytes_accessed, kind)} (FLOP "
+      "utilisation)",
       f"  the same with its HBM traffic as the optimised HLO's top-level arrays in HBM ({step.hbm_bytes / 1e9:.3g} GB; "
       f"XLA's count above also has each fused operation's reads): {_bound_line(step.flops, step.hbm_bytes, kind)}",
       *([f"  XLA:TPU's own estimate of its time: {step.optimal_seconds * 1e3:.3g} ms"] if step.optimal_seconds else []),
@@ -182,8 +194,8 @@ def describe(plan: Plan, spec: str, breakdown: int = 0) -> list[str]:
     over = f": {need:.2f} GiB, {need - kind.device_hbm_bytes / GiB:.2f} over" if math.isfinite(need) else ""
     lines.append(f"  does not fit: {worst.name}{over}")
   lines.append(
-    "  compile-time estimates from XLA:TPU's memory and cost analyses, not measurements (an accumulating step's "
-    "FLOPs and bytes: its micro-batch pass and update compiled alone, summed)"
+    "  compile-time estimates from XLA's memory and cost analyses, not measurements (a step's FLOPs: its program's "
+    "before partitioning; an accumulating step's FLOPs and bytes: its micro-batch pass and update apart, summed)"
   )
   lines.append(
     f"RESULT tpu_plan config={spec} tpu={kind.name} fits={'yes' if fits else 'no'} gib_per_chip={gib:.2f} "

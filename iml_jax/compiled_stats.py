@@ -29,6 +29,7 @@ class ProgramStats:
   collectives: dict
   bytes_by_source: collections.Counter  # unpadded bytes of the top-level instructions by JAX source
   optimal_seconds: float = 0.0  # XLA:TPU's own estimate of the time (0: the backend gives none)
+  partitioned_flops: float = 0.0  # the compiler's FLOPs where `flops` is the program's own count per device
 
   @property
   def hbm_bytes(self) -> float:

@@ -94,6 +94,21 @@ def test_generate_decodes_alike_and_times_the_sides_pass_by_pass():
   assert _ratio(out, "generate") == sorted(float(ratio) for ratio in rounds.groups())[1]  # their median
 
 
+def test_tpu_products_sums_each_product_of_the_model_as_often_as_the_model_runs_it():
+  """Pythia-70M's products (6 layers) for 128 tokens on a v5e chip: the model's FLOPs (6 per weight and token)
+  and the bytes of operands and results, each layer's products counted once per layer."""
+  out = _run("tpu_products.py", "--model=pythia-70m", "--tokens=128", "--vocab_size=1024")
+  fields = dict(item.split("=") for item in out.strip().splitlines()[-1].split()[2:])
+  d, layers, tokens, vocab = 512, 6, 128, 1024
+  weights = layers * (4 * d * d + 2 * d * 4 * d) + d * vocab
+  assert float(fields["tflop"]) * 1e12 == pytest.approx(6 * weights * tokens, rel=1e-3)
+  layer_moved = 4 * (2 * tokens * d + d * d) + 2 * (tokens * d + tokens * 4 * d + 4 * d * d)
+  moved = 2 * 3 * (layers * layer_moved + tokens * d + d * vocab + tokens * vocab)
+  assert float(fields["operands_gb"]) * 1e9 == pytest.approx(moved, rel=1e-3)
+  assert float(fields["xla_gb"]) >= float(fields["operands_gb"]) * 0.99  # XLA reads every operand at least once
+  assert 0 < float(fields["peak_share"]) <= 1
+
+
 @pytest.mark.slow
 def test_profile_step_lists_the_operations_of_the_step_with_their_model_code(tmp_path):
   out = _run(

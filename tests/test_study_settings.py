@@ -180,6 +180,19 @@ def test_a_field_is_listed_once_and_an_undone_deviation_disappears():
   ]
 
 
+def test_the_batch_in_fewer_passes_is_listed_with_why_the_update_is_the_same():
+  """`:passes=1` (a TPU slice's choice) departs from the study's 128 x 2 on the number of passes only; the update
+  is the same however the batch is split (tests/test_train.py, gradient accumulation against one big batch)."""
+  config = _load("pythia_cvdb_2stage.py:passes=1")
+  assert [s.grad_accum for s in config.stages.values()] == [1, 1]
+  assert [s.batch_size for s in config.stages.values()] == [256, 256]
+  (line,) = study_settings.deviations(config)
+  assert "the update is the same up to rounding" in line
+  assert line.endswith("[stages.{stage1,stage2}.grad_accum = 1 (study: 2)]")
+  assert study_settings.deviations(_load("pythia_cvdb_2stage.py:passes=2")) == []
+  assert "grad_accum = 1 (study: 2)" in _printed(_load("pythia_cvdb_2stage.py:model=pythia-410m,passes=1"))
+
+
 @pytest.mark.parametrize(
   "spec, listed",
   [

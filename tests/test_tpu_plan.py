@@ -68,8 +68,13 @@ def test_plan_reports_the_compiled_programs_memory_and_counts_every_accumulation
   (one_pass, passes), (update, _) = parts
   assert passes == 2
   flops = [p.compile().cost_analysis()["flops"] for p in (one_pass, update)]
-  assert plan.programs[0].stats.flops == pytest.approx(2 * flops[0] + flops[1])
-  assert plan.programs[0].stats.flops == pytest.approx(plans[1].programs[0].stats.flops, rel=0.05)
+  assert plan.programs[0].stats.partitioned_flops == pytest.approx(2 * flops[0] + flops[1])
+  assert plan.programs[0].stats.partitioned_flops == pytest.approx(
+    plans[1].programs[0].stats.partitioned_flops, rel=0.05
+  )
+  # The FLOPs the bound uses are the program's own (test_a_step_counts_its_model_s_flops_...), the same either way.
+  assert plan.programs[0].stats.flops == compile_plan.train_step_flops(run, run.stages[0], rules, kind.devices)
+  assert plan.programs[0].stats.flops == pytest.approx(plans[1].programs[0].stats.flops, rel=0.01)
 
   # Stage 2 has its own batch; the run's bound adds every stage's steps over all its runs.
   bounds = [
@@ -80,6 +85,37 @@ def test_plan_reports_the_compiled_programs_memory_and_counts_every_accumulation
   assert plan.run_step_seconds == pytest.approx(expected)
   config = _tiny_config()
   assert [s.runs for s in run.stages] == [config.n_seeds, config.n_seeds * config.n_seeds_stage2]
+
+
+def test_a_step_counts_its_model_s_flops_shared_by_the_devices():
+  """A decoder sharded over 4 chips (`fsdp`): the plan's FLOPs per chip are the model's, 6 per weight of a product
+  and token plus attention's 12 per layer, width, position and token, over the chips (elementwise work aside)."""
+  config = _tiny_config()
+  config.model.d_model, config.model.d_mlp, config.model.n_heads = 1024, 4096, 4
+  config.mesh.shape, config.mesh.rules = (1, -1, 1), "fsdp"
+  run = compile_plan.run_shape(config)
+  cfg, stage = run.model.cfg, run.stages[0]
+  plan = compiled_plan.plan_for(run, tpu_types.tpu_type("v5litepod-4"), ("train",))
+  assert plan.mesh_shape == {"data": 1, "fsdp": 4, "tensor": 1}
+  positions = config.data.block_size - 1
+  tokens = stage.batch_size * positions
+  weights = cfg.n_layers * (4 * cfg.d_model**2 + 2 * cfg.d_model * cfg.d_mlp) + cfg.d_model * cfg.vocab_size
+  model_flops = 6 * weights * tokens + 12 * cfg.n_layers * cfg.d_model * positions * tokens
+  assert plan.programs[0].stats.flops == pytest.approx(model_flops / 4, rel=0.05)
+
+
+def test_xla_tpu_counts_part_of_a_collective_matmul_so_the_plan_counts_the_program():
+  """Why the plan does not take XLA:TPU's FLOPs of a partitioned program: a product whose weight is sharded over
+  8 chips compiles into a collective-matmul loop, and the compiler's count holds half of its work."""
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  mesh = jax.sharding.Mesh(tpu_types.topology_devices(tpu_types.tpu_type("v5litepod-8")), ("fsdp",))
+  split = NamedSharding(mesh, PartitionSpec("fsdp", None))
+  tokens, width, out = 6144, 2560, 10240
+  x, w = (jax.ShapeDtypeStruct(s, "bfloat16", sharding=split) for s in ((tokens, width), (width, out)))
+  compiled = jax.jit(lambda x, w: x @ w, out_shardings=split).lower(x, w).compile()
+  assert " while(" in compiled.as_text()
+  assert compiled.cost_analysis()["flops"] < 0.6 * 2 * tokens * width * out / 8
 
 
 def test_the_command_prints_a_table_and_a_result_line_per_type():
@@ -177,6 +213,7 @@ def test_a_different_decode_length_makes_different_programs():
   "config, tpu",
   [
     ("configs/pythia_cvdb_2stage.py", "v5litepod-8"),
+    ("configs/pythia_cvdb_2stage.py:passes=1", "v5litepod-8"),
     ("configs/t5_cvdb_2stage.py", "v4-8"),
     ("configs/numeric_scratch.py", "v5litepod-8"),
     ("configs/data_amount.py:num_ents=500", "v5litepod-8"),
