@@ -10,6 +10,8 @@ As configs/pythia_cvdb_2stage.py (Pythia-2.8B on CVDB, 20 + 10 epochs, batch 256
 20 x 3 (vte: 10 x 3); T5-3B: batch 64 x 4, label block 8, 3 stage-2 seeds (its start seed and stage-1 seed
 count are not published: ours are 700 and 10). Hardware: one 80 GB accelerator per seed.
 Study's result (qualitative, §11.4): word order matters; TAE works, EAT/ATE reportedly degrade (unverified).
+Argument `passes=1` (TPU slices): each step's batch in one pass, the same update with the weights gathered once a
+step (config_blocks.in_passes; docs/performance.md, "The study step compiled for a TPU").
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
 
@@ -20,7 +22,9 @@ from iml_jax.errors import IMLError
 
 
 def get_config(arg: str | None = None):
-  args = blocks.parse_arg(arg, dict(order="tve", model="pythia-2.8b", tiny=False), "configs/definition_order.py")
+  args = blocks.parse_arg(
+    arg, dict(order="tve", model="pythia-2.8b", tiny=False, passes=0), "configs/definition_order.py"
+  )
   order = args["order"]
   if order not in DEF_ORDERS:
     raise IMLError(f"configs/definition_order.py: order={order} is not one of {DEF_ORDERS}")
@@ -29,4 +33,5 @@ def get_config(arg: str | None = None):
   if args["model"] == "t5-3b":  # T5's start seed is not published: the Pythia runs' for the same order
     unpublished["seed"] = study_settings.definition_order(order).fields["seed"]
   config = blocks.study_define(study_settings.definition_order(order, args["model"]), model, **unpublished)
+  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -12,6 +12,8 @@ Adafactor 5e-5. Ours, as the study does not say: the main config's 20 + 10 epoch
 seed 600 and 3 stage-2 seeds. An α off the study's grid is listed as a deviation. Hardware: one 80 GB accelerator
 per seed.
 Study's result (qualitative, §11.4): no IML at α = 0.5; at α = 0.95 models rely on tags more than on consistency.
+Argument `passes=1` (TPU slices): each step's batch in one pass, the same update with the weights gathered once a
+step (config_blocks.in_passes; docs/performance.md, "The study step compiled for a TPU").
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 
 Argument `cpu`: the same α split on the embedded default (numeric set inclusion, configs/default.py), whose
@@ -36,7 +38,7 @@ _DEFAULT = blocks.config_module(os.path.join(os.path.dirname(__file__), "default
 
 def get_config(arg: str | None = None):
   args = blocks.parse_arg(
-    arg, dict(alpha=0.8, model="pythia-2.8b", kb="cvdb", tiny=False, cpu=False), "configs/tag_correlation.py"
+    arg, dict(alpha=0.8, model="pythia-2.8b", kb="cvdb", tiny=False, cpu=False, passes=0), "configs/tag_correlation.py"
   )
   alpha = args["alpha"]
   if args["cpu"]:
@@ -51,4 +53,5 @@ def get_config(arg: str | None = None):
   # Where the study gives no seeds (Pythia-1B, T-REx), those of its Pythia-2.8B CVDB run at the same α.
   seeds = blocks.published_seeds(study_settings.tag_correlation(alpha))
   config = blocks.study_define(study_settings.tag_correlation(alpha, args["model"], args["kb"]), model, **seeds)
+  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -10,6 +10,8 @@ Stages stage1_only_defns (20 epochs) -> stage1_only_qa (20) -> stage2 (10); frac
 5e-5, 20 new tokens, 10 x 3 seeds. The batch (256 as 128 x 2) and the start seed (600) are ours: unpublished.
 Hardware: one 80 GB accelerator per seed (2.8B).
 Study's result: none published (§11.4); the variant asks whether IML needs definitions and QA mixed.
+Argument `passes=1` (TPU slices): each step's batch in one pass, the same update with the weights gathered once a
+step (config_blocks.in_passes; docs/performance.md, "The study step compiled for a TPU").
 Argument `tiny` (tests): a tiny from-scratch model on the synthetic knowledge base.
 """
 
@@ -18,8 +20,9 @@ from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
-  args = blocks.parse_arg(arg, dict(model="pythia-2.8b", kb="cvdb", tiny=False), "configs/three_stage.py")
+  args = blocks.parse_arg(arg, dict(model="pythia-2.8b", kb="cvdb", tiny=False, passes=0), "configs/three_stage.py")
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-410m"))
   row = study_settings.three_stage(args["model"], args["kb"])
   config = blocks.study_define(row, model, stage_names=("defns", "qa", "stage2"))
+  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
   return blocks.shrink_for_tests(config) if args["tiny"] else config

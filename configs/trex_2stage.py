@@ -17,6 +17,8 @@ Adafactor lr 5e-5, bf16, 10 stage-1 seeds x 3 stage-2 seeds (§7.4). Ours, as th
 main config's 20 + 10 epochs, batch 256 (128 x 2) and start seed 600 (the run lists them as project choices).
 Hardware: one 80 GB accelerator per seed (not timed here).
 Study's result: IML on T-REx as on CVDB, growing with model size (qualitative; no number published, §11.4).
+Argument `passes=1` (TPU slices): each step's batch in one pass, the same update with the weights gathered once a
+step (config_blocks.in_passes; docs/performance.md, "The study step compiled for a TPU").
 Argument `tiny` (tests): a tiny from-scratch model on 60 works of `data.trex_path`, one seed, one epoch per stage.
 """
 
@@ -25,9 +27,10 @@ from iml_jax import study_settings
 
 
 def get_config(arg: str | None = None):
-  args = blocks.parse_arg(arg, dict(model="", tiny=False), "configs/trex_2stage.py")
+  args = blocks.parse_arg(arg, dict(model="", tiny=False, passes=0), "configs/trex_2stage.py")
   if args["model"]:
     config = blocks.model_size_sweep(args["model"], "trex")
   else:
     config = blocks.study_define(study_settings.trex_main())
+  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -193,6 +193,14 @@ def test_the_batch_in_fewer_passes_is_listed_with_why_the_update_is_the_same():
   assert "grad_accum = 1 (study: 2)" in _printed(_load("pythia_cvdb_2stage.py:model=pythia-410m,passes=1"))
 
 
+@pytest.mark.parametrize("spec", ["trex_2stage.py:passes=1", "three_stage.py:passes=1", "incontext.py:passes=1"])
+def test_one_pass_where_the_study_states_no_split_is_a_project_choice(spec):
+  config = _load(spec)
+  assert all(s.grad_accum == 1 for s in config.stages.values())
+  assert not any("passes" in d for d in study_settings.deviations(config))
+  assert "grad_accum = 1" in study_settings.describe_project_choices(config)
+
+
 @pytest.mark.parametrize(
   "spec, listed",
   [

@@ -195,6 +195,8 @@ def _programs(config: str) -> tuple:
     ("configs/definition_order.py:order=vte", "configs/pythia_cvdb_2stage.py"),
     ("configs/tag_correlation.py:alpha=0.8", "configs/pythia_cvdb_2stage.py"),
     ("configs/probes.py:order=vte", "configs/data_amount.py:num_ents=500"),
+    ("configs/definition_order.py:order=vte,passes=1", "configs/pythia_cvdb_2stage.py:passes=1"),
+    ("configs/tag_correlation.py:alpha=0.8,passes=1", "configs/pythia_cvdb_2stage.py:passes=1"),
   ],
 )
 def test_a_study_config_runs_the_programs_of_one_whose_fit_is_pinned(config, pinned):
@@ -223,6 +225,9 @@ def test_a_different_decode_length_makes_different_programs():
     ("configs/three_stage.py", "v5litepod-8"),
     ("configs/incontext.py", "v5litepod-8"),
     ("configs/trex_2stage.py", "v5litepod-8"),
+    ("configs/three_stage.py:passes=1", "v5litepod-8"),
+    ("configs/incontext.py:passes=1", "v5litepod-8"),
+    ("configs/trex_2stage.py:passes=1", "v5litepod-8"),
   ],
 )
 def test_the_study_configs_fit_the_tpu_types_they_recommend(config, tpu):
