@@ -23,7 +23,7 @@ from absl import app, flags
 import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "pythia-2.8b", "a Pythia shape by name")
+flags.DEFINE_enum("model", "pythia-2.8b", list(common.PYTHIA), "a Pythia shape by name")
 flags.DEFINE_integer("vocab_size", common.PYTHIA_VOCAB, "rows of the output head")
 flags.DEFINE_integer("tokens", 1504, "tokens one chip computes in one pass")
 flags.DEFINE_string("tpu", "v5litepod-8", "the TPU type whose chip compiles the products")
@@ -84,7 +84,7 @@ def main(argv):
       label = f"{name} {width_in}x{width_out} {direction}"
       print(
         f"  {label:<40} {flops / 1e9:8.1f} {accessed / 1e6:8.1f} {moved / 1e6:9.1f} {accessed / moved:9.2f} "
-        f"{seconds * 1e3:8.3f} {flops / peak / seconds if seconds else 0:7.0%}"
+        f"{seconds * 1e3:8.3f} {flops / peak / seconds if seconds else float('nan'):7.0%}"
       )
       for i, value in enumerate((flops, accessed, seconds, moved)):
         total[i] += times * value

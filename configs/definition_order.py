@@ -33,5 +33,5 @@ def get_config(arg: str | None = None):
   if args["model"] == "t5-3b":  # T5's start seed is not published: the Pythia runs' for the same order
     unpublished["seed"] = study_settings.definition_order(order).fields["seed"]
   config = blocks.study_define(study_settings.definition_order(order, args["model"]), model, **unpublished)
-  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
+  config = blocks.in_passes(config, args["passes"])
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
   row = study_settings.incontext()
   config = blocks.study_define(row, blocks.pretrained_arg(args["model"]))
   config.deviations = blocks.model_deviation(args["model"], row.model)
-  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
+  config = blocks.in_passes(config, args["passes"])
   if args["tiny"]:
     config = blocks.shrink_for_tests(config)
     config.data.block_size = 96

@@ -43,4 +43,4 @@ def get_config(arg: str | None = None):
     config = blocks.model_size_sweep(args["model"], "cvdb")
   else:
     config = blocks.study_define(study_settings.cvdb_main())
-  return blocks.in_passes(config, args["passes"]) if args["passes"] else config
+  return blocks.in_passes(config, args["passes"])

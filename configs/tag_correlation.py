@@ -48,10 +48,11 @@ def get_config(arg: str | None = None):
       *config.deviations,
       "α splits the CPU default's budget per tag, not the study's [data.fractions.qd*]",
     )
+    config = blocks.in_passes(config, args["passes"])
     return _DEFAULT.shrink(config) if args["tiny"] else config
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-1b"))
   # Where the study gives no seeds (Pythia-1B, T-REx), those of its Pythia-2.8B CVDB run at the same α.
   seeds = blocks.published_seeds(study_settings.tag_correlation(alpha))
   config = blocks.study_define(study_settings.tag_correlation(alpha, args["model"], args["kb"]), model, **seeds)
-  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
+  config = blocks.in_passes(config, args["passes"])
   return blocks.shrink_for_tests(config) if args["tiny"] else config

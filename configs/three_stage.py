@@ -24,5 +24,5 @@ def get_config(arg: str | None = None):
   model = blocks.pretrained_arg(args["model"], ("pythia-2.8b", "pythia-410m"))
   row = study_settings.three_stage(args["model"], args["kb"])
   config = blocks.study_define(row, model, stage_names=("defns", "qa", "stage2"))
-  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
+  config = blocks.in_passes(config, args["passes"])
   return blocks.shrink_for_tests(config) if args["tiny"] else config

@@ -32,5 +32,5 @@ def get_config(arg: str | None = None):
     config = blocks.model_size_sweep(args["model"], "trex")
   else:
     config = blocks.study_define(study_settings.trex_main())
-  config = blocks.in_passes(config, args["passes"]) if args["passes"] else config
+  config = blocks.in_passes(config, args["passes"])
   return blocks.shrink_for_tests(config) if args["tiny"] else config

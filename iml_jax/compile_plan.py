@@ -205,19 +205,30 @@ def _step_parts(run: RunShape, stage: StageShape, optimizer, state, mesh, rules)
   return [(one_pass, stage.grad_accum), (update, 1)]
 
 
-def train_step_flops(run: RunShape, stage: StageShape, rules, devices: int) -> float:
+# Model options that lower the same arithmetic through loops, which XLA's cost analysis counts once: off, for counting
+_LOOP_FREE = dict(scan_layers=False, loss_chunk=0, attention="einsum")
+
+
+def train_step_flops(run: RunShape, stage: StageShape, rules, mesh) -> float:
   """The FLOPs of one step of the stage per device, as its program states them: its micro-batch pass and update
-  lowered for one host device and counted by XLA's cost analysis before partitioning, the passes shared by the
-  `devices` (each takes a slice of the batch), the update counted whole (exact where the parameters are
-  replicated; at most its own small share of a step too high where they are sharded). XLA:TPU's count of the
-  partitioned program runs short: it counts part of the collective-matmul loops it splits sharded products into
-  (Pythia-2.8B's study step over 8 chips: 20.1 of 24.0 TFLOP per chip)."""
+  lowered for one host device and counted by XLA's cost analysis before partitioning, with the model's loops
+  unrolled (scanned layers, chunked loss and Splash's kernels compute the same products in loops, whose bodies
+  the analysis counts once; attention is counted whole, masked half included). The passes are shared by the
+  devices that split the work (the batch's data and fsdp axes, and the tensor axis where the rules use it); the
+  update is counted whole (exact where the parameters are replicated, a small share of a step too high where they
+  are sharded). XLA:TPU's count of the partitioned program runs short: it counts part of the collective-matmul
+  loops it splits sharded products into (Pythia-2.8B's study step over 8 chips: 20.1 of 24.0 TFLOP per chip)."""
+  cfg = run.model.cfg
+  fields = {f.name for f in dataclasses.fields(cfg)}
+  model = registry.build(dataclasses.replace(cfg, **{k: v for k, v in _LOOP_FREE.items() if k in fields}))
+  run = dataclasses.replace(run, model=model)
   host = sharding.make_mesh((1,) * len(run.mesh.shape), jax.devices("cpu")[:1])
   optimizer = train.make_optimizer(stage.optimizer, stage.steps, _trainable_mask(run, stage))
   state = train.abstract_state(run.model, optimizer, host, rules)
   with sharding.use_mesh(host, rules):
     (one_pass, passes), (update, _) = _step_parts(run, stage, optimizer, state, host, rules)
-  return passes * one_pass.cost_analysis()["flops"] / devices + update.cost_analysis()["flops"]
+  splitting = sharding.data_parallel_size(mesh) * (mesh.shape["tensor"] if sharding.uses_tensor_axis(rules) else 1)
+  return passes * one_pass.cost_analysis()["flops"] / splitting + update.cost_analysis()["flops"]
 
 
 def decode_lowered(run: RunShape, mesh, rules):

@@ -98,7 +98,7 @@ def plan_for(run, kind, kinds=PROGRAM_KINDS, dump_hlo: str = "") -> Plan:
         name,
         *compile_plan.train_step_lowered(run, stage, mesh, rules),
         dump(f"train_{stage.name}"),
-        compile_plan.train_step_flops(run, stage, rules, mesh.size),
+        compile_plan.train_step_flops(run, stage, rules, mesh),
       )
       by_key[stage.program_key] = program
     programs.append(program)

@@ -9,7 +9,8 @@ import re
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4}
 _DTYPE_BYTES |= {"f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
-# `%name = <result shape> <op>(`: a collective, synchronous or the start of an asynchronous one
+# `%name = <result shape> <op>(<rest of the line>`: a collective, synchronous or the start of an asynchronous one; the
+# rest holds its channel id
 _INSTRUCTION = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(?:-start)?\((.*)")
 _CHANNEL = re.compile(r"\bchannel_id=(\d+)")
 _ARRAY = re.compile(r"([a-z]+\d*)\[([\d,]*)\](\{[^}]*\})?")

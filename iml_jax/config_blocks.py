@@ -382,17 +382,19 @@ def model_size_sweep(model_key: str, knowledge_base: str) -> ml_collections.Conf
 
 PASSES_DEVIATION = (
   "each step's batch in another number of passes: the loss is token-weighted over the whole batch however it is "
-  "split, so the update is the same up to rounding, and one pass gathers a sharded model's weights once a step "
+  "split, so the update is the same up to rounding, and fewer passes gather a sharded model's weights fewer times "
   "[stages.*.grad_accum]"
 )
 
 
 def in_passes(config, passes: int) -> ml_collections.ConfigDict:
-  """`config` with each stage's batch split into `passes` passes of gradient accumulation: on a TPU slice, where
-  `fsdp` spreads the batch over the chips, one pass fits and moves the weights half as often as the study's 2."""
-  for stage_config in config.stages.values():
-    stage_config.grad_accum = passes
-  config.deviations = (*config.deviations, PASSES_DEVIATION)
+  """`config` with each stage's batch split into `passes` passes of gradient accumulation (0: as it is). On a TPU
+  slice, where `fsdp` spreads the batch over the chips, one pass fits and gathers the weights half as often as the
+  study's 2."""
+  if passes:
+    for stage_config in config.stages.values():
+      stage_config.grad_accum = passes
+    config.deviations = (*config.deviations, PASSES_DEVIATION)
   return config
 
 

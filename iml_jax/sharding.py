@@ -79,6 +79,11 @@ def data_parallel_size(mesh: Mesh) -> int:
   return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
+def uses_tensor_axis(rules) -> bool:
+  """Whether `rules` map some logical axis onto the mesh's "tensor" axis (else it only repeats the work)."""
+  return any("tensor" in ((axis,) if isinstance(axis, str) else axis or ()) for _, axis in rules)
+
+
 def logical_shardings(boxed_tree, mesh: Mesh, rules):
   """NamedShardings for a tree of `nn.LogicallyPartitioned` leaves (or their abstract shapes)."""
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_tree), mesh, rules)

@@ -3,9 +3,10 @@ python -m iml_jax.tpu_plan --config=configs/pythia_cvdb_2stage.py --tpu=v5litepo
 
 Needs libtpu (`pip install -e ".[tpu]"`). Each `--tpu` type (the accelerator names launch/create.sh takes, comma-
 separated; default: v4-8, v5litepod-8, v5p-8, v6e-8) gets the config's own mesh and sharding rules over its devices
-and the real TPU compiler's figures per chip: memory of each program against the chip's HBM; the train step's FLOPs,
-bytes accessed and collectives; the roofline bound on its time (the larger of FLOPs / peak and bytes / bandwidth,
-the chips' published figures in `tpu_types.py`), the FLOP-utilisation ceiling it implies and the whole run's
+and the real TPU compiler's figures per chip: memory of each program against the chip's HBM; the train step's bytes
+accessed and collectives, and its FLOPs (the program's own, counted before partitioning, over the devices); the
+roofline bound on its time (the larger of FLOPs / peak and bytes / bandwidth, the chips' published figures in
+`tpu_types.py`), the FLOP-utilisation ceiling it implies and the whole run's
 chip-hours at that bound. All of it is a compile-time estimate, not a measurement. The last line per type:
 RESULT tpu_plan config=<as given> tpu=<type> fits=<yes|no> gib_per_chip=<float> step_tflop=<float> step_gb=<float>
 step_seconds_bound=<float> run_chip_hours_bound=<float>
