@@ -49,14 +49,13 @@ def _cost(device, direction: str, tokens: int, width_in: int, width_out: int) ->
 
   one_chip = jax.sharding.SingleDeviceSharding(device)
   x, w, y = ((tokens, width_in), (width_in, width_out), (tokens, width_out))
-  operands, program = {
-    "forward": ((x, w), lambda a, b: a @ b),
-    "input gradient": ((y, w), lambda dy, b: dy @ b.T),
-    "weight gradient": ((x, y), lambda a, dy: a.T @ dy),
+  operands, result, program = {
+    "forward": ((x, w), y, lambda a, b: a @ b),
+    "input gradient": ((y, w), x, lambda dy, b: dy @ b.T),
+    "weight gradient": ((x, y), w, lambda a, dy: a.T @ dy),
   }[direction]
   args = [jax.ShapeDtypeStruct(s, jnp.bfloat16, sharding=one_chip) for s in operands]
   cost = jax.jit(program).lower(*args).compile().cost_analysis()
-  result = {"forward": y, "input gradient": x, "weight gradient": w}[direction]
   moved = 2 * sum(a * b for a, b in (*operands, result))
   return cost["flops"], cost["bytes accessed"], cost.get("optimal_seconds", 0.0), moved
 
